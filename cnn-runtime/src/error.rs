@@ -1,0 +1,85 @@
+use std::fmt;
+
+/// Everything that can go wrong at run time: loading weights and feeding inputs.
+///
+/// Shapes are written as PyTorch prints them, `[16, 3, 3, 3]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bytes are not a valid safetensors file (truncated, bad header, bad offsets, …).
+    Safetensors {
+        /// What the safetensors parser reported.
+        reason: String,
+    },
+    /// A tensor the network needs is not in the file.
+    MissingTensor {
+        /// The `state_dict` key, e.g. `0.weight`.
+        key: String,
+    },
+    /// The file holds a tensor the network has no place for.
+    UnexpectedTensor {
+        /// The `state_dict` key found in the file.
+        key: String,
+    },
+    /// A tensor has the wrong shape.
+    ShapeMismatch {
+        /// The `state_dict` key.
+        key: String,
+        /// The shape the network declares.
+        expected: Vec<usize>,
+        /// The shape stored in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor is stored with a dtype the loader does not accept for it.
+    Dtype {
+        /// The `state_dict` key.
+        key: String,
+        /// The dtype the loader expects, e.g. `F32`.
+        expected: String,
+        /// The dtype stored in the file, e.g. `I8`.
+        found: String,
+    },
+    /// The input batch does not have the declared `[C, H, W]`.
+    InputShape {
+        /// `[N, C, H, W]` with the declared C, H, W and the batch's N.
+        expected: Vec<usize>,
+        /// The shape of the batch passed in.
+        found: Vec<usize>,
+    },
+    /// A `bn(track_running_stats=false)` layer normalises with batch statistics and needs more
+    /// than one value per channel (PyTorch raises the same error).
+    BatchStatistics {
+        /// The `state_dict` module index of the batch-norm layer.
+        layer: usize,
+        /// `[N, C, H, W]` of the tensor reaching it.
+        shape: Vec<usize>,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Safetensors { reason } => write!(f, "invalid safetensors file: {reason}"),
+            Error::MissingTensor { key } => write!(f, "missing tensor `{key}` in the weight file"),
+            Error::UnexpectedTensor { key } => {
+                write!(f, "unexpected tensor `{key}` in the weight file; the network has no such parameter")
+            }
+            Error::ShapeMismatch { key, expected, found } => write!(
+                f,
+                "tensor `{key}` has shape {found:?}, expected {expected:?}"
+            ),
+            Error::Dtype { key, expected, found } => {
+                write!(f, "tensor `{key}` has dtype {found}, expected {expected}")
+            }
+            Error::InputShape { expected, found } => {
+                write!(f, "input has shape {found:?}, expected {expected:?}")
+            }
+            Error::BatchStatistics { layer, shape } => write!(
+                f,
+                "layer {layer} `bn(track_running_stats=false)` needs more than one value per channel to compute batch statistics, got input of shape {shape:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,7 @@
+//! One file per operation: a parameter descriptor, the batch forward kernel, and its tests.
+
+pub mod activation;
+pub mod batchnorm;
+pub mod conv2d;
+pub mod linear;
+pub mod pool;
