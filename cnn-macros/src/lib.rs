@@ -1,1 +1,31 @@
-//! placeholder
+//! The `cnn!` macro. Use it through the `cnn` crate, which documents it.
+
+#![forbid(unsafe_code)]
+
+mod args;
+mod ast;
+mod check;
+mod ctxt;
+mod expand;
+mod fallback;
+mod parse;
+mod shape;
+mod suggest;
+mod symbol;
+#[cfg(test)]
+mod tests;
+
+use proc_macro::TokenStream;
+
+/// Declares convolutional networks whose shapes are checked at compile time.
+///
+/// See the `cnn` crate for the layer language and the generated API.
+#[proc_macro]
+pub fn cnn(input: TokenStream) -> TokenStream {
+    match syn::parse::<ast::Networks>(input) {
+        Ok(networks) => pipeline::expand(&networks).into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+mod pipeline;

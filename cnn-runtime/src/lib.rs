@@ -8,11 +8,17 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod exec;
 mod gemm;
 pub mod init;
+pub mod layers;
+mod model;
 pub mod ops;
 pub mod shape;
 #[cfg(test)]
 mod test_util;
+pub mod weights;
 
 pub use error::Error;
+pub use model::{LayerInfo, Model, Summary};
+pub use ndarray;

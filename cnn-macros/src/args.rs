@@ -1,0 +1,688 @@
+//! Decodes raw layer entries into typed layers with PyTorch's defaults filled in.
+
+use std::collections::BTreeMap;
+
+use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
+use syn::{Ident, Lit};
+
+use crate::ast::{Arg, Item, Value};
+use crate::ctxt::Ctxt;
+use crate::suggest;
+use crate::symbol::{self, Param, ValueKind};
+
+/// A value with the span of the tokens that gave it (the layer name when defaulted).
+#[derive(Clone, Copy, Debug)]
+pub struct Sp<T> {
+    pub v: T,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub kind: LayerKind,
+    pub name: Ident,
+    /// The entry as written, for errors spanning the layer.
+    pub tokens: TokenStream,
+    /// The entry as written, normalised for display: `conv(3 -> 16, k3, p1)`.
+    pub dsl: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum LayerKind {
+    Conv(ConvArgs),
+    BatchNorm(BnArgs),
+    Act(Act),
+    Softmax,
+    Pool(PoolArgs),
+    GlobalPool(PoolType),
+    Flatten { implicit: bool },
+    Linear(LinearArgs),
+    Dropout(f64),
+}
+
+#[derive(Clone, Debug)]
+pub struct ConvArgs {
+    pub c_in: Sp<usize>,
+    pub c_out: Sp<usize>,
+    pub kernel: Sp<[usize; 2]>,
+    pub stride: Sp<[usize; 2]>,
+    pub padding: Sp<[usize; 2]>,
+    pub dilation: Sp<[usize; 2]>,
+    pub groups: Sp<usize>,
+    pub bias: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct BnArgs {
+    pub features: Option<Sp<usize>>,
+    pub eps: f64,
+    pub momentum: f64,
+    pub affine: bool,
+    pub track_running_stats: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    Relu,
+    LeakyRelu(f64),
+    Sigmoid,
+    Tanh,
+    Silu,
+    Gelu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolType {
+    Max,
+    Avg { count_include_pad: bool },
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolArgs {
+    pub kind: PoolType,
+    pub kernel: Sp<[usize; 2]>,
+    pub stride: Sp<[usize; 2]>,
+    pub padding: Sp<[usize; 2]>,
+    pub ceil_mode: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct LinearArgs {
+    pub in_features: Option<Sp<usize>>,
+    pub out_features: Sp<usize>,
+    pub bias: bool,
+}
+
+/// `input(C, H, W)`.
+pub fn decode_input(cx: &mut Ctxt, item: &Item) -> Option<[Sp<usize>; 3]> {
+    let mut dims = Vec::new();
+    for arg in &item.args {
+        match arg {
+            Arg::Positional(v) => dims.push(positive(cx, "input", v)?),
+            other => {
+                cx.error_at(
+                    arg_span(other),
+                    "`input` takes three positive numbers: `input(C, H, W)`",
+                );
+                return None;
+            }
+        }
+    }
+    match <[Sp<usize>; 3]>::try_from(dims) {
+        Ok(dims) => Some(dims),
+        Err(dims) => {
+            cx.error_spanned(
+                &item.tokens,
+                format!(
+                    "`input` takes three dimensions `input(C, H, W)`, found {}",
+                    dims.len()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Decodes one layer; `None` after reporting every problem with it.
+pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
+    let name = item.name.to_string();
+    let is = |names: &[&str]| names.contains(&name.as_str());
+    let before = cx.len();
+    let kind = if is(symbol::CONV) {
+        conv(cx, item)
+    } else if is(symbol::BN) {
+        let a = Args::decode(cx, item, symbol::BN_ARGS, false);
+        Some(LayerKind::BatchNorm(BnArgs {
+            features: a.int(symbol::NUM_FEATURES),
+            eps: a.float_in(cx, symbol::EPS, 1e-5, Range::Positive),
+            momentum: a.float_in(cx, symbol::MOMENTUM, 0.1, Range::Unit),
+            affine: a.bool(symbol::AFFINE, true),
+            track_running_stats: a.bool(symbol::TRACK_RUNNING_STATS, true),
+        }))
+    } else if is(symbol::LEAKY_RELU) {
+        let a = Args::decode(cx, item, symbol::LEAKY_RELU_ARGS, false);
+        Some(LayerKind::Act(Act::LeakyRelu(a.float_in(
+            cx,
+            symbol::NEGATIVE_SLOPE,
+            0.01,
+            Range::Any,
+        ))))
+    } else if is(symbol::MAXPOOL) || is(symbol::AVGPOOL) {
+        pool(cx, item, is(symbol::MAXPOOL))
+    } else if is(symbol::FC) {
+        linear(cx, item)
+    } else if is(symbol::DROPOUT) {
+        let a = Args::decode(cx, item, symbol::DROPOUT_ARGS, false);
+        Some(LayerKind::Dropout(a.float_in(cx, symbol::P, 0.5, Range::Unit)))
+    } else {
+        let simple = [
+            (symbol::RELU, LayerKind::Act(Act::Relu)),
+            (symbol::SIGMOID, LayerKind::Act(Act::Sigmoid)),
+            (symbol::TANH, LayerKind::Act(Act::Tanh)),
+            (symbol::SILU, LayerKind::Act(Act::Silu)),
+            (symbol::GELU, LayerKind::Act(Act::Gelu)),
+            (symbol::SOFTMAX, LayerKind::Softmax),
+            (symbol::GLOBAL_AVGPOOL, LayerKind::GlobalPool(PoolType::Avg { count_include_pad: true })),
+            (symbol::GLOBAL_MAXPOOL, LayerKind::GlobalPool(PoolType::Max)),
+            (symbol::FLATTEN, LayerKind::Flatten { implicit: false }),
+        ];
+        match simple.into_iter().find(|(names, _)| is(names)) {
+            Some((_, kind)) => {
+                Args::decode(cx, item, symbol::NO_ARGS, false);
+                Some(kind)
+            }
+            None => {
+                let all = symbol::LAYERS.iter().flat_map(|names| names.iter().copied());
+                cx.error_at(
+                    item.name.span(),
+                    format!("unknown layer `{name}`{}", suggest::hint(&name, all)),
+                );
+                None
+            }
+        }
+    };
+    if cx.len() > before {
+        return None;
+    }
+    Some(Layer {
+        kind: kind?,
+        name: item.name.clone(),
+        tokens: item.tokens.clone(),
+        dsl: pretty(&item.tokens),
+    })
+}
+
+fn conv(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
+    let a = Args::decode(cx, item, symbol::CONV_ARGS, true);
+    let Some((c_in, c_out)) = a.arrow else {
+        if !a.failed {
+            cx.error_spanned(
+                &item.tokens,
+                "`conv` needs its channels as `IN -> OUT`, e.g. `conv(3 -> 16, k3)`",
+            );
+        }
+        return None;
+    };
+    let Some(kernel) = a.pair(symbol::KERNEL_SIZE) else {
+        if !a.failed {
+            cx.error_spanned(
+                &item.tokens,
+                "`conv` needs a kernel size, e.g. `k3`, `k(3, 5)` or `kernel_size=3`",
+            );
+        }
+        return None;
+    };
+    Some(LayerKind::Conv(ConvArgs {
+        c_in,
+        c_out,
+        kernel,
+        stride: a.pair_or(symbol::STRIDE, [1, 1], item),
+        padding: a.pair_or(symbol::PADDING, [0, 0], item),
+        dilation: a.pair_or(symbol::DILATION, [1, 1], item),
+        groups: a.int(symbol::GROUPS).unwrap_or(Sp {
+            v: 1,
+            span: item.name.span(),
+        }),
+        bias: a.bool(symbol::BIAS, true),
+    }))
+}
+
+fn pool(cx: &mut Ctxt, item: &Item, max: bool) -> Option<LayerKind> {
+    let params = if max {
+        symbol::MAXPOOL_ARGS
+    } else {
+        symbol::AVGPOOL_ARGS
+    };
+    let a = Args::decode(cx, item, params, false);
+    let Some(kernel) = a.pair(symbol::KERNEL_SIZE) else {
+        if !a.failed {
+            cx.error_spanned(
+                &item.tokens,
+                format!(
+                    "`{}` needs a kernel size, e.g. `{0}(2)` or `{0}(k3, s2, p1)`",
+                    item.name
+                ),
+            );
+        }
+        return None;
+    };
+    let kind = if max {
+        PoolType::Max
+    } else {
+        PoolType::Avg {
+            count_include_pad: a.bool(symbol::COUNT_INCLUDE_PAD, true),
+        }
+    };
+    Some(LayerKind::Pool(PoolArgs {
+        kind,
+        stride: a.pair(symbol::STRIDE).unwrap_or(kernel),
+        kernel,
+        padding: a.pair_or(symbol::PADDING, [0, 0], item),
+        ceil_mode: a.bool(symbol::CEIL_MODE, false),
+    }))
+}
+
+fn linear(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
+    let a = Args::decode(cx, item, symbol::FC_ARGS, true);
+    let (in_features, out_features) = match (a.arrow, a.int(symbol::OUT_FEATURES)) {
+        (Some((i, o)), None) => (Some(i), o),
+        (None, Some(o)) => (a.int(symbol::IN_FEATURES), o),
+        (Some((_, o)), Some(_)) => {
+            cx.error_at(o.span, "duplicate argument `out_features`");
+            return None;
+        }
+        (None, None) => {
+            if !a.failed {
+                cx.error_spanned(
+                    &item.tokens,
+                    format!(
+                        "`{}` needs its output size, e.g. `{0}(10)` or `{0}(4096 -> 10)`",
+                        item.name
+                    ),
+                );
+            }
+            return None;
+        }
+    };
+    if let (Some(_), Some(j)) = (a.arrow, a.int(symbol::IN_FEATURES)) {
+        cx.error_at(j.span, "duplicate argument `in_features`");
+        return None;
+    }
+    Some(LayerKind::Linear(LinearArgs {
+        in_features,
+        out_features,
+        bias: a.bool(symbol::BIAS, true),
+    }))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Decoded {
+    Int(usize),
+    Pair([usize; 2]),
+    Float(f64),
+    Bool(bool),
+}
+
+#[derive(Clone, Copy)]
+enum Range {
+    Any,
+    Positive,
+    Unit,
+}
+
+/// The arguments of one layer, checked against its parameter table.
+struct Args {
+    values: BTreeMap<&'static str, Sp<Decoded>>,
+    arrow: Option<(Sp<usize>, Sp<usize>)>,
+    failed: bool,
+}
+
+impl Args {
+    fn decode(cx: &mut Ctxt, item: &Item, params: &'static [Param], arrow_ok: bool) -> Args {
+        let layer = item.name.to_string();
+        let before = cx.len();
+        let mut args = Args {
+            values: BTreeMap::new(),
+            arrow: None,
+            failed: false,
+        };
+        let mut positional = 0usize;
+        for arg in &item.args {
+            match arg {
+                Arg::Arrow { from, to } => {
+                    if !arrow_ok {
+                        cx.error_at(
+                            from.span(),
+                            format!("`{layer}` takes no `IN -> OUT` argument"),
+                        );
+                    } else if args.arrow.is_some() {
+                        cx.error_at(from.span(), "duplicate `IN -> OUT` argument");
+                    } else if args.values.is_empty() && positional == 0 {
+                        let what = if symbol::CONV.contains(&layer.as_str()) {
+                            "channels"
+                        } else {
+                            "features"
+                        };
+                        let i = positive(cx, &format!("input {what}"), from);
+                        let o = positive(cx, &format!("output {what}"), to);
+                        if let (Some(i), Some(o)) = (i, o) {
+                            args.arrow = Some((i, o));
+                        }
+                    } else {
+                        cx.error_at(from.span(), "`IN -> OUT` must be the first argument");
+                    }
+                }
+                Arg::Keyword { key, value } => {
+                    let name = key.to_string();
+                    match params.iter().find(|p| p.name == name || p.short == Some(&*name)) {
+                        Some(p) => args.set(cx, p, key.span(), value),
+                        None => unknown_arg(cx, &layer, key, params),
+                    }
+                }
+                Arg::Call { key, value } => {
+                    let name = key.to_string();
+                    match params.iter().find(|p| p.short == Some(&*name) || p.name == name) {
+                        Some(p) => args.set(cx, p, key.span(), value),
+                        None => unknown_arg(cx, &layer, key, params),
+                    }
+                }
+                Arg::Bare(ident) => args.bare(cx, &layer, ident, params),
+                Arg::Positional(value) => {
+                    let skip = usize::from(arrow_ok && args.arrow.is_some() && symbol::FC.contains(&layer.as_str()));
+                    match params.get(positional + skip) {
+                        Some(p) => args.set(cx, p, value.span(), value),
+                        None => cx.error_at(
+                            value.span(),
+                            format!(
+                                "too many positional arguments for `{layer}`; expected at most {}",
+                                params.len().saturating_sub(skip)
+                            ),
+                        ),
+                    }
+                    positional += 1;
+                }
+            }
+        }
+        args.failed = cx.len() > before;
+        args
+    }
+
+    fn bare(&mut self, cx: &mut Ctxt, layer: &str, ident: &Ident, params: &'static [Param]) {
+        let name = ident.to_string();
+        if let Some(&(_, target, value)) = symbol::FLAGS.iter().find(|f| f.0 == name) {
+            if let Some(p) = params.iter().find(|p| p.name == target) {
+                self.insert(cx, p, Sp { v: Decoded::Bool(value), span: ident.span() });
+                return;
+            }
+        }
+        if let Some(p) = params.iter().find(|p| p.name == name && p.kind == ValueKind::Bool) {
+            self.insert(cx, p, Sp { v: Decoded::Bool(true), span: ident.span() });
+            return;
+        }
+        let split = name.find(|c: char| c.is_ascii_digit()).unwrap_or(name.len());
+        let (prefix, digits) = name.split_at(split);
+        let short = params.iter().find(|p| p.short == Some(prefix));
+        match short {
+            Some(p) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                let Ok(v) = digits.parse::<usize>() else {
+                    cx.error_at(
+                        ident.span(),
+                        format!("`{name}`: {digits} is too large"),
+                    );
+                    return;
+                };
+                if v == 0 && matches!(p.kind, ValueKind::Positive | ValueKind::PositivePair) {
+                    cx.error_at(ident.span(), format!("`{}` must be positive, found 0", p.name));
+                    return;
+                }
+                let v = match p.kind {
+                    ValueKind::Positive | ValueKind::NonNegative => Decoded::Int(v),
+                    _ => Decoded::Pair([v, v]),
+                };
+                self.insert(cx, p, Sp { v, span: ident.span() });
+            }
+            _ => unknown_arg(cx, layer, ident, params),
+        }
+    }
+
+    fn set(&mut self, cx: &mut Ctxt, p: &'static Param, key_span: Span, value: &Value) {
+        if self.values.contains_key(p.name) {
+            cx.error_at(key_span, format!("duplicate argument `{}`", p.name));
+            return;
+        }
+        if let Some(v) = convert(cx, p, value) {
+            self.insert(cx, p, Sp { v, span: value.span() });
+        }
+    }
+
+    fn insert(&mut self, cx: &mut Ctxt, p: &'static Param, v: Sp<Decoded>) {
+        if self.values.contains_key(p.name) {
+            cx.error_at(v.span, format!("duplicate argument `{}`", p.name));
+            return;
+        }
+        self.values.insert(p.name, v);
+    }
+
+    fn int(&self, name: &str) -> Option<Sp<usize>> {
+        match self.values.get(name)? {
+            Sp { v: Decoded::Int(v), span } => Some(Sp { v: *v, span: *span }),
+            _ => None,
+        }
+    }
+
+    fn pair(&self, name: &str) -> Option<Sp<[usize; 2]>> {
+        match self.values.get(name)? {
+            Sp { v: Decoded::Pair(v), span } => Some(Sp { v: *v, span: *span }),
+            _ => None,
+        }
+    }
+
+    fn pair_or(&self, name: &str, default: [usize; 2], item: &Item) -> Sp<[usize; 2]> {
+        self.pair(name).unwrap_or(Sp {
+            v: default,
+            span: item.name.span(),
+        })
+    }
+
+    fn bool(&self, name: &str, default: bool) -> bool {
+        match self.values.get(name) {
+            Some(Sp { v: Decoded::Bool(b), .. }) => *b,
+            _ => default,
+        }
+    }
+
+    fn float_in(&self, cx: &mut Ctxt, name: &str, default: f64, range: Range) -> f64 {
+        let Some(&Sp { v: Decoded::Float(v), span }) = self.values.get(name) else {
+            return default;
+        };
+        let ok = match range {
+            Range::Any => true,
+            Range::Positive => v > 0.0,
+            Range::Unit => (0.0..=1.0).contains(&v),
+        };
+        if !ok {
+            let want = match range {
+                Range::Any => "finite",
+                Range::Positive => "positive",
+                Range::Unit => "between 0 and 1",
+            };
+            cx.error_at(span, format!("`{name}` must be {want}, found {v}"));
+        }
+        v
+    }
+}
+
+fn unknown_arg(cx: &mut Ctxt, layer: &str, key: &Ident, params: &[Param]) {
+    let name = key.to_string();
+    if params.is_empty() {
+        cx.error_at(key.span(), format!("`{layer}` takes no arguments, found `{name}`"));
+        return;
+    }
+    let mut known: Vec<&str> = params.iter().map(|p| p.name).collect();
+    known.extend(params.iter().filter_map(|p| p.short));
+    known.extend(symbol::FLAGS.iter().filter(|f| params.iter().any(|p| p.name == f.1)).map(|f| f.0));
+    let digits = name.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let prefix = &name[..name.len() - digits.len()];
+    let hint = match suggest::closest(&name, known.iter().copied()) {
+        Some(c) => format!("; did you mean `{c}`?"),
+        None => match suggest::closest(prefix, params.iter().filter_map(|p| p.short)) {
+            Some(c) if !digits.is_empty() => format!("; did you mean `{c}{digits}`?"),
+            _ => {
+                let list: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+                format!("; expected one of {}", list.join(", "))
+            }
+        },
+    };
+    cx.error_at(key.span(), format!("unknown argument `{name}` for `{layer}`{hint}"));
+}
+
+/// Checks a value against the kind its parameter takes.
+fn convert(cx: &mut Ctxt, p: &Param, value: &Value) -> Option<Decoded> {
+    let name = p.name;
+    match p.kind {
+        ValueKind::Positive => positive(cx, name, value).map(|s| Decoded::Int(s.v)),
+        ValueKind::NonNegative => integer(cx, name, value, false).map(Decoded::Int),
+        ValueKind::PositivePair | ValueKind::NonNegativePair => {
+            let positive = p.kind == ValueKind::PositivePair;
+            match value {
+                Value::Tuple { elems, .. } if elems.len() == 2 => {
+                    let h = integer(cx, name, &elems[0], positive);
+                    let w = integer(cx, name, &elems[1], positive);
+                    Some(Decoded::Pair([h?, w?]))
+                }
+                Value::Tuple { elems, .. } => {
+                    cx.error_at(
+                        value.span(),
+                        format!(
+                            "`{name}` expects an integer or a pair `(h, w)`, found {} values",
+                            elems.len()
+                        ),
+                    );
+                    None
+                }
+                _ => integer(cx, name, value, positive).map(|v| Decoded::Pair([v, v])),
+            }
+        }
+        ValueKind::Float => {
+            let (neg, lit) = match value {
+                Value::Lit(l) => (false, l),
+                Value::Neg(_, l) => (true, l),
+                _ => return wrong_kind(cx, name, "a number", value),
+            };
+            let v = match lit {
+                Lit::Float(f) => f.base10_parse::<f64>(),
+                Lit::Int(i) => i.base10_parse::<f64>(),
+                _ => return wrong_kind(cx, name, "a number", value),
+            };
+            match v {
+                Ok(v) if v.is_finite() && (v as f32).is_finite() => Some(Decoded::Float(if neg { -v } else { v })),
+                Ok(_) => {
+                    cx.error_at(value.span(), format!("`{name}` must be a finite 32-bit float"));
+                    None
+                }
+                Err(e) => {
+                    cx.push(e);
+                    None
+                }
+            }
+        }
+        ValueKind::Bool => match value {
+            Value::Lit(Lit::Bool(b)) => Some(Decoded::Bool(b.value)),
+            Value::Ident(i) if i == "True" || i == "False" => {
+                cx.error_at(
+                    i.span(),
+                    format!(
+                        "`{name}` expects `true` or `false`, found `{i}`; write it in lowercase, as in Rust"
+                    ),
+                );
+                None
+            }
+            _ => wrong_kind(cx, name, "`true` or `false`", value),
+        },
+    }
+}
+
+fn wrong_kind<T>(cx: &mut Ctxt, name: &str, want: &str, value: &Value) -> Option<T> {
+    cx.error_at(
+        value.span(),
+        format!("`{name}` expects {want}, found `{}`", value.text()),
+    );
+    None
+}
+
+fn positive(cx: &mut Ctxt, name: &str, value: &Value) -> Option<Sp<usize>> {
+    integer(cx, name, value, true).map(|v| Sp {
+        v,
+        span: value.span(),
+    })
+}
+
+fn integer(cx: &mut Ctxt, name: &str, value: &Value, positive: bool) -> Option<usize> {
+    let want = if positive {
+        "a positive integer"
+    } else {
+        "a non-negative integer"
+    };
+    match value {
+        Value::Lit(Lit::Int(i)) => match i.base10_parse::<usize>() {
+            Ok(0) if positive => {
+                cx.error_at(i.span(), format!("`{name}` must be positive, found 0"));
+                None
+            }
+            Ok(v) => Some(v),
+            Err(_) => {
+                cx.error_at(
+                    i.span(),
+                    format!("`{name}` value {} is too large", i.base10_digits()),
+                );
+                None
+            }
+        },
+        Value::Neg(_, Lit::Int(i)) if i.base10_digits().bytes().all(|b| b == b'0') && !positive => Some(0),
+        Value::Neg(_, l) => {
+            cx.error_at(
+                value.span(),
+                format!(
+                    "`{name}` must be {}, found -{}",
+                    if positive { "positive" } else { "non-negative" },
+                    quote::ToTokens::to_token_stream(l)
+                ),
+            );
+            None
+        }
+        _ => wrong_kind(cx, name, want, value),
+    }
+}
+
+fn arg_span(arg: &Arg) -> Span {
+    match arg {
+        Arg::Arrow { from, .. } => from.span(),
+        Arg::Keyword { key, .. } | Arg::Call { key, .. } => key.span(),
+        Arg::Bare(i) => i.span(),
+        Arg::Positional(v) => v.span(),
+    }
+}
+
+/// `conv (3 -> 16 , k3)` as `conv(3 -> 16, k3)`.
+pub fn pretty(tokens: &TokenStream) -> String {
+    let mut out = String::new();
+    for tt in tokens.clone() {
+        match tt {
+            proc_macro2::TokenTree::Group(g) => {
+                out.push('(');
+                out.push_str(&pretty_inner(&g.stream()));
+                out.push(')');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out
+}
+
+fn pretty_inner(tokens: &TokenStream) -> String {
+    let mut out = String::new();
+    let mut prev_minus = false;
+    for tt in tokens.clone() {
+        match &tt {
+            proc_macro2::TokenTree::Group(g) => {
+                out.push('(');
+                out.push_str(&pretty_inner(&g.stream()));
+                out.push(')');
+            }
+            proc_macro2::TokenTree::Punct(p) => match p.as_char() {
+                ',' => out.push_str(", "),
+                '-' if p.spacing() == proc_macro2::Spacing::Joint => {
+                    out.push_str(" -");
+                    prev_minus = true;
+                    continue;
+                }
+                '>' if prev_minus => out.push_str("> "),
+                c => out.push(c),
+            },
+            other => out.push_str(&other.to_token_stream().to_string()),
+        }
+        prev_minus = false;
+    }
+    out
+}

@@ -1,0 +1,88 @@
+//! The raw syntax of a `cnn!` invocation: every number a literal, every name an identifier, all
+//! spans kept for error messages.
+
+use proc_macro2::{Span, TokenStream};
+use syn::{token, Attribute, Ident, Lit, Token, Visibility};
+
+/// Everything inside `cnn! { … }`.
+pub struct Networks {
+    pub networks: Vec<Network>,
+}
+
+/// `#[attrs] vis struct Name { body }`. The body is parsed on its own so that a syntax error in
+/// one network still lets the others, and this network's stub, be emitted.
+pub struct Network {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub ident: Ident,
+    pub brace: token::Brace,
+    pub body: syn::Result<Vec<Item>>,
+}
+
+/// One entry of the layer list: `name` or `name(args)`.
+pub struct Item {
+    pub name: Ident,
+    pub args: Vec<Arg>,
+    /// The whole entry, for errors that span a layer.
+    pub tokens: TokenStream,
+}
+
+/// One argument inside a layer's parentheses.
+pub enum Arg {
+    /// `3 -> 16`
+    Arrow { from: Value, to: Value },
+    /// `stride = 2`, `kernel_size = (3, 5)`
+    Keyword { key: Ident, value: Value },
+    /// `k(3, 5)`
+    Call { key: Ident, value: Value },
+    /// `k3`, `nobias`, `ceil`
+    Bare(Ident),
+    /// `2`, `0.2`, `true`, `(3, 5)`
+    Positional(Value),
+}
+
+/// A value as written.
+pub enum Value {
+    Lit(Lit),
+    Neg(Token![-], Lit),
+    Tuple {
+        elems: Vec<Value>,
+        tokens: TokenStream,
+    },
+    Ident(Ident),
+}
+
+impl Value {
+    pub fn span(&self) -> Span {
+        match self {
+            Value::Lit(l) => l.span(),
+            Value::Neg(m, _) => m.span,
+            Value::Tuple { tokens, .. } => tokens
+                .clone()
+                .into_iter()
+                .next()
+                .map_or_else(Span::call_site, |t| t.span()),
+            Value::Ident(i) => i.span(),
+        }
+    }
+
+    /// The value as the user wrote it, for messages.
+    pub fn text(&self) -> String {
+        match self {
+            Value::Lit(l) => lit_text(l),
+            Value::Neg(_, l) => format!("-{}", lit_text(l)),
+            Value::Tuple { elems, .. } => {
+                let parts: Vec<String> = elems.iter().map(Value::text).collect();
+                format!("({})", parts.join(", "))
+            }
+            Value::Ident(i) => i.to_string(),
+        }
+    }
+}
+
+fn lit_text(l: &Lit) -> String {
+    match l {
+        Lit::Bool(b) => b.value().to_string(),
+        other => quote::ToTokens::to_token_stream(other).to_string(),
+    }
+}

@@ -1,0 +1,337 @@
+//! Code generation from a checked plan; cannot fail.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::args::{Act, LayerKind, PoolType};
+use crate::ast::Network;
+use crate::shape::{Plan, Planned, Shape};
+
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
+}
+
+fn f32_lit(v: f64) -> Literal {
+    // `args` rejected values that are not finite as f32.
+    Literal::f32_suffixed(v as f32)
+}
+
+fn pair([a, b]: [usize; 2]) -> TokenStream {
+    let (a, b) = (lit(a), lit(b));
+    quote!([#a, #b])
+}
+
+/// What one planned layer contributes to each generated item.
+#[derive(Default)]
+struct Parts {
+    field: Option<(syn::Ident, TokenStream, String)>,
+    load: TokenStream,
+    seeded: TokenStream,
+    save: TokenStream,
+    run: TokenStream,
+}
+
+fn parts(l: &Planned) -> Parts {
+    let i = lit(l.index);
+    let field = format_ident!("layer_{}", l.index);
+    let doc = format!("`{}`: `{}`", l.index, l.layer.dsl);
+    let [c, h, w] = match l.input {
+        Shape::Chw { c, h, w } => [c, h, w],
+        Shape::Flat(k) => [k, 1, 1],
+    };
+    let out_hw = match l.output {
+        Shape::Chw { h, w, .. } => [h, w],
+        Shape::Flat(_) => [1, 1],
+    };
+    let mut p = Parts::default();
+    match &l.layer.kind {
+        LayerKind::Conv(a) => {
+            let (c_in, c_out, groups) = (lit(a.c_in.v), lit(a.c_out.v), lit(a.groups.v));
+            let (kernel, stride, padding, dilation) = (pair(a.kernel.v), pair(a.stride.v), pair(a.padding.v), pair(a.dilation.v));
+            let (in_hw, out_hw) = (pair([h, w]), pair(out_hw));
+            let desc = quote! {
+                __cnn::Conv2dParams {
+                    c_in: #c_in, c_out: #c_out, groups: #groups,
+                    kernel: #kernel, stride: #stride, padding: #padding, dilation: #dilation,
+                    in_hw: #in_hw, out_hw: #out_hw,
+                }
+            };
+            let bias = a.bias;
+            p.field = Some((field.clone(), quote!(::cnn::__private::Conv2d), doc));
+            p.load = quote!(#field: __cnn::Conv2d::load(&__weights, #i, #desc, #bias)?,);
+            p.seeded = quote!(#field: __cnn::Conv2d::seeded(#desc, #bias, &mut __rng),);
+            p.save = quote!(self.#field.save(#i, &mut __out););
+            p.run = quote!(__exec.conv2d(&self.#field););
+        }
+        LayerKind::BatchNorm(a) => {
+            let (channels, hw) = (lit(c), lit(h * w));
+            let (eps, momentum) = (f32_lit(a.eps), f32_lit(a.momentum));
+            let (affine, track) = (a.affine, a.track_running_stats);
+            let desc = quote! {
+                __cnn::BatchNormParams {
+                    channels: #channels, hw: #hw, eps: #eps, momentum: #momentum,
+                    affine: #affine, track_running_stats: #track,
+                }
+            };
+            p.field = Some((field.clone(), quote!(::cnn::__private::BatchNorm2d), doc));
+            p.load = quote!(#field: __cnn::BatchNorm2d::load(&__weights, #i, #desc)?,);
+            p.seeded = quote!(#field: __cnn::BatchNorm2d::new(#desc, #i),);
+            p.save = quote!(self.#field.save(&mut __out););
+            p.run = quote!(__exec.batchnorm(&self.#field)?;);
+        }
+        LayerKind::Linear(a) => {
+            let (fin, fout) = (lit(l.input.len()), lit(a.out_features.v));
+            let desc = quote!(__cnn::LinearParams { in_features: #fin, out_features: #fout });
+            let bias = a.bias;
+            p.field = Some((field.clone(), quote!(::cnn::__private::Linear), doc));
+            p.load = quote!(#field: __cnn::Linear::load(&__weights, #i, #desc, #bias)?,);
+            p.seeded = quote!(#field: __cnn::Linear::seeded(#desc, #bias, &mut __rng),);
+            p.save = quote!(self.#field.save(#i, &mut __out););
+            p.run = quote!(__exec.linear(&self.#field););
+        }
+        LayerKind::Act(act) => {
+            let act = match *act {
+                Act::Relu => quote!(Relu),
+                Act::LeakyRelu(s) => {
+                    let s = f32_lit(s);
+                    quote!(LeakyRelu(#s))
+                }
+                Act::Sigmoid => quote!(Sigmoid),
+                Act::Tanh => quote!(Tanh),
+                Act::Silu => quote!(Silu),
+                Act::Gelu => quote!(Gelu),
+            };
+            p.run = quote!(__exec.activation(__cnn::Activation::#act););
+        }
+        LayerKind::Softmax => {
+            let (channels, spatial) = (lit(c), lit(h * w));
+            p.run = quote!(__exec.softmax(#channels, #spatial););
+        }
+        LayerKind::Pool(a) => {
+            p.run = pool(a.kind, c, a.kernel.v, a.stride.v, a.padding.v, a.ceil_mode, [h, w], out_hw);
+        }
+        LayerKind::GlobalPool(kind) => {
+            p.run = pool(*kind, c, [h, w], [h, w], [0, 0], false, [h, w], [1, 1]);
+        }
+        LayerKind::Flatten { .. } | LayerKind::Dropout(_) => {}
+    }
+    p
+}
+
+#[allow(clippy::too_many_arguments)] // mirrors Pool2dParams
+fn pool(
+    kind: PoolType,
+    channels: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    ceil_mode: bool,
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+) -> TokenStream {
+    let kind = match kind {
+        PoolType::Max => quote!(__cnn::PoolKind::Max),
+        PoolType::Avg { count_include_pad } => {
+            quote!(__cnn::PoolKind::Avg { count_include_pad: #count_include_pad })
+        }
+    };
+    let channels = lit(channels);
+    let (kernel, stride, padding, in_hw, out_hw) = (pair(kernel), pair(stride), pair(padding), pair(in_hw), pair(out_hw));
+    quote! {
+        __exec.pool2d(&__cnn::Pool2dParams {
+            kind: #kind, channels: #channels, kernel: #kernel, stride: #stride,
+            padding: #padding, ceil_mode: #ceil_mode, in_hw: #in_hw, out_hw: #out_hw,
+        });
+    }
+}
+
+/// The equivalent PyTorch module, as a Python expression after `from torch import nn`.
+pub fn torch(l: &Planned) -> String {
+    let c = l.input.dims()[0];
+    let tuple = |[a, b]: [usize; 2]| format!("({a}, {b})");
+    let py_bool = |b: bool| if b { "True" } else { "False" };
+    match &l.layer.kind {
+        LayerKind::Conv(a) => {
+            let mut s = format!(
+                "nn.Conv2d({}, {}, kernel_size={}, stride={}",
+                a.c_in.v,
+                a.c_out.v,
+                tuple(a.kernel.v),
+                tuple(a.stride.v)
+            );
+            if a.padding.v != [0, 0] {
+                s += &format!(", padding={}", tuple(a.padding.v));
+            }
+            if a.dilation.v != [1, 1] {
+                s += &format!(", dilation={}", tuple(a.dilation.v));
+            }
+            if a.groups.v != 1 {
+                s += &format!(", groups={}", a.groups.v);
+            }
+            if !a.bias {
+                s += ", bias=False";
+            }
+            s + ")"
+        }
+        LayerKind::BatchNorm(a) => format!(
+            "nn.BatchNorm2d({c}, eps={:?}, momentum={:?}, affine={}, track_running_stats={})",
+            a.eps,
+            a.momentum,
+            py_bool(a.affine),
+            py_bool(a.track_running_stats)
+        ),
+        LayerKind::Act(Act::Relu) => "nn.ReLU()".into(),
+        LayerKind::Act(Act::LeakyRelu(s)) => format!("nn.LeakyReLU(negative_slope={s:?})"),
+        LayerKind::Act(Act::Sigmoid) => "nn.Sigmoid()".into(),
+        LayerKind::Act(Act::Tanh) => "nn.Tanh()".into(),
+        LayerKind::Act(Act::Silu) => "nn.SiLU()".into(),
+        LayerKind::Act(Act::Gelu) => "nn.GELU()".into(),
+        LayerKind::Softmax => "nn.Softmax(dim=1)".into(),
+        LayerKind::Pool(a) => {
+            let head = match a.kind {
+                PoolType::Max => "nn.MaxPool2d",
+                PoolType::Avg { .. } => "nn.AvgPool2d",
+            };
+            let mut s = format!(
+                "{head}(kernel_size={}, stride={}, padding={}, ceil_mode={}",
+                tuple(a.kernel.v),
+                tuple(a.stride.v),
+                tuple(a.padding.v),
+                py_bool(a.ceil_mode)
+            );
+            if let PoolType::Avg { count_include_pad } = a.kind {
+                s += &format!(", count_include_pad={}", py_bool(count_include_pad));
+            }
+            s + ")"
+        }
+        LayerKind::GlobalPool(PoolType::Max) => "nn.AdaptiveMaxPool2d(1)".into(),
+        LayerKind::GlobalPool(PoolType::Avg { .. }) => "nn.AdaptiveAvgPool2d(1)".into(),
+        LayerKind::Flatten { .. } => "nn.Flatten()".into(),
+        LayerKind::Linear(a) => format!(
+            "nn.Linear({}, {}{})",
+            l.input.len(),
+            a.out_features.v,
+            if a.bias { "" } else { ", bias=False" }
+        ),
+        LayerKind::Dropout(p) => format!("nn.Dropout(p={p:?})"),
+    }
+}
+
+pub fn network(net: &Network, plan: &Plan) -> TokenStream {
+    let Network { attrs, vis, ident, .. } = net;
+    let name = ident.to_string();
+    let [c, h, w] = plan.input.map(lit);
+    let input_ty = quote!([[[f32; #w]; #h]; #c]);
+    let (output_ty, dim, into_batch, into_sample, out_dims) = match plan.output() {
+        Shape::Flat(k) => {
+            let k = lit(k);
+            (
+                quote!([f32; #k]),
+                quote!(Ix2),
+                quote!(__exec.into_array2(#k)),
+                quote!(__exec.to_array()),
+                quote!(&[#k]),
+            )
+        }
+        Shape::Chw { c, h, w } => {
+            let (c, h, w) = (lit(c), lit(h), lit(w));
+            (
+                quote!(::std::boxed::Box<[[[f32; #w]; #h]; #c]>),
+                quote!(Ix4),
+                quote!(__exec.into_array4([#c, #h, #w])),
+                quote!(__exec.to_boxed_chw()),
+                quote!(&[#c, #h, #w]),
+            )
+        }
+    };
+    let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
+    let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
+    let fields = all.iter().filter_map(|p| p.field.as_ref()).map(|(f, ty, doc)| {
+        quote!(#[doc = #doc] pub #f: #ty,)
+    });
+    let load = all.iter().map(|p| &p.load);
+    let seeded = all.iter().map(|p| &p.seeded);
+    let save = all.iter().map(|p| &p.save);
+    let run = all.iter().map(|p| &p.run);
+    let params = lit(plan.layers.iter().map(|l| l.params).sum());
+    let macs = lit(plan.layers.iter().map(|l| l.macs).sum());
+    let infos = plan.layers.iter().map(|l| {
+        let (index, dsl, torch) = (lit(l.index), &l.layer.dsl, torch(l));
+        let dims = l.output.dims().into_iter().map(lit);
+        let (p, m) = (lit(l.params), lit(l.macs));
+        quote! {
+            __cnn::LayerInfo { index: #index, dsl: #dsl, torch: #torch, output: &[#(#dims),*], params: #p, macs: #m }
+        }
+    });
+    let torch_seq = {
+        let body: Vec<String> = plan.layers.iter().map(|l| format!("    {},\n", torch(l))).collect();
+        format!("nn.Sequential(\n{})", body.concat())
+    };
+    let call_site = Span::call_site();
+    let model = quote::quote_spanned!(call_site=> __cnn::Model);
+    quote! {
+        #(#attrs)*
+        #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
+        #vis struct #ident {
+            #(#fields)*
+        }
+
+        const _: () = {
+            use ::cnn::__private as __cnn;
+
+            impl #ident {
+                fn __cnn_run(&self, __exec: &mut __cnn::Exec) -> ::core::result::Result<(), __cnn::Error> {
+                    #(#run)*
+                    ::core::result::Result::Ok(())
+                }
+            }
+
+            #[automatically_derived]
+            impl #model for #ident {
+                type Input = #input_ty;
+                type Output = #output_ty;
+                type Dim = __cnn::ndarray::#dim;
+                const NAME: &'static str = #name;
+                const INPUT_SHAPE: [usize; 3] = [#c, #h, #w];
+                const OUTPUT_SHAPE: &'static [usize] = #out_dims;
+                const PARAMS: usize = #params;
+                const MACS: usize = #macs;
+                const LAYERS: &'static [__cnn::LayerInfo] = &[#(#infos),*];
+                const TORCH: &'static str = #torch_seq;
+
+                fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
+                    let __weights = __cnn::Weights::parse(bytes)?;
+                    let __net = #ident { #(#load)* };
+                    __weights.finish()?;
+                    ::core::result::Result::Ok(__net)
+                }
+
+                fn to_safetensors(&self) -> ::std::vec::Vec<u8> {
+                    let mut __out = __cnn::TensorWriter::new();
+                    #(#save)*
+                    __out.finish()
+                }
+
+                fn seeded(seed: u64) -> Self {
+                    #[allow(unused_mut, unused_variables)]
+                    let mut __rng = __cnn::Rng::new(seed);
+                    #ident { #(#seeded)* }
+                }
+
+                fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
+                    let mut __exec = __cnn::Exec::from_view(x, [#c, #h, #w])?;
+                    self.__cnn_run(&mut __exec)?;
+                    ::core::result::Result::Ok(#into_batch)
+                }
+
+                fn forward(&self, x: &#input_ty) -> #output_ty {
+                    let mut __exec = __cnn::Exec::from_sample(x.as_flattened().as_flattened());
+                    if let ::core::result::Result::Err(e) = self.__cnn_run(&mut __exec) {
+                        ::core::panic!("{}", e);
+                    }
+                    #into_sample
+                }
+            }
+        };
+    }
+}

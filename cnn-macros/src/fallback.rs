@@ -1,0 +1,73 @@
+//! What a network with errors expands to: a stub with the same name and methods, so the user sees
+//! the `cnn!` error and not a cascade of "cannot find type" errors.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::ast::Network;
+
+pub fn stub(net: &Network) -> TokenStream {
+    let Network { attrs, vis, ident, .. } = net;
+    let name = ident.to_string();
+    quote! {
+        #(#attrs)*
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #ident;
+
+        const _: () = {
+            use ::cnn::__private as __cnn;
+
+            #[allow(dead_code, unused_variables, clippy::all)]
+            impl #ident {
+                pub fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
+                    ::core::unreachable!()
+                }
+                pub fn to_safetensors(&self) -> ::std::vec::Vec<u8> {
+                    ::core::unreachable!()
+                }
+                pub fn seeded(seed: u64) -> Self {
+                    ::core::unreachable!()
+                }
+                pub fn forward_batch<D: __cnn::ndarray::Dimension>(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<__cnn::ndarray::Array<f32, D>, __cnn::Error> {
+                    ::core::unreachable!()
+                }
+                pub fn forward<I: ?::core::marker::Sized, O>(&self, x: &I) -> O {
+                    ::core::unreachable!()
+                }
+                pub fn summary(&self) -> __cnn::Summary {
+                    ::core::unreachable!()
+                }
+            }
+
+            #[automatically_derived]
+            #[allow(unused_variables)]
+            impl __cnn::Model for #ident {
+                type Input = [[[f32; 0]; 0]; 0];
+                type Output = [f32; 0];
+                type Dim = __cnn::ndarray::Ix2;
+                const NAME: &'static str = #name;
+                const INPUT_SHAPE: [usize; 3] = [0; 3];
+                const OUTPUT_SHAPE: &'static [usize] = &[];
+                const PARAMS: usize = 0;
+                const MACS: usize = 0;
+                const LAYERS: &'static [__cnn::LayerInfo] = &[];
+                const TORCH: &'static str = "";
+                fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
+                    ::core::unreachable!()
+                }
+                fn to_safetensors(&self) -> ::std::vec::Vec<u8> {
+                    ::core::unreachable!()
+                }
+                fn seeded(seed: u64) -> Self {
+                    ::core::unreachable!()
+                }
+                fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<__cnn::ndarray::Array2<f32>, __cnn::Error> {
+                    ::core::unreachable!()
+                }
+                fn forward(&self, x: &Self::Input) -> Self::Output {
+                    ::core::unreachable!()
+                }
+            }
+        };
+    }
+}

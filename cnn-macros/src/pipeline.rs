@@ -1,0 +1,40 @@
+//! parse -> check -> shape -> expand, over `proc_macro2` types so unit tests can drive it.
+
+use proc_macro2::TokenStream;
+
+use crate::ast::{Network, Networks};
+use crate::ctxt::Ctxt;
+use crate::shape::Plan;
+use crate::{check, expand, fallback, shape};
+
+/// Checks one network and plans its shapes, reporting every error found.
+pub fn plan(net: &Network) -> syn::Result<Plan> {
+    let items = net.body.as_ref().map_err(Clone::clone)?;
+    let mut cx = Ctxt::new();
+    let planned = check::input_and_layers(&mut cx, net, items)
+        .and_then(|(input, layers)| shape::plan(&mut cx, input, layers));
+    cx.check()?;
+    planned.ok_or_else(|| syn::Error::new(net.ident.span(), "internal error: no plan and no error"))
+}
+
+/// Generated code for every network; networks with errors become stubs next to the errors.
+pub fn expand(networks: &Networks) -> TokenStream {
+    let mut out = TokenStream::new();
+    let mut errors: Option<syn::Error> = None;
+    for net in &networks.networks {
+        match plan(net) {
+            Ok(plan) => out.extend(expand::network(net, &plan)),
+            Err(e) => {
+                out.extend(fallback::stub(net));
+                match &mut errors {
+                    Some(all) => all.combine(e),
+                    None => errors = Some(e),
+                }
+            }
+        }
+    }
+    if let Some(e) = errors {
+        out.extend(e.to_compile_error());
+    }
+    out
+}

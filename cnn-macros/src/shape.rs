@@ -1,0 +1,353 @@
+//! Shape inference: walks the layers from `input(C, H, W)` and stops at the first shape error of
+//! a network (later shapes would be nonsense).
+
+use std::fmt;
+
+use crate::args::{Layer, LayerKind, Sp};
+use crate::ctxt::Ctxt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Chw { c: usize, h: usize, w: usize },
+    Flat(usize),
+}
+
+impl Shape {
+    pub fn dims(&self) -> Vec<usize> {
+        match *self {
+            Shape::Chw { c, h, w } => vec![c, h, w],
+            Shape::Flat(k) => vec![k],
+        }
+    }
+
+    /// Elements per sample; the planner has checked the product fits in `usize`.
+    pub fn len(&self) -> usize {
+        self.dims().iter().product()
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Chw { c, h, w } => write!(f, "[{c}, {h}, {w}]"),
+            Shape::Flat(k) => write!(f, "[{k}]"),
+        }
+    }
+}
+
+/// A layer with the shapes around it and its `nn.Sequential` index.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub layer: Layer,
+    pub index: usize,
+    pub input: Shape,
+    pub output: Shape,
+    /// Learnable parameters.
+    pub params: usize,
+    /// Multiply-accumulates per sample (convolutions and linear layers).
+    pub macs: usize,
+}
+
+pub struct Plan {
+    pub input: [usize; 3],
+    pub layers: Vec<Planned>,
+}
+
+impl Plan {
+    pub fn output(&self) -> Shape {
+        self.layers.last().map_or(
+            Shape::Chw {
+                c: self.input[0],
+                h: self.input[1],
+                w: self.input[2],
+            },
+            |l| l.output,
+        )
+    }
+}
+
+/// PyTorch's output length of one axis (see `cnn_runtime::shape::out_len`, which must agree:
+/// both test suites run `testdefs/out_len_cases.rs`).
+// ceil_mode drops the last window when it would start inside the right padding:
+// maxpool(k2, s2, ceil) on 5 -> 3, but maxpool(k2, s2, p1, ceil) on 1 -> 1, not 2.
+pub fn out_len(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    ceil_mode: bool,
+) -> Option<usize> {
+    let (i, k, s, p, d) = (
+        input as i128,
+        kernel as i128,
+        stride as i128,
+        padding as i128,
+        dilation as i128,
+    );
+    if s <= 0 || d <= 0 || k <= 0 {
+        return None;
+    }
+    let span = i
+        .checked_add(p.checked_mul(2)?)?
+        .checked_sub(d.checked_mul(k - 1)?)?
+        .checked_sub(1)?;
+    if span < 0 {
+        return None;
+    }
+    let mut out = if ceil_mode {
+        (span + s - 1) / s + 1
+    } else {
+        span / s + 1
+    };
+    if ceil_mode && (out - 1) * s >= i + p {
+        out -= 1;
+    }
+    if out <= 0 {
+        return None;
+    }
+    usize::try_from(out).ok()
+}
+
+struct Walk<'a> {
+    cx: &'a mut Ctxt,
+    trail: Vec<(String, Shape)>,
+}
+
+impl Walk<'_> {
+    /// Reports `msg` at `span` with the shapes that led here, and stops the walk.
+    fn fail<T>(&mut self, span: proc_macro2::Span, msg: String) -> Option<T> {
+        self.cx.error_at(span, format!("{msg}\n{}", self.trail()));
+        None
+    }
+
+    fn fail_layer<T>(&mut self, layer: &Layer, msg: String) -> Option<T> {
+        self.cx
+            .error_spanned(&layer.tokens, format!("{msg}\n{}", self.trail()));
+        None
+    }
+
+    fn trail(&self) -> String {
+        const KEEP: usize = 6;
+        let mut parts = vec![self.trail[0].1.to_string()];
+        let steps = &self.trail[1..];
+        let skipped = steps.len().saturating_sub(KEEP);
+        if skipped > 0 {
+            parts.push(format!("… ({skipped} layers)"));
+        }
+        for (name, shape) in &steps[skipped..] {
+            parts.push(format!("{name} -> {shape}"));
+        }
+        format!("shapes: {}", parts.join(" -> "))
+    }
+}
+
+pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<Plan> {
+    let [c, h, w] = input.map(|d| d.v);
+    let start = Shape::Chw { c, h, w };
+    let mut walk = Walk {
+        cx,
+        trail: vec![(String::new(), start)],
+    };
+    if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none() {
+        return walk.fail(input[0].span, format!("input [{c}, {h}, {w}] has too many elements"));
+    }
+    let mut planned = Vec::with_capacity(layers.len() + 1);
+    let mut shape = start;
+    for layer in layers {
+        if let (LayerKind::Linear(_), Shape::Chw { c, h, w }) = (&layer.kind, shape) {
+            let flat = Shape::Flat(c * h * w);
+            planned.push(Planned {
+                layer: Layer {
+                    kind: LayerKind::Flatten { implicit: true },
+                    name: syn::Ident::new("flatten", layer.name.span()),
+                    tokens: layer.tokens.clone(),
+                    dsl: "(implicit flatten)".into(),
+                },
+                index: planned.len(),
+                input: shape,
+                output: flat,
+                params: 0,
+                macs: 0,
+            });
+            walk.trail.push(("flatten".into(), flat));
+            shape = flat;
+        }
+        let output = infer(&mut walk, &layer, shape)?;
+        walk.trail.push((layer.name.to_string(), output));
+        let Some((params, macs)) = cost(&layer, shape, output) else {
+            return walk.fail_layer(&layer, format!("`{}` has too many parameters", layer.name));
+        };
+        planned.push(Planned {
+            layer,
+            index: planned.len(),
+            input: shape,
+            output,
+            params,
+            macs,
+        });
+        shape = output;
+    }
+    let total = |f: fn(&Planned) -> usize| planned.iter().try_fold(0usize, |sum, l| sum.checked_add(f(l)));
+    if total(|l| l.params).is_none() || total(|l| l.macs).is_none() {
+        return walk.fail(input[0].span, "the network has too many parameters".into());
+    }
+    Some(Plan {
+        input: [c, h, w],
+        layers: planned,
+    })
+}
+
+/// Parameters and multiply-accumulates of one layer, `None` on overflow.
+fn cost(layer: &Layer, input: Shape, output: Shape) -> Option<(usize, usize)> {
+    match &layer.kind {
+        LayerKind::Conv(a) => {
+            let fan_in = (a.c_in.v / a.groups.v).checked_mul(a.kernel.v[0])?.checked_mul(a.kernel.v[1])?;
+            let weights = fan_in.checked_mul(a.c_out.v)?;
+            let params = weights.checked_add(if a.bias { a.c_out.v } else { 0 })?;
+            Some((params, output.len().checked_mul(fan_in)?))
+        }
+        LayerKind::BatchNorm(a) => Some((if a.affine { input.dims()[0].checked_mul(2)? } else { 0 }, 0)),
+        LayerKind::Linear(a) => {
+            let weights = input.len().checked_mul(a.out_features.v)?;
+            let params = weights.checked_add(if a.bias { a.out_features.v } else { 0 })?;
+            Some((params, weights))
+        }
+        _ => Some((0, 0)),
+    }
+}
+
+fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
+    let name = &layer.name;
+    let chw = match (&layer.kind, shape) {
+        (LayerKind::Act(_) | LayerKind::Softmax | LayerKind::Dropout(_), s) => return Some(s),
+        (LayerKind::Flatten { .. }, s) => return Some(Shape::Flat(s.len())),
+        (LayerKind::Linear(a), s) => {
+            let features = s.len();
+            if let Some(i) = a.in_features {
+                if i.v != features {
+                    return walk.fail(
+                        i.span,
+                        format!("`{name}` expects {} input features, but the tensor here is {shape} ({features} features)", i.v),
+                    );
+                }
+            }
+            return Some(Shape::Flat(a.out_features.v));
+        }
+        // A flat tensor has lost its spatial layout: conv(…) after fc(…) or flatten.
+        (_, Shape::Flat(_)) => {
+            return walk.fail_layer(
+                layer,
+                format!("`{name}` needs a [C, H, W] tensor, but the tensor here is already flattened to {shape}; put `{name}` before the first `fc`/`flatten`"),
+            )
+        }
+        (_, Shape::Chw { c, h, w }) => [c, h, w],
+    };
+    let [c, h, w] = chw;
+    match &layer.kind {
+        LayerKind::Conv(a) => {
+            if a.c_in.v != c {
+                return walk.fail(
+                    a.c_in.span,
+                    format!("`{name}` expects {} input channels, but the tensor here is {shape}", a.c_in.v),
+                );
+            }
+            // Grouped convolution splits both channel counts evenly: conv(6 -> 16, g4) is an error.
+            let g = a.groups.v;
+            if c % g != 0 || a.c_out.v % g != 0 {
+                let (what, n) = if c % g != 0 { ("input", c) } else { ("output", a.c_out.v) };
+                return walk.fail(
+                    a.groups.span,
+                    format!("groups {g} does not divide the {n} {what} channels of `{name}`"),
+                );
+            }
+            let [oh, ow] = spatial(walk, layer, [h, w], a.kernel, a.stride.v, a.padding.v, a.dilation.v, false)?;
+            checked(walk, layer, [a.c_out.v, oh, ow])
+        }
+        LayerKind::BatchNorm(a) => {
+            if let Some(f) = a.features {
+                if f.v != c {
+                    return walk.fail(
+                        f.span,
+                        format!("`{name}` expects {} features (channels), but the tensor here is {shape}", f.v),
+                    );
+                }
+            }
+            Some(shape)
+        }
+        LayerKind::Pool(a) => {
+            // PyTorch: "pad should be at most half of effective kernel size": maxpool(k3, p2) is an error.
+            for (axis, (&k, &p)) in ["height", "width"].iter().zip(a.kernel.v.iter().zip(&a.padding.v)) {
+                if p > k / 2 {
+                    return walk.fail(
+                        a.padding.span,
+                        format!("`{name}` padding {p} is more than half the kernel {axis} {k}; PyTorch allows at most {}", k / 2),
+                    );
+                }
+            }
+            let [oh, ow] = spatial(walk, layer, [h, w], a.kernel, a.stride.v, a.padding.v, [1, 1], a.ceil_mode)?;
+            checked(walk, layer, [c, oh, ow])
+        }
+        LayerKind::GlobalPool(_) => Some(Shape::Chw { c, h: 1, w: 1 }),
+        LayerKind::Act(_) | LayerKind::Softmax | LayerKind::Dropout(_) | LayerKind::Flatten { .. } | LayerKind::Linear(_) => {
+            unreachable!("handled above for every shape")
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the conv/pool geometry, as PyTorch names it
+fn spatial(
+    walk: &mut Walk<'_>,
+    layer: &Layer,
+    hw: [usize; 2],
+    kernel: Sp<[usize; 2]>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    ceil_mode: bool,
+) -> Option<[usize; 2]> {
+    let mut out = [0; 2];
+    for axis in 0..2 {
+        match out_len(hw[axis], kernel.v[axis], stride[axis], padding[axis], dilation[axis], ceil_mode) {
+            Some(n) => out[axis] = n,
+            None => {
+                let what = ["height", "width"][axis];
+                let k = kernel.v[axis];
+                let dilated = match (k - 1).checked_mul(dilation[axis]).and_then(|e| e.checked_add(1)) {
+                    Some(e) if e != k => format!(" (dilated to {e})"),
+                    Some(_) => String::new(),
+                    None => " (dilated beyond any size)".into(),
+                };
+                let padded = hw[axis] as u128 + 2 * padding[axis] as u128;
+                let name = &layer.name;
+                return walk.fail(
+                    kernel.span,
+                    format!("`{name}` kernel {what} {k}{dilated} is larger than the padded input {what} {padded}"),
+                );
+            }
+        }
+    }
+    Some(out)
+}
+
+fn checked(walk: &mut Walk<'_>, layer: &Layer, [c, h, w]: [usize; 3]) -> Option<Shape> {
+    if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none() {
+        return walk.fail_layer(layer, format!("the output of `{}` [{c}, {h}, {w}] has too many elements", layer.name));
+    }
+    Some(Shape::Chw { c, h, w })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::out_len;
+
+    const CASES: &[(usize, usize, usize, usize, usize, bool, Option<usize>)] =
+        include!("../../testdefs/out_len_cases.rs");
+
+    #[test]
+    fn out_len_matches_the_shared_table() {
+        for &(i, k, s, p, d, ceil, want) in CASES {
+            assert_eq!(out_len(i, k, s, p, d, ceil), want, "out_len({i}, k{k}, s{s}, p{p}, d{d}, ceil={ceil})");
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Parameter holders of the weighted layers: the fields of a generated network struct.
+//!
+//! Each holder pairs a `const` descriptor computed by the `cnn!` macro with its tensors, loads
+//! and saves them under PyTorch `state_dict` keys (`{index}.weight`, …), and initialises them
+//! the way PyTorch does.
+
+use crate::init::Rng;
+use crate::ops::batchnorm::{self, BatchNormParams};
+use crate::ops::conv2d::{self, Conv2dParams};
+use crate::ops::linear::{self, LinearParams};
+use crate::weights::{TensorWriter, Weights};
+use crate::Error;
+
+/// PyTorch: `nn.Conv2d`, parameters `weight [c_out, c_in/groups, KH, KW]` and `bias [c_out]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d {
+    /// The shape, fixed at compile time.
+    pub params: Conv2dParams,
+    /// `[c_out, c_in/groups, KH, KW]` row-major.
+    pub weight: Vec<f32>,
+    /// `[c_out]`, absent for `nobias` / `bias=false`.
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Conv2d {
+    /// Reads `{index}.weight` and, when `bias`, `{index}.bias`.
+    ///
+    /// # Errors
+    /// A missing, mis-shaped or mistyped tensor.
+    pub fn load(w: &Weights<'_>, index: usize, params: Conv2dParams, bias: bool) -> Result<Self, Error> {
+        Ok(Conv2d {
+            params,
+            weight: w.f32(&format!("{index}.weight"), &params.weight_shape())?,
+            bias: if bias {
+                Some(w.f32(&format!("{index}.bias"), &[params.c_out])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`.
+    pub fn seeded(params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
+        let weight_len = params.weight_shape().iter().product();
+        Conv2d {
+            params,
+            weight: rng.fan_in_uniform(weight_len, params.fan_in()),
+            bias: bias.then(|| rng.fan_in_uniform(params.c_out, params.fan_in())),
+        }
+    }
+
+    /// Writes the tensors under `{index}.weight` and `{index}.bias`.
+    pub fn save(&self, index: usize, out: &mut TensorWriter) {
+        out.f32(format!("{index}.weight"), &self.params.weight_shape(), &self.weight);
+        if let Some(b) = &self.bias {
+            out.f32(format!("{index}.bias"), &[self.params.c_out], b);
+        }
+    }
+
+    /// Runs the layer on a batch of `n` samples.
+    pub fn forward(&self, n: usize, input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        conv2d::conv2d(&self.params, n, input, &self.weight, self.bias.as_deref(), out, scratch);
+    }
+}
+
+/// PyTorch: `nn.BatchNorm2d`, parameters `weight`, `bias` (if affine), buffers `running_mean`,
+/// `running_var`, `num_batches_tracked` (if tracking running statistics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm2d {
+    /// The shape and options, fixed at compile time.
+    pub params: BatchNormParams,
+    /// The `state_dict` module index, for error messages.
+    pub index: usize,
+    /// `[C]` scale, when affine.
+    pub weight: Option<Vec<f32>>,
+    /// `[C]` shift, when affine.
+    pub bias: Option<Vec<f32>>,
+    /// `[C]` running mean and variance, when tracking running statistics.
+    pub running: Option<(Vec<f32>, Vec<f32>)>,
+    /// Training steps PyTorch counted, kept for the round trip.
+    pub num_batches_tracked: Option<i64>,
+}
+
+impl BatchNorm2d {
+    /// Reads the parameters and buffers the options call for.
+    ///
+    /// # Errors
+    /// A missing, mis-shaped or mistyped tensor.
+    pub fn load(w: &Weights<'_>, index: usize, params: BatchNormParams) -> Result<Self, Error> {
+        let c = [params.channels];
+        let (weight, bias) = if params.affine {
+            (
+                Some(w.f32(&format!("{index}.weight"), &c)?),
+                Some(w.f32(&format!("{index}.bias"), &c)?),
+            )
+        } else {
+            (None, None)
+        };
+        let (running, num_batches_tracked) = if params.track_running_stats {
+            (
+                Some((
+                    w.f32(&format!("{index}.running_mean"), &c)?,
+                    w.f32(&format!("{index}.running_var"), &c)?,
+                )),
+                Some(w.int_scalar(&format!("{index}.num_batches_tracked"))?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(BatchNorm2d {
+            params,
+            index,
+            weight,
+            bias,
+            running,
+            num_batches_tracked,
+        })
+    }
+
+    /// PyTorch's initial state: weight 1, bias 0, running mean 0, running variance 1.
+    pub fn new(params: BatchNormParams, index: usize) -> Self {
+        let c = params.channels;
+        BatchNorm2d {
+            params,
+            index,
+            weight: params.affine.then(|| vec![1.0; c]),
+            bias: params.affine.then(|| vec![0.0; c]),
+            running: params
+                .track_running_stats
+                .then(|| (vec![0.0; c], vec![1.0; c])),
+            num_batches_tracked: params.track_running_stats.then_some(0),
+        }
+    }
+
+    /// Writes the tensors under their `state_dict` keys.
+    pub fn save(&self, out: &mut TensorWriter) {
+        let (i, c) = (self.index, [self.params.channels]);
+        if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
+            out.f32(format!("{i}.weight"), &c, w);
+            out.f32(format!("{i}.bias"), &c, b);
+        }
+        if let Some((m, v)) = &self.running {
+            out.f32(format!("{i}.running_mean"), &c, m);
+            out.f32(format!("{i}.running_var"), &c, v);
+        }
+        if let Some(t) = self.num_batches_tracked {
+            out.i64_scalar(format!("{i}.num_batches_tracked"), t);
+        }
+    }
+
+    /// Normalises a batch of `n` samples in place.
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`] when batch statistics are needed and there is only one value
+    /// per channel (`n·H·W = 1`).
+    pub fn forward(&self, n: usize, x: &mut [f32]) -> Result<(), Error> {
+        let p = &self.params;
+        if n == 0 {
+            return Ok(());
+        }
+        if self.running.is_none() && n * p.hw <= 1 {
+            return Err(Error::BatchStatistics {
+                layer: self.index,
+                shape: vec![n, p.channels, p.hw],
+            });
+        }
+        batchnorm::batchnorm(
+            p,
+            n,
+            x,
+            self.weight.as_deref(),
+            self.bias.as_deref(),
+            self.running.as_ref().map(|(m, v)| (m.as_slice(), v.as_slice())),
+        );
+        Ok(())
+    }
+}
+
+/// PyTorch: `nn.Linear`, parameters `weight [out, in]` and `bias [out]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linear {
+    /// The shape, fixed at compile time.
+    pub params: LinearParams,
+    /// `[out_features, in_features]` row-major.
+    pub weight: Vec<f32>,
+    /// `[out_features]`, absent for `nobias`.
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// Reads `{index}.weight` and, when `bias`, `{index}.bias`.
+    ///
+    /// # Errors
+    /// A missing, mis-shaped or mistyped tensor.
+    pub fn load(w: &Weights<'_>, index: usize, params: LinearParams, bias: bool) -> Result<Self, Error> {
+        let (o, i) = (params.out_features, params.in_features);
+        Ok(Linear {
+            params,
+            weight: w.f32(&format!("{index}.weight"), &[o, i])?,
+            bias: if bias {
+                Some(w.f32(&format!("{index}.bias"), &[o])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// PyTorch's default initialisation: weight and bias `U(−1/√in, 1/√in)`.
+    pub fn seeded(params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
+        let (o, i) = (params.out_features, params.in_features);
+        Linear {
+            params,
+            weight: rng.fan_in_uniform(o * i, i),
+            bias: bias.then(|| rng.fan_in_uniform(o, i)),
+        }
+    }
+
+    /// Writes the tensors under `{index}.weight` and `{index}.bias`.
+    pub fn save(&self, index: usize, out: &mut TensorWriter) {
+        let (o, i) = (self.params.out_features, self.params.in_features);
+        out.f32(format!("{index}.weight"), &[o, i], &self.weight);
+        if let Some(b) = &self.bias {
+            out.f32(format!("{index}.bias"), &[o], b);
+        }
+    }
+
+    /// Runs the layer on a batch of `n` samples.
+    pub fn forward(&self, n: usize, input: &[f32], out: &mut [f32]) {
+        linear::linear(&self.params, n, input, &self.weight, self.bias.as_deref(), out);
+    }
+}

@@ -1,0 +1,157 @@
+//! The trait every `cnn!` network implements, and its compile-time layer table.
+
+use std::fmt;
+
+use ndarray::{Array, ArrayView4, Dimension};
+
+use crate::Error;
+
+/// A network declared with `cnn!`: fixed input and output shapes, PyTorch-compatible weights.
+///
+/// Every method and constant of a generated network lives here: bring the trait into scope with
+/// `use cnn::{cnn, Model};`.
+pub trait Model: Sized + Clone + fmt::Debug + Send + Sync + 'static {
+    /// One sample, `[[[f32; W]; H]; C]`.
+    type Input;
+    /// One sample's result: `[f32; K]` for a flat output, `Box<[[[f32; W]; H]; C]>` for a
+    /// feature map (boxed so a large map never lives on the stack).
+    type Output;
+    /// `Ix2` (`[N, K]`) or `Ix4` (`[N, C, H, W]`): the rank of [`Model::forward_batch`]'s result.
+    type Dim: Dimension;
+
+    /// The struct's name.
+    const NAME: &'static str;
+    /// `[C, H, W]` of one input sample.
+    const INPUT_SHAPE: [usize; 3];
+    /// Shape of one output sample: `[K]` or `[C, H, W]`.
+    const OUTPUT_SHAPE: &'static [usize];
+    /// Learnable parameters (what `sum(p.numel() for p in model.parameters())` gives).
+    const PARAMS: usize;
+    /// Multiply-accumulates of one forward pass over one sample.
+    const MACS: usize;
+    /// Every layer in `state_dict` order, including the implicit flatten.
+    const LAYERS: &'static [LayerInfo];
+    /// The equivalent PyTorch module: a Python expression that evaluates to an `nn.Sequential`
+    /// after `import torch` and `from torch import nn`. Its `state_dict()` keys and shapes are
+    /// exactly the ones [`Model::from_safetensors`] expects.
+    const TORCH: &'static str;
+
+    /// Loads weights saved from the equivalent `nn.Sequential` (`safetensors.torch.save_file(
+    /// model.state_dict(), …)`).
+    ///
+    /// # Errors
+    /// A malformed file, or a missing, extra, mis-shaped or mistyped tensor, named in the error.
+    fn from_safetensors(bytes: &[u8]) -> Result<Self, Error>;
+
+    /// The weights as a safetensors file with PyTorch `state_dict` keys.
+    fn to_safetensors(&self) -> Vec<u8>;
+
+    /// A network initialised as PyTorch initialises a new `nn.Sequential` (uniform
+    /// `±1/√fan_in` for conv and linear layers, identity batch norms), from a seed.
+    fn seeded(seed: u64) -> Self;
+
+    /// Inference (`model.eval()`) on a batch `[N, C, H, W]` with any strides.
+    ///
+    /// # Errors
+    /// [`Error::InputShape`] when C, H, W differ from [`Model::INPUT_SHAPE`];
+    /// [`Error::BatchStatistics`] when a `bn(track_running_stats=false)` sees one value per
+    /// channel.
+    fn forward_batch(&self, x: ArrayView4<'_, f32>) -> Result<Array<f32, Self::Dim>, Error>;
+
+    /// Inference on one sample, with the shapes checked by the type system.
+    ///
+    /// # Panics
+    /// Only if the network holds a `bn(track_running_stats=false)` that sees a 1×1 feature map:
+    /// batch statistics over one value are undefined (PyTorch raises too). Use
+    /// [`Model::forward_batch`] to get an `Err` instead.
+    fn forward(&self, x: &Self::Input) -> Self::Output;
+
+    /// A table of the layers, their PyTorch keys, output shapes, parameters and MACs.
+    fn summary(&self) -> Summary {
+        Summary {
+            name: Self::NAME,
+            input: Self::INPUT_SHAPE,
+            layers: Self::LAYERS,
+        }
+    }
+}
+
+/// One layer of a network as the macro planned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// Module index in the equivalent `nn.Sequential`, the `state_dict` key prefix.
+    pub index: usize,
+    /// The layer as written in `cnn!` (`"(implicit)"` for the inserted flatten).
+    pub dsl: &'static str,
+    /// The equivalent PyTorch module, e.g. `nn.Conv2d(3, 16, kernel_size=(3, 3), padding=(1, 1))`.
+    pub torch: &'static str,
+    /// Shape of one sample after this layer.
+    pub output: &'static [usize],
+    /// Learnable parameters of the layer.
+    pub params: usize,
+    /// Multiply-accumulates per sample.
+    pub macs: usize,
+}
+
+/// A printable layer table, built from constants only.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    /// The network's name.
+    pub name: &'static str,
+    /// `[C, H, W]` of the input.
+    pub input: [usize; 3],
+    /// The layers, in order.
+    pub layers: &'static [LayerInfo],
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = |s: &[usize]| {
+            let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+            format!("[{}]", dims.join(", "))
+        };
+        let rows: Vec<[String; 6]> = self
+            .layers
+            .iter()
+            .map(|l| {
+                [
+                    l.index.to_string(),
+                    l.dsl.to_string(),
+                    l.torch.to_string(),
+                    shape(l.output),
+                    l.params.to_string(),
+                    l.macs.to_string(),
+                ]
+            })
+            .collect();
+        let head = ["key", "layer", "pytorch", "output", "params", "macs"];
+        let mut width = head.map(str::len);
+        for r in &rows {
+            for (w, c) in width.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let total = width.iter().sum::<usize>() + 2 * (width.len() - 1);
+        writeln!(f, "{} (input {})", self.name, shape(&self.input))?;
+        let line = |f: &mut fmt::Formatter<'_>, cells: &[String]| -> fmt::Result {
+            for (i, (c, w)) in cells.iter().zip(width).enumerate() {
+                let sep = if i + 1 == cells.len() { "" } else { "  " };
+                if i >= 4 {
+                    write!(f, "{c:>w$}{sep}")?;
+                } else {
+                    write!(f, "{c:<w$}{sep}")?;
+                }
+            }
+            writeln!(f)
+        };
+        line(f, &head.map(String::from))?;
+        writeln!(f, "{}", "-".repeat(total))?;
+        for r in &rows {
+            line(f, r)?;
+        }
+        writeln!(f, "{}", "-".repeat(total))?;
+        let params: usize = self.layers.iter().map(|l| l.params).sum();
+        let macs: usize = self.layers.iter().map(|l| l.macs).sum();
+        write!(f, "total: {params} parameters, {macs} MACs per sample")
+    }
+}
