@@ -40,5 +40,174 @@ pub fn batchnorm(
     bias: Option<&[f32]>,
     running: Option<(&[f32], &[f32])>,
 ) {
-    todo!()
+    let (c, hw) = (p.channels, p.hw);
+    assert!(x.len() >= n * c * hw, "batchnorm input too short");
+    for s in [weight, bias].into_iter().flatten() {
+        assert!(s.len() >= c, "batchnorm weight or bias too short");
+    }
+    if let Some((mean, var)) = running {
+        assert!(
+            mean.len() >= c && var.len() >= c,
+            "batchnorm running statistics too short"
+        );
+    }
+    // LOOP over channels
+    for ch in 0..c {
+        // PyTorch CPU folds the statistics into one scale and shift per channel, with
+        // invstd = 1/√(var + eps) in f32 for running statistics and in f64 for batch ones.
+        let (mean, invstd) = match running {
+            Some((mean, var)) => (mean[ch], 1.0 / (var[ch] + p.eps).sqrt()),
+            None => batch_stats(x, n, c, hw, ch, p.eps),
+        };
+        let scale = invstd * weight.map_or(1.0, |w| w[ch]);
+        let shift = bias.map_or(0.0, |b| b[ch]) - mean * scale;
+        // LOOP over samples
+        for s in 0..n {
+            let plane = &mut x[(s * c + ch) * hw..(s * c + ch + 1) * hw];
+            for v in plane {
+                *v = *v * scale + shift;
+            }
+        }
+    }
+}
+
+/// Mean and `1/√(var + eps)` of channel `ch` over N, H, W (biased variance), two-pass in f64.
+fn batch_stats(x: &[f32], n: usize, c: usize, hw: usize, ch: usize, eps: f32) -> (f32, f32) {
+    let planes = || (0..n).map(move |s| &x[(s * c + ch) * hw..(s * c + ch + 1) * hw]);
+    let count = (n * hw) as f64;
+    let sum: f64 = planes().flatten().map(|&v| v as f64).sum();
+    let mean = sum / count;
+    let sq: f64 = planes()
+        .flatten()
+        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+        .sum();
+    let invstd = 1.0 / (sq / count + eps as f64).sqrt();
+    (mean as f32, invstd as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{assert_close, rand_vec};
+
+    fn params(channels: usize, hw: usize, affine: bool, track: bool) -> BatchNormParams {
+        BatchNormParams {
+            channels,
+            hw,
+            eps: 1e-5,
+            momentum: 0.1,
+            affine,
+            track_running_stats: track,
+        }
+    }
+
+    /// The defining formula in f64, with batch statistics when `running` is `None`.
+    fn naive(
+        p: &BatchNormParams,
+        n: usize,
+        x: &[f32],
+        weight: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        running: Option<(&[f32], &[f32])>,
+    ) -> Vec<f32> {
+        let (c, hw) = (p.channels, p.hw);
+        let mut out = x.to_vec();
+        for ch in 0..c {
+            let vals: Vec<f64> = (0..n)
+                .flat_map(|s| x[(s * c + ch) * hw..(s * c + ch + 1) * hw].iter())
+                .map(|&v| v as f64)
+                .collect();
+            let (mean, var) = match running {
+                Some((m, v)) => (m[ch] as f64, v[ch] as f64),
+                None => {
+                    let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+                    let var = vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>()
+                        / vals.len() as f64;
+                    (mean, var)
+                }
+            };
+            let w = weight.map_or(1.0, |w| w[ch] as f64);
+            let b = bias.map_or(0.0, |b| b[ch] as f64);
+            for s in 0..n {
+                for i in 0..hw {
+                    let idx = (s * c + ch) * hw + i;
+                    let y = (x[idx] as f64 - mean) / (var + p.eps as f64).sqrt() * w + b;
+                    out[idx] = y as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// `(channels, hw, n)`.
+    const CASES: &[(usize, usize, usize)] = &[
+        (1, 1, 2),
+        (3, 64, 1),
+        (16, 49, 3),
+        (5, 7, 2),
+        (8, 1, 4),
+        (2, 1024, 1),
+    ];
+
+    #[test]
+    fn running_statistics_match_the_formula() {
+        for (seed, &(c, hw, n)) in CASES.iter().enumerate() {
+            let seed = seed as u64 * 10;
+            let x = rand_vec(n * c * hw, seed);
+            let mean = rand_vec(c, seed + 1);
+            let var: Vec<f32> = rand_vec(c, seed + 2).iter().map(|v| v + 1.5).collect();
+            let w = rand_vec(c, seed + 3);
+            let b = rand_vec(c, seed + 4);
+            for affine in [true, false] {
+                let p = params(c, hw, affine, true);
+                let (w, b) = if affine {
+                    (Some(&w[..]), Some(&b[..]))
+                } else {
+                    (None, None)
+                };
+                let mut y = x.clone();
+                batchnorm(&p, n, &mut y, w, b, Some((&mean, &var)));
+                assert_close(&y, &naive(&p, n, &x, w, b, Some((&mean, &var))), 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn batch_statistics_match_the_formula() {
+        // An offset far from zero makes a one-pass f32 variance visibly wrong. With it, the
+        // `x·scale + shift` form (PyTorch's) itself loses about |mean·scale|·2⁻²⁴ to cancellation.
+        for (offset, tol) in [(0.0, 1e-5), (100.0, 1e-4)] {
+            for (seed, &(c, hw, n)) in CASES.iter().enumerate() {
+                let seed = seed as u64 * 10;
+                let x: Vec<f32> = rand_vec(n * c * hw, seed)
+                    .iter()
+                    .map(|v| offset + v)
+                    .collect();
+                let w = rand_vec(c, seed + 3);
+                let b = rand_vec(c, seed + 4);
+                for affine in [true, false] {
+                    let p = params(c, hw, affine, false);
+                    let (w, b) = if affine {
+                        (Some(&w[..]), Some(&b[..]))
+                    } else {
+                        (None, None)
+                    };
+                    let mut y = x.clone();
+                    batchnorm(&p, n, &mut y, w, b, None);
+                    assert_close(&y, &naive(&p, n, &x, w, b, None), tol);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_statistics_by_hand() {
+        // One channel holding 1, 2, 3, 4 over two samples: mean 2.5, biased variance 1.25.
+        let p = params(1, 2, true, false);
+        let mut x = [1.0, 2.0, 3.0, 4.0];
+        batchnorm(&p, 2, &mut x, Some(&[2.0]), Some(&[0.5]), None);
+        let s = 2.0 / (1.25f64 + 1e-5).sqrt();
+        let want = [-1.5, -0.5, 0.5, 1.5].map(|d: f64| (d * s + 0.5) as f32);
+        assert_close(&x, &want, 1e-6);
+    }
 }

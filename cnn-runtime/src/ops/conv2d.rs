@@ -59,7 +59,22 @@ impl Conv2dParams {
 
     /// Scratch elements `conv2d` needs for one sample's im2col matrix (0 when it skips im2col).
     pub const fn scratch_len(&self) -> usize {
-        todo!()
+        if self.skips_im2col() {
+            0
+        } else {
+            self.fan_in() * self.out_hw[0] * self.out_hw[1]
+        }
+    }
+
+    // A 1×1 kernel at stride 1 without padding reads each input pixel once, in order: the input
+    // already is the cols matrix (dilation never moves a 1×1 tap).
+    const fn skips_im2col(&self) -> bool {
+        self.kernel[0] == 1
+            && self.kernel[1] == 1
+            && self.stride[0] == 1
+            && self.stride[1] == 1
+            && self.padding[0] == 0
+            && self.padding[1] == 0
     }
 }
 
@@ -84,5 +99,271 @@ pub fn conv2d(
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    todo!()
+    let (in_len, out_len) = (p.in_len(), p.out_len());
+    let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
+    let (m, k, n_cols) = (c_out_g, p.fan_in(), p.out_hw[0] * p.out_hw[1]);
+    let hw_in = p.in_hw[0] * p.in_hw[1];
+    assert!(input.len() >= n * in_len, "conv2d input too short");
+    assert!(weight.len() >= p.c_out * k, "conv2d weight too short");
+    assert!(out.len() >= n * out_len, "conv2d output too short");
+    if let Some(b) = bias {
+        assert!(b.len() >= p.c_out, "conv2d bias too short");
+    }
+    if n_cols == 0 {
+        return;
+    }
+    let skip = p.skips_im2col();
+    if !skip && scratch.len() < p.scratch_len() {
+        scratch.resize(p.scratch_len(), 0.0);
+    }
+
+    // LOOP over samples
+    for s in 0..n {
+        let x = &input[s * in_len..(s + 1) * in_len];
+        let y = &mut out[s * out_len..(s + 1) * out_len];
+        // LOOP over groups
+        for g in 0..p.groups {
+            let xg = &x[g * c_in_g * hw_in..(g + 1) * c_in_g * hw_in];
+            let yg = &mut y[g * m * n_cols..(g + 1) * m * n_cols];
+            let wg = &weight[g * m * k..(g + 1) * m * k];
+            if let Some(b) = bias {
+                for (row, &bv) in yg.chunks_exact_mut(n_cols).zip(&b[g * m..(g + 1) * m]) {
+                    row.fill(bv);
+                }
+            }
+            let cols = if skip {
+                xg
+            } else {
+                let cols = &mut scratch[..k * n_cols];
+                im2col(p, xg, cols);
+                &*cols
+            };
+            // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
+            crate::gemm::sgemm(m, k, n_cols, wg, cols, yg, bias.is_some());
+        }
+    }
+}
+
+/// Unfolds one group of one sample, `x: [C/G, H, W]`, into `cols: [C/G·KH·KW, OH·OW]`:
+/// `cols[(c·KH + i)·KW + j, y·OW + x] = x[c, y·SH − PH + i·DH, x·SW − PW + j·DW]`, zero in the
+/// padding.
+fn im2col(p: &Conv2dParams, x: &[f32], cols: &mut [f32]) {
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let [dh, dw] = p.dilation;
+    let [h_in, w_in] = p.in_hw;
+    let [h_out, w_out] = p.out_hw;
+    let mut rows = cols.chunks_exact_mut(h_out * w_out);
+    // LOOP over input channels of the group
+    for xc in x.chunks_exact(h_in * w_in) {
+        // LOOP over kernel rows
+        for ki in 0..kh {
+            // LOOP over kernel columns
+            for kj in 0..kw {
+                // The invariant is set up by `conv2d`: `cols` holds C/G·KH·KW rows.
+                let row = rows.next().expect("im2col: cols has a row per tap");
+                let off_w = kj * dw;
+                // Output columns whose tap lands inside the input at stride 1: [lo, hi).
+                let lo = pw.saturating_sub(off_w).min(w_out);
+                let hi = (w_in + pw).saturating_sub(off_w).clamp(lo, w_out);
+                // LOOP over output rows
+                for (oy, dst) in row.chunks_exact_mut(w_out).enumerate() {
+                    let iy = (oy * sh + ki * dh).wrapping_sub(ph);
+                    if iy >= h_in {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &xc[iy * w_in..(iy + 1) * w_in];
+                    if sw == 1 {
+                        dst[..lo].fill(0.0);
+                        if lo < hi {
+                            dst[lo..hi].copy_from_slice(&src[lo + off_w - pw..hi + off_w - pw]);
+                        }
+                        dst[hi..].fill(0.0);
+                    } else {
+                        // LOOP over output columns
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            let ix = (ox * sw + off_w).wrapping_sub(pw);
+                            *d = if ix < w_in { src[ix] } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::out_len;
+    use crate::test_util::{assert_close, rand_vec};
+
+    /// `(c_in, c_out, groups, kernel, stride, padding, dilation, [h, w], n, bias)`.
+    type Case = (
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        usize,
+        bool,
+    );
+
+    const CASES: &[Case] = &[
+        (3, 16, 1, [3, 3], [1, 1], [1, 1], [1, 1], [8, 8], 1, true),
+        (4, 4, 4, [3, 5], [2, 1], [1, 2], [2, 1], [7, 5], 3, true),
+        (8, 6, 1, [1, 1], [1, 1], [0, 0], [1, 1], [5, 7], 3, true),
+        (8, 6, 2, [1, 1], [1, 1], [0, 0], [3, 2], [5, 7], 1, false),
+        (5, 7, 1, [1, 1], [2, 2], [0, 0], [1, 1], [9, 6], 2, true),
+        (6, 6, 3, [1, 1], [1, 1], [1, 0], [1, 1], [4, 4], 1, true),
+        (3, 5, 1, [2, 2], [3, 3], [0, 0], [1, 1], [11, 10], 1, true),
+        (2, 4, 1, [3, 2], [4, 5], [1, 1], [1, 1], [9, 13], 2, false),
+        (3, 4, 1, [1, 1], [1, 1], [0, 0], [1, 1], [1, 1], 3, true),
+        (3, 4, 1, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], 1, true),
+        (2, 2, 1, [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 2, false),
+        (8, 8, 8, [3, 3], [1, 1], [1, 1], [1, 1], [6, 6], 3, true),
+        (8, 8, 8, [3, 3], [2, 2], [1, 1], [1, 1], [7, 7], 1, false),
+        (6, 4, 2, [3, 3], [1, 2], [2, 0], [2, 2], [8, 9], 1, true),
+        (6, 9, 3, [2, 3], [1, 1], [0, 1], [1, 3], [5, 8], 3, true),
+        (4, 4, 4, [5, 5], [1, 1], [2, 2], [1, 1], [3, 3], 1, true),
+        (1, 3, 1, [7, 7], [2, 2], [3, 3], [1, 1], [16, 12], 1, true),
+        (3, 2, 1, [3, 3], [1, 1], [4, 4], [1, 1], [2, 3], 1, true),
+        (16, 32, 1, [3, 3], [1, 1], [1, 1], [1, 1], [13, 13], 2, true),
+    ];
+
+    fn params(c: &Case) -> Conv2dParams {
+        let &(c_in, c_out, groups, kernel, stride, padding, dilation, in_hw, _, _) = c;
+        let axis = |a: usize| {
+            out_len(
+                in_hw[a],
+                kernel[a],
+                stride[a],
+                padding[a],
+                dilation[a],
+                false,
+            )
+            .expect("the case fits its input")
+        };
+        Conv2dParams {
+            c_in,
+            c_out,
+            groups,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            in_hw,
+            out_hw: [axis(0), axis(1)],
+        }
+    }
+
+    fn naive(p: &Conv2dParams, n: usize, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+        let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
+        let [kh, kw] = p.kernel;
+        let [h, wd] = p.in_hw;
+        let [oh, ow] = p.out_hw;
+        let mut out = vec![0.0; n * p.out_len()];
+        for s in 0..n {
+            for o in 0..p.c_out {
+                let g = o / c_out_g;
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut acc = b.map_or(0.0, |b| b[o] as f64);
+                        for c in 0..c_in_g {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let iy = (y * p.stride[0] + i * p.dilation[0]) as isize
+                                        - p.padding[0] as isize;
+                                    let ix = (xo * p.stride[1] + j * p.dilation[1]) as isize
+                                        - p.padding[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let ci = g * c_in_g + c;
+                                    let xv =
+                                        x[((s * p.c_in + ci) * h + iy as usize) * wd + ix as usize];
+                                    let wv = w[((o * c_in_g + c) * kh + i) * kw + j];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        out[((s * p.c_out + o) * oh + y) * ow + xo] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_direct_convolution_over_awkward_shapes() {
+        for (seed, case) in CASES.iter().enumerate() {
+            let p = params(case);
+            let (n, has_bias) = (case.8, case.9);
+            let seed = seed as u64 * 10;
+            let x = rand_vec(n * p.in_len(), seed);
+            let w = rand_vec(p.c_out * p.fan_in(), seed + 1);
+            let b = rand_vec(p.c_out, seed + 2);
+            let bias = has_bias.then_some(&b[..]);
+            let mut out = vec![f32::NAN; n * p.out_len()];
+            let mut scratch = vec![f32::NAN; 3];
+            conv2d(&p, n, &x, &w, bias, &mut out, &mut scratch);
+            assert!(scratch.len() >= p.scratch_len(), "{case:?}");
+            let want = naive(&p, n, &x, &w, bias);
+            assert_close(&out, &want, 1e-5);
+        }
+    }
+
+    #[test]
+    fn scratch_len_is_zero_only_when_im2col_is_skipped() {
+        for case in CASES {
+            let p = params(case);
+            let skip = p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0];
+            let per_group = p.c_in / p.groups * p.kernel[0] * p.kernel[1];
+            let want = if skip {
+                0
+            } else {
+                per_group * p.out_hw[0] * p.out_hw[1]
+            };
+            assert_eq!(p.scratch_len(), want, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn scratch_is_grown_never_shrunk_and_reusable() {
+        let p = params(&CASES[1]);
+        let x = rand_vec(p.in_len(), 1);
+        let w = rand_vec(p.c_out * p.fan_in(), 2);
+        let mut first = vec![0.0; p.out_len()];
+        let mut scratch = Vec::new();
+        conv2d(&p, 1, &x, &w, None, &mut first, &mut scratch);
+        assert_eq!(scratch.len(), p.scratch_len());
+        let mut second = vec![0.0; p.out_len()];
+        let mut big = vec![f32::NAN; p.scratch_len() + 100];
+        conv2d(&p, 1, &x, &w, None, &mut second, &mut big);
+        assert_eq!(big.len(), p.scratch_len() + 100);
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn hand_computed_3x3_ones_with_padding() {
+        // Each output sums the 3×3 neighbourhood of a 3×3 input of ones, plus bias 0.5.
+        let p = params(&(1, 1, 1, [3, 3], [1, 1], [1, 1], [1, 1], [3, 3], 1, true));
+        let mut out = vec![0.0; 9];
+        conv2d(
+            &p,
+            1,
+            &[1.0; 9],
+            &[1.0; 9],
+            Some(&[0.5]),
+            &mut out,
+            &mut Vec::new(),
+        );
+        assert_eq!(out, [4.5, 6.5, 4.5, 6.5, 9.5, 6.5, 4.5, 6.5, 4.5]);
+    }
 }

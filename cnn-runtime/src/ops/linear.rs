@@ -28,5 +28,81 @@ pub fn linear(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    todo!()
+    let (k, m) = (p.in_features, p.out_features);
+    assert!(input.len() >= n * k, "linear input too short");
+    assert!(weight.len() >= m * k, "linear weight too short");
+    assert!(out.len() >= n * m, "linear output too short");
+    let out = &mut out[..n * m];
+    if let Some(b) = bias {
+        assert!(b.len() >= m, "linear bias too short");
+        if m > 0 {
+            for row in out.chunks_exact_mut(m) {
+                row.copy_from_slice(&b[..m]);
+            }
+        }
+    }
+    // input: (N, I)  weightᵀ: (I, O)  out: (N, O)
+    crate::gemm::sgemm_bt(n, k, m, input, weight, out, bias.is_some());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{assert_close, rand_vec};
+
+    fn naive(p: &LinearParams, n: usize, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+        let (k, m) = (p.in_features, p.out_features);
+        let mut out = vec![0.0; n * m];
+        for s in 0..n {
+            for o in 0..m {
+                let dot: f64 = (0..k)
+                    .map(|i| x[s * k + i] as f64 * w[o * k + i] as f64)
+                    .sum();
+                out[s * m + o] = (b.map_or(0.0, |b| b[o] as f64) + dot) as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_naive_over_awkward_shapes() {
+        // (n, in_features, out_features)
+        let cases = [
+            (1, 1, 1),
+            (1, 512, 10),
+            (3, 7, 5),
+            (4, 64, 33),
+            (2, 3, 1),
+            (5, 1, 8),
+            (1, 4096, 3),
+            (0, 4, 4),
+        ];
+        for (seed, &(n, in_features, out_features)) in cases.iter().enumerate() {
+            let p = LinearParams {
+                in_features,
+                out_features,
+            };
+            let seed = seed as u64 * 10;
+            let x = rand_vec(n * in_features, seed);
+            let w = rand_vec(out_features * in_features, seed + 1);
+            let b = rand_vec(out_features, seed + 2);
+            for bias in [Some(&b[..]), None] {
+                let mut out = vec![f32::NAN; n * out_features];
+                linear(&p, n, &x, &w, bias, &mut out);
+                assert_close(&out, &naive(&p, n, &x, &w, bias), 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn by_hand() {
+        let p = LinearParams {
+            in_features: 2,
+            out_features: 3,
+        };
+        let mut out = [0.0; 3];
+        let w = [1.0, 0.0, 0.0, 1.0, 1.0, -1.0];
+        linear(&p, 1, &[2.0, 5.0], &w, Some(&[0.5, 0.0, 1.0]), &mut out);
+        assert_eq!(out, [2.5, 5.0, -2.0]);
+    }
 }

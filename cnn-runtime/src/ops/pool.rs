@@ -61,5 +61,350 @@ impl Pool2dParams {
 /// # Panics
 /// If a slice is shorter than the layout above.
 pub fn pool2d(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32]) {
-    todo!()
+    let planes = n * p.channels;
+    let (hw_in, hw_out) = (p.in_hw[0] * p.in_hw[1], p.out_hw[0] * p.out_hw[1]);
+    assert!(input.len() >= planes * hw_in, "pool2d input too short");
+    assert!(out.len() >= planes * hw_out, "pool2d output too short");
+    if planes == 0 || hw_out == 0 {
+        return;
+    }
+    let input = &input[..planes * hw_in];
+    let out = &mut out[..planes * hw_out];
+    let global = p.kernel == p.in_hw && p.padding == [0, 0] && p.out_hw == [1, 1];
+    if global && hw_in > 0 {
+        // LOOP over (sample, channel) planes
+        for (x, y) in input.chunks_exact(hw_in).zip(out.iter_mut()) {
+            *y = match p.kind {
+                PoolKind::Max => max_all(x),
+                PoolKind::Avg { .. } => sum_all(x) / hw_in as f32,
+            };
+        }
+        return;
+    }
+    // Specialise the window loop on the kind, so `accum` is resolved outside it.
+    match p.kind {
+        PoolKind::Max => pool_windows(PoolKind::Max, p, input, out),
+        avg @ PoolKind::Avg { .. } => pool_windows(avg, p, input, out),
+    }
+}
+
+impl PoolKind {
+    /// The reduction's identity: −∞ for max (padding never wins), 0 for the sum.
+    fn init(self) -> f32 {
+        match self {
+            PoolKind::Max => f32::NEG_INFINITY,
+            PoolKind::Avg { .. } => 0.0,
+        }
+    }
+
+    /// Folds `v` into `acc`; a NaN wins a max, as in PyTorch's `val > max || isnan(val)`.
+    #[inline(always)]
+    fn accum(self, acc: f32, v: f32) -> f32 {
+        match self {
+            PoolKind::Max => {
+                if v > acc || v.is_nan() {
+                    v
+                } else {
+                    acc
+                }
+            }
+            PoolKind::Avg { .. } => acc + v,
+        }
+    }
+
+    /// Turns the folded window into the output: the max itself, or the sum over the divisor
+    /// `padded` (positions inside the padded input) or `real` (positions inside the input).
+    #[inline(always)]
+    fn finish(self, acc: f32, padded: usize, real: usize) -> f32 {
+        match self {
+            PoolKind::Max => acc,
+            PoolKind::Avg { count_include_pad } => {
+                acc / if count_include_pad { padded } else { real } as f32
+            }
+        }
+    }
+}
+
+/// The clipped window of output index `o` on one axis: real input range `[lo, hi)` and the
+/// divisor extent `min(start + k, in + p) − start` with `start = o·s − p`.
+#[inline(always)]
+fn window(o: usize, k: usize, s: usize, p: usize, len: usize) -> (usize, usize, usize) {
+    // Padded coordinates: the padded input is [0, len + 2p) and the real input [p, len + p).
+    let start = o * s;
+    let end = start + k;
+    let padded = end.min(len + 2 * p).saturating_sub(start);
+    let lo = start.max(p) - p;
+    let hi = (end.min(len + p).saturating_sub(p)).max(lo);
+    (lo, hi, padded)
+}
+
+#[inline(always)]
+fn pool_windows(kind: PoolKind, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let [h_in, w_in] = p.in_hw;
+    let [h_out, w_out] = p.out_hw;
+    let planes = out.len() / (h_out * w_out);
+    // LOOP over (sample, channel) planes
+    for plane in 0..planes {
+        let x = &input[plane * h_in * w_in..(plane + 1) * h_in * w_in];
+        let y = &mut out[plane * h_out * w_out..(plane + 1) * h_out * w_out];
+        // LOOP over output rows
+        for (oy, y_row) in y.chunks_exact_mut(w_out).enumerate() {
+            let (r0, r1, padded_h) = window(oy, kh, sh, ph, h_in);
+            // LOOP over output columns
+            for (ox, y_val) in y_row.iter_mut().enumerate() {
+                let (c0, c1, padded_w) = window(ox, kw, sw, pw, w_in);
+                let mut acc = kind.init();
+                // LOOP over window rows
+                for r in r0..r1 {
+                    for &v in &x[r * w_in + c0..r * w_in + c1] {
+                        acc = kind.accum(acc, v);
+                    }
+                }
+                *y_val = kind.finish(acc, padded_h * padded_w, (r1 - r0) * (c1 - c0));
+            }
+        }
+    }
+}
+
+const LANES: usize = 8;
+
+/// Max of `x` with NaN propagation, in `LANES` independent lanes so it vectorises.
+fn max_all(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l = PoolKind::Max.accum(*l, v);
+        }
+    }
+    let acc = tail
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| PoolKind::Max.accum(a, v));
+    lanes.iter().fold(acc, |a, &v| PoolKind::Max.accum(a, v))
+}
+
+/// Sum of `x` in `LANES` independent lanes so it vectorises.
+fn sum_all(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::out_len;
+    use crate::test_util::{assert_close, rand_vec};
+
+    const MAX: PoolKind = PoolKind::Max;
+    const AVG_PAD: PoolKind = PoolKind::Avg {
+        count_include_pad: true,
+    };
+    const AVG: PoolKind = PoolKind::Avg {
+        count_include_pad: false,
+    };
+
+    fn params(
+        kind: PoolKind,
+        channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+        in_hw: [usize; 2],
+    ) -> Pool2dParams {
+        let axis = |a: usize| {
+            out_len(in_hw[a], kernel[a], stride[a], padding[a], 1, ceil_mode)
+                .expect("the case fits its input")
+        };
+        Pool2dParams {
+            kind,
+            channels,
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+            in_hw,
+            out_hw: [axis(0), axis(1)],
+        }
+    }
+
+    /// Window by window in signed coordinates, with PyTorch's divisor rules spelled out.
+    fn naive(p: &Pool2dParams, n: usize, x: &[f32]) -> Vec<f32> {
+        let [h, w] = p.in_hw.map(|v| v as isize);
+        let [kh, kw] = p.kernel.map(|v| v as isize);
+        let [ph, pw] = p.padding.map(|v| v as isize);
+        let [oh, ow] = p.out_hw;
+        let mut out = Vec::new();
+        for plane in 0..n * p.channels {
+            let x = &x[plane * (h * w) as usize..];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let y0 = (oy * p.stride[0]) as isize - ph;
+                    let x0 = (ox * p.stride[1]) as isize - pw;
+                    let (mut max, mut sum, mut real) = (f32::NEG_INFINITY, 0.0f64, 0);
+                    for iy in y0..y0 + kh {
+                        for ix in x0..x0 + kw {
+                            if iy < 0 || ix < 0 || iy >= h || ix >= w {
+                                continue;
+                            }
+                            let v = x[(iy * w + ix) as usize];
+                            if v.is_nan() || v > max {
+                                max = v;
+                            }
+                            sum += v as f64;
+                            real += 1;
+                        }
+                    }
+                    let padded = ((y0 + kh).min(h + ph) - y0) * ((x0 + kw).min(w + pw) - x0);
+                    out.push(match p.kind {
+                        PoolKind::Max => max,
+                        PoolKind::Avg {
+                            count_include_pad: true,
+                        } => (sum / padded as f64) as f32,
+                        PoolKind::Avg {
+                            count_include_pad: false,
+                        } => (sum / real as f64) as f32,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// `(channels, kernel, stride, padding, ceil_mode, [h, w], n)`.
+    type Case = (
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        bool,
+        [usize; 2],
+        usize,
+    );
+
+    const CASES: &[Case] = &[
+        (3, [2, 2], [2, 2], [0, 0], false, [8, 8], 1),
+        (3, [2, 2], [2, 2], [0, 0], true, [5, 5], 2),
+        (2, [3, 3], [2, 2], [1, 1], true, [37, 37], 1),
+        (2, [3, 3], [2, 2], [1, 1], false, [37, 37], 3),
+        (4, [3, 3], [2, 2], [1, 1], true, [6, 6], 1),
+        (2, [3, 2], [1, 2], [1, 0], true, [7, 5], 2),
+        (1, [2, 4], [3, 3], [1, 2], true, [10, 11], 1),
+        (3, [3, 3], [1, 1], [1, 1], false, [4, 6], 1),
+        (2, [1, 1], [2, 2], [0, 0], false, [5, 4], 2),
+        (2, [1, 1], [2, 2], [0, 0], true, [5, 4], 1),
+        (5, [3, 3], [3, 3], [1, 1], true, [1, 1], 1),
+        (2, [2, 2], [5, 5], [1, 1], true, [9, 9], 1),
+        (3, [7, 7], [7, 7], [0, 0], false, [7, 7], 2),
+        (2, [5, 3], [5, 3], [0, 0], false, [5, 3], 3),
+        (4, [1, 1], [1, 1], [0, 0], false, [1, 1], 2),
+        (2, [13, 13], [13, 13], [0, 0], true, [13, 13], 1),
+    ];
+
+    #[test]
+    fn matches_naive_windows_over_awkward_shapes() {
+        for (seed, &(c, k, s, pad, ceil, hw, n)) in CASES.iter().enumerate() {
+            for kind in [MAX, AVG_PAD, AVG] {
+                let p = params(kind, c, k, s, pad, ceil, hw);
+                let x = rand_vec(n * p.in_len(), seed as u64);
+                let mut out = vec![f32::NAN; n * p.out_len()];
+                pool2d(&p, n, &x, &mut out);
+                assert_close(&out, &naive(&p, n, &x), 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn ceil_mode_output_lengths_follow_pytorch() {
+        assert_eq!(
+            params(MAX, 1, [2, 2], [2, 2], [0, 0], true, [5, 5]).out_hw,
+            [3, 3]
+        );
+        assert_eq!(
+            params(MAX, 1, [3, 3], [2, 2], [1, 1], true, [37, 37]).out_hw,
+            [19, 19]
+        );
+        assert_eq!(
+            params(MAX, 1, [3, 3], [2, 2], [1, 1], true, [6, 6]).out_hw,
+            [4, 4]
+        );
+    }
+
+    #[test]
+    fn avg_k2_s1_p1_divisors_by_hand() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let mut out = [0.0; 9];
+        let p = params(AVG_PAD, 1, [2, 2], [1, 1], [1, 1], false, [2, 2]);
+        pool2d(&p, 1, &x, &mut out);
+        assert_eq!(out, [0.25, 0.75, 0.5, 1.0, 2.5, 1.5, 0.75, 1.75, 1.0]);
+        let p = Pool2dParams { kind: AVG, ..p };
+        pool2d(&p, 1, &x, &mut out);
+        assert_eq!(out, [1.0, 1.5, 2.0, 2.0, 2.5, 3.0, 3.0, 3.5, 4.0]);
+    }
+
+    #[test]
+    fn ceil_overhang_is_not_counted_by_hand() {
+        // 2×5 input, k2 s2 ceil: the last window holds only column 4.
+        let x = [1.0, 5.0, 2.0, 0.0, 7.0, 3.0, -1.0, 4.0, 6.0, -2.0];
+        let mut out = [0.0; 3];
+        for (kind, want) in [
+            (MAX, [5.0, 6.0, 7.0]),
+            (AVG_PAD, [2.0, 3.0, 2.5]),
+            (AVG, [2.0, 3.0, 2.5]),
+        ] {
+            let p = params(kind, 1, [2, 2], [2, 2], [0, 0], true, [2, 5]);
+            assert_eq!(p.out_hw, [1, 3]);
+            pool2d(&p, 1, &x, &mut out);
+            assert_eq!(out, want, "{kind:?}");
+        }
+        // 1×6 input, k3 s2 p1 ceil: the last window starts at 5 and covers 5 and padding 6,
+        // then overhangs past the padded end; PyTorch divides by 2 with count_include_pad.
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut out = [0.0; 4];
+        let p = params(AVG_PAD, 1, [1, 3], [1, 2], [0, 1], true, [1, 6]);
+        assert_eq!(p.out_hw, [1, 4]);
+        pool2d(&p, 1, &x, &mut out);
+        assert_eq!(out, [1.0, 3.0, 5.0, 3.0]);
+    }
+
+    #[test]
+    fn max_propagates_nan() {
+        let x = [f32::NAN, 1.0, 2.0, 3.0, 4.0, f32::NAN, 9.0, 8.0];
+        let mut out = [0.0; 4];
+        let p = params(MAX, 1, [1, 2], [1, 2], [0, 0], false, [1, 8]);
+        pool2d(&p, 1, &x, &mut out);
+        assert!(out[0].is_nan() && out[2].is_nan(), "{out:?}");
+        assert_eq!([out[1], out[3]], [3.0, 9.0]);
+    }
+
+    #[test]
+    fn global_pools_reduce_each_plane() {
+        for (hw, nan_at) in [([7, 7], 13), ([5, 3], 14), ([1, 1], 0), ([9, 9], 80)] {
+            let (c, n) = (3, 2);
+            let mut x = rand_vec(n * c * hw[0] * hw[1], 5);
+            for kind in [MAX, AVG_PAD, AVG] {
+                let p = params(kind, c, hw, hw, [0, 0], false, hw);
+                assert_eq!(p.out_hw, [1, 1]);
+                let mut out = vec![0.0; n * c];
+                pool2d(&p, n, &x, &mut out);
+                assert_close(&out, &naive(&p, n, &x), 1e-6);
+            }
+            x[hw[0] * hw[1] + nan_at] = f32::NAN;
+            let p = params(MAX, c, hw, hw, [0, 0], false, hw);
+            let mut out = vec![0.0; n * c];
+            pool2d(&p, n, &x, &mut out);
+            assert!(!out[0].is_nan() && out[1].is_nan(), "{hw:?}: {out:?}");
+        }
+    }
 }
