@@ -37,5 +37,9 @@ fn main() {
     println!();
     println!("logits: {logits:?}");
     println!("argmax: class {best}");
-    println!("{} parameters, {} MACs per sample", TinyNet::PARAMS, TinyNet::MACS);
+    println!(
+        "{} parameters, {} MACs per sample",
+        TinyNet::PARAMS,
+        TinyNet::MACS
+    );
 }

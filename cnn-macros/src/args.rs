@@ -36,7 +36,7 @@ pub enum LayerKind {
     Softmax,
     Pool(PoolArgs),
     GlobalPool(PoolType),
-    Flatten { implicit: bool },
+    Flatten,
     Linear(LinearArgs),
     Dropout(f64),
 }
@@ -154,7 +154,12 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
         linear(cx, item)
     } else if is(symbol::DROPOUT) {
         let a = Args::decode(cx, item, symbol::DROPOUT_ARGS, false);
-        Some(LayerKind::Dropout(a.float_in(cx, symbol::P, 0.5, Range::Unit)))
+        Some(LayerKind::Dropout(a.float_in(
+            cx,
+            symbol::P,
+            0.5,
+            Range::Unit,
+        )))
     } else {
         let simple = [
             (symbol::RELU, LayerKind::Act(Act::Relu)),
@@ -163,9 +168,14 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
             (symbol::SILU, LayerKind::Act(Act::Silu)),
             (symbol::GELU, LayerKind::Act(Act::Gelu)),
             (symbol::SOFTMAX, LayerKind::Softmax),
-            (symbol::GLOBAL_AVGPOOL, LayerKind::GlobalPool(PoolType::Avg { count_include_pad: true })),
+            (
+                symbol::GLOBAL_AVGPOOL,
+                LayerKind::GlobalPool(PoolType::Avg {
+                    count_include_pad: true,
+                }),
+            ),
             (symbol::GLOBAL_MAXPOOL, LayerKind::GlobalPool(PoolType::Max)),
-            (symbol::FLATTEN, LayerKind::Flatten { implicit: false }),
+            (symbol::FLATTEN, LayerKind::Flatten),
         ];
         match simple.into_iter().find(|(names, _)| is(names)) {
             Some((_, kind)) => {
@@ -173,7 +183,9 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
                 Some(kind)
             }
             None => {
-                let all = symbol::LAYERS.iter().flat_map(|names| names.iter().copied());
+                let all = symbol::LAYERS
+                    .iter()
+                    .flat_map(|names| names.iter().copied());
                 cx.error_at(
                     item.name.span(),
                     format!("unknown layer `{name}`{}", suggest::hint(&name, all)),
@@ -355,21 +367,29 @@ impl Args {
                 }
                 Arg::Keyword { key, value } => {
                     let name = key.to_string();
-                    match params.iter().find(|p| p.name == name || p.short == Some(&*name)) {
+                    match params
+                        .iter()
+                        .find(|p| p.name == name || p.short == Some(&*name))
+                    {
                         Some(p) => args.set(cx, p, key.span(), value),
                         None => unknown_arg(cx, &layer, key, params),
                     }
                 }
                 Arg::Call { key, value } => {
                     let name = key.to_string();
-                    match params.iter().find(|p| p.short == Some(&*name) || p.name == name) {
+                    match params
+                        .iter()
+                        .find(|p| p.short == Some(&*name) || p.name == name)
+                    {
                         Some(p) => args.set(cx, p, key.span(), value),
                         None => unknown_arg(cx, &layer, key, params),
                     }
                 }
                 Arg::Bare(ident) => args.bare(cx, &layer, ident, params),
                 Arg::Positional(value) => {
-                    let skip = usize::from(arrow_ok && args.arrow.is_some() && symbol::FC.contains(&layer.as_str()));
+                    let skip = usize::from(
+                        arrow_ok && args.arrow.is_some() && symbol::FC.contains(&layer.as_str()),
+                    );
                     match params.get(positional + skip) {
                         Some(p) => args.set(cx, p, value.span(), value),
                         None => cx.error_at(
@@ -392,35 +412,61 @@ impl Args {
         let name = ident.to_string();
         if let Some(&(_, target, value)) = symbol::FLAGS.iter().find(|f| f.0 == name) {
             if let Some(p) = params.iter().find(|p| p.name == target) {
-                self.insert(cx, p, Sp { v: Decoded::Bool(value), span: ident.span() });
+                self.insert(
+                    cx,
+                    p,
+                    Sp {
+                        v: Decoded::Bool(value),
+                        span: ident.span(),
+                    },
+                );
                 return;
             }
         }
-        if let Some(p) = params.iter().find(|p| p.name == name && p.kind == ValueKind::Bool) {
-            self.insert(cx, p, Sp { v: Decoded::Bool(true), span: ident.span() });
+        if let Some(p) = params
+            .iter()
+            .find(|p| p.name == name && p.kind == ValueKind::Bool)
+        {
+            self.insert(
+                cx,
+                p,
+                Sp {
+                    v: Decoded::Bool(true),
+                    span: ident.span(),
+                },
+            );
             return;
         }
-        let split = name.find(|c: char| c.is_ascii_digit()).unwrap_or(name.len());
+        let split = name
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(name.len());
         let (prefix, digits) = name.split_at(split);
         let short = params.iter().find(|p| p.short == Some(prefix));
         match short {
             Some(p) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
                 let Ok(v) = digits.parse::<usize>() else {
-                    cx.error_at(
-                        ident.span(),
-                        format!("`{name}`: {digits} is too large"),
-                    );
+                    cx.error_at(ident.span(), format!("`{name}`: {digits} is too large"));
                     return;
                 };
                 if v == 0 && matches!(p.kind, ValueKind::Positive | ValueKind::PositivePair) {
-                    cx.error_at(ident.span(), format!("`{}` must be positive, found 0", p.name));
+                    cx.error_at(
+                        ident.span(),
+                        format!("`{}` must be positive, found 0", p.name),
+                    );
                     return;
                 }
                 let v = match p.kind {
-                    ValueKind::Positive | ValueKind::NonNegative => Decoded::Int(v),
+                    ValueKind::Positive => Decoded::Int(v),
                     _ => Decoded::Pair([v, v]),
                 };
-                self.insert(cx, p, Sp { v, span: ident.span() });
+                self.insert(
+                    cx,
+                    p,
+                    Sp {
+                        v,
+                        span: ident.span(),
+                    },
+                );
             }
             _ => unknown_arg(cx, layer, ident, params),
         }
@@ -432,7 +478,14 @@ impl Args {
             return;
         }
         if let Some(v) = convert(cx, p, value) {
-            self.insert(cx, p, Sp { v, span: value.span() });
+            self.insert(
+                cx,
+                p,
+                Sp {
+                    v,
+                    span: value.span(),
+                },
+            );
         }
     }
 
@@ -446,14 +499,20 @@ impl Args {
 
     fn int(&self, name: &str) -> Option<Sp<usize>> {
         match self.values.get(name)? {
-            Sp { v: Decoded::Int(v), span } => Some(Sp { v: *v, span: *span }),
+            Sp {
+                v: Decoded::Int(v),
+                span,
+            } => Some(Sp { v: *v, span: *span }),
             _ => None,
         }
     }
 
     fn pair(&self, name: &str) -> Option<Sp<[usize; 2]>> {
         match self.values.get(name)? {
-            Sp { v: Decoded::Pair(v), span } => Some(Sp { v: *v, span: *span }),
+            Sp {
+                v: Decoded::Pair(v),
+                span,
+            } => Some(Sp { v: *v, span: *span }),
             _ => None,
         }
     }
@@ -467,13 +526,20 @@ impl Args {
 
     fn bool(&self, name: &str, default: bool) -> bool {
         match self.values.get(name) {
-            Some(Sp { v: Decoded::Bool(b), .. }) => *b,
+            Some(Sp {
+                v: Decoded::Bool(b),
+                ..
+            }) => *b,
             _ => default,
         }
     }
 
     fn float_in(&self, cx: &mut Ctxt, name: &str, default: f64, range: Range) -> f64 {
-        let Some(&Sp { v: Decoded::Float(v), span }) = self.values.get(name) else {
+        let Some(&Sp {
+            v: Decoded::Float(v),
+            span,
+        }) = self.values.get(name)
+        else {
             return default;
         };
         let ok = match range {
@@ -496,12 +562,20 @@ impl Args {
 fn unknown_arg(cx: &mut Ctxt, layer: &str, key: &Ident, params: &[Param]) {
     let name = key.to_string();
     if params.is_empty() {
-        cx.error_at(key.span(), format!("`{layer}` takes no arguments, found `{name}`"));
+        cx.error_at(
+            key.span(),
+            format!("`{layer}` takes no arguments, found `{name}`"),
+        );
         return;
     }
     let mut known: Vec<&str> = params.iter().map(|p| p.name).collect();
     known.extend(params.iter().filter_map(|p| p.short));
-    known.extend(symbol::FLAGS.iter().filter(|f| params.iter().any(|p| p.name == f.1)).map(|f| f.0));
+    known.extend(
+        symbol::FLAGS
+            .iter()
+            .filter(|f| params.iter().any(|p| p.name == f.1))
+            .map(|f| f.0),
+    );
     let digits = name.trim_start_matches(|c: char| !c.is_ascii_digit());
     let prefix = &name[..name.len() - digits.len()];
     let hint = match suggest::closest(&name, known.iter().copied()) {
@@ -514,7 +588,10 @@ fn unknown_arg(cx: &mut Ctxt, layer: &str, key: &Ident, params: &[Param]) {
             }
         },
     };
-    cx.error_at(key.span(), format!("unknown argument `{name}` for `{layer}`{hint}"));
+    cx.error_at(
+        key.span(),
+        format!("unknown argument `{name}` for `{layer}`{hint}"),
+    );
 }
 
 /// Checks a value against the kind its parameter takes.
@@ -522,7 +599,6 @@ fn convert(cx: &mut Ctxt, p: &Param, value: &Value) -> Option<Decoded> {
     let name = p.name;
     match p.kind {
         ValueKind::Positive => positive(cx, name, value).map(|s| Decoded::Int(s.v)),
-        ValueKind::NonNegative => integer(cx, name, value, false).map(Decoded::Int),
         ValueKind::PositivePair | ValueKind::NonNegativePair => {
             let positive = p.kind == ValueKind::PositivePair;
             match value {
@@ -556,9 +632,14 @@ fn convert(cx: &mut Ctxt, p: &Param, value: &Value) -> Option<Decoded> {
                 _ => return wrong_kind(cx, name, "a number", value),
             };
             match v {
-                Ok(v) if v.is_finite() && (v as f32).is_finite() => Some(Decoded::Float(if neg { -v } else { v })),
+                Ok(v) if v.is_finite() && (v as f32).is_finite() => {
+                    Some(Decoded::Float(if neg { -v } else { v }))
+                }
                 Ok(_) => {
-                    cx.error_at(value.span(), format!("`{name}` must be a finite 32-bit float"));
+                    cx.error_at(
+                        value.span(),
+                        format!("`{name}` must be a finite 32-bit float"),
+                    );
                     None
                 }
                 Err(e) => {
@@ -619,7 +700,9 @@ fn integer(cx: &mut Ctxt, name: &str, value: &Value, positive: bool) -> Option<u
                 None
             }
         },
-        Value::Neg(_, Lit::Int(i)) if i.base10_digits().bytes().all(|b| b == b'0') && !positive => Some(0),
+        Value::Neg(_, Lit::Int(i)) if i.base10_digits().bytes().all(|b| b == b'0') && !positive => {
+            Some(0)
+        }
         Value::Neg(_, l) => {
             cx.error_at(
                 value.span(),

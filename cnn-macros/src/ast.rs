@@ -2,7 +2,7 @@
 //! spans kept for error messages.
 
 use proc_macro2::{Span, TokenStream};
-use syn::{token, Attribute, Ident, Lit, Token, Visibility};
+use syn::{Attribute, Ident, Lit, Token, Visibility};
 
 /// Everything inside `cnn! { … }`.
 pub struct Networks {
@@ -15,7 +15,6 @@ pub struct Network {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
     pub ident: Ident,
-    pub brace: token::Brace,
     pub body: syn::Result<Vec<Item>>,
 }
 

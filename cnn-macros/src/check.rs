@@ -41,7 +41,10 @@ pub fn input_and_layers(
     for (i, item) in items.iter().enumerate() {
         if is_input(item) {
             if i > 0 && first.is_some_and(is_input) {
-                cx.error_at(item.name.span(), "repeated `input`; a network has exactly one input");
+                cx.error_at(
+                    item.name.span(),
+                    "repeated `input`; a network has exactly one input",
+                );
             }
             continue;
         }

@@ -47,7 +47,12 @@ fn parts(l: &Planned) -> Parts {
     match &l.layer.kind {
         LayerKind::Conv(a) => {
             let (c_in, c_out, groups) = (lit(a.c_in.v), lit(a.c_out.v), lit(a.groups.v));
-            let (kernel, stride, padding, dilation) = (pair(a.kernel.v), pair(a.stride.v), pair(a.padding.v), pair(a.dilation.v));
+            let (kernel, stride, padding, dilation) = (
+                pair(a.kernel.v),
+                pair(a.stride.v),
+                pair(a.padding.v),
+                pair(a.dilation.v),
+            );
             let (in_hw, out_hw) = (pair([h, w]), pair(out_hw));
             let desc = quote! {
                 __cnn::Conv2dParams {
@@ -108,12 +113,21 @@ fn parts(l: &Planned) -> Parts {
             p.run = quote!(__exec.softmax(#channels, #spatial););
         }
         LayerKind::Pool(a) => {
-            p.run = pool(a.kind, c, a.kernel.v, a.stride.v, a.padding.v, a.ceil_mode, [h, w], out_hw);
+            p.run = pool(
+                a.kind,
+                c,
+                a.kernel.v,
+                a.stride.v,
+                a.padding.v,
+                a.ceil_mode,
+                [h, w],
+                out_hw,
+            );
         }
         LayerKind::GlobalPool(kind) => {
             p.run = pool(*kind, c, [h, w], [h, w], [0, 0], false, [h, w], [1, 1]);
         }
-        LayerKind::Flatten { .. } | LayerKind::Dropout(_) => {}
+        LayerKind::Flatten | LayerKind::Dropout(_) => {}
     }
     p
 }
@@ -136,7 +150,13 @@ fn pool(
         }
     };
     let channels = lit(channels);
-    let (kernel, stride, padding, in_hw, out_hw) = (pair(kernel), pair(stride), pair(padding), pair(in_hw), pair(out_hw));
+    let (kernel, stride, padding, in_hw, out_hw) = (
+        pair(kernel),
+        pair(stride),
+        pair(padding),
+        pair(in_hw),
+        pair(out_hw),
+    );
     quote! {
         __exec.pool2d(&__cnn::Pool2dParams {
             kind: #kind, channels: #channels, kernel: #kernel, stride: #stride,
@@ -206,7 +226,7 @@ pub fn torch(l: &Planned) -> String {
         }
         LayerKind::GlobalPool(PoolType::Max) => "nn.AdaptiveMaxPool2d(1)".into(),
         LayerKind::GlobalPool(PoolType::Avg { .. }) => "nn.AdaptiveAvgPool2d(1)".into(),
-        LayerKind::Flatten { .. } => "nn.Flatten()".into(),
+        LayerKind::Flatten => "nn.Flatten()".into(),
         LayerKind::Linear(a) => format!(
             "nn.Linear({}, {}{})",
             l.input.len(),
@@ -218,7 +238,9 @@ pub fn torch(l: &Planned) -> String {
 }
 
 pub fn network(net: &Network, plan: &Plan) -> TokenStream {
-    let Network { attrs, vis, ident, .. } = net;
+    let Network {
+        attrs, vis, ident, ..
+    } = net;
     let name = ident.to_string();
     let [c, h, w] = plan.input.map(lit);
     let input_ty = quote!([[[f32; #w]; #h]; #c]);
@@ -246,9 +268,10 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
     };
     let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
     let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
-    let fields = all.iter().filter_map(|p| p.field.as_ref()).map(|(f, ty, doc)| {
-        quote!(#[doc = #doc] pub #f: #ty,)
-    });
+    let fields = all
+        .iter()
+        .filter_map(|p| p.field.as_ref())
+        .map(|(f, ty, doc)| quote!(#[doc = #doc] pub #f: #ty,));
     let load = all.iter().map(|p| &p.load);
     let seeded = all.iter().map(|p| &p.seeded);
     let save = all.iter().map(|p| &p.save);
@@ -264,7 +287,11 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
         }
     });
     let torch_seq = {
-        let body: Vec<String> = plan.layers.iter().map(|l| format!("    {},\n", torch(l))).collect();
+        let body: Vec<String> = plan
+            .layers
+            .iter()
+            .map(|l| format!("    {},\n", torch(l)))
+            .collect();
         format!("nn.Sequential(\n{})", body.concat())
     };
     let call_site = Span::call_site();

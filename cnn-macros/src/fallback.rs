@@ -7,7 +7,9 @@ use quote::quote;
 use crate::ast::Network;
 
 pub fn stub(net: &Network) -> TokenStream {
-    let Network { attrs, vis, ident, .. } = net;
+    let Network {
+        attrs, vis, ident, ..
+    } = net;
     let name = ident.to_string();
     quote! {
         #(#attrs)*

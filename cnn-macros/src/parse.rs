@@ -40,7 +40,7 @@ impl Parse for Network {
         input.parse::<Token![struct]>()?;
         let ident: Ident = input.parse()?;
         let content;
-        let brace = braced!(content in input);
+        braced!(content in input);
         let body = parse_items(&content);
         if body.is_err() {
             content.parse::<TokenStream>()?;
@@ -49,7 +49,6 @@ impl Parse for Network {
             attrs,
             vis,
             ident,
-            brace,
             body,
         })
     }

@@ -150,7 +150,10 @@ pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<
         trail: vec![(String::new(), start)],
     };
     if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none() {
-        return walk.fail(input[0].span, format!("input [{c}, {h}, {w}] has too many elements"));
+        return walk.fail(
+            input[0].span,
+            format!("input [{c}, {h}, {w}] has too many elements"),
+        );
     }
     let mut planned = Vec::with_capacity(layers.len() + 1);
     let mut shape = start;
@@ -159,7 +162,7 @@ pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<
             let flat = Shape::Flat(c * h * w);
             planned.push(Planned {
                 layer: Layer {
-                    kind: LayerKind::Flatten { implicit: true },
+                    kind: LayerKind::Flatten,
                     name: syn::Ident::new("flatten", layer.name.span()),
                     tokens: layer.tokens.clone(),
                     dsl: "(implicit flatten)".into(),
@@ -188,7 +191,11 @@ pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<
         });
         shape = output;
     }
-    let total = |f: fn(&Planned) -> usize| planned.iter().try_fold(0usize, |sum, l| sum.checked_add(f(l)));
+    let total = |f: fn(&Planned) -> usize| {
+        planned
+            .iter()
+            .try_fold(0usize, |sum, l| sum.checked_add(f(l)))
+    };
     if total(|l| l.params).is_none() || total(|l| l.macs).is_none() {
         return walk.fail(input[0].span, "the network has too many parameters".into());
     }
@@ -202,12 +209,21 @@ pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<
 fn cost(layer: &Layer, input: Shape, output: Shape) -> Option<(usize, usize)> {
     match &layer.kind {
         LayerKind::Conv(a) => {
-            let fan_in = (a.c_in.v / a.groups.v).checked_mul(a.kernel.v[0])?.checked_mul(a.kernel.v[1])?;
+            let fan_in = (a.c_in.v / a.groups.v)
+                .checked_mul(a.kernel.v[0])?
+                .checked_mul(a.kernel.v[1])?;
             let weights = fan_in.checked_mul(a.c_out.v)?;
             let params = weights.checked_add(if a.bias { a.c_out.v } else { 0 })?;
             Some((params, output.len().checked_mul(fan_in)?))
         }
-        LayerKind::BatchNorm(a) => Some((if a.affine { input.dims()[0].checked_mul(2)? } else { 0 }, 0)),
+        LayerKind::BatchNorm(a) => Some((
+            if a.affine {
+                input.dims()[0].checked_mul(2)?
+            } else {
+                0
+            },
+            0,
+        )),
         LayerKind::Linear(a) => {
             let weights = input.len().checked_mul(a.out_features.v)?;
             let params = weights.checked_add(if a.bias { a.out_features.v } else { 0 })?;
@@ -221,7 +237,7 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
     let name = &layer.name;
     let chw = match (&layer.kind, shape) {
         (LayerKind::Act(_) | LayerKind::Softmax | LayerKind::Dropout(_), s) => return Some(s),
-        (LayerKind::Flatten { .. }, s) => return Some(Shape::Flat(s.len())),
+        (LayerKind::Flatten, s) => return Some(Shape::Flat(s.len())),
         (LayerKind::Linear(a), s) => {
             let features = s.len();
             if let Some(i) = a.in_features {
@@ -249,19 +265,35 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
             if a.c_in.v != c {
                 return walk.fail(
                     a.c_in.span,
-                    format!("`{name}` expects {} input channels, but the tensor here is {shape}", a.c_in.v),
+                    format!(
+                        "`{name}` expects {} input channels, but the tensor here is {shape}",
+                        a.c_in.v
+                    ),
                 );
             }
             // Grouped convolution splits both channel counts evenly: conv(6 -> 16, g4) is an error.
             let g = a.groups.v;
             if c % g != 0 || a.c_out.v % g != 0 {
-                let (what, n) = if c % g != 0 { ("input", c) } else { ("output", a.c_out.v) };
+                let (what, n) = if c % g != 0 {
+                    ("input", c)
+                } else {
+                    ("output", a.c_out.v)
+                };
                 return walk.fail(
                     a.groups.span,
                     format!("groups {g} does not divide the {n} {what} channels of `{name}`"),
                 );
             }
-            let [oh, ow] = spatial(walk, layer, [h, w], a.kernel, a.stride.v, a.padding.v, a.dilation.v, false)?;
+            let [oh, ow] = spatial(
+                walk,
+                layer,
+                [h, w],
+                a.kernel,
+                a.stride.v,
+                a.padding.v,
+                a.dilation.v,
+                false,
+            )?;
             checked(walk, layer, [a.c_out.v, oh, ow])
         }
         LayerKind::BatchNorm(a) => {
@@ -277,7 +309,10 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
         }
         LayerKind::Pool(a) => {
             // PyTorch: "pad should be at most half of effective kernel size": maxpool(k3, p2) is an error.
-            for (axis, (&k, &p)) in ["height", "width"].iter().zip(a.kernel.v.iter().zip(&a.padding.v)) {
+            for (axis, (&k, &p)) in ["height", "width"]
+                .iter()
+                .zip(a.kernel.v.iter().zip(&a.padding.v))
+            {
                 if p > k / 2 {
                     return walk.fail(
                         a.padding.span,
@@ -285,11 +320,24 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
                     );
                 }
             }
-            let [oh, ow] = spatial(walk, layer, [h, w], a.kernel, a.stride.v, a.padding.v, [1, 1], a.ceil_mode)?;
+            let [oh, ow] = spatial(
+                walk,
+                layer,
+                [h, w],
+                a.kernel,
+                a.stride.v,
+                a.padding.v,
+                [1, 1],
+                a.ceil_mode,
+            )?;
             checked(walk, layer, [c, oh, ow])
         }
         LayerKind::GlobalPool(_) => Some(Shape::Chw { c, h: 1, w: 1 }),
-        LayerKind::Act(_) | LayerKind::Softmax | LayerKind::Dropout(_) | LayerKind::Flatten { .. } | LayerKind::Linear(_) => {
+        LayerKind::Act(_)
+        | LayerKind::Softmax
+        | LayerKind::Dropout(_)
+        | LayerKind::Flatten
+        | LayerKind::Linear(_) => {
             unreachable!("handled above for every shape")
         }
     }
@@ -308,12 +356,22 @@ fn spatial(
 ) -> Option<[usize; 2]> {
     let mut out = [0; 2];
     for axis in 0..2 {
-        match out_len(hw[axis], kernel.v[axis], stride[axis], padding[axis], dilation[axis], ceil_mode) {
+        match out_len(
+            hw[axis],
+            kernel.v[axis],
+            stride[axis],
+            padding[axis],
+            dilation[axis],
+            ceil_mode,
+        ) {
             Some(n) => out[axis] = n,
             None => {
                 let what = ["height", "width"][axis];
                 let k = kernel.v[axis];
-                let dilated = match (k - 1).checked_mul(dilation[axis]).and_then(|e| e.checked_add(1)) {
+                let dilated = match (k - 1)
+                    .checked_mul(dilation[axis])
+                    .and_then(|e| e.checked_add(1))
+                {
                     Some(e) if e != k => format!(" (dilated to {e})"),
                     Some(_) => String::new(),
                     None => " (dilated beyond any size)".into(),
@@ -332,7 +390,13 @@ fn spatial(
 
 fn checked(walk: &mut Walk<'_>, layer: &Layer, [c, h, w]: [usize; 3]) -> Option<Shape> {
     if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none() {
-        return walk.fail_layer(layer, format!("the output of `{}` [{c}, {h}, {w}] has too many elements", layer.name));
+        return walk.fail_layer(
+            layer,
+            format!(
+                "the output of `{}` [{c}, {h}, {w}] has too many elements",
+                layer.name
+            ),
+        );
     }
     Some(Shape::Chw { c, h, w })
 }
@@ -347,7 +411,11 @@ mod tests {
     #[test]
     fn out_len_matches_the_shared_table() {
         for &(i, k, s, p, d, ceil, want) in CASES {
-            assert_eq!(out_len(i, k, s, p, d, ceil), want, "out_len({i}, k{k}, s{s}, p{p}, d{d}, ceil={ceil})");
+            assert_eq!(
+                out_len(i, k, s, p, d, ceil),
+                want,
+                "out_len({i}, k{k}, s{s}, p{p}, d{d}, ceil={ceil})"
+            );
         }
     }
 }

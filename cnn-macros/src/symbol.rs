@@ -46,8 +46,6 @@ pub const LAYERS: &[&[&str]] = &[
 pub enum ValueKind {
     /// A positive integer.
     Positive,
-    /// A non-negative integer.
-    NonNegative,
     /// A positive integer or a pair `(h, w)` of them.
     PositivePair,
     /// A non-negative integer or a pair `(h, w)` of them.

@@ -73,7 +73,11 @@ impl Exec {
         if self.next.len() < len {
             self.next.resize(len, 0.0);
         }
-        f(&self.cur[..self.len], &mut self.next[..len], &mut self.scratch);
+        f(
+            &self.cur[..self.len],
+            &mut self.next[..len],
+            &mut self.scratch,
+        );
         std::mem::swap(&mut self.cur, &mut self.next);
         self.len = len;
     }

@@ -27,7 +27,12 @@ impl Conv2d {
     ///
     /// # Errors
     /// A missing, mis-shaped or mistyped tensor.
-    pub fn load(w: &Weights<'_>, index: usize, params: Conv2dParams, bias: bool) -> Result<Self, Error> {
+    pub fn load(
+        w: &Weights<'_>,
+        index: usize,
+        params: Conv2dParams,
+        bias: bool,
+    ) -> Result<Self, Error> {
         Ok(Conv2d {
             params,
             weight: w.f32(&format!("{index}.weight"), &params.weight_shape())?,
@@ -51,7 +56,11 @@ impl Conv2d {
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
     pub fn save(&self, index: usize, out: &mut TensorWriter) {
-        out.f32(format!("{index}.weight"), &self.params.weight_shape(), &self.weight);
+        out.f32(
+            format!("{index}.weight"),
+            &self.params.weight_shape(),
+            &self.weight,
+        );
         if let Some(b) = &self.bias {
             out.f32(format!("{index}.bias"), &[self.params.c_out], b);
         }
@@ -59,7 +68,15 @@ impl Conv2d {
 
     /// Runs the layer on a batch of `n` samples.
     pub fn forward(&self, n: usize, input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
-        conv2d::conv2d(&self.params, n, input, &self.weight, self.bias.as_deref(), out, scratch);
+        conv2d::conv2d(
+            &self.params,
+            n,
+            input,
+            &self.weight,
+            self.bias.as_deref(),
+            out,
+            scratch,
+        );
     }
 }
 
@@ -170,7 +187,9 @@ impl BatchNorm2d {
             x,
             self.weight.as_deref(),
             self.bias.as_deref(),
-            self.running.as_ref().map(|(m, v)| (m.as_slice(), v.as_slice())),
+            self.running
+                .as_ref()
+                .map(|(m, v)| (m.as_slice(), v.as_slice())),
         );
         Ok(())
     }
@@ -192,7 +211,12 @@ impl Linear {
     ///
     /// # Errors
     /// A missing, mis-shaped or mistyped tensor.
-    pub fn load(w: &Weights<'_>, index: usize, params: LinearParams, bias: bool) -> Result<Self, Error> {
+    pub fn load(
+        w: &Weights<'_>,
+        index: usize,
+        params: LinearParams,
+        bias: bool,
+    ) -> Result<Self, Error> {
         let (o, i) = (params.out_features, params.in_features);
         Ok(Linear {
             params,
@@ -226,6 +250,13 @@ impl Linear {
 
     /// Runs the layer on a batch of `n` samples.
     pub fn forward(&self, n: usize, input: &[f32], out: &mut [f32]) {
-        linear::linear(&self.params, n, input, &self.weight, self.bias.as_deref(), out);
+        linear::linear(
+            &self.params,
+            n,
+            input,
+            &self.weight,
+            self.bias.as_deref(),
+            out,
+        );
     }
 }

@@ -6,7 +6,10 @@ pub(crate) fn assert_close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len(), "length mismatch");
     for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
         let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol * (1.0 + y.abs());
-        assert!(ok, "mismatch at index {i}: got {x}, expected {y} (tol {tol})");
+        assert!(
+            ok,
+            "mismatch at index {i}: got {x}, expected {y} (tol {tol})"
+        );
     }
 }
 

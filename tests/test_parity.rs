@@ -1,0 +1,120 @@
+//! PyTorch parity: every network of `../shared/fixtures` declared with `cnn!`, loaded from the
+//! PyTorch `state_dict`, and run on the stored batch; the result must match PyTorch's
+//! `model.eval()` output within the fixture's tolerance. The fixtures' README says how they were
+//! produced (PyTorch 2.15, CPU, float32); each network's `nn.Sequential` is in its `.json`.
+
+mod fixtures;
+
+use cnn::cnn;
+use fixtures::Fixture;
+
+cnn! {
+    /// `activations`: conv, conv.kN, conv.pN, gelu, leakyrelu, leakyrelu(default slope), …
+    struct Activations {
+        input(3, 9, 9) conv(3 -> 8, k3, p1) leakyrelu(0.2) conv(8 -> 8, k3, p1) sigmoid conv(8 -> 8, k3, p1) tanh conv(8 -> 8, k3, p1) swish conv(8 -> 8, k3, p1) silu conv(8 -> 8, k3, p1) leakyrelu conv(8 -> 8, k3, p1) gelu
+    }
+    /// `bn_variants`: bn, bn.affine=false, bn.eps=, bn.momentum=, bn.track_running_stats=false, conv, …
+    struct BnVariants {
+        input(4, 10, 10) conv(4 -> 8, k3, p1) bn(affine=false) relu conv(8 -> 8, k3, p1) bn(track_running_stats=false) tanh conv(8 -> 8, k3, p1) bn(eps=1e-3, momentum=0.01) relu conv(8 -> 8, k3, p1) bn(eps=1e-3, momentum=0.01, affine=false, track_running_stats=false) conv(8 -> 6, k1) bn(momentum=0.3)
+    }
+    /// `conv_geometry`: conv, conv.d(h,w), conv.dN, conv.k(h,w), conv.kN, conv.p(h,w), …
+    struct ConvGeometry {
+        input(3, 20, 24) conv(3 -> 8, k3, s2, p1) relu conv(8 -> 8, k(3,5), s(2,1), p(1,2)) tanh conv(8 -> 6, k3, d2, p2) sigmoid conv(6 -> 4, k(2,3), s(1,2), p(1,0), d(2,1))
+    }
+    /// `conv_keywords`: avgpool, avgpool.ceil_mode=false, avgpool.count_include_pad=true, avgpool.kernel_size=, avgpool.padding=, avgpool.stride=, …
+    struct ConvKeywords {
+        input(2, 16, 12) conv(2 -> 8, kernel_size=3, stride=1, padding=1, bias=false) bn(8) leaky_relu(negative_slope=0.2) conv(8 -> 12, kernel_size=(3, 1), stride=(2, 1), padding=(1, 0), dilation=(1, 1), groups=2) relu conv(12 -> 12, kernel_size=(1, 3), dilation=(1, 2), padding=(0, 2), groups=3, bias=true) maxpool(kernel_size=3, stride=2, padding=1, ceil_mode=true) avgpool(kernel_size=2, stride=1, padding=1, ceil_mode=false, count_include_pad=true) globalavgpool fc(12 -> 6, nobias)
+    }
+    /// `global_pools`: conv, conv.k(h,w), conv.kN, conv.pN, conv.rect_kernel, gap, …
+    struct GlobalPools {
+        input(5, 7, 9) conv(5 -> 8, k(3,2)) relu conv(8 -> 8, k3, p1) gap
+    }
+    /// `groups_depthwise`: bn, conv, conv.depthwise, conv.depthwise(multiplier), conv.gN, conv.grouped, …
+    struct GroupsDepthwise {
+        input(8, 12, 12) conv(8 -> 16, k3, p1, g4) relu conv(16 -> 16, k3, s2, p1, g16, nobias) bn relu conv(16 -> 32, k1) swish conv(32 -> 64, k3, g32) globalmaxpool fc(10, nobias)
+    }
+    /// `lenet5`: avgpool, avgpool(N), avgpool.default_stride, conv, conv.kN, conv.pN, …
+    struct Lenet5 {
+        input(1, 28, 28), conv(1 -> 6, k5, p2), tanh, avgpool(2), conv(6 -> 16, k5), tanh, avgpool(2), flatten, fc(400 -> 120), tanh, fc(120 -> 84), tanh, linear(10)
+    }
+    /// `mlp_softmax`: dropout, fc, fc(IN -> OUT), fc(OUT), fc.nobias, flatten, …
+    struct MlpSoftmax {
+        input(1, 6, 6) flatten dropout(0.2) fc(36 -> 32, nobias) sigmoid fc(32 -> 16) tanh linear(16, nobias) relu dropout(0.5) fc(10) softmax
+    }
+    /// `pooling`: avgpool, avgpool.ceil, avgpool.ceil_window_past_padded_edge, avgpool.count_include_pad=false, avgpool.kN, avgpool.pN, …
+    struct Pooling {
+        input(3, 37, 35) maxpool(k3, s2, p1, ceil) conv(3 -> 6, k1) avgpool(k3, s2, p1, ceil) conv(6 -> 6, k1) avgpool(k3, s2, p1, ceil, count_include_pad=false) maxpool(k2, p1) avgpool(k2, s1, p1, count_include_pad=false) maxpool(k2, s2, ceil)
+    }
+    /// `softmax_channels`: conv, conv.k(h,w), conv.nobias, conv.rect_kernel, softmax, softmax.over_channels(4d), …
+    struct SoftmaxChannels {
+        input(3, 7, 9) conv(3 -> 5, k(3,2), nobias) softmax
+    }
+    /// `tiny_net`: bn, conv, conv.kN, conv.pN, fc, fc(OUT), …
+    struct TinyNet {
+        input(3, 32, 32) conv(3 -> 16, k3, p1) bn relu maxpool(2) fc(10)
+    }
+    /// `vgg_cifar`: bn, conv, conv.kN, conv.pN, dropout, fc, …
+    struct VggCifar {
+        input(3, 32, 32) conv(3 -> 16, k3, p1) bn relu conv(16 -> 16, k3, p1) bn relu maxpool(2) conv(16 -> 32, k3, p1) bn relu conv(32 -> 32, k3, p1) bn relu maxpool(2) conv(32 -> 64, k3, p1) bn relu maxpool(2) dropout(0.25) fc(64) relu dropout(0.5) fc(10)
+    }
+}
+
+#[test]
+fn activations() {
+    Fixture::load("activations").check::<Activations>();
+}
+
+#[test]
+fn bn_variants() {
+    Fixture::load("bn_variants").check::<BnVariants>();
+}
+
+#[test]
+fn conv_geometry() {
+    Fixture::load("conv_geometry").check::<ConvGeometry>();
+}
+
+#[test]
+fn conv_keywords() {
+    Fixture::load("conv_keywords").check::<ConvKeywords>();
+}
+
+#[test]
+fn global_pools() {
+    Fixture::load("global_pools").check::<GlobalPools>();
+}
+
+#[test]
+fn groups_depthwise() {
+    Fixture::load("groups_depthwise").check::<GroupsDepthwise>();
+}
+
+#[test]
+fn lenet5() {
+    Fixture::load("lenet5").check::<Lenet5>();
+}
+
+#[test]
+fn mlp_softmax() {
+    Fixture::load("mlp_softmax").check::<MlpSoftmax>();
+}
+
+#[test]
+fn pooling() {
+    Fixture::load("pooling").check::<Pooling>();
+}
+
+#[test]
+fn softmax_channels() {
+    Fixture::load("softmax_channels").check::<SoftmaxChannels>();
+}
+
+#[test]
+fn tiny_net() {
+    Fixture::load("tiny_net").check::<TinyNet>();
+}
+
+#[test]
+fn vgg_cifar() {
+    Fixture::load("vgg_cifar").check::<VggCifar>();
+}
