@@ -386,6 +386,10 @@ impl Args {
                     }
                 }
                 Arg::Bare(ident) => args.bare(cx, &layer, ident, params),
+                Arg::Positional(value) if params.is_empty() => cx.error_at(
+                    value.span(),
+                    format!("`{layer}` takes no arguments, found `{}`", value.text()),
+                ),
                 Arg::Positional(value) => {
                     let skip = usize::from(
                         arrow_ok && args.arrow.is_some() && symbol::FC.contains(&layer.as_str()),
@@ -679,7 +683,17 @@ fn positive(cx: &mut Ctxt, name: &str, value: &Value) -> Option<Sp<usize>> {
     })
 }
 
+/// `kernel_size` in backticks, a phrase such as "output channels" as is.
+fn quoted(name: &str) -> String {
+    if name.contains(' ') {
+        name.to_string()
+    } else {
+        format!("`{name}`")
+    }
+}
+
 fn integer(cx: &mut Ctxt, name: &str, value: &Value, positive: bool) -> Option<usize> {
+    let name = quoted(name);
     let want = if positive {
         "a positive integer"
     } else {
@@ -688,14 +702,14 @@ fn integer(cx: &mut Ctxt, name: &str, value: &Value, positive: bool) -> Option<u
     match value {
         Value::Lit(Lit::Int(i)) => match i.base10_parse::<usize>() {
             Ok(0) if positive => {
-                cx.error_at(i.span(), format!("`{name}` must be positive, found 0"));
+                cx.error_at(i.span(), format!("{name} must be positive, found 0"));
                 None
             }
             Ok(v) => Some(v),
             Err(_) => {
                 cx.error_at(
                     i.span(),
-                    format!("`{name}` value {} is too large", i.base10_digits()),
+                    format!("{name} value {} is too large", i.base10_digits()),
                 );
                 None
             }
@@ -707,14 +721,20 @@ fn integer(cx: &mut Ctxt, name: &str, value: &Value, positive: bool) -> Option<u
             cx.error_at(
                 value.span(),
                 format!(
-                    "`{name}` must be {}, found -{}",
+                    "{name} must be {}, found -{}",
                     if positive { "positive" } else { "non-negative" },
                     quote::ToTokens::to_token_stream(l)
                 ),
             );
             None
         }
-        _ => wrong_kind(cx, name, want, value),
+        _ => {
+            cx.error_at(
+                value.span(),
+                format!("{name} expects {want}, found `{}`", value.text()),
+            );
+            None
+        }
     }
 }
 

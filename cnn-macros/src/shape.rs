@@ -388,8 +388,16 @@ fn spatial(
     Some(out)
 }
 
+/// Rust's limit for one value: a sample of f32s must not exceed `isize::MAX` bytes.
+fn fits([c, h, w]: [usize; 3]) -> bool {
+    c.checked_mul(h)
+        .and_then(|n| n.checked_mul(w))
+        .and_then(|n| n.checked_mul(4))
+        .is_some_and(|bytes| bytes <= isize::MAX as usize)
+}
+
 fn checked(walk: &mut Walk<'_>, layer: &Layer, [c, h, w]: [usize; 3]) -> Option<Shape> {
-    if c.checked_mul(h).and_then(|n| n.checked_mul(w)).is_none() {
+    if !fits([c, h, w]) {
         return walk.fail_layer(
             layer,
             format!(
@@ -405,8 +413,10 @@ fn checked(walk: &mut Walk<'_>, layer: &Layer, [c, h, w]: [usize; 3]) -> Option<
 mod tests {
     use super::out_len;
 
-    const CASES: &[(usize, usize, usize, usize, usize, bool, Option<usize>)] =
-        include!("../../testdefs/out_len_cases.rs");
+    /// `(input, kernel, stride, padding, dilation, ceil_mode, expected)`.
+    type Case = (usize, usize, usize, usize, usize, bool, Option<usize>);
+
+    const CASES: &[Case] = include!("../../testdefs/out_len_cases.rs");
 
     #[test]
     fn out_len_matches_the_shared_table() {

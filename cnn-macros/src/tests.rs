@@ -1,1 +1,228 @@
+//! Drives the pipeline on `proc_macro2` tokens, without a compiler in the loop.
 
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::ast::Networks;
+use crate::pipeline;
+use crate::shape::{Plan, Shape};
+
+fn plans(tokens: TokenStream) -> Vec<syn::Result<Plan>> {
+    let networks: Networks = syn::parse2(tokens).expect("shell parses");
+    networks.networks.iter().map(pipeline::plan).collect()
+}
+
+fn plan(tokens: TokenStream) -> syn::Result<Plan> {
+    plans(tokens).remove(0)
+}
+
+fn shapes(plan: &Plan) -> Vec<(usize, String, Vec<usize>)> {
+    plan.layers
+        .iter()
+        .map(|l| (l.index, l.layer.name.to_string(), l.output.dims()))
+        .collect()
+}
+
+fn message(tokens: TokenStream) -> String {
+    match plan(tokens) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(" | "),
+    }
+}
+
+#[test]
+fn tiny_net_has_an_implicit_flatten_at_index_4() {
+    let p = plan(quote! {
+        pub struct TinyNet { input(3, 32, 32) conv(3 -> 16, k3, p1) bn relu maxpool(2) fc(10) }
+    })
+    .unwrap();
+    assert_eq!(
+        shapes(&p),
+        [
+            (0, "conv".into(), vec![16, 32, 32]),
+            (1, "bn".into(), vec![16, 32, 32]),
+            (2, "relu".into(), vec![16, 32, 32]),
+            (3, "maxpool".into(), vec![16, 16, 16]),
+            (4, "flatten".into(), vec![4096]),
+            (5, "fc".into(), vec![10]),
+        ]
+    );
+    assert_eq!(
+        p.layers.iter().map(|l| l.params).sum::<usize>(),
+        448 + 32 + 40970
+    );
+}
+
+#[test]
+fn geometry_follows_pytorch() {
+    // conv_geometry fixture: PyTorch gives [8,10,12] [8,5,12] [6,5,12] [4,5,5].
+    let p = plan(quote! {
+        struct G {
+            input(3, 20, 24) conv(3 -> 8, k3, s2, p1) relu conv(8 -> 8, k(3,5), s(2,1), p(1,2)) tanh
+            conv(8 -> 6, k3, d2, p2) sigmoid conv(6 -> 4, k(2,3), s(1,2), p(1,0), d(2,1))
+        }
+    })
+    .unwrap();
+    assert_eq!(p.output(), Shape::Chw { c: 4, h: 5, w: 5 });
+    // pooling fixture: [3,37,35] through ceil-mode pools to [6,3,3].
+    let p = plan(quote! {
+        struct P {
+            input(3, 37, 35) maxpool(k3, s2, p1, ceil) conv(3 -> 6, k1) avgpool(k3, s2, p1, ceil)
+            conv(6 -> 6, k1) avgpool(k3, s2, p1, ceil, count_include_pad=false) maxpool(k2, p1)
+            avgpool(k2, s1, p1, count_include_pad=false) maxpool(k2, s2, ceil)
+        }
+    })
+    .unwrap();
+    assert_eq!(p.output(), Shape::Chw { c: 6, h: 3, w: 3 });
+}
+
+#[test]
+fn every_bad_argument_is_reported_at_once() {
+    let msg = message(quote! {
+        struct N { input(3, 8, 8) conv(3 -> 4, k3, strid=2, k5) bn(eps=0) relu(1) maxpol }
+    });
+    for part in [
+        "unknown argument `strid` for `conv`; did you mean `stride`?",
+        "duplicate argument `kernel_size`",
+        "`eps` must be positive, found 0",
+        "`relu` takes no arguments, found `1`",
+        "unknown layer `maxpol`; did you mean `maxpool`?",
+    ] {
+        assert!(msg.contains(part), "{part:?} not in {msg:?}");
+    }
+}
+
+#[test]
+fn networks_are_checked_independently() {
+    let all = plans(quote! {
+        struct A { input(3, 8, 8) conv(4 -> 4, k3) }
+        struct B { input(3, 8, 8) conv(3 -> 4, k3) fc(2) }
+        struct C { input(3, 8, 8) conv(3 -> 4, k99) }
+    });
+    assert!(all[0].is_err() && all[1].is_ok() && all[2].is_err());
+}
+
+#[test]
+fn shape_errors_carry_the_trail() {
+    let msg = message(quote! {
+        struct N { input(3, 32, 32) conv(3 -> 16, k3, p1) maxpool(2) conv(8 -> 8, k3) }
+    });
+    assert!(msg.contains("`conv` expects 8 input channels, but the tensor here is [16, 16, 16]"));
+    assert!(msg.contains("shapes: [3, 32, 32] -> conv -> [16, 32, 32] -> maxpool -> [16, 16, 16]"));
+}
+
+#[test]
+fn absurd_numbers_are_errors_not_overflows() {
+    let max = usize::MAX;
+    for tokens in [
+        quote!(struct N { input(#max, #max, #max) relu }),
+        quote!(struct N { input(1, 1, 1) conv(1 -> #max, k1) conv(#max -> #max, k1) }),
+        quote!(struct N { input(3, 8, 8) conv(3 -> 4, k(#max, 1), d(#max, 1), p(#max, 0)) }),
+        quote!(struct N { input(3, 8, 8) maxpool(k99999999999999999999) }),
+        quote!(struct N { input(3, 8, 8) fc(#max) fc(#max) }),
+        quote!(struct N { input(4194304, 4194304, 4194304) relu }),
+        quote!(struct N { input(3, 8, 8) bn(eps = 1e300) }),
+        quote!(struct N { input(3, 8, 8) dropout(-0.5) }),
+    ] {
+        assert!(plan(tokens).is_err());
+    }
+}
+
+#[test]
+fn thousands_of_layers_plan_without_trouble() {
+    let relus = std::iter::repeat_n(quote!(relu), 5000);
+    let p = plan(quote!(struct N { input(1, 2, 2) #(#relus)* fc(3) })).unwrap();
+    assert_eq!(p.layers.len(), 5002);
+}
+
+/// Random token soup from the DSL's own vocabulary: parsing and planning return `Ok` or `Err`,
+/// never panic.
+#[test]
+fn junk_never_panics() {
+    let words: Vec<TokenStream> = vec![
+        quote!(input),
+        quote!(conv),
+        quote!(bn),
+        quote!(relu),
+        quote!(fc),
+        quote!(maxpool),
+        quote!(avgpool),
+        quote!(gap),
+        quote!(flatten),
+        quote!(softmax),
+        quote!(dropout),
+        quote!(k3),
+        quote!(s0),
+        quote!(p99999999999999999999),
+        quote!(g2),
+        quote!(nobias),
+        quote!(ceil),
+        quote!(->),
+        quote!(=),
+        quote!(,),
+        quote!(-),
+        quote!(0),
+        quote!(1),
+        quote!(3),
+        quote!(18446744073709551615),
+        quote!(99999999999999999999999),
+        quote!(0.5),
+        quote!(1e309),
+        quote!(-2.5),
+        quote!(true),
+        quote!(False),
+        quote!("str"),
+        quote!('c'),
+        quote!(b"bytes"),
+        quote!(kernel_size),
+        quote!(stride),
+        quote!(padding),
+        quote!(eps),
+        quote!(struct),
+        quote!(pub),
+        quote!(#[doc = "x"]),
+        quote!(;),
+    ];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    for case in 0..3000 {
+        let len = next(24);
+        let mut body = TokenStream::new();
+        for _ in 0..len {
+            match next(8) {
+                0 => {
+                    let inner: TokenStream = (0..next(6))
+                        .map(|_| words[next(words.len())].clone())
+                        .collect();
+                    body.extend(quote!((#inner)));
+                }
+                _ => body.extend(words[next(words.len())].clone()),
+            }
+        }
+        let prefix = if case % 3 == 0 {
+            quote!(input(3, 8, 8))
+        } else {
+            quote!()
+        };
+        let tokens = quote!(struct N { #prefix #body });
+        let result = std::panic::catch_unwind(|| {
+            if let Ok(networks) = syn::parse2::<Networks>(tokens.clone()) {
+                let _ = pipeline::expand(&networks);
+            }
+        });
+        assert!(result.is_ok(), "panicked on {tokens}");
+        let raw = std::panic::catch_unwind(|| {
+            let _ = syn::parse2::<Networks>(body.clone()).map(|n| pipeline::expand(&n));
+        });
+        assert!(raw.is_ok(), "panicked on {body}");
+    }
+}

@@ -55,8 +55,10 @@ mod tests {
 
     /// `(input, kernel, stride, padding, dilation, ceil_mode, expected)`; shared with the macro's
     /// shape inference so both agree.
-    const CASES: &[(usize, usize, usize, usize, usize, bool, Option<usize>)] =
-        include!("../../testdefs/out_len_cases.rs");
+    /// `(input, kernel, stride, padding, dilation, ceil_mode, expected)`.
+    type Case = (usize, usize, usize, usize, usize, bool, Option<usize>);
+
+    const CASES: &[Case] = include!("../../testdefs/out_len_cases.rs");
 
     #[test]
     fn out_len_matches_the_shared_table() {

@@ -1,0 +1,10 @@
+use cnn::cnn;
+
+cnn! {
+    struct Net {
+        input(32, 32)
+        relu
+    }
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use cnn::cnn;
+
+cnn! {
+    struct Net {
+        input(3, 32, 32)
+        conv(3 -> 16, k3)
+        input(16, 30, 30)
+    }
+}
+
+fn main() {}
