@@ -1,0 +1,210 @@
+//! The BLIS loop nest around a micro-kernel: block C into `NC` columns, k into `KC` steps and
+//! A into `MC` rows, pack each `KC×NC` block of B once into a thread-local buffer, and sweep
+//! `MR×NR` tiles. A is read in place: the kernel broadcasts its elements, so packing it would
+//! only copy the (constant) weights on every call.
+
+use std::cell::Cell;
+
+/// A micro-kernel and the block sizes that keep its panels in cache.
+pub(super) trait Kernel {
+    /// Rows of a C tile (broadcast from packed A).
+    const MR: usize;
+    /// Columns of a C tile (vectors of packed B).
+    const NR: usize;
+    /// k-steps per packed block: an `NR×KC` B micro-panel stays in L1.
+    const KC: usize;
+    /// Rows of A swept per packed B block: an `MC×KC` block of A stays in L2.
+    const MC: usize;
+    /// Columns of B packed at once.
+    const NC: usize;
+
+    /// `C[mr×nr] ← (C +) A[mr×kc] · B̃[kc×nr]` for `1 ≤ mr ≤ MR`, `1 ≤ nr ≤ NR`.
+    ///
+    /// + `a`: A's top-left element, `mr` rows of stride `rsa`, each with `kc` contiguous floats
+    /// + `b`: B micro-panel, `kc` rows of stride `rsb`, each valid for `NR` reads
+    /// + `c`: the tile's top-left element, row stride `rsc`, valid for `mr` rows of `nr` columns
+    ///
+    /// # Safety
+    /// The CPU has the kernel's features, and the pointers are valid as listed above.
+    #[allow(clippy::too_many_arguments)] // the BLIS micro-kernel contract: two panels, one tile
+    unsafe fn tile(
+        mr: usize,
+        kc: usize,
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        nr: usize,
+        load_c: bool,
+    );
+}
+
+/// The packed-B buffer, kept per thread so that steady-state calls do not allocate.
+thread_local! {
+    static PACK_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// `len` floats of `v` starting at a 64-byte boundary, growing `v` if needed.
+fn aligned(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len + 16 {
+        v.resize(len + 16, 0.0);
+    }
+    let off = v.as_ptr().align_offset(64).min(16);
+    &mut v[off..off + len]
+}
+
+/// Packs `kc` rows × `nc` columns of B, element `(p, j)` at `b[p·rsb + j·csb]`, into `NR`-column
+/// micro-panels `dst[s·kc·NR + p·NR + j']` for `j = s·NR + j'`, zero past column `nc`.
+#[inline(always)]
+fn pack_b<K: Kernel>(kc: usize, nc: usize, b: &[f32], rsb: usize, csb: usize, dst: &mut [f32]) {
+    let panels = dst.chunks_exact_mut(kc * K::NR);
+    if csb == 1 {
+        // LOOP over micro-panels, then k: copy one row segment (the rows stream in order)
+        for (s, panel) in panels.enumerate() {
+            let j = s * K::NR;
+            let nr = K::NR.min(nc - j);
+            for (p, row) in panel.chunks_exact_mut(K::NR).enumerate() {
+                let src = &b[p * rsb + j..];
+                if nr == K::NR {
+                    row.copy_from_slice(&src[..K::NR]);
+                } else {
+                    row[..nr].copy_from_slice(&src[..nr]);
+                    row[nr..].fill(0.0);
+                }
+            }
+        }
+    } else {
+        // B is stored transposed (`rsb == 1`): LOOP over columns, each contiguous in k
+        for (s, panel) in panels.enumerate() {
+            for jj in 0..K::NR {
+                let j = s * K::NR + jj;
+                if j < nc {
+                    let src = &b[j * csb..j * csb + kc];
+                    for (p, &x) in src.iter().enumerate() {
+                        panel[p * K::NR + jj] = x;
+                    }
+                } else {
+                    for p in 0..kc {
+                        panel[p * K::NR + jj] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)` with B's element `(p, j)` at `b[p·rsb + j·csb]`
+/// (`(n, 1)` row-major or `(1, k)` transposed); A and C row-major and contiguous.
+///
+/// # Panics
+/// If a slice is shorter than its matrix.
+///
+/// # Safety
+/// The CPU has `K`'s features.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // sgemm's own signature plus B's strides
+pub(super) unsafe fn gemm<K: Kernel>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm operand too short"
+    );
+    assert!(
+        (rsb, csb) == (n, 1) || (rsb, csb) == (1, k),
+        "sgemm strides"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // With one row tile each B micro-panel is read once: take full panels straight from a
+    // row-major B instead of copying them.
+    let direct_b = csb == 1 && m <= K::MR;
+    let kc_max = K::KC.min(k);
+    let nc_max = K::NC.min(n.next_multiple_of(K::NR));
+    let mut b_buf = PACK_B.take();
+    let b_pack = aligned(
+        &mut b_buf,
+        if direct_b {
+            kc_max * K::NR
+        } else {
+            kc_max * nc_max
+        },
+    );
+    let c_ptr = c.as_mut_ptr();
+
+    // LOOP over column blocks of C and B
+    for jc in (0..n).step_by(K::NC) {
+        let nc = K::NC.min(n - jc);
+        // LOOP over k blocks
+        for pc in (0..k).step_by(K::KC) {
+            let kc = K::KC.min(k - pc);
+            let load_c = accumulate || pc > 0;
+            let b_len = if direct_b { K::NR } else { nc.next_multiple_of(K::NR) };
+            let b_block = &mut b_pack[..b_len * kc];
+            if !direct_b {
+                pack_b::<K>(kc, nc, &b[pc * rsb + jc * csb..], rsb, csb, b_block);
+            }
+            // LOOP over row blocks of C and A
+            for ic in (0..m).step_by(K::MC) {
+                let mc = K::MC.min(m - ic);
+                // LOOP over NR-column micro-panels of B
+                for jr in (0..nc).step_by(K::NR) {
+                    let nr = K::NR.min(nc - jr);
+                    let j = jc + jr;
+                    let (b_panel, rs_panel) = if !direct_b {
+                        (&b_block[jr * kc..(jr + K::NR) * kc], K::NR)
+                    } else if nr == K::NR {
+                        (&b[pc * n + j..], n)
+                    } else {
+                        let panel = &mut b_block[..kc * K::NR];
+                        pack_b::<K>(kc, nr, &b[pc * n + j..], n, 1, panel);
+                        (&*panel, K::NR)
+                    };
+                    // LOOP over MR-row micro-panels of A
+                    for ir in (0..mc).step_by(K::MR) {
+                        let mr = K::MR.min(mc - ir);
+                        let i = ic + ir;
+                        // SAFETY: the caller guarantees `K`'s features. A rows `i..i + mr ≤ m`,
+                        // columns `pc..pc + kc ≤ k` lie inside `a` (asserted above). The B panel
+                        // has `kc` rows of stride `rs_panel`, each with `NR` valid floats: packed
+                        // ones by `pack_b`, direct ones because `j + NR ≤ n` and row
+                        // `pc + kc − 1 < k` is inside `b` (asserted above). C rows `i..i + mr`
+                        // and columns `j..j + nr ≤ n` lie inside `c` (asserted above), a unique
+                        // borrow that aliases neither `a` nor `b`.
+                        unsafe {
+                            K::tile(
+                                mr,
+                                kc,
+                                a.as_ptr().add(i * k + pc),
+                                k,
+                                b_panel.as_ptr(),
+                                rs_panel,
+                                c_ptr.add(i * n + j),
+                                n,
+                                nr,
+                                load_c,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    PACK_B.set(b_buf);
+}

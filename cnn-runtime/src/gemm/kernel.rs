@@ -1,0 +1,133 @@
+//! The micro-kernel: one `MR×NR` tile of C, generic over the SIMD vector type.
+
+/// One SIMD register of `f32` lanes and the operations the micro-kernel needs.
+///
+/// Every method is an `#[inline(always)]` wrapper around `#[target_feature]` intrinsics, so it
+/// may only run on a CPU with the implementation's features, inside a function compiled with them.
+pub(super) trait Simd {
+    /// The register type, `__m512` or `__m256`.
+    type V: Copy;
+    /// `f32` lanes in `V`.
+    const LANES: usize;
+
+    /// All lanes zero.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn zero() -> Self::V;
+
+    /// `*p` in every lane.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features; `p` is valid for one read.
+    unsafe fn splat(p: *const f32) -> Self::V;
+
+    /// `LANES` values from `p`, any alignment.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features; `p` is valid for `LANES` reads.
+    unsafe fn load(p: *const f32) -> Self::V;
+
+    /// The first `len < LANES` values from `p`, zero above; reads nothing past `p + len`.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features; `p` is valid for `len` reads.
+    unsafe fn load_partial(p: *const f32, len: usize) -> Self::V;
+
+    /// Writes `LANES` values to `p`, any alignment.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features; `p` is valid for `LANES` writes.
+    unsafe fn store(p: *mut f32, v: Self::V);
+
+    /// Writes the first `len < LANES` lanes to `p`; touches nothing past `p + len`.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features; `p` is valid for `len` writes.
+    unsafe fn store_partial(p: *mut f32, v: Self::V, len: usize);
+
+    /// `a · b + c`, fused.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+
+    /// `a + b`.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+}
+
+/// `C[MR×nr] ← (C +) A[MR×kc] · B̃[kc×nr]`: `MR` rows of A broadcast against `NV` vectors of B
+/// per step, `MR·NV` accumulators held in registers for the whole `kc` loop.
+///
+/// + `a`: A's top-left element, `MR` rows of stride `rsa`, `kc` contiguous floats of each read
+/// + `b`: B micro-panel, `kc` rows of stride `rsb`, the first `NV·LANES` of each read
+/// + `c`: the tile's top-left element, row stride `rsc`; `MR` rows of `nr ≤ NV·LANES` columns
+///   written (read first when `load_c`)
+///
+/// # Safety
+/// The CPU has `S`'s features, and the pointers are valid for the reads and writes listed above.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the BLIS micro-kernel contract: two panels, one tile
+pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    rsa: usize,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+    nr: usize,
+    load_c: bool,
+) {
+    // SAFETY: the caller guarantees `S`'s features.
+    let mut acc = [[unsafe { S::zero() }; NV]; MR];
+    let (mut a, mut b) = (a, b);
+    // LOOP over k: one rank-1 update of the tile per step
+    for _ in 0..kc {
+        // SAFETY: the caller guarantees `S`'s features.
+        let mut bv = [unsafe { S::zero() }; NV];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            // SAFETY: `b` points at one of the `kc` rows, each valid for `NV·LANES` reads.
+            *bv = unsafe { S::load(b.add(v * S::LANES)) };
+        }
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `a` points at one of the `kc` columns of `MR` readable rows.
+            let ai = unsafe { S::splat(a.add(i * rsa)) };
+            for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                // SAFETY: the caller guarantees `S`'s features.
+                *acc = unsafe { S::fmadd(ai, bv, *acc) };
+            }
+        }
+        // Wrapping: after the last step the pointers may leave the panels; they are not read.
+        a = a.wrapping_add(1);
+        b = b.wrapping_add(rsb);
+    }
+    // LOOP over the tile's rows: write back, masked in the last vector when `nr < NV·LANES`
+    for (i, acc) in acc.iter().enumerate() {
+        let row = c.wrapping_add(i * rsc);
+        for (v, &x) in acc.iter().enumerate() {
+            let p = row.wrapping_add(v * S::LANES);
+            let len = nr.saturating_sub(v * S::LANES).min(S::LANES);
+            if len == S::LANES {
+                // SAFETY: row `i < MR` holds `nr ≥ (v + 1)·LANES` valid columns from `row`.
+                unsafe {
+                    let x = if load_c { S::add(S::load(p), x) } else { x };
+                    S::store(p, x);
+                }
+            } else if len > 0 {
+                // SAFETY: row `i < MR` holds `len` valid columns from `p`.
+                unsafe {
+                    let x = if load_c {
+                        S::add(S::load_partial(p, len), x)
+                    } else {
+                        x
+                    };
+                    S::store_partial(p, x, len);
+                }
+            }
+        }
+    }
+}
