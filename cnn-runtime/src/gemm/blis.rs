@@ -59,25 +59,25 @@ fn aligned(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// micro-panels `dst[s·kc·NR + p·NR + j']` for `j = s·NR + j'`, zero past column `nc`.
 #[inline(always)]
 fn pack_b<K: Kernel>(kc: usize, nc: usize, b: &[f32], rsb: usize, csb: usize, dst: &mut [f32]) {
-    let panels = dst.chunks_exact_mut(kc * K::NR);
     if csb == 1 {
-        // LOOP over micro-panels, then k: copy one row segment (the rows stream in order)
-        for (s, panel) in panels.enumerate() {
-            let j = s * K::NR;
-            let nr = K::NR.min(nc - j);
-            for (p, row) in panel.chunks_exact_mut(K::NR).enumerate() {
-                let src = &b[p * rsb + j..];
-                if nr == K::NR {
-                    row.copy_from_slice(&src[..K::NR]);
-                } else {
-                    row[..nr].copy_from_slice(&src[..nr]);
-                    row[nr..].fill(0.0);
-                }
+        let full = nc / K::NR;
+        // LOOP over k: one row of B streams into all micro-panels
+        for p in 0..kc {
+            let src = &b[p * rsb..p * rsb + nc];
+            for s in 0..full {
+                let at = s * kc * K::NR + p * K::NR;
+                dst[at..at + K::NR].copy_from_slice(&src[s * K::NR..(s + 1) * K::NR]);
+            }
+            let rem = nc - full * K::NR;
+            if rem > 0 {
+                let at = full * kc * K::NR + p * K::NR;
+                dst[at..at + rem].copy_from_slice(&src[full * K::NR..]);
+                dst[at + rem..at + K::NR].fill(0.0);
             }
         }
     } else {
         // B is stored transposed (`rsb == 1`): LOOP over columns, each contiguous in k
-        for (s, panel) in panels.enumerate() {
+        for (s, panel) in dst.chunks_exact_mut(kc * K::NR).enumerate() {
             for jj in 0..K::NR {
                 let j = s * K::NR + jj;
                 if j < nc {
@@ -135,7 +135,8 @@ pub(super) unsafe fn gemm<K: Kernel>(
     // With one row tile each B micro-panel is read once: take full panels straight from a
     // row-major B instead of copying them.
     let direct_b = csb == 1 && m <= K::MR;
-    let kc_max = K::KC.min(k);
+    // k in equal blocks of at most KC, so that no block is a short tail
+    let kc_max = k.div_ceil(k.div_ceil(K::KC));
     let nc_max = K::NC.min(n.next_multiple_of(K::NR));
     let mut b_buf = PACK_B.take();
     let b_pack = aligned(
@@ -152,8 +153,8 @@ pub(super) unsafe fn gemm<K: Kernel>(
     for jc in (0..n).step_by(K::NC) {
         let nc = K::NC.min(n - jc);
         // LOOP over k blocks
-        for pc in (0..k).step_by(K::KC) {
-            let kc = K::KC.min(k - pc);
+        for pc in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - pc);
             let load_c = accumulate || pc > 0;
             let b_len = if direct_b { K::NR } else { nc.next_multiple_of(K::NR) };
             let b_block = &mut b_pack[..b_len * kc];

@@ -52,6 +52,12 @@ pub(super) trait Simd {
     /// The CPU has the implementation's features.
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
 
+    /// Hints the cache line holding `p` into L1; any address, nothing is read.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn prefetch(p: *const f32);
+
     /// `a + b`.
     ///
     /// # Safety
@@ -82,6 +88,15 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
     nr: usize,
     load_c: bool,
 ) {
+    // LOOP over the tile's rows: fetch C while the k loop runs
+    for i in 0..MR {
+        let row = c.wrapping_add(i * rsc);
+        // SAFETY: the caller guarantees `S`'s features; a prefetch never faults.
+        unsafe {
+            S::prefetch(row);
+            S::prefetch(row.wrapping_add(NV * S::LANES - 1));
+        }
+    }
     // SAFETY: the caller guarantees `S`'s features.
     let mut acc = [[unsafe { S::zero() }; NV]; MR];
     let (mut a, mut b) = (a, b);
@@ -105,28 +120,35 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
         a = a.wrapping_add(1);
         b = b.wrapping_add(rsb);
     }
-    // LOOP over the tile's rows: write back, masked in the last vector when `nr < NV·LANES`
-    for (i, acc) in acc.iter().enumerate() {
-        let row = c.wrapping_add(i * rsc);
-        for (v, &x) in acc.iter().enumerate() {
-            let p = row.wrapping_add(v * S::LANES);
-            let len = nr.saturating_sub(v * S::LANES).min(S::LANES);
-            if len == S::LANES {
-                // SAFETY: row `i < MR` holds `nr ≥ (v + 1)·LANES` valid columns from `row`.
+    if nr == NV * S::LANES {
+        // LOOP over the tile's rows: write back whole vectors
+        for (i, acc) in acc.iter().enumerate() {
+            for (v, &x) in acc.iter().enumerate() {
+                let p = c.wrapping_add(i * rsc + v * S::LANES);
+                // SAFETY: row `i < MR` holds `nr = NV·LANES` valid columns from `c`.
                 unsafe {
                     let x = if load_c { S::add(S::load(p), x) } else { x };
                     S::store(p, x);
                 }
-            } else if len > 0 {
-                // SAFETY: row `i < MR` holds `len` valid columns from `p`.
-                unsafe {
-                    let x = if load_c {
-                        S::add(S::load_partial(p, len), x)
-                    } else {
-                        x
-                    };
-                    S::store_partial(p, x, len);
-                }
+            }
+        }
+    } else {
+        // A partial tile goes through a buffer, so that `acc` is only ever indexed by constants
+        // and stays in registers.
+        let mut buf = [[[0.0f32; 16]; NV]; MR];
+        for (acc, buf) in acc.iter().zip(buf.iter_mut()) {
+            for (&x, buf) in acc.iter().zip(buf.iter_mut()) {
+                // SAFETY: `buf` holds 16 ≥ LANES floats.
+                unsafe { S::store(buf.as_mut_ptr(), x) };
+            }
+        }
+        // LOOP over the tile's rows: add or copy `nr` columns
+        for (i, buf) in buf.iter().enumerate() {
+            for j in 0..nr {
+                let x = buf[j / S::LANES][j % S::LANES];
+                let p = c.wrapping_add(i * rsc + j);
+                // SAFETY: row `i < MR` holds `nr` valid columns from `c`.
+                unsafe { *p = if load_c { *p + x } else { x } };
             }
         }
     }

@@ -55,6 +55,11 @@ impl Simd for Avx512 {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { _mm512_add_ps(a, b) }
     }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: SSE is part of x86_64; a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
 }
 
 /// The low `len ≤ 16` bits set.
@@ -125,6 +130,11 @@ impl Simd for Avx2 {
     unsafe fn add(a: __m256, b: __m256) -> __m256 {
         // SAFETY: the caller guarantees AVX.
         unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: SSE is part of x86_64; a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
     }
 }
 
