@@ -18,6 +18,9 @@ pub(super) trait Kernel {
     /// Columns of B packed at once.
     const NC: usize;
 
+    /// Hints the cache line holding `p` into L1; any address, nothing is read.
+    fn prefetch(p: *const f32);
+
     /// `C[mr×nr] ← (C +) A[mr×kc] · B̃[kc×nr]` for `1 ≤ mr ≤ MR`, `1 ≤ nr ≤ NR`.
     ///
     /// + `a`: A's top-left element, `mr` rows of stride `rsa`, each with `kc` contiguous floats
@@ -41,8 +44,8 @@ pub(super) trait Kernel {
     );
 }
 
-/// The packed-B buffer, kept per thread so that steady-state calls do not allocate.
 thread_local! {
+    /// The packed-B buffer, kept per thread so that steady-state calls do not allocate.
     static PACK_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
@@ -55,6 +58,9 @@ fn aligned(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[off..off + len]
 }
 
+/// How many rows ahead `pack_b` prefetches B.
+const PREFETCH_ROWS: usize = 4;
+
 /// Packs `kc` rows × `nc` columns of B, element `(p, j)` at `b[p·rsb + j·csb]`, into `NR`-column
 /// micro-panels `dst[s·kc·NR + p·NR + j']` for `j = s·NR + j'`, zero past column `nc`.
 #[inline(always)]
@@ -64,6 +70,11 @@ fn pack_b<K: Kernel>(kc: usize, nc: usize, b: &[f32], rsb: usize, csb: usize, ds
         // LOOP over k: one row of B streams into all micro-panels
         for p in 0..kc {
             let src = &b[p * rsb..p * rsb + nc];
+            // Rows lie `rsb` apart, too far for the hardware prefetcher to follow.
+            let ahead = b.as_ptr().wrapping_add((p + PREFETCH_ROWS) * rsb);
+            for j in (0..nc).step_by(16) {
+                K::prefetch(ahead.wrapping_add(j));
+            }
             for s in 0..full {
                 let at = s * kc * K::NR + p * K::NR;
                 dst[at..at + K::NR].copy_from_slice(&src[s * K::NR..(s + 1) * K::NR]);
@@ -137,7 +148,7 @@ pub(super) unsafe fn gemm<K: Kernel>(
     let direct_b = csb == 1 && m <= K::MR;
     // k in equal blocks of at most KC, so that no block is a short tail
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
-    let nc_max = K::NC.min(n.next_multiple_of(K::NR));
+    let nc_max = K::NC.min(n).next_multiple_of(K::NR);
     let mut b_buf = PACK_B.take();
     let b_pack = aligned(
         &mut b_buf,
@@ -156,7 +167,11 @@ pub(super) unsafe fn gemm<K: Kernel>(
         for pc in (0..k).step_by(kc_max) {
             let kc = kc_max.min(k - pc);
             let load_c = accumulate || pc > 0;
-            let b_len = if direct_b { K::NR } else { nc.next_multiple_of(K::NR) };
+            let b_len = if direct_b {
+                K::NR
+            } else {
+                nc.next_multiple_of(K::NR)
+            };
             let b_block = &mut b_pack[..b_len * kc];
             if !direct_b {
                 pack_b::<K>(kc, nc, &b[pc * rsb + jc * csb..], rsb, csb, b_block);

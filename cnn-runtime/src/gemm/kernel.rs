@@ -28,23 +28,11 @@ pub(super) trait Simd {
     /// The CPU has the implementation's features; `p` is valid for `LANES` reads.
     unsafe fn load(p: *const f32) -> Self::V;
 
-    /// The first `len < LANES` values from `p`, zero above; reads nothing past `p + len`.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features; `p` is valid for `len` reads.
-    unsafe fn load_partial(p: *const f32, len: usize) -> Self::V;
-
     /// Writes `LANES` values to `p`, any alignment.
     ///
     /// # Safety
     /// The CPU has the implementation's features; `p` is valid for `LANES` writes.
     unsafe fn store(p: *mut f32, v: Self::V);
-
-    /// Writes the first `len < LANES` lanes to `p`; touches nothing past `p + len`.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features; `p` is valid for `len` writes.
-    unsafe fn store_partial(p: *mut f32, v: Self::V, len: usize);
 
     /// `a · b + c`, fused.
     ///

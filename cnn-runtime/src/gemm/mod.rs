@@ -1,7 +1,7 @@
 //! SGEMM for the conv and linear kernels, and the crate's only `unsafe` outside its tests.
 //!
 //! On x86_64 a BLIS loop nest ([`blis`]) packs A and B into thread-local buffers and sweeps an
-//! AVX-512F 14×32 or AVX2+FMA 6×16 micro-kernel ([`x86`]); elsewhere, and when neither feature is
+//! AVX-512F 6×64 or AVX2+FMA 6×16 micro-kernel ([`x86`]); elsewhere, and when neither feature is
 //! present, `matrixmultiply::sgemm` runs. The path is detected once and cached; the environment
 //! variable `CNN_GEMM=avx512|avx2|portable`, read at the first call, overrides the choice for
 //! tests and benchmarks (a path the CPU lacks falls back to the detected one).
@@ -49,7 +49,7 @@ pub(crate) fn sgemm_bt(
 /// An SGEMM implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Path {
-    /// BLIS nest, AVX-512F 14×32 micro-kernel.
+    /// BLIS nest, AVX-512F 6×64 micro-kernel.
     Avx512,
     /// BLIS nest, AVX2+FMA 6×16 micro-kernel.
     Avx2,
