@@ -53,6 +53,9 @@ pub(super) trait Simd {
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
 }
 
+/// The widest tile, `NV·LANES`, that a partial write-back can buffer.
+const MAX_NR: usize = 64;
+
 /// `C[MR×nr] ← (C +) A[MR×kc] · B̃[kc×nr]`: `MR` rows of A broadcast against `NV` vectors of B
 /// per step, `MR·NV` accumulators held in registers for the whole `kc` loop.
 ///
@@ -76,6 +79,7 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
     nr: usize,
     load_c: bool,
 ) {
+    assert!(NV * S::LANES <= MAX_NR, "tile wider than MAX_NR");
     // LOOP over the tile's rows: fetch C while the k loop runs
     for i in 0..MR {
         let row = c.wrapping_add(i * rsc);
@@ -123,17 +127,16 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
     } else {
         // A partial tile goes through a buffer, so that `acc` is only ever indexed by constants
         // and stays in registers.
-        let mut buf = [[[0.0f32; 16]; NV]; MR];
+        let mut buf = [[0.0f32; MAX_NR]; MR];
         for (acc, buf) in acc.iter().zip(buf.iter_mut()) {
-            for (&x, buf) in acc.iter().zip(buf.iter_mut()) {
-                // SAFETY: `buf` holds 16 ≥ LANES floats.
-                unsafe { S::store(buf.as_mut_ptr(), x) };
+            for (v, &x) in acc.iter().enumerate() {
+                // SAFETY: `buf` rows hold `MAX_NR ≥ NV·LANES` floats.
+                unsafe { S::store(buf.as_mut_ptr().add(v * S::LANES), x) };
             }
         }
         // LOOP over the tile's rows: add or copy `nr` columns
         for (i, buf) in buf.iter().enumerate() {
-            for j in 0..nr {
-                let x = buf[j / S::LANES][j % S::LANES];
+            for (j, &x) in buf[..nr].iter().enumerate() {
                 let p = c.wrapping_add(i * rsc + j);
                 // SAFETY: row `i < MR` holds `nr` valid columns from `c`.
                 unsafe { *p = if load_c { *p + x } else { x } };
