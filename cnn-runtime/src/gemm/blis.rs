@@ -42,6 +42,33 @@ pub(super) trait Kernel {
         nr: usize,
         load_c: bool,
     );
+
+    /// Rows of A per [`Kernel::dots`] block.
+    const DR: usize;
+    /// Rows of B per [`Kernel::dots`] block.
+    const DQ: usize;
+
+    /// `C[r×q] ← (C +) A[r×k] · Bᵀ[k×q]` for `1 ≤ r ≤ DR`, `1 ≤ q ≤ DQ`, B stored `[n×k]`.
+    ///
+    /// + `a`: A's row `i`, `r` rows of stride `rsa`, each with `k` contiguous floats
+    /// + `b`: B's row `j`, `q` rows of stride `rsb`, each with `k` contiguous floats
+    /// + `c`: `C[i, j]`, row stride `rsc`, valid for `r` rows of `q` columns
+    ///
+    /// # Safety
+    /// The CPU has the kernel's features, and the pointers are valid as listed above.
+    #[allow(clippy::too_many_arguments)] // two row panels and one block
+    unsafe fn dots(
+        r: usize,
+        q: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        load_c: bool,
+    );
 }
 
 thread_local! {
@@ -143,6 +170,11 @@ pub(super) unsafe fn gemm<K: Kernel>(
         }
         return;
     }
+    if csb != 1 && (m <= K::MR || n < K::NR) {
+        // SAFETY: the caller guarantees `K`'s features.
+        unsafe { gemm_dots::<K>(m, k, n, a, b, c, accumulate) };
+        return;
+    }
     // With one row tile each B micro-panel is read once: take full panels straight from a
     // row-major B instead of copying them.
     let direct_b = csb == 1 && m <= K::MR;
@@ -223,4 +255,49 @@ pub(super) unsafe fn gemm<K: Kernel>(
         }
     }
     PACK_B.set(b_buf);
+}
+
+/// `C[m×n] ← A[m×k] · Bᵀ (+ C if accumulate)` for a `[n×k]` B as blocks of dot products: when
+/// few rows of A share each row of B, or B has fewer rows than a micro-panel is wide, packing B
+/// would cost more than it saves.
+///
+/// # Safety
+/// The CPU has `K`'s features; the slices hold their matrices and `k > 0`.
+#[inline(always)]
+unsafe fn gemm_dots<K: Kernel>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    let c_ptr = c.as_mut_ptr();
+    // LOOP over row blocks of A and C
+    for i in (0..m).step_by(K::DR) {
+        let r = K::DR.min(m - i);
+        // LOOP over row blocks of B, column blocks of C
+        for j in (0..n).step_by(K::DQ) {
+            let q = K::DQ.min(n - j);
+            // SAFETY: the caller guarantees `K`'s features. A rows `i..i + r ≤ m`, B rows
+            // `j..j + q ≤ n` (each `k` floats) and C rows `i..i + r`, columns `j..j + q` lie
+            // inside the slices (asserted above); `c` is a unique borrow.
+            unsafe {
+                K::dots(
+                    r,
+                    q,
+                    k,
+                    a.as_ptr().add(i * k),
+                    k,
+                    b.as_ptr().add(j * k),
+                    k,
+                    c_ptr.add(i * n + j),
+                    n,
+                    accumulate,
+                );
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! The micro-kernel: one `MR×NR` tile of C, generic over the SIMD vector type.
+//! The micro-kernels, generic over the SIMD vector type: one `MR×NR` tile of C from broadcast A
+//! and vectors of B ([`tile`]), and an `R×Q` block of dot products of rows ([`dots`]).
 
 /// One SIMD register of `f32` lanes and the operations the micro-kernel needs.
 ///
@@ -141,6 +142,65 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
                 // SAFETY: row `i < MR` holds `nr` valid columns from `c`.
                 unsafe { *p = if load_c { *p + x } else { x } };
             }
+        }
+    }
+}
+
+/// `C[R×Q] ← (C +) A[R×k] · Bᵀ[k×Q]` where both A and B are read as rows (B is `[n×k]`): `R·Q`
+/// dot products, `LANES` k-steps at a time, `R + Q` loads per `R·Q` FMAs.
+///
+/// + `a`: A's row `i`, `R` rows of stride `rsa`, `k` contiguous floats of each read
+/// + `b`: B's row `j`, `Q` rows of stride `rsb`, `k` contiguous floats of each read
+/// + `c`: `C[i, j]`, row stride `rsc`; `R` rows of `Q` columns written (read first when `load_c`)
+///
+/// # Safety
+/// The CPU has `S`'s features, and the pointers are valid for the reads and writes listed above.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // two row panels and one block
+pub(super) unsafe fn dots<S: Simd, const R: usize, const Q: usize>(
+    k: usize,
+    a: *const f32,
+    rsa: usize,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+    load_c: bool,
+) {
+    // SAFETY: the caller guarantees `S`'s features.
+    let mut acc = [[unsafe { S::zero() }; Q]; R];
+    let full = k - k % S::LANES;
+    // LOOP over k, `LANES` steps at a time
+    for p in (0..full).step_by(S::LANES) {
+        // SAFETY: the caller guarantees `S`'s features.
+        let mut bv = [unsafe { S::zero() }; Q];
+        for (q, bv) in bv.iter_mut().enumerate() {
+            // SAFETY: row `q < Q` of B holds `k ≥ p + LANES` floats.
+            *bv = unsafe { S::load(b.add(q * rsb + p)) };
+        }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: row `r < R` of A holds `k ≥ p + LANES` floats.
+            let av = unsafe { S::load(a.add(r * rsa + p)) };
+            for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                // SAFETY: the caller guarantees `S`'s features.
+                *acc = unsafe { S::fmadd(av, bv, *acc) };
+            }
+        }
+    }
+    // LOOP over the block: reduce the lanes, add the k tail, write back
+    let mut lanes = [0.0f32; MAX_NR];
+    for (r, acc) in acc.iter().enumerate() {
+        for (q, &x) in acc.iter().enumerate() {
+            // SAFETY: `lanes` holds `MAX_NR ≥ LANES` floats.
+            unsafe { S::store(lanes.as_mut_ptr(), x) };
+            let mut sum: f32 = lanes[..S::LANES].iter().sum();
+            for p in full..k {
+                // SAFETY: rows `r < R` of A and `q < Q` of B hold `k > p` floats.
+                sum += unsafe { *a.add(r * rsa + p) * *b.add(q * rsb + p) };
+            }
+            let out = c.wrapping_add(r * rsc + q);
+            // SAFETY: row `r < R` of C holds `Q > q` valid columns from `c`.
+            unsafe { *out = if load_c { *out + sum } else { sum } };
         }
     }
 }

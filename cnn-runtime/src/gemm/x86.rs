@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::blis::{self, Kernel};
-use super::kernel::{tile, Simd};
+use super::kernel::{dots, tile, Simd};
 
 /// 16 lanes in a `zmm` register.
 pub(super) struct Avx512;
@@ -116,6 +116,36 @@ macro_rules! tile_by_mr {
     };
 }
 
+/// Calls `dots::<$simd, R, Q>` with `(R, Q) = ($r, $q)`, one instantiation per block shape.
+macro_rules! dots_by_rq {
+    ($simd:ty, $r:expr, $q:expr, $args:tt, [$(($rr:literal, $qq:literal))*]) => {
+        match ($r, $q) {
+            $(
+                // SAFETY: forwarded from `Kernel::dots` with `(r, q) = ($rr, $qq)`.
+                ($rr, $qq) => unsafe { dots::<$simd, $rr, $qq> $args },
+            )*
+            _ => unreachable!("dot block out of range"),
+        }
+    };
+}
+
+/// The 16 `(r, q)` pairs of a 4×4 dot block.
+macro_rules! dots_4x4 {
+    ($simd:ty, $r:expr, $q:expr, $args:tt) => {
+        dots_by_rq!(
+            $simd,
+            $r,
+            $q,
+            $args,
+            [
+                (4, 4)(4, 3)(4, 2)(4, 1)(3, 4)(3, 3)(3, 2)(3, 1)(2, 4)(2, 3)(2, 2)(2, 1)(1, 4)(
+                    1, 3
+                )(1, 2)(1, 1)
+            ]
+        )
+    };
+}
+
 /// 6×64 tile: per k-step 4 loads of B, 6 broadcasts of A, 24 FMAs.
 pub(super) struct Avx512Kernel;
 
@@ -151,6 +181,25 @@ impl Kernel for Avx512Kernel {
             (kc, a, rsa, b, rsb, c, rsc, nr, load_c),
             [6 5 4 3 2 1]
         )
+    }
+
+    const DR: usize = 4;
+    const DQ: usize = 4;
+
+    #[inline(always)]
+    unsafe fn dots(
+        r: usize,
+        q: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        load_c: bool,
+    ) {
+        dots_4x4!(Avx512, r, q, (k, a, rsa, b, rsb, c, rsc, load_c))
     }
 }
 
@@ -189,6 +238,25 @@ impl Kernel for Avx2Kernel {
             (kc, a, rsa, b, rsb, c, rsc, nr, load_c),
             [6 5 4 3 2 1]
         )
+    }
+
+    const DR: usize = 4;
+    const DQ: usize = 4;
+
+    #[inline(always)]
+    unsafe fn dots(
+        r: usize,
+        q: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        load_c: bool,
+    ) {
+        dots_4x4!(Avx2, r, q, (k, a, rsa, b, rsb, c, rsc, load_c))
     }
 }
 
