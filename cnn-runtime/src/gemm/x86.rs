@@ -155,6 +155,8 @@ impl Kernel for Avx512Kernel {
     const KC: usize = 256;
     const MC: usize = 24 * 6;
     const NC: usize = 512;
+    const DR: usize = 4;
+    const DQ: usize = 4;
 
     #[inline(always)]
     fn prefetch(p: *const f32) {
@@ -183,9 +185,6 @@ impl Kernel for Avx512Kernel {
         )
     }
 
-    const DR: usize = 4;
-    const DQ: usize = 4;
-
     #[inline(always)]
     unsafe fn dots(
         r: usize,
@@ -212,6 +211,8 @@ impl Kernel for Avx2Kernel {
     const KC: usize = 256;
     const MC: usize = 24 * 6;
     const NC: usize = 512;
+    const DR: usize = 4;
+    const DQ: usize = 4;
 
     #[inline(always)]
     fn prefetch(p: *const f32) {
@@ -239,9 +240,6 @@ impl Kernel for Avx2Kernel {
             [6 5 4 3 2 1]
         )
     }
-
-    const DR: usize = 4;
-    const DQ: usize = 4;
 
     #[inline(always)]
     unsafe fn dots(
