@@ -237,7 +237,7 @@ pub fn torch(l: &Planned) -> String {
     }
 }
 
-pub fn network(net: &Network, plan: &Plan) -> TokenStream {
+pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStream {
     let Network {
         attrs, vis, ident, ..
     } = net;
@@ -294,6 +294,29 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
             .collect();
         format!("nn.Sequential(\n{})", body.concat())
     };
+    let embedded = embedded.map(|path| {
+        let doc = format!(
+            "The network with the weights of `{}`, embedded in the binary and checked against the layers at compile time. The first call decodes them once; later calls return the same reference.",
+            net.weights.as_ref().map_or(String::new(), |(_, lit)| lit.value())
+        );
+        quote! {
+            impl #ident {
+                #[doc = #doc]
+                pub fn embedded() -> &'static Self {
+                    static __NET: ::std::sync::OnceLock<#ident> = ::std::sync::OnceLock::new();
+                    __NET.get_or_init(|| {
+                        const __BYTES: &[u8] = ::core::include_bytes!(#path);
+                        match <#ident as __cnn::Model>::from_safetensors(__BYTES) {
+                            ::core::result::Result::Ok(net) => net,
+                            ::core::result::Result::Err(e) => {
+                                ::core::panic!("embedded weights passed the compile-time check, yet: {}", e)
+                            }
+                        }
+                    })
+                }
+            }
+        }
+    });
     let call_site = Span::call_site();
     let model = quote::quote_spanned!(call_site=> __cnn::Model);
     quote! {
@@ -305,6 +328,8 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
 
         const _: () = {
             use ::cnn::__private as __cnn;
+
+            #embedded
 
             impl #ident {
                 fn __cnn_run(&self, __exec: &mut __cnn::Exec) -> ::core::result::Result<(), __cnn::Error> {

@@ -30,6 +30,9 @@ pub fn stub(net: &Network) -> TokenStream {
                 pub fn seeded(seed: u64) -> Self {
                     ::core::unreachable!()
                 }
+                pub fn embedded() -> &'static Self {
+                    ::core::unreachable!()
+                }
                 pub fn forward_batch<D: __cnn::ndarray::Dimension>(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<__cnn::ndarray::Array<f32, D>, __cnn::Error> {
                     ::core::unreachable!()
                 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! networks := network*
-//! network  := attribute* visibility "struct" IDENT "{" items "}"
+//! network  := attribute* visibility   // `#[weights = "file"]` is ours, the rest pass through
+//!              "struct" IDENT "{" items "}"
 //! items    := (item ","?)*
 //! item     := IDENT ( "(" (arg ("," arg)* ","?)? ")" )?
 //! arg      := value "->" value          // conv(3 -> 16), fc(4096 -> 10)
@@ -19,7 +20,10 @@ use proc_macro2::{Group, TokenStream};
 use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
-use syn::{braced, parenthesized, token, Attribute, Ident, Lit, Token, Visibility};
+use syn::{
+    braced, parenthesized, token, Attribute, Expr, ExprLit, Ident, Lit, LitStr, Meta,
+    MetaNameValue, Token, Visibility,
+};
 
 use crate::ast::{Arg, Item, Network, Networks, Value};
 
@@ -35,7 +39,34 @@ impl Parse for Networks {
 
 impl Parse for Network {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
+        let mut attrs = Vec::new();
+        let mut weights = None;
+        for attr in input.call(Attribute::parse_outer)? {
+            if !attr.path().is_ident("weights") {
+                attrs.push(attr);
+                continue;
+            }
+            let tokens = attr.to_token_stream();
+            if weights.is_some() {
+                return Err(syn::Error::new_spanned(
+                    tokens,
+                    "duplicate `#[weights]` attribute",
+                ));
+            }
+            let path = match &attr.meta {
+                Meta::NameValue(MetaNameValue {
+                    value: Expr::Lit(ExprLit { lit: Lit::Str(path), .. }),
+                    ..
+                }) => LitStr::new(&path.value(), path.span()),
+                _ => {
+                    return Err(syn::Error::new_spanned(
+                        tokens,
+                        "expected `#[weights = \"path/to/file.safetensors\"]`, relative to the crate's Cargo.toml",
+                    ))
+                }
+            };
+            weights = Some((tokens, path));
+        }
         let vis: Visibility = input.parse()?;
         input.parse::<Token![struct]>()?;
         let ident: Ident = input.parse()?;
@@ -47,6 +78,7 @@ impl Parse for Network {
         }
         Ok(Network {
             attrs,
+            weights,
             vis,
             ident,
             body,
