@@ -176,9 +176,10 @@ impl BatchNorm2d {
             return Ok(());
         }
         if self.running.is_none() && n * p.hw <= 1 {
+            // n ≥ 1 here, so H·W = 1: the map is 1×1.
             return Err(Error::BatchStatistics {
                 layer: self.index,
-                shape: vec![n, p.channels, p.hw],
+                shape: vec![n, p.channels, 1, 1],
             });
         }
         batchnorm::batchnorm(

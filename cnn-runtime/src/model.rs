@@ -81,7 +81,7 @@ pub trait Model: Sized + Clone + fmt::Debug + Send + Sync + 'static {
 pub struct LayerInfo {
     /// Module index in the equivalent `nn.Sequential`, the `state_dict` key prefix.
     pub index: usize,
-    /// The layer as written in `cnn!` (`"(implicit)"` for the inserted flatten).
+    /// The layer as written in `cnn!` (`"(implicit flatten)"` for the inserted flatten).
     pub dsl: &'static str,
     /// The equivalent PyTorch module, e.g. `nn.Conv2d(3, 16, kernel_size=(3, 3), padding=(1, 1))`.
     pub torch: &'static str,
