@@ -250,7 +250,7 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
             (
                 quote!([f32; #k]),
                 quote!(Ix2),
-                quote!(__exec.into_array2(#k)),
+                quote!(__out.into_array2(#k)),
                 quote!(__exec.to_array()),
                 quote!(&[#k]),
             )
@@ -260,12 +260,17 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
             (
                 quote!(::std::boxed::Box<[[[f32; #w]; #h]; #c]>),
                 quote!(Ix4),
-                quote!(__exec.into_array4([#c, #h, #w])),
+                quote!(__out.into_array4([#c, #h, #w])),
                 quote!(__exec.to_boxed_chw()),
                 quote!(&[#c, #h, #w]),
             )
         }
     };
+    let out_len = lit(plan.output().len());
+    let whole_batch = plan
+        .layers
+        .iter()
+        .any(|l| matches!(&l.layer.kind, LayerKind::BatchNorm(a) if !a.track_running_stats));
     let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
     let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
     let fields = all
@@ -371,8 +376,7 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
                 }
 
                 fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
-                    let mut __exec = __cnn::Exec::from_view(x, [#c, #h, #w])?;
-                    self.__cnn_run(&mut __exec)?;
+                    let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, &|__exec| self.__cnn_run(__exec))?;
                     ::core::result::Result::Ok(#into_batch)
                 }
 

@@ -1,6 +1,6 @@
 //! The batch executor that generated `forward` code drives layer by layer.
 
-use ndarray::{Array2, Array4, ArrayView4};
+use ndarray::{s, Array2, Array4, ArrayView4};
 
 use crate::layers::{BatchNorm2d, Conv2d, Linear};
 use crate::ops::activation::{self, Activation};
@@ -21,7 +21,7 @@ pub struct Exec {
 }
 
 impl Exec {
-    /// Copies a batch `[N, C, H, W]` in, whatever its strides.
+    /// Copies a whole batch `[N, C, H, W]` in, whatever its strides.
     ///
     /// # Errors
     /// [`Error::InputShape`] when C, H, W differ from `chw`.
@@ -40,6 +40,22 @@ impl Exec {
             None => x.iter().copied().collect(),
         };
         Ok(Self::with_data(n, cur))
+    }
+
+    /// An executor with no data yet; [`Exec::load`] fills it.
+    pub fn new() -> Self {
+        Self::with_data(0, Vec::new())
+    }
+
+    /// Replaces the current batch with a copy of `x` (any strides), keeping the buffers.
+    pub fn load(&mut self, x: ArrayView4<'_, f32>) {
+        self.n = x.shape()[0];
+        self.cur.clear();
+        match x.as_slice() {
+            Some(s) => self.cur.extend_from_slice(s),
+            None => self.cur.extend(x.iter().copied()),
+        }
+        self.len = self.cur.len();
     }
 
     /// A batch of one sample, `[C·H·W]` row-major.
@@ -165,5 +181,173 @@ impl Exec {
             Ok(boxed) => boxed,
             Err(_) => unreachable!("the vector has exactly C planes"),
         }
+    }
+}
+
+impl Default for Exec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Samples one worker pushes through the network at a time: large enough for efficient GEMMs,
+/// small enough that the activations of the widest layer stay in cache-sized buffers and memory
+/// does not grow with the batch.
+pub const CHUNK: usize = 8;
+
+/// The result of [`run_batch`]: `n` samples of `sample_len` values each, row-major.
+#[derive(Debug)]
+pub struct BatchOutput {
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl BatchOutput {
+    /// As `[n, features]`.
+    ///
+    /// # Panics
+    /// If the data does not hold `n · features` values (a bug in generated code).
+    pub fn into_array2(self, features: usize) -> Array2<f32> {
+        Array2::from_shape_vec((self.n, features), self.data)
+            .expect("the macro computed the output shape")
+    }
+
+    /// As `[n, C, H, W]`.
+    ///
+    /// # Panics
+    /// If the data does not hold `n·C·H·W` values (a bug in generated code).
+    pub fn into_array4(self, [c, h, w]: [usize; 3]) -> Array4<f32> {
+        Array4::from_shape_vec((self.n, c, h, w), self.data)
+            .expect("the macro computed the output shape")
+    }
+}
+
+/// Runs `run` over a batch in chunks of [`CHUNK`] samples, split over [`crate::num_threads`]
+/// threads, writing each chunk's result into one output buffer. Peak memory beyond the input
+/// and output is one executor per thread, independent of N.
+///
+/// With `whole_batch` (a network with batch statistics, whose result depends on every sample)
+/// the batch runs as one piece on the calling thread.
+///
+/// # Errors
+/// [`Error::InputShape`] when C, H, W differ from `chw`, or the first error `run` returns.
+pub fn run_batch(
+    x: ArrayView4<'_, f32>,
+    chw: [usize; 3],
+    sample_len: usize,
+    whole_batch: bool,
+    run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
+) -> Result<BatchOutput, Error> {
+    let &[n, c, h, w] = x.shape() else {
+        unreachable!("ArrayView4 has four axes")
+    };
+    if [c, h, w] != chw {
+        return Err(Error::InputShape {
+            expected: vec![n, chw[0], chw[1], chw[2]],
+            found: vec![n, c, h, w],
+        });
+    }
+    let mut data = vec![0.0f32; n * sample_len];
+    if n == 0 {
+        return Ok(BatchOutput { n, data });
+    }
+    let chunk = if whole_batch { n } else { CHUNK };
+    let chunks = n.div_ceil(chunk);
+    let threads = crate::threads::num_threads().clamp(1, chunks);
+    // Contiguous runs of whole chunks per thread, the first threads taking one more if uneven.
+    let per_thread = chunks / threads;
+    let extra = chunks % threads;
+    let work = |first: usize, out: &mut [f32]| -> Result<(), Error> {
+        let mut exec = Exec::new();
+        for (i, out) in out.chunks_mut(chunk * sample_len).enumerate() {
+            let start = first + i * chunk;
+            let end = (start + chunk).min(n);
+            exec.load(x.slice(s![start..end, .., .., ..]));
+            run(&mut exec)?;
+            out.copy_from_slice(exec.output());
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let mut rest = data.as_mut_slice();
+        let mut first = 0;
+        let mut handles = Vec::with_capacity(threads);
+        for t in 0..threads {
+            let samples = ((per_thread + usize::from(t < extra)) * chunk).min(n - first);
+            let (mine, tail) = rest.split_at_mut(samples * sample_len);
+            rest = tail;
+            if t + 1 == threads {
+                let result = work(first, mine);
+                let joined: Result<(), Error> = handles.into_iter().try_for_each(
+                    |h: std::thread::ScopedJoinHandle<'_, Result<(), Error>>| {
+                        h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+                    },
+                );
+                return result.and(joined);
+            }
+            let work = &work;
+            handles.push(scope.spawn(move || work(first, mine)));
+            first += samples;
+        }
+        unreachable!("threads ≥ 1, so the loop returns")
+    })?;
+    Ok(BatchOutput { n, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::Rng;
+    use crate::ops::linear::LinearParams;
+    use crate::test_util::rand_vec;
+
+    #[test]
+    fn chunks_and_threads_do_not_change_the_result() {
+        let layer = Linear::seeded(
+            LinearParams {
+                in_features: 12,
+                out_features: 5,
+            },
+            true,
+            &mut Rng::new(3),
+        );
+        let run = |e: &mut Exec| -> Result<(), Error> {
+            e.activation(Activation::Tanh);
+            e.linear(&layer);
+            Ok(())
+        };
+        for n in [0, 1, 7, 8, 9, 17, 33, 64] {
+            let x = Array4::from_shape_vec((n, 3, 2, 2), rand_vec(n * 12, n as u64)).unwrap();
+            let whole = run_batch(x.view(), [3, 2, 2], 5, true, &run).unwrap().data;
+            for threads in [1, 2, 3, 5] {
+                crate::set_num_threads(threads);
+                let split = run_batch(x.view(), [3, 2, 2], 5, false, &run).unwrap().data;
+                assert_eq!(split.len(), n * 5);
+                assert_eq!(split, whole, "n = {n}, threads = {threads}");
+            }
+        }
+        crate::set_num_threads(0);
+    }
+
+    #[test]
+    fn errors_from_any_chunk_are_returned() {
+        let x = Array4::<f32>::zeros((20, 1, 1, 1));
+        crate::set_num_threads(2);
+        let run = |e: &mut Exec| {
+            if e.output().len() < CHUNK {
+                Err(Error::InputShape {
+                    expected: vec![],
+                    found: vec![],
+                })
+            } else {
+                Ok(())
+            }
+        };
+        assert!(run_batch(x.view(), [1, 1, 1], 1, false, &run).is_err());
+        assert!(matches!(
+            run_batch(x.view(), [2, 1, 1], 1, false, &run),
+            Err(Error::InputShape { .. })
+        ));
+        crate::set_num_threads(0);
     }
 }

@@ -17,8 +17,10 @@ pub mod ops;
 pub mod shape;
 #[cfg(test)]
 mod test_util;
+mod threads;
 pub mod weights;
 
 pub use error::Error;
 pub use model::{LayerInfo, Model, Summary};
 pub use ndarray;
+pub use threads::{num_threads, set_num_threads};
