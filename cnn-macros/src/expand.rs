@@ -24,6 +24,8 @@ fn pair([a, b]: [usize; 2]) -> TokenStream {
 /// What one planned layer contributes to each generated item.
 #[derive(Default)]
 struct Parts {
+    /// A constant expression for the layer's im2col scratch, in elements.
+    scratch: Option<TokenStream>,
     field: Option<(syn::Ident, TokenStream, String)>,
     load: TokenStream,
     seeded: TokenStream,
@@ -62,6 +64,7 @@ fn parts(l: &Planned) -> Parts {
                 }
             };
             let bias = a.bias;
+            p.scratch = Some(quote!((#desc).scratch_len()));
             p.field = Some((field.clone(), quote!(::cnn::__private::Conv2d), doc));
             p.load = quote!(#field: __cnn::Conv2d::load(&__weights, #i, #desc, #bias)?,);
             p.seeded = quote!(#field: __cnn::Conv2d::seeded(#desc, #bias, &mut __rng),);
@@ -267,12 +270,18 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
         }
     };
     let out_len = lit(plan.output().len());
+    let max_act = lit(plan
+        .layers
+        .iter()
+        .map(|l| l.output.len())
+        .fold(plan.input.iter().product(), usize::max));
     let whole_batch = plan
         .layers
         .iter()
         .any(|l| matches!(&l.layer.kind, LayerKind::BatchNorm(a) if !a.track_running_stats));
     let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
     let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
+    let scratch: Vec<TokenStream> = all.iter().filter_map(|p| p.scratch.clone()).collect();
     let fields = all
         .iter()
         .filter_map(|p| p.field.as_ref())
@@ -355,6 +364,10 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
                 const MACS: usize = #macs;
                 const LAYERS: &'static [__cnn::LayerInfo] = &[#(#infos),*];
                 const TORCH: &'static str = #torch_seq;
+                const WORKSPACE: __cnn::WorkspaceLayout = __cnn::WorkspaceLayout {
+                    activations: #max_act,
+                    scratch: __cnn::max_of(&[#(#scratch),*]),
+                };
 
                 fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
                     let __weights = __cnn::Weights::parse(bytes)?;
@@ -378,6 +391,15 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
                 fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
                     let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, &|__exec| self.__cnn_run(__exec))?;
                     ::core::result::Result::Ok(#into_batch)
+                }
+
+                fn forward_into(
+                    &self,
+                    x: __cnn::ndarray::ArrayView4<'_, f32>,
+                    out: __cnn::ndarray::ArrayViewMut<'_, f32, __cnn::ndarray::#dim>,
+                    workspace: &mut __cnn::Workspace,
+                ) -> ::core::result::Result<(), __cnn::Error> {
+                    __cnn::run_into(x, [#c, #h, #w], out, #out_dims, #whole_batch, workspace, &|__exec| self.__cnn_run(__exec))
                 }
 
                 fn forward(&self, x: &#input_ty) -> #output_ty {

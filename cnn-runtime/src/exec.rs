@@ -1,6 +1,6 @@
 //! The batch executor that generated `forward` code drives layer by layer.
 
-use ndarray::{s, Array2, Array4, ArrayView4};
+use ndarray::{s, Array2, Array4, ArrayView4, ArrayViewMut, Axis, Dimension, Slice};
 
 use crate::layers::{BatchNorm2d, Conv2d, Linear};
 use crate::ops::activation::{self, Activation};
@@ -194,6 +194,115 @@ impl Default for Exec {
 /// small enough that the activations of the widest layer stay in cache-sized buffers and memory
 /// does not grow with the batch.
 pub const CHUNK: usize = 8;
+
+/// Element counts of the buffers [`run_into`] uses for one chunk: a model's
+/// `Model::WORKSPACE`, computed by the macro from the planned shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkspaceLayout {
+    /// The largest activation of one sample (the input or any layer's output).
+    pub activations: usize,
+    /// The largest im2col scratch of one sample.
+    pub scratch: usize,
+}
+
+impl WorkspaceLayout {
+    /// Bytes of a [`Workspace`] with this layout: two activation buffers of [`CHUNK`] samples
+    /// (ping-pong) and one scratch buffer.
+    pub const fn bytes(&self) -> usize {
+        4 * (2 * CHUNK * self.activations + self.scratch)
+    }
+}
+
+/// The largest of `values` (0 for none), usable in constants.
+pub const fn max_of(values: &[usize]) -> usize {
+    let mut max = 0;
+    let mut i = 0;
+    while i < values.len() {
+        if values[i] > max {
+            max = values[i];
+        }
+        i += 1;
+    }
+    max
+}
+
+/// Preallocated buffers for `Model::forward_into`: after the first call with a given model,
+/// inference allocates nothing.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    exec: Exec,
+}
+
+impl Workspace {
+    /// Buffers sized for `layout` (a model's `WORKSPACE`).
+    pub fn new(layout: WorkspaceLayout) -> Self {
+        let act = CHUNK * layout.activations;
+        Workspace {
+            exec: Exec {
+                n: 0,
+                len: 0,
+                cur: Vec::with_capacity(act),
+                next: Vec::with_capacity(act),
+                scratch: Vec::with_capacity(layout.scratch),
+            },
+        }
+    }
+
+    /// Bytes currently reserved.
+    pub fn capacity_bytes(&self) -> usize {
+        4 * (self.exec.cur.capacity() + self.exec.next.capacity() + self.exec.scratch.capacity())
+    }
+}
+
+/// Like [`run_batch`], on the calling thread, with the caller's buffers: writes the result into
+/// `out` (any strides) and allocates nothing once `workspace` has grown to the model's
+/// [`WorkspaceLayout`] (networks with batch statistics need room for the whole batch).
+///
+/// # Errors
+/// [`Error::InputShape`], [`Error::OutputShape`] when `out` is not `[N, sample_shape…]`, or the
+/// first error `run` returns.
+#[allow(clippy::too_many_arguments)] // the generated caller passes constants
+pub fn run_into<D: Dimension>(
+    x: ArrayView4<'_, f32>,
+    chw: [usize; 3],
+    mut out: ArrayViewMut<'_, f32, D>,
+    sample_shape: &[usize],
+    whole_batch: bool,
+    workspace: &mut Workspace,
+    run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
+) -> Result<(), Error> {
+    let &[n, c, h, w] = x.shape() else {
+        unreachable!("ArrayView4 has four axes")
+    };
+    if [c, h, w] != chw {
+        return Err(Error::InputShape {
+            expected: vec![n, chw[0], chw[1], chw[2]],
+            found: vec![n, c, h, w],
+        });
+    }
+    if out.shape().first() != Some(&n) || &out.shape()[1..] != sample_shape {
+        let mut expected = vec![n];
+        expected.extend_from_slice(sample_shape);
+        return Err(Error::OutputShape {
+            expected,
+            found: out.shape().to_vec(),
+        });
+    }
+    let chunk = if whole_batch { n.max(1) } else { CHUNK };
+    let exec = &mut workspace.exec;
+    let mut start = 0;
+    while start < n {
+        let end = (start + chunk).min(n);
+        exec.load(x.slice(s![start..end, .., .., ..]));
+        run(exec)?;
+        let mut rows = out.slice_axis_mut(Axis(0), Slice::from(start..end));
+        rows.iter_mut()
+            .zip(exec.output())
+            .for_each(|(o, &v)| *o = v);
+        start = end;
+    }
+    Ok(())
+}
 
 /// The result of [`run_batch`]: `n` samples of `sample_len` values each, row-major.
 #[derive(Debug)]

@@ -21,6 +21,7 @@ mod threads;
 pub mod weights;
 
 pub use error::Error;
+pub use exec::{Workspace, WorkspaceLayout};
 pub use model::{LayerInfo, Model, Summary};
 pub use ndarray;
 pub use threads::{num_threads, set_num_threads};
