@@ -66,7 +66,8 @@ fn the_workspace_holds_what_the_plan_needs() {
     // 3·3·3 × 12·12 = 3888 (the second conv: 8·9 × 5·5 = 1800; the 1x1 conv of Map needs none).
     assert_eq!(Net::WORKSPACE.activations, 8 * 12 * 12);
     assert_eq!(Net::WORKSPACE.scratch, 27 * 144);
-    assert_eq!(Net::WORKSPACE_BYTES, 4 * (2 * 8 * 1152 + 3888));
+    assert_eq!(Net::WORKSPACE.channels, 16);
+    assert_eq!(Net::WORKSPACE_BYTES, 4 * (2 * 8 * 1152 + 3888 + 2 * 16));
     assert_eq!(Map::WORKSPACE.scratch, 0);
     let ws = Workspace::new(Net::WORKSPACE);
     assert!(ws.capacity_bytes() >= Net::WORKSPACE_BYTES);

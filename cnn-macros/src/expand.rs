@@ -98,17 +98,7 @@ fn parts(l: &Planned) -> Parts {
             p.run = quote!(__exec.linear(&self.#field););
         }
         LayerKind::Act(act) => {
-            let act = match *act {
-                Act::Relu => quote!(Relu),
-                Act::LeakyRelu(s) => {
-                    let s = f32_lit(s);
-                    quote!(LeakyRelu(#s))
-                }
-                Act::Sigmoid => quote!(Sigmoid),
-                Act::Tanh => quote!(Tanh),
-                Act::Silu => quote!(Silu),
-                Act::Gelu => quote!(Gelu),
-            };
+            let act = activation(*act);
             p.run = quote!(__exec.activation(__cnn::Activation::#act););
         }
         LayerKind::Softmax => {
@@ -165,6 +155,58 @@ fn pool(
             kind: #kind, channels: #channels, kernel: #kernel, stride: #stride,
             padding: #padding, ceil_mode: #ceil_mode, in_hw: #in_hw, out_hw: #out_hw,
         });
+    }
+}
+
+/// The forward calls, with each `conv` followed by a `bn` with running statistics and/or an
+/// element-wise activation fused into one `conv2d_fused` call.
+fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
+    let layers = &plan.layers;
+    let mut out = Vec::with_capacity(layers.len());
+    let mut i = 0;
+    while i < layers.len() {
+        if !matches!(layers[i].layer.kind, LayerKind::Conv(_)) {
+            out.push(all[i].run.clone());
+            i += 1;
+            continue;
+        }
+        let conv = format_ident!("layer_{}", layers[i].index);
+        let mut next = i + 1;
+        let mut bn = quote!(::core::option::Option::None);
+        if let Some(LayerKind::BatchNorm(a)) = layers.get(next).map(|l| &l.layer.kind) {
+            if a.track_running_stats {
+                let field = format_ident!("layer_{}", layers[next].index);
+                bn = quote!(::core::option::Option::Some(&self.#field));
+                next += 1;
+            }
+        }
+        let mut act = quote!(::core::option::Option::None);
+        if let Some(LayerKind::Act(a)) = layers.get(next).map(|l| &l.layer.kind) {
+            let a = activation(*a);
+            act = quote!(::core::option::Option::Some(__cnn::Activation::#a));
+            next += 1;
+        }
+        if next == i + 1 {
+            out.push(all[i].run.clone());
+        } else {
+            out.push(quote!(__exec.conv2d_fused(&self.#conv, #bn, #act)?;));
+        }
+        i = next;
+    }
+    out
+}
+
+fn activation(act: Act) -> TokenStream {
+    match act {
+        Act::Relu => quote!(Relu),
+        Act::LeakyRelu(s) => {
+            let s = f32_lit(s);
+            quote!(LeakyRelu(#s))
+        }
+        Act::Sigmoid => quote!(Sigmoid),
+        Act::Tanh => quote!(Tanh),
+        Act::Silu => quote!(Silu),
+        Act::Gelu => quote!(Gelu),
     }
 }
 
@@ -282,6 +324,15 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
     let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
     let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
     let scratch: Vec<TokenStream> = all.iter().filter_map(|p| p.scratch.clone()).collect();
+    let max_channels = lit(plan
+        .layers
+        .iter()
+        .map(|l| match &l.layer.kind {
+            LayerKind::Conv(a) => a.c_out.v,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0));
     let fields = all
         .iter()
         .filter_map(|p| p.field.as_ref())
@@ -289,7 +340,7 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
     let load = all.iter().map(|p| &p.load);
     let seeded = all.iter().map(|p| &p.seeded);
     let save = all.iter().map(|p| &p.save);
-    let run = all.iter().map(|p| &p.run);
+    let run = fused_run(plan, &all);
     let params = lit(plan.layers.iter().map(|l| l.params).sum());
     let macs = lit(plan.layers.iter().map(|l| l.macs).sum());
     let infos = plan.layers.iter().map(|l| {
@@ -367,6 +418,7 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
                 const WORKSPACE: __cnn::WorkspaceLayout = __cnn::WorkspaceLayout {
                     activations: #max_act,
                     scratch: __cnn::max_of(&[#(#scratch),*]),
+                    channels: #max_channels,
                 };
 
                 fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {

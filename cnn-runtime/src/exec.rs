@@ -4,6 +4,8 @@ use ndarray::{s, Array2, Array4, ArrayView4, ArrayViewMut, Axis, Dimension, Slic
 
 use crate::layers::{BatchNorm2d, Conv2d, Linear};
 use crate::ops::activation::{self, Activation};
+use crate::ops::batchnorm;
+use crate::ops::conv2d::{self, Epilogue};
 use crate::ops::pool::{self, Pool2dParams};
 use crate::Error;
 
@@ -18,6 +20,8 @@ pub struct Exec {
     cur: Vec<f32>,
     next: Vec<f32>,
     scratch: Vec<f32>,
+    /// Folded batch-norm `scale ++ shift` of a fused convolution.
+    affine: Vec<f32>,
 }
 
 impl Exec {
@@ -70,6 +74,7 @@ impl Exec {
             cur,
             next: Vec::new(),
             scratch: Vec::new(),
+            affine: Vec::new(),
         }
     }
 
@@ -102,6 +107,71 @@ impl Exec {
     pub fn conv2d(&mut self, layer: &Conv2d) {
         let n = self.n;
         self.step(layer.params.out_len(), |x, y, s| layer.forward(n, x, y, s));
+    }
+
+    /// `nn.Conv2d`, then (optionally) `nn.BatchNorm2d` with running statistics and an
+    /// activation, applied while each output is in cache; the same numbers as running them one
+    /// after the other.
+    pub fn conv2d_fused(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        let c = conv.params.c_out;
+        let mut affine = std::mem::take(&mut self.affine);
+        let folded = match bn {
+            Some(bn) => match &bn.running {
+                Some((mean, var)) => {
+                    affine.resize(2 * c, 0.0);
+                    let (scale, shift) = affine.split_at_mut(c);
+                    batchnorm::scale_shift(
+                        &bn.params,
+                        bn.weight.as_deref(),
+                        bn.bias.as_deref(),
+                        (mean, var),
+                        scale,
+                        shift,
+                    );
+                    true
+                }
+                None => false,
+            },
+            None => true,
+        };
+        if !folded {
+            self.affine = affine;
+            self.conv2d(conv);
+            if let Some(bn) = bn {
+                self.batchnorm(bn)?;
+            }
+            if let Some(act) = act {
+                self.activation(act);
+            }
+            return Ok(());
+        }
+        let epilogue = Epilogue {
+            affine: bn.map(|_| {
+                let (scale, shift) = affine.split_at(c);
+                (scale, shift)
+            }),
+            act,
+        };
+        let n = self.n;
+        self.step(conv.params.out_len(), |x, y, s| {
+            conv2d::conv2d_fused(
+                &conv.params,
+                n,
+                x,
+                &conv.weight,
+                conv.bias.as_deref(),
+                epilogue,
+                y,
+                s,
+            )
+        });
+        self.affine = affine;
+        Ok(())
     }
 
     /// `nn.BatchNorm2d`, in place.
@@ -203,13 +273,15 @@ pub struct WorkspaceLayout {
     pub activations: usize,
     /// The largest im2col scratch of one sample.
     pub scratch: usize,
+    /// The most output channels of a convolution (its fused batch-norm scale and shift).
+    pub channels: usize,
 }
 
 impl WorkspaceLayout {
     /// Bytes of a [`Workspace`] with this layout: two activation buffers of [`CHUNK`] samples
-    /// (ping-pong) and one scratch buffer.
+    /// (ping-pong), one scratch buffer and the fused batch-norm coefficients.
     pub const fn bytes(&self) -> usize {
-        4 * (2 * CHUNK * self.activations + self.scratch)
+        4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels)
     }
 }
 
@@ -244,13 +316,15 @@ impl Workspace {
                 cur: Vec::with_capacity(act),
                 next: Vec::with_capacity(act),
                 scratch: Vec::with_capacity(layout.scratch),
+                affine: Vec::with_capacity(2 * layout.channels),
             },
         }
     }
 
     /// Bytes currently reserved.
     pub fn capacity_bytes(&self) -> usize {
-        4 * (self.exec.cur.capacity() + self.exec.next.capacity() + self.exec.scratch.capacity())
+        let e = &self.exec;
+        4 * (e.cur.capacity() + e.next.capacity() + e.scratch.capacity() + e.affine.capacity())
     }
 }
 
@@ -436,6 +510,67 @@ mod tests {
             }
         }
         crate::set_num_threads(0);
+    }
+
+    #[test]
+    fn fused_convolution_equals_the_separate_layers_bit_for_bit() {
+        use crate::ops::batchnorm::BatchNormParams;
+        use crate::ops::conv2d::Conv2dParams;
+        let conv = Conv2d::seeded(
+            Conv2dParams {
+                c_in: 4,
+                c_out: 6,
+                groups: 2,
+                kernel: [3, 3],
+                stride: [1, 2],
+                padding: [1, 1],
+                dilation: [1, 1],
+                in_hw: [7, 6],
+                out_hw: [7, 3],
+            },
+            true,
+            &mut Rng::new(1),
+        );
+        for affine in [true, false] {
+            let mut bn = BatchNorm2d::new(
+                BatchNormParams {
+                    channels: 6,
+                    hw: 21,
+                    eps: 1e-3,
+                    momentum: 0.1,
+                    affine,
+                    track_running_stats: true,
+                },
+                1,
+            );
+            let r = rand_vec(24, 9);
+            bn.running = Some((
+                r[..6].to_vec(),
+                r[6..12].iter().map(|v| v.abs() + 0.5).collect(),
+            ));
+            if affine {
+                bn.weight = Some(r[12..18].to_vec());
+                bn.bias = Some(r[18..].to_vec());
+            }
+            for act in [None, Some(Activation::Relu), Some(Activation::Gelu)] {
+                for bn in [None, Some(&bn)] {
+                    let x = Array4::from_shape_vec((3, 4, 7, 6), rand_vec(3 * 168, 5)).unwrap();
+                    let mut separate = Exec::from_view(x.view(), [4, 7, 6]).unwrap();
+                    separate.conv2d(&conv);
+                    if let Some(bn) = bn {
+                        separate.batchnorm(bn).unwrap();
+                    }
+                    if let Some(act) = act {
+                        separate.activation(act);
+                    }
+                    let mut fused = Exec::from_view(x.view(), [4, 7, 6]).unwrap();
+                    fused.conv2d_fused(&conv, bn, act).unwrap();
+                    let bits =
+                        |e: &Exec| e.output().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&fused), bits(&separate), "affine {affine}, {act:?}");
+                }
+            }
+        }
     }
 
     #[test]

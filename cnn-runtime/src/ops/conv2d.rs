@@ -1,5 +1,7 @@
 //! 2-D convolution as im2col + one GEMM per group (1×1 stride-1 unpadded convolutions skip im2col).
 
+use crate::ops::activation::{activation, Activation};
+
 /// Shape of a `Conv2d` layer, computed once by the `cnn!` macro and emitted as a `const`.
 ///
 /// PyTorch: `nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups)`; pairs are `[H, W]`.
@@ -78,6 +80,16 @@ impl Conv2dParams {
     }
 }
 
+/// Work `conv2d` applies to each group's output while it is still in cache:
+/// `y = act(y·scale[o] + shift[o])`, a batch norm with running statistics and an activation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// `(scale, shift)` per output channel, from [`crate::ops::batchnorm::scale_shift`].
+    pub affine: Option<(&'a [f32], &'a [f32])>,
+    /// An element-wise activation applied last.
+    pub act: Option<Activation>,
+}
+
 /// `out[n, o, y, x] = bias[o] + Σ_{c,i,j} weight[o, c, i, j] · input[n, g·C/G + c, y·s − p + i·d, x·s − p + j·d]`
 /// (zero outside the input), for every sample of the batch.
 ///
@@ -99,6 +111,25 @@ pub fn conv2d(
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
+    conv2d_fused(p, n, input, weight, bias, Epilogue::default(), out, scratch);
+}
+
+/// [`conv2d`] followed by `epilogue` on each group's output, with the same rounding as running
+/// the batch norm and activation kernels separately.
+///
+/// # Panics
+/// If a slice is shorter than the layout of [`conv2d`] or the epilogue's `[c_out]`.
+#[allow(clippy::too_many_arguments)] // conv2d's arguments plus the epilogue
+pub fn conv2d_fused(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
     let (in_len, out_len) = (p.in_len(), p.out_len());
     let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
     let (m, k, n_cols) = (c_out_g, p.fan_in(), p.out_hw[0] * p.out_hw[1]);
@@ -108,6 +139,12 @@ pub fn conv2d(
     assert!(out.len() >= n * out_len, "conv2d output too short");
     if let Some(b) = bias {
         assert!(b.len() >= p.c_out, "conv2d bias too short");
+    }
+    if let Some((scale, shift)) = epilogue.affine {
+        assert!(
+            scale.len() >= p.c_out && shift.len() >= p.c_out,
+            "conv2d epilogue too short"
+        );
     }
     if n_cols == 0 {
         return;
@@ -140,6 +177,15 @@ pub fn conv2d(
             };
             // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
             crate::gemm::sgemm(m, k, n_cols, wg, cols, yg, bias.is_some());
+            if let Some((scale, shift)) = epilogue.affine {
+                let rows = yg.chunks_exact_mut(n_cols);
+                for ((row, &a), &b) in rows.zip(&scale[g * m..]).zip(&shift[g * m..]) {
+                    row.iter_mut().for_each(|v| *v = *v * a + b);
+                }
+            }
+            if let Some(act) = epilogue.act {
+                activation(act, yg);
+            }
         }
     }
 }
