@@ -61,11 +61,16 @@ impl Conv2dParams {
 
     /// Scratch elements `conv2d` needs for one sample's im2col matrix (0 when it skips im2col).
     pub const fn scratch_len(&self) -> usize {
-        if self.skips_im2col() {
+        if self.skips_im2col() || self.is_depthwise() {
             0
         } else {
             self.fan_in() * self.out_hw[0] * self.out_hw[1]
         }
+    }
+
+    /// One filter per channel (`groups = c_in = c_out`): run directly, without im2col.
+    pub const fn is_depthwise(&self) -> bool {
+        self.groups == self.c_in && self.groups == self.c_out && self.groups > 1
     }
 
     // A 1×1 kernel at stride 1 without padding reads each input pixel once, in order: the input
@@ -149,6 +154,13 @@ pub fn conv2d_fused(
     if n_cols == 0 {
         return;
     }
+    if p.is_depthwise() {
+        depthwise(p, n, input, weight, bias, out);
+        for y in out[..n * out_len].chunks_exact_mut(out_len) {
+            apply(epilogue, 0, y.chunks_exact_mut(n_cols));
+        }
+        return;
+    }
     let skip = p.skips_im2col();
     if !skip && scratch.len() < p.scratch_len() {
         scratch.resize(p.scratch_len(), 0.0);
@@ -177,14 +189,79 @@ pub fn conv2d_fused(
             };
             // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
             crate::gemm::sgemm(m, k, n_cols, wg, cols, yg, bias.is_some());
-            if let Some((scale, shift)) = epilogue.affine {
-                let rows = yg.chunks_exact_mut(n_cols);
-                for ((row, &a), &b) in rows.zip(&scale[g * m..]).zip(&shift[g * m..]) {
-                    row.iter_mut().for_each(|v| *v = *v * a + b);
+            apply(epilogue, g * m, yg.chunks_exact_mut(n_cols));
+        }
+    }
+}
+
+/// Applies `epilogue` to output rows of channels `first, first + 1, …`.
+fn apply<'a>(epilogue: Epilogue<'_>, first: usize, rows: impl Iterator<Item = &'a mut [f32]>) {
+    for (o, row) in rows.enumerate() {
+        if let Some((scale, shift)) = epilogue.affine {
+            let (a, b) = (scale[first + o], shift[first + o]);
+            row.iter_mut().for_each(|v| *v = *v * a + b);
+        }
+        if let Some(act) = epilogue.act {
+            activation(act, row);
+        }
+    }
+}
+
+/// Depthwise convolution, one `[H, W]` plane per channel:
+/// `out[c, y, x] = bias[c] + Σ_{i,j} weight[c, 0, i, j] · input[c, y·SH − PH + i·DH, x·SW − PW + j·DW]`.
+/// Each tap adds a scaled input row to the output row (contiguous when the stride is 1).
+fn depthwise(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let [dh, dw] = p.dilation;
+    let [h_in, w_in] = p.in_hw;
+    let [h_out, w_out] = p.out_hw;
+    let planes_in = input[..n * p.in_len()].chunks_exact(h_in * w_in);
+    let planes_out = out[..n * p.out_len()].chunks_exact_mut(h_out * w_out);
+    // LOOP over (sample, channel) planes
+    for (plane, (x, y)) in planes_in.zip(planes_out).enumerate() {
+        let c = plane % p.c_out;
+        let taps = &weight[c * kh * kw..(c + 1) * kh * kw];
+        y.fill(bias.map_or(0.0, |b| b[c]));
+        // LOOP over output rows
+        for (oy, row) in y.chunks_exact_mut(w_out).enumerate() {
+            // LOOP over kernel rows
+            for ki in 0..kh {
+                let iy = (oy * sh + ki * dh).wrapping_sub(ph);
+                if iy >= h_in {
+                    continue;
                 }
-            }
-            if let Some(act) = epilogue.act {
-                activation(act, yg);
+                let src = &x[iy * w_in..(iy + 1) * w_in];
+                // LOOP over kernel columns
+                for kj in 0..kw {
+                    let t = taps[ki * kw + kj];
+                    let off = kj * dw;
+                    // Output columns whose tap lands inside the input: ox·SW + off − PW ∈ [0, W).
+                    let lo = pw.saturating_sub(off).div_ceil(sw).min(w_out);
+                    let hi = (w_in + pw)
+                        .saturating_sub(off)
+                        .div_ceil(sw)
+                        .clamp(lo, w_out);
+                    if sw == 1 {
+                        let start = lo + off - pw;
+                        let src = &src[start..start + (hi - lo)];
+                        for (d, &v) in row[lo..hi].iter_mut().zip(src) {
+                            *d += t * v;
+                        }
+                    } else {
+                        for (ox, d) in row.iter_mut().enumerate().take(hi).skip(lo) {
+                            *d += t * src[ox * sw + off - pw];
+                        }
+                    }
+                }
             }
         }
     }
@@ -274,6 +351,9 @@ mod tests {
         (2, 2, 1, [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 2, false),
         (8, 8, 8, [3, 3], [1, 1], [1, 1], [1, 1], [6, 6], 3, true),
         (8, 8, 8, [3, 3], [2, 2], [1, 1], [1, 1], [7, 7], 1, false),
+        (6, 6, 6, [3, 3], [3, 2], [0, 2], [2, 2], [9, 8], 2, true),
+        (3, 3, 3, [1, 1], [2, 2], [1, 1], [1, 1], [1, 1], 1, false),
+        (5, 5, 5, [2, 4], [1, 3], [1, 2], [1, 1], [4, 10], 2, true),
         (6, 4, 2, [3, 3], [1, 2], [2, 0], [2, 2], [8, 9], 1, true),
         (6, 9, 3, [2, 3], [1, 1], [0, 1], [1, 3], [5, 8], 3, true),
         (4, 4, 4, [5, 5], [1, 1], [2, 2], [1, 1], [3, 3], 1, true),
@@ -369,7 +449,8 @@ mod tests {
     fn scratch_len_is_zero_only_when_im2col_is_skipped() {
         for case in CASES {
             let p = params(case);
-            let skip = p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0];
+            let depthwise = p.groups > 1 && p.groups == p.c_in && p.groups == p.c_out;
+            let skip = depthwise || p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0];
             let per_group = p.c_in / p.groups * p.kernel[0] * p.kernel[1];
             let want = if skip {
                 0
@@ -382,7 +463,7 @@ mod tests {
 
     #[test]
     fn scratch_is_grown_never_shrunk_and_reusable() {
-        let p = params(&CASES[1]);
+        let p = params(&CASES[0]);
         let x = rand_vec(p.in_len(), 1);
         let w = rand_vec(p.c_out * p.fan_in(), 2);
         let mut first = vec![0.0; p.out_len()];
