@@ -22,6 +22,8 @@ pub struct Exec {
     scratch: Vec<f32>,
     /// Folded batch-norm `scale ++ shift` of a fused convolution.
     affine: Vec<f32>,
+    /// Threads a single layer may use (when there are fewer chunks than threads).
+    threads: usize,
 }
 
 impl Exec {
@@ -75,6 +77,7 @@ impl Exec {
             next: Vec::new(),
             scratch: Vec::new(),
             affine: Vec::new(),
+            threads: 1,
         }
     }
 
@@ -105,8 +108,21 @@ impl Exec {
 
     /// `nn.Conv2d`.
     pub fn conv2d(&mut self, layer: &Conv2d) {
-        let n = self.n;
-        self.step(layer.params.out_len(), |x, y, s| layer.forward(n, x, y, s));
+        let (n, threads) = (self.n, self.threads);
+        self.step(layer.params.out_len(), |x, y, s| {
+            let (w, b) = (&layer.weight, layer.bias.as_deref());
+            conv2d::conv2d_fused(
+                &layer.params,
+                n,
+                x,
+                w,
+                b,
+                Epilogue::default(),
+                threads,
+                y,
+                s,
+            )
+        });
     }
 
     /// `nn.Conv2d`, then (optionally) `nn.BatchNorm2d` with running statistics and an
@@ -157,7 +173,7 @@ impl Exec {
             }),
             act,
         };
-        let n = self.n;
+        let (n, threads) = (self.n, self.threads);
         self.step(conv.params.out_len(), |x, y, s| {
             conv2d::conv2d_fused(
                 &conv.params,
@@ -166,6 +182,7 @@ impl Exec {
                 &conv.weight,
                 conv.bias.as_deref(),
                 epilogue,
+                threads,
                 y,
                 s,
             )
@@ -317,6 +334,7 @@ impl Workspace {
                 next: Vec::with_capacity(act),
                 scratch: Vec::with_capacity(layout.scratch),
                 affine: Vec::with_capacity(2 * layout.channels),
+                threads: 1,
             },
         }
     }
@@ -436,12 +454,16 @@ pub fn run_batch(
     }
     let chunk = if whole_batch { n } else { CHUNK };
     let chunks = n.div_ceil(chunk);
-    let threads = crate::threads::num_threads().clamp(1, chunks);
+    let available = crate::threads::num_threads().max(1);
+    let threads = available.min(chunks);
+    // Fewer chunks than threads (a small batch): the spare threads split single layers.
+    let inner = available / threads;
     // Contiguous runs of whole chunks per thread, the first threads taking one more if uneven.
     let per_thread = chunks / threads;
     let extra = chunks % threads;
     let work = |first: usize, out: &mut [f32]| -> Result<(), Error> {
         let mut exec = Exec::new();
+        exec.threads = inner;
         for (i, out) in out.chunks_mut(chunk * sample_len).enumerate() {
             let start = first + i * chunk;
             let end = (start + chunk).min(n);

@@ -116,11 +116,22 @@ pub fn conv2d(
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    conv2d_fused(p, n, input, weight, bias, Epilogue::default(), out, scratch);
+    conv2d_fused(
+        p,
+        n,
+        input,
+        weight,
+        bias,
+        Epilogue::default(),
+        1,
+        out,
+        scratch,
+    );
 }
 
 /// [`conv2d`] followed by `epilogue` on each group's output, with the same rounding as running
-/// the batch norm and activation kernels separately.
+/// the batch norm and activation kernels separately. With `threads > 1`, large convolutions
+/// split their output channels over that many threads (the result does not change).
 ///
 /// # Panics
 /// If a slice is shorter than the layout of [`conv2d`] or the epilogue's `[c_out]`.
@@ -132,6 +143,7 @@ pub fn conv2d_fused(
     weight: &[f32],
     bias: Option<&[f32]>,
     epilogue: Epilogue<'_>,
+    threads: usize,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
@@ -175,11 +187,6 @@ pub fn conv2d_fused(
             let xg = &x[g * c_in_g * hw_in..(g + 1) * c_in_g * hw_in];
             let yg = &mut y[g * m * n_cols..(g + 1) * m * n_cols];
             let wg = &weight[g * m * k..(g + 1) * m * k];
-            if let Some(b) = bias {
-                for (row, &bv) in yg.chunks_exact_mut(n_cols).zip(&b[g * m..(g + 1) * m]) {
-                    row.fill(bv);
-                }
-            }
             let cols = if skip {
                 xg
             } else {
@@ -187,12 +194,46 @@ pub fn conv2d_fused(
                 im2col(p, xg, cols);
                 &*cols
             };
-            // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
-            crate::gemm::sgemm(m, k, n_cols, wg, cols, yg, bias.is_some());
-            apply(epilogue, g * m, yg.chunks_exact_mut(n_cols));
+            // Rows `first..` of this group's output: bias, GEMM, epilogue.
+            let rows = |first: usize, w: &[f32], y: &mut [f32]| {
+                let m = y.len() / n_cols;
+                if let Some(b) = bias {
+                    let b = &b[g * c_out_g + first..];
+                    for (row, &bv) in y.chunks_exact_mut(n_cols).zip(b) {
+                        row.fill(bv);
+                    }
+                }
+                // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
+                crate::gemm::sgemm(m, k, n_cols, w, cols, y, bias.is_some());
+                apply(epilogue, g * c_out_g + first, y.chunks_exact_mut(n_cols));
+            };
+            let parts = threads.min(m / MIN_ROWS_PER_THREAD).max(1);
+            if parts == 1 || m * k * n_cols < MIN_MACS_PER_SPLIT {
+                rows(0, wg, yg);
+                continue;
+            }
+            // LOOP over output-channel blocks, one per thread; the im2col matrix is shared.
+            let per = m.div_ceil(parts);
+            std::thread::scope(|scope| {
+                let rows = &rows;
+                let mut blocks = yg
+                    .chunks_mut(per * n_cols)
+                    .zip(wg.chunks(per * k))
+                    .enumerate();
+                let (last, (y_last, w_last)) = blocks.next_back().expect("m > 0 rows");
+                for (i, (y, w)) in blocks {
+                    scope.spawn(move || rows(i * per, w, y));
+                }
+                rows(last * per, w_last, y_last);
+            });
         }
     }
 }
+
+/// Output channels below which a convolution is not split across threads.
+const MIN_ROWS_PER_THREAD: usize = 8;
+/// Multiply-accumulates below which a thread costs more than it saves.
+const MIN_MACS_PER_SPLIT: usize = 4 << 20;
 
 /// Applies `epilogue` to output rows of channels `first, first + 1, …`.
 fn apply<'a>(epilogue: Epilogue<'_>, first: usize, rows: impl Iterator<Item = &'a mut [f32]>) {
@@ -442,6 +483,54 @@ mod tests {
             assert!(scratch.len() >= p.scratch_len(), "{case:?}");
             let want = naive(&p, n, &x, &w, bias);
             assert_close(&out, &want, 1e-5);
+        }
+    }
+
+    #[test]
+    fn splitting_output_channels_over_threads_changes_nothing() {
+        for (c_in, c_out, groups) in [(16, 64, 1), (64, 66, 2)] {
+            let p = Conv2dParams {
+                c_in,
+                c_out,
+                groups,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                dilation: [1, 1],
+                in_hw: [24, 24],
+                out_hw: [24, 24],
+            };
+            assert!(
+                p.macs() / groups >= MIN_MACS_PER_SPLIT,
+                "the case must be split"
+            );
+            let x = rand_vec(p.in_len(), 3);
+            let w = rand_vec(p.c_out * p.fan_in(), 4);
+            let b = rand_vec(p.c_out, 5);
+            let (scale, shift) = (rand_vec(p.c_out, 6), rand_vec(p.c_out, 7));
+            let epilogue = Epilogue {
+                affine: Some((&scale, &shift)),
+                act: Some(Activation::Relu),
+            };
+            let run = |threads| {
+                let mut out = vec![f32::NAN; p.out_len()];
+                conv2d_fused(
+                    &p,
+                    1,
+                    &x,
+                    &w,
+                    Some(&b),
+                    epilogue,
+                    threads,
+                    &mut out,
+                    &mut Vec::new(),
+                );
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let one = run(1);
+            for threads in [2, 3, 7] {
+                assert_eq!(run(threads), one, "{threads} threads, {groups} groups");
+            }
         }
     }
 
