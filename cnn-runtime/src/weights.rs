@@ -34,6 +34,11 @@ impl<'a> Weights<'a> {
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
             reason: e.to_string(),
         })?;
+        if let Some(key) = header_text(bytes).and_then(duplicate_key) {
+            return Err(Error::Safetensors {
+                reason: format!("duplicate key `{key}` in the header"),
+            });
+        }
         let mut names: Vec<String> = tensors.names().into_iter().map(|s| s.to_string()).collect();
         names.sort();
         let taken = RefCell::new(vec![false; names.len()]);
@@ -143,6 +148,61 @@ impl<'a> Weights<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// The JSON header of a file `SafeTensors::deserialize` has accepted.
+fn header_text(bytes: &[u8]) -> Option<&str> {
+    let n: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let end = usize::try_from(u64::from_le_bytes(n))
+        .ok()?
+        .checked_add(8)?;
+    std::str::from_utf8(bytes.get(8..end)?).ok()
+}
+
+// The format forbids duplicate keys, but `safetensors` keeps the last one: with
+// `{"w": U8 [4], "w": F32 [1]}` over the same 4 bytes, readers that keep the first see another
+// tensor. Keys are compared as decoded, so `"0.bias"` and `"0\u002ebias"` are the same key.
+/// The first key (in sorted order) that appears twice at the top level of a JSON object
+/// `serde_json` has accepted; every string at that level is a key, since values are objects.
+fn duplicate_key(header: &str) -> Option<String> {
+    let mut keys: Vec<Vec<u16>> = Vec::new();
+    let (mut depth, mut chars) = (0usize, header.chars());
+    while let Some(c) = chars.next() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.saturating_sub(1),
+            '"' => {
+                let mut key = Vec::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => match chars.next() {
+                            Some('u') => {
+                                let hex: String = chars.by_ref().take(4).collect();
+                                key.push(u16::from_str_radix(&hex, 16).unwrap_or_default());
+                            }
+                            Some('b') => key.push(0x08),
+                            Some('f') => key.push(0x0c),
+                            Some('n') => key.push(0x0a),
+                            Some('r') => key.push(0x0d),
+                            Some('t') => key.push(0x09),
+                            Some(c) => key.extend(c.encode_utf16(&mut [0; 2]).iter()),
+                            None => break,
+                        },
+                        c => key.extend(c.encode_utf16(&mut [0; 2]).iter()),
+                    }
+                }
+                if depth == 1 {
+                    keys.push(key);
+                }
+            }
+            _ => {}
+        }
+    }
+    keys.sort_unstable();
+    keys.windows(2)
+        .find(|w| w[0] == w[1])
+        .map(|w| String::from_utf16_lossy(&w[0]))
 }
 
 /// IEEE 754 half precision to single precision, exact for every input.
