@@ -11,6 +11,8 @@ mod expand;
 mod fallback;
 mod json;
 mod parse;
+#[cfg(test)]
+mod proptests;
 mod shape;
 mod suggest;
 mod symbol;

@@ -16,10 +16,10 @@
 //!
 //! Only token structure is checked here; names and values are decoded in `args`.
 
-use proc_macro2::{Group, TokenStream};
+use proc_macro2::Group;
 use quote::ToTokens;
 use syn::ext::IdentExt;
-use syn::parse::{Parse, ParseStream};
+use syn::parse::{Parse, ParseStream, Parser};
 use syn::{
     braced, parenthesized, token, Attribute, Expr, ExprLit, Ident, Lit, LitStr, Meta,
     MetaNameValue, Token, Visibility,
@@ -72,10 +72,7 @@ impl Parse for Network {
         let ident: Ident = input.parse()?;
         let content;
         braced!(content in input);
-        let body = parse_items(&content);
-        if body.is_err() {
-            content.parse::<TokenStream>()?;
-        }
+        let body = parse_items.parse2(content.parse()?);
         Ok(Network {
             attrs,
             weights,
