@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Latency of the issue-4 benchmark nets: ours against ONNX Runtime, OpenVINO and PyTorch eager.
+
+Not run by CI. Needs `pip install torch onnx onnxruntime openvino` (plain PyPI wheels) and cargo.
+
+    python3 bench/peers.py                       # 5 nets x batch 1,64 x threads 1,2, 3 rounds
+    python3 bench/peers.py --seconds 1 --rounds 2 --nets vgg,stem224 --json out.json
+
+The nets come from our own binary: `bench_nets --torch all` prints each net's `Model::TORCH`
+expression (the PyTorch twin the `cnn!` macro generates), so both sides run the same layers. The
+PyTorch modules get random weights (torch.manual_seed(0)) and are exported once per batch size to
+ONNX (opset 17, static shapes). Every round visits every cell and, inside a cell, every runner in
+turn, so that a noisy neighbour hits all runners alike; each runner reports the median latency of
+one call over `--seconds`, and the table shows the median over rounds. The ratio is ours / best
+peer: below 1.0 we are faster. Our runtime is single-threaded, so its `t2` cells run on one thread.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OURS = os.path.join(ROOT, "target", "release", "examples", "bench_nets")
+PEERS = ["onnxruntime", "openvino", "pytorch"]
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nets", default="tiny,lenet5,vgg,stem224,mobile")
+    p.add_argument("--batches", default="1,64")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per runner and cell")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--no-build", action="store_true", help="use the existing bench_nets binary")
+    p.add_argument("--json", help="also write every measurement here")
+    return p.parse_args()
+
+
+def build():
+    subprocess.run(
+        ["cargo", "build", "--release", "--example", "bench_nets"], cwd=ROOT, check=True
+    )
+
+
+def our_nets(names):
+    out = subprocess.run(
+        [OURS, "--torch", "all"], check=True, capture_output=True, text=True
+    ).stdout
+    nets = {}
+    for line in out.splitlines():
+        d = json.loads(line)
+        if d["net"] in names:
+            nets[d["net"]] = d
+    return nets
+
+
+def time_calls(fn, seconds):
+    """Median and min milliseconds per call of `fn` over `seconds`, after a warm-up."""
+    end = time.perf_counter() + max(0.2 * seconds, 0.05)
+    fn()
+    while time.perf_counter() < end:
+        fn()
+    times = []
+    end = time.perf_counter() + seconds
+    while len(times) < 3 or time.perf_counter() < end:
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times), min(times), len(times)
+
+
+class Peers:
+    """PyTorch modules, ONNX files and compiled sessions, built once and reused across rounds."""
+
+    def __init__(self, nets, tmp):
+        import torch
+        from torch import nn
+
+        self.torch = torch
+        self.nets = nets
+        self.tmp = tmp
+        self.modules = {}
+        self.onnx = {}
+        self.sessions = {}
+        for name, d in nets.items():
+            torch.manual_seed(0)
+            self.modules[name] = eval(d["torch"], {"nn": nn, "torch": torch}).eval()
+
+    def input(self, name, batch):
+        import numpy as np
+
+        c, h, w = self.nets[name]["input"]
+        rng = np.random.default_rng(batch)
+        return rng.uniform(-1, 1, size=(batch, c, h, w)).astype(np.float32)
+
+    def onnx_path(self, name, batch):
+        key = (name, batch)
+        if key not in self.onnx:
+            path = os.path.join(self.tmp, f"{name}-b{batch}.onnx")
+            x = self.torch.from_numpy(self.input(name, batch))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.torch.onnx.export(
+                    self.modules[name], (x,), path, opset_version=17, dynamo=False,
+                    input_names=["x"], output_names=["y"],
+                )
+            self.onnx[key] = path
+        return self.onnx[key]
+
+    def runner(self, peer, name, batch, threads):
+        key = (peer, name, batch, threads)
+        if key in self.sessions:
+            return self.sessions[key]
+        x = self.input(name, batch)
+        if peer == "onnxruntime":
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            sess = ort.InferenceSession(
+                self.onnx_path(name, batch), so, providers=["CPUExecutionProvider"]
+            )
+            fn = lambda: sess.run(None, {"x": x})
+        elif peer == "openvino":
+            import openvino as ov
+
+            core = ov.Core()
+            compiled = core.compile_model(
+                self.onnx_path(name, batch), "CPU",
+                {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                 "NUM_STREAMS": 1},
+            )
+            req = compiled.create_infer_request()
+            fn = lambda: req.infer({0: x})
+        elif peer == "pytorch":
+            torch = self.torch
+            module, xt = self.modules[name], torch.from_numpy(x)
+
+            def fn():
+                with torch.inference_mode():
+                    module(xt)
+        else:
+            raise ValueError(f"unknown peer `{peer}`")
+        self.sessions[key] = fn
+        return fn
+
+
+def ours(name, batch, threads, seconds):
+    out = subprocess.run(
+        [OURS, "--net", name, "--batch", str(batch), "--threads", str(threads),
+         "--seconds", str(seconds)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    d = json.loads(out.splitlines()[-1])
+    return d["median_ms"], d["min_ms"], d["reps"]
+
+
+def fmt(ms):
+    return "–" if ms is None else (f"{ms:.3f}" if ms < 10 else f"{ms:.1f}")
+
+
+def main():
+    args = parse_args()
+    names = args.nets.split(",")
+    batches = [int(b) for b in args.batches.split(",")]
+    threads = [int(t) for t in args.threads.split(",")]
+    peers = [p for p in args.peers.split(",") if p]
+    if not args.no_build:
+        build()
+    nets = our_nets(names)
+    cells = [(n, b, t) for n in names for b in batches for t in threads]
+    results = {}  # (net, batch, threads, runner) -> [median per round]
+    with tempfile.TemporaryDirectory() as tmp:
+        peer_set = Peers(nets, tmp)
+        for r in range(args.rounds):
+            for name, batch, t in cells:
+                for runner in ["ours"] + peers:
+                    if runner == "ours":
+                        med, _, reps = ours(name, batch, t, args.seconds)
+                    else:
+                        fn = peer_set.runner(runner, name, batch, t)
+                        peer_set.torch.set_num_threads(t)
+                        med, _, reps = time_calls(fn, args.seconds)
+                    results.setdefault((name, batch, t, runner), []).append(med)
+                    print(f"round {r + 1}/{args.rounds} {name} b{batch} t{t} {runner}: "
+                          f"{med:.3f} ms ({reps} reps)", file=sys.stderr, flush=True)
+
+    def cell_ms(name, batch, t, runner):
+        v = results.get((name, batch, t, runner))
+        return statistics.median(v) if v else None
+
+    print(f"\nmedian ms per call (median over {args.rounds} rounds of {args.seconds} s each); "
+          f"ratio = ours / best peer\n")
+    print("| net | batch | threads | ours | " + " | ".join(peers) + " | best peer | ratio |")
+    print("|---|---|---|---|" + "---|" * len(peers) + "---|---|")
+    for name, batch, t in cells:
+        o = cell_ms(name, batch, t, "ours")
+        ps = {p: cell_ms(name, batch, t, p) for p in peers}
+        best = min((v, p) for p, v in ps.items() if v is not None)
+        ratio = f"{o / best[0]:.2f}" if o is not None else "–"
+        note = " (1 thread)" if t > 1 else ""
+        print(f"| {name} | {batch} | {t} | {fmt(o)}{note} | "
+              + " | ".join(fmt(ps[p]) for p in peers)
+              + f" | {best[1]} | {ratio} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({
+                "machine": platform.processor() or platform.machine(),
+                "seconds": args.seconds, "rounds": args.rounds,
+                "results": [{"net": n, "batch": b, "threads": t, "runner": r, "median_ms": v}
+                            for (n, b, t, r), v in results.items()],
+            }, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+//! The BLIS loop nest around a micro-kernel: block C into `NC` columns, k into `KC` steps and
+//! A into `MC` rows, pack each `KC×NC` block of B once into a thread-local buffer, and sweep
+//! `MR×NR` tiles. A is read in place: the kernel broadcasts its elements, so packing it would
+//! only copy the (constant) weights on every call.
+
+use std::cell::Cell;
+
+/// A micro-kernel and the block sizes that keep its panels in cache.
+pub(super) trait Kernel {
+    /// Rows of a C tile (broadcast from packed A).
+    const MR: usize;
+    /// Columns of a C tile (vectors of packed B).
+    const NR: usize;
+    /// k-steps per packed block: an `NR×KC` B micro-panel stays in L1.
+    const KC: usize;
+    /// Rows of A swept per packed B block: an `MC×KC` block of A stays in L2.
+    const MC: usize;
+    /// Columns of B packed at once.
+    const NC: usize;
+
+    /// Hints the cache line holding `p` into L1; any address, nothing is read.
+    fn prefetch(p: *const f32);
+
+    /// `C[mr×nr] ← (C +) A[mr×kc] · B̃[kc×nr]` for `1 ≤ mr ≤ MR`, `1 ≤ nr ≤ NR`.
+    ///
+    /// + `a`: A's top-left element, `mr` rows of stride `rsa`, each with `kc` contiguous floats
+    /// + `b`: B micro-panel, `kc` rows of stride `rsb`, each valid for `NR` reads
+    /// + `c`: the tile's top-left element, row stride `rsc`, valid for `mr` rows of `nr` columns
+    ///
+    /// # Safety
+    /// The CPU has the kernel's features, and the pointers are valid as listed above.
+    #[allow(clippy::too_many_arguments)] // the BLIS micro-kernel contract: two panels, one tile
+    unsafe fn tile(
+        mr: usize,
+        kc: usize,
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        nr: usize,
+        load_c: bool,
+    );
+
+    /// Rows of A per [`Kernel::dots`] block.
+    const DR: usize;
+    /// Rows of B per [`Kernel::dots`] block.
+    const DQ: usize;
+
+    /// `C[r×q] ← (C +) A[r×k] · Bᵀ[k×q]` for `1 ≤ r ≤ DR`, `1 ≤ q ≤ DQ`, B stored `[n×k]`.
+    ///
+    /// + `a`: A's row `i`, `r` rows of stride `rsa`, each with `k` contiguous floats
+    /// + `b`: B's row `j`, `q` rows of stride `rsb`, each with `k` contiguous floats
+    /// + `c`: `C[i, j]`, row stride `rsc`, valid for `r` rows of `q` columns
+    ///
+    /// # Safety
+    /// The CPU has the kernel's features, and the pointers are valid as listed above.
+    #[allow(clippy::too_many_arguments)] // two row panels and one block
+    unsafe fn dots(
+        r: usize,
+        q: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        load_c: bool,
+    );
+}
+
+thread_local! {
+    /// The packed-B buffer, kept per thread so that steady-state calls do not allocate.
+    static PACK_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// `len` floats of `v` starting at a 64-byte boundary, growing `v` if needed.
+fn aligned(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len + 16 {
+        v.resize(len + 16, 0.0);
+    }
+    let off = v.as_ptr().align_offset(64).min(16);
+    &mut v[off..off + len]
+}
+
+/// How many rows ahead `pack_b` prefetches B.
+const PREFETCH_ROWS: usize = 4;
+
+/// Packs `kc` rows × `nc` columns of B, element `(p, j)` at `b[p·rsb + j·csb]`, into `NR`-column
+/// micro-panels `dst[s·kc·NR + p·NR + j']` for `j = s·NR + j'`, zero past column `nc`.
+#[inline(always)]
+fn pack_b<K: Kernel>(kc: usize, nc: usize, b: &[f32], rsb: usize, csb: usize, dst: &mut [f32]) {
+    if csb == 1 {
+        let full = nc / K::NR;
+        // LOOP over k: one row of B streams into all micro-panels
+        for p in 0..kc {
+            let src = &b[p * rsb..p * rsb + nc];
+            // Rows lie `rsb` apart, too far for the hardware prefetcher to follow.
+            let ahead = b.as_ptr().wrapping_add((p + PREFETCH_ROWS) * rsb);
+            for j in (0..nc).step_by(16) {
+                K::prefetch(ahead.wrapping_add(j));
+            }
+            for s in 0..full {
+                let at = s * kc * K::NR + p * K::NR;
+                dst[at..at + K::NR].copy_from_slice(&src[s * K::NR..(s + 1) * K::NR]);
+            }
+            let rem = nc - full * K::NR;
+            if rem > 0 {
+                let at = full * kc * K::NR + p * K::NR;
+                dst[at..at + rem].copy_from_slice(&src[full * K::NR..]);
+                dst[at + rem..at + K::NR].fill(0.0);
+            }
+        }
+    } else {
+        // B is stored transposed (`rsb == 1`): LOOP over columns, each contiguous in k
+        for (s, panel) in dst.chunks_exact_mut(kc * K::NR).enumerate() {
+            for jj in 0..K::NR {
+                let j = s * K::NR + jj;
+                if j < nc {
+                    let src = &b[j * csb..j * csb + kc];
+                    for (p, &x) in src.iter().enumerate() {
+                        panel[p * K::NR + jj] = x;
+                    }
+                } else {
+                    for p in 0..kc {
+                        panel[p * K::NR + jj] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)` with B's element `(p, j)` at `b[p·rsb + j·csb]`
+/// (`(n, 1)` row-major or `(1, k)` transposed); A and C row-major and contiguous.
+///
+/// # Panics
+/// If a slice is shorter than its matrix.
+///
+/// # Safety
+/// The CPU has `K`'s features.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // sgemm's own signature plus B's strides
+pub(super) unsafe fn gemm<K: Kernel>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm operand too short"
+    );
+    assert!(
+        (rsb, csb) == (n, 1) || (rsb, csb) == (1, k),
+        "sgemm strides"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    if csb != 1 && (m <= K::MR || n < K::NR) {
+        // SAFETY: the caller guarantees `K`'s features.
+        unsafe { gemm_dots::<K>(m, k, n, a, b, c, accumulate) };
+        return;
+    }
+    // With one row tile each B micro-panel is read once: take full panels straight from a
+    // row-major B instead of copying them.
+    let direct_b = csb == 1 && m <= K::MR;
+    // k in equal blocks of at most KC, so that no block is a short tail
+    let kc_max = k.div_ceil(k.div_ceil(K::KC));
+    let nc_max = K::NC.min(n).next_multiple_of(K::NR);
+    let mut b_buf = PACK_B.take();
+    let b_pack = aligned(
+        &mut b_buf,
+        if direct_b {
+            kc_max * K::NR
+        } else {
+            kc_max * nc_max
+        },
+    );
+    let c_ptr = c.as_mut_ptr();
+
+    // LOOP over column blocks of C and B
+    for jc in (0..n).step_by(K::NC) {
+        let nc = K::NC.min(n - jc);
+        // LOOP over k blocks
+        for pc in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - pc);
+            let load_c = accumulate || pc > 0;
+            let b_len = if direct_b {
+                K::NR
+            } else {
+                nc.next_multiple_of(K::NR)
+            };
+            let b_block = &mut b_pack[..b_len * kc];
+            if !direct_b {
+                pack_b::<K>(kc, nc, &b[pc * rsb + jc * csb..], rsb, csb, b_block);
+            }
+            // LOOP over row blocks of C and A
+            for ic in (0..m).step_by(K::MC) {
+                let mc = K::MC.min(m - ic);
+                // LOOP over NR-column micro-panels of B
+                for jr in (0..nc).step_by(K::NR) {
+                    let nr = K::NR.min(nc - jr);
+                    let j = jc + jr;
+                    let (b_panel, rs_panel) = if !direct_b {
+                        (&b_block[jr * kc..(jr + K::NR) * kc], K::NR)
+                    } else if nr == K::NR {
+                        (&b[pc * n + j..], n)
+                    } else {
+                        let panel = &mut b_block[..kc * K::NR];
+                        pack_b::<K>(kc, nr, &b[pc * n + j..], n, 1, panel);
+                        (&*panel, K::NR)
+                    };
+                    // LOOP over MR-row micro-panels of A
+                    for ir in (0..mc).step_by(K::MR) {
+                        let mr = K::MR.min(mc - ir);
+                        let i = ic + ir;
+                        // SAFETY: the caller guarantees `K`'s features. A rows `i..i + mr ≤ m`,
+                        // columns `pc..pc + kc ≤ k` lie inside `a` (asserted above). The B panel
+                        // has `kc` rows of stride `rs_panel`, each with `NR` valid floats: packed
+                        // ones by `pack_b`, direct ones because `j + NR ≤ n` and row
+                        // `pc + kc − 1 < k` is inside `b` (asserted above). C rows `i..i + mr`
+                        // and columns `j..j + nr ≤ n` lie inside `c` (asserted above), a unique
+                        // borrow that aliases neither `a` nor `b`.
+                        unsafe {
+                            K::tile(
+                                mr,
+                                kc,
+                                a.as_ptr().add(i * k + pc),
+                                k,
+                                b_panel.as_ptr(),
+                                rs_panel,
+                                c_ptr.add(i * n + j),
+                                n,
+                                nr,
+                                load_c,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    PACK_B.set(b_buf);
+}
+
+/// `C[m×n] ← A[m×k] · Bᵀ (+ C if accumulate)` for a `[n×k]` B as blocks of dot products: when
+/// few rows of A share each row of B, or B has fewer rows than a micro-panel is wide, packing B
+/// would cost more than it saves.
+///
+/// # Safety
+/// The CPU has `K`'s features; the slices hold their matrices and `k > 0`.
+#[inline(always)]
+unsafe fn gemm_dots<K: Kernel>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    let c_ptr = c.as_mut_ptr();
+    // LOOP over row blocks of A and C
+    for i in (0..m).step_by(K::DR) {
+        let r = K::DR.min(m - i);
+        // LOOP over row blocks of B, column blocks of C
+        for j in (0..n).step_by(K::DQ) {
+            let q = K::DQ.min(n - j);
+            // SAFETY: the caller guarantees `K`'s features. A rows `i..i + r ≤ m`, B rows
+            // `j..j + q ≤ n` (each `k` floats) and C rows `i..i + r`, columns `j..j + q` lie
+            // inside the slices (asserted above); `c` is a unique borrow.
+            unsafe {
+                K::dots(
+                    r,
+                    q,
+                    k,
+                    a.as_ptr().add(i * k),
+                    k,
+                    b.as_ptr().add(j * k),
+                    k,
+                    c_ptr.add(i * n + j),
+                    n,
+                    accumulate,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The micro-kernels, generic over the SIMD vector type: one `MR×NR` tile of C from broadcast A
+//! and vectors of B ([`tile`]), and an `R×Q` block of dot products of rows ([`dots`]).
+
+/// One SIMD register of `f32` lanes and the operations the micro-kernel needs.
+///
+/// Every method is an `#[inline(always)]` wrapper around `#[target_feature]` intrinsics, so it
+/// may only run on a CPU with the implementation's features, inside a function compiled with them.
+pub(super) trait Simd {
+    /// The register type, `__m512` or `__m256`.
+    type V: Copy;
+    /// `f32` lanes in `V`.
+    const LANES: usize;
+
+    /// All lanes zero.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn zero() -> Self::V;
+
+    /// `*p` in every lane.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features; `p` is valid for one read.
+    unsafe fn splat(p: *const f32) -> Self::V;
+
+    /// `LANES` values from `p`, any alignment.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features; `p` is valid for `LANES` reads.
+    unsafe fn load(p: *const f32) -> Self::V;
+
+    /// Writes `LANES` values to `p`, any alignment.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features; `p` is valid for `LANES` writes.
+    unsafe fn store(p: *mut f32, v: Self::V);
+
+    /// `a · b + c`, fused.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+
+    /// Hints the cache line holding `p` into L1; any address, nothing is read.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn prefetch(p: *const f32);
+
+    /// `a + b`.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+}
+
+/// The widest tile, `NV·LANES`, that a partial write-back can buffer.
+const MAX_NR: usize = 64;
+
+/// `C[MR×nr] ← (C +) A[MR×kc] · B̃[kc×nr]`: `MR` rows of A broadcast against `NV` vectors of B
+/// per step, `MR·NV` accumulators held in registers for the whole `kc` loop.
+///
+/// + `a`: A's top-left element, `MR` rows of stride `rsa`, `kc` contiguous floats of each read
+/// + `b`: B micro-panel, `kc` rows of stride `rsb`, the first `NV·LANES` of each read
+/// + `c`: the tile's top-left element, row stride `rsc`; `MR` rows of `nr ≤ NV·LANES` columns
+///   written (read first when `load_c`)
+///
+/// # Safety
+/// The CPU has `S`'s features, and the pointers are valid for the reads and writes listed above.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the BLIS micro-kernel contract: two panels, one tile
+pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    rsa: usize,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+    nr: usize,
+    load_c: bool,
+) {
+    assert!(NV * S::LANES <= MAX_NR, "tile wider than MAX_NR");
+    // LOOP over the tile's rows: fetch C while the k loop runs
+    for i in 0..MR {
+        let row = c.wrapping_add(i * rsc);
+        // SAFETY: the caller guarantees `S`'s features; a prefetch never faults.
+        unsafe {
+            S::prefetch(row);
+            S::prefetch(row.wrapping_add(NV * S::LANES - 1));
+        }
+    }
+    // SAFETY: the caller guarantees `S`'s features.
+    let mut acc = [[unsafe { S::zero() }; NV]; MR];
+    let (mut a, mut b) = (a, b);
+    // LOOP over k: one rank-1 update of the tile per step
+    for _ in 0..kc {
+        // SAFETY: the caller guarantees `S`'s features.
+        let mut bv = [unsafe { S::zero() }; NV];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            // SAFETY: `b` points at one of the `kc` rows, each valid for `NV·LANES` reads.
+            *bv = unsafe { S::load(b.add(v * S::LANES)) };
+        }
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `a` points at one of the `kc` columns of `MR` readable rows.
+            let ai = unsafe { S::splat(a.add(i * rsa)) };
+            for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                // SAFETY: the caller guarantees `S`'s features.
+                *acc = unsafe { S::fmadd(ai, bv, *acc) };
+            }
+        }
+        // Wrapping: after the last step the pointers may leave the panels; they are not read.
+        a = a.wrapping_add(1);
+        b = b.wrapping_add(rsb);
+    }
+    if nr == NV * S::LANES {
+        // LOOP over the tile's rows: write back whole vectors
+        for (i, acc) in acc.iter().enumerate() {
+            for (v, &x) in acc.iter().enumerate() {
+                let p = c.wrapping_add(i * rsc + v * S::LANES);
+                // SAFETY: row `i < MR` holds `nr = NV·LANES` valid columns from `c`.
+                unsafe {
+                    let x = if load_c { S::add(S::load(p), x) } else { x };
+                    S::store(p, x);
+                }
+            }
+        }
+    } else {
+        // A partial tile goes through a buffer, so that `acc` is only ever indexed by constants
+        // and stays in registers.
+        let mut buf = [[0.0f32; MAX_NR]; MR];
+        for (acc, buf) in acc.iter().zip(buf.iter_mut()) {
+            for (v, &x) in acc.iter().enumerate() {
+                // SAFETY: `buf` rows hold `MAX_NR ≥ NV·LANES` floats.
+                unsafe { S::store(buf.as_mut_ptr().add(v * S::LANES), x) };
+            }
+        }
+        // LOOP over the tile's rows: add or copy `nr` columns
+        for (i, buf) in buf.iter().enumerate() {
+            for (j, &x) in buf[..nr].iter().enumerate() {
+                let p = c.wrapping_add(i * rsc + j);
+                // SAFETY: row `i < MR` holds `nr` valid columns from `c`.
+                unsafe { *p = if load_c { *p + x } else { x } };
+            }
+        }
+    }
+}
+
+/// `C[R×Q] ← (C +) A[R×k] · Bᵀ[k×Q]` where both A and B are read as rows (B is `[n×k]`): `R·Q`
+/// dot products, `LANES` k-steps at a time, `R + Q` loads per `R·Q` FMAs.
+///
+/// + `a`: A's row `i`, `R` rows of stride `rsa`, `k` contiguous floats of each read
+/// + `b`: B's row `j`, `Q` rows of stride `rsb`, `k` contiguous floats of each read
+/// + `c`: `C[i, j]`, row stride `rsc`; `R` rows of `Q` columns written (read first when `load_c`)
+///
+/// # Safety
+/// The CPU has `S`'s features, and the pointers are valid for the reads and writes listed above.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // two row panels and one block
+pub(super) unsafe fn dots<S: Simd, const R: usize, const Q: usize>(
+    k: usize,
+    a: *const f32,
+    rsa: usize,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+    load_c: bool,
+) {
+    // SAFETY: the caller guarantees `S`'s features.
+    let mut acc = [[unsafe { S::zero() }; Q]; R];
+    let full = k - k % S::LANES;
+    // LOOP over k, `LANES` steps at a time
+    for p in (0..full).step_by(S::LANES) {
+        // SAFETY: the caller guarantees `S`'s features.
+        let mut bv = [unsafe { S::zero() }; Q];
+        for (q, bv) in bv.iter_mut().enumerate() {
+            // SAFETY: row `q < Q` of B holds `k ≥ p + LANES` floats.
+            *bv = unsafe { S::load(b.add(q * rsb + p)) };
+        }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: row `r < R` of A holds `k ≥ p + LANES` floats.
+            let av = unsafe { S::load(a.add(r * rsa + p)) };
+            for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                // SAFETY: the caller guarantees `S`'s features.
+                *acc = unsafe { S::fmadd(av, bv, *acc) };
+            }
+        }
+    }
+    // LOOP over the block: reduce the lanes, add the k tail, write back
+    let mut lanes = [0.0f32; MAX_NR];
+    for (r, acc) in acc.iter().enumerate() {
+        for (q, &x) in acc.iter().enumerate() {
+            // SAFETY: `lanes` holds `MAX_NR ≥ LANES` floats.
+            unsafe { S::store(lanes.as_mut_ptr(), x) };
+            let mut sum: f32 = lanes[..S::LANES].iter().sum();
+            for p in full..k {
+                // SAFETY: rows `r < R` of A and `q < Q` of B hold `k > p` floats.
+                sum += unsafe { *a.add(r * rsa + p) * *b.add(q * rsb + p) };
+            }
+            let out = c.wrapping_add(r * rsc + q);
+            // SAFETY: row `r < R` of C holds `Q > q` valid columns from `c`.
+            unsafe { *out = if load_c { *out + sum } else { sum } };
+        }
+    }
+}

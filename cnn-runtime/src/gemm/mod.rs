@@ -1,0 +1,310 @@
+//! SGEMM for the conv and linear kernels, and the crate's only `unsafe` outside its tests.
+//!
+//! On x86_64 a BLIS loop nest ([`blis`]) packs A and B into thread-local buffers and sweeps an
+//! AVX-512F 6×64 or AVX2+FMA 6×16 micro-kernel ([`x86`]); elsewhere, and when neither feature is
+//! present, `matrixmultiply::sgemm` runs. The path is detected once and cached; the environment
+//! variable `CNN_GEMM=avx512|avx2|portable`, read at the first call, overrides the choice for
+//! tests and benchmarks (a path the CPU lacks falls back to the detected one).
+
+use std::sync::OnceLock;
+
+mod blis;
+mod kernel;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)`; all row-major and contiguous.
+///
+/// # Panics
+/// If a slice is shorter than its matrix.
+pub(crate) fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    gemm_on(path(), m, k, n, a, b, false, c, accumulate);
+}
+
+/// `C[m×n] ← A[m×k] · Bᵀ (+ C if accumulate)` where `B` is `[n×k]` row-major (a `Linear`
+/// weight); `A` and `C` row-major and contiguous.
+///
+/// # Panics
+/// If a slice is shorter than its matrix.
+#[cfg(test)]
+pub(crate) fn sgemm_bt(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    gemm_on(path(), m, k, n, a, b, true, c, accumulate);
+}
+
+/// An SGEMM implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// BLIS nest, AVX-512F 6×64 micro-kernel.
+    Avx512,
+    /// BLIS nest, AVX2+FMA 6×16 micro-kernel.
+    Avx2,
+    /// `matrixmultiply::sgemm`.
+    Portable,
+}
+
+impl Path {
+    /// Fastest first.
+    pub(crate) const ALL: [Path; 3] = [Path::Avx512, Path::Avx2, Path::Portable];
+
+    /// The `CNN_GEMM` spelling.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Path::Avx512 => "avx512",
+            Path::Avx2 => "avx2",
+            Path::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    pub(crate) fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Path::Avx512 | Path::Avx2 => false,
+            Path::Portable => true,
+        }
+    }
+
+    /// `CNN_GEMM` if it names an available path, else the fastest available one.
+    fn detect() -> Path {
+        let wanted = std::env::var("CNN_GEMM").ok();
+        let by_name = Path::ALL
+            .into_iter()
+            .find(|p| wanted.as_deref() == Some(p.name()));
+        match by_name {
+            Some(p) if p.available() => p,
+            _ => Path::ALL
+                .into_iter()
+                .find(|p| p.available())
+                .unwrap_or(Path::Portable),
+        }
+    }
+}
+
+/// The path every call takes, detected at the first call.
+pub(crate) fn path() -> Path {
+    static PATH: OnceLock<Path> = OnceLock::new();
+    *PATH.get_or_init(Path::detect)
+}
+
+/// [`sgemm`] (`bt = false`) or [`sgemm_bt`] (`bt = true`) on a given path.
+///
+/// # Panics
+/// If a slice is shorter than its matrix, or the CPU lacks the path's features.
+#[allow(clippy::too_many_arguments)] // sgemm's own signature plus the path and B's layout
+pub(crate) fn gemm_on(
+    path: Path,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    bt: bool,
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm operand too short"
+    );
+    assert!(path.available(), "sgemm path `{}` unavailable", path.name());
+    let strides_b = if bt { (1, k) } else { (n, 1) };
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` asserted AVX-512F above.
+        Path::Avx512 => unsafe { x86::gemm_avx512(m, k, n, a, b, strides_b, c, accumulate) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` asserted AVX2 and FMA above.
+        Path::Avx2 => unsafe { x86::gemm_avx2(m, k, n, a, b, strides_b, c, accumulate) },
+        _ => portable(m, k, n, a, b, strides_b, c, accumulate),
+    }
+}
+
+/// `matrixmultiply::sgemm` with B's element `(p, j)` at `b[p·rsb + j·csb]`.
+#[allow(clippy::too_many_arguments)] // sgemm's own signature plus B's strides
+fn portable(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm operand too short"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the assert bounds every offset the strides reach: A at (k, 1) up to m·k,
+    // B at (n, 1) or (1, k) up to k·n, C at (n, 1) up to m·n. `c` is a unique borrow, so it
+    // cannot alias `a` or `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{assert_close, rand_vec};
+
+    fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], bt: bool) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0f64;
+                for l in 0..k {
+                    let bv = if bt { b[j * k + l] } else { b[l * n + j] };
+                    s += a[i * k + l] as f64 * bv as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    /// `(m, k, n)`: empty matrices, every tile remainder of both kernels, single rows and
+    /// columns, k across several `KC` blocks, and the im2col shapes of the benchmark nets.
+    const MKNS: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (63, 2, 10),
+        (0, 64, 4),
+        (4, 0, 7),
+        (5, 7, 0),
+        (16, 16, 16),
+        (17, 33, 9),
+        (13, 300, 31),
+        (14, 5, 32),
+        (15, 9, 33),
+        (6, 3, 17),
+        (7, 40, 47),
+        (29, 11, 65),
+        (1, 600, 100),
+        (100, 600, 1),
+        (2, 3, 1030),
+        (130, 520, 70),
+        (250, 20, 40),
+        (64, 27, 1024),
+        (16, 576, 1024),
+        (256, 2304, 64),
+        (3, 4096, 10),
+        (64, 4096, 10),
+    ];
+
+    fn check_path(path: Path) {
+        if !path.available() {
+            println!("sgemm path `{}` skipped: this CPU lacks it", path.name());
+            return;
+        }
+        for (seed, &(m, k, n)) in MKNS.iter().enumerate() {
+            let a = rand_vec(m * k, seed as u64);
+            let b = rand_vec(k * n, seed as u64 + 100);
+            for bt in [false, true] {
+                let want = naive(m, k, n, &a, &b, bt);
+                for accumulate in [false, true] {
+                    let init = rand_vec(m * n, 7);
+                    let mut c = init.clone();
+                    gemm_on(path, m, k, n, &a, &b, bt, &mut c, accumulate);
+                    let mut want = want.clone();
+                    if accumulate {
+                        want.iter_mut().zip(&init).for_each(|(w, i)| *w += i);
+                    }
+                    // f32 sums of k products of values in [-1, 1): error grows like √k.
+                    let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
+                    println!("{} m={m} k={k} n={n} bt={bt} acc={accumulate}", path.name());
+                    assert_close(&c, &want, tol);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn avx512_matches_naive_over_awkward_shapes() {
+        check_path(Path::Avx512);
+    }
+
+    #[test]
+    fn avx2_matches_naive_over_awkward_shapes() {
+        check_path(Path::Avx2);
+    }
+
+    #[test]
+    fn portable_matches_naive_over_awkward_shapes() {
+        check_path(Path::Portable);
+    }
+
+    #[test]
+    fn public_entry_points_match_naive() {
+        let (m, k, n) = (17, 33, 9);
+        let a = rand_vec(m * k, 1);
+        let b = rand_vec(k * n, 2);
+        let mut c = vec![0.0; m * n];
+        sgemm(m, k, n, &a, &b, &mut c, false);
+        assert_close(&c, &naive(m, k, n, &a, &b, false), 1e-4);
+        sgemm_bt(m, k, n, &a, &b, &mut c, false);
+        assert_close(&c, &naive(m, k, n, &a, &b, true), 1e-4);
+    }
+
+    #[test]
+    fn leaves_c_outside_the_matrix_alone() {
+        for path in Path::ALL.into_iter().filter(|p| p.available()) {
+            let (m, k, n) = (15, 9, 33);
+            let a = rand_vec(m * k, 3);
+            let b = rand_vec(k * n, 4);
+            let mut c = vec![7.0; m * n + 5];
+            gemm_on(path, m, k, n, &a, &b, false, &mut c, false);
+            assert_eq!(&c[m * n..], &[7.0; 5], "{}", path.name());
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "sgemm operand too short")]
+    fn short_operand_panics() {
+        let mut c = vec![0.0; 3];
+        sgemm(2, 2, 2, &[0.0; 4], &[0.0; 4], &mut c, false);
+    }
+}
