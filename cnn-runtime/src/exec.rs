@@ -7,6 +7,7 @@ use crate::ops::activation::{self, Activation};
 use crate::ops::batchnorm;
 use crate::ops::conv2d::{self, Epilogue};
 use crate::ops::pool::{self, Pool2dParams};
+use crate::ops::winograd;
 use crate::Error;
 
 /// A batch in flight: the current activations `[n, …]` and the buffers the next layer writes.
@@ -108,21 +109,7 @@ impl Exec {
 
     /// `nn.Conv2d`.
     pub fn conv2d(&mut self, layer: &Conv2d) {
-        let (n, threads) = (self.n, self.threads);
-        self.step(layer.params.out_len(), |x, y, s| {
-            let (w, b) = (&layer.weight, layer.bias.as_deref());
-            conv2d::conv2d_fused(
-                &layer.params,
-                n,
-                x,
-                w,
-                b,
-                Epilogue::default(),
-                threads,
-                y,
-                s,
-            )
-        });
+        self.conv(layer, Epilogue::default());
     }
 
     /// `nn.Conv2d`, then (optionally) `nn.BatchNorm2d` with running statistics and an
@@ -173,22 +160,24 @@ impl Exec {
             }),
             act,
         };
-        let (n, threads) = (self.n, self.threads);
-        self.step(conv.params.out_len(), |x, y, s| {
-            conv2d::conv2d_fused(
-                &conv.params,
-                n,
-                x,
-                &conv.weight,
-                conv.bias.as_deref(),
-                epilogue,
-                threads,
-                y,
-                s,
-            )
-        });
+        self.conv(conv, epilogue);
         self.affine = affine;
         Ok(())
+    }
+
+    /// One convolution with `epilogue`, by Winograd where it applies, else im2col + GEMM (or the
+    /// depthwise kernel).
+    fn conv(&mut self, conv: &Conv2d, epilogue: Epilogue<'_>) {
+        let (n, threads, p) = (self.n, self.threads, &conv.params);
+        self.step(p.out_len(), |x, y, s| {
+            if winograd::applies(p) {
+                let u = conv.winograd_weights();
+                winograd::conv2d(p, n, x, u, conv.bias(), epilogue, threads, y, s);
+            } else {
+                let (w, b) = (conv.weight(), conv.bias());
+                conv2d::conv2d_fused(p, n, x, w, b, epilogue, threads, y, s);
+            }
+        });
     }
 
     /// `nn.BatchNorm2d`, in place.

@@ -59,8 +59,25 @@ impl Conv2dParams {
         self.out_len() * self.fan_in()
     }
 
-    /// Scratch elements `conv2d` needs for one sample's im2col matrix (0 when it skips im2col).
+    /// Scratch elements one sample needs: the Winograd transforms when
+    /// [`winograd::applies`](super::winograd::applies), else the im2col matrix (0 when the
+    /// convolution skips im2col).
     pub const fn scratch_len(&self) -> usize {
+        if super::winograd::applies(self) {
+            let w = super::winograd::scratch_len(self);
+            let i = self.im2col_len();
+            if w > i {
+                w
+            } else {
+                i
+            }
+        } else {
+            self.im2col_len()
+        }
+    }
+
+    /// Scratch elements of [`conv2d_fused`]'s im2col matrix for one sample.
+    pub const fn im2col_len(&self) -> usize {
         if self.skips_im2col() || self.is_depthwise() {
             0
         } else {
@@ -174,8 +191,8 @@ pub fn conv2d_fused(
         return;
     }
     let skip = p.skips_im2col();
-    if !skip && scratch.len() < p.scratch_len() {
-        scratch.resize(p.scratch_len(), 0.0);
+    if !skip && scratch.len() < p.im2col_len() {
+        scratch.resize(p.im2col_len(), 0.0);
     }
 
     // LOOP over samples
@@ -236,7 +253,11 @@ const MIN_ROWS_PER_THREAD: usize = 8;
 const MIN_MACS_PER_SPLIT: usize = 4 << 20;
 
 /// Applies `epilogue` to output rows of channels `first, first + 1, …`.
-fn apply<'a>(epilogue: Epilogue<'_>, first: usize, rows: impl Iterator<Item = &'a mut [f32]>) {
+pub(crate) fn apply<'a>(
+    epilogue: Epilogue<'_>,
+    first: usize,
+    rows: impl Iterator<Item = &'a mut [f32]>,
+) {
     for (o, row) in rows.enumerate() {
         if let Some((scale, shift)) = epilogue.affine {
             let (a, b) = (scale[first + o], shift[first + o]);
@@ -480,7 +501,7 @@ mod tests {
             let mut out = vec![f32::NAN; n * p.out_len()];
             let mut scratch = vec![f32::NAN; 3];
             conv2d(&p, n, &x, &w, bias, &mut out, &mut scratch);
-            assert!(scratch.len() >= p.scratch_len(), "{case:?}");
+            assert!(scratch.len() >= p.im2col_len(), "{case:?}");
             let want = naive(&p, n, &x, &w, bias);
             assert_close(&out, &want, 1e-5);
         }
@@ -546,7 +567,14 @@ mod tests {
             } else {
                 per_group * p.out_hw[0] * p.out_hw[1]
             };
-            assert_eq!(p.scratch_len(), want, "{case:?}");
+            assert_eq!(p.im2col_len(), want, "{case:?}");
+            let winograd = super::super::winograd::applies(&p);
+            let w = super::super::winograd::scratch_len(&p);
+            assert_eq!(
+                p.scratch_len(),
+                if winograd { want.max(w) } else { want },
+                "{case:?}"
+            );
         }
     }
 
