@@ -375,7 +375,7 @@ fn drive(tokens: TokenStream) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(3000))]
+    #![proptest_config(config(2000))]
 
     /// Networks shaped like the grammar, with random names, arguments, literals and punctuation.
     #[test]
@@ -385,7 +385,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(1500))]
 
     /// Token soup with no structure at all, at the top level and inside a network's braces.
     #[test]
