@@ -385,6 +385,12 @@ pub fn run_into<D: Dimension>(
     Ok(())
 }
 
+thread_local! {
+    /// The executor of this thread's last [`run_batch`] call, kept so that repeated calls reuse
+    /// its buffers (at most one chunk's activations) instead of faulting in fresh pages.
+    static CACHED: std::cell::Cell<Option<Exec>> = const { std::cell::Cell::new(None) };
+}
+
 /// The result of [`run_batch`]: `n` samples of `sample_len` values each, row-major.
 #[derive(Debug)]
 pub struct BatchOutput {
@@ -451,16 +457,21 @@ pub fn run_batch(
     let per_thread = chunks / threads;
     let extra = chunks % threads;
     let work = |first: usize, out: &mut [f32]| -> Result<(), Error> {
-        let mut exec = Exec::new();
+        let mut exec = CACHED.with(|c| c.take()).unwrap_or_default();
         exec.threads = inner;
+        let mut result = Ok(());
         for (i, out) in out.chunks_mut(chunk * sample_len).enumerate() {
             let start = first + i * chunk;
             let end = (start + chunk).min(n);
             exec.load(x.slice(s![start..end, .., .., ..]));
-            run(&mut exec)?;
+            result = run(&mut exec);
+            if result.is_err() {
+                break;
+            }
             out.copy_from_slice(exec.output());
         }
-        Ok(())
+        CACHED.with(|c| c.set(Some(exec)));
+        result
     };
     std::thread::scope(|scope| {
         let mut rest = data.as_mut_slice();
