@@ -15,6 +15,7 @@ pub mod layers;
 mod model;
 pub mod ops;
 pub mod shape;
+mod simd;
 #[cfg(test)]
 mod test_util;
 mod threads;

@@ -1,6 +1,7 @@
 //! 2-D convolution as im2col + one GEMM per group (1×1 stride-1 unpadded convolutions skip im2col).
 
 use crate::ops::activation::{activation, Activation};
+use crate::simd::multiversion;
 
 /// Shape of a `Conv2d` layer, computed once by the `cnn!` macro and emitted as a `const`.
 ///
@@ -269,6 +270,7 @@ pub(crate) fn apply<'a>(
     }
 }
 
+multiversion! {
 /// Depthwise convolution, one `[H, W]` plane per channel:
 /// `out[c, y, x] = bias[c] + Σ_{i,j} weight[c, 0, i, j] · input[c, y·SH − PH + i·DH, x·SW − PW + j·DW]`.
 /// Each tap adds a scaled input row to the output row (contiguous when the stride is 1).
@@ -328,7 +330,9 @@ fn depthwise(
         }
     }
 }
+}
 
+multiversion! {
 /// Unfolds one group of one sample, `x: [C/G, H, W]`, into `cols: [C/G·KH·KW, OH·OW]`:
 /// `cols[(c·KH + i)·KW + j, y·OW + x] = x[c, y·SH − PH + i·DH, x·SW − PW + j·DW]`, zero in the
 /// padding.
@@ -377,6 +381,7 @@ fn im2col(p: &Conv2dParams, x: &[f32], cols: &mut [f32]) {
             }
         }
     }
+}
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Max and average pooling, windowed and global, as one kernel with the kind as data.
 
+use crate::simd::multiversion;
+
 /// Which reduction a pooling window applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PoolKind {
@@ -50,6 +52,7 @@ impl Pool2dParams {
     }
 }
 
+multiversion! {
 /// `out[n, c, y, x] = reduce over the window starting at (y·SH − PH, x·SW − PW)` of `input`.
 ///
 /// + `n`: the batch size
@@ -86,6 +89,7 @@ pub fn pool2d(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32]) {
         PoolKind::Max => pool_windows(PoolKind::Max, p, input, out),
         avg @ PoolKind::Avg { .. } => pool_windows(avg, p, input, out),
     }
+}
 }
 
 impl PoolKind {

@@ -7,6 +7,7 @@
 //! `Aᵀ = [1 1 1 0; 0 1 −1 −1]`: `Y = Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A`.
 
 use super::conv2d::{apply, Conv2dParams, Epilogue};
+use crate::simd::multiversion;
 
 /// Whether [`conv2d`](super::conv2d::conv2d_fused) runs `p` with Winograd: a 3×3 kernel,
 /// stride 1, no dilation, one group, and enough channels and tiles for the transforms to pay.
@@ -148,6 +149,7 @@ pub fn conv2d(
 /// Channels handled together by the transforms (one vector register per row of a tile).
 const L: usize = 16;
 
+multiversion! {
 /// `[C, H·W]` to `[H·W, C]`.
 fn to_channels_last(x: &[f32], c: usize, xt: &mut [f32]) {
     let hw = x.len() / c;
@@ -157,7 +159,9 @@ fn to_channels_last(x: &[f32], c: usize, xt: &mut [f32]) {
         }
     }
 }
+}
 
+multiversion! {
 /// `[H·W, C]` to `[C, H·W]`.
 fn to_channels_first(yt: &[f32], c: usize, y: &mut [f32]) {
     let hw = y.len() / c;
@@ -167,7 +171,9 @@ fn to_channels_first(yt: &[f32], c: usize, y: &mut [f32]) {
         }
     }
 }
+}
 
+multiversion! {
 /// `V[ξ, t, c] = (Bᵀ d B)[ξ]` for the 4×4 tile `d` of channel `c` at tile `t` (zero outside the
 /// input), from the channel-last input `xt: [H, W, C]`, [`L`] channels at a time.
 fn transform_input(p: &Conv2dParams, xt: &[f32], v: &mut [f32]) {
@@ -224,7 +230,9 @@ fn transform_input(p: &Conv2dParams, xt: &[f32], v: &mut [f32]) {
         }
     }
 }
+}
 
+multiversion! {
 /// `yt[2ty + i, 2tx + j, o] = bias[o] + (Aᵀ m A)[i, j]` with `m[ξ] = M[ξ, t, o]`, clipped to
 /// the output, [`L`] channels at a time (`yt` is channel-last `[OH, OW, c_out]`).
 fn transform_output(p: &Conv2dParams, m: &[f32], bias: Option<&[f32]>, yt: &mut [f32]) {
@@ -276,6 +284,7 @@ fn transform_output(p: &Conv2dParams, m: &[f32], bias: Option<&[f32]>, yt: &mut 
             }
         }
     }
+}
 }
 
 #[cfg(test)]
