@@ -26,7 +26,9 @@ fn embedded(c: &mut Criterion) {
     });
     group.throughput(Throughput::Elements(1));
     Digits::embedded();
-    group.bench_function("later_calls/digits", |b| b.iter(|| black_box(Digits::embedded())));
+    group.bench_function("later_calls/digits", |b| {
+        b.iter(|| black_box(Digits::embedded()))
+    });
     group.finish();
 }
 

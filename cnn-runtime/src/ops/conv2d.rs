@@ -79,11 +79,24 @@ impl Conv2dParams {
 
     /// Scratch elements of [`conv2d_fused`]'s im2col matrix for one sample.
     pub const fn im2col_len(&self) -> usize {
-        if self.skips_im2col() || self.is_depthwise() {
+        if self.is_depthwise() {
+            self.deinterleaved_len()
+        } else if self.skips_im2col() {
             0
         } else {
             self.fan_in() * self.out_hw[0] * self.out_hw[1]
         }
+    }
+
+    /// The depthwise kernel reads one zero-padded input plane split into `SW` column phases,
+    /// `[H + 2·PH, SW, row]`, so that every tap reads contiguous values.
+    const fn deinterleaved_len(&self) -> usize {
+        (self.in_hw[0] + 2 * self.padding[0]) * self.stride[1] * self.phase_row()
+    }
+
+    /// Length of one phase row: the output width, the kernel's reach and one vector of slack.
+    const fn phase_row(&self) -> usize {
+        self.out_hw[1] + (self.kernel[1] - 1) * self.dilation[1] / self.stride[1] + DW_LANES
     }
 
     /// One filter per channel (`groups = c_in = c_out`): run directly, without im2col.
@@ -185,7 +198,10 @@ pub fn conv2d_fused(
         return;
     }
     if p.is_depthwise() {
-        depthwise(p, n, input, weight, bias, out);
+        if scratch.len() < p.im2col_len() {
+            scratch.resize(p.im2col_len(), 0.0);
+        }
+        depthwise(p, n, input, weight, bias, out, scratch);
         for y in out[..n * out_len].chunks_exact_mut(out_len) {
             apply(epilogue, 0, y.chunks_exact_mut(n_cols));
         }
@@ -270,10 +286,14 @@ pub(crate) fn apply<'a>(
     }
 }
 
+/// Output columns the depthwise kernel computes at once, in registers.
+const DW_LANES: usize = 16;
+
 multiversion! {
 /// Depthwise convolution, one `[H, W]` plane per channel:
 /// `out[c, y, x] = bias[c] + Σ_{i,j} weight[c, 0, i, j] · input[c, y·SH − PH + i·DH, x·SW − PW + j·DW]`.
-/// Each tap adds a scaled input row to the output row (contiguous when the stride is 1).
+/// The plane is first copied zero-padded and split into column phases, then each block of
+/// [`DW_LANES`] outputs sums its taps in registers.
 fn depthwise(
     p: &Conv2dParams,
     n: usize,
@@ -281,6 +301,7 @@ fn depthwise(
     weight: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
+    phases: &mut [f32],
 ) {
     let [kh, kw] = p.kernel;
     let [sh, sw] = p.stride;
@@ -288,43 +309,62 @@ fn depthwise(
     let [dh, dw] = p.dilation;
     let [h_in, w_in] = p.in_hw;
     let [h_out, w_out] = p.out_hw;
+    let row = p.phase_row();
+    let padded_h = h_in + 2 * ph;
+    let phases = &mut phases[..padded_h * sw * row];
     let planes_in = input[..n * p.in_len()].chunks_exact(h_in * w_in);
     let planes_out = out[..n * p.out_len()].chunks_exact_mut(h_out * w_out);
     // LOOP over (sample, channel) planes
     for (plane, (x, y)) in planes_in.zip(planes_out).enumerate() {
         let c = plane % p.c_out;
         let taps = &weight[c * kh * kw..(c + 1) * kh * kw];
-        y.fill(bias.map_or(0.0, |b| b[c]));
-        // LOOP over output rows
-        for (oy, row) in y.chunks_exact_mut(w_out).enumerate() {
-            // LOOP over kernel rows
-            for ki in 0..kh {
-                let iy = (oy * sh + ki * dh).wrapping_sub(ph);
+        let b = bias.map_or(0.0, |b| b[c]);
+        // phases[py, r, i] = padded[py, i·SW + r], zero outside the input.
+        for (py, rows) in phases.chunks_exact_mut(sw * row).enumerate() {
+            let iy = py.wrapping_sub(ph);
+            for (r, dst) in rows.chunks_exact_mut(row).enumerate() {
                 if iy >= h_in {
+                    dst.fill(0.0);
                     continue;
                 }
                 let src = &x[iy * w_in..(iy + 1) * w_in];
-                // LOOP over kernel columns
-                for kj in 0..kw {
-                    let t = taps[ki * kw + kj];
-                    let off = kj * dw;
-                    // Output columns whose tap lands inside the input: ox·SW + off − PW ∈ [0, W).
-                    let lo = pw.saturating_sub(off).div_ceil(sw).min(w_out);
-                    let hi = (w_in + pw)
-                        .saturating_sub(off)
-                        .div_ceil(sw)
-                        .clamp(lo, w_out);
-                    if sw == 1 {
-                        let start = lo + off - pw;
-                        let src = &src[start..start + (hi - lo)];
-                        for (d, &v) in row[lo..hi].iter_mut().zip(src) {
-                            *d += t * v;
-                        }
-                    } else {
-                        for (ox, d) in row.iter_mut().enumerate().take(hi).skip(lo) {
-                            *d += t * src[ox * sw + off - pw];
+                // Phase entries i with i·SW + r − PW inside the input: [i0, i1).
+                let i0 = pw.saturating_sub(r).div_ceil(sw).min(row);
+                let i1 = (w_in + pw).saturating_sub(r).div_ceil(sw).clamp(i0, row);
+                dst[..i0].fill(0.0);
+                dst[i1..].fill(0.0);
+                let first = i0 * sw + r - pw;
+                if sw == 1 {
+                    dst[i0..i1].copy_from_slice(&src[first..first + (i1 - i0)]);
+                } else {
+                    for (d, &v) in dst[i0..i1].iter_mut().zip(src[first..].iter().step_by(sw)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
+        // LOOP over output rows
+        for (oy, out_row) in y.chunks_exact_mut(w_out).enumerate() {
+            // LOOP over blocks of DW_LANES output columns
+            for x0 in (0..w_out).step_by(DW_LANES) {
+                let mut acc = [0.0f32; DW_LANES];
+                // LOOP over taps
+                for ki in 0..kh {
+                    let py = oy * sh + ki * dh;
+                    let rows = &phases[py * sw * row..(py + 1) * sw * row];
+                    for kj in 0..kw {
+                        let t = taps[ki * kw + kj];
+                        let off = kj * dw;
+                        let start = (off % sw) * row + x0 + off / sw;
+                        let src = &rows[start..start + DW_LANES];
+                        for l in 0..DW_LANES {
+                            acc[l] += t * src[l];
                         }
                     }
+                }
+                let len = DW_LANES.min(w_out - x0);
+                for (o, &a) in out_row[x0..x0 + len].iter_mut().zip(&acc) {
+                    *o = a + b;
                 }
             }
         }
@@ -565,9 +605,12 @@ mod tests {
         for case in CASES {
             let p = params(case);
             let depthwise = p.groups > 1 && p.groups == p.c_in && p.groups == p.c_out;
-            let skip = depthwise || p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0];
+            let skip = p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0];
             let per_group = p.c_in / p.groups * p.kernel[0] * p.kernel[1];
-            let want = if skip {
+            let want = if depthwise {
+                let row = p.out_hw[1] + (p.kernel[1] - 1) * p.dilation[1] / p.stride[1] + 16;
+                (p.in_hw[0] + 2 * p.padding[0]) * p.stride[1] * row
+            } else if skip {
                 0
             } else {
                 per_group * p.out_hw[0] * p.out_hw[1]
