@@ -31,6 +31,20 @@ impl<'a> Weights<'a> {
     /// [`Error::Safetensors`] when the bytes are not a well-formed safetensors file (truncated,
     /// a header that is not JSON, offsets outside the data or overlapping, …).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        // The header's JSON parser briefly holds up to ~48× the header's size (a hostile
+        // `shape` of 16,385 zeros measured 47.9×): cap it far above any real network's header
+        // (vgg's is 2 KB) so a hostile file cannot make a load hold gigabytes.
+        if let Some(len) = bytes
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+        {
+            if len > MAX_HEADER_BYTES {
+                return Err(Error::Safetensors {
+                    reason: format!("the header claims {len} bytes, more than the {MAX_HEADER_BYTES}-byte limit"),
+                });
+            }
+        }
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
             reason: e.to_string(),
         })?;
@@ -151,6 +165,10 @@ impl<'a> Weights<'a> {
 }
 
 /// The JSON header of a file `SafeTensors::deserialize` has accepted.
+/// The largest safetensors header [`Weights::parse`] reads: 1 MiB, room for about 10,000
+/// tensors.
+pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+
 fn header_text(bytes: &[u8]) -> Option<&str> {
     let n: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     let end = usize::try_from(u64::from_le_bytes(n))
@@ -320,6 +338,14 @@ mod tests {
         assert!(w.f32("1.num_batches_tracked", &[]).is_err());
         w.f32("0.weight", &[2, 3]).unwrap();
         assert_eq!(w.finish(), Ok(()));
+    }
+
+    #[test]
+    fn oversized_headers_are_refused_before_parsing() {
+        let mut bytes = (MAX_HEADER_BYTES + 1).to_le_bytes().to_vec();
+        bytes.extend(std::iter::repeat_n(b' ', (MAX_HEADER_BYTES + 1) as usize));
+        let err = Weights::parse(&bytes).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
     }
 
     #[test]
