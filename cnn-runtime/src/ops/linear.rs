@@ -1,5 +1,7 @@
 //! Fully connected layer as one dot product per output.
 
+use crate::simd::multiversion;
+
 /// Shape of a `Linear` layer, emitted by the `cnn!` macro as a `const`.
 ///
 /// PyTorch: `nn.Linear(in_features, out_features, bias=True)`.
@@ -11,6 +13,7 @@ pub struct LinearParams {
     pub out_features: usize,
 }
 
+multiversion! {
 /// `out[n, o] = bias[o] + Σ_i input[n, i] · weight[o, i]`.
 ///
 /// + `input`: `[n, in_features]` row-major
@@ -53,9 +56,11 @@ pub fn linear(
         }
     }
 }
+}
 
 /// `Σ a[i]·b[i]` with 16 running sums in a fixed order (vectorisable, and the same result
 /// whatever the caller's batch).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut acc = [0.0f32; LANES];
