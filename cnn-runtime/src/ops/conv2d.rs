@@ -312,6 +312,13 @@ fn depthwise(
     let row = p.phase_row();
     let padded_h = h_in + 2 * ph;
     let phases = &mut phases[..padded_h * sw * row];
+    // Where tap column kj starts in a row's phases: phase (kj·DW) mod SW, index (kj·DW) / SW.
+    let tap_start = |kj: usize| (kj * dw % sw) * row + kj * dw / sw;
+    const CACHED: usize = 16;
+    let mut starts = [0; CACHED];
+    for (kj, s) in starts.iter_mut().enumerate().take(kw) {
+        *s = tap_start(kj);
+    }
     let planes_in = input[..n * p.in_len()].chunks_exact(h_in * w_in);
     let planes_out = out[..n * p.out_len()].chunks_exact_mut(h_out * w_out);
     // LOOP over (sample, channel) planes
@@ -334,7 +341,12 @@ fn depthwise(
                 dst[..i0].fill(0.0);
                 dst[i1..].fill(0.0);
                 let first = i0 * sw + r - pw;
-                if sw == 1 {
+                if sw == 2 {
+                    let pairs = src[first..].chunks(2);
+                    for (d, pair) in dst[i0..i1].iter_mut().zip(pairs) {
+                        *d = pair[0];
+                    }
+                } else if sw == 1 {
                     dst[i0..i1].copy_from_slice(&src[first..first + (i1 - i0)]);
                 } else {
                     for (d, &v) in dst[i0..i1].iter_mut().zip(src[first..].iter().step_by(sw)) {
@@ -354,18 +366,21 @@ fn depthwise(
                     let rows = &phases[py * sw * row..(py + 1) * sw * row];
                     for kj in 0..kw {
                         let t = taps[ki * kw + kj];
-                        let off = kj * dw;
-                        let start = (off % sw) * row + x0 + off / sw;
-                        let src = &rows[start..start + DW_LANES];
-                        for l in 0..DW_LANES {
-                            acc[l] += t * src[l];
+                        let start = x0 + if kj < CACHED { starts[kj] } else { tap_start(kj) };
+                        // The slice is exactly DW_LANES long: `phase_row` leaves that much slack.
+                        let src: &[f32; DW_LANES] = rows[start..start + DW_LANES]
+                            .try_into()
+                            .expect("DW_LANES elements");
+                        for (a, &v) in acc.iter_mut().zip(src) {
+                            *a += t * v;
                         }
                     }
                 }
-                let len = DW_LANES.min(w_out - x0);
-                for (o, &a) in out_row[x0..x0 + len].iter_mut().zip(&acc) {
-                    *o = a + b;
+                for a in acc.iter_mut() {
+                    *a += b;
                 }
+                let len = DW_LANES.min(w_out - x0);
+                out_row[x0..x0 + len].copy_from_slice(&acc[..len]);
             }
         }
     }
