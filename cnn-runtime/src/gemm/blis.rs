@@ -7,16 +7,21 @@ use std::cell::Cell;
 
 /// A micro-kernel and the block sizes that keep its panels in cache.
 pub(super) trait Kernel {
-    /// Rows of a C tile (broadcast from packed A).
+    /// Rows of a C tile (elements of A broadcast per k-step).
     const MR: usize;
-    /// Columns of a C tile (vectors of packed B).
+    /// Columns of a C tile (vectors of packed B per k-step).
     const NR: usize;
-    /// k-steps per packed block: an `NR×KC` B micro-panel stays in L1.
+    /// k-steps per packed block, the length of a micro-panel; also bounds how often a C tile
+    /// is reloaded (once per `KC` steps).
     const KC: usize;
-    /// Rows of A swept per packed B block: an `MC×KC` block of A stays in L2.
+    /// Rows of A swept over one packed block of B: an `MC×KC` block of A stays in L2.
     const MC: usize;
-    /// Columns of B packed at once.
+    /// Columns of B packed at once: a `KC×NC` block of B stays in L2.
     const NC: usize;
+    /// Rows of A per [`Kernel::dots`] block.
+    const DR: usize;
+    /// Rows of B per [`Kernel::dots`] block.
+    const DQ: usize;
 
     /// Hints the cache line holding `p` into L1; any address, nothing is read.
     fn prefetch(p: *const f32);
@@ -42,11 +47,6 @@ pub(super) trait Kernel {
         nr: usize,
         load_c: bool,
     );
-
-    /// Rows of A per [`Kernel::dots`] block.
-    const DR: usize;
-    /// Rows of B per [`Kernel::dots`] block.
-    const DQ: usize;
 
     /// `C[r×q] ← (C +) A[r×k] · Bᵀ[k×q]` for `1 ≤ r ≤ DR`, `1 ≤ q ≤ DQ`, B stored `[n×k]`.
     ///
@@ -273,7 +273,10 @@ unsafe fn gemm_dots<K: Kernel>(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm operand too short"
+    );
     let c_ptr = c.as_mut_ptr();
     // LOOP over row blocks of A and C
     for i in (0..m).step_by(K::DR) {

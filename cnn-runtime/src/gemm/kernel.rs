@@ -135,13 +135,28 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
                 unsafe { S::store(buf.as_mut_ptr().add(v * S::LANES), x) };
             }
         }
-        // LOOP over the tile's rows: add or copy `nr` columns
-        for (i, buf) in buf.iter().enumerate() {
-            for (j, &x) in buf[..nr].iter().enumerate() {
-                let p = c.wrapping_add(i * rsc + j);
-                // SAFETY: row `i < MR` holds `nr` valid columns from `c`.
-                unsafe { *p = if load_c { *p + x } else { x } };
-            }
+        // SAFETY: rows `i < MR` of C hold `nr` valid columns from `c`.
+        unsafe { write_partial(&buf, c, rsc, nr, load_c) };
+    }
+}
+
+/// `C[i, ..nr] ← (C +) buf[i, ..nr]` for every row of `buf`: the write-back of a partial tile,
+/// kept out of line so that the kernels' hot loops stay small.
+///
+/// # Safety
+/// `c` is valid for reads and writes of `buf.len()` rows of stride `rsc`, `nr ≤ MAX_NR` columns.
+#[cold]
+#[inline(never)]
+unsafe fn write_partial(buf: &[[f32; MAX_NR]], c: *mut f32, rsc: usize, nr: usize, load_c: bool) {
+    // LOOP over the tile's rows: add or copy `nr` columns
+    for (i, buf) in buf.iter().enumerate() {
+        // SAFETY: the caller guarantees row `i` of C holds `nr` valid columns, and `c` is not
+        // borrowed elsewhere while the kernel runs.
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * rsc), nr) };
+        if load_c {
+            row.iter_mut().zip(buf).for_each(|(c, &x)| *c += x);
+        } else {
+            row.copy_from_slice(&buf[..nr]);
         }
     }
 }

@@ -103,13 +103,18 @@ impl Simd for Avx2 {
     }
 }
 
-/// Calls `tile::<$simd, MR, $nv>` with `MR = $mr`, one instantiation per row count.
+/// Calls `tile::<$simd, MR, $nv>` with `MR = $mr`, one instantiation per row count; `$args` is
+/// the tuple of `tile`'s arguments.
 macro_rules! tile_by_mr {
-    ($simd:ty, $nv:literal, $mr:expr, $args:tt, [$($m:literal)*]) => {
+    ($simd:ty, $nv:literal, $mr:expr, $args:ident, [$($m:literal)*]) => {
         match $mr {
             $(
-                // SAFETY: forwarded from `Kernel::tile` with `mr = $m`.
-                $m => unsafe { tile::<$simd, $m, $nv> $args },
+                // SAFETY: forwarded from `Kernel::tile` with `mr = $m`; the `$nv` vectors read
+                // of each B row lie within its `NR` floats.
+                $m => unsafe {
+                    let (kc, a, rsa, b, rsb, c, rsc, nr, load_c) = $args;
+                    tile::<$simd, $m, $nv>(kc, a, rsa, b, rsb, c, rsc, nr, load_c)
+                },
             )*
             _ => unreachable!("tile rows out of range"),
         }
@@ -155,6 +160,8 @@ impl Kernel for Avx512Kernel {
     const KC: usize = 256;
     const MC: usize = 24 * 6;
     const NC: usize = 512;
+    const DR: usize = 4;
+    const DQ: usize = 4;
 
     #[inline(always)]
     fn prefetch(p: *const f32) {
@@ -174,17 +181,16 @@ impl Kernel for Avx512Kernel {
         nr: usize,
         load_c: bool,
     ) {
-        tile_by_mr!(
-            Avx512,
-            4,
-            mr,
-            (kc, a, rsa, b, rsb, c, rsc, nr, load_c),
-            [6 5 4 3 2 1]
-        )
+        let args = (kc, a, rsa, b, rsb, c, rsc, nr, load_c);
+        // Only the vectors that hold some of the `nr` columns are computed.
+        match nr.div_ceil(Avx512::LANES) {
+            4 => tile_by_mr!(Avx512, 4, mr, args, [6 5 4 3 2 1]),
+            3 => tile_by_mr!(Avx512, 3, mr, args, [6 5 4 3 2 1]),
+            2 => tile_by_mr!(Avx512, 2, mr, args, [6 5 4 3 2 1]),
+            1 => tile_by_mr!(Avx512, 1, mr, args, [6 5 4 3 2 1]),
+            _ => unreachable!("tile columns out of range"),
+        }
     }
-
-    const DR: usize = 4;
-    const DQ: usize = 4;
 
     #[inline(always)]
     unsafe fn dots(
@@ -212,6 +218,8 @@ impl Kernel for Avx2Kernel {
     const KC: usize = 256;
     const MC: usize = 24 * 6;
     const NC: usize = 512;
+    const DR: usize = 4;
+    const DQ: usize = 4;
 
     #[inline(always)]
     fn prefetch(p: *const f32) {
@@ -231,17 +239,14 @@ impl Kernel for Avx2Kernel {
         nr: usize,
         load_c: bool,
     ) {
-        tile_by_mr!(
-            Avx2,
-            2,
-            mr,
-            (kc, a, rsa, b, rsb, c, rsc, nr, load_c),
-            [6 5 4 3 2 1]
-        )
+        let args = (kc, a, rsa, b, rsb, c, rsc, nr, load_c);
+        // Only the vectors that hold some of the `nr` columns are computed.
+        match nr.div_ceil(Avx2::LANES) {
+            2 => tile_by_mr!(Avx2, 2, mr, args, [6 5 4 3 2 1]),
+            1 => tile_by_mr!(Avx2, 1, mr, args, [6 5 4 3 2 1]),
+            _ => unreachable!("tile columns out of range"),
+        }
     }
-
-    const DR: usize = 4;
-    const DQ: usize = 4;
 
     #[inline(always)]
     unsafe fn dots(
