@@ -33,15 +33,7 @@ impl Exec {
     /// # Errors
     /// [`Error::InputShape`] when C, H, W differ from `chw`.
     pub fn from_view(x: ArrayView4<'_, f32>, chw: [usize; 3]) -> Result<Self, Error> {
-        let &[n, c, h, w] = x.shape() else {
-            unreachable!("ArrayView4 has four axes")
-        };
-        if [c, h, w] != chw {
-            return Err(Error::InputShape {
-                expected: vec![n, chw[0], chw[1], chw[2]],
-                found: vec![n, c, h, w],
-            });
-        }
+        let n = batch_size(x, chw)?;
         let cur = match x.as_slice() {
             Some(s) => s.to_vec(),
             None => x.iter().copied().collect(),
@@ -210,26 +202,6 @@ impl Exec {
         self.step(layer.params.out_features, |x, y, _| layer.forward(n, x, y));
     }
 
-    /// The result as `[n, features]`.
-    ///
-    /// # Panics
-    /// If the current tensor does not hold `n · features` values (a bug in generated code).
-    pub fn into_array2(mut self, features: usize) -> Array2<f32> {
-        self.cur.truncate(self.len);
-        Array2::from_shape_vec((self.n, features), self.cur)
-            .expect("the macro computed the output shape")
-    }
-
-    /// The result as `[n, C, H, W]`.
-    ///
-    /// # Panics
-    /// If the current tensor does not hold `n·C·H·W` values (a bug in generated code).
-    pub fn into_array4(mut self, [c, h, w]: [usize; 3]) -> Array4<f32> {
-        self.cur.truncate(self.len);
-        Array4::from_shape_vec((self.n, c, h, w), self.cur)
-            .expect("the macro computed the output shape")
-    }
-
     /// One sample's flat result by value.
     ///
     /// # Panics
@@ -352,15 +324,7 @@ pub fn run_into<D: Dimension>(
     workspace: &mut Workspace,
     run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
 ) -> Result<(), Error> {
-    let &[n, c, h, w] = x.shape() else {
-        unreachable!("ArrayView4 has four axes")
-    };
-    if [c, h, w] != chw {
-        return Err(Error::InputShape {
-            expected: vec![n, chw[0], chw[1], chw[2]],
-            found: vec![n, c, h, w],
-        });
-    }
+    let n = batch_size(x, chw)?;
     if out.shape().first() != Some(&n) || &out.shape()[1..] != sample_shape {
         let mut expected = vec![n];
         expected.extend_from_slice(sample_shape);
@@ -383,6 +347,23 @@ pub fn run_into<D: Dimension>(
         start = end;
     }
     Ok(())
+}
+
+/// N of a batch `[N, C, H, W]` whose C, H, W are `chw`.
+///
+/// # Errors
+/// [`Error::InputShape`] naming both shapes otherwise.
+fn batch_size(x: ArrayView4<'_, f32>, chw: [usize; 3]) -> Result<usize, Error> {
+    let &[n, c, h, w] = x.shape() else {
+        unreachable!("ArrayView4 has four axes")
+    };
+    if [c, h, w] != chw {
+        return Err(Error::InputShape {
+            expected: vec![n, chw[0], chw[1], chw[2]],
+            found: vec![n, c, h, w],
+        });
+    }
+    Ok(n)
 }
 
 thread_local! {
@@ -434,15 +415,7 @@ pub fn run_batch(
     whole_batch: bool,
     run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
 ) -> Result<BatchOutput, Error> {
-    let &[n, c, h, w] = x.shape() else {
-        unreachable!("ArrayView4 has four axes")
-    };
-    if [c, h, w] != chw {
-        return Err(Error::InputShape {
-            expected: vec![n, chw[0], chw[1], chw[2]],
-            found: vec![n, c, h, w],
-        });
-    }
+    let n = batch_size(x, chw)?;
     let mut data = vec![0.0f32; n * sample_len];
     if n == 0 {
         return Ok(BatchOutput { n, data });
