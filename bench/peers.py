@@ -14,7 +14,7 @@ native bf16 (AVX512_BF16, AMX) its default is bf16, which `openvino-bf16` shows 
 out, since our runtime and the PyTorch fixtures are f32. Every round visits every cell and, inside a cell, every runner in
 turn, so that a noisy neighbour hits all runners alike; each runner reports the median latency of
 one call over `--seconds`, and the table shows the median over rounds. The ratio is ours / best
-peer: below 1.0 we are faster. Our runtime is single-threaded, so its `t2` cells run on one thread.
+peer: below 1.0 we are faster. `--threads` sets our runtime's thread count too.
 """
 
 import argparse

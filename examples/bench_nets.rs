@@ -8,8 +8,8 @@
 //!
 //! `--batch` and `--threads` take comma lists. Each cell warms up, then calls `forward_batch`
 //! until `--seconds` have passed (at least 3 calls) and reports the median and minimum per call.
-//! The runtime is single-threaded: `--threads` is recorded, `"runtime_threads"` says how many
-//! threads really ran. `bench/peers.py` reads `--torch` to build the same nets in PyTorch.
+//! `--threads` sets `cnn::set_num_threads` for the cell. `bench/peers.py` reads `--torch` to
+//! build the same nets in PyTorch.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -54,9 +54,6 @@ cnn! {
 }
 
 const NETS: [&str; 5] = ["tiny", "lenet5", "vgg", "stem224", "mobile"];
-
-/// Threads the runtime runs a forward pass on, whatever `--threads` says.
-const RUNTIME_THREADS: usize = 1;
 
 struct Args {
     nets: Vec<String>,
@@ -188,6 +185,7 @@ fn torch_line<M: Model>(name: &str) -> String {
 }
 
 fn cell<M: Model>(name: &str, batch: usize, threads: usize, seconds: f64) -> String {
+    cnn::set_num_threads(threads);
     let mut times = match time_net::<M>(batch, seconds) {
         Ok(t) => t,
         Err(e) => {
@@ -203,15 +201,13 @@ fn cell<M: Model>(name: &str, batch: usize, threads: usize, seconds: f64) -> Str
     let gemm = std::env::var("CNN_GEMM").unwrap_or_else(|_| "auto".into());
     let mut line = format!(
         "{{\"net\":{},\"batch\":{batch},\"threads\":{threads},\"median_ms\":{median:.4},\
-         \"min_ms\":{:.4},\"reps\":{},\"runtime_threads\":{RUNTIME_THREADS},\"gemm\":{}",
+         \"min_ms\":{:.4},\"reps\":{},\"runtime_threads\":{},\"gemm\":{}",
         json_str(name),
         times[0],
         times.len(),
+        cnn::num_threads(),
         json_str(&gemm),
     );
-    if threads != RUNTIME_THREADS {
-        line.push_str(",\"note\":\"the runtime is single-threaded; --threads is ignored\"");
-    }
     line.push('}');
     line
 }

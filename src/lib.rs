@@ -35,12 +35,15 @@
 #![warn(missing_docs)]
 
 pub use cnn_macros::cnn;
-pub use cnn_runtime::{ndarray, Error, LayerInfo, Model, Summary};
+pub use cnn_runtime::{
+    ndarray, num_threads, set_num_threads, Error, LayerInfo, Model, Summary, Workspace,
+    WorkspaceLayout,
+};
 
 /// Paths used by code that `cnn!` generates; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use cnn_runtime::exec::Exec;
+    pub use cnn_runtime::exec::{max_of, run_batch, run_into, Exec};
     pub use cnn_runtime::init::Rng;
     pub use cnn_runtime::layers::{BatchNorm2d, Conv2d, Linear};
     pub use cnn_runtime::ops::activation::Activation;
@@ -49,5 +52,5 @@ pub mod __private {
     pub use cnn_runtime::ops::linear::LinearParams;
     pub use cnn_runtime::ops::pool::{Pool2dParams, PoolKind};
     pub use cnn_runtime::weights::{TensorWriter, Weights};
-    pub use cnn_runtime::{ndarray, Error, LayerInfo, Model, Summary};
+    pub use cnn_runtime::{ndarray, Error, LayerInfo, Model, Summary, Workspace, WorkspaceLayout};
 }

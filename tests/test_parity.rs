@@ -118,3 +118,30 @@ fn tiny_net() {
 fn vgg_cifar() {
     Fixture::load("vgg_cifar").check::<VggCifar>();
 }
+
+/// Writes every fixture network's `TORCH` twin to `target/torch-twins.json`, for
+/// `tools/check_torch_twins.py` (which needs PyTorch, so CI does not run it).
+#[test]
+fn torch_twins_are_written_for_the_python_check() {
+    use cnn::Model;
+    let twins = serde_json::json!({
+        "activations": Activations::TORCH,
+        "bn_variants": BnVariants::TORCH,
+        "conv_geometry": ConvGeometry::TORCH,
+        "conv_keywords": ConvKeywords::TORCH,
+        "global_pools": GlobalPools::TORCH,
+        "groups_depthwise": GroupsDepthwise::TORCH,
+        "lenet5": Lenet5::TORCH,
+        "mlp_softmax": MlpSoftmax::TORCH,
+        "pooling": Pooling::TORCH,
+        "softmax_channels": SoftmaxChannels::TORCH,
+        "tiny_net": TinyNet::TORCH,
+        "vgg_cifar": VggCifar::TORCH,
+    });
+    for (_, torch) in twins.as_object().unwrap() {
+        assert!(torch.as_str().unwrap().starts_with("nn.Sequential(\n"));
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("torch-twins.json"), twins.to_string()).unwrap();
+}

@@ -2,7 +2,7 @@
 //! spans kept for error messages.
 
 use proc_macro2::{Span, TokenStream};
-use syn::{Attribute, Ident, Lit, Token, Visibility};
+use syn::{Attribute, Ident, Lit, LitStr, Token, Visibility};
 
 /// Everything inside `cnn! { … }`.
 pub struct Networks {
@@ -12,7 +12,10 @@ pub struct Networks {
 /// `#[attrs] vis struct Name { body }`. The body is parsed on its own so that a syntax error in
 /// one network still lets the others, and this network's stub, be emitted.
 pub struct Network {
+    /// Attributes passed through to the struct.
     pub attrs: Vec<Attribute>,
+    /// `#[weights = "file.safetensors"]`: the attribute's tokens and the path.
+    pub weights: Option<(TokenStream, LitStr)>,
     pub vis: Visibility,
     pub ident: Ident,
     pub body: syn::Result<Vec<Item>>,

@@ -24,6 +24,8 @@ fn pair([a, b]: [usize; 2]) -> TokenStream {
 /// What one planned layer contributes to each generated item.
 #[derive(Default)]
 struct Parts {
+    /// A constant expression for the layer's im2col scratch, in elements.
+    scratch: Option<TokenStream>,
     field: Option<(syn::Ident, TokenStream, String)>,
     load: TokenStream,
     seeded: TokenStream,
@@ -62,6 +64,7 @@ fn parts(l: &Planned) -> Parts {
                 }
             };
             let bias = a.bias;
+            p.scratch = Some(quote!((#desc).scratch_len()));
             p.field = Some((field.clone(), quote!(::cnn::__private::Conv2d), doc));
             p.load = quote!(#field: __cnn::Conv2d::load(&__weights, #i, #desc, #bias)?,);
             p.seeded = quote!(#field: __cnn::Conv2d::seeded(#desc, #bias, &mut __rng),);
@@ -95,17 +98,7 @@ fn parts(l: &Planned) -> Parts {
             p.run = quote!(__exec.linear(&self.#field););
         }
         LayerKind::Act(act) => {
-            let act = match *act {
-                Act::Relu => quote!(Relu),
-                Act::LeakyRelu(s) => {
-                    let s = f32_lit(s);
-                    quote!(LeakyRelu(#s))
-                }
-                Act::Sigmoid => quote!(Sigmoid),
-                Act::Tanh => quote!(Tanh),
-                Act::Silu => quote!(Silu),
-                Act::Gelu => quote!(Gelu),
-            };
+            let act = activation(*act);
             p.run = quote!(__exec.activation(__cnn::Activation::#act););
         }
         LayerKind::Softmax => {
@@ -162,6 +155,58 @@ fn pool(
             kind: #kind, channels: #channels, kernel: #kernel, stride: #stride,
             padding: #padding, ceil_mode: #ceil_mode, in_hw: #in_hw, out_hw: #out_hw,
         });
+    }
+}
+
+/// The forward calls, with each `conv` followed by a `bn` with running statistics and/or an
+/// element-wise activation fused into one `conv2d_fused` call.
+fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
+    let layers = &plan.layers;
+    let mut out = Vec::with_capacity(layers.len());
+    let mut i = 0;
+    while i < layers.len() {
+        if !matches!(layers[i].layer.kind, LayerKind::Conv(_)) {
+            out.push(all[i].run.clone());
+            i += 1;
+            continue;
+        }
+        let conv = format_ident!("layer_{}", layers[i].index);
+        let mut next = i + 1;
+        let mut bn = quote!(::core::option::Option::None);
+        if let Some(LayerKind::BatchNorm(a)) = layers.get(next).map(|l| &l.layer.kind) {
+            if a.track_running_stats {
+                let field = format_ident!("layer_{}", layers[next].index);
+                bn = quote!(::core::option::Option::Some(&self.#field));
+                next += 1;
+            }
+        }
+        let mut act = quote!(::core::option::Option::None);
+        if let Some(LayerKind::Act(a)) = layers.get(next).map(|l| &l.layer.kind) {
+            let a = activation(*a);
+            act = quote!(::core::option::Option::Some(__cnn::Activation::#a));
+            next += 1;
+        }
+        if next == i + 1 {
+            out.push(all[i].run.clone());
+        } else {
+            out.push(quote!(__exec.conv2d_fused(&self.#conv, #bn, #act)?;));
+        }
+        i = next;
+    }
+    out
+}
+
+fn activation(act: Act) -> TokenStream {
+    match act {
+        Act::Relu => quote!(Relu),
+        Act::LeakyRelu(s) => {
+            let s = f32_lit(s);
+            quote!(LeakyRelu(#s))
+        }
+        Act::Sigmoid => quote!(Sigmoid),
+        Act::Tanh => quote!(Tanh),
+        Act::Silu => quote!(Silu),
+        Act::Gelu => quote!(Gelu),
     }
 }
 
@@ -237,7 +282,7 @@ pub fn torch(l: &Planned) -> String {
     }
 }
 
-pub fn network(net: &Network, plan: &Plan) -> TokenStream {
+pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStream {
     let Network {
         attrs, vis, ident, ..
     } = net;
@@ -250,7 +295,7 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
             (
                 quote!([f32; #k]),
                 quote!(Ix2),
-                quote!(__exec.into_array2(#k)),
+                quote!(__out.into_array2(#k)),
                 quote!(__exec.to_array()),
                 quote!(&[#k]),
             )
@@ -260,14 +305,34 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
             (
                 quote!(::std::boxed::Box<[[[f32; #w]; #h]; #c]>),
                 quote!(Ix4),
-                quote!(__exec.into_array4([#c, #h, #w])),
+                quote!(__out.into_array4([#c, #h, #w])),
                 quote!(__exec.to_boxed_chw()),
                 quote!(&[#c, #h, #w]),
             )
         }
     };
+    let out_len = lit(plan.output().len());
+    let max_act = lit(plan
+        .layers
+        .iter()
+        .map(|l| l.output.len())
+        .fold(plan.input.iter().product(), usize::max));
+    let whole_batch = plan
+        .layers
+        .iter()
+        .any(|l| matches!(&l.layer.kind, LayerKind::BatchNorm(a) if !a.track_running_stats));
     let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
     let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
+    let scratch: Vec<TokenStream> = all.iter().filter_map(|p| p.scratch.clone()).collect();
+    let max_channels = lit(plan
+        .layers
+        .iter()
+        .map(|l| match &l.layer.kind {
+            LayerKind::Conv(a) => a.c_out.v,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0));
     let fields = all
         .iter()
         .filter_map(|p| p.field.as_ref())
@@ -275,7 +340,7 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
     let load = all.iter().map(|p| &p.load);
     let seeded = all.iter().map(|p| &p.seeded);
     let save = all.iter().map(|p| &p.save);
-    let run = all.iter().map(|p| &p.run);
+    let run = fused_run(plan, &all);
     let params = lit(plan.layers.iter().map(|l| l.params).sum());
     let macs = lit(plan.layers.iter().map(|l| l.macs).sum());
     let infos = plan.layers.iter().map(|l| {
@@ -294,6 +359,29 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
             .collect();
         format!("nn.Sequential(\n{})", body.concat())
     };
+    let embedded = embedded.map(|path| {
+        let doc = format!(
+            "The network with the weights of `{}`, embedded in the binary and checked against the layers at compile time. The first call decodes them once; later calls return the same reference.",
+            net.weights.as_ref().map_or(String::new(), |(_, lit)| lit.value())
+        );
+        quote! {
+            impl #ident {
+                #[doc = #doc]
+                pub fn embedded() -> &'static Self {
+                    static __NET: ::std::sync::OnceLock<#ident> = ::std::sync::OnceLock::new();
+                    __NET.get_or_init(|| {
+                        const __BYTES: &[u8] = ::core::include_bytes!(#path);
+                        match <#ident as __cnn::Model>::from_safetensors(__BYTES) {
+                            ::core::result::Result::Ok(net) => net,
+                            ::core::result::Result::Err(e) => {
+                                ::core::panic!("embedded weights passed the compile-time check, yet: {}", e)
+                            }
+                        }
+                    })
+                }
+            }
+        }
+    });
     let call_site = Span::call_site();
     let model = quote::quote_spanned!(call_site=> __cnn::Model);
     quote! {
@@ -305,6 +393,8 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
 
         const _: () = {
             use ::cnn::__private as __cnn;
+
+            #embedded
 
             impl #ident {
                 fn __cnn_run(&self, __exec: &mut __cnn::Exec) -> ::core::result::Result<(), __cnn::Error> {
@@ -325,6 +415,11 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
                 const MACS: usize = #macs;
                 const LAYERS: &'static [__cnn::LayerInfo] = &[#(#infos),*];
                 const TORCH: &'static str = #torch_seq;
+                const WORKSPACE: __cnn::WorkspaceLayout = __cnn::WorkspaceLayout {
+                    activations: #max_act,
+                    scratch: __cnn::max_of(&[#(#scratch),*]),
+                    channels: #max_channels,
+                };
 
                 fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
                     let __weights = __cnn::Weights::parse(bytes)?;
@@ -346,9 +441,17 @@ pub fn network(net: &Network, plan: &Plan) -> TokenStream {
                 }
 
                 fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
-                    let mut __exec = __cnn::Exec::from_view(x, [#c, #h, #w])?;
-                    self.__cnn_run(&mut __exec)?;
+                    let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, &|__exec| self.__cnn_run(__exec))?;
                     ::core::result::Result::Ok(#into_batch)
+                }
+
+                fn forward_into(
+                    &self,
+                    x: __cnn::ndarray::ArrayView4<'_, f32>,
+                    out: __cnn::ndarray::ArrayViewMut<'_, f32, __cnn::ndarray::#dim>,
+                    workspace: &mut __cnn::Workspace,
+                ) -> ::core::result::Result<(), __cnn::Error> {
+                    __cnn::run_into(x, [#c, #h, #w], out, #out_dims, #whole_batch, workspace, &|__exec| self.__cnn_run(__exec))
                 }
 
                 fn forward(&self, x: &#input_ty) -> #output_ty {

@@ -30,6 +30,9 @@ pub fn stub(net: &Network) -> TokenStream {
                 pub fn seeded(seed: u64) -> Self {
                     ::core::unreachable!()
                 }
+                pub fn embedded() -> &'static Self {
+                    ::core::unreachable!()
+                }
                 pub fn forward_batch<D: __cnn::ndarray::Dimension>(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<__cnn::ndarray::Array<f32, D>, __cnn::Error> {
                     ::core::unreachable!()
                 }
@@ -54,6 +57,7 @@ pub fn stub(net: &Network) -> TokenStream {
                 const MACS: usize = 0;
                 const LAYERS: &'static [__cnn::LayerInfo] = &[];
                 const TORCH: &'static str = "";
+                const WORKSPACE: __cnn::WorkspaceLayout = __cnn::WorkspaceLayout { activations: 0, scratch: 0, channels: 0 };
                 fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
                     ::core::unreachable!()
                 }
@@ -64,6 +68,14 @@ pub fn stub(net: &Network) -> TokenStream {
                     ::core::unreachable!()
                 }
                 fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<__cnn::ndarray::Array2<f32>, __cnn::Error> {
+                    ::core::unreachable!()
+                }
+                fn forward_into(
+                    &self,
+                    x: __cnn::ndarray::ArrayView4<'_, f32>,
+                    out: __cnn::ndarray::ArrayViewMut<'_, f32, __cnn::ndarray::Ix2>,
+                    workspace: &mut __cnn::Workspace,
+                ) -> ::core::result::Result<(), __cnn::Error> {
                     ::core::unreachable!()
                 }
                 fn forward(&self, x: &Self::Input) -> Self::Output {

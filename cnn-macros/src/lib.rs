@@ -6,9 +6,13 @@ mod args;
 mod ast;
 mod check;
 mod ctxt;
+mod embed;
 mod expand;
 mod fallback;
+mod json;
 mod parse;
+#[cfg(test)]
+mod proptests;
 mod shape;
 mod suggest;
 mod symbol;

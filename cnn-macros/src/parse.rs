@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! networks := network*
-//! network  := attribute* visibility "struct" IDENT "{" items "}"
+//! network  := attribute* visibility   // `#[weights = "file"]` is ours, the rest pass through
+//!              "struct" IDENT "{" items "}"
 //! items    := (item ","?)*
 //! item     := IDENT ( "(" (arg ("," arg)* ","?)? ")" )?
 //! arg      := value "->" value          // conv(3 -> 16), fc(4096 -> 10)
@@ -15,11 +16,14 @@
 //!
 //! Only token structure is checked here; names and values are decoded in `args`.
 
-use proc_macro2::{Group, TokenStream};
+use proc_macro2::Group;
 use quote::ToTokens;
 use syn::ext::IdentExt;
-use syn::parse::{Parse, ParseStream};
-use syn::{braced, parenthesized, token, Attribute, Ident, Lit, Token, Visibility};
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::{
+    braced, parenthesized, token, Attribute, Expr, ExprLit, Ident, Lit, LitStr, Meta,
+    MetaNameValue, Token, Visibility,
+};
 
 use crate::ast::{Arg, Item, Network, Networks, Value};
 
@@ -35,18 +39,43 @@ impl Parse for Networks {
 
 impl Parse for Network {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
+        let mut attrs = Vec::new();
+        let mut weights = None;
+        for attr in input.call(Attribute::parse_outer)? {
+            if !attr.path().is_ident("weights") {
+                attrs.push(attr);
+                continue;
+            }
+            let tokens = attr.to_token_stream();
+            if weights.is_some() {
+                return Err(syn::Error::new_spanned(
+                    tokens,
+                    "duplicate `#[weights]` attribute",
+                ));
+            }
+            let path = match &attr.meta {
+                Meta::NameValue(MetaNameValue {
+                    value: Expr::Lit(ExprLit { lit: Lit::Str(path), .. }),
+                    ..
+                }) => LitStr::new(&path.value(), path.span()),
+                _ => {
+                    return Err(syn::Error::new_spanned(
+                        tokens,
+                        "expected `#[weights = \"path/to/file.safetensors\"]`, relative to the crate's Cargo.toml",
+                    ))
+                }
+            };
+            weights = Some((tokens, path));
+        }
         let vis: Visibility = input.parse()?;
         input.parse::<Token![struct]>()?;
         let ident: Ident = input.parse()?;
         let content;
         braced!(content in input);
-        let body = parse_items(&content);
-        if body.is_err() {
-            content.parse::<TokenStream>()?;
-        }
+        let body = parse_items.parse2(content.parse()?);
         Ok(Network {
             attrs,
+            weights,
             vis,
             ident,
             body,

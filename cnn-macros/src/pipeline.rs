@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use crate::ast::{Network, Networks};
 use crate::ctxt::Ctxt;
 use crate::shape::Plan;
-use crate::{check, expand, fallback, shape};
+use crate::{check, embed, expand, fallback, shape};
 
 /// Checks one network and plans its shapes, reporting every error found.
 pub fn plan(net: &Network) -> syn::Result<Plan> {
@@ -22,8 +22,15 @@ pub fn expand(networks: &Networks) -> TokenStream {
     let mut out = TokenStream::new();
     let mut errors: Option<syn::Error> = None;
     for net in &networks.networks {
-        match plan(net) {
-            Ok(plan) => out.extend(expand::network(net, &plan)),
+        let checked = plan(net).and_then(|plan| {
+            let embedded = match &net.weights {
+                Some((attr, path)) => Some(embed::check(attr, path, &plan)?),
+                None => None,
+            };
+            Ok((plan, embedded))
+        });
+        match checked {
+            Ok((plan, embedded)) => out.extend(expand::network(net, &plan, embedded.as_deref())),
             Err(e) => {
                 out.extend(fallback::stub(net));
                 match &mut errors {

@@ -46,6 +46,13 @@ pub enum Error {
         /// The shape of the batch passed in.
         found: Vec<usize>,
     },
+    /// The output array passed to `forward_into` does not have the network's output shape.
+    OutputShape {
+        /// `[N, …]` with the batch's N and the network's output shape.
+        expected: Vec<usize>,
+        /// The shape of the array passed in.
+        found: Vec<usize>,
+    },
     /// A `bn(track_running_stats=false)` layer normalises with batch statistics and needs more
     /// than one value per channel (PyTorch raises the same error).
     BatchStatistics {
@@ -73,6 +80,9 @@ impl fmt::Display for Error {
             }
             Error::InputShape { expected, found } => {
                 write!(f, "input has shape {found:?}, expected {expected:?}")
+            }
+            Error::OutputShape { expected, found } => {
+                write!(f, "output array has shape {found:?}, expected {expected:?}")
             }
             Error::BatchStatistics { layer, shape } => write!(
                 f,

@@ -1,10 +1,13 @@
 //! The batch executor that generated `forward` code drives layer by layer.
 
-use ndarray::{Array2, Array4, ArrayView4};
+use ndarray::{s, Array2, Array4, ArrayView4, ArrayViewMut, Axis, Dimension, Slice};
 
 use crate::layers::{BatchNorm2d, Conv2d, Linear};
 use crate::ops::activation::{self, Activation};
+use crate::ops::batchnorm;
+use crate::ops::conv2d::{self, Epilogue};
 use crate::ops::pool::{self, Pool2dParams};
+use crate::ops::winograd;
 use crate::Error;
 
 /// A batch in flight: the current activations `[n, …]` and the buffers the next layer writes.
@@ -18,28 +21,40 @@ pub struct Exec {
     cur: Vec<f32>,
     next: Vec<f32>,
     scratch: Vec<f32>,
+    /// Folded batch-norm `scale ++ shift` of a fused convolution.
+    affine: Vec<f32>,
+    /// Threads a single layer may use (when there are fewer chunks than threads).
+    threads: usize,
 }
 
 impl Exec {
-    /// Copies a batch `[N, C, H, W]` in, whatever its strides.
+    /// Copies a whole batch `[N, C, H, W]` in, whatever its strides.
     ///
     /// # Errors
     /// [`Error::InputShape`] when C, H, W differ from `chw`.
     pub fn from_view(x: ArrayView4<'_, f32>, chw: [usize; 3]) -> Result<Self, Error> {
-        let &[n, c, h, w] = x.shape() else {
-            unreachable!("ArrayView4 has four axes")
-        };
-        if [c, h, w] != chw {
-            return Err(Error::InputShape {
-                expected: vec![n, chw[0], chw[1], chw[2]],
-                found: vec![n, c, h, w],
-            });
-        }
+        let n = batch_size(x, chw)?;
         let cur = match x.as_slice() {
             Some(s) => s.to_vec(),
             None => x.iter().copied().collect(),
         };
         Ok(Self::with_data(n, cur))
+    }
+
+    /// An executor with no data yet; [`Exec::load`] fills it.
+    pub fn new() -> Self {
+        Self::with_data(0, Vec::new())
+    }
+
+    /// Replaces the current batch with a copy of `x` (any strides), keeping the buffers.
+    pub fn load(&mut self, x: ArrayView4<'_, f32>) {
+        self.n = x.shape()[0];
+        self.cur.clear();
+        match x.as_slice() {
+            Some(s) => self.cur.extend_from_slice(s),
+            None => self.cur.extend(x.iter().copied()),
+        }
+        self.len = self.cur.len();
     }
 
     /// A batch of one sample, `[C·H·W]` row-major.
@@ -54,6 +69,8 @@ impl Exec {
             cur,
             next: Vec::new(),
             scratch: Vec::new(),
+            affine: Vec::new(),
+            threads: 1,
         }
     }
 
@@ -84,8 +101,75 @@ impl Exec {
 
     /// `nn.Conv2d`.
     pub fn conv2d(&mut self, layer: &Conv2d) {
-        let n = self.n;
-        self.step(layer.params.out_len(), |x, y, s| layer.forward(n, x, y, s));
+        self.conv(layer, Epilogue::default());
+    }
+
+    /// `nn.Conv2d`, then (optionally) `nn.BatchNorm2d` with running statistics and an
+    /// activation, applied while each output is in cache; the same numbers as running them one
+    /// after the other.
+    pub fn conv2d_fused(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        let c = conv.params.c_out;
+        let mut affine = std::mem::take(&mut self.affine);
+        let folded = match bn {
+            Some(bn) => match &bn.running {
+                Some((mean, var)) => {
+                    affine.resize(2 * c, 0.0);
+                    let (scale, shift) = affine.split_at_mut(c);
+                    batchnorm::scale_shift(
+                        &bn.params,
+                        bn.weight.as_deref(),
+                        bn.bias.as_deref(),
+                        (mean, var),
+                        scale,
+                        shift,
+                    );
+                    true
+                }
+                None => false,
+            },
+            None => true,
+        };
+        if !folded {
+            self.affine = affine;
+            self.conv2d(conv);
+            if let Some(bn) = bn {
+                self.batchnorm(bn)?;
+            }
+            if let Some(act) = act {
+                self.activation(act);
+            }
+            return Ok(());
+        }
+        let epilogue = Epilogue {
+            affine: bn.map(|_| {
+                let (scale, shift) = affine.split_at(c);
+                (scale, shift)
+            }),
+            act,
+        };
+        self.conv(conv, epilogue);
+        self.affine = affine;
+        Ok(())
+    }
+
+    /// One convolution with `epilogue`, by Winograd where it applies, else im2col + GEMM (or the
+    /// depthwise kernel).
+    fn conv(&mut self, conv: &Conv2d, epilogue: Epilogue<'_>) {
+        let (n, threads, p) = (self.n, self.threads, &conv.params);
+        self.step(p.out_len(), |x, y, s| {
+            if winograd::applies(p) {
+                let u = conv.winograd_weights();
+                winograd::conv2d(p, n, x, u, conv.bias(), epilogue, threads, y, s);
+            } else {
+                let (w, b) = (conv.weight(), conv.bias());
+                conv2d::conv2d_fused(p, n, x, w, b, epilogue, threads, y, s);
+            }
+        });
     }
 
     /// `nn.BatchNorm2d`, in place.
@@ -118,26 +202,6 @@ impl Exec {
         self.step(layer.params.out_features, |x, y, _| layer.forward(n, x, y));
     }
 
-    /// The result as `[n, features]`.
-    ///
-    /// # Panics
-    /// If the current tensor does not hold `n · features` values (a bug in generated code).
-    pub fn into_array2(mut self, features: usize) -> Array2<f32> {
-        self.cur.truncate(self.len);
-        Array2::from_shape_vec((self.n, features), self.cur)
-            .expect("the macro computed the output shape")
-    }
-
-    /// The result as `[n, C, H, W]`.
-    ///
-    /// # Panics
-    /// If the current tensor does not hold `n·C·H·W` values (a bug in generated code).
-    pub fn into_array4(mut self, [c, h, w]: [usize; 3]) -> Array4<f32> {
-        self.cur.truncate(self.len);
-        Array4::from_shape_vec((self.n, c, h, w), self.cur)
-            .expect("the macro computed the output shape")
-    }
-
     /// One sample's flat result by value.
     ///
     /// # Panics
@@ -165,5 +229,364 @@ impl Exec {
             Ok(boxed) => boxed,
             Err(_) => unreachable!("the vector has exactly C planes"),
         }
+    }
+}
+
+impl Default for Exec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Samples one worker pushes through the network at a time: large enough for efficient GEMMs,
+/// small enough that the activations of the widest layer stay in cache-sized buffers and memory
+/// does not grow with the batch.
+pub const CHUNK: usize = 8;
+
+/// Element counts of the buffers [`run_into`] uses for one chunk: a model's
+/// `Model::WORKSPACE`, computed by the macro from the planned shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkspaceLayout {
+    /// The largest activation of one sample (the input or any layer's output).
+    pub activations: usize,
+    /// The largest im2col scratch of one sample.
+    pub scratch: usize,
+    /// The most output channels of a convolution (its fused batch-norm scale and shift).
+    pub channels: usize,
+}
+
+impl WorkspaceLayout {
+    /// Bytes of a [`Workspace`] with this layout: two activation buffers of [`CHUNK`] samples
+    /// (ping-pong), one scratch buffer and the fused batch-norm coefficients.
+    pub const fn bytes(&self) -> usize {
+        4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels)
+    }
+}
+
+/// The largest of `values` (0 for none), usable in constants.
+pub const fn max_of(values: &[usize]) -> usize {
+    let mut max = 0;
+    let mut i = 0;
+    while i < values.len() {
+        if values[i] > max {
+            max = values[i];
+        }
+        i += 1;
+    }
+    max
+}
+
+/// Preallocated buffers for `Model::forward_into`: after the first call with a given model,
+/// inference allocates nothing.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    exec: Exec,
+}
+
+impl Workspace {
+    /// Buffers sized for `layout` (a model's `WORKSPACE`).
+    pub fn new(layout: WorkspaceLayout) -> Self {
+        let act = CHUNK * layout.activations;
+        Workspace {
+            exec: Exec {
+                n: 0,
+                len: 0,
+                cur: Vec::with_capacity(act),
+                next: Vec::with_capacity(act),
+                scratch: Vec::with_capacity(layout.scratch),
+                affine: Vec::with_capacity(2 * layout.channels),
+                threads: 1,
+            },
+        }
+    }
+
+    /// Bytes currently reserved.
+    pub fn capacity_bytes(&self) -> usize {
+        let e = &self.exec;
+        4 * (e.cur.capacity() + e.next.capacity() + e.scratch.capacity() + e.affine.capacity())
+    }
+}
+
+/// Like [`run_batch`], on the calling thread, with the caller's buffers: writes the result into
+/// `out` (any strides) and allocates nothing once `workspace` has grown to the model's
+/// [`WorkspaceLayout`] (networks with batch statistics need room for the whole batch).
+///
+/// # Errors
+/// [`Error::InputShape`], [`Error::OutputShape`] when `out` is not `[N, sample_shape…]`, or the
+/// first error `run` returns.
+#[allow(clippy::too_many_arguments)] // the generated caller passes constants
+pub fn run_into<D: Dimension>(
+    x: ArrayView4<'_, f32>,
+    chw: [usize; 3],
+    mut out: ArrayViewMut<'_, f32, D>,
+    sample_shape: &[usize],
+    whole_batch: bool,
+    workspace: &mut Workspace,
+    run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
+) -> Result<(), Error> {
+    let n = batch_size(x, chw)?;
+    if out.shape().first() != Some(&n) || &out.shape()[1..] != sample_shape {
+        let mut expected = vec![n];
+        expected.extend_from_slice(sample_shape);
+        return Err(Error::OutputShape {
+            expected,
+            found: out.shape().to_vec(),
+        });
+    }
+    let chunk = if whole_batch { n.max(1) } else { CHUNK };
+    let exec = &mut workspace.exec;
+    let mut start = 0;
+    while start < n {
+        let end = (start + chunk).min(n);
+        exec.load(x.slice(s![start..end, .., .., ..]));
+        run(exec)?;
+        let mut rows = out.slice_axis_mut(Axis(0), Slice::from(start..end));
+        rows.iter_mut()
+            .zip(exec.output())
+            .for_each(|(o, &v)| *o = v);
+        start = end;
+    }
+    Ok(())
+}
+
+/// N of a batch `[N, C, H, W]` whose C, H, W are `chw`.
+///
+/// # Errors
+/// [`Error::InputShape`] naming both shapes otherwise.
+fn batch_size(x: ArrayView4<'_, f32>, chw: [usize; 3]) -> Result<usize, Error> {
+    let &[n, c, h, w] = x.shape() else {
+        unreachable!("ArrayView4 has four axes")
+    };
+    if [c, h, w] != chw {
+        return Err(Error::InputShape {
+            expected: vec![n, chw[0], chw[1], chw[2]],
+            found: vec![n, c, h, w],
+        });
+    }
+    Ok(n)
+}
+
+thread_local! {
+    /// The executor of this thread's last [`run_batch`] call, kept so that repeated calls reuse
+    /// its buffers (at most one chunk's activations) instead of faulting in fresh pages.
+    static CACHED: std::cell::Cell<Option<Exec>> = const { std::cell::Cell::new(None) };
+}
+
+/// The result of [`run_batch`]: `n` samples of `sample_len` values each, row-major.
+#[derive(Debug)]
+pub struct BatchOutput {
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl BatchOutput {
+    /// As `[n, features]`.
+    ///
+    /// # Panics
+    /// If the data does not hold `n · features` values (a bug in generated code).
+    pub fn into_array2(self, features: usize) -> Array2<f32> {
+        Array2::from_shape_vec((self.n, features), self.data)
+            .expect("the macro computed the output shape")
+    }
+
+    /// As `[n, C, H, W]`.
+    ///
+    /// # Panics
+    /// If the data does not hold `n·C·H·W` values (a bug in generated code).
+    pub fn into_array4(self, [c, h, w]: [usize; 3]) -> Array4<f32> {
+        Array4::from_shape_vec((self.n, c, h, w), self.data)
+            .expect("the macro computed the output shape")
+    }
+}
+
+/// Runs `run` over a batch in chunks of [`CHUNK`] samples, split over [`crate::num_threads`]
+/// threads, writing each chunk's result into one output buffer. Peak memory beyond the input
+/// and output is one executor per thread, independent of N.
+///
+/// With `whole_batch` (a network with batch statistics, whose result depends on every sample)
+/// the batch runs as one piece on the calling thread.
+///
+/// # Errors
+/// [`Error::InputShape`] when C, H, W differ from `chw`, or the first error `run` returns.
+pub fn run_batch(
+    x: ArrayView4<'_, f32>,
+    chw: [usize; 3],
+    sample_len: usize,
+    whole_batch: bool,
+    run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
+) -> Result<BatchOutput, Error> {
+    let n = batch_size(x, chw)?;
+    let mut data = vec![0.0f32; n * sample_len];
+    if n == 0 {
+        return Ok(BatchOutput { n, data });
+    }
+    let chunk = if whole_batch { n } else { CHUNK };
+    let chunks = n.div_ceil(chunk);
+    let available = crate::threads::num_threads().max(1);
+    let threads = available.min(chunks);
+    // Fewer chunks than threads (a small batch): the spare threads split single layers.
+    let inner = available / threads;
+    // Contiguous runs of whole chunks per thread, the first threads taking one more if uneven.
+    let per_thread = chunks / threads;
+    let extra = chunks % threads;
+    let work = |first: usize, out: &mut [f32]| -> Result<(), Error> {
+        let mut exec = CACHED.with(|c| c.take()).unwrap_or_default();
+        exec.threads = inner;
+        let mut result = Ok(());
+        for (i, out) in out.chunks_mut(chunk * sample_len).enumerate() {
+            let start = first + i * chunk;
+            let end = (start + chunk).min(n);
+            exec.load(x.slice(s![start..end, .., .., ..]));
+            result = run(&mut exec);
+            if result.is_err() {
+                break;
+            }
+            out.copy_from_slice(exec.output());
+        }
+        CACHED.with(|c| c.set(Some(exec)));
+        result
+    };
+    std::thread::scope(|scope| {
+        let mut rest = data.as_mut_slice();
+        let mut first = 0;
+        let mut handles = Vec::with_capacity(threads);
+        for t in 0..threads {
+            let samples = ((per_thread + usize::from(t < extra)) * chunk).min(n - first);
+            let (mine, tail) = rest.split_at_mut(samples * sample_len);
+            rest = tail;
+            if t + 1 == threads {
+                let result = work(first, mine);
+                let joined: Result<(), Error> = handles.into_iter().try_for_each(
+                    |h: std::thread::ScopedJoinHandle<'_, Result<(), Error>>| {
+                        h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+                    },
+                );
+                return result.and(joined);
+            }
+            let work = &work;
+            handles.push(scope.spawn(move || work(first, mine)));
+            first += samples;
+        }
+        unreachable!("threads ≥ 1, so the loop returns")
+    })?;
+    Ok(BatchOutput { n, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::Rng;
+    use crate::ops::linear::LinearParams;
+    use crate::test_util::rand_vec;
+
+    #[test]
+    fn chunks_and_threads_do_not_change_the_result() {
+        let layer = Linear::seeded(
+            LinearParams {
+                in_features: 12,
+                out_features: 5,
+            },
+            true,
+            &mut Rng::new(3),
+        );
+        let run = |e: &mut Exec| -> Result<(), Error> {
+            e.activation(Activation::Tanh);
+            e.linear(&layer);
+            Ok(())
+        };
+        for n in [0, 1, 7, 8, 9, 17, 33, 64] {
+            let x = Array4::from_shape_vec((n, 3, 2, 2), rand_vec(n * 12, n as u64)).unwrap();
+            let whole = run_batch(x.view(), [3, 2, 2], 5, true, &run).unwrap().data;
+            for threads in [1, 2, 3, 5] {
+                crate::set_num_threads(threads);
+                let split = run_batch(x.view(), [3, 2, 2], 5, false, &run).unwrap().data;
+                assert_eq!(split.len(), n * 5);
+                assert_eq!(split, whole, "n = {n}, threads = {threads}");
+            }
+        }
+        crate::set_num_threads(0);
+    }
+
+    #[test]
+    fn fused_convolution_equals_the_separate_layers_bit_for_bit() {
+        use crate::ops::batchnorm::BatchNormParams;
+        use crate::ops::conv2d::Conv2dParams;
+        let conv = Conv2d::seeded(
+            Conv2dParams {
+                c_in: 4,
+                c_out: 6,
+                groups: 2,
+                kernel: [3, 3],
+                stride: [1, 2],
+                padding: [1, 1],
+                dilation: [1, 1],
+                in_hw: [7, 6],
+                out_hw: [7, 3],
+            },
+            true,
+            &mut Rng::new(1),
+        );
+        for affine in [true, false] {
+            let mut bn = BatchNorm2d::new(
+                BatchNormParams {
+                    channels: 6,
+                    hw: 21,
+                    eps: 1e-3,
+                    momentum: 0.1,
+                    affine,
+                    track_running_stats: true,
+                },
+                1,
+            );
+            let r = rand_vec(24, 9);
+            bn.running = Some((
+                r[..6].to_vec(),
+                r[6..12].iter().map(|v| v.abs() + 0.5).collect(),
+            ));
+            if affine {
+                bn.weight = Some(r[12..18].to_vec());
+                bn.bias = Some(r[18..].to_vec());
+            }
+            for act in [None, Some(Activation::Relu), Some(Activation::Gelu)] {
+                for bn in [None, Some(&bn)] {
+                    let x = Array4::from_shape_vec((3, 4, 7, 6), rand_vec(3 * 168, 5)).unwrap();
+                    let mut separate = Exec::from_view(x.view(), [4, 7, 6]).unwrap();
+                    separate.conv2d(&conv);
+                    if let Some(bn) = bn {
+                        separate.batchnorm(bn).unwrap();
+                    }
+                    if let Some(act) = act {
+                        separate.activation(act);
+                    }
+                    let mut fused = Exec::from_view(x.view(), [4, 7, 6]).unwrap();
+                    fused.conv2d_fused(&conv, bn, act).unwrap();
+                    let bits =
+                        |e: &Exec| e.output().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&fused), bits(&separate), "affine {affine}, {act:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn errors_from_any_chunk_are_returned() {
+        let x = Array4::<f32>::zeros((20, 1, 1, 1));
+        crate::set_num_threads(2);
+        let run = |e: &mut Exec| {
+            if e.output().len() < CHUNK {
+                Err(Error::InputShape {
+                    expected: vec![],
+                    found: vec![],
+                })
+            } else {
+                Ok(())
+            }
+        };
+        assert!(run_batch(x.view(), [1, 1, 1], 1, false, &run).is_err());
+        assert!(matches!(
+            run_batch(x.view(), [2, 1, 1], 1, false, &run),
+            Err(Error::InputShape { .. })
+        ));
+        crate::set_num_threads(0);
     }
 }

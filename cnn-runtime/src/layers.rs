@@ -6,20 +6,31 @@
 
 use crate::init::Rng;
 use crate::ops::batchnorm::{self, BatchNormParams};
+use std::sync::OnceLock;
+
 use crate::ops::conv2d::{self, Conv2dParams};
 use crate::ops::linear::{self, LinearParams};
+use crate::ops::winograd;
 use crate::weights::{TensorWriter, Weights};
 use crate::Error;
 
 /// PyTorch: `nn.Conv2d`, parameters `weight [c_out, c_in/groups, KH, KW]` and `bias [c_out]`.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The tensors are read-only once built, because kernels may cache a transformed copy of the
+/// weights (the Winograd form of 3×3 convolutions) on first use.
+#[derive(Debug, Clone)]
 pub struct Conv2d {
     /// The shape, fixed at compile time.
     pub params: Conv2dParams,
-    /// `[c_out, c_in/groups, KH, KW]` row-major.
-    pub weight: Vec<f32>,
-    /// `[c_out]`, absent for `nobias` / `bias=false`.
-    pub bias: Option<Vec<f32>>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    winograd: OnceLock<Vec<f32>>,
+}
+
+impl PartialEq for Conv2d {
+    fn eq(&self, other: &Self) -> bool {
+        self.params == other.params && self.weight == other.weight && self.bias == other.bias
+    }
 }
 
 impl Conv2d {
@@ -41,6 +52,7 @@ impl Conv2d {
             } else {
                 None
             },
+            winograd: OnceLock::new(),
         })
     }
 
@@ -51,7 +63,25 @@ impl Conv2d {
             params,
             weight: rng.fan_in_uniform(weight_len, params.fan_in()),
             bias: bias.then(|| rng.fan_in_uniform(params.c_out, params.fan_in())),
+            winograd: OnceLock::new(),
         }
+    }
+
+    /// `[c_out, c_in/groups, KH, KW]` row-major.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    /// `[c_out]`, absent for `nobias` / `bias=false`.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// The Winograd form of the weights, computed on first use (only for parameters where
+    /// [`winograd::applies`] holds).
+    pub fn winograd_weights(&self) -> &[f32] {
+        self.winograd
+            .get_or_init(|| winograd::transform_weights(&self.params, &self.weight))
     }
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
@@ -176,9 +206,10 @@ impl BatchNorm2d {
             return Ok(());
         }
         if self.running.is_none() && n * p.hw <= 1 {
+            // n ≥ 1 here, so H·W = 1: the map is 1×1.
             return Err(Error::BatchStatistics {
                 layer: self.index,
-                shape: vec![n, p.channels, p.hw],
+                shape: vec![n, p.channels, 1, 1],
             });
         }
         batchnorm::batchnorm(

@@ -15,10 +15,14 @@ pub mod layers;
 mod model;
 pub mod ops;
 pub mod shape;
+mod simd;
 #[cfg(test)]
 mod test_util;
+mod threads;
 pub mod weights;
 
 pub use error::Error;
+pub use exec::{Workspace, WorkspaceLayout};
 pub use model::{LayerInfo, Model, Summary};
 pub use ndarray;
+pub use threads::{num_threads, set_num_threads};

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use ndarray::{Array, ArrayView4, Dimension};
+use ndarray::{Array, ArrayView4, ArrayViewMut, Dimension};
+
+use crate::exec::{Workspace, WorkspaceLayout};
 
 use crate::Error;
 
@@ -31,6 +33,10 @@ pub trait Model: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     const MACS: usize;
     /// Every layer in `state_dict` order, including the implicit flatten.
     const LAYERS: &'static [LayerInfo];
+    /// Buffer sizes of [`Model::forward_into`] for one chunk of samples.
+    const WORKSPACE: WorkspaceLayout;
+    /// Bytes of a [`Workspace`] for this model (`WORKSPACE.bytes()`).
+    const WORKSPACE_BYTES: usize = Self::WORKSPACE.bytes();
     /// The equivalent PyTorch module: a Python expression that evaluates to an `nn.Sequential`
     /// after `import torch` and `from torch import nn`. Its `state_dict()` keys and shapes are
     /// exactly the ones [`Model::from_safetensors`] expects.
@@ -58,6 +64,20 @@ pub trait Model: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     /// channel.
     fn forward_batch(&self, x: ArrayView4<'_, f32>) -> Result<Array<f32, Self::Dim>, Error>;
 
+    /// Inference into a caller-provided output `[N, …]` (any strides) using `workspace`'s
+    /// buffers, on the calling thread: allocation-free once the workspace has been used, e.g.
+    /// `let mut ws = Workspace::new(Net::WORKSPACE);`.
+    ///
+    /// # Errors
+    /// As [`Model::forward_batch`], plus [`Error::OutputShape`] when `out` does not have the
+    /// batch's output shape.
+    fn forward_into(
+        &self,
+        x: ArrayView4<'_, f32>,
+        out: ArrayViewMut<'_, f32, Self::Dim>,
+        workspace: &mut Workspace,
+    ) -> Result<(), Error>;
+
     /// Inference on one sample, with the shapes checked by the type system.
     ///
     /// # Panics
@@ -81,7 +101,7 @@ pub trait Model: Sized + Clone + fmt::Debug + Send + Sync + 'static {
 pub struct LayerInfo {
     /// Module index in the equivalent `nn.Sequential`, the `state_dict` key prefix.
     pub index: usize,
-    /// The layer as written in `cnn!` (`"(implicit)"` for the inserted flatten).
+    /// The layer as written in `cnn!` (`"(implicit flatten)"` for the inserted flatten).
     pub dsl: &'static str,
     /// The equivalent PyTorch module, e.g. `nn.Conv2d(3, 16, kernel_size=(3, 3), padding=(1, 1))`.
     pub torch: &'static str,

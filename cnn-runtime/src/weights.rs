@@ -31,9 +31,28 @@ impl<'a> Weights<'a> {
     /// [`Error::Safetensors`] when the bytes are not a well-formed safetensors file (truncated,
     /// a header that is not JSON, offsets outside the data or overlapping, …).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        // The header's JSON parser briefly holds up to ~48× the header's size (a hostile
+        // `shape` of 16,385 zeros measured 47.9×): cap it far above any real network's header
+        // (vgg's is 2 KB) so a hostile file cannot make a load hold gigabytes.
+        if let Some(len) = bytes
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+        {
+            if len > MAX_HEADER_BYTES {
+                return Err(Error::Safetensors {
+                    reason: format!("the header claims {len} bytes, more than the {MAX_HEADER_BYTES}-byte limit"),
+                });
+            }
+        }
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
             reason: e.to_string(),
         })?;
+        if let Some(key) = header_text(bytes).and_then(duplicate_key) {
+            return Err(Error::Safetensors {
+                reason: format!("duplicate key `{key}` in the header"),
+            });
+        }
         let mut names: Vec<String> = tensors.names().into_iter().map(|s| s.to_string()).collect();
         names.sort();
         let taken = RefCell::new(vec![false; names.len()]);
@@ -143,6 +162,65 @@ impl<'a> Weights<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// The JSON header of a file `SafeTensors::deserialize` has accepted.
+/// The largest safetensors header [`Weights::parse`] reads: 1 MiB, room for about 10,000
+/// tensors.
+pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+fn header_text(bytes: &[u8]) -> Option<&str> {
+    let n: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let end = usize::try_from(u64::from_le_bytes(n))
+        .ok()?
+        .checked_add(8)?;
+    std::str::from_utf8(bytes.get(8..end)?).ok()
+}
+
+// The format forbids duplicate keys, but `safetensors` keeps the last one: with
+// `{"w": U8 [4], "w": F32 [1]}` over the same 4 bytes, readers that keep the first see another
+// tensor. Keys are compared as decoded, so `"0.bias"` and `"0\u002ebias"` are the same key.
+/// The first key (in sorted order) that appears twice at the top level of a JSON object
+/// `serde_json` has accepted; every string at that level is a key, since values are objects.
+fn duplicate_key(header: &str) -> Option<String> {
+    let mut keys: Vec<Vec<u16>> = Vec::new();
+    let (mut depth, mut chars) = (0usize, header.chars());
+    while let Some(c) = chars.next() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.saturating_sub(1),
+            '"' => {
+                let mut key = Vec::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => match chars.next() {
+                            Some('u') => {
+                                let hex: String = chars.by_ref().take(4).collect();
+                                key.push(u16::from_str_radix(&hex, 16).unwrap_or_default());
+                            }
+                            Some('b') => key.push(0x08),
+                            Some('f') => key.push(0x0c),
+                            Some('n') => key.push(0x0a),
+                            Some('r') => key.push(0x0d),
+                            Some('t') => key.push(0x09),
+                            Some(c) => key.extend(c.encode_utf16(&mut [0; 2]).iter()),
+                            None => break,
+                        },
+                        c => key.extend(c.encode_utf16(&mut [0; 2]).iter()),
+                    }
+                }
+                if depth == 1 {
+                    keys.push(key);
+                }
+            }
+            _ => {}
+        }
+    }
+    keys.sort_unstable();
+    keys.windows(2)
+        .find(|w| w[0] == w[1])
+        .map(|w| String::from_utf16_lossy(&w[0]))
 }
 
 /// IEEE 754 half precision to single precision, exact for every input.
@@ -260,6 +338,14 @@ mod tests {
         assert!(w.f32("1.num_batches_tracked", &[]).is_err());
         w.f32("0.weight", &[2, 3]).unwrap();
         assert_eq!(w.finish(), Ok(()));
+    }
+
+    #[test]
+    fn oversized_headers_are_refused_before_parsing() {
+        let mut bytes = (MAX_HEADER_BYTES + 1).to_le_bytes().to_vec();
+        bytes.extend(std::iter::repeat_n(b' ', (MAX_HEADER_BYTES + 1) as usize));
+        let err = Weights::parse(&bytes).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(crate) fn sgemm(
 ///
 /// # Panics
 /// If a slice is shorter than its matrix.
+#[cfg(test)]
 pub(crate) fn sgemm_bt(
     m: usize,
     k: usize,

@@ -1,5 +1,7 @@
 //! Element-wise activations and softmax over channels.
 
+use crate::simd::multiversion;
+
 /// An element-wise activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
@@ -17,6 +19,7 @@ pub enum Activation {
     Gelu,
 }
 
+multiversion! {
 /// Applies `act` to every element of `x` in place.
 pub fn activation(act: Activation, x: &mut [f32]) {
     match act {
@@ -53,6 +56,7 @@ pub fn activation(act: Activation, x: &mut [f32]) {
             }
         }
     }
+}
 }
 
 /// `1 / (1 + e^−x)`, with `e^x / (1 + e^x)` for negative `x` so no `exp` overflows.

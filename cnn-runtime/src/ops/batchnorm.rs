@@ -56,11 +56,10 @@ pub fn batchnorm(
         // PyTorch CPU folds the statistics into one scale and shift per channel, with
         // invstd = 1/√(var + eps) in f32 for running statistics and in f64 for batch ones.
         let (mean, invstd) = match running {
-            Some((mean, var)) => (mean[ch], 1.0 / (var[ch] + p.eps).sqrt()),
+            Some((mean, var)) => (mean[ch], running_invstd(var[ch], p.eps)),
             None => batch_stats(x, n, c, hw, ch, p.eps),
         };
-        let scale = invstd * weight.map_or(1.0, |w| w[ch]);
-        let shift = bias.map_or(0.0, |b| b[ch]) - mean * scale;
+        let (scale, shift) = fold(mean, invstd, weight.map(|w| w[ch]), bias.map(|b| b[ch]));
         // LOOP over samples
         for s in 0..n {
             let plane = &mut x[(s * c + ch) * hw..(s * c + ch + 1) * hw];
@@ -68,6 +67,37 @@ pub fn batchnorm(
                 *v = *v * scale + shift;
             }
         }
+    }
+}
+
+fn running_invstd(var: f32, eps: f32) -> f32 {
+    1.0 / (var + eps).sqrt()
+}
+
+fn fold(mean: f32, invstd: f32, weight: Option<f32>, bias: Option<f32>) -> (f32, f32) {
+    let scale = invstd * weight.unwrap_or(1.0);
+    (scale, bias.unwrap_or(0.0) - mean * scale)
+}
+
+/// The per-channel `scale` and `shift` with which [`batchnorm`] computes `y = x·scale + shift`
+/// from running statistics, so that a convolution can apply them in its epilogue with the same
+/// rounding.
+///
+/// # Panics
+/// If a slice is shorter than `p.channels`.
+pub fn scale_shift(
+    p: &BatchNormParams,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    (mean, var): (&[f32], &[f32]),
+    scale: &mut [f32],
+    shift: &mut [f32],
+) {
+    let c = p.channels;
+    assert!(mean.len() >= c && var.len() >= c && scale.len() >= c && shift.len() >= c);
+    for ch in 0..c {
+        let invstd = running_invstd(var[ch], p.eps);
+        (scale[ch], shift[ch]) = fold(mean[ch], invstd, weight.map(|w| w[ch]), bias.map(|b| b[ch]));
     }
 }
 

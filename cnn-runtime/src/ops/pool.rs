@@ -1,5 +1,7 @@
 //! Max and average pooling, windowed and global, as one kernel with the kind as data.
 
+use crate::simd::multiversion;
+
 /// Which reduction a pooling window applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PoolKind {
@@ -50,6 +52,7 @@ impl Pool2dParams {
     }
 }
 
+multiversion! {
 /// `out[n, c, y, x] = reduce over the window starting at (y·SH − PH, x·SW − PW)` of `input`.
 ///
 /// + `n`: the batch size
@@ -81,11 +84,35 @@ pub fn pool2d(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32]) {
         }
         return;
     }
+    let [h, w] = p.in_hw;
+    let [oh, ow] = p.out_hw;
+    if p.kind == PoolKind::Max
+        && p.kernel == [2, 2]
+        && p.stride == [2, 2]
+        && p.padding == [0, 0]
+        && 2 * oh <= h
+        && 2 * ow <= w
+    {
+        // The common maxpool(2): every window is whole, folded in the generic kernel's order.
+        let m = PoolKind::Max;
+        for (x, y) in input.chunks_exact(hw_in).zip(out.chunks_exact_mut(hw_out)) {
+            for (oy, row) in y.chunks_exact_mut(ow).enumerate() {
+                let r0 = &x[2 * oy * w..2 * oy * w + 2 * ow];
+                let r1 = &x[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+                for ((o, a), b) in row.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                    let acc = m.accum(m.accum(f32::NEG_INFINITY, a[0]), a[1]);
+                    *o = m.accum(m.accum(acc, b[0]), b[1]);
+                }
+            }
+        }
+        return;
+    }
     // Specialise the window loop on the kind, so `accum` is resolved outside it.
     match p.kind {
         PoolKind::Max => pool_windows(PoolKind::Max, p, input, out),
         avg @ PoolKind::Avg { .. } => pool_windows(avg, p, input, out),
     }
+}
 }
 
 impl PoolKind {
@@ -296,6 +323,8 @@ mod tests {
     const CASES: &[Case] = &[
         (3, [2, 2], [2, 2], [0, 0], false, [8, 8], 1),
         (3, [2, 2], [2, 2], [0, 0], true, [5, 5], 2),
+        (2, [2, 2], [2, 2], [0, 0], false, [7, 9], 2),
+        (1, [2, 2], [2, 2], [0, 0], true, [6, 4], 1),
         (2, [3, 3], [2, 2], [1, 1], true, [37, 37], 1),
         (2, [3, 3], [2, 2], [1, 1], false, [37, 37], 3),
         (4, [3, 3], [2, 2], [1, 1], true, [6, 6], 1),

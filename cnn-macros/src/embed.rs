@@ -1,0 +1,284 @@
+//! `#[weights = "file.safetensors"]`: the weight file is read while the macro expands, its header
+//! checked against the planned layers, and its path handed to `include_bytes!`.
+
+use std::path::{Component, PathBuf};
+
+use proc_macro2::TokenStream;
+use syn::LitStr;
+
+use crate::args::LayerKind;
+use crate::ctxt::Ctxt;
+use crate::json::{self, Json};
+use crate::shape::Plan;
+
+/// One tensor the plan expects.
+struct Expected {
+    key: String,
+    shape: Vec<usize>,
+    /// `layer 0 `conv(3 -> 16, k3)``, for messages.
+    layer: String,
+    /// `num_batches_tracked`: an integer scalar, `[]` or `[1]`.
+    int: bool,
+}
+
+fn expected(plan: &Plan) -> Vec<Expected> {
+    let mut out = Vec::new();
+    for l in &plan.layers {
+        let layer = format!("layer {} `{}`", l.index, l.layer.dsl);
+        let mut push = |name: &str, shape: Vec<usize>, int: bool| {
+            out.push(Expected {
+                key: format!("{}.{name}", l.index),
+                shape,
+                layer: layer.clone(),
+                int,
+            })
+        };
+        match &l.layer.kind {
+            LayerKind::Conv(a) => {
+                let [kh, kw] = a.kernel.v;
+                push(
+                    "weight",
+                    vec![a.c_out.v, a.c_in.v / a.groups.v, kh, kw],
+                    false,
+                );
+                if a.bias {
+                    push("bias", vec![a.c_out.v], false);
+                }
+            }
+            LayerKind::BatchNorm(a) => {
+                let c = l.input.dims()[0];
+                if a.affine {
+                    push("weight", vec![c], false);
+                    push("bias", vec![c], false);
+                }
+                if a.track_running_stats {
+                    push("running_mean", vec![c], false);
+                    push("running_var", vec![c], false);
+                    push("num_batches_tracked", vec![], true);
+                }
+            }
+            LayerKind::Linear(a) => {
+                push("weight", vec![a.out_features.v, l.input.len()], false);
+                if a.bias {
+                    push("bias", vec![a.out_features.v], false);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn dtype_size(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "F64" | "I64" | "U64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        "I8" | "U8" | "BOOL" | "F8_E5M2" | "F8_E4M3" => 1,
+        _ => return None,
+    })
+}
+
+const FLOAT_DTYPES: &[&str] = &["F32", "F64", "F16", "BF16"];
+const INT_DTYPES: &[&str] = &["I64", "I32", "I16", "I8", "U8"];
+
+/// `base/rel` with `.` and `..` resolved lexically, so messages show a clean path.
+fn resolve(rel: &str) -> PathBuf {
+    let base = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(PathBuf::new, PathBuf::from);
+    let mut out = PathBuf::new();
+    for c in base.join(rel).components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+struct Entry {
+    key: String,
+    dtype: String,
+    shape: Vec<usize>,
+    begin: usize,
+    end: usize,
+}
+
+/// Parses and validates the whole container: the same rules the runtime loader enforces, so an
+/// embedded file that passes here always loads.
+fn read_header(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    let Some(len) = bytes.get(..8) else {
+        return Err(format!(
+            "the file is {} bytes, shorter than the 8-byte header length",
+            bytes.len()
+        ));
+    };
+    let len = u64::from_le_bytes(len.try_into().map_err(|_| "short header length")?);
+    let Some(end) = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_add(8))
+        .filter(|&e| e <= bytes.len())
+    else {
+        return Err(format!(
+            "the header claims {len} bytes but the file has {}",
+            bytes.len()
+        ));
+    };
+    let text =
+        std::str::from_utf8(&bytes[8..end]).map_err(|_| "the header is not UTF-8".to_string())?;
+    let Json::Object(items) =
+        json::parse(text).map_err(|e| format!("the header is not JSON: {e}"))?
+    else {
+        return Err("the header is not a JSON object".into());
+    };
+    let data_len = bytes.len() - end;
+    let mut entries = Vec::new();
+    for (key, info) in items {
+        if key == "__metadata__" {
+            continue;
+        }
+        let bad = |what: &str| format!("tensor `{key}` has {what}");
+        let Some(Json::String(dtype)) = info.get("dtype") else {
+            return Err(bad("no dtype"));
+        };
+        let uints = |v: Option<&Json>| -> Option<Vec<usize>> {
+            match v? {
+                Json::Array(items) => items
+                    .iter()
+                    .map(|d| match d {
+                        Json::Uint(u) => usize::try_from(*u).ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => None,
+            }
+        };
+        let shape = uints(info.get("shape")).ok_or_else(|| bad("no valid shape"))?;
+        let offsets =
+            uints(info.get("data_offsets")).ok_or_else(|| bad("no valid data_offsets"))?;
+        let [begin, end] = offsets[..] else {
+            return Err(bad("data_offsets that are not a pair"));
+        };
+        let size = dtype_size(dtype).ok_or_else(|| bad(&format!("unknown dtype {dtype}")))?;
+        let bytes_needed = shape
+            .iter()
+            .try_fold(size, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| bad("a shape whose size overflows"))?;
+        if begin > end || end > data_len || end - begin != bytes_needed {
+            return Err(bad(&format!(
+                "data_offsets [{begin}, {end}] that do not hold {bytes_needed} bytes inside the {data_len} data bytes"
+            )));
+        }
+        if entries.iter().any(|e: &Entry| e.key == key) {
+            return Err(format!("tensor `{key}` appears twice"));
+        }
+        entries.push(Entry {
+            key,
+            dtype: dtype.clone(),
+            shape,
+            begin,
+            end,
+        });
+    }
+    let mut spans: Vec<(usize, usize)> = entries.iter().map(|e| (e.begin, e.end)).collect();
+    spans.sort_unstable();
+    let mut at = 0;
+    for (b, e) in spans {
+        if b != at {
+            return Err(format!(
+                "tensor data is not contiguous: a tensor starts at byte {b}, expected {at}"
+            ));
+        }
+        at = e;
+    }
+    if at != data_len {
+        return Err(format!(
+            "the tensors cover {at} of the {data_len} data bytes"
+        ));
+    }
+    Ok(entries)
+}
+
+fn dims(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+/// Checks the file named by `#[weights = "…"]` against the plan; returns the absolute path
+/// for `include_bytes!`.
+pub fn check(attr: &TokenStream, lit: &LitStr, plan: &Plan) -> syn::Result<String> {
+    let rel = lit.value();
+    let path = resolve(&rel);
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(&path).map_err(|e| {
+        syn::Error::new_spanned(attr, format!("cannot read weight file `{shown}`: {e}"))
+    })?;
+    let entries = read_header(&bytes).map_err(|e| {
+        syn::Error::new_spanned(
+            attr,
+            format!("weight file `{rel}` is not a valid safetensors file: {e}"),
+        )
+    })?;
+    let mut cx = Ctxt::new();
+    let want = expected(plan);
+    for w in &want {
+        let Some(e) = entries.iter().find(|e| e.key == w.key) else {
+            cx.error_spanned(
+                attr,
+                format!(
+                    "weight file `{rel}` has no tensor `{}` for {}; expected shape {}",
+                    w.key,
+                    w.layer,
+                    dims(&w.shape)
+                ),
+            );
+            continue;
+        };
+        let shape_ok = e.shape == w.shape || (w.int && e.shape == [1]);
+        if !shape_ok {
+            cx.error_spanned(
+                attr,
+                format!(
+                    "tensor `{}` of {} has shape {} in `{rel}`, expected {}",
+                    w.key,
+                    w.layer,
+                    dims(&e.shape),
+                    dims(&w.shape)
+                ),
+            );
+        }
+        let allowed = if w.int { INT_DTYPES } else { FLOAT_DTYPES };
+        if !allowed.contains(&e.dtype.as_str()) {
+            cx.error_spanned(
+                attr,
+                format!(
+                    "tensor `{}` of {} has dtype {} in `{rel}`; expected one of {}",
+                    w.key,
+                    w.layer,
+                    e.dtype,
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+    let mut extra: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| !want.iter().any(|w| w.key == e.key))
+        .collect();
+    extra.sort_by(|a, b| a.key.cmp(&b.key));
+    for e in extra {
+        cx.error_spanned(
+            attr,
+            format!(
+                "weight file `{rel}` has an unexpected tensor `{}` (shape {}); the network has no such parameter",
+                e.key,
+                dims(&e.shape)
+            ),
+        );
+    }
+    cx.check()?;
+    path.to_str().map(str::to_owned).ok_or_else(|| {
+        syn::Error::new_spanned(attr, format!("weight file path `{shown}` is not UTF-8"))
+    })
+}

@@ -1,0 +1,95 @@
+//! Train in PyTorch, ship in Rust: the embedded digits model reproduces PyTorch's predictions.
+//!
+//! Produced by `tools/train_digits.py` (PyTorch 2.15, scikit-learn's 8x8 digits, seed 0):
+//! `models/digits.safetensors` and the test split with PyTorch's logits and predictions.
+
+use cnn::{cnn, Model};
+use safetensors::SafeTensors;
+
+cnn! {
+    #[weights = "models/digits.safetensors"]
+    struct Digits {
+        input(1, 8, 8)
+        conv(1 -> 16, k3, p1) relu conv(16 -> 32, k3, p1) relu maxpool(2) fc(64) relu fc(10)
+    }
+}
+
+const SPLIT: &[u8] = include_bytes!("../models/digits_test.safetensors");
+const WEIGHTS: &[u8] = include_bytes!("../models/digits.safetensors");
+
+fn f32s(st: &SafeTensors<'_>, key: &str) -> Vec<f32> {
+    st.tensor(key)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn i64s(st: &SafeTensors<'_>, key: &str) -> Vec<i64> {
+    st.tensor(key)
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+fn batch() -> cnn::ndarray::Array4<f32> {
+    let st = SafeTensors::deserialize(SPLIT).unwrap();
+    let pixels = f32s(&st, "images");
+    let n = pixels.len() / 64;
+    cnn::ndarray::Array4::from_shape_vec((n, 1, 8, 8), pixels).unwrap()
+}
+
+#[test]
+fn predictions_equal_pytorch_on_every_test_image() {
+    let st = SafeTensors::deserialize(SPLIT).unwrap();
+    let labels = i64s(&st, "labels");
+    let torch = i64s(&st, "predictions");
+    let torch_logits = f32s(&st, "logits");
+    let logits = Digits::embedded().forward_batch(batch().view()).unwrap();
+    assert_eq!(logits.shape(), [labels.len(), 10]);
+    let mut correct = 0;
+    for (i, row) in logits.outer_iter().enumerate() {
+        let predicted = (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap() as i64;
+        assert_eq!(
+            predicted, torch[i],
+            "image {i}: PyTorch predicted {}",
+            torch[i]
+        );
+        correct += usize::from(predicted == labels[i]);
+        for (k, (&ours, &theirs)) in row.iter().zip(&torch_logits[i * 10..]).enumerate() {
+            assert!(
+                (ours - theirs).abs() <= 1e-4 * (1.0 + theirs.abs()),
+                "image {i} logit {k}: {ours} vs {theirs}"
+            );
+        }
+    }
+    let accuracy = correct as f64 / labels.len() as f64;
+    assert!(accuracy >= 0.95, "accuracy {accuracy}");
+}
+
+#[test]
+fn embedded_and_loaded_models_are_bit_identical() {
+    let loaded = Digits::from_safetensors(WEIGHTS).unwrap();
+    let embedded = Digits::embedded();
+    assert_eq!(&loaded, embedded);
+    let x = batch();
+    assert_eq!(
+        loaded.forward_batch(x.view()).unwrap(),
+        embedded.forward_batch(x.view()).unwrap()
+    );
+    assert!(
+        std::ptr::eq(embedded, Digits::embedded()),
+        "later calls return the same model"
+    );
+}
+
+#[test]
+fn the_torch_twin_is_the_trained_architecture() {
+    let meta = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits.json"))
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["torch"].as_str().unwrap(), Digits::TORCH);
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Check that every fixture network's `TORCH` twin builds the PyTorch model the fixture came from.
+
+`cargo test --test test_parity` writes target/torch-twins.json ({fixture: TORCH expression}).
+For each, this evaluates the expression, then compares its state_dict keys, shapes and dtypes
+with the fixture's `state_dict`, loads the fixture weights into it and checks its eval output
+against the fixture's stored output.
+
+Run: cargo test --test test_parity && python3 tools/check_torch_twins.py [fixtures-dir]
+"""
+import json
+import pathlib
+import sys
+
+import torch
+from safetensors.torch import load_file
+from torch import nn  # noqa: F401  (used by the eval'd expressions)
+
+root = pathlib.Path(__file__).resolve().parent.parent
+fixtures = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared" / "fixtures"
+twins = json.loads((root / "target" / "torch-twins.json").read_text())
+failed = 0
+for name, expr in sorted(twins.items()):
+    meta = json.loads((fixtures / f"{name}.json").read_text())
+    model = eval(expr)
+    sd = model.state_dict()
+    ours = {k: (str(v.dtype).replace("torch.", ""), list(v.shape)) for k, v in sd.items()}
+    theirs = {k: (v["dtype"], v["shape"]) for k, v in meta["state_dict"].items()}
+    if ours != theirs:
+        failed += 1
+        print(f"{name}: state_dict differs\n  ours   {ours}\n  theirs {theirs}")
+        continue
+    model.load_state_dict(load_file(fixtures / f"{name}.safetensors"))
+    model.eval()
+    io = load_file(fixtures / f"{name}.io.safetensors")
+    with torch.no_grad():
+        out = model(io["input"])
+    err = (out - io["output"]).abs().max().item()
+    ok = err <= meta["atol"]
+    failed += not ok
+    print(f"{name}: {len(sd)} tensors match; eval output max error {err:.2e} {'ok' if ok else 'TOO LARGE'}")
+print(f"{len(twins) - failed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
