@@ -167,7 +167,7 @@ def ours(name, batch, threads, seconds):
         check=True, capture_output=True, text=True,
     ).stdout
     d = json.loads(out.splitlines()[-1])
-    return d["median_ms"], d["min_ms"], d["reps"]
+    return d["median_ms"], d["reps"], d.get("runtime_threads", threads)
 
 
 def fmt(ms):
@@ -185,13 +185,14 @@ def main():
     nets = our_nets(names)
     cells = [(n, b, t) for n in names for b in batches for t in threads]
     results = {}  # (net, batch, threads, runner) -> [median per round]
+    ran_on = {}  # (net, batch, threads) -> threads our runtime really used
     with tempfile.TemporaryDirectory() as tmp:
         peer_set = Peers(nets, tmp)
         for r in range(args.rounds):
             for name, batch, t in cells:
                 for runner in ["ours"] + peers:
                     if runner == "ours":
-                        med, _, reps = ours(name, batch, t, args.seconds)
+                        med, reps, ran_on[name, batch, t] = ours(name, batch, t, args.seconds)
                     else:
                         fn = peer_set.runner(runner, name, batch, t)
                         peer_set.torch.set_num_threads(t)
@@ -213,7 +214,8 @@ def main():
         ps = {p: cell_ms(name, batch, t, p) for p in peers}
         best = min((v, p) for p, v in ps.items() if v is not None and p not in NOT_F32)
         ratio = f"{o / best[0]:.2f}" if o is not None else "–"
-        note = " (1 thread)" if t > 1 else ""
+        used = ran_on.get((name, batch, t), t)
+        note = f" ({used} thread{'s' if used > 1 else ''})" if used != t else ""
         print(f"| {name} | {batch} | {t} | {fmt(o)}{note} | "
               + " | ".join(fmt(ps[p]) for p in peers)
               + f" | {best[1]} | {ratio} |")
