@@ -1,4 +1,4 @@
-//! SGEMM on the im2col shapes of the vgg and stem224 benchmark nets: ours against
+//! SGEMM on the GEMM shapes of the vgg and stem224 benchmark nets: ours against
 //! `matrixmultiply` (through `ndarray::linalg::general_mat_mul`) in the same group.
 //!
 //! Names are `gemm/MxKxN`; throughput is `2·M·N·K` flops, so criterion reports GFLOP/s. Ours is
@@ -14,21 +14,30 @@ use cnn_runtime::ndarray::{linalg::general_mat_mul, Array2};
 use cnn_runtime::ops::conv2d::{conv2d, Conv2dParams};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-/// `(M, K, N, side)` with `N = side²`: vgg's six convs, then stem224's three.
-const SHAPES: &[(usize, usize, usize, usize)] = &[
-    (64, 27, 1024, 32),
-    (64, 576, 1024, 32),
-    (128, 576, 256, 16),
-    (128, 1152, 256, 16),
-    (256, 1152, 64, 8),
-    (256, 2304, 64, 8),
-    (64, 147, 12544, 112),
-    (128, 576, 3136, 56),
-    (256, 1152, 784, 28),
+/// `(M, K, N)`: vgg's six im2col convolutions, stem224's three, then the GEMMs of Winograd
+/// F(2×2,3×3) (`M` = 2×2 output tiles, `K` = `c_in`, `N` = `c_out`, 16 per convolution) for vgg's
+/// five 3×3 convolutions with ≥ 16 input channels and stem224's two.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (64, 27, 1024),
+    (64, 576, 1024),
+    (128, 576, 256),
+    (128, 1152, 256),
+    (256, 1152, 64),
+    (256, 2304, 64),
+    (64, 147, 12544),
+    (128, 576, 3136),
+    (256, 1152, 784),
+    (256, 64, 64),
+    (64, 64, 128),
+    (64, 128, 128),
+    (16, 128, 256),
+    (16, 256, 256),
+    (784, 64, 128),
+    (196, 128, 256),
 ];
 
-/// `c_out = m` filters of a 1×1 convolution over `k` channels of a `side × side` image.
-fn one_by_one(m: usize, k: usize, side: usize) -> Conv2dParams {
+/// `c_out = m` filters of a 1×1 convolution over `k` channels of a `1 × n` image.
+fn one_by_one(m: usize, k: usize, n: usize) -> Conv2dParams {
     Conv2dParams {
         c_in: k,
         c_out: m,
@@ -37,8 +46,8 @@ fn one_by_one(m: usize, k: usize, side: usize) -> Conv2dParams {
         stride: [1, 1],
         padding: [0, 0],
         dilation: [1, 1],
-        in_hw: [side, side],
-        out_hw: [side, side],
+        in_hw: [1, n],
+        out_hw: [1, n],
     }
 }
 
@@ -53,20 +62,19 @@ fn bench_gemm(c: &mut Criterion) {
         "cnn-{}",
         std::env::var("CNN_GEMM").unwrap_or_else(|_| "auto".into())
     );
-    for &(m, k, n, side) in SHAPES {
-        assert_eq!(side * side, n);
+    for &(m, k, n) in SHAPES {
         let (a, b) = (values(m * k, 1), values(k * n, 2));
         let mut group = c.benchmark_group(format!("gemm/{m}x{k}x{n}"));
         group.throughput(Throughput::Elements((2 * m * n * k) as u64));
         group.warm_up_time(Duration::from_millis(500));
         group.measurement_time(Duration::from_secs(2));
 
-        let p = one_by_one(m, k, side);
+        let p = one_by_one(m, k, n);
         let mut out = vec![0.0; m * n];
         let mut scratch = Vec::new();
         group.bench_function(&ours, |bench| {
             bench.iter(|| {
-                // input [k, side, side] is B, weight [m, k, 1, 1] is A
+                // input [k, 1, n] is B, weight [m, k, 1, 1] is A
                 conv2d(
                     &p,
                     1,

@@ -13,7 +13,8 @@ mod kernel;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-/// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)`; all row-major and contiguous.
+/// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)`; all row-major and contiguous. On the x86_64
+/// paths row `i` of C is bit-identical whatever `m` is.
 ///
 /// # Panics
 /// If a slice is shorter than its matrix.
@@ -30,7 +31,8 @@ pub(crate) fn sgemm(
 }
 
 /// `C[m×n] ← A[m×k] · Bᵀ (+ C if accumulate)` where `B` is `[n×k]` row-major (a `Linear`
-/// weight); `A` and `C` row-major and contiguous.
+/// weight); `A` and `C` row-major and contiguous. On the x86_64 paths row `i` of C is
+/// bit-identical whatever `m` is (a sample's result does not depend on its batch).
 ///
 /// # Panics
 /// If a slice is shorter than its matrix.
@@ -298,6 +300,34 @@ mod tests {
             let mut c = vec![7.0; m * n + 5];
             gemm_on(path, m, k, n, &a, &b, false, &mut c, false);
             assert_eq!(&c[m * n..], &[7.0; 5], "{}", path.name());
+        }
+    }
+
+    #[test]
+    fn rows_do_not_depend_on_how_many_are_computed() {
+        for path in [Path::Avx512, Path::Avx2] {
+            if !path.available() {
+                println!("sgemm path `{}` skipped: this CPU lacks it", path.name());
+                continue;
+            }
+            for &(m, k, n) in &[(64, 300, 70), (20, 600, 1030), (7, 33, 10), (64, 4096, 10)] {
+                let a = rand_vec(m * k, 5);
+                let b = rand_vec(k * n, 6);
+                for bt in [false, true] {
+                    let mut all = vec![0.0; m * n];
+                    gemm_on(path, m, k, n, &a, &b, bt, &mut all, false);
+                    for i in [0, m / 2, m - 1] {
+                        let mut one = vec![0.0; n];
+                        gemm_on(path, 1, k, n, &a[i * k..], &b, bt, &mut one, false);
+                        assert_eq!(
+                            one,
+                            all[i * n..(i + 1) * n],
+                            "{} m={m} bt={bt}",
+                            path.name()
+                        );
+                    }
+                }
+            }
         }
     }
 
