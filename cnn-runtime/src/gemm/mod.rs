@@ -36,7 +36,6 @@ pub(crate) fn sgemm(
 ///
 /// # Panics
 /// If a slice is shorter than its matrix.
-#[cfg(test)]
 pub(crate) fn sgemm_bt(
     m: usize,
     k: usize,

@@ -1,6 +1,4 @@
-//! Fully connected layer as one dot product per output.
-
-use crate::simd::multiversion;
+//! Fully connected layer through one `sgemm_bt` (dot-product blocks).
 
 /// Shape of a `Linear` layer, emitted by the `cnn!` macro as a `const`.
 ///
@@ -13,7 +11,6 @@ pub struct LinearParams {
     pub out_features: usize,
 }
 
-multiversion! {
 /// `out[n, o] = bias[o] + Σ_i input[n, i] · weight[o, i]`.
 ///
 /// + `input`: `[n, in_features]` row-major
@@ -35,54 +32,18 @@ pub fn linear(
     assert!(input.len() >= n * k, "linear input too short");
     assert!(weight.len() >= m * k, "linear weight too short");
     assert!(out.len() >= n * m, "linear output too short");
+    let out = &mut out[..n * m];
     if let Some(b) = bias {
         assert!(b.len() >= m, "linear bias too short");
-    }
-    if m == 0 {
-        return;
-    }
-    // Per sample, so a sample's result never depends on the batch it came in. The weights of
-    // the fully connected layers these networks end in are small enough to stay in cache
-    // between samples.
-    // LOOP over samples
-    for (x, y) in input
-        .chunks_exact(k.max(1))
-        .zip(out[..n * m].chunks_exact_mut(m))
-    {
-        let x = &x[..k];
-        // LOOP over outputs
-        for (o, v) in y.iter_mut().enumerate() {
-            *v = bias.map_or(0.0, |b| b[o]) + dot(x, &weight[o * k..(o + 1) * k]);
+        if m > 0 {
+            for row in out.chunks_exact_mut(m) {
+                row.copy_from_slice(&b[..m]);
+            }
         }
     }
-}
-}
-
-/// `Σ a[i]·b[i]` with 16 running sums in a fixed order (vectorisable, and the same result
-/// whatever the caller's batch).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0.0f32; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in ar.iter().zip(br).enumerate() {
-        acc[l] += x * y;
-    }
-    // Pairwise: 16 -> 8 -> 4 -> 2 -> 1.
-    let mut width = LANES / 2;
-    while width > 0 {
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-        width /= 2;
-    }
-    acc[0]
+    // input: (N, I)  weightᵀ: (I, O)  out: (N, O). `sgemm_bt` computes each row of C the same
+    // way whatever N, so a sample's result does not depend on the batch it came in.
+    crate::gemm::sgemm_bt(n, k, m, input, weight, out, bias.is_some());
 }
 
 #[cfg(test)]
