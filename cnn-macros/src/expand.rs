@@ -441,7 +441,7 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
                 }
 
                 fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
-                    let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, &|__exec| self.__cnn_run(__exec))?;
+                    let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, <Self as __cnn::Model>::MACS, &|__exec| self.__cnn_run(__exec))?;
                     ::core::result::Result::Ok(#into_batch)
                 }
 

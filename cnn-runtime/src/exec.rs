@@ -7,7 +7,7 @@ use crate::ops::activation::{self, Activation};
 use crate::ops::batchnorm;
 use crate::ops::conv2d::{self, Epilogue};
 use crate::ops::pool::{self, Pool2dParams};
-use crate::ops::winograd;
+use crate::ops::{direct, winograd};
 use crate::Error;
 
 /// A batch in flight: the current activations `[n, …]` and the buffers the next layer writes.
@@ -157,14 +157,17 @@ impl Exec {
         Ok(())
     }
 
-    /// One convolution with `epilogue`, by Winograd where it applies, else im2col + GEMM (or the
-    /// depthwise kernel).
+    /// One convolution with `epilogue`, by Winograd or the direct kernel where they apply, else
+    /// im2col + GEMM (or the depthwise kernel).
     fn conv(&mut self, conv: &Conv2d, epilogue: Epilogue<'_>) {
         let (n, threads, p) = (self.n, self.threads, &conv.params);
         self.step(p.out_len(), |x, y, s| {
             if winograd::applies(p) {
                 let u = conv.winograd_weights();
                 winograd::conv2d(p, n, x, u, conv.bias(), epilogue, threads, y, s);
+            } else if direct::applies(p) {
+                let w = conv.direct_weights();
+                direct::conv2d(p, n, x, w, conv.bias(), epilogue, threads, y, s);
             } else {
                 let (w, b) = (conv.weight(), conv.bias());
                 conv2d::conv2d_fused(p, n, x, w, b, epilogue, threads, y, s);
@@ -400,11 +403,13 @@ impl BatchOutput {
 }
 
 /// Runs `run` over a batch in chunks of [`CHUNK`] samples, split over [`crate::num_threads`]
-/// threads, writing each chunk's result into one output buffer. Peak memory beyond the input
-/// and output is one executor per thread, independent of N.
+/// threads of a persistent worker pool, writing each chunk's result into one output buffer.
+/// Peak memory beyond the input and output is one executor per thread, independent of N.
 ///
-/// With `whole_batch` (a network with batch statistics, whose result depends on every sample)
-/// the batch runs as one piece on the calling thread.
+/// With fewer chunks than threads, the spare threads split single layers instead; a batch
+/// whose work is below [`POOL_MIN_MACS`] (`macs` per sample) runs on the calling thread, where
+/// waking a worker would cost more than it saves. With `whole_batch` (a network with batch
+/// statistics, whose result depends on every sample) the batch runs as one piece.
 ///
 /// # Errors
 /// [`Error::InputShape`] when C, H, W differ from `chw`, or the first error `run` returns.
@@ -413,6 +418,7 @@ pub fn run_batch(
     chw: [usize; 3],
     sample_len: usize,
     whole_batch: bool,
+    macs: usize,
     run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
 ) -> Result<BatchOutput, Error> {
     let n = batch_size(x, chw)?;
@@ -426,10 +432,8 @@ pub fn run_batch(
     let threads = available.min(chunks);
     // Fewer chunks than threads (a small batch): the spare threads split single layers.
     let inner = available / threads;
-    // Contiguous runs of whole chunks per thread, the first threads taking one more if uneven.
-    let per_thread = chunks / threads;
-    let extra = chunks % threads;
-    let work = |first: usize, out: &mut [f32]| -> Result<(), Error> {
+    // The samples from `first` on, whole chunks, into `out`.
+    let work = |first: usize, out: &mut [f32], inner: usize| -> Result<(), Error> {
         let mut exec = CACHED.with(|c| c.take()).unwrap_or_default();
         exec.threads = inner;
         let mut result = Ok(());
@@ -446,31 +450,42 @@ pub fn run_batch(
         CACHED.with(|c| c.set(Some(exec)));
         result
     };
-    std::thread::scope(|scope| {
-        let mut rest = data.as_mut_slice();
-        let mut first = 0;
-        let mut handles = Vec::with_capacity(threads);
-        for t in 0..threads {
-            let samples = ((per_thread + usize::from(t < extra)) * chunk).min(n - first);
-            let (mine, tail) = rest.split_at_mut(samples * sample_len);
-            rest = tail;
-            if t + 1 == threads {
-                let result = work(first, mine);
-                let joined: Result<(), Error> = handles.into_iter().try_for_each(
-                    |h: std::thread::ScopedJoinHandle<'_, Result<(), Error>>| {
-                        h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-                    },
-                );
-                return result.and(joined);
+    let small = n.saturating_mul(macs) < POOL_MIN_MACS;
+    if available == 1 || (threads == 1 && small) {
+        work(0, &mut data, 1)?;
+        return Ok(BatchOutput { n, data });
+    }
+    // Contiguous runs of whole chunks per thread, the first threads taking one more if uneven.
+    let (per_thread, extra) = (chunks / threads, chunks % threads);
+    let mut parts = Vec::with_capacity(threads);
+    let (mut rest, mut first) = (data.as_mut_slice(), 0);
+    for t in 0..threads {
+        let samples = ((per_thread + usize::from(t < extra)) * chunk).min(n - first);
+        let (mine, tail) = rest.split_at_mut(samples * sample_len);
+        parts.push((first, mine));
+        rest = tail;
+        first += samples;
+    }
+    let failed = std::sync::Mutex::new(None);
+    crate::threads::pool(available).install(|| {
+        crate::threads::for_each(parts, |_, (first, mine)| {
+            if let Err(e) = work(first, mine, inner) {
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
             }
-            let work = &work;
-            handles.push(scope.spawn(move || work(first, mine)));
-            first += samples;
-        }
-        unreachable!("threads ≥ 1, so the loop returns")
-    })?;
-    Ok(BatchOutput { n, data })
+        })
+    });
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(BatchOutput { n, data }),
+    }
 }
+
+/// Multiply-accumulates of a whole call below which [`run_batch`] stays on the calling thread
+/// rather than hand a single chunk to the worker pool.
+pub const POOL_MIN_MACS: usize = 2_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -496,10 +511,14 @@ mod tests {
         };
         for n in [0, 1, 7, 8, 9, 17, 33, 64] {
             let x = Array4::from_shape_vec((n, 3, 2, 2), rand_vec(n * 12, n as u64)).unwrap();
-            let whole = run_batch(x.view(), [3, 2, 2], 5, true, &run).unwrap().data;
+            let whole = run_batch(x.view(), [3, 2, 2], 5, true, usize::MAX, &run)
+                .unwrap()
+                .data;
             for threads in [1, 2, 3, 5] {
                 crate::set_num_threads(threads);
-                let split = run_batch(x.view(), [3, 2, 2], 5, false, &run).unwrap().data;
+                let split = run_batch(x.view(), [3, 2, 2], 5, false, usize::MAX, &run)
+                    .unwrap()
+                    .data;
                 assert_eq!(split.len(), n * 5);
                 assert_eq!(split, whole, "n = {n}, threads = {threads}");
             }
@@ -582,9 +601,9 @@ mod tests {
                 Ok(())
             }
         };
-        assert!(run_batch(x.view(), [1, 1, 1], 1, false, &run).is_err());
+        assert!(run_batch(x.view(), [1, 1, 1], 1, false, usize::MAX, &run).is_err());
         assert!(matches!(
-            run_batch(x.view(), [2, 1, 1], 1, false, &run),
+            run_batch(x.view(), [2, 1, 1], 1, false, usize::MAX, &run),
             Err(Error::InputShape { .. })
         ));
         crate::set_num_threads(0);

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use crate::ops::conv2d::{self, Conv2dParams};
 use crate::ops::linear::{self, LinearParams};
-use crate::ops::winograd;
+use crate::ops::{direct, winograd};
 use crate::weights::{TensorWriter, Weights};
 use crate::Error;
 
@@ -25,6 +25,7 @@ pub struct Conv2d {
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
     winograd: OnceLock<Vec<f32>>,
+    direct: OnceLock<Vec<f32>>,
 }
 
 impl PartialEq for Conv2d {
@@ -53,6 +54,7 @@ impl Conv2d {
                 None
             },
             winograd: OnceLock::new(),
+            direct: OnceLock::new(),
         })
     }
 
@@ -64,6 +66,7 @@ impl Conv2d {
             weight: rng.fan_in_uniform(weight_len, params.fan_in()),
             bias: bias.then(|| rng.fan_in_uniform(params.c_out, params.fan_in())),
             winograd: OnceLock::new(),
+            direct: OnceLock::new(),
         }
     }
 
@@ -82,6 +85,13 @@ impl Conv2d {
     pub fn winograd_weights(&self) -> &[f32] {
         self.winograd
             .get_or_init(|| winograd::transform_weights(&self.params, &self.weight))
+    }
+
+    /// The weights packed for the direct kernel, computed on first use (only for parameters
+    /// where [`direct::applies`] holds).
+    pub fn direct_weights(&self) -> &[f32] {
+        self.direct
+            .get_or_init(|| direct::pack_weights(&self.params, &self.weight))
     }
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.

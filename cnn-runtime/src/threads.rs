@@ -1,7 +1,7 @@
 //! How many threads `forward_batch` may use.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 static OVERRIDE: AtomicUsize = AtomicUsize::new(0);
 
@@ -30,4 +30,53 @@ fn default_threads() -> usize {
             .filter(|&n| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     })
+}
+
+/// The worker pool of `threads` threads that batches and large layers split over, built on
+/// first use and rebuilt when the thread count changes. Its threads live as long as the
+/// process (or until the count changes), so their thread-local buffers stay warm between calls.
+pub(crate) fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
+    static POOL: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((n, pool)) = slot.as_ref() {
+        if *n == threads {
+            return Arc::clone(pool);
+        }
+    }
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("cnn-worker-{i}"))
+            .build()
+            .expect("the operating system refused to start worker threads"),
+    );
+    *slot = Some((threads, Arc::clone(&pool)));
+    pool
+}
+
+/// Runs `f(i, item)` for every item, on the workers of the current pool when called from one
+/// of them (the last item on the calling worker), else one after the other. Returns when all
+/// calls have finished; a panic in any call is propagated.
+pub(crate) fn for_each<T, I, F>(items: I, f: F)
+where
+    T: Send,
+    I: IntoIterator<Item = T>,
+    I::IntoIter: Send,
+    F: Fn(usize, T) + Sync,
+{
+    let mut items = items.into_iter().enumerate().peekable();
+    if rayon::current_thread_index().is_none() {
+        items.for_each(|(i, item)| f(i, item));
+        return;
+    }
+    rayon::scope(|scope| {
+        let f = &f;
+        while let Some((i, item)) = items.next() {
+            if items.peek().is_none() {
+                f(i, item);
+            } else {
+                scope.spawn(move |_| f(i, item));
+            }
+        }
+    });
 }

@@ -5,7 +5,7 @@
 ///
 /// Every method is an `#[inline(always)]` wrapper around `#[target_feature]` intrinsics, so it
 /// may only run on a CPU with the implementation's features, inside a function compiled with them.
-pub(super) trait Simd {
+pub(crate) trait Simd {
     /// The register type, `__m512` or `__m256`.
     type V: Copy;
     /// `f32` lanes in `V`.

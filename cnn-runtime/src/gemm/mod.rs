@@ -1,4 +1,5 @@
-//! SGEMM for the conv and linear kernels, and the crate's only `unsafe` outside its tests.
+//! SGEMM for the conv and linear kernels, and the SIMD vector types ([`Simd`]) that they and
+//! the direct convolution kernel share.
 //!
 //! On x86_64 a BLIS loop nest ([`blis`]) packs A and B into thread-local buffers and sweeps an
 //! AVX-512F 6×64 or AVX2+FMA 6×16 micro-kernel ([`x86`]); elsewhere, and when neither feature is
@@ -10,8 +11,11 @@ use std::sync::OnceLock;
 
 mod blis;
 mod kernel;
+pub(crate) use kernel::Simd;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
 
 /// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)`; all row-major and contiguous. On the x86_64
 /// paths row `i` of C is bit-identical whatever `m` is.

@@ -11,7 +11,7 @@ use super::blis::{self, Kernel};
 use super::kernel::{dots, tile, Simd};
 
 /// 16 lanes in a `zmm` register.
-pub(super) struct Avx512;
+pub(crate) struct Avx512;
 
 impl Simd for Avx512 {
     type V = __m512;
@@ -61,7 +61,7 @@ fn prefetch(p: *const f32) {
 }
 
 /// 8 lanes in a `ymm` register.
-pub(super) struct Avx2;
+pub(crate) struct Avx2;
 
 impl Simd for Avx2 {
     type V = __m256;

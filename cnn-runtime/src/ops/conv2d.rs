@@ -60,21 +60,18 @@ impl Conv2dParams {
         self.out_len() * self.fan_in()
     }
 
-    /// Scratch elements one sample needs: the Winograd transforms when
-    /// [`winograd::applies`](super::winograd::applies), else the im2col matrix (0 when the
-    /// convolution skips im2col).
+    /// Scratch elements one sample needs: the most of the im2col matrix (0 when the convolution
+    /// skips im2col), the Winograd transforms when [`winograd::applies`](super::winograd::applies)
+    /// and the phase-split input when [`direct::applies`](super::direct::applies).
     pub const fn scratch_len(&self) -> usize {
-        if super::winograd::applies(self) {
-            let w = super::winograd::scratch_len(self);
-            let i = self.im2col_len();
-            if w > i {
-                w
-            } else {
-                i
-            }
-        } else {
-            self.im2col_len()
+        let mut len = self.im2col_len();
+        if super::winograd::applies(self) && super::winograd::scratch_len(self) > len {
+            len = super::winograd::scratch_len(self);
         }
+        if super::direct::applies(self) && super::direct::scratch_len(self) > len {
+            len = super::direct::scratch_len(self);
+        }
+        len
     }
 
     /// Scratch elements of [`conv2d_fused`]'s im2col matrix for one sample.
@@ -248,18 +245,8 @@ pub fn conv2d_fused(
             }
             // LOOP over output-channel blocks, one per thread; the im2col matrix is shared.
             let per = m.div_ceil(parts);
-            std::thread::scope(|scope| {
-                let rows = &rows;
-                let mut blocks = yg
-                    .chunks_mut(per * n_cols)
-                    .zip(wg.chunks(per * k))
-                    .enumerate();
-                let (last, (y_last, w_last)) = blocks.next_back().expect("m > 0 rows");
-                for (i, (y, w)) in blocks {
-                    scope.spawn(move || rows(i * per, w, y));
-                }
-                rows(last * per, w_last, y_last);
-            });
+            let blocks = yg.chunks_mut(per * n_cols).zip(wg.chunks(per * k));
+            crate::threads::for_each(blocks, |i, (y, w)| rows(i * per, w, y));
         }
     }
 }
@@ -616,7 +603,7 @@ mod tests {
     }
 
     #[test]
-    fn scratch_len_is_zero_only_when_im2col_is_skipped() {
+    fn scratch_len_covers_every_algorithm_that_applies() {
         for case in CASES {
             let p = params(case);
             let depthwise = p.groups > 1 && p.groups == p.c_in && p.groups == p.c_out;
@@ -633,11 +620,11 @@ mod tests {
             assert_eq!(p.im2col_len(), want, "{case:?}");
             let winograd = super::super::winograd::applies(&p);
             let w = super::super::winograd::scratch_len(&p);
-            assert_eq!(
-                p.scratch_len(),
-                if winograd { want.max(w) } else { want },
-                "{case:?}"
-            );
+            let direct = super::super::direct::applies(&p);
+            let d = super::super::direct::scratch_len(&p);
+            let want = if winograd { want.max(w) } else { want };
+            let want = if direct { want.max(d) } else { want };
+            assert_eq!(p.scratch_len(), want, "{case:?}");
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
+pub mod direct;
 pub mod linear;
 pub mod pool;
 pub mod winograd;

@@ -77,6 +77,11 @@ pub fn transform_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
 /// The convolution of [`conv2d_fused`](super::conv2d::conv2d_fused) for a `p` where
 /// [`applies`] holds, with transformed weights `u` from [`transform_weights`].
 ///
+/// Each sample goes channel-last, then through blocks of whole tile rows: input transform,
+/// the 16 GEMMs and the output transform of one block run back to back while its data is in
+/// cache. With `threads > 1` (on a worker of the pool) the blocks are shared out, and so are
+/// the layout changes; a layer with too few tiles per thread splits the 16 GEMMs instead.
+///
 /// # Panics
 /// If a slice is shorter than its layout.
 #[allow(clippy::too_many_arguments)] // conv2d_fused's arguments
@@ -92,69 +97,101 @@ pub fn conv2d(
     scratch: &mut Vec<f32>,
 ) {
     let (c_in, c_out, t) = (p.c_in, p.c_out, tiles(p));
+    let ([h, w], [oh, ow]) = (p.in_hw, p.out_hw);
+    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     assert!(u.len() >= weight_len(p), "winograd weights too short");
+    assert!(input.len() >= n * p.in_len(), "winograd input too short");
+    assert!(out.len() >= n * p.out_len(), "winograd output too short");
     if scratch.len() < scratch_len(p) {
         scratch.resize(scratch_len(p), 0.0);
     }
-    let (v, rest) = scratch[..scratch_len(p)].split_at_mut(16 * t * c_in);
-    let (m, rest) = rest.split_at_mut(16 * t * c_out);
-    let (xt, yt) = rest.split_at_mut(p.in_hw[0] * p.in_hw[1] * c_in);
+    let (vm, rest) = scratch[..scratch_len(p)].split_at_mut(16 * t * (c_in + c_out));
+    let (xt, yt) = rest.split_at_mut(h * w * c_in);
+    let big = t * c_in * c_out * 16 >= MIN_MACS_PER_SPLIT;
+    let threads = if big { threads.max(1) } else { 1 };
+    // Tile rows per block: the block's transformed input and products fit the cache budget,
+    // and with threads every thread gets a block.
+    let row_bytes = 16 * tw * (c_in + c_out) * std::mem::size_of::<f32>();
+    let mut rows = (BLOCK_BYTES / row_bytes).clamp(1, th);
+    if threads > 1 {
+        rows = rows.min(th.div_ceil(threads));
+    }
+    let split_tiles = threads == 1 || rows * tw >= MIN_TILES_PER_BLOCK;
+    let (v_block, m_block) = (16 * rows * tw * c_in, 16 * rows * tw * c_out);
     // LOOP over samples
     for (x, y) in input
         .chunks_exact(p.in_len())
         .zip(out.chunks_exact_mut(p.out_len()))
         .take(n)
     {
-        to_channels_last(x, c_in, xt);
-        transform_input(p, xt, v);
-        // LOOP over the 16 tile positions, split over threads: V[ξ] (T × C) · U[ξ] (C × O)
-        let gemm = |xi: usize, m_xi: &mut [f32]| {
-            let v_xi = &v[xi * t * c_in..(xi + 1) * t * c_in];
-            let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
-            crate::gemm::sgemm(t, c_in, c_out, v_xi, u_xi, m_xi, false);
-        };
-        let parts = if t * c_in * c_out * 16 >= 4 << 20 {
-            threads.clamp(1, 16)
-        } else {
-            1
-        };
-        if parts == 1 {
-            for (xi, m_xi) in m.chunks_exact_mut(t * c_out).enumerate() {
-                gemm(xi, m_xi);
-            }
-        } else {
-            let per = 16usize.div_ceil(parts);
-            std::thread::scope(|scope| {
-                let gemm = &gemm;
-                let mut blocks = m.chunks_mut(per * t * c_out).enumerate();
-                let (last, m_last) = blocks.next_back().expect("16 blocks");
-                for (b, block) in blocks {
-                    scope.spawn(move || {
-                        for (i, m_xi) in block.chunks_exact_mut(t * c_out).enumerate() {
-                            gemm(b * per + i, m_xi);
-                        }
-                    });
+        // LOOP over blocks of input rows: to channel-last
+        let in_rows = h.div_ceil(threads);
+        let xt_rows = xt.chunks_mut(in_rows * w * c_in);
+        crate::threads::for_each(xt_rows, |i, xt_part| {
+            to_channels_last(x, h * w, c_in, i * in_rows * w, xt_part);
+        });
+        if split_tiles {
+            // LOOP over blocks of tile rows, shared out over threads
+            let (vs, ms) = vm.split_at_mut(16 * t * c_in);
+            let blocks = vs
+                .chunks_mut(v_block)
+                .zip(ms.chunks_mut(m_block))
+                .zip(yt.chunks_mut(2 * rows * ow * c_out));
+            crate::threads::for_each(blocks, |b, ((v, m), yt_part)| {
+                let (ty0, ty1) = (b * rows, ((b + 1) * rows).min(th));
+                let tb = (ty1 - ty0) * tw;
+                transform_input(p, xt, ty0, ty1, v);
+                // LOOP over the 16 tile positions: V[ξ] (tb × C) · U[ξ] (C × O)
+                for (xi, m_xi) in m.chunks_exact_mut(tb * c_out).enumerate() {
+                    let v_xi = &v[xi * tb * c_in..(xi + 1) * tb * c_in];
+                    let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
+                    crate::gemm::sgemm(tb, c_in, c_out, v_xi, u_xi, m_xi, false);
                 }
-                for (i, m_xi) in m_last.chunks_exact_mut(t * c_out).enumerate() {
-                    gemm(last * per + i, m_xi);
+                transform_output(p, m, ty0, ty1, bias, yt_part);
+            });
+        } else {
+            // Few tiles: one block, its 16 GEMMs split over threads.
+            let (v, m) = vm.split_at_mut(16 * t * c_in);
+            transform_input(p, xt, 0, th, v);
+            let per = 16usize.div_ceil(threads.min(16));
+            let parts = m.chunks_mut(per * t * c_out);
+            crate::threads::for_each(parts, |b, part| {
+                for (i, m_xi) in part.chunks_exact_mut(t * c_out).enumerate() {
+                    let xi = b * per + i;
+                    let v_xi = &v[xi * t * c_in..(xi + 1) * t * c_in];
+                    let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
+                    crate::gemm::sgemm(t, c_in, c_out, v_xi, u_xi, m_xi, false);
                 }
             });
+            transform_output(p, m, 0, th, bias, yt);
         }
-        transform_output(p, m, bias, yt);
-        to_channels_first(yt, c_out, y);
-        apply(epilogue, 0, y.chunks_exact_mut(p.out_hw[0] * p.out_hw[1]));
+        // LOOP over blocks of output channels: to channels-first, then the epilogue
+        let per = c_out.div_ceil(threads);
+        let planes = y.chunks_mut(per * oh * ow);
+        let yt = &*yt;
+        crate::threads::for_each(planes, |i, y_part| {
+            to_channels_first(yt, c_out, i * per, y_part);
+            apply(epilogue, i * per, y_part.chunks_exact_mut(oh * ow));
+        });
     }
 }
+
+/// Bytes of transformed input and products per block of tile rows: about half of L2.
+const BLOCK_BYTES: usize = 512 << 10;
+/// Tiles below which a block is too short a GEMM for a thread of its own.
+const MIN_TILES_PER_BLOCK: usize = 32;
+/// Multiply-accumulates below which a layer stays on one thread.
+const MIN_MACS_PER_SPLIT: usize = 4 << 20;
 
 /// Channels handled together by the transforms (one vector register per row of a tile).
 const L: usize = 16;
 
 multiversion! {
-/// `[C, H·W]` to `[H·W, C]`.
-fn to_channels_last(x: &[f32], c: usize, xt: &mut [f32]) {
-    let hw = x.len() / c;
-    for (ch, plane) in x.chunks_exact(hw).enumerate() {
-        for (i, &v) in plane.iter().enumerate() {
+/// Positions `first..first + xt.len() / C` of `[C, H·W]` (`hw` = H·W) into `xt: [·, C]`.
+fn to_channels_last(x: &[f32], hw: usize, c: usize, first: usize, xt: &mut [f32]) {
+    let len = xt.len() / c;
+    for (ch, plane) in x.chunks_exact(hw).take(c).enumerate() {
+        for (i, &v) in plane[first..first + len].iter().enumerate() {
             xt[i * c + ch] = v;
         }
     }
@@ -162,29 +199,30 @@ fn to_channels_last(x: &[f32], c: usize, xt: &mut [f32]) {
 }
 
 multiversion! {
-/// `[H·W, C]` to `[C, H·W]`.
-fn to_channels_first(yt: &[f32], c: usize, y: &mut [f32]) {
-    let hw = y.len() / c;
+/// Channels `first..` of `yt: [H·W, C]` into `y: [·, H·W]` (as many channels as `y` holds).
+fn to_channels_first(yt: &[f32], c: usize, first: usize, y: &mut [f32]) {
+    let hw = yt.len() / c;
     for (ch, plane) in y.chunks_exact_mut(hw).enumerate() {
         for (i, v) in plane.iter_mut().enumerate() {
-            *v = yt[i * c + ch];
+            *v = yt[i * c + first + ch];
         }
     }
 }
 }
 
 multiversion! {
-/// `V[ξ, t, c] = (Bᵀ d B)[ξ]` for the 4×4 tile `d` of channel `c` at tile `t` (zero outside the
-/// input), from the channel-last input `xt: [H, W, C]`, [`L`] channels at a time.
-fn transform_input(p: &Conv2dParams, xt: &[f32], v: &mut [f32]) {
+/// `V[ξ, t, c] = (Bᵀ d B)[ξ]` for the 4×4 tile `d` of channel `c` at tile `t` of tile rows
+/// `ty0..ty1` (zero outside the input), from the channel-last input `xt: [H, W, C]`, [`L`]
+/// channels at a time.
+fn transform_input(p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]) {
     let [h, w] = p.in_hw;
     let [ph, pw] = p.padding;
-    let (th, tw) = (p.out_hw[0].div_ceil(2), p.out_hw[1].div_ceil(2));
-    let (c_in, t_all) = (p.c_in, th * tw);
+    let tw = p.out_hw[1].div_ceil(2);
+    let (c_in, t_all) = (p.c_in, (ty1 - ty0) * tw);
     // LOOP over tiles
-    for ty in 0..th {
+    for ty in ty0..ty1 {
         for tx in 0..tw {
-            let t = ty * tw + tx;
+            let t = (ty - ty0) * tw + tx;
             // LOOP over blocks of L channels
             for c0 in (0..c_in).step_by(L) {
                 let lanes = L.min(c_in - c0);
@@ -233,16 +271,24 @@ fn transform_input(p: &Conv2dParams, xt: &[f32], v: &mut [f32]) {
 }
 
 multiversion! {
-/// `yt[2ty + i, 2tx + j, o] = bias[o] + (Aᵀ m A)[i, j]` with `m[ξ] = M[ξ, t, o]`, clipped to
-/// the output, [`L`] channels at a time (`yt` is channel-last `[OH, OW, c_out]`).
-fn transform_output(p: &Conv2dParams, m: &[f32], bias: Option<&[f32]>, yt: &mut [f32]) {
+/// `yt[2ty + i, 2tx + j, o] = bias[o] + (Aᵀ m A)[i, j]` with `m[ξ] = M[ξ, t, o]` for the
+/// tiles of tile rows `ty0..ty1`, clipped to the output, [`L`] channels at a time (`yt` is
+/// channel-last `[OH, OW, c_out]` from output row `2·ty0` on).
+fn transform_output(
+    p: &Conv2dParams,
+    m: &[f32],
+    ty0: usize,
+    ty1: usize,
+    bias: Option<&[f32]>,
+    yt: &mut [f32],
+) {
     let [oh, ow] = p.out_hw;
-    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let (c_out, t_all) = (p.c_out, th * tw);
+    let tw = ow.div_ceil(2);
+    let (c_out, t_all) = (p.c_out, (ty1 - ty0) * tw);
     // LOOP over tiles
-    for ty in 0..th {
+    for ty in ty0..ty1 {
         for tx in 0..tw {
-            let t = ty * tw + tx;
+            let t = (ty - ty0) * tw + tx;
             // LOOP over blocks of L output channels
             for o0 in (0..c_out).step_by(L) {
                 let lanes = L.min(c_out - o0);
@@ -264,10 +310,10 @@ fn transform_output(p: &Conv2dParams, m: &[f32], bias: Option<&[f32]>, yt: &mut 
                     }
                 }
                 for (i, r) in a.iter().enumerate() {
-                    let oy = 2 * ty + i;
-                    if oy >= oh {
+                    if 2 * ty + i >= oh {
                         continue;
                     }
+                    let oy = 2 * (ty - ty0) + i;
                     let mut vals = [[0.0f32; L]; 2];
                     for l in 0..L {
                         vals[0][l] = bv[l] + (r[0][l] + r[1][l] + r[2][l]);
@@ -305,6 +351,10 @@ mod tests {
             (16, 32, [2, 1], [5, 5], 3, true),
             (17, 19, [1, 0], [4, 11], 1, true),
             (64, 64, [1, 1], [16, 16], 1, true),
+            // Several blocks of tile rows, the last one shorter.
+            (64, 64, [1, 1], [40, 36], 2, true),
+            // Enough work to split over threads, too few tiles: the 16 GEMMs are split.
+            (128, 128, [1, 1], [8, 8], 1, false),
         ];
         for (seed, &(c_in, c_out, padding, [h, w], n, bias)) in cases.iter().enumerate() {
             let out_hw = [
@@ -334,19 +384,21 @@ mod tests {
                 act: Some(Activation::Tanh),
             };
             let u = transform_weights(&p, &wt);
-            for threads in [1, 2] {
+            for threads in [1, 2, 3] {
                 let mut got = vec![f32::NAN; n * p.out_len()];
-                conv2d(
-                    &p,
-                    n,
-                    &x,
-                    &u,
-                    bias,
-                    epilogue,
-                    threads,
-                    &mut got,
-                    &mut Vec::new(),
-                );
+                crate::threads::pool(threads).install(|| {
+                    conv2d(
+                        &p,
+                        n,
+                        &x,
+                        &u,
+                        bias,
+                        epilogue,
+                        threads,
+                        &mut got,
+                        &mut Vec::new(),
+                    )
+                });
                 let mut want = vec![f32::NAN; n * p.out_len()];
                 let mut scratch = Vec::new();
                 conv2d_fused(&p, n, &x, &wt, bias, epilogue, 1, &mut want, &mut scratch);

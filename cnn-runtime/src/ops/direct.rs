@@ -1,0 +1,526 @@
+//! Direct convolution for layers with few input channels (a network's RGB or grey-scale stem):
+//! no im2col matrix. Each block of [`R`] output channels × `P·16` output columns of one output
+//! row sums its `C·KH·KW` taps in registers, one vector load of input and `R` broadcast weights
+//! per tap.
+//!
+//! The input is first copied once per sample into zero-padded rows split into column phases
+//! (`phase[c, py, r, i] = padded[c, py, i·SW + r]`), so that the `SW` strided columns a tap
+//! reads are contiguous, and the weights are packed once per layer as `[c_out / R, taps, R]`.
+//! With `R = 8` and 32 columns the accumulators take 16 AVX-512 registers.
+
+use super::conv2d::{apply, Conv2dParams, Epilogue};
+
+/// Output channels per register block.
+pub const R: usize = 8;
+/// Output columns per vector.
+const LANES: usize = 16;
+/// Most input channels the direct kernel takes: beyond that im2col + GEMM (or Winograd) has
+/// enough work per im2col element.
+const MAX_C_IN: usize = 8;
+
+/// Whether [`conv2d_fused`](super::conv2d::conv2d_fused) runs `p` directly: one group of at
+/// most 8 input channels, no dilation, a kernel larger than 1×1 no wider than 16, stride ≤ 4.
+pub const fn applies(p: &Conv2dParams) -> bool {
+    p.groups == 1
+        && p.c_in <= MAX_C_IN
+        && p.dilation[0] == 1
+        && p.dilation[1] == 1
+        && (p.kernel[0] > 1 || p.kernel[1] > 1)
+        && p.kernel[1] <= 16
+        && p.stride[0] <= 4
+        && p.stride[1] <= 4
+        && p.out_hw[0] > 0
+        && p.out_hw[1] > 0
+}
+
+/// Elements of one phase row: blocks of up to 32 columns plus the taps' reach past them.
+const fn phase_row(p: &Conv2dParams) -> usize {
+    p.out_hw[1].next_multiple_of(2 * LANES) + (p.kernel[1] - 1) / p.stride[1] + 1
+}
+
+/// Scratch elements for one sample: the padded, phase-split input `[C, H + 2·PH, SW, row]`.
+pub const fn scratch_len(p: &Conv2dParams) -> usize {
+    p.c_in * (p.in_hw[0] + 2 * p.padding[0]) * p.stride[1] * phase_row(p)
+}
+
+/// Elements of the packed weights, `[⌈c_out / R⌉, C·KH·KW, R]`.
+pub const fn weight_len(p: &Conv2dParams) -> usize {
+    p.c_out.div_ceil(R) * p.fan_in() * R
+}
+
+/// Packs PyTorch's `[c_out, c_in, KH, KW]` weights as `[⌈c_out / R⌉, C·KH·KW, R]`, zero for
+/// the channels past `c_out` in the last block.
+pub fn pack_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
+    let k = p.fan_in();
+    let mut packed = vec![0.0f32; weight_len(p)];
+    for (o, filter) in weight.chunks_exact(k).take(p.c_out).enumerate() {
+        let block = &mut packed[(o / R) * k * R..(o / R + 1) * k * R];
+        for (t, &w) in filter.iter().enumerate() {
+            block[t * R + o % R] = w;
+        }
+    }
+    packed
+}
+
+/// `out = epilogue(bias + conv(input, weight))` for `n` samples, like
+/// [`conv2d_fused`](super::conv2d::conv2d_fused), with `packed` from [`pack_weights`]. With
+/// `threads > 1` (on a worker of the pool) the channel blocks of large layers are shared out.
+///
+/// # Panics
+/// If a slice is shorter than its layout.
+#[allow(clippy::too_many_arguments)] // conv2d_fused's arguments
+pub fn conv2d(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    packed: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    assert!(applies(p), "direct convolution does not apply");
+    assert!(packed.len() >= weight_len(p), "packed weights too short");
+    assert!(input.len() >= n * p.in_len(), "conv2d input too short");
+    assert!(out.len() >= n * p.out_len(), "conv2d output too short");
+    if let Some(b) = bias {
+        assert!(b.len() >= p.c_out, "conv2d bias too short");
+    }
+    if scratch.len() < scratch_len(p) {
+        scratch.resize(scratch_len(p), 0.0);
+    }
+    let phases = &mut scratch[..scratch_len(p)];
+    let plane = p.out_hw[0] * p.out_hw[1];
+    let blocks = p.c_out.div_ceil(R);
+    let parts = if p.macs() >= MIN_MACS_PER_SPLIT {
+        threads.clamp(1, blocks)
+    } else {
+        1
+    };
+    let per = blocks.div_ceil(parts);
+    // LOOP over samples
+    for (x, y) in input
+        .chunks_exact(p.in_len())
+        .zip(out.chunks_exact_mut(p.out_len()))
+        .take(n)
+    {
+        split_phases(p, x, phases);
+        let phases = &*phases;
+        // LOOP over groups of channel blocks, shared out over threads
+        let parts = y[..p.out_len()].chunks_mut(per * R * plane);
+        crate::threads::for_each(parts, |i, y| {
+            let first = i * per * R;
+            let w = &packed[i * per * p.fan_in() * R..];
+            run(p, phases, w, bias, first, y);
+            apply(epilogue, first, y.chunks_exact_mut(plane));
+        });
+    }
+}
+
+/// Multiply-accumulates below which a layer stays on one thread.
+const MIN_MACS_PER_SPLIT: usize = 4 << 20;
+
+crate::simd::multiversion! {
+/// Fills `phases` (see [`scratch_len`]) from one sample `x: [C, H, W]`, zero in the padding.
+fn split_phases(p: &Conv2dParams, x: &[f32], phases: &mut [f32]) {
+    let [h, w] = p.in_hw;
+    let [ph, pw] = p.padding;
+    let sw = p.stride[1];
+    let row = phase_row(p);
+    let padded_h = h + 2 * ph;
+    // LOOP over (channel, padded row)
+    for (cy, rows) in phases.chunks_exact_mut(sw * row).enumerate() {
+        let (c, py) = (cy / padded_h, cy % padded_h);
+        let iy = py.wrapping_sub(ph);
+        if iy >= h {
+            rows.fill(0.0);
+            continue;
+        }
+        let src = &x[(c * h + iy) * w..(c * h + iy + 1) * w];
+        // LOOP over column phases
+        for (r, dst) in rows.chunks_exact_mut(row).enumerate() {
+            // Entries i with i·SW + r − PW inside the input: [i0, i1).
+            let i0 = pw.saturating_sub(r).div_ceil(sw).min(row);
+            let i1 = (w + pw).saturating_sub(r).div_ceil(sw).clamp(i0, row);
+            dst[..i0].fill(0.0);
+            dst[i1..].fill(0.0);
+            let first = i0 * sw + r - pw;
+            if sw == 1 {
+                dst[i0..i1].copy_from_slice(&src[first..first + (i1 - i0)]);
+            } else {
+                for (d, &v) in dst[i0..i1].iter_mut().zip(src[first..].iter().step_by(sw)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+}
+}
+
+/// The channel blocks from `first` on (as many as `y: [·, OH, OW]` holds) of one sample, on
+/// the best instruction set: 8 channels × 32 columns per block with AVX-512, 8 × 8 with AVX2,
+/// plain Rust (one multiply and one add per tap, no FMA) on the baseline.
+fn run(
+    p: &Conv2dParams,
+    phases: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    first: usize,
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::gemm::{Avx2, Avx512};
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+        fn avx512(
+            p: &Conv2dParams,
+            x: &[f32],
+            w: &[f32],
+            b: Option<&[f32]>,
+            f: usize,
+            y: &mut [f32],
+        ) {
+            if p.out_hw[1] > 16 {
+                // SAFETY: this function is compiled with, and only called with, AVX-512F.
+                unsafe { blocks::<Avx512, 2>(p, x, w, b, f, y) }
+            } else {
+                // SAFETY: as above.
+                unsafe { blocks::<Avx512, 1>(p, x, w, b, f, y) }
+            }
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(
+            p: &Conv2dParams,
+            x: &[f32],
+            w: &[f32],
+            b: Option<&[f32]>,
+            f: usize,
+            y: &mut [f32],
+        ) {
+            // SAFETY: this function is compiled with, and only called with, AVX2 and FMA.
+            unsafe { blocks::<Avx2, 1>(p, x, w, b, f, y) }
+        }
+        match crate::simd::isa() {
+            // SAFETY: `isa()` detected every feature `avx512` is compiled with.
+            crate::simd::Isa::Avx512 => return unsafe { avx512(p, phases, w, bias, first, y) },
+            // SAFETY: `isa()` detected every feature `avx2` is compiled with.
+            crate::simd::Isa::Avx2 => return unsafe { avx2(p, phases, w, bias, first, y) },
+            crate::simd::Isa::Baseline => {}
+        }
+    }
+    portable(p, phases, w, bias, first, y)
+}
+
+/// Bias of the channels `first + c0..` of a block, zero past the layer's channels.
+fn block_bias(bias: Option<&[f32]>, first: usize, live: usize) -> [f32; R] {
+    let mut b0 = [0.0f32; R];
+    if let Some(bias) = bias {
+        b0[..live].copy_from_slice(&bias[first..first + live]);
+    }
+    b0
+}
+
+/// [`run`] with `S` vectors: `V` of them per channel and block.
+///
+/// # Safety
+/// The CPU has `S`'s features.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn blocks<S: crate::gemm::Simd, const V: usize>(
+    p: &Conv2dParams,
+    phases: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    first: usize,
+    y: &mut [f32],
+) {
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let [oh, ow] = p.out_hw;
+    let k = p.fan_in();
+    let plane = oh * ow;
+    let channels = y.len() / plane;
+    let (prow, padded_h) = (phase_row(p), p.in_hw[0] + 2 * p.padding[0]);
+    let cols = V * S::LANES;
+    // LOOP over blocks of R output channels
+    for (b, w) in w.chunks_exact(k * R).take(channels.div_ceil(R)).enumerate() {
+        let live = R.min(channels - b * R);
+        let b0 = block_bias(bias, first + b * R, live);
+        let y = &mut y[b * R * plane..(b * R + live) * plane];
+        // LOOP over output rows
+        for oy in 0..oh {
+            // LOOP over blocks of `cols` output columns
+            for x0 in (0..ow).step_by(cols) {
+                // SAFETY: the caller guarantees `S`'s features.
+                let mut acc = [[unsafe { S::zero() }; V]; R];
+                for (a, bv) in acc.iter_mut().zip(&b0) {
+                    // SAFETY: `S`'s features; `bv` is a reference to one float.
+                    *a = [unsafe { S::splat(bv) }; V];
+                }
+                let mut taps = w.chunks_exact(R);
+                // LOOP over input channels, kernel rows and columns: one tap each
+                for c in 0..p.c_in {
+                    for ki in 0..kh {
+                        let base = (c * padded_h + oy * sh + ki) * sw * prow;
+                        for kj in 0..kw {
+                            let start = base + (kj % sw) * prow + kj / sw + x0;
+                            let src = &phases[start..start + cols];
+                            let wt = taps.next().expect("R weights per tap");
+                            // SAFETY: `S`'s features.
+                            let mut xv = [unsafe { S::zero() }; V];
+                            for (v, x) in xv.iter_mut().enumerate() {
+                                // SAFETY: `S`'s features; `src` holds `V·LANES` floats, so
+                                // LANES from `v·LANES` are readable.
+                                *x = unsafe { S::load(src.as_ptr().add(v * S::LANES)) };
+                            }
+                            for (a, wr) in acc.iter_mut().zip(wt) {
+                                // SAFETY: `S`'s features; `wr` is a reference to one float.
+                                let wr = unsafe { S::splat(wr) };
+                                for (a, &x) in a.iter_mut().zip(&xv) {
+                                    // SAFETY: `S`'s features.
+                                    *a = unsafe { S::fmadd(wr, x, *a) };
+                                }
+                            }
+                        }
+                    }
+                }
+                let len = cols.min(ow - x0);
+                for (a, out) in acc.iter().zip(y.chunks_exact_mut(plane)) {
+                    let dst = &mut out[oy * ow + x0..oy * ow + x0 + len];
+                    if len == cols {
+                        for (v, &a) in a.iter().enumerate() {
+                            // SAFETY: `S`'s features; `dst` holds `V·LANES` floats, so LANES
+                            // from `v·LANES` are writable.
+                            unsafe { S::store(dst.as_mut_ptr().add(v * S::LANES), a) };
+                        }
+                    } else {
+                        let mut tmp = [0.0f32; 2 * LANES];
+                        for (v, &a) in a.iter().enumerate() {
+                            // SAFETY: `S`'s features; `tmp` holds 32 ≥ V·LANES floats.
+                            unsafe { S::store(tmp.as_mut_ptr().add(v * S::LANES), a) };
+                        }
+                        dst.copy_from_slice(&tmp[..len]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`run`] in plain Rust, [`LANES`] columns per block.
+fn portable(
+    p: &Conv2dParams,
+    phases: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    first: usize,
+    y: &mut [f32],
+) {
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let [oh, ow] = p.out_hw;
+    let k = p.fan_in();
+    let plane = oh * ow;
+    let channels = y.len() / plane;
+    let (prow, padded_h) = (phase_row(p), p.in_hw[0] + 2 * p.padding[0]);
+    // LOOP over blocks of R output channels
+    for (b, w) in w.chunks_exact(k * R).take(channels.div_ceil(R)).enumerate() {
+        let live = R.min(channels - b * R);
+        let b0 = block_bias(bias, first + b * R, live);
+        let y = &mut y[b * R * plane..(b * R + live) * plane];
+        // LOOP over output rows, then blocks of LANES output columns
+        for oy in 0..oh {
+            for x0 in (0..ow).step_by(LANES) {
+                let mut acc = [[0.0f32; LANES]; R];
+                for (a, &bv) in acc.iter_mut().zip(&b0) {
+                    *a = [bv; LANES];
+                }
+                let mut taps = w.chunks_exact(R);
+                // LOOP over input channels, kernel rows and columns: one tap each
+                for c in 0..p.c_in {
+                    for ki in 0..kh {
+                        let base = (c * padded_h + oy * sh + ki) * sw * prow;
+                        for kj in 0..kw {
+                            let start = base + (kj % sw) * prow + kj / sw + x0;
+                            let src = &phases[start..start + LANES];
+                            let wt = taps.next().expect("R weights per tap");
+                            for (a, &wr) in acc.iter_mut().zip(wt) {
+                                for (v, &s) in a.iter_mut().zip(src) {
+                                    *v += wr * s;
+                                }
+                            }
+                        }
+                    }
+                }
+                let len = LANES.min(ow - x0);
+                for (a, out) in acc.iter().zip(y.chunks_exact_mut(plane)) {
+                    out[oy * ow + x0..oy * ow + x0 + len].copy_from_slice(&a[..len]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::activation::Activation;
+    use crate::ops::conv2d::conv2d_fused;
+    use crate::shape::out_len;
+    use crate::test_util::{assert_close, rand_vec};
+
+    /// The reference: `bias + Σ w·x` in f64, then the epilogue in f32.
+    fn naive(p: &Conv2dParams, n: usize, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+        let [kh, kw] = p.kernel;
+        let [h, wd] = p.in_hw;
+        let [oh, ow] = p.out_hw;
+        let mut out = vec![0.0f32; n * p.out_len()];
+        for s in 0..n {
+            for o in 0..p.c_out {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = b.map_or(0.0, |b| f64::from(b[o]));
+                        for c in 0..p.c_in {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let iy = (oy * p.stride[0] + i).wrapping_sub(p.padding[0]);
+                                    let ix = (ox * p.stride[1] + j).wrapping_sub(p.padding[1]);
+                                    if iy < h && ix < wd {
+                                        let xv = x[((s * p.c_in + c) * h + iy) * wd + ix];
+                                        let wv = w[((o * p.c_in + c) * kh + i) * kw + j];
+                                        acc += f64::from(xv) * f64::from(wv);
+                                    }
+                                }
+                            }
+                        }
+                        out[((s * p.c_out + o) * oh + oy) * ow + ox] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_naive_convolution_over_awkward_shapes() {
+        // (c_in, c_out, kernel, stride, padding, [h, w], n)
+        let cases = [
+            (3, 16, [3, 3], [1, 1], [1, 1], [32, 32], 2),
+            (1, 6, [5, 5], [1, 1], [2, 2], [28, 28], 1),
+            (6, 16, [5, 5], [1, 1], [0, 0], [14, 14], 3),
+            (3, 64, [7, 7], [2, 2], [3, 3], [40, 37], 1),
+            (3, 32, [3, 3], [2, 2], [1, 1], [17, 64], 1),
+            (8, 9, [3, 1], [1, 3], [0, 1], [5, 50], 2),
+            (2, 1, [1, 3], [4, 1], [2, 0], [9, 3], 1),
+            (5, 17, [2, 16], [3, 4], [1, 7], [12, 70], 1),
+            (3, 7, [4, 4], [1, 2], [0, 0], [4, 33], 1),
+        ];
+        for (seed, &(c_in, c_out, kernel, stride, padding, [h, w], n)) in cases.iter().enumerate() {
+            let out_hw = [
+                out_len(h, kernel[0], stride[0], padding[0], 1, false).unwrap(),
+                out_len(w, kernel[1], stride[1], padding[1], 1, false).unwrap(),
+            ];
+            let p = Conv2dParams {
+                c_in,
+                c_out,
+                groups: 1,
+                kernel,
+                stride,
+                padding,
+                dilation: [1, 1],
+                in_hw: [h, w],
+                out_hw,
+            };
+            assert!(applies(&p), "{p:?}");
+            let s = seed as u64 * 10;
+            let x = rand_vec(n * p.in_len(), s);
+            let wt = rand_vec(p.c_out * p.fan_in(), s + 1);
+            let b = rand_vec(c_out, s + 2);
+            let packed = pack_weights(&p, &wt);
+            for bias in [Some(&b[..]), None] {
+                let want = naive(&p, n, &x, &wt, bias);
+                for threads in [1, 2, 3] {
+                    let mut got = vec![f32::NAN; n * p.out_len()];
+                    crate::threads::pool(threads).install(|| {
+                        conv2d(
+                            &p,
+                            n,
+                            &x,
+                            &packed,
+                            bias,
+                            Epilogue::default(),
+                            threads,
+                            &mut got,
+                            &mut Vec::new(),
+                        )
+                    });
+                    assert_close(&got, &want, 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_epilogue_and_threads_change_no_bit() {
+        let p = Conv2dParams {
+            c_in: 3,
+            c_out: 30,
+            groups: 1,
+            kernel: [7, 7],
+            stride: [2, 2],
+            padding: [3, 3],
+            dilation: [1, 1],
+            in_hw: [64, 64],
+            out_hw: [32, 32],
+        };
+        assert!(p.macs() >= MIN_MACS_PER_SPLIT, "the case must be split");
+        let x = rand_vec(2 * p.in_len(), 1);
+        let wt = rand_vec(p.c_out * p.fan_in(), 2);
+        let b = rand_vec(p.c_out, 3);
+        let (scale, shift) = (rand_vec(p.c_out, 4), rand_vec(p.c_out, 5));
+        let packed = pack_weights(&p, &wt);
+        let epilogue = Epilogue {
+            affine: Some((&scale, &shift)),
+            act: Some(Activation::Gelu),
+        };
+        let run = |threads: usize, epilogue| {
+            let mut out = vec![f32::NAN; 2 * p.out_len()];
+            crate::threads::pool(threads).install(|| {
+                conv2d(
+                    &p,
+                    2,
+                    &x,
+                    &packed,
+                    Some(&b),
+                    epilogue,
+                    threads,
+                    &mut out,
+                    &mut Vec::new(),
+                )
+            });
+            out
+        };
+        let mut separate = run(1, Epilogue::default());
+        apply(epilogue, 0, separate.chunks_exact_mut(1024).take(30));
+        apply(epilogue, 0, separate.chunks_exact_mut(1024).skip(30));
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for threads in [1, 2, 3] {
+            assert_eq!(bits(&run(threads, epilogue)), bits(&separate), "{threads}");
+        }
+        // And the im2col path agrees within rounding.
+        let mut want = vec![0.0; 2 * p.out_len()];
+        conv2d_fused(
+            &p,
+            2,
+            &x,
+            &wt,
+            Some(&b),
+            epilogue,
+            1,
+            &mut want,
+            &mut Vec::new(),
+        );
+        assert_close(&separate, &want, 1e-5);
+    }
+}
