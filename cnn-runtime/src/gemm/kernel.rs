@@ -52,6 +52,54 @@ pub(crate) trait Simd {
     /// # Safety
     /// The CPU has the implementation's features.
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+
+    /// `a − b`.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+}
+
+/// One `f32` lane in plain Rust: the tails of the vector loops, and CPUs without AVX2.
+pub(crate) struct Scalar;
+
+impl Simd for Scalar {
+    type V = f32;
+    const LANES: usize = 1;
+
+    #[inline(always)]
+    unsafe fn zero() -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees one readable float at `p`.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees one readable float at `p`.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: f32) {
+        // SAFETY: the caller guarantees one writable float at `p`.
+        unsafe { *p = v }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    unsafe fn prefetch(_: *const f32) {}
+    #[inline(always)]
+    unsafe fn add(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    unsafe fn sub(a: f32, b: f32) -> f32 {
+        a - b
+    }
 }
 
 /// The widest tile, `NV·LANES`, that a partial write-back can buffer.

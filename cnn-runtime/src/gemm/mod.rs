@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 mod blis;
 mod kernel;
-pub(crate) use kernel::Simd;
+pub(crate) use kernel::{Scalar, Simd};
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]

@@ -183,50 +183,125 @@ const MIN_TILES_PER_BLOCK: usize = 32;
 /// Multiply-accumulates below which a layer stays on one thread.
 const MIN_MACS_PER_SPLIT: usize = 4 << 20;
 
-/// Channels handled together by the transforms (one vector register per row of a tile).
-const L: usize = 16;
+/// Positions per block of the layout changes: a block's rows of the channel-last side stay in
+/// L1 while every channel visits them.
+const T_BLOCK: usize = 16;
 
 multiversion! {
-/// Positions `first..first + xt.len() / C` of `[C, H·W]` (`hw` = H·W) into `xt: [·, C]`.
+/// Positions `first..first + xt.len() / C` of `[C, H·W]` (`hw` = H·W) into `xt: [·, C]`, in
+/// blocks of [`T_BLOCK`] positions.
 fn to_channels_last(x: &[f32], hw: usize, c: usize, first: usize, xt: &mut [f32]) {
     let len = xt.len() / c;
-    for (ch, plane) in x.chunks_exact(hw).take(c).enumerate() {
-        for (i, &v) in plane[first..first + len].iter().enumerate() {
-            xt[i * c + ch] = v;
+    // LOOP over blocks of positions
+    for (b, block) in xt.chunks_mut(T_BLOCK * c).enumerate() {
+        let i0 = first + b * T_BLOCK;
+        let rows = block.len() / c;
+        // LOOP over channels: one contiguous run of the plane into a column of the block
+        for (ch, plane) in x.chunks_exact(hw).take(c).enumerate() {
+            for (i, &v) in plane[i0..i0 + rows].iter().enumerate() {
+                block[i * c + ch] = v;
+            }
         }
     }
+    debug_assert!(first + len <= hw);
 }
 }
 
 multiversion! {
-/// Channels `first..` of `yt: [H·W, C]` into `y: [·, H·W]` (as many channels as `y` holds).
+/// Channels `first..` of `yt: [H·W, C]` into `y: [·, H·W]` (as many channels as `y` holds),
+/// in blocks of [`T_BLOCK`] positions.
 fn to_channels_first(yt: &[f32], c: usize, first: usize, y: &mut [f32]) {
     let hw = yt.len() / c;
-    for (ch, plane) in y.chunks_exact_mut(hw).enumerate() {
-        for (i, v) in plane.iter_mut().enumerate() {
-            *v = yt[i * c + first + ch];
+    let channels = y.len() / hw;
+    // LOOP over blocks of positions
+    for i0 in (0..hw).step_by(T_BLOCK) {
+        let rows = T_BLOCK.min(hw - i0);
+        let block = &yt[i0 * c..(i0 + rows) * c];
+        // LOOP over channels: a column of the block into one contiguous run of the plane
+        for ch in 0..channels {
+            let dst = &mut y[ch * hw + i0..ch * hw + i0 + rows];
+            for (i, v) in dst.iter_mut().enumerate() {
+                *v = block[i * c + first + ch];
+            }
         }
     }
 }
 }
 
-multiversion! {
+/// Runs `$body::<S>(args…, c0, c1)` over channels `0..$c`: whole vectors of the best
+/// instruction set, then the remaining channels one at a time, each inside a function compiled
+/// for that instruction set.
+macro_rules! by_vectors {
+    ($body:ident, $c:expr, ($($arg:ident: $ty:ty),*)) => {{
+        use crate::gemm::{Scalar, Simd};
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::gemm::{Avx2, Avx512};
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+            fn avx512($($arg: $ty,)* c: usize) {
+                let whole = c - c % Avx512::LANES;
+                // SAFETY: compiled with AVX-512F, the only feature `Avx512` uses.
+                unsafe { $body::<Avx512>($($arg,)* 0, whole) };
+                // SAFETY: `Scalar` needs no feature.
+                unsafe { $body::<Scalar>($($arg,)* whole, c) };
+            }
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty,)* c: usize) {
+                let whole = c - c % Avx2::LANES;
+                // SAFETY: compiled with AVX2, the only feature `Avx2` uses here.
+                unsafe { $body::<Avx2>($($arg,)* 0, whole) };
+                // SAFETY: `Scalar` needs no feature.
+                unsafe { $body::<Scalar>($($arg,)* whole, c) };
+            }
+            match crate::simd::isa() {
+                // SAFETY: `isa()` detected every feature `avx512` is compiled with.
+                crate::simd::Isa::Avx512 => return unsafe { avx512($($arg,)* $c) },
+                // SAFETY: `isa()` detected every feature `avx2` is compiled with.
+                crate::simd::Isa::Avx2 => return unsafe { avx2($($arg,)* $c) },
+                crate::simd::Isa::Baseline => {}
+            }
+        }
+        let _ = Scalar::LANES;
+        // SAFETY: `Scalar` needs no feature.
+        unsafe { $body::<Scalar>($($arg,)* 0, $c) };
+    }};
+}
+
 /// `V[ξ, t, c] = (Bᵀ d B)[ξ]` for the 4×4 tile `d` of channel `c` at tile `t` of tile rows
-/// `ty0..ty1` (zero outside the input), from the channel-last input `xt: [H, W, C]`, [`L`]
-/// channels at a time.
+/// `ty0..ty1` (zero outside the input), from the channel-last input `xt: [H, W, C]`.
 fn transform_input(p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]) {
+    by_vectors!(input_tiles, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
+}
+
+/// [`transform_input`] for channels `c0..c1`, `S::LANES` at a time (`c1 − c0` a multiple).
+///
+/// # Safety
+/// The CPU has `S`'s features.
+#[inline(always)]
+unsafe fn input_tiles<S: crate::gemm::Simd>(
+    p: &Conv2dParams,
+    xt: &[f32],
+    ty0: usize,
+    ty1: usize,
+    v: &mut [f32],
+    c0: usize,
+    c1: usize,
+) {
     let [h, w] = p.in_hw;
     let [ph, pw] = p.padding;
     let tw = p.out_hw[1].div_ceil(2);
     let (c_in, t_all) = (p.c_in, (ty1 - ty0) * tw);
+    let n = S::LANES;
+    // SAFETY: the caller guarantees `S`'s features. (And in every block below; each pointer
+    // there comes from a slice bounds-checked to hold the `LANES` floats accessed.)
+    let zero = unsafe { S::zero() };
     // LOOP over tiles
     for ty in ty0..ty1 {
         for tx in 0..tw {
             let t = (ty - ty0) * tw + tx;
-            // LOOP over blocks of L channels
-            for c0 in (0..c_in).step_by(L) {
-                let lanes = L.min(c_in - c0);
-                let mut d = [[[0.0f32; L]; 4]; 4];
+            // LOOP over vectors of channels
+            for c in (c0..c1).step_by(n) {
+                let mut d = [[zero; 4]; 4];
                 for (i, row) in d.iter_mut().enumerate() {
                     let iy = (2 * ty + i).wrapping_sub(ph);
                     if iy >= h {
@@ -235,45 +310,47 @@ fn transform_input(p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut
                     for (j, e) in row.iter_mut().enumerate() {
                         let ix = (2 * tx + j).wrapping_sub(pw);
                         if ix < w {
-                            let at = (iy * w + ix) * c_in + c0;
-                            e[..lanes].copy_from_slice(&xt[at..at + lanes]);
+                            let at = (iy * w + ix) * c_in + c;
+                            // SAFETY: see above.
+                            *e = unsafe { S::load(xt[at..at + n].as_ptr()) };
                         }
                     }
                 }
-                // Bᵀ d
-                let mut b = [[[0.0f32; L]; 4]; 4];
+                // Bᵀ d, then (Bᵀ d) B
+                let mut b = [[zero; 4]; 4];
                 for j in 0..4 {
-                    for l in 0..L {
-                        b[0][j][l] = d[0][j][l] - d[2][j][l];
-                        b[1][j][l] = d[1][j][l] + d[2][j][l];
-                        b[2][j][l] = d[2][j][l] - d[1][j][l];
-                        b[3][j][l] = d[1][j][l] - d[3][j][l];
+                    // SAFETY: see above.
+                    unsafe {
+                        b[0][j] = S::sub(d[0][j], d[2][j]);
+                        b[1][j] = S::add(d[1][j], d[2][j]);
+                        b[2][j] = S::sub(d[2][j], d[1][j]);
+                        b[3][j] = S::sub(d[1][j], d[3][j]);
                     }
                 }
-                // (Bᵀ d) B
                 for (i, r) in b.iter().enumerate() {
-                    let mut row = [[0.0f32; L]; 4];
-                    for l in 0..L {
-                        row[0][l] = r[0][l] - r[2][l];
-                        row[1][l] = r[1][l] + r[2][l];
-                        row[2][l] = r[2][l] - r[1][l];
-                        row[3][l] = r[1][l] - r[3][l];
-                    }
-                    for (j, vals) in row.iter().enumerate() {
-                        let at = ((i * 4 + j) * t_all + t) * c_in + c0;
-                        v[at..at + lanes].copy_from_slice(&vals[..lanes]);
+                    // SAFETY: see above.
+                    let row = unsafe {
+                        [
+                            S::sub(r[0], r[2]),
+                            S::add(r[1], r[2]),
+                            S::sub(r[2], r[1]),
+                            S::sub(r[1], r[3]),
+                        ]
+                    };
+                    for (j, &val) in row.iter().enumerate() {
+                        let at = ((i * 4 + j) * t_all + t) * c_in + c;
+                        // SAFETY: see above.
+                        unsafe { S::store(v[at..at + n].as_mut_ptr(), val) };
                     }
                 }
             }
         }
     }
 }
-}
 
-multiversion! {
 /// `yt[2ty + i, 2tx + j, o] = bias[o] + (Aᵀ m A)[i, j]` with `m[ξ] = M[ξ, t, o]` for the
-/// tiles of tile rows `ty0..ty1`, clipped to the output, [`L`] channels at a time (`yt` is
-/// channel-last `[OH, OW, c_out]` from output row `2·ty0` on).
+/// tiles of tile rows `ty0..ty1`, clipped to the output (`yt` is channel-last
+/// `[OH, OW, c_out]` from output row `2·ty0` on).
 fn transform_output(
     p: &Conv2dParams,
     m: &[f32],
@@ -282,31 +359,60 @@ fn transform_output(
     bias: Option<&[f32]>,
     yt: &mut [f32],
 ) {
+    by_vectors!(
+        output_tiles,
+        p.c_out,
+        (p: &Conv2dParams, m: &[f32], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
+    )
+}
+
+/// [`transform_output`] for channels `o0..o1`, `S::LANES` at a time (`o1 − o0` a multiple).
+///
+/// # Safety
+/// The CPU has `S`'s features.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // transform_output's arguments and the channel range
+unsafe fn output_tiles<S: crate::gemm::Simd>(
+    p: &Conv2dParams,
+    m: &[f32],
+    ty0: usize,
+    ty1: usize,
+    bias: Option<&[f32]>,
+    yt: &mut [f32],
+    o0: usize,
+    o1: usize,
+) {
     let [oh, ow] = p.out_hw;
     let tw = ow.div_ceil(2);
     let (c_out, t_all) = (p.c_out, (ty1 - ty0) * tw);
+    let n = S::LANES;
+    // SAFETY: the caller guarantees `S`'s features. (And in every block below; each pointer
+    // there comes from a slice bounds-checked to hold the `LANES` floats accessed.)
+    let zero = unsafe { S::zero() };
     // LOOP over tiles
     for ty in ty0..ty1 {
         for tx in 0..tw {
             let t = (ty - ty0) * tw + tx;
-            // LOOP over blocks of L output channels
-            for o0 in (0..c_out).step_by(L) {
-                let lanes = L.min(c_out - o0);
-                let mut e = [[0.0f32; L]; 16];
+            // LOOP over vectors of output channels
+            for o in (o0..o1).step_by(n) {
+                let mut e = [zero; 16];
                 for (xi, lane) in e.iter_mut().enumerate() {
-                    let at = (xi * t_all + t) * c_out + o0;
-                    lane[..lanes].copy_from_slice(&m[at..at + lanes]);
+                    let at = (xi * t_all + t) * c_out + o;
+                    // SAFETY: see above.
+                    *lane = unsafe { S::load(m[at..at + n].as_ptr()) };
                 }
-                let mut bv = [0.0f32; L];
-                if let Some(b) = bias {
-                    bv[..lanes].copy_from_slice(&b[o0..o0 + lanes]);
-                }
+                let bv = match bias {
+                    // SAFETY: see above.
+                    Some(b) => unsafe { S::load(b[o..o + n].as_ptr()) },
+                    None => zero,
+                };
                 // Aᵀ m: 2×4
-                let mut a = [[[0.0f32; L]; 4]; 2];
+                let mut a = [[zero; 4]; 2];
                 for j in 0..4 {
-                    for l in 0..L {
-                        a[0][j][l] = e[j][l] + e[4 + j][l] + e[8 + j][l];
-                        a[1][j][l] = e[4 + j][l] - e[8 + j][l] - e[12 + j][l];
+                    // SAFETY: see above.
+                    unsafe {
+                        a[0][j] = S::add(S::add(e[j], e[4 + j]), e[8 + j]);
+                        a[1][j] = S::sub(S::sub(e[4 + j], e[8 + j]), e[12 + j]);
                     }
                 }
                 for (i, r) in a.iter().enumerate() {
@@ -314,23 +420,25 @@ fn transform_output(
                         continue;
                     }
                     let oy = 2 * (ty - ty0) + i;
-                    let mut vals = [[0.0f32; L]; 2];
-                    for l in 0..L {
-                        vals[0][l] = bv[l] + (r[0][l] + r[1][l] + r[2][l]);
-                        vals[1][l] = bv[l] + (r[1][l] - r[2][l] - r[3][l]);
-                    }
-                    for (j, val) in vals.iter().enumerate() {
+                    // SAFETY: see above.
+                    let vals = unsafe {
+                        [
+                            S::add(bv, S::add(S::add(r[0], r[1]), r[2])),
+                            S::add(bv, S::sub(S::sub(r[1], r[2]), r[3])),
+                        ]
+                    };
+                    for (j, &val) in vals.iter().enumerate() {
                         let ox = 2 * tx + j;
                         if ox < ow {
-                            let at = (oy * ow + ox) * c_out + o0;
-                            yt[at..at + lanes].copy_from_slice(&val[..lanes]);
+                            let at = (oy * ow + ox) * c_out + o;
+                            // SAFETY: see above.
+                            unsafe { S::store(yt[at..at + n].as_mut_ptr(), val) };
                         }
                     }
                 }
             }
         }
     }
-}
 }
 
 #[cfg(test)]
