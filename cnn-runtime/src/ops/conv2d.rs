@@ -77,23 +77,12 @@ impl Conv2dParams {
     /// Scratch elements of [`conv2d_fused`]'s im2col matrix for one sample.
     pub const fn im2col_len(&self) -> usize {
         if self.is_depthwise() {
-            self.deinterleaved_len()
+            super::depthwise::scratch_len(self)
         } else if self.skips_im2col() {
             0
         } else {
             self.fan_in() * self.out_hw[0] * self.out_hw[1]
         }
-    }
-
-    /// The depthwise kernel reads one zero-padded input plane split into `SW` column phases,
-    /// `[H + 2·PH, SW, row]`, so that every tap reads contiguous values.
-    const fn deinterleaved_len(&self) -> usize {
-        (self.in_hw[0] + 2 * self.padding[0]) * self.stride[1] * self.phase_row()
-    }
-
-    /// Length of one phase row: the output width, the kernel's reach and one vector of slack.
-    const fn phase_row(&self) -> usize {
-        self.out_hw[1] + (self.kernel[1] - 1) * self.dilation[1] / self.stride[1] + DW_LANES
     }
 
     /// One filter per channel (`groups = c_in = c_out`): run directly, without im2col.
@@ -195,13 +184,8 @@ pub fn conv2d_fused(
         return;
     }
     if p.is_depthwise() {
-        if scratch.len() < p.im2col_len() {
-            scratch.resize(p.im2col_len(), 0.0);
-        }
-        depthwise(p, n, input, weight, bias, out, scratch);
-        for y in out[..n * out_len].chunks_exact_mut(out_len) {
-            apply(epilogue, 0, y.chunks_exact_mut(n_cols));
-        }
+        let (x, y) = (&input[..n * in_len], &mut out[..n * out_len]);
+        super::depthwise::depthwise(p, 0, x, weight, bias, epilogue, y, scratch);
         return;
     }
     let skip = p.skips_im2col();
@@ -271,107 +255,6 @@ pub(crate) fn apply<'a>(
             activation(act, row);
         }
     }
-}
-
-/// Output columns the depthwise kernel computes at once, in registers.
-const DW_LANES: usize = 16;
-
-multiversion! {
-/// Depthwise convolution, one `[H, W]` plane per channel:
-/// `out[c, y, x] = bias[c] + Σ_{i,j} weight[c, 0, i, j] · input[c, y·SH − PH + i·DH, x·SW − PW + j·DW]`.
-/// The plane is first copied zero-padded and split into column phases, then each block of
-/// [`DW_LANES`] outputs sums its taps in registers.
-fn depthwise(
-    p: &Conv2dParams,
-    n: usize,
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    phases: &mut [f32],
-) {
-    let [kh, kw] = p.kernel;
-    let [sh, sw] = p.stride;
-    let [ph, pw] = p.padding;
-    let [dh, dw] = p.dilation;
-    let [h_in, w_in] = p.in_hw;
-    let [h_out, w_out] = p.out_hw;
-    let row = p.phase_row();
-    let padded_h = h_in + 2 * ph;
-    let phases = &mut phases[..padded_h * sw * row];
-    // Where tap column kj starts in a row's phases: phase (kj·DW) mod SW, index (kj·DW) / SW.
-    let tap_start = |kj: usize| (kj * dw % sw) * row + kj * dw / sw;
-    const CACHED: usize = 16;
-    let mut starts = [0; CACHED];
-    for (kj, s) in starts.iter_mut().enumerate().take(kw) {
-        *s = tap_start(kj);
-    }
-    let planes_in = input[..n * p.in_len()].chunks_exact(h_in * w_in);
-    let planes_out = out[..n * p.out_len()].chunks_exact_mut(h_out * w_out);
-    // LOOP over (sample, channel) planes
-    for (plane, (x, y)) in planes_in.zip(planes_out).enumerate() {
-        let c = plane % p.c_out;
-        let taps = &weight[c * kh * kw..(c + 1) * kh * kw];
-        let b = bias.map_or(0.0, |b| b[c]);
-        // phases[py, r, i] = padded[py, i·SW + r], zero outside the input.
-        for (py, rows) in phases.chunks_exact_mut(sw * row).enumerate() {
-            let iy = py.wrapping_sub(ph);
-            for (r, dst) in rows.chunks_exact_mut(row).enumerate() {
-                if iy >= h_in {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let src = &x[iy * w_in..(iy + 1) * w_in];
-                // Phase entries i with i·SW + r − PW inside the input: [i0, i1).
-                let i0 = pw.saturating_sub(r).div_ceil(sw).min(row);
-                let i1 = (w_in + pw).saturating_sub(r).div_ceil(sw).clamp(i0, row);
-                dst[..i0].fill(0.0);
-                dst[i1..].fill(0.0);
-                let first = i0 * sw + r - pw;
-                if sw == 2 {
-                    let pairs = src[first..].chunks(2);
-                    for (d, pair) in dst[i0..i1].iter_mut().zip(pairs) {
-                        *d = pair[0];
-                    }
-                } else if sw == 1 {
-                    dst[i0..i1].copy_from_slice(&src[first..first + (i1 - i0)]);
-                } else {
-                    for (d, &v) in dst[i0..i1].iter_mut().zip(src[first..].iter().step_by(sw)) {
-                        *d = v;
-                    }
-                }
-            }
-        }
-        // LOOP over output rows
-        for (oy, out_row) in y.chunks_exact_mut(w_out).enumerate() {
-            // LOOP over blocks of DW_LANES output columns
-            for x0 in (0..w_out).step_by(DW_LANES) {
-                let mut acc = [0.0f32; DW_LANES];
-                // LOOP over taps
-                for ki in 0..kh {
-                    let py = oy * sh + ki * dh;
-                    let rows = &phases[py * sw * row..(py + 1) * sw * row];
-                    for kj in 0..kw {
-                        let t = taps[ki * kw + kj];
-                        let start = x0 + if kj < CACHED { starts[kj] } else { tap_start(kj) };
-                        // The slice is exactly DW_LANES long: `phase_row` leaves that much slack.
-                        let src: &[f32; DW_LANES] = rows[start..start + DW_LANES]
-                            .try_into()
-                            .expect("DW_LANES elements");
-                        for (a, &v) in acc.iter_mut().zip(src) {
-                            *a += t * v;
-                        }
-                    }
-                }
-                for a in acc.iter_mut() {
-                    *a += b;
-                }
-                let len = DW_LANES.min(w_out - x0);
-                out_row[x0..x0 + len].copy_from_slice(&acc[..len]);
-            }
-        }
-    }
-}
 }
 
 multiversion! {

@@ -3,6 +3,7 @@
 pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
+mod depthwise;
 pub mod direct;
 pub mod linear;
 pub mod pool;
