@@ -58,6 +58,19 @@ pub(crate) trait Simd {
     /// # Safety
     /// The CPU has the implementation's features.
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+
+    /// `a · b`.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+
+    /// Per lane `a` if `a > b`, else `b` (x86's `maxps`: `b` when either is NaN), so
+    /// `max(0, v)` is PyTorch's ReLU, NaN and −0 included.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
 }
 
 /// One `f32` lane in plain Rust: the tails of the vector loops, and CPUs without AVX2.
@@ -99,6 +112,18 @@ impl Simd for Scalar {
     #[inline(always)]
     unsafe fn sub(a: f32, b: f32) -> f32 {
         a - b
+    }
+    #[inline(always)]
+    unsafe fn mul(a: f32, b: f32) -> f32 {
+        a * b
+    }
+    #[inline(always)]
+    unsafe fn max(a: f32, b: f32) -> f32 {
+        if a > b {
+            a
+        } else {
+            b
+        }
     }
 }
 

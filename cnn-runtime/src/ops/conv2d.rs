@@ -248,13 +248,19 @@ pub(crate) fn apply<'a>(
 ) {
     for (o, row) in rows.enumerate() {
         if let Some((scale, shift)) = epilogue.affine {
-            let (a, b) = (scale[first + o], shift[first + o]);
-            row.iter_mut().for_each(|v| *v = *v * a + b);
+            affine(row, scale[first + o], shift[first + o]);
         }
         if let Some(act) = epilogue.act {
             activation(act, row);
         }
     }
+}
+
+multiversion! {
+/// `v = v·a + b` (two roundings, as the separate batch-norm kernel).
+fn affine(row: &mut [f32], a: f32, b: f32) {
+    row.iter_mut().for_each(|v| *v = *v * a + b);
+}
 }
 
 multiversion! {

@@ -204,7 +204,7 @@ fn planes(
 /// Copies one input row into its padded row `dst: [SW, row]`:
 /// `dst[r, i] = src[i·SW + r − PW]` where that is inside `src`; other entries are untouched.
 #[inline(always)]
-fn copy_row(src: &[f32], dst: &mut [f32], row: usize, sw: usize, pw: usize) {
+pub(super) fn copy_row(src: &[f32], dst: &mut [f32], row: usize, sw: usize, pw: usize) {
     match sw {
         1 => {
             let m = src.len().min(row.saturating_sub(pw));

@@ -8,6 +8,7 @@
 //! reads are contiguous, and the weights are packed once per layer as `[c_out / R, taps, R]`.
 //! With `R = 8` and 32 columns the accumulators take 16 AVX-512 registers.
 
+use super::activation::Activation;
 use super::conv2d::{apply, Conv2dParams, Epilogue};
 
 /// Output channels per register block.
@@ -91,6 +92,8 @@ pub fn conv2d(
         scratch.resize(scratch_len(p), 0.0);
     }
     let phases = &mut scratch[..scratch_len(p)];
+    // The padding, and the slack past the last column, stay zero for every sample.
+    phases.fill(0.0);
     let plane = p.out_hw[0] * p.out_hw[1];
     let blocks = p.c_out.div_ceil(R);
     let parts = if p.macs() >= MIN_MACS_PER_SPLIT {
@@ -112,8 +115,7 @@ pub fn conv2d(
         crate::threads::for_each(parts, |i, y| {
             let first = i * per * R;
             let w = &packed[i * per * p.fan_in() * R..];
-            run(p, phases, w, bias, first, y);
-            apply(epilogue, first, y.chunks_exact_mut(plane));
+            run(p, phases, w, bias, epilogue, first, y);
         });
     }
 }
@@ -122,37 +124,19 @@ pub fn conv2d(
 const MIN_MACS_PER_SPLIT: usize = 4 << 20;
 
 crate::simd::multiversion! {
-/// Fills `phases` (see [`scratch_len`]) from one sample `x: [C, H, W]`, zero in the padding.
+/// Fills `phases` (see [`scratch_len`]) from one sample `x: [C, H, W]`, zero in the padding,
+/// which must hold zeros already (the padding is the same for every sample).
 fn split_phases(p: &Conv2dParams, x: &[f32], phases: &mut [f32]) {
     let [h, w] = p.in_hw;
     let [ph, pw] = p.padding;
     let sw = p.stride[1];
     let row = phase_row(p);
     let padded_h = h + 2 * ph;
-    // LOOP over (channel, padded row)
-    for (cy, rows) in phases.chunks_exact_mut(sw * row).enumerate() {
-        let (c, py) = (cy / padded_h, cy % padded_h);
-        let iy = py.wrapping_sub(ph);
-        if iy >= h {
-            rows.fill(0.0);
-            continue;
-        }
-        let src = &x[(c * h + iy) * w..(c * h + iy + 1) * w];
-        // LOOP over column phases
-        for (r, dst) in rows.chunks_exact_mut(row).enumerate() {
-            // Entries i with i·SW + r − PW inside the input: [i0, i1).
-            let i0 = pw.saturating_sub(r).div_ceil(sw).min(row);
-            let i1 = (w + pw).saturating_sub(r).div_ceil(sw).clamp(i0, row);
-            dst[..i0].fill(0.0);
-            dst[i1..].fill(0.0);
-            let first = i0 * sw + r - pw;
-            if sw == 1 {
-                dst[i0..i1].copy_from_slice(&src[first..first + (i1 - i0)]);
-            } else {
-                for (d, &v) in dst[i0..i1].iter_mut().zip(src[first..].iter().step_by(sw)) {
-                    *d = v;
-                }
-            }
+    // LOOP over (channel, input row)
+    for (c, planes) in phases.chunks_exact_mut(padded_h * sw * row).enumerate() {
+        let rows = planes[ph * sw * row..].chunks_exact_mut(sw * row);
+        for (src, dst) in x[c * h * w..(c + 1) * h * w].chunks_exact(w).zip(rows) {
+            super::depthwise::copy_row(src, dst, row, sw, pw);
         }
     }
 }
@@ -166,6 +150,7 @@ fn run(
     phases: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
     first: usize,
     y: &mut [f32],
 ) {
@@ -178,15 +163,16 @@ fn run(
             x: &[f32],
             w: &[f32],
             b: Option<&[f32]>,
+            e: Epilogue<'_>,
             f: usize,
             y: &mut [f32],
         ) {
             if p.out_hw[1] > 16 {
                 // SAFETY: this function is compiled with, and only called with, AVX-512F.
-                unsafe { blocks::<Avx512, 2>(p, x, w, b, f, y) }
+                unsafe { blocks::<Avx512, 2>(p, x, w, b, e, f, y) }
             } else {
                 // SAFETY: as above.
-                unsafe { blocks::<Avx512, 1>(p, x, w, b, f, y) }
+                unsafe { blocks::<Avx512, 1>(p, x, w, b, e, f, y) }
             }
         }
         #[target_feature(enable = "avx2,fma")]
@@ -195,21 +181,26 @@ fn run(
             x: &[f32],
             w: &[f32],
             b: Option<&[f32]>,
+            e: Epilogue<'_>,
             f: usize,
             y: &mut [f32],
         ) {
             // SAFETY: this function is compiled with, and only called with, AVX2 and FMA.
-            unsafe { blocks::<Avx2, 1>(p, x, w, b, f, y) }
+            unsafe { blocks::<Avx2, 1>(p, x, w, b, e, f, y) }
         }
         match crate::simd::isa() {
-            // SAFETY: `isa()` detected every feature `avx512` is compiled with.
-            crate::simd::Isa::Avx512 => return unsafe { avx512(p, phases, w, bias, first, y) },
-            // SAFETY: `isa()` detected every feature `avx2` is compiled with.
-            crate::simd::Isa::Avx2 => return unsafe { avx2(p, phases, w, bias, first, y) },
+            crate::simd::Isa::Avx512 => {
+                // SAFETY: `isa()` detected every feature `avx512` is compiled with.
+                return unsafe { avx512(p, phases, w, bias, epilogue, first, y) };
+            }
+            crate::simd::Isa::Avx2 => {
+                // SAFETY: `isa()` detected every feature `avx2` is compiled with.
+                return unsafe { avx2(p, phases, w, bias, epilogue, first, y) };
+            }
             crate::simd::Isa::Baseline => {}
         }
     }
-    portable(p, phases, w, bias, first, y)
+    portable(p, phases, w, bias, epilogue, first, y)
 }
 
 /// Bias of the channels `first + c0..` of a block, zero past the layer's channels.
@@ -232,6 +223,7 @@ unsafe fn blocks<S: crate::gemm::Simd, const V: usize>(
     phases: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
     first: usize,
     y: &mut [f32],
 ) {
@@ -248,6 +240,16 @@ unsafe fn blocks<S: crate::gemm::Simd, const V: usize>(
         let live = R.min(channels - b * R);
         let b0 = block_bias(bias, first + b * R, live);
         let y = &mut y[b * R * plane..(b * R + live) * plane];
+        // A folded batch norm and ReLU are applied in registers; other activations after the
+        // block's planes are done, while they are in cache.
+        let in_registers = matches!(epilogue.act, None | Some(Activation::Relu));
+        let relu = epilogue.act == Some(Activation::Relu);
+        let (mut f_scale, mut f_shift) = ([1.0f32; R], [0.0f32; R]);
+        if let Some((scale, shift)) = epilogue.affine {
+            let c0 = first + b * R;
+            f_scale[..live].copy_from_slice(&scale[c0..c0 + live]);
+            f_shift[..live].copy_from_slice(&shift[c0..c0 + live]);
+        }
         // LOOP over output rows
         for oy in 0..oh {
             // LOOP over blocks of `cols` output columns
@@ -285,6 +287,23 @@ unsafe fn blocks<S: crate::gemm::Simd, const V: usize>(
                         }
                     }
                 }
+                if in_registers {
+                    let fold = epilogue.affine.is_some();
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: `S`'s features; the splats read single floats.
+                        let (m, s) = unsafe { (S::splat(&f_scale[r]), S::splat(&f_shift[r])) };
+                        for a in a.iter_mut() {
+                            if fold {
+                                // SAFETY: `S`'s features. Two roundings, as `apply`.
+                                *a = unsafe { S::add(S::mul(*a, m), s) };
+                            }
+                            if relu {
+                                // SAFETY: `S`'s features.
+                                *a = unsafe { S::max(S::zero(), *a) };
+                            }
+                        }
+                    }
+                }
                 let len = cols.min(ow - x0);
                 for (a, out) in acc.iter().zip(y.chunks_exact_mut(plane)) {
                     let dst = &mut out[oy * ow + x0..oy * ow + x0 + len];
@@ -305,6 +324,9 @@ unsafe fn blocks<S: crate::gemm::Simd, const V: usize>(
                 }
             }
         }
+        if !in_registers {
+            apply(epilogue, first + b * R, y.chunks_exact_mut(plane));
+        }
     }
 }
 
@@ -314,6 +336,7 @@ fn portable(
     phases: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
     first: usize,
     y: &mut [f32],
 ) {
@@ -359,6 +382,7 @@ fn portable(
                 }
             }
         }
+        apply(epilogue, first + b * R, y.chunks_exact_mut(plane));
     }
 }
 
