@@ -508,6 +508,16 @@ mod tests {
         (2, [5, 3], [5, 3], [0, 0], false, [5, 3], 3),
         (4, [1, 1], [1, 1], [0, 0], false, [1, 1], 2),
         (2, [13, 13], [13, 13], [0, 0], true, [13, 13], 1),
+        (3, [3, 3], [2, 2], [0, 0], false, [9, 17], 2),
+        (2, [3, 3], [2, 2], [0, 0], true, [8, 8], 1),
+        (2, [3, 3], [2, 2], [1, 1], false, [1, 1], 1),
+        (1, [3, 3], [2, 2], [1, 1], true, [2, 40], 1),
+        (3, [2, 2], [2, 2], [0, 0], false, [2, 9], 1),
+        (2, [2, 2], [2, 2], [0, 0], false, [4, 3], 1),
+        (2, [2, 2], [2, 2], [1, 1], true, [7, 6], 1),
+        (2, [3, 3], [3, 2], [1, 0], false, [10, 33], 1),
+        (1, [5, 5], [1, 1], [2, 2], false, [6, 19], 2),
+        (1, [4, 3], [1, 3], [2, 1], true, [5, 20], 1),
     ];
 
     #[test]
@@ -521,6 +531,97 @@ mod tests {
                 assert_close(&out, &naive(&p, n, &x), 1e-6);
             }
         }
+    }
+
+    /// Every `(kernel, stride, padding)` a fast path or a specialised row loop takes, and a few
+    /// that take none, on every width 1..=40 (narrower and wider than any vector, odd and even)
+    /// and a few heights, with and without `ceil_mode`, for every kind; max pooling also sees
+    /// NaNs sprinkled through the input.
+    #[test]
+    fn fast_paths_match_naive_over_widths() {
+        let windows: [(usize, usize, usize); 8] = [
+            (3, 2, 1),
+            (3, 2, 0),
+            (2, 2, 0),
+            (2, 2, 1),
+            (3, 1, 1),
+            (2, 1, 0),
+            (5, 3, 2),
+            (4, 4, 1),
+        ];
+        for (seed, &(k, s, pad)) in windows.iter().enumerate() {
+            for w in 1..=40 {
+                for h in [1, 2, 3, 4, 7, 12] {
+                    for ceil in [false, true] {
+                        let ok = |len| out_len(len, k, s, pad, 1, ceil).is_some_and(|o| o > 0);
+                        if !ok(h) || !ok(w) {
+                            continue;
+                        }
+                        for kind in [MAX, AVG_PAD, AVG] {
+                            let (c, n) = (2, 1);
+                            let p = params(kind, c, [k, k], [s, s], [pad, pad], ceil, [h, w]);
+                            let mut x = rand_vec(n * p.in_len(), (seed * 64 + w) as u64);
+                            if kind == MAX {
+                                for i in (w * h / 3..x.len()).step_by(7 + w) {
+                                    x[i] = f32::NAN;
+                                }
+                            }
+                            let mut out = vec![f32::NAN; n * p.out_len()];
+                            pool2d(&p, n, &x, &mut out);
+                            let what = format!("{kind:?} k{k} s{s} p{pad} ceil={ceil} {h}x{w}");
+                            let want = naive(&p, n, &x);
+                            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                                let ok = (a.is_nan() && b.is_nan())
+                                    || (a - b).abs() <= 1e-6 * (1.0 + b.abs());
+                                assert!(ok, "{what}: index {i}: got {a}, expected {b}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The engine may pool a run of whole planes on each thread: the result of one call over
+    /// planes `[a, b)` with `channels = b − a` equals that part of the call over all planes.
+    #[test]
+    fn sub_ranges_of_planes_pool_alike() {
+        for &(c, k, s, pad, ceil, hw, n) in CASES {
+            for kind in [MAX, AVG_PAD, AVG] {
+                let p = params(kind, c, k, s, pad, ceil, hw);
+                let x = rand_vec(n * p.in_len(), 11);
+                let mut whole = vec![0.0; n * p.out_len()];
+                pool2d(&p, n, &x, &mut whole);
+                let (hw_in, hw_out) = (hw[0] * hw[1], p.out_hw[0] * p.out_hw[1]);
+                let planes = n * c;
+                for (a, b) in [(0, 1), (1, planes), (planes / 2, planes)] {
+                    if a >= b {
+                        continue;
+                    }
+                    let part = Pool2dParams {
+                        channels: b - a,
+                        ..p
+                    };
+                    let mut out = vec![0.0; (b - a) * hw_out];
+                    pool2d(&part, 1, &x[a * hw_in..b * hw_in], &mut out);
+                    assert_eq!(out, whole[a * hw_out..b * hw_out], "{p:?} planes {a}..{b}");
+                }
+            }
+        }
+    }
+
+    /// Max pooling picks the first maximal element in row-major order, as PyTorch's NCHW
+    /// kernel does, so a window holding both zeros returns the sign of the first one.
+    #[test]
+    fn max_ties_between_zeros_keep_row_major_order() {
+        // 3×3 s2 p1 on 4×4: the window of output (1, 1) covers rows 1..4, columns 1..4.
+        let mut x = [-1.0f32; 16];
+        x[4 + 2] = -0.0; // row 1, column 2
+        x[2 * 4 + 1] = 0.0; // row 2, column 1
+        let p = params(MAX, 1, [3, 3], [2, 2], [1, 1], false, [4, 4]);
+        let mut out = [0.0; 4];
+        pool2d(&p, 1, &x, &mut out);
+        assert!(out[3] == 0.0 && out[3].is_sign_negative(), "{out:?}");
     }
 
     #[test]
