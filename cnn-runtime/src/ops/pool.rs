@@ -191,7 +191,11 @@ fn interior(k: usize, s: usize, p: usize, len: usize, out: usize) -> (usize, usi
         return (0, 0);
     }
     let lo = p.div_ceil(s).min(out);
-    let hi = if len + p >= k { (len + p - k) / s + 1 } else { 0 };
+    let hi = if len + p >= k {
+        (len + p - k) / s + 1
+    } else {
+        0
+    };
     (lo, hi.min(out).max(lo))
 }
 
@@ -208,7 +212,11 @@ fn pool_2x2(kind: PoolKind, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
             let r0 = &x[2 * oy * w..2 * oy * w + 2 * ow];
             let r1 = &x[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
             // LOOP over output columns
-            for ((o, a), b) in row.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+            for ((o, a), b) in row
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
                 let acc = kind.accum(kind.first(a[0]), a[1]);
                 *o = kind.accum(kind.accum(acc, b[0]), b[1]) / scale;
             }
@@ -265,7 +273,11 @@ fn pool_separable(
             let first = free + kh - (r1 - r0);
             let first = if first >= kh { first - kh } else { first };
             let slot = |i: usize| {
-                let s = if first + i >= kh { first + i - kh } else { first + i };
+                let s = if first + i >= kh {
+                    first + i - kh
+                } else {
+                    first + i
+                };
                 &ring[s * w_out..(s + 1) * w_out]
             };
             match r1 - r0 {
@@ -303,7 +315,13 @@ fn pool_separable(
 /// `out[ox]` = the fold of input row `x` over the columns of window `ox`, for `[KW, SW, PW]`;
 /// `cols` are the interior outputs (see [`interior`]).
 #[inline(always)]
-fn reduce_row(kind: PoolKind, x: &[f32], [kw, sw, pw]: [usize; 3], cols: (usize, usize), out: &mut [f32]) {
+fn reduce_row(
+    kind: PoolKind,
+    x: &[f32],
+    [kw, sw, pw]: [usize; 3],
+    cols: (usize, usize),
+    out: &mut [f32],
+) {
     let (lo, hi) = cols;
     // LOOP over border columns
     for ox in (0..lo).chain(hi..out.len()) {
