@@ -204,7 +204,6 @@ fn interior(k: usize, s: usize, p: usize, len: usize, out: usize) -> (usize, usi
 fn pool_2x2(kind: PoolKind, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
     let [h, w] = p.in_hw;
     let [oh, ow] = p.out_hw;
-    let scale = kind.extent(4, 4) as f32;
     // LOOP over (sample, channel) planes
     for (x, y) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
         // LOOP over output rows
@@ -217,8 +216,12 @@ fn pool_2x2(kind: PoolKind, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
                 .zip(r0.chunks_exact(2))
                 .zip(r1.chunks_exact(2))
             {
-                let acc = kind.accum(kind.first(a[0]), a[1]);
-                *o = kind.accum(kind.accum(acc, b[0]), b[1]) / scale;
+                let acc = kind.accum(kind.accum(kind.init(), a[0]), a[1]);
+                let acc = kind.accum(kind.accum(acc, b[0]), b[1]);
+                *o = match kind {
+                    PoolKind::Max => acc,
+                    PoolKind::Avg { .. } => acc * 0.25,
+                };
             }
         }
     }
