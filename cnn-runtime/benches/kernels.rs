@@ -282,6 +282,10 @@ fn bench_pool(
 fn bench_pools(c: &mut Criterion) {
     bench_pool(c, "pool/vgg/64x32x32-k2s2", 64, 32, 2, 2, 0);
     bench_pool(c, "pool/stem224/64x112x112-k3s2p1", 64, 112, 3, 2, 1);
+    bench_pool(c, "pool/stem224/128x56x56-k2s2", 128, 56, 2, 2, 0);
+    bench_pool(c, "pool/other/64x56x56-k3s2p0", 64, 56, 3, 2, 0);
+    bench_pool(c, "pool/other/64x28x28-k3s1p1", 64, 28, 3, 1, 1);
+    bench_pool(c, "pool/other/32x27x27-k5s3p2", 32, 27, 5, 3, 2);
     bench_pool(c, "pool/stem224/gap-256x28x28", 256, 28, 28, 28, 0);
     bench_pool(c, "pool/mobile/gap-128x16x16", 128, 16, 16, 16, 0);
 }

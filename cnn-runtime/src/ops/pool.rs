@@ -1,5 +1,7 @@
 //! Max and average pooling, windowed and global, as one kernel with the kind as data.
 
+use std::cell::Cell;
+
 use crate::simd::multiversion;
 
 /// Which reduction a pooling window applies.
@@ -52,6 +54,12 @@ impl Pool2dParams {
     }
 }
 
+thread_local! {
+    /// The separable kernel's scratch, reused across calls: a ring of `KH` horizontally reduced
+    /// input rows, then one divisor per output column.
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
 multiversion! {
 /// `out[n, c, y, x] = reduce over the window starting at (y·SH − PH, x·SW − PW)` of `input`.
 ///
@@ -59,7 +67,10 @@ multiversion! {
 /// + `input`: `[n, channels, H, W]` row-major
 /// + `out`: `[n, channels, OH, OW]` row-major, overwritten
 ///
-/// Max pooling propagates NaN as PyTorch does (a window holding NaN gives NaN).
+/// Planes are pooled independently, so a caller may pass any run of whole planes (say `n = 1`
+/// and `channels` = the planes of one thread's share). Max pooling propagates NaN as PyTorch
+/// does (a window holding NaN gives NaN), and folds each window in PyTorch's row-major order,
+/// so ties between `−0` and `+0` also resolve as PyTorch's NCHW kernel does.
 ///
 /// # Panics
 /// If a slice is shorter than the layout above.
@@ -86,32 +97,26 @@ pub fn pool2d(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32]) {
     }
     let [h, w] = p.in_hw;
     let [oh, ow] = p.out_hw;
-    if p.kind == PoolKind::Max
-        && p.kernel == [2, 2]
+    if p.kernel == [2, 2]
         && p.stride == [2, 2]
         && p.padding == [0, 0]
         && 2 * oh <= h
         && 2 * ow <= w
     {
-        // The common maxpool(2): every window is whole, folded in the generic kernel's order.
-        let m = PoolKind::Max;
-        for (x, y) in input.chunks_exact(hw_in).zip(out.chunks_exact_mut(hw_out)) {
-            for (oy, row) in y.chunks_exact_mut(ow).enumerate() {
-                let r0 = &x[2 * oy * w..2 * oy * w + 2 * ow];
-                let r1 = &x[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
-                for ((o, a), b) in row.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
-                    let acc = m.accum(m.accum(f32::NEG_INFINITY, a[0]), a[1]);
-                    *o = m.accum(m.accum(acc, b[0]), b[1]);
-                }
-            }
+        // The common pool(2): every window is whole, so every divisor is 4.
+        match p.kind {
+            PoolKind::Max => pool_2x2(PoolKind::Max, p, input, out),
+            avg @ PoolKind::Avg { .. } => pool_2x2(avg, p, input, out),
         }
         return;
     }
+    let mut scratch = SCRATCH.with(Cell::take);
     // Specialise the window loop on the kind, so `accum` is resolved outside it.
     match p.kind {
-        PoolKind::Max => pool_windows(PoolKind::Max, p, input, out),
-        avg @ PoolKind::Avg { .. } => pool_windows(avg, p, input, out),
+        PoolKind::Max => pool_separable(PoolKind::Max, p, input, out, &mut scratch),
+        avg @ PoolKind::Avg { .. } => pool_separable(avg, p, input, out, &mut scratch),
     }
+    SCRATCH.with(|s| s.set(scratch));
 }
 }
 
@@ -121,6 +126,16 @@ impl PoolKind {
         match self {
             PoolKind::Max => f32::NEG_INFINITY,
             PoolKind::Avg { .. } => 0.0,
+        }
+    }
+
+    /// `accum(init(), v)` in one step: `v` for max (−∞ or NaN win against −∞ alike), `0 + v`
+    /// for the sum (which turns −0 into +0, as PyTorch's zero-initialised sum does).
+    #[inline(always)]
+    fn first(self, v: f32) -> f32 {
+        match self {
+            PoolKind::Max => v,
+            PoolKind::Avg { .. } => 0.0 + v,
         }
     }
 
@@ -139,14 +154,18 @@ impl PoolKind {
         }
     }
 
-    /// Turns the folded window into the output: the max itself, or the sum over the divisor
-    /// `padded` (positions inside the padded input) or `real` (positions inside the input).
+    /// The divisor extent of one axis: `padded` (positions inside the padded input) with
+    /// `count_include_pad`, else `real` (positions inside the input); 1 for max.
     #[inline(always)]
-    fn finish(self, acc: f32, padded: usize, real: usize) -> f32 {
+    fn extent(self, padded: usize, real: usize) -> usize {
         match self {
-            PoolKind::Max => acc,
+            PoolKind::Max => 1,
             PoolKind::Avg { count_include_pad } => {
-                acc / if count_include_pad { padded } else { real } as f32
+                if count_include_pad {
+                    padded
+                } else {
+                    real
+                }
             }
         }
     }
@@ -165,33 +184,204 @@ fn window(o: usize, k: usize, s: usize, p: usize, len: usize) -> (usize, usize, 
     (lo, hi, padded)
 }
 
+/// The output indices `[lo, hi)` of one axis whose windows lie wholly inside the input;
+/// `lo ≤ hi ≤ out`, and the indices outside are the border.
+fn interior(k: usize, s: usize, p: usize, len: usize, out: usize) -> (usize, usize) {
+    if k == 0 || s == 0 {
+        return (0, 0);
+    }
+    let lo = p.div_ceil(s).min(out);
+    let hi = if len + p >= k {
+        (len + p - k) / s + 1
+    } else {
+        0
+    };
+    (lo, hi.min(out).max(lo))
+}
+
+/// Pool(2, stride 2) with every window whole, folded in the generic kernel's order.
 #[inline(always)]
-fn pool_windows(kind: PoolKind, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
+fn pool_2x2(kind: PoolKind, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
+    let [h, w] = p.in_hw;
+    let [oh, ow] = p.out_hw;
+    // LOOP over (sample, channel) planes
+    for (x, y) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        // LOOP over output rows
+        for (oy, row) in y.chunks_exact_mut(ow).enumerate() {
+            let r0 = &x[2 * oy * w..2 * oy * w + 2 * ow];
+            let r1 = &x[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+            // LOOP over output columns
+            for ((o, a), b) in row
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
+                let acc = kind.accum(kind.accum(kind.init(), a[0]), a[1]);
+                let acc = kind.accum(kind.accum(acc, b[0]), b[1]);
+                *o = match kind {
+                    PoolKind::Max => acc,
+                    PoolKind::Avg { .. } => acc * 0.25,
+                };
+            }
+        }
+    }
+}
+
+/// Any window, separably: each input row is reduced horizontally once, into a ring of `KH`
+/// rows of `OW` values, and each output row folds its window's rows of the ring. Both passes
+/// keep the row-major order within a window, so max pooling picks the same element as a
+/// window-by-window fold.
+#[inline(always)]
+fn pool_separable(
+    kind: PoolKind,
+    p: &Pool2dParams,
+    input: &[f32],
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
     let [kh, kw] = p.kernel;
     let [sh, sw] = p.stride;
     let [ph, pw] = p.padding;
     let [h_in, w_in] = p.in_hw;
     let [h_out, w_out] = p.out_hw;
     let planes = out.len() / (h_out * w_out);
+    let kh = kh.max(1);
+    if scratch.len() < (kh + 1) * w_out {
+        scratch.resize((kh + 1) * w_out, 0.0);
+    }
+    let (ring, divisor) = scratch[..(kh + 1) * w_out].split_at_mut(kh * w_out);
+    // The column factor of each output's divisor.
+    for (ox, d) in divisor.iter_mut().enumerate() {
+        let (c0, c1, padded) = window(ox, kw, sw, pw, w_in);
+        *d = kind.extent(padded, c1 - c0) as f32;
+    }
+    let cols = interior(kw, sw, pw, w_in, w_out);
     // LOOP over (sample, channel) planes
     for plane in 0..planes {
         let x = &input[plane * h_in * w_in..(plane + 1) * h_in * w_in];
         let y = &mut out[plane * h_out * w_out..(plane + 1) * h_out * w_out];
+        // Input rows below `next` have been reduced; the next one goes to slot `free`, so a
+        // window's rows sit in consecutive slots (mod KH) ending just before `free`.
+        let (mut next, mut free) = (0, 0);
         // LOOP over output rows
         for (oy, y_row) in y.chunks_exact_mut(w_out).enumerate() {
             let (r0, r1, padded_h) = window(oy, kh, sh, ph, h_in);
-            // LOOP over output columns
-            for (ox, y_val) in y_row.iter_mut().enumerate() {
-                let (c0, c1, padded_w) = window(ox, kw, sw, pw, w_in);
-                let mut acc = kind.init();
-                // LOOP over window rows
-                for r in r0..r1 {
-                    for &v in &x[r * w_in + c0..r * w_in + c1] {
-                        acc = kind.accum(acc, v);
+            // LOOP over input rows new to this window
+            for r in next.max(r0)..r1 {
+                let slot = &mut ring[free * w_out..(free + 1) * w_out];
+                reduce_row(kind, &x[r * w_in..(r + 1) * w_in], [kw, sw, pw], cols, slot);
+                free = if free + 1 == kh { 0 } else { free + 1 };
+            }
+            next = next.max(r1);
+            let first = free + kh - (r1 - r0);
+            let first = if first >= kh { first - kh } else { first };
+            let slot = |i: usize| {
+                let s = if first + i >= kh {
+                    first + i - kh
+                } else {
+                    first + i
+                };
+                &ring[s * w_out..(s + 1) * w_out]
+            };
+            match r1 - r0 {
+                0 => y_row.fill(kind.init()),
+                1 => y_row.copy_from_slice(slot(0)),
+                3 => {
+                    let (a, b, c) = (slot(0), slot(1), slot(2));
+                    for (((o, &a), &b), &c) in y_row.iter_mut().zip(a).zip(b).zip(c) {
+                        *o = kind.accum(kind.accum(a, b), c);
                     }
                 }
-                *y_val = kind.finish(acc, padded_h * padded_w, (r1 - r0) * (c1 - c0));
+                rows => {
+                    let (a, b) = (slot(0), slot(1));
+                    for ((o, &a), &b) in y_row.iter_mut().zip(a).zip(b) {
+                        *o = kind.accum(a, b);
+                    }
+                    // LOOP over the window's remaining rows
+                    for i in 2..rows {
+                        for (o, &v) in y_row.iter_mut().zip(slot(i)) {
+                            *o = kind.accum(*o, v);
+                        }
+                    }
+                }
             }
+            if let PoolKind::Avg { .. } = kind {
+                let dh = kind.extent(padded_h, r1 - r0) as f32;
+                for (o, &d) in y_row.iter_mut().zip(divisor.iter()) {
+                    *o /= dh * d;
+                }
+            }
+        }
+    }
+}
+
+/// `out[ox]` = the fold of input row `x` over the columns of window `ox`, for `[KW, SW, PW]`;
+/// `cols` are the interior outputs (see [`interior`]).
+#[inline(always)]
+fn reduce_row(
+    kind: PoolKind,
+    x: &[f32],
+    [kw, sw, pw]: [usize; 3],
+    cols: (usize, usize),
+    out: &mut [f32],
+) {
+    let (lo, hi) = cols;
+    // LOOP over border columns
+    for ox in (0..lo).chain(hi..out.len()) {
+        let (c0, c1, _) = window(ox, kw, sw, pw, x.len());
+        out[ox] = x[c0..c1].iter().fold(kind.init(), |a, &v| kind.accum(a, v));
+    }
+    let n = hi - lo;
+    if n == 0 {
+        return;
+    }
+    // Interior windows start at `(lo + i)·SW − PW` and lie inside `x`.
+    let start = lo * sw - pw;
+    let x = &x[start..start + (n - 1) * sw + kw];
+    let out = &mut out[lo..hi];
+    match (kw, sw) {
+        (3, 2) => {
+            // Pairs `x[2i], x[2i+1]` first, then the third taps `x[2i+2]`: both loops load
+            // whole vectors and deinterleave them.
+            for (o, c) in out.iter_mut().zip(x.chunks_exact(2)) {
+                *o = kind.accum(kind.first(c[0]), c[1]);
+            }
+            let (last, body) = out.split_last_mut().expect("n > 0");
+            for (o, c) in body.iter_mut().zip(x[2..].chunks_exact(2)) {
+                *o = kind.accum(*o, c[0]);
+            }
+            *last = kind.accum(*last, x[2 * n]);
+        }
+        (2, 2) => {
+            for (o, c) in out.iter_mut().zip(x.chunks_exact(2)) {
+                *o = kind.accum(kind.first(c[0]), c[1]);
+            }
+        }
+        (_, 1) => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = kind.first(v);
+            }
+            // LOOP over window columns
+            for t in 1..kw {
+                for (o, &v) in out.iter_mut().zip(&x[t..]) {
+                    *o = kind.accum(*o, v);
+                }
+            }
+        }
+        _ => strided_taps(kind, x, kw, sw, out),
+    }
+}
+
+/// [`reduce_row`]'s interior for any window and stride, tap by tap over all outputs.
+#[inline(always)]
+fn strided_taps(kind: PoolKind, x: &[f32], kw: usize, sw: usize, out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x.iter().step_by(sw)) {
+        *o = kind.first(v);
+    }
+    // LOOP over window columns
+    for t in 1..kw {
+        for (o, &v) in out.iter_mut().zip(x[t..].iter().step_by(sw)) {
+            *o = kind.accum(*o, v);
         }
     }
 }
@@ -339,6 +529,16 @@ mod tests {
         (2, [5, 3], [5, 3], [0, 0], false, [5, 3], 3),
         (4, [1, 1], [1, 1], [0, 0], false, [1, 1], 2),
         (2, [13, 13], [13, 13], [0, 0], true, [13, 13], 1),
+        (3, [3, 3], [2, 2], [0, 0], false, [9, 17], 2),
+        (2, [3, 3], [2, 2], [0, 0], true, [8, 8], 1),
+        (2, [3, 3], [2, 2], [1, 1], false, [1, 1], 1),
+        (1, [3, 3], [2, 2], [1, 1], true, [2, 40], 1),
+        (3, [2, 2], [2, 2], [0, 0], false, [2, 9], 1),
+        (2, [2, 2], [2, 2], [0, 0], false, [4, 3], 1),
+        (2, [2, 2], [2, 2], [1, 1], true, [7, 6], 1),
+        (2, [3, 3], [3, 2], [1, 0], false, [10, 33], 1),
+        (1, [5, 5], [1, 1], [2, 2], false, [6, 19], 2),
+        (1, [4, 3], [1, 3], [2, 1], true, [5, 20], 1),
     ];
 
     #[test]
@@ -352,6 +552,97 @@ mod tests {
                 assert_close(&out, &naive(&p, n, &x), 1e-6);
             }
         }
+    }
+
+    /// Every `(kernel, stride, padding)` a fast path or a specialised row loop takes, and a few
+    /// that take none, on every width 1..=40 (narrower and wider than any vector, odd and even)
+    /// and a few heights, with and without `ceil_mode`, for every kind; max pooling also sees
+    /// NaNs sprinkled through the input.
+    #[test]
+    fn fast_paths_match_naive_over_widths() {
+        let windows: [(usize, usize, usize); 8] = [
+            (3, 2, 1),
+            (3, 2, 0),
+            (2, 2, 0),
+            (2, 2, 1),
+            (3, 1, 1),
+            (2, 1, 0),
+            (5, 3, 2),
+            (4, 4, 1),
+        ];
+        for (seed, &(k, s, pad)) in windows.iter().enumerate() {
+            for w in 1..=40 {
+                for h in [1, 2, 3, 4, 7, 12] {
+                    for ceil in [false, true] {
+                        let ok = |len| out_len(len, k, s, pad, 1, ceil).is_some_and(|o| o > 0);
+                        if !ok(h) || !ok(w) {
+                            continue;
+                        }
+                        for kind in [MAX, AVG_PAD, AVG] {
+                            let (c, n) = (2, 1);
+                            let p = params(kind, c, [k, k], [s, s], [pad, pad], ceil, [h, w]);
+                            let mut x = rand_vec(n * p.in_len(), (seed * 64 + w) as u64);
+                            if kind == MAX {
+                                for i in (w * h / 3..x.len()).step_by(7 + w) {
+                                    x[i] = f32::NAN;
+                                }
+                            }
+                            let mut out = vec![f32::NAN; n * p.out_len()];
+                            pool2d(&p, n, &x, &mut out);
+                            let what = format!("{kind:?} k{k} s{s} p{pad} ceil={ceil} {h}x{w}");
+                            let want = naive(&p, n, &x);
+                            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                                let ok = (a.is_nan() && b.is_nan())
+                                    || (a - b).abs() <= 1e-6 * (1.0 + b.abs());
+                                assert!(ok, "{what}: index {i}: got {a}, expected {b}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The engine may pool a run of whole planes on each thread: the result of one call over
+    /// planes `[a, b)` with `channels = b − a` equals that part of the call over all planes.
+    #[test]
+    fn sub_ranges_of_planes_pool_alike() {
+        for &(c, k, s, pad, ceil, hw, n) in CASES {
+            for kind in [MAX, AVG_PAD, AVG] {
+                let p = params(kind, c, k, s, pad, ceil, hw);
+                let x = rand_vec(n * p.in_len(), 11);
+                let mut whole = vec![0.0; n * p.out_len()];
+                pool2d(&p, n, &x, &mut whole);
+                let (hw_in, hw_out) = (hw[0] * hw[1], p.out_hw[0] * p.out_hw[1]);
+                let planes = n * c;
+                for (a, b) in [(0, 1), (1, planes), (planes / 2, planes)] {
+                    if a >= b {
+                        continue;
+                    }
+                    let part = Pool2dParams {
+                        channels: b - a,
+                        ..p
+                    };
+                    let mut out = vec![0.0; (b - a) * hw_out];
+                    pool2d(&part, 1, &x[a * hw_in..b * hw_in], &mut out);
+                    assert_eq!(out, whole[a * hw_out..b * hw_out], "{p:?} planes {a}..{b}");
+                }
+            }
+        }
+    }
+
+    /// Max pooling picks the first maximal element in row-major order, as PyTorch's NCHW
+    /// kernel does, so a window holding both zeros returns the sign of the first one.
+    #[test]
+    fn max_ties_between_zeros_keep_row_major_order() {
+        // 3×3 s2 p1 on 4×4: the window of output (1, 1) covers rows 1..4, columns 1..4.
+        let mut x = [-1.0f32; 16];
+        x[4 + 2] = -0.0; // row 1, column 2
+        x[2 * 4 + 1] = 0.0; // row 2, column 1
+        let p = params(MAX, 1, [3, 3], [2, 2], [1, 1], false, [4, 4]);
+        let mut out = [0.0; 4];
+        pool2d(&p, 1, &x, &mut out);
+        assert!(out[3] == 0.0 && out[3].is_sign_negative(), "{out:?}");
     }
 
     #[test]
