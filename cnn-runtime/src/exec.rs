@@ -195,8 +195,26 @@ impl Exec {
 
     /// Max, average or global pooling.
     pub fn pool2d(&mut self, params: &Pool2dParams) {
-        let n = self.n;
-        self.step(params.out_len(), |x, y, _| pool::pool2d(params, n, x, y));
+        let (n, threads) = (self.n, self.threads);
+        let in_plane = params.in_hw[0] * params.in_hw[1];
+        let out_plane = params.out_hw[0] * params.out_hw[1];
+        let planes = n * params.channels;
+        self.step(params.out_len(), |x, y, _| {
+            if threads < 2 || planes < 2 || planes * in_plane < MIN_POOL_SPLIT {
+                pool::pool2d(params, n, x, y);
+                return;
+            }
+            // LOOP over runs of whole planes, one per thread
+            let per = planes.div_ceil(threads);
+            let parts = x.chunks(per * in_plane).zip(y.chunks_mut(per * out_plane));
+            crate::threads::for_each(parts, |_, (x, y)| {
+                let sub = Pool2dParams {
+                    channels: y.len() / out_plane,
+                    ..*params
+                };
+                pool::pool2d(&sub, 1, x, y);
+            });
+        });
     }
 
     /// `nn.Linear`.
@@ -240,6 +258,9 @@ impl Default for Exec {
         Self::new()
     }
 }
+
+/// Input elements below which a pooling layer stays on one thread.
+const MIN_POOL_SPLIT: usize = 1 << 17;
 
 /// Samples one worker pushes through the network at a time: large enough for efficient GEMMs,
 /// small enough that the activations of the widest layer stay in cache-sized buffers and memory
@@ -583,6 +604,51 @@ mod tests {
                         |e: &Exec| e.output().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&fused), bits(&separate), "affine {affine}, {act:?}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn pooling_split_over_threads_changes_nothing() {
+        use crate::ops::pool::PoolKind;
+        for (kind, kernel, stride, padding) in [
+            (PoolKind::Max, [3, 3], [2, 2], [1, 1]),
+            (PoolKind::Max, [2, 2], [2, 2], [0, 0]),
+            (
+                PoolKind::Avg {
+                    count_include_pad: false,
+                },
+                [3, 3],
+                [1, 1],
+                [1, 1],
+            ),
+        ] {
+            let in_hw = [37, 41];
+            let out_hw = [
+                crate::shape::out_len(37, kernel[0], stride[0], padding[0], 1, false).unwrap(),
+                crate::shape::out_len(41, kernel[1], stride[1], padding[1], 1, false).unwrap(),
+            ];
+            let p = Pool2dParams {
+                kind,
+                channels: 97,
+                kernel,
+                stride,
+                padding,
+                ceil_mode: false,
+                in_hw,
+                out_hw,
+            };
+            assert!(2 * p.in_len() >= MIN_POOL_SPLIT, "the case must be split");
+            let x = Array4::from_shape_vec((2, 97, 37, 41), rand_vec(2 * p.in_len(), 4)).unwrap();
+            let run = |threads: usize| {
+                let mut e = Exec::from_view(x.view(), [97, 37, 41]).unwrap();
+                e.threads = threads;
+                crate::threads::pool(threads).install(|| e.pool2d(&p));
+                e.output().to_vec()
+            };
+            let one = run(1);
+            for threads in [2, 3] {
+                assert_eq!(run(threads), one, "{kind:?}, {threads} threads");
             }
         }
     }

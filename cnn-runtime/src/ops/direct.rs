@@ -121,7 +121,7 @@ pub fn conv2d(
 }
 
 /// Multiply-accumulates below which a layer stays on one thread.
-const MIN_MACS_PER_SPLIT: usize = 4 << 20;
+const MIN_MACS_PER_SPLIT: usize = 1 << 20;
 
 crate::simd::multiversion! {
 /// Fills `phases` (see [`scratch_len`]) from one sample `x: [C, H, W]`, zero in the padding,
