@@ -49,12 +49,16 @@ impl Exec {
     /// Replaces the current batch with a copy of `x` (any strides), keeping the buffers.
     pub fn load(&mut self, x: ArrayView4<'_, f32>) {
         self.n = x.shape()[0];
-        self.cur.clear();
-        match x.as_slice() {
-            Some(s) => self.cur.extend_from_slice(s),
-            None => self.cur.extend(x.iter().copied()),
+        self.len = x.len();
+        // Never shorten the buffer: a later layer would pay to zero it again on growth.
+        if self.cur.len() < self.len {
+            self.cur.resize(self.len, 0.0);
         }
-        self.len = self.cur.len();
+        let cur = &mut self.cur[..self.len];
+        match x.as_slice() {
+            Some(s) => cur.copy_from_slice(s),
+            None => cur.iter_mut().zip(x.iter()).for_each(|(d, &v)| *d = v),
+        }
     }
 
     /// A batch of one sample, `[C·H·W]` row-major.
