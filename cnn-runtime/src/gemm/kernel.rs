@@ -65,6 +65,12 @@ pub(crate) trait Simd {
     /// The CPU has the implementation's features.
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
 
+    /// Writes the first `n < LANES` lanes of `v` to `p`, any alignment.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features; `p` is valid for `n` writes.
+    unsafe fn store_first(p: *mut f32, v: Self::V, n: usize);
+
     /// Per lane `a` if `a > b`, else `b` (x86's `maxps`: `b` when either is NaN), so
     /// `max(0, v)` is PyTorch's ReLU, NaN and −0 included.
     ///
@@ -112,6 +118,13 @@ impl Simd for Scalar {
     #[inline(always)]
     unsafe fn sub(a: f32, b: f32) -> f32 {
         a - b
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: f32, n: usize) {
+        if n > 0 {
+            // SAFETY: the caller guarantees `n` (here 1) writable floats at `p`.
+            unsafe { *p = v }
+        }
     }
     #[inline(always)]
     unsafe fn mul(a: f32, b: f32) -> f32 {

@@ -53,6 +53,13 @@ impl Simd for Avx512 {
         unsafe { _mm512_sub_ps(a, b) }
     }
     #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m512, n: usize) {
+        let mask = ((1u32 << n) - 1) as __mmask16;
+        // SAFETY: the caller guarantees AVX-512F and `n` writable floats at `p`; the mask
+        // keeps the store to those (masked-off lanes are neither written nor faulted on).
+        unsafe { _mm512_mask_storeu_ps(p, mask, v) }
+    }
+    #[inline(always)]
     unsafe fn mul(a: __m512, b: __m512) -> __m512 {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { _mm512_mul_ps(a, b) }
@@ -116,6 +123,16 @@ impl Simd for Avx2 {
     unsafe fn sub(a: __m256, b: __m256) -> __m256 {
         // SAFETY: the caller guarantees AVX.
         unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
+        const FIRST: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+        // SAFETY: the caller guarantees AVX and `n < 8`, so the 8 mask lanes from `8 − n` lie
+        // inside FIRST; their sign bits select the first `n` lanes.
+        let mask = unsafe { _mm256_loadu_si256(FIRST.as_ptr().add(8 - n).cast()) };
+        // SAFETY: AVX; the masked store writes only the `n` floats the caller made writable
+        // and does not fault on the others.
+        unsafe { _mm256_maskstore_ps(p, mask, v) }
     }
     #[inline(always)]
     unsafe fn mul(a: __m256, b: __m256) -> __m256 {

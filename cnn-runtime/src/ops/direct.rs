@@ -307,19 +307,17 @@ unsafe fn blocks<S: crate::gemm::Simd, const V: usize>(
                 let len = cols.min(ow - x0);
                 for (a, out) in acc.iter().zip(y.chunks_exact_mut(plane)) {
                     let dst = &mut out[oy * ow + x0..oy * ow + x0 + len];
-                    if len == cols {
-                        for (v, &a) in a.iter().enumerate() {
-                            // SAFETY: `S`'s features; `dst` holds `V·LANES` floats, so LANES
-                            // from `v·LANES` are writable.
-                            unsafe { S::store(dst.as_mut_ptr().add(v * S::LANES), a) };
+                    for (v, &a) in a.iter().enumerate() {
+                        let at = v * S::LANES;
+                        if at + S::LANES <= len {
+                            // SAFETY: `S`'s features; `dst` holds `len` floats, LANES of them
+                            // from `at` on.
+                            unsafe { S::store(dst.as_mut_ptr().add(at), a) };
+                        } else if at < len {
+                            // SAFETY: `S`'s features; `len − at < LANES` floats from `at` on
+                            // are in `dst` (a masked store: no `memcpy` call per row).
+                            unsafe { S::store_first(dst.as_mut_ptr().add(at), a, len - at) };
                         }
-                    } else {
-                        let mut tmp = [0.0f32; 2 * LANES];
-                        for (v, &a) in a.iter().enumerate() {
-                            // SAFETY: `S`'s features; `tmp` holds 32 ≥ V·LANES floats.
-                            unsafe { S::store(tmp.as_mut_ptr().add(v * S::LANES), a) };
-                        }
-                        dst.copy_from_slice(&tmp[..len]);
                     }
                 }
             }
