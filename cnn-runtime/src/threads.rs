@@ -54,10 +54,11 @@ pub(crate) fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
     pool
 }
 
-/// Runs `f(i, item)` for every item, on the workers of the current pool when called from one
-/// of them (the last item on the calling worker), else one after the other. Returns when all
-/// calls have finished; a panic in any call is propagated.
-pub(crate) fn for_each<T, I, F>(items: I, f: F)
+/// Runs `f(i, item)` for every item: spread over the workers of the current pool when
+/// `threads > 1` (the caller's share of the threads) and the caller is one of them, the last
+/// item on the calling worker; otherwise one after the other. Returns when all calls have
+/// finished; a panic in any call is propagated.
+pub(crate) fn for_each<T, I, F>(threads: usize, items: I, f: F)
 where
     T: Send,
     I: IntoIterator<Item = T>,
@@ -65,7 +66,7 @@ where
     F: Fn(usize, T) + Sync,
 {
     let mut items = items.into_iter().enumerate().peekable();
-    if rayon::current_thread_index().is_none() {
+    if threads <= 1 || rayon::current_thread_index().is_none() {
         items.for_each(|(i, item)| f(i, item));
         return;
     }

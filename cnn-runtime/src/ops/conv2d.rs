@@ -230,7 +230,7 @@ pub fn conv2d_fused(
             // LOOP over output-channel blocks, one per thread; the im2col matrix is shared.
             let per = m.div_ceil(parts);
             let blocks = yg.chunks_mut(per * n_cols).zip(wg.chunks(per * k));
-            crate::threads::for_each(blocks, |i, (y, w)| rows(i * per, w, y));
+            crate::threads::for_each(parts, blocks, |i, (y, w)| rows(i * per, w, y));
         }
     }
 }

@@ -101,7 +101,7 @@ pub fn conv2d(
     } else {
         1
     };
-    let per = blocks.div_ceil(parts);
+    let (n_parts, per) = (parts, blocks.div_ceil(parts));
     // LOOP over samples
     for (x, y) in input
         .chunks_exact(p.in_len())
@@ -112,7 +112,7 @@ pub fn conv2d(
         let phases = &*phases;
         // LOOP over groups of channel blocks, shared out over threads
         let parts = y[..p.out_len()].chunks_mut(per * R * plane);
-        crate::threads::for_each(parts, |i, y| {
+        crate::threads::for_each(n_parts, parts, |i, y| {
             let first = i * per * R;
             let w = &packed[i * per * p.fan_in() * R..];
             run(p, phases, w, bias, epilogue, first, y);

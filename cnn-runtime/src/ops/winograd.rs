@@ -203,7 +203,7 @@ fn conv2d_with(
         // LOOP over blocks of input rows: to channel-last
         let in_rows = h.div_ceil(threads);
         let xt_rows = xt.chunks_mut(in_rows * w * c_in);
-        crate::threads::for_each(xt_rows, |i, xt_part| {
+        crate::threads::for_each(threads, xt_rows, |i, xt_part| {
             to_channels_last(x, h * w, c_in, i * in_rows * w, xt_part);
         });
         if split_tiles {
@@ -213,7 +213,7 @@ fn conv2d_with(
                 .chunks_mut(v_block)
                 .zip(ms.chunks_mut(m_block))
                 .zip(yt.chunks_mut(m_t * rows * ow * c_out));
-            crate::threads::for_each(blocks, |b, ((v, m), yt_part)| {
+            crate::threads::for_each(threads, blocks, |b, ((v, m), yt_part)| {
                 let (ty0, ty1) = (b * rows, ((b + 1) * rows).min(th));
                 let tb = (ty1 - ty0) * tw;
                 transform_input(m_t, p, xt, ty0, ty1, v);
@@ -231,7 +231,7 @@ fn conv2d_with(
             transform_input(m_t, p, xt, 0, th, v);
             let per = xis.div_ceil(threads.min(xis));
             let parts = m.chunks_mut(per * t * c_out);
-            crate::threads::for_each(parts, |b, part| {
+            crate::threads::for_each(threads, parts, |b, part| {
                 for (i, m_xi) in part.chunks_exact_mut(t * c_out).enumerate() {
                     let xi = b * per + i;
                     let v_xi = &v[xi * t * c_in..(xi + 1) * t * c_in];
@@ -245,7 +245,7 @@ fn conv2d_with(
         let per = c_out.div_ceil(threads);
         let planes = y.chunks_mut(per * oh * ow);
         let yt = &*yt;
-        crate::threads::for_each(planes, |i, y_part| {
+        crate::threads::for_each(threads, planes, |i, y_part| {
             to_channels_first(yt, c_out, i * per, y_part);
             apply(epilogue, i * per, y_part.chunks_exact_mut(oh * ow));
         });
