@@ -471,17 +471,20 @@ mod tests {
             };
             let run = |threads| {
                 let mut out = vec![f32::NAN; p.out_len()];
-                conv2d_fused(
-                    &p,
-                    1,
-                    &x,
-                    &w,
-                    Some(&b),
-                    epilogue,
-                    threads,
-                    &mut out,
-                    &mut Vec::new(),
-                );
+                // On a worker of a pool of that many threads, as `run_batch` calls it.
+                crate::threads::pool(threads).install(|| {
+                    conv2d_fused(
+                        &p,
+                        1,
+                        &x,
+                        &w,
+                        Some(&b),
+                        epilogue,
+                        threads,
+                        &mut out,
+                        &mut Vec::new(),
+                    )
+                });
                 out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             };
             let one = run(1);
