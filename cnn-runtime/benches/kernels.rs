@@ -29,7 +29,7 @@ use cnn_runtime::ops::batchnorm::{batchnorm, BatchNormParams};
 use cnn_runtime::ops::conv2d::{conv2d, conv2d_fused, Conv2dParams, Epilogue};
 use cnn_runtime::ops::linear::{linear, LinearParams};
 use cnn_runtime::ops::pool::{pool2d, Pool2dParams, PoolKind};
-use cnn_runtime::ops::winograd;
+use cnn_runtime::ops::{direct, winograd};
 use cnn_runtime::shape::out_len;
 use criterion::measurement::WallTime;
 use criterion::{
@@ -101,14 +101,15 @@ fn naive_conv(p: &Conv2dParams, x: &[f32], w: &[f32], b: &[f32], out: &mut [f32]
 enum Extra {
     /// The naive seven loops.
     Naive,
-    /// Winograd F(2×2,3×3), and im2col + SGEMM with a fused batch norm and ReLU.
+    /// Winograd (F(4×4, 3×3), or F(2×2, 3×3) below 12×12 outputs), and im2col + SGEMM with a
+    /// fused batch norm and ReLU.
     WinogradAndFused,
     /// Nothing.
     None,
 }
 
 /// `conv2d/<net>/<shape>`: im2col + SGEMM (or the direct depthwise kernel, or the plain GEMM of
-/// a 1×1 convolution), plus the variants of `extra`.
+/// a 1×1 convolution), the direct kernel where it applies, plus the variants of `extra`.
 fn bench_conv(c: &mut Criterion, name: &str, p: Conv2dParams, extra: Extra) {
     let x = values(p.in_len(), 1);
     let w = values(p.c_out * p.fan_in(), 2);
@@ -136,6 +137,25 @@ fn bench_conv(c: &mut Criterion, name: &str, p: Conv2dParams, extra: Extra) {
             black_box(&out);
         })
     });
+    if direct::applies(&p) {
+        let packed = direct::pack_weights(&p, &w);
+        g.bench_function("direct", |bench| {
+            bench.iter(|| {
+                direct::conv2d(
+                    &p,
+                    1,
+                    black_box(&x),
+                    black_box(&packed),
+                    Some(&b),
+                    Epilogue::default(),
+                    1,
+                    &mut out,
+                    &mut scratch,
+                );
+                black_box(&out);
+            })
+        });
+    }
     match extra {
         Extra::Naive => {
             g.bench_function("naive", |bench| {
