@@ -482,29 +482,19 @@ pub fn run_batch(
         work(0, &mut data, 1)?;
         return Ok(BatchOutput { n, data });
     }
-    // Contiguous runs of whole chunks per thread, the first threads taking one more if uneven.
-    let (per_thread, extra) = (chunks / threads, chunks % threads);
-    let mut parts = Vec::with_capacity(threads);
-    let (mut rest, mut first) = (data.as_mut_slice(), 0);
-    for t in 0..threads {
-        let samples = ((per_thread + usize::from(t < extra)) * chunk).min(n - first);
-        let (mine, tail) = rest.split_at_mut(samples * sample_len);
-        parts.push((first, mine));
-        rest = tail;
-        first += samples;
-    }
     let failed = std::sync::Mutex::new(None);
-    // On the pool's workers, which also share out the layers of a single large chunk.
-    crate::threads::pool(available).install(|| {
-        crate::threads::for_each(threads, parts, |_, (first, mine)| {
-            if let Err(e) = work(first, mine, inner) {
-                failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert(e);
-            }
-        })
-    });
+    let part = |i: usize, mine: &mut [f32]| {
+        if let Err(e) = work(i * chunk, mine, inner) {
+            failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e);
+        }
+    };
+    // On the pool's workers, one task per chunk: a worker that wakes late takes fewer (rayon's
+    // work stealing), and a single large chunk shares out its layers among the workers.
+    crate::threads::pool(available)
+        .install(|| crate::threads::for_each(available, data.chunks_mut(chunk * sample_len), part));
     match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),
         None => Ok(BatchOutput { n, data }),
