@@ -209,18 +209,15 @@ pub fn conv2d_fused(
                 im2col(p, xg, cols);
                 &*cols
             };
-            // Rows `first..` of this group's output: bias, GEMM, epilogue.
+            // Rows `first..` of this group's output: GEMM, then bias and epilogue in one pass.
             let rows = |first: usize, w: &[f32], y: &mut [f32]| {
                 let m = y.len() / n_cols;
-                if let Some(b) = bias {
-                    let b = &b[g * c_out_g + first..];
-                    for (row, &bv) in y.chunks_exact_mut(n_cols).zip(b) {
-                        row.fill(bv);
-                    }
-                }
                 // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
-                crate::gemm::sgemm(m, k, n_cols, w, cols, y, bias.is_some());
-                apply(epilogue, g * c_out_g + first, y.chunks_exact_mut(n_cols));
+                crate::gemm::sgemm(m, k, n_cols, w, cols, y, false);
+                let c0 = g * c_out_g + first;
+                for (o, row) in y.chunks_exact_mut(n_cols).enumerate() {
+                    finish(row, bias.map(|b| b[c0 + o]), epilogue, c0 + o);
+                }
             };
             let parts = threads.min(m / MIN_ROWS_PER_THREAD).max(1);
             if parts == 1 || m * k * n_cols < MIN_MACS_PER_SPLIT {
@@ -254,6 +251,50 @@ pub(crate) fn apply<'a>(
             activation(act, row);
         }
     }
+}
+
+/// `row = epilogue(row + bias)` for one row of channel `c`, in one pass where the epilogue is a
+/// folded batch norm and/or ReLU: the same operations, in the same order, as adding the bias
+/// and then running [`apply`].
+fn finish(row: &mut [f32], bias: Option<f32>, epilogue: Epilogue<'_>, c: usize) {
+    let (a, b) = epilogue
+        .affine
+        .map_or((None, 0.0), |(scale, shift)| (Some(scale[c]), shift[c]));
+    let relu = epilogue.act == Some(Activation::Relu);
+    bias_affine_relu(row, bias, a, b, relu);
+    match epilogue.act {
+        None | Some(Activation::Relu) => {}
+        Some(act) => activation(act, row),
+    }
+}
+
+multiversion! {
+/// `v = max0((v + bias)·a + b)` with each step optional: the bias add, the affine map (two
+/// roundings, as the separate batch-norm kernel) and PyTorch's ReLU (NaN stays NaN).
+fn bias_affine_relu(row: &mut [f32], bias: Option<f32>, a: Option<f32>, b: f32, relu: bool) {
+    // Specialised per combination, so that each loop body is branch-free.
+    match (bias, a, relu) {
+        (None, None, false) => {}
+        (Some(c), None, false) => row.iter_mut().for_each(|v| *v += c),
+        (Some(c), Some(a), false) => row.iter_mut().for_each(|v| *v = (*v + c) * a + b),
+        (Some(c), Some(a), true) => row.iter_mut().for_each(|v| {
+            let w = (*v + c) * a + b;
+            *v = if w < 0.0 { 0.0 } else { w };
+        }),
+        (Some(c), None, true) => row.iter_mut().for_each(|v| {
+            let w = *v + c;
+            *v = if w < 0.0 { 0.0 } else { w };
+        }),
+        (None, Some(a), false) => row.iter_mut().for_each(|v| *v = *v * a + b),
+        (None, Some(a), true) => row.iter_mut().for_each(|v| {
+            let w = *v * a + b;
+            *v = if w < 0.0 { 0.0 } else { w };
+        }),
+        (None, None, true) => row.iter_mut().for_each(|v| {
+            *v = if *v < 0.0 { 0.0 } else { *v };
+        }),
+    }
+}
 }
 
 multiversion! {
