@@ -357,7 +357,7 @@ fn im2col(p: &Conv2dParams, x: &[f32], cols: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
@@ -427,7 +427,15 @@ mod tests {
         }
     }
 
-    fn naive(p: &Conv2dParams, n: usize, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    /// The reference convolution for every conv kernel's tests: any groups, stride, padding and
+    /// dilation, `bias + Σ w·x` in f64.
+    pub(crate) fn naive(
+        p: &Conv2dParams,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+    ) -> Vec<f32> {
         let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
         let [kh, kw] = p.kernel;
         let [h, wd] = p.in_hw;

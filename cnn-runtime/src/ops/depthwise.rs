@@ -739,6 +739,7 @@ fn finish(acc: &mut [f32; LANES], post: Post) {
 mod tests {
     use super::*;
     use crate::ops::conv2d::apply;
+    use crate::ops::conv2d::tests::naive;
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
 
@@ -810,38 +811,6 @@ mod tests {
             in_hw,
             out_hw: [axis(0), axis(1)],
         }
-    }
-
-    /// Direct convolution in f64.
-    fn naive(p: &Conv2dParams, n: usize, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
-        let [kh, kw] = p.kernel;
-        let [h, wd] = p.in_hw;
-        let [oh, ow] = p.out_hw;
-        let mut out = vec![0.0; n * p.out_len()];
-        for s in 0..n {
-            for c in 0..p.c_out {
-                for y in 0..oh {
-                    for xo in 0..ow {
-                        let mut acc = b.map_or(0.0, |b| b[c] as f64);
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let iy = (y * p.stride[0] + i * p.dilation[0]) as isize
-                                    - p.padding[0] as isize;
-                                let ix = (xo * p.stride[1] + j * p.dilation[1]) as isize
-                                    - p.padding[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                    continue;
-                                }
-                                let xv = x[((s * p.c_in + c) * h + iy as usize) * wd + ix as usize];
-                                acc += xv as f64 * w[(c * kh + i) * kw + j] as f64;
-                            }
-                        }
-                        out[((s * p.c_out + c) * oh + y) * ow + xo] = acc as f32;
-                    }
-                }
-            }
-        }
-        out
     }
 
     /// Inputs of case `i`: `[x, weight, bias, scale, shift]`.

@@ -144,7 +144,7 @@ fn split_phases(p: &Conv2dParams, x: &[f32], phases: &mut [f32]) {
 
 /// The channel blocks from `first` on (as many as `y: [·, OH, OW]` holds) of one sample, on
 /// the best instruction set: 8 channels × 32 columns per block with AVX-512, 8 × 8 with AVX2,
-/// plain Rust (one multiply and one add per tap, no FMA) on the baseline.
+/// 8 × 16 single lanes on the baseline.
 fn run(
     p: &Conv2dParams,
     phases: &[f32],
@@ -200,7 +200,8 @@ fn run(
             crate::simd::Isa::Baseline => {}
         }
     }
-    portable(p, phases, w, bias, epilogue, first, y)
+    // SAFETY: `Scalar` needs no CPU feature.
+    unsafe { blocks::<crate::gemm::Scalar, LANES>(p, phases, w, bias, epilogue, first, y) }
 }
 
 /// Bias of the channels `first + c0..` of a block, zero past the layer's channels.
@@ -212,11 +213,10 @@ fn block_bias(bias: Option<&[f32]>, first: usize, live: usize) -> [f32; R] {
     b0
 }
 
-/// [`run`] with `S` vectors: `V` of them per channel and block.
+/// [`run`] with `S` vectors: `V` of them per channel and block (16 single lanes with `Scalar`).
 ///
 /// # Safety
 /// The CPU has `S`'s features.
-#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn blocks<S: crate::gemm::Simd, const V: usize>(
     p: &Conv2dParams,
@@ -328,101 +328,14 @@ unsafe fn blocks<S: crate::gemm::Simd, const V: usize>(
     }
 }
 
-/// [`run`] in plain Rust, [`LANES`] columns per block.
-fn portable(
-    p: &Conv2dParams,
-    phases: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    epilogue: Epilogue<'_>,
-    first: usize,
-    y: &mut [f32],
-) {
-    let [kh, kw] = p.kernel;
-    let [sh, sw] = p.stride;
-    let [oh, ow] = p.out_hw;
-    let k = p.fan_in();
-    let plane = oh * ow;
-    let channels = y.len() / plane;
-    let (prow, padded_h) = (phase_row(p), p.in_hw[0] + 2 * p.padding[0]);
-    // LOOP over blocks of R output channels
-    for (b, w) in w.chunks_exact(k * R).take(channels.div_ceil(R)).enumerate() {
-        let live = R.min(channels - b * R);
-        let b0 = block_bias(bias, first + b * R, live);
-        let y = &mut y[b * R * plane..(b * R + live) * plane];
-        // LOOP over output rows, then blocks of LANES output columns
-        for oy in 0..oh {
-            for x0 in (0..ow).step_by(LANES) {
-                let mut acc = [[0.0f32; LANES]; R];
-                for (a, &bv) in acc.iter_mut().zip(&b0) {
-                    *a = [bv; LANES];
-                }
-                let mut taps = w.chunks_exact(R);
-                // LOOP over input channels, kernel rows and columns: one tap each
-                for c in 0..p.c_in {
-                    for ki in 0..kh {
-                        let base = (c * padded_h + oy * sh + ki) * sw * prow;
-                        for kj in 0..kw {
-                            let start = base + (kj % sw) * prow + kj / sw + x0;
-                            let src = &phases[start..start + LANES];
-                            let wt = taps.next().expect("R weights per tap");
-                            for (a, &wr) in acc.iter_mut().zip(wt) {
-                                for (v, &s) in a.iter_mut().zip(src) {
-                                    *v += wr * s;
-                                }
-                            }
-                        }
-                    }
-                }
-                let len = LANES.min(ow - x0);
-                for (a, out) in acc.iter().zip(y.chunks_exact_mut(plane)) {
-                    out[oy * ow + x0..oy * ow + x0 + len].copy_from_slice(&a[..len]);
-                }
-            }
-        }
-        apply(epilogue, first + b * R, y.chunks_exact_mut(plane));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::activation::Activation;
     use crate::ops::conv2d::conv2d_fused;
+    use crate::ops::conv2d::tests::naive;
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
-
-    /// The reference: `bias + Σ w·x` in f64, then the epilogue in f32.
-    fn naive(p: &Conv2dParams, n: usize, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
-        let [kh, kw] = p.kernel;
-        let [h, wd] = p.in_hw;
-        let [oh, ow] = p.out_hw;
-        let mut out = vec![0.0f32; n * p.out_len()];
-        for s in 0..n {
-            for o in 0..p.c_out {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut acc = b.map_or(0.0, |b| f64::from(b[o]));
-                        for c in 0..p.c_in {
-                            for i in 0..kh {
-                                for j in 0..kw {
-                                    let iy = (oy * p.stride[0] + i).wrapping_sub(p.padding[0]);
-                                    let ix = (ox * p.stride[1] + j).wrapping_sub(p.padding[1]);
-                                    if iy < h && ix < wd {
-                                        let xv = x[((s * p.c_in + c) * h + iy) * wd + ix];
-                                        let wv = w[((o * p.c_in + c) * kh + i) * kw + j];
-                                        acc += f64::from(xv) * f64::from(wv);
-                                    }
-                                }
-                            }
-                        }
-                        out[((s * p.c_out + o) * oh + oy) * ow + ox] = acc as f32;
-                    }
-                }
-            }
-        }
-        out
-    }
 
     #[test]
     fn matches_naive_convolution_over_awkward_shapes() {

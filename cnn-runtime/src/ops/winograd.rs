@@ -307,11 +307,11 @@ fn to_channels_first(yt: &[f32], c: usize, first: usize, y: &mut [f32]) {
 }
 }
 
-/// Runs `$body::<S>(args…, c0, c1)` over channels `0..$c`: whole vectors of the best
+/// Runs `$body::<S, m>(args…, c0, c1)` over channels `0..$c`: whole vectors of the best
 /// instruction set, then the remaining channels one at a time, each inside a function compiled
 /// for that instruction set.
 macro_rules! by_vectors {
-    ($body:ident, $c:expr, ($($arg:ident: $ty:ty),*)) => {{
+    ($body:ident::<$m:literal>, $c:expr, ($($arg:ident: $ty:ty),*)) => {{
         use crate::gemm::{Scalar, Simd};
         #[cfg(target_arch = "x86_64")]
         {
@@ -321,18 +321,18 @@ macro_rules! by_vectors {
             fn avx512($($arg: $ty,)* c: usize) {
                 let whole = c - c % Avx512::LANES;
                 // SAFETY: compiled with AVX-512F, the only feature `Avx512` uses.
-                unsafe { $body::<Avx512>($($arg,)* 0, whole) };
+                unsafe { $body::<Avx512, $m>($($arg,)* 0, whole) };
                 // SAFETY: `Scalar` needs no feature.
-                unsafe { $body::<Scalar>($($arg,)* whole, c) };
+                unsafe { $body::<Scalar, $m>($($arg,)* whole, c) };
             }
             #[target_feature(enable = "avx2,fma")]
             #[allow(clippy::too_many_arguments)]
             fn avx2($($arg: $ty,)* c: usize) {
                 let whole = c - c % Avx2::LANES;
                 // SAFETY: compiled with AVX2, the only feature `Avx2` uses here.
-                unsafe { $body::<Avx2>($($arg,)* 0, whole) };
+                unsafe { $body::<Avx2, $m>($($arg,)* 0, whole) };
                 // SAFETY: `Scalar` needs no feature.
-                unsafe { $body::<Scalar>($($arg,)* whole, c) };
+                unsafe { $body::<Scalar, $m>($($arg,)* whole, c) };
             }
             match crate::simd::isa() {
                 // SAFETY: `isa()` detected every feature `avx512` is compiled with.
@@ -344,7 +344,7 @@ macro_rules! by_vectors {
         }
         let _ = Scalar::LANES;
         // SAFETY: `Scalar` needs no feature.
-        unsafe { $body::<Scalar>($($arg,)* 0, $c) };
+        unsafe { $body::<Scalar, $m>($($arg,)* 0, $c) };
     }};
 }
 
@@ -417,48 +417,10 @@ unsafe fn at<S: Simd>(m: usize, v: [S::V; 6]) -> [S::V; 4] {
 /// `ty0..ty1` (zero outside the input), from the channel-last input `xt: [H, W, C]`.
 fn transform_input(m: usize, p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]) {
     if m == 2 {
-        by_vectors!(input_tiles_2, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
+        by_vectors!(input_tiles::<2>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
     } else {
-        by_vectors!(input_tiles_4, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
+        by_vectors!(input_tiles::<4>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
     }
-}
-
-/// [`input_tiles`] for F(2×2).
-///
-/// # Safety
-/// The CPU has `S`'s features.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)] // transform_input's arguments and the channel range
-unsafe fn input_tiles_2<S: Simd>(
-    p: &Conv2dParams,
-    xt: &[f32],
-    ty0: usize,
-    ty1: usize,
-    v: &mut [f32],
-    c0: usize,
-    c1: usize,
-) {
-    // SAFETY: forwarded.
-    unsafe { input_tiles::<S, 2>(p, xt, ty0, ty1, v, c0, c1) }
-}
-
-/// [`input_tiles`] for F(4×4).
-///
-/// # Safety
-/// The CPU has `S`'s features.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)] // transform_input's arguments and the channel range
-unsafe fn input_tiles_4<S: Simd>(
-    p: &Conv2dParams,
-    xt: &[f32],
-    ty0: usize,
-    ty1: usize,
-    v: &mut [f32],
-    c0: usize,
-    c1: usize,
-) {
-    // SAFETY: forwarded.
-    unsafe { input_tiles::<S, 4>(p, xt, ty0, ty1, v, c0, c1) }
 }
 
 /// [`transform_input`] for channels `c0..c1`, `S::LANES` at a time (`c1 − c0` a multiple).
@@ -544,57 +506,17 @@ fn transform_output(
 ) {
     if m == 2 {
         by_vectors!(
-            output_tiles_2,
+            output_tiles::<2>,
             p.c_out,
             (p: &Conv2dParams, prods: &[f32], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
         )
     } else {
         by_vectors!(
-            output_tiles_4,
+            output_tiles::<4>,
             p.c_out,
             (p: &Conv2dParams, prods: &[f32], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
         )
     }
-}
-
-/// [`output_tiles`] for F(2×2).
-///
-/// # Safety
-/// The CPU has `S`'s features.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)] // transform_output's arguments and the channel range
-unsafe fn output_tiles_2<S: Simd>(
-    p: &Conv2dParams,
-    prods: &[f32],
-    ty0: usize,
-    ty1: usize,
-    bias: Option<&[f32]>,
-    yt: &mut [f32],
-    o0: usize,
-    o1: usize,
-) {
-    // SAFETY: forwarded.
-    unsafe { output_tiles::<S, 2>(p, prods, ty0, ty1, bias, yt, o0, o1) }
-}
-
-/// [`output_tiles`] for F(4×4).
-///
-/// # Safety
-/// The CPU has `S`'s features.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)] // transform_output's arguments and the channel range
-unsafe fn output_tiles_4<S: Simd>(
-    p: &Conv2dParams,
-    prods: &[f32],
-    ty0: usize,
-    ty1: usize,
-    bias: Option<&[f32]>,
-    yt: &mut [f32],
-    o0: usize,
-    o1: usize,
-) {
-    // SAFETY: forwarded.
-    unsafe { output_tiles::<S, 4>(p, prods, ty0, ty1, bias, yt, o0, o1) }
 }
 
 /// [`transform_output`] for channels `o0..o1`, `S::LANES` at a time (`o1 − o0` a multiple).
