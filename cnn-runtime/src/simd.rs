@@ -86,3 +86,39 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+/// Evaluates `$body` with the type `$s` naming the best [`Simd`](crate::gemm::Simd)
+/// implementation this CPU has (`Avx512`, `Avx2`, else `Scalar`), inside a function compiled
+/// with that instruction set; `$body` sees the listed arguments and returns `()`. The body's
+/// own `unsafe` blocks may rely on the CPU having `$s`'s features.
+macro_rules! with_simd {
+    ($s:ident => $body:block, ($($arg:ident: $ty:ty),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx512($($arg: $ty),*) {
+                type $s = $crate::gemm::Avx512;
+                $body
+            }
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx2($($arg: $ty),*) {
+                type $s = $crate::gemm::Avx2;
+                $body
+            }
+            match $crate::simd::isa() {
+                // SAFETY: `isa()` detected every feature `avx512` is compiled with.
+                $crate::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                // SAFETY: `isa()` detected every feature `avx2` is compiled with.
+                $crate::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                $crate::simd::Isa::Baseline => {}
+            }
+        }
+        {
+            type $s = $crate::gemm::Scalar;
+            $body
+        }
+    }};
+}
+pub(crate) use with_simd;

@@ -1,7 +1,7 @@
 //! Depthwise convolution (`groups = c_in = c_out`): one filter per `[H, W]` plane, summed in
 //! registers, [`ROWS`] output rows × [`LANES`] output columns at a time.
 
-use crate::gemm::{Scalar, Simd};
+use crate::gemm::Simd;
 use crate::ops::activation::{activation, Activation};
 use crate::ops::conv2d::{Conv2dParams, Epilogue};
 
@@ -146,58 +146,22 @@ fn planes(
     out: &mut [f32],
     phases: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::gemm::{Avx2, Avx512};
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        fn avx512(
-            p: &Conv2dParams,
-            f: usize,
-            x: &[f32],
-            w: &[f32],
-            b: Option<&[f32]>,
-            e: Epilogue<'_>,
-            y: &mut [f32],
-            s: &mut [f32],
-        ) {
-            // SAFETY: this function is compiled with, and only called with, AVX-512F.
-            unsafe { run::<Avx512>(p, f, x, w, b, e, y, s) }
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        fn avx2(
-            p: &Conv2dParams,
-            f: usize,
-            x: &[f32],
-            w: &[f32],
-            b: Option<&[f32]>,
-            e: Epilogue<'_>,
-            y: &mut [f32],
-            s: &mut [f32],
-        ) {
-            // SAFETY: this function is compiled with, and only called with, AVX2 and FMA.
-            unsafe { run::<Avx2>(p, f, x, w, b, e, y, s) }
-        }
-        match crate::simd::isa() {
-            crate::simd::Isa::Avx512 => {
-                // SAFETY: `isa()` detected every feature `avx512` is compiled with.
-                return unsafe {
-                    avx512(p, first_plane, input, weight, bias, epilogue, out, phases)
-                };
-            }
-            crate::simd::Isa::Avx2 => {
-                // SAFETY: `isa()` detected every feature `avx2` is compiled with.
-                return unsafe { avx2(p, first_plane, input, weight, bias, epilogue, out, phases) };
-            }
-            crate::simd::Isa::Baseline => {}
-        }
-    }
-    // SAFETY: `Scalar` needs no CPU features.
-    unsafe { run::<Scalar>(p, first_plane, input, weight, bias, epilogue, out, phases) }
+    crate::simd::with_simd!(S => {
+        // SAFETY: `with_simd!` runs this body only where the CPU has `S`'s features.
+        unsafe { run::<S>(p, first_plane, input, weight, bias, epilogue, out, phases) }
+    }, (
+        p: &Conv2dParams,
+        first_plane: usize,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        epilogue: Epilogue<'_>,
+        out: &mut [f32],
+        phases: &mut [f32],
+    ))
 }
 
-/// [`planes`] with `S` vectors; [`Scalar`] (one lane) selects the plain-Rust blocks.
+/// [`planes`] with `S` vectors; [`Scalar`](crate::gemm::Scalar) (one lane) selects the plain-Rust blocks.
 ///
 /// # Safety
 /// The CPU has `S`'s features.

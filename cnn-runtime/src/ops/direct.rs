@@ -10,6 +10,7 @@
 
 use super::activation::Activation;
 use super::conv2d::{apply, Conv2dParams, Epilogue};
+use crate::gemm::Simd;
 
 /// Output channels per register block.
 pub const R: usize = 8;
@@ -154,54 +155,28 @@ fn run(
     first: usize,
     y: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::gemm::{Avx2, Avx512};
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-        fn avx512(
-            p: &Conv2dParams,
-            x: &[f32],
-            w: &[f32],
-            b: Option<&[f32]>,
-            e: Epilogue<'_>,
-            f: usize,
-            y: &mut [f32],
-        ) {
-            if p.out_hw[1] > 16 {
-                // SAFETY: this function is compiled with, and only called with, AVX-512F.
-                unsafe { blocks::<Avx512, 2>(p, x, w, b, e, f, y) }
-            } else {
-                // SAFETY: as above.
-                unsafe { blocks::<Avx512, 1>(p, x, w, b, e, f, y) }
-            }
+    crate::simd::with_simd!(S => {
+        // `with_simd!` runs this body only where the CPU has `S`'s features, which is all that
+        // `blocks` needs of its caller.
+        if S::LANES == 1 {
+            // SAFETY: see above.
+            unsafe { blocks::<S, LANES>(p, phases, w, bias, epilogue, first, y) }
+        } else if S::LANES == 16 && p.out_hw[1] > 16 {
+            // SAFETY: see above.
+            unsafe { blocks::<S, 2>(p, phases, w, bias, epilogue, first, y) }
+        } else {
+            // SAFETY: see above.
+            unsafe { blocks::<S, 1>(p, phases, w, bias, epilogue, first, y) }
         }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(
-            p: &Conv2dParams,
-            x: &[f32],
-            w: &[f32],
-            b: Option<&[f32]>,
-            e: Epilogue<'_>,
-            f: usize,
-            y: &mut [f32],
-        ) {
-            // SAFETY: this function is compiled with, and only called with, AVX2 and FMA.
-            unsafe { blocks::<Avx2, 1>(p, x, w, b, e, f, y) }
-        }
-        match crate::simd::isa() {
-            crate::simd::Isa::Avx512 => {
-                // SAFETY: `isa()` detected every feature `avx512` is compiled with.
-                return unsafe { avx512(p, phases, w, bias, epilogue, first, y) };
-            }
-            crate::simd::Isa::Avx2 => {
-                // SAFETY: `isa()` detected every feature `avx2` is compiled with.
-                return unsafe { avx2(p, phases, w, bias, epilogue, first, y) };
-            }
-            crate::simd::Isa::Baseline => {}
-        }
-    }
-    // SAFETY: `Scalar` needs no CPU feature.
-    unsafe { blocks::<crate::gemm::Scalar, LANES>(p, phases, w, bias, epilogue, first, y) }
+    }, (
+        p: &Conv2dParams,
+        phases: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        epilogue: Epilogue<'_>,
+        first: usize,
+        y: &mut [f32],
+    ))
 }
 
 /// Bias of the channels `first + c0..` of a block, zero past the layer's channels.
@@ -218,7 +193,7 @@ fn block_bias(bias: Option<&[f32]>, first: usize, live: usize) -> [f32; R] {
 /// # Safety
 /// The CPU has `S`'s features.
 #[inline(always)]
-unsafe fn blocks<S: crate::gemm::Simd, const V: usize>(
+unsafe fn blocks<S: Simd, const V: usize>(
     p: &Conv2dParams,
     phases: &[f32],
     w: &[f32],

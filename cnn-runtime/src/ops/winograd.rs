@@ -312,39 +312,15 @@ fn to_channels_first(yt: &[f32], c: usize, first: usize, y: &mut [f32]) {
 /// for that instruction set.
 macro_rules! by_vectors {
     ($body:ident::<$m:literal>, $c:expr, ($($arg:ident: $ty:ty),*)) => {{
-        use crate::gemm::{Scalar, Simd};
-        #[cfg(target_arch = "x86_64")]
-        {
-            use crate::gemm::{Avx2, Avx512};
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx512($($arg: $ty,)* c: usize) {
-                let whole = c - c % Avx512::LANES;
-                // SAFETY: compiled with AVX-512F, the only feature `Avx512` uses.
-                unsafe { $body::<Avx512, $m>($($arg,)* 0, whole) };
-                // SAFETY: `Scalar` needs no feature.
-                unsafe { $body::<Scalar, $m>($($arg,)* whole, c) };
-            }
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx2($($arg: $ty,)* c: usize) {
-                let whole = c - c % Avx2::LANES;
-                // SAFETY: compiled with AVX2, the only feature `Avx2` uses here.
-                unsafe { $body::<Avx2, $m>($($arg,)* 0, whole) };
-                // SAFETY: `Scalar` needs no feature.
-                unsafe { $body::<Scalar, $m>($($arg,)* whole, c) };
-            }
-            match crate::simd::isa() {
-                // SAFETY: `isa()` detected every feature `avx512` is compiled with.
-                crate::simd::Isa::Avx512 => return unsafe { avx512($($arg,)* $c) },
-                // SAFETY: `isa()` detected every feature `avx2` is compiled with.
-                crate::simd::Isa::Avx2 => return unsafe { avx2($($arg,)* $c) },
-                crate::simd::Isa::Baseline => {}
-            }
-        }
-        let _ = Scalar::LANES;
-        // SAFETY: `Scalar` needs no feature.
-        unsafe { $body::<Scalar, $m>($($arg,)* 0, $c) };
+        let c: usize = $c;
+        crate::simd::with_simd!(S => {
+            // Whole vectors (`S::LANES` is a power of two; 1 for `Scalar`).
+            let whole = c & !(S::LANES - 1);
+            // SAFETY: `with_simd!` runs this body only where the CPU has `S`'s features.
+            unsafe { $body::<S, $m>($($arg,)* 0, whole) };
+            // SAFETY: `Scalar` needs no CPU feature.
+            unsafe { $body::<crate::gemm::Scalar, $m>($($arg,)* whole, c) };
+        }, ($($arg: $ty,)* c: usize))
     }};
 }
 
