@@ -493,8 +493,9 @@ pub fn run_batch(
     };
     // On the pool's workers, one task per chunk: a worker that wakes late takes fewer (rayon's
     // work stealing), and a single large chunk shares out its layers among the workers.
-    crate::threads::pool(available)
-        .install(|| crate::threads::for_each(available, data.chunks_mut(chunk * sample_len), part));
+    crate::threads::install(available, || {
+        crate::threads::for_each(available, data.chunks_mut(chunk * sample_len), part)
+    });
     match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),
         None => Ok(BatchOutput { n, data }),
@@ -641,7 +642,7 @@ mod tests {
             let run = |threads: usize| {
                 let mut e = Exec::from_view(x.view(), [97, 37, 41]).unwrap();
                 e.threads = threads;
-                crate::threads::pool(threads).install(|| e.pool2d(&p));
+                crate::threads::install(threads, || e.pool2d(&p));
                 e.output().to_vec()
             };
             let one = run(1);

@@ -33,25 +33,35 @@ fn default_threads() -> usize {
 }
 
 /// The worker pool of `threads` threads that batches and large layers split over, built on
-/// first use and rebuilt when the thread count changes. Its threads live as long as the
-/// process (or until the count changes), so their thread-local buffers stay warm between calls.
-pub(crate) fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
+/// first use and rebuilt when the thread count changes (`None` if the operating system refuses
+/// to start the threads). Its threads live as long as the process (or until the count changes),
+/// so their thread-local buffers stay warm between calls.
+fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
     static POOL: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
     let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((n, pool)) = slot.as_ref() {
         if *n == threads {
-            return Arc::clone(pool);
+            return Some(Arc::clone(pool));
         }
     }
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("cnn-worker-{i}"))
-            .build()
-            .expect("the operating system refused to start worker threads"),
-    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("cnn-worker-{i}"))
+        .build()
+        .ok()
+        .map(Arc::new)?;
     *slot = Some((threads, Arc::clone(&pool)));
-    pool
+    Some(pool)
+}
+
+/// Runs `f` on a worker of the pool of `threads` threads, where [`for_each`] spreads work over
+/// the pool; on the calling thread (where it runs one item after the other) if the pool cannot
+/// be started.
+pub(crate) fn install<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    match pool(threads) {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
 }
 
 /// Runs `f(i, item)` for every item: spread over the workers of the current pool when

@@ -521,7 +521,7 @@ pub(crate) mod tests {
             let run = |threads| {
                 let mut out = vec![f32::NAN; p.out_len()];
                 // On a worker of a pool of that many threads, as `run_batch` calls it.
-                crate::threads::pool(threads).install(|| {
+                crate::threads::install(threads, || {
                     conv2d_fused(
                         &p,
                         1,

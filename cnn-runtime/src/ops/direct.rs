@@ -352,7 +352,7 @@ mod tests {
                 let want = naive(&p, n, &x, &wt, bias);
                 for threads in [1, 2, 3] {
                     let mut got = vec![f32::NAN; n * p.out_len()];
-                    crate::threads::pool(threads).install(|| {
+                    crate::threads::install(threads, || {
                         conv2d(
                             &p,
                             n,
@@ -396,7 +396,7 @@ mod tests {
         };
         let run = |threads: usize, epilogue| {
             let mut out = vec![f32::NAN; 2 * p.out_len()];
-            crate::threads::pool(threads).install(|| {
+            crate::threads::install(threads, || {
                 conv2d(
                     &p,
                     2,

@@ -54,22 +54,36 @@ const fn positions(m: usize) -> usize {
 
 /// Output tiles of one sample.
 pub const fn tiles(p: &Conv2dParams) -> usize {
-    let m = out_tile(p);
-    p.out_hw[0].div_ceil(m) * p.out_hw[1].div_ceil(m)
+    tiles_for(out_tile(p), p)
 }
 
 /// Scratch elements for one sample: the transformed input `[α², T, c_in]`, the products
 /// `[α², T, c_out]`, and channel-last copies of the input `[H, W, c_in]` and output
 /// `[OH, OW, c_out]`.
 pub const fn scratch_len(p: &Conv2dParams) -> usize {
-    positions(out_tile(p)) * tiles(p) * (p.c_in + p.c_out)
-        + p.in_hw[0] * p.in_hw[1] * p.c_in
-        + p.out_hw[0] * p.out_hw[1] * p.c_out
+    scratch_len_for(out_tile(p), p)
 }
 
 /// Elements of the transformed weights, `[α², c_in, c_out]`.
 pub const fn weight_len(p: &Conv2dParams) -> usize {
-    positions(out_tile(p)) * p.c_in * p.c_out
+    weight_len_for(out_tile(p), p)
+}
+
+/// [`tiles`] with output tiles of side `m`.
+const fn tiles_for(m: usize, p: &Conv2dParams) -> usize {
+    p.out_hw[0].div_ceil(m) * p.out_hw[1].div_ceil(m)
+}
+
+/// [`scratch_len`] with output tiles of side `m`.
+const fn scratch_len_for(m: usize, p: &Conv2dParams) -> usize {
+    positions(m) * tiles_for(m, p) * (p.c_in + p.c_out)
+        + p.in_hw[0] * p.in_hw[1] * p.c_in
+        + p.out_hw[0] * p.out_hw[1] * p.c_out
+}
+
+/// [`weight_len`] with output tiles of side `m`.
+const fn weight_len_for(m: usize, p: &Conv2dParams) -> usize {
+    positions(m) * p.c_in * p.c_out
 }
 
 /// `G` of F(m×m, 3×3) applied to the 3 values `g`, in f64: α values.
@@ -98,7 +112,7 @@ pub fn transform_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
 
 fn transform_weights_for(m: usize, p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
     let (c_in, c_out, a) = (p.c_in, p.c_out, m + 2);
-    let mut u = vec![0.0f32; a * a * c_in * c_out];
+    let mut u = vec![0.0f32; weight_len_for(m, p)];
     for o in 0..c_out {
         for c in 0..c_in {
             let g = &weight[(o * c_in + c) * 9..(o * c_in + c + 1) * 9];
@@ -172,8 +186,11 @@ fn conv2d_with(
     let ([h, w], [oh, ow]) = (p.in_hw, p.out_hw);
     let (th, tw) = (oh.div_ceil(m_t), ow.div_ceil(m_t));
     let t = th * tw;
-    let len = xis * t * (c_in + c_out) + h * w * c_in + oh * ow * c_out;
-    assert!(u.len() >= xis * c_in * c_out, "winograd weights too short");
+    let len = scratch_len_for(m_t, p);
+    assert!(
+        u.len() >= weight_len_for(m_t, p),
+        "winograd weights too short"
+    );
     assert!(input.len() >= n * p.in_len(), "winograd input too short");
     assert!(out.len() >= n * p.out_len(), "winograd output too short");
     if scratch.len() < len {
@@ -663,7 +680,7 @@ mod tests {
                 let u = transform_weights_for(m, &p, &wt);
                 for threads in [1, 2, 3] {
                     let mut got = vec![f32::NAN; n * p.out_len()];
-                    crate::threads::pool(threads).install(|| {
+                    crate::threads::install(threads, || {
                         conv2d_with(
                             m,
                             &p,
