@@ -244,12 +244,7 @@ pub(crate) fn apply<'a>(
     rows: impl Iterator<Item = &'a mut [f32]>,
 ) {
     for (o, row) in rows.enumerate() {
-        if let Some((scale, shift)) = epilogue.affine {
-            affine(row, scale[first + o], shift[first + o]);
-        }
-        if let Some(act) = epilogue.act {
-            activation(act, row);
-        }
+        finish(row, None, epilogue, first + o);
     }
 }
 
@@ -294,13 +289,6 @@ fn bias_affine_relu(row: &mut [f32], bias: Option<f32>, a: Option<f32>, b: f32, 
             *v = if *v < 0.0 { 0.0 } else { *v };
         }),
     }
-}
-}
-
-multiversion! {
-/// `v = v·a + b` (two roundings, as the separate batch-norm kernel).
-fn affine(row: &mut [f32], a: f32, b: f32) {
-    row.iter_mut().for_each(|v| *v = *v * a + b);
 }
 }
 
