@@ -1,7 +1,9 @@
-//! PyTorch parity: every network of `../shared/fixtures` declared with `cnn!`, loaded from the
+//! PyTorch parity: every network of `tests/data/` declared with `cnn!`, loaded from the
 //! PyTorch `state_dict`, and run on the stored batch; the result must match PyTorch's
-//! `model.eval()` output within the fixture's tolerance. The fixtures' README says how they were
-//! produced (PyTorch 2.15, CPU, float32); each network's `nn.Sequential` is in its `.json`.
+//! `model.eval()` output within the fixture's tolerance. `tests/data/README.md` says how the
+//! fixtures were produced (`tools/make_fixtures.py`, PyTorch 2.15, CPU, float32); each network's
+//! `nn.Sequential` is in its `.json`. With `CNN_FIXTURES=dir`, the fixtures of the same names in
+//! `dir` are checked too.
 
 mod fixtures;
 
@@ -61,66 +63,67 @@ cnn! {
 
 #[test]
 fn activations() {
-    Fixture::load("activations").check::<Activations>();
+    Fixture::check_everywhere::<Activations>("activations");
 }
 
 #[test]
 fn bn_variants() {
-    Fixture::load("bn_variants").check::<BnVariants>();
+    Fixture::check_everywhere::<BnVariants>("bn_variants");
 }
 
 #[test]
 fn conv_geometry() {
-    Fixture::load("conv_geometry").check::<ConvGeometry>();
+    Fixture::check_everywhere::<ConvGeometry>("conv_geometry");
 }
 
 #[test]
 fn conv_keywords() {
-    Fixture::load("conv_keywords").check::<ConvKeywords>();
+    Fixture::check_everywhere::<ConvKeywords>("conv_keywords");
 }
 
 #[test]
 fn global_pools() {
-    Fixture::load("global_pools").check::<GlobalPools>();
+    Fixture::check_everywhere::<GlobalPools>("global_pools");
 }
 
 #[test]
 fn groups_depthwise() {
-    Fixture::load("groups_depthwise").check::<GroupsDepthwise>();
+    Fixture::check_everywhere::<GroupsDepthwise>("groups_depthwise");
 }
 
 #[test]
 fn lenet5() {
-    Fixture::load("lenet5").check::<Lenet5>();
+    Fixture::check_everywhere::<Lenet5>("lenet5");
 }
 
 #[test]
 fn mlp_softmax() {
-    Fixture::load("mlp_softmax").check::<MlpSoftmax>();
+    Fixture::check_everywhere::<MlpSoftmax>("mlp_softmax");
 }
 
 #[test]
 fn pooling() {
-    Fixture::load("pooling").check::<Pooling>();
+    Fixture::check_everywhere::<Pooling>("pooling");
 }
 
 #[test]
 fn softmax_channels() {
-    Fixture::load("softmax_channels").check::<SoftmaxChannels>();
+    Fixture::check_everywhere::<SoftmaxChannels>("softmax_channels");
 }
 
 #[test]
 fn tiny_net() {
-    Fixture::load("tiny_net").check::<TinyNet>();
+    Fixture::check_everywhere::<TinyNet>("tiny_net");
 }
 
 #[test]
 fn vgg_cifar() {
-    Fixture::load("vgg_cifar").check::<VggCifar>();
+    Fixture::check_everywhere::<VggCifar>("vgg_cifar");
 }
 
-/// Writes every fixture network's `TORCH` twin to `target/torch-twins.json`, for
-/// `tools/check_torch_twins.py` (which needs PyTorch, so CI does not run it).
+/// Writes every fixture network's `TORCH` twin to `torch-twins.json` in cargo's temporary
+/// directory for integration tests (`<target dir>/tmp`), for `tools/check_torch_twins.py`
+/// (which needs PyTorch, so CI does not run it).
 #[test]
 fn torch_twins_are_written_for_the_python_check() {
     use cnn::Model;
@@ -141,7 +144,6 @@ fn torch_twins_are_written_for_the_python_check() {
     for (_, torch) in twins.as_object().unwrap() {
         assert!(torch.as_str().unwrap().starts_with("nn.Sequential(\n"));
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("torch-twins.json"), twins.to_string()).unwrap();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("torch-twins.json");
+    std::fs::write(path, twins.to_string()).unwrap();
 }

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Check that every fixture network's `TORCH` twin builds the PyTorch model the fixture came from.
 
-`cargo test --test test_parity` writes target/torch-twins.json ({fixture: TORCH expression}).
+`cargo test --test test_parity` writes <target dir>/tmp/torch-twins.json ({fixture: TORCH expression}).
 For each, this evaluates the expression, then compares its state_dict keys, shapes and dtypes
 with the fixture's `state_dict`, loads the fixture weights into it and checks its eval output
 against the fixture's stored output.
 
 Run: cargo test --test test_parity && python3 tools/check_torch_twins.py [fixtures-dir]
+(fixtures-dir defaults to tests/data).
 """
 import json
 import pathlib
+import subprocess
 import sys
 
 import torch
@@ -17,8 +19,11 @@ from safetensors.torch import load_file
 from torch import nn  # noqa: F401  (used by the eval'd expressions)
 
 root = pathlib.Path(__file__).resolve().parent.parent
-fixtures = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared" / "fixtures"
-twins = json.loads((root / "target" / "torch-twins.json").read_text())
+fixtures = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else root / "tests" / "data"
+metadata = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=root,
+                          check=True, capture_output=True, text=True).stdout
+target = pathlib.Path(json.loads(metadata)["target_directory"])
+twins = json.loads((target / "tmp" / "torch-twins.json").read_text())
 failed = 0
 for name, expr in sorted(twins.items()):
     meta = json.loads((fixtures / f"{name}.json").read_text())

@@ -7,6 +7,9 @@ use syn::{Attribute, Ident, Lit, LitStr, Token, Visibility};
 /// Everything inside `cnn! { … }`.
 pub struct Networks {
     pub networks: Vec<Network>,
+    /// The file on disk that holds the `cnn!` call, when the compiler knows it: the second place
+    /// a relative `#[weights]` path is looked up (after the crate root).
+    pub source_file: Option<std::path::PathBuf>,
 }
 
 /// `#[attrs] vis struct Name { body }`. The body is parsed on its own so that a syntax error in

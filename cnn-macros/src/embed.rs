@@ -1,7 +1,7 @@
 //! `#[weights = "file.safetensors"]`: the weight file is read while the macro expands, its header
 //! checked against the planned layers, and its path handed to `include_bytes!`.
 
-use std::path::{Component, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use proc_macro2::TokenStream;
 use syn::LitStr;
@@ -83,8 +83,7 @@ const FLOAT_DTYPES: &[&str] = &["F32", "F64", "F16", "BF16"];
 const INT_DTYPES: &[&str] = &["I64", "I32", "I16", "I8", "U8"];
 
 /// `base/rel` with `.` and `..` resolved lexically, so messages show a clean path.
-fn resolve(rel: &str) -> PathBuf {
-    let base = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(PathBuf::new, PathBuf::from);
+fn join_clean(base: &Path, rel: &str) -> PathBuf {
     let mut out = PathBuf::new();
     for c in base.join(rel).components() {
         match c {
@@ -96,6 +95,50 @@ fn resolve(rel: &str) -> PathBuf {
         }
     }
     out
+}
+
+/// Where a `#[weights]` path may name a file, in the order they are tried: the crate root
+/// (`CARGO_MANIFEST_DIR`), then the directory of the source file holding the `cnn!` call, as
+/// `include_bytes!` would. The second place keeps a path valid when the crate root is elsewhere,
+/// as for trybuild's generated crate under a shared `CARGO_TARGET_DIR`.
+fn candidates(rel: &str, source_file: Option<&Path>) -> Vec<PathBuf> {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(PathBuf::new, PathBuf::from);
+    let mut out = vec![join_clean(&root, rel)];
+    if let Some(dir) = source_file.and_then(Path::parent) {
+        let next = join_clean(dir, rel);
+        if !out.contains(&next) {
+            out.push(next);
+        }
+    }
+    out
+}
+
+/// Reads the first candidate that exists; the error names every place looked in.
+fn read_weights(rel: &str, source_file: Option<&Path>) -> Result<(PathBuf, Vec<u8>), String> {
+    let places = candidates(rel, source_file);
+    let mut first_error = None;
+    for path in &places {
+        match std::fs::read(path) {
+            Ok(bytes) => return Ok((path.clone(), bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(format!("cannot read weight file `{}`: {e}", path.display())),
+        }
+    }
+    let looked: Vec<String> = places[1..]
+        .iter()
+        .map(|p| format!("`{}`", p.display()))
+        .collect();
+    let also = if looked.is_empty() {
+        String::new()
+    } else {
+        format!(" and at {}", looked.join(", "))
+    };
+    let e = first_error.map_or_else(|| "no such file".to_owned(), |e| e.to_string());
+    Err(format!(
+        "cannot read weight file `{rel}` (looked relative to the crate root{also}): {e}"
+    ))
 }
 
 struct Entry {
@@ -206,14 +249,17 @@ fn dims(shape: &[usize]) -> String {
 }
 
 /// Checks the file named by `#[weights = "…"]` against the plan; returns the absolute path
-/// for `include_bytes!`.
-pub fn check(attr: &TokenStream, lit: &LitStr, plan: &Plan) -> syn::Result<String> {
+/// for `include_bytes!`. `source_file` holds the `cnn!` call (see [`candidates`]).
+pub fn check(
+    attr: &TokenStream,
+    lit: &LitStr,
+    plan: &Plan,
+    source_file: Option<&Path>,
+) -> syn::Result<String> {
     let rel = lit.value();
-    let path = resolve(&rel);
+    let (path, bytes) =
+        read_weights(&rel, source_file).map_err(|msg| syn::Error::new_spanned(attr, msg))?;
     let shown = path.display().to_string();
-    let bytes = std::fs::read(&path).map_err(|e| {
-        syn::Error::new_spanned(attr, format!("cannot read weight file `{shown}`: {e}"))
-    })?;
     let entries = read_header(&bytes).map_err(|e| {
         syn::Error::new_spanned(
             attr,
@@ -281,4 +327,46 @@ pub fn check(attr: &TokenStream, lit: &LitStr, plan: &Plan) -> syn::Result<Strin
     path.to_str().map(str::to_owned).ok_or_else(|| {
         syn::Error::new_spanned(attr, format!("weight file path `{shown}` is not UTF-8"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn crate_root_first_then_the_source_files_directory() {
+        let source = root().join("src/deep/file.rs");
+        let found = candidates("../w.safetensors", Some(&source));
+        assert_eq!(
+            found,
+            vec![
+                root().parent().unwrap().join("w.safetensors"),
+                root().join("src/w.safetensors")
+            ]
+        );
+        assert_eq!(candidates("w.st", None), vec![root().join("w.st")]);
+        let beside_root = root().join("lib.rs");
+        assert_eq!(
+            candidates("w.st", Some(&beside_root)),
+            vec![root().join("w.st")]
+        );
+    }
+
+    #[test]
+    fn a_file_missing_everywhere_names_every_place() {
+        let source = root().join("src/lib.rs");
+        let err = read_weights("no-such.safetensors", Some(&source)).unwrap_err();
+        let second = root().join("src/no-such.safetensors");
+        assert!(err.starts_with("cannot read weight file `no-such.safetensors` (looked relative to the crate root and at `"), "{err}");
+        assert!(err.contains(&second.display().to_string()), "{err}");
+        let (path, bytes) = read_weights("Cargo.toml", Some(&source)).unwrap();
+        assert_eq!(path, root().join("Cargo.toml"));
+        assert!(!bytes.is_empty());
+        let (path, _) = read_weights("lib.rs", Some(&source)).unwrap();
+        assert_eq!(path, root().join("src/lib.rs"));
+    }
 }

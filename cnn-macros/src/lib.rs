@@ -27,7 +27,10 @@ use proc_macro::TokenStream;
 #[proc_macro]
 pub fn cnn(input: TokenStream) -> TokenStream {
     match syn::parse::<ast::Networks>(input) {
-        Ok(networks) => pipeline::expand(&networks).into(),
+        Ok(mut networks) => {
+            networks.source_file = proc_macro::Span::call_site().local_file();
+            pipeline::expand(&networks).into()
+        }
         Err(err) => err.to_compile_error().into(),
     }
 }

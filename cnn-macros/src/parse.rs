@@ -33,7 +33,10 @@ impl Parse for Networks {
         while !input.is_empty() {
             networks.push(input.parse()?);
         }
-        Ok(Networks { networks })
+        Ok(Networks {
+            networks,
+            source_file: None,
+        })
     }
 }
 

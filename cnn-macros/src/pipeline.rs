@@ -24,7 +24,12 @@ pub fn expand(networks: &Networks) -> TokenStream {
     for net in &networks.networks {
         let checked = plan(net).and_then(|plan| {
             let embedded = match &net.weights {
-                Some((attr, path)) => Some(embed::check(attr, path, &plan)?),
+                Some((attr, path)) => Some(embed::check(
+                    attr,
+                    path,
+                    &plan,
+                    networks.source_file.as_deref(),
+                )?),
                 None => None,
             };
             Ok((plan, embedded))

@@ -3,13 +3,13 @@
 use cnn::{cnn, Model};
 
 cnn! {
-    #[weights = "../../../../tests/weights/good.safetensors"]
+    #[weights = "../weights/good.safetensors"]
     struct F32Net { input(1, 4, 4) conv(1 -> 2, k3) relu fc(3) }
 
-    #[weights = "../../../../tests/weights/good-f16.safetensors"]
+    #[weights = "../weights/good-f16.safetensors"]
     struct F16Net { input(1, 4, 4) conv(1 -> 2, k3) relu fc(3) }
 
-    #[weights = "../../../../tests/weights/good-f64.safetensors"]
+    #[weights = "../weights/good-f64.safetensors"]
     struct F64Net { input(1, 4, 4) conv(1 -> 2, k3) relu fc(3) }
 }
 

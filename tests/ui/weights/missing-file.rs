@@ -1,7 +1,7 @@
 use cnn::cnn;
 
 cnn! {
-    #[weights = "../../../../tests/weights/no-such-file.safetensors"]
+    #[weights = "../../weights/no-such-file.safetensors"]
     struct Net {
         input(1, 4, 4)
         conv(1 -> 2, k3) relu fc(3)

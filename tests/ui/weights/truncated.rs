@@ -1,7 +1,7 @@
 use cnn::cnn;
 
 cnn! {
-    #[weights = "../../../../tests/weights/truncated.safetensors"]
+    #[weights = "../../weights/truncated.safetensors"]
     struct Net {
         input(1, 4, 4)
         conv(1 -> 2, k3) relu fc(3)
