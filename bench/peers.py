@@ -2,6 +2,9 @@
 """Latency of the issue-4 benchmark nets: ours against ONNX Runtime, OpenVINO and PyTorch eager.
 
 Not run by CI. Needs `pip install torch onnx onnxruntime openvino` (plain PyPI wheels) and cargo.
+Our side is the `bench_nets` binary of the `cnn-bench` package (this directory), which the script
+builds with `cargo build --release --bin bench_nets` unless `--no-build` is given; the binary is
+looked up in cargo's target directory, so `CARGO_TARGET_DIR` is honoured.
 
     python3 bench/peers.py                       # 5 nets x batch 1,64 x threads 1,2, 3 rounds
     python3 bench/peers.py --seconds 1 --rounds 2 --nets vgg,stem224 --json out.json
@@ -29,7 +32,8 @@ import time
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OURS = os.path.join(ROOT, "target", "release", "examples", "bench_nets")
+# The `bench_nets` binary of the `cnn-bench` package (this directory); set by `main`.
+OURS = None
 PEERS = ["onnxruntime", "openvino", "pytorch", "openvino-bf16"]
 # Peers whose numerics differ from f32: shown, but not counted as the best peer.
 NOT_F32 = {"openvino-bf16"}
@@ -49,9 +53,33 @@ def parse_args():
 
 
 def build():
-    subprocess.run(
-        ["cargo", "build", "--release", "--example", "bench_nets"], cwd=ROOT, check=True
-    )
+    """Builds `bench_nets` in release mode and returns the path cargo reports for it."""
+    out = subprocess.run(
+        ["cargo", "build", "--release", "-p", "cnn-bench", "--bin", "bench_nets",
+         "--message-format=json-render-diagnostics"],
+        cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True,
+    ).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if (msg.get("reason") == "compiler-artifact" and msg.get("executable")
+                and msg["target"]["name"] == "bench_nets"):
+            return msg["executable"]
+    sys.exit("cargo built no `bench_nets` executable")
+
+
+def existing():
+    """The release `bench_nets` binary in cargo's target directory (`CARGO_TARGET_DIR` or
+    `build.target-dir` if set), for `--no-build`."""
+    meta = json.loads(subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True,
+    ).stdout)
+    exe = "bench_nets.exe" if os.name == "nt" else "bench_nets"
+    path = os.path.join(meta["target_directory"], "release", exe)
+    if not os.path.exists(path):
+        sys.exit(f"{path} does not exist; run `cargo build --release --bin bench_nets` "
+                 "or leave out --no-build")
+    return path
 
 
 def our_nets(names):
@@ -180,8 +208,8 @@ def main():
     batches = [int(b) for b in args.batches.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     peers = [p for p in args.peers.split(",") if p]
-    if not args.no_build:
-        build()
+    global OURS
+    OURS = existing() if args.no_build else build()
     nets = our_nets(names)
     cells = [(n, b, t) for n in names for b in batches for t in threads]
     results = {}  # (net, batch, threads, runner) -> [median per round]

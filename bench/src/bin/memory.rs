@@ -3,28 +3,18 @@
 //! the call held at once; run it under `/usr/bin/time -v` for the peak RSS:
 //!
 //! ```text
-//! cargo build --release --example memory
-//! /usr/bin/time -v target/release/examples/memory 4096
+//! cargo build --release --bin memory
+//! /usr/bin/time -v target/release/memory 4096
 //! ```
 //!
-//! Figures are in docs/reliability.md.
+//! (`target/` is `$CARGO_TARGET_DIR` if set.) Figures are in docs/reliability.md.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use cnn::ndarray::Array4;
-use cnn::{cnn, Model};
-
-cnn! {
-    /// The vgg benchmark network.
-    struct Vgg {
-        input(3, 32, 32)
-        conv(3 -> 64, k3, p1) bn relu conv(64 -> 64, k3, p1) bn relu maxpool(2)
-        conv(64 -> 128, k3, p1) bn relu conv(128 -> 128, k3, p1) bn relu maxpool(2)
-        conv(128 -> 256, k3, p1) bn relu conv(256 -> 256, k3, p1) bn relu maxpool(2)
-        fc(10)
-    }
-}
+use cnn::Model;
+use cnn_bench::Vgg;
 
 /// Live heap bytes and their peak, over every thread.
 struct Counting;

@@ -1,59 +1,22 @@
 //! Latency of the five benchmark networks of issue 4 (random weights), one JSON line per cell.
 //!
 //! ```text
-//! cargo run --release --example bench_nets -- --net vgg --batch 1 --threads 1 --seconds 2
-//! cargo run --release --example bench_nets -- --net all            # batch 1,64 × threads 1,2
-//! cargo run --release --example bench_nets -- --torch all          # the PyTorch twins, as JSON
+//! cargo run --release --bin bench_nets -- --net vgg --batch 1 --threads 1 --seconds 2
+//! cargo run --release --bin bench_nets -- --net all            # batch 1,64 × threads 1,2
+//! cargo run --release --bin bench_nets -- --torch all          # the PyTorch twins, as JSON
 //! ```
 //!
 //! `--batch` and `--threads` take comma lists. Each cell warms up, then calls `forward_batch`
 //! until `--seconds` have passed (at least 3 calls) and reports the median and minimum per call.
 //! `--threads` sets `cnn::set_num_threads` for the cell. `bench/peers.py` reads `--torch` to
-//! build the same nets in PyTorch.
+//! build the same nets in PyTorch. The networks are declared in `bench/src/lib.rs`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use cnn::ndarray::Array4;
-use cnn::{cnn, Model};
-
-cnn! {
-    /// `tiny`: one conv block and a classifier.
-    pub struct Tiny {
-        input(3, 32, 32)
-        conv(3 -> 16, k3, p1) bn relu maxpool(2) fc(10)
-    }
-    /// `lenet5`: LeNet-5 with ReLU and max pooling.
-    pub struct Lenet5 {
-        input(1, 28, 28)
-        conv(1 -> 6, k5, p2) relu maxpool(2) conv(6 -> 16, k5) relu maxpool(2)
-        fc(120) relu fc(84) relu fc(10)
-    }
-    /// `vgg`: three VGG blocks on CIFAR-sized input.
-    pub struct Vgg {
-        input(3, 32, 32)
-        conv(3 -> 64, k3, p1) bn relu conv(64 -> 64, k3, p1) bn relu maxpool(2)
-        conv(64 -> 128, k3, p1) bn relu conv(128 -> 128, k3, p1) bn relu maxpool(2)
-        conv(128 -> 256, k3, p1) bn relu conv(256 -> 256, k3, p1) bn relu maxpool(2)
-        fc(10)
-    }
-    /// `stem224`: a ResNet-style stem on ImageNet-sized input.
-    pub struct Stem224 {
-        input(3, 224, 224)
-        conv(3 -> 64, k7, s2, p3) bn relu maxpool(k3, s2, p1)
-        conv(64 -> 128, k3, p1) bn relu maxpool(2)
-        conv(128 -> 256, k3, p1) bn relu gap fc(1000)
-    }
-    /// `mobile`: MobileNet-style depthwise-separable blocks.
-    pub struct Mobile {
-        input(3, 64, 64)
-        conv(3 -> 32, k3, s2, p1) bn relu conv(32 -> 32, k3, p1, g32) bn relu
-        conv(32 -> 64, k1) bn relu conv(64 -> 64, k3, s2, p1, g64) bn relu
-        conv(64 -> 128, k1) bn relu gap fc(10)
-    }
-}
-
-const NETS: [&str; 5] = ["tiny", "lenet5", "vgg", "stem224", "mobile"];
+use cnn::Model;
+use cnn_bench::{with_net, WithNet, NETS};
 
 struct Args {
     nets: Vec<String>,
@@ -212,6 +175,30 @@ fn cell<M: Model>(name: &str, batch: usize, threads: usize, seconds: f64) -> Str
     line
 }
 
+/// The `--torch` line of a network.
+struct TorchLine;
+
+impl WithNet for TorchLine {
+    type Output = String;
+    fn run<M: Model>(self, name: &str) -> String {
+        torch_line::<M>(name)
+    }
+}
+
+/// One timed cell of a network.
+struct Cell {
+    batch: usize,
+    threads: usize,
+    seconds: f64,
+}
+
+impl WithNet for Cell {
+    type Output = String;
+    fn run<M: Model>(self, name: &str) -> String {
+        cell::<M>(name, self.batch, self.threads, self.seconds)
+    }
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -229,26 +216,18 @@ fn main() -> ExitCode {
     };
     for name in &args.nets {
         if args.torch {
-            let line = match name.as_str() {
-                "tiny" => torch_line::<Tiny>(name),
-                "lenet5" => torch_line::<Lenet5>(name),
-                "vgg" => torch_line::<Vgg>(name),
-                "stem224" => torch_line::<Stem224>(name),
-                _ => torch_line::<Mobile>(name),
-            };
+            let line = with_net(name, TorchLine).expect("`parse_nets` checked the name");
             println!("{line}");
             continue;
         }
         for &batch in &args.batches {
             for &threads in &args.threads {
-                let (b, t, s) = (batch, threads, args.seconds);
-                let line = match name.as_str() {
-                    "tiny" => cell::<Tiny>(name, b, t, s),
-                    "lenet5" => cell::<Lenet5>(name, b, t, s),
-                    "vgg" => cell::<Vgg>(name, b, t, s),
-                    "stem224" => cell::<Stem224>(name, b, t, s),
-                    _ => cell::<Mobile>(name, b, t, s),
+                let cell = Cell {
+                    batch,
+                    threads,
+                    seconds: args.seconds,
                 };
+                let line = with_net(name, cell).expect("`parse_nets` checked the name");
                 println!("{line}");
             }
         }

@@ -1,7 +1,7 @@
 //! The baseline for `bench_build_nets`: the same kind of program, linking the `cnn` crate, but
 //! without a `cnn!` invocation. `docs/benchmarks.md` records both build times.
 //!
-//! `cargo run --release --example bench_build_empty`
+//! `cargo run --release --bin bench_build_empty`
 
 fn main() {
     let err = cnn::Error::InputShape {

@@ -1,0 +1,112 @@
+//! The benchmark networks of the performance issue (issue 4) and the drivers that time them.
+//! Not published; nothing here is part of the `cnn` API.
+//!
+//! The five networks are declared once, in [`declare_nets!`], and used by:
+//!
+//! - `src/bin/bench_nets.rs`: latency of `forward_batch`, one JSON line per cell; also prints the
+//!   PyTorch twins for `bench/peers.py` (`cargo run --release --bin bench_nets -- --help`);
+//! - `benches/nets.rs`: the same networks under criterion (`cargo bench --bench nets`);
+//! - `src/bin/memory.rs`: peak heap of `forward_batch` on `vgg` (`docs/reliability.md`);
+//! - `src/bin/bench_build_nets.rs`: how long the code `cnn!` generates takes to compile, against
+//!   `src/bin/bench_build_empty.rs` (`docs/benchmarks.md`). It expands [`declare_nets!`] itself,
+//!   so that its own build compiles the generated code.
+//!
+//! `benches/embedded.rs` times `embedded()` on the digits model (`docs/pytorch.md`).
+
+use cnn::Model;
+
+/// Declares the five benchmark networks, `Tiny`, `Lenet5`, `Vgg`, `Stem224` and `Mobile`, in the
+/// invoking module, with one `cnn!` invocation. The invoking crate needs `cnn` as a dependency.
+///
+/// This crate expands it once at its root (so `cnn_bench::Vgg` and the others exist);
+/// `bench_build_nets` expands it again to time the compilation of the generated code.
+#[macro_export]
+macro_rules! declare_nets {
+    () => {
+        ::cnn::cnn! {
+            /// `tiny`: one conv block and a classifier.
+            pub struct Tiny {
+                input(3, 32, 32)
+                conv(3 -> 16, k3, p1) bn relu maxpool(2) fc(10)
+            }
+            /// `lenet5`: LeNet-5 with ReLU and max pooling.
+            pub struct Lenet5 {
+                input(1, 28, 28)
+                conv(1 -> 6, k5, p2) relu maxpool(2) conv(6 -> 16, k5) relu maxpool(2)
+                fc(120) relu fc(84) relu fc(10)
+            }
+            /// `vgg`: three VGG blocks on CIFAR-sized input.
+            pub struct Vgg {
+                input(3, 32, 32)
+                conv(3 -> 64, k3, p1) bn relu conv(64 -> 64, k3, p1) bn relu maxpool(2)
+                conv(64 -> 128, k3, p1) bn relu conv(128 -> 128, k3, p1) bn relu maxpool(2)
+                conv(128 -> 256, k3, p1) bn relu conv(256 -> 256, k3, p1) bn relu maxpool(2)
+                fc(10)
+            }
+            /// `stem224`: a ResNet-style stem on ImageNet-sized input.
+            pub struct Stem224 {
+                input(3, 224, 224)
+                conv(3 -> 64, k7, s2, p3) bn relu maxpool(k3, s2, p1)
+                conv(64 -> 128, k3, p1) bn relu maxpool(2)
+                conv(128 -> 256, k3, p1) bn relu gap fc(1000)
+            }
+            /// `mobile`: MobileNet-style depthwise-separable blocks.
+            pub struct Mobile {
+                input(3, 64, 64)
+                conv(3 -> 32, k3, s2, p1) bn relu conv(32 -> 32, k3, p1, g32) bn relu
+                conv(32 -> 64, k1) bn relu conv(64 -> 64, k3, s2, p1, g64) bn relu
+                conv(64 -> 128, k1) bn relu gap fc(10)
+            }
+        }
+    };
+}
+
+declare_nets!();
+
+/// The networks' names, in the order the drivers and tables use.
+pub const NETS: [&str; 5] = ["tiny", "lenet5", "vgg", "stem224", "mobile"];
+
+/// Something to do with one benchmark network, generic over its type; see [`with_net`].
+pub trait WithNet {
+    /// What [`WithNet::run`] returns.
+    type Output;
+    /// Runs on the network `M`, whose name in [`NETS`] is `name`.
+    fn run<M: Model>(self, name: &str) -> Self::Output;
+}
+
+/// Calls `f.run::<M>(name)` with `M` the network named `name`; `None` if `name` is not in
+/// [`NETS`].
+pub fn with_net<F: WithNet>(name: &str, f: F) -> Option<F::Output> {
+    Some(match name {
+        "tiny" => f.run::<Tiny>(name),
+        "lenet5" => f.run::<Lenet5>(name),
+        "vgg" => f.run::<Vgg>(name),
+        "stem224" => f.run::<Stem224>(name),
+        "mobile" => f.run::<Mobile>(name),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Name;
+    impl WithNet for Name {
+        type Output = &'static str;
+        fn run<M: Model>(self, _: &str) -> &'static str {
+            M::NAME
+        }
+    }
+
+    #[test]
+    fn every_name_selects_its_network() {
+        for name in NETS {
+            assert_eq!(
+                with_net(name, Name).map(str::to_lowercase),
+                Some(name.to_string())
+            );
+        }
+        assert_eq!(with_net("resnet", Name), None);
+    }
+}
