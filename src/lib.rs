@@ -48,7 +48,7 @@ pub mod __private {
     pub use cnn_runtime::layers::{BatchNorm2d, Conv2d, Linear};
     pub use cnn_runtime::ops::activation::Activation;
     pub use cnn_runtime::ops::batchnorm::BatchNormParams;
-    pub use cnn_runtime::ops::conv2d::Conv2dParams;
+    pub use cnn_runtime::ops::conv::Conv2dParams;
     pub use cnn_runtime::ops::linear::LinearParams;
     pub use cnn_runtime::ops::pool::{Pool2dParams, PoolKind};
     pub use cnn_runtime::weights::{TensorWriter, Weights};

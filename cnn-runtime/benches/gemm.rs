@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use cnn_runtime::ndarray::{linalg::general_mat_mul, Array2};
-use cnn_runtime::ops::conv2d::{conv2d, Conv2dParams};
+use cnn_runtime::ops::conv::{im2col, Conv2dParams, Epilogue};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// `(M, K, N)`: vgg's six im2col convolutions, stem224's three, then the GEMMs of Winograd
@@ -75,12 +75,14 @@ fn bench_gemm(c: &mut Criterion) {
         group.bench_function(&ours, |bench| {
             bench.iter(|| {
                 // input [k, 1, n] is B, weight [m, k, 1, 1] is A
-                conv2d(
+                im2col::conv2d(
                     &p,
                     1,
                     black_box(&b),
                     black_box(&a),
                     None,
+                    Epilogue::default(),
+                    1,
                     &mut out,
                     &mut scratch,
                 );

@@ -5,9 +5,8 @@ use ndarray::{s, Array2, Array4, ArrayView4, ArrayViewMut, Axis, Dimension, Slic
 use crate::layers::{BatchNorm2d, Conv2d, Linear};
 use crate::ops::activation::{self, Activation};
 use crate::ops::batchnorm;
-use crate::ops::conv2d::{self, Epilogue};
+use crate::ops::conv::{self, Epilogue};
 use crate::ops::pool::{self, Pool2dParams};
-use crate::ops::{direct, winograd};
 use crate::Error;
 
 /// A batch in flight: the current activations `[n, …]` and the buffers the next layer writes.
@@ -161,21 +160,11 @@ impl Exec {
         Ok(())
     }
 
-    /// One convolution with `epilogue`, by Winograd or the direct kernel where they apply, else
-    /// im2col + GEMM (or the depthwise kernel).
+    /// One convolution with `epilogue`.
     fn conv(&mut self, conv: &Conv2d, epilogue: Epilogue<'_>) {
         let (n, threads, p) = (self.n, self.threads, &conv.params);
         self.step(p.out_len(), |x, y, s| {
-            if winograd::applies(p) {
-                let u = conv.winograd_weights();
-                winograd::conv2d(p, n, x, u, conv.bias(), epilogue, threads, y, s);
-            } else if direct::applies(p) {
-                let w = conv.direct_weights();
-                direct::conv2d(p, n, x, w, conv.bias(), epilogue, threads, y, s);
-            } else {
-                let (w, b) = (conv.weight(), conv.bias());
-                conv2d::conv2d_fused(p, n, x, w, b, epilogue, threads, y, s);
-            }
+            conv::forward(p, n, x, &conv.filters, epilogue, threads, y, s);
         });
     }
 
@@ -549,7 +538,7 @@ mod tests {
     #[test]
     fn fused_convolution_equals_the_separate_layers_bit_for_bit() {
         use crate::ops::batchnorm::BatchNormParams;
-        use crate::ops::conv2d::Conv2dParams;
+        use crate::ops::conv::Conv2dParams;
         let conv = Conv2d::seeded(
             Conv2dParams {
                 c_in: 4,

@@ -6,32 +6,21 @@
 
 use crate::init::Rng;
 use crate::ops::batchnorm::{self, BatchNormParams};
-use std::sync::OnceLock;
-
-use crate::ops::conv2d::{self, Conv2dParams};
+use crate::ops::conv::{Conv2dParams, Filters};
 use crate::ops::linear::{self, LinearParams};
-use crate::ops::{direct, winograd};
 use crate::weights::{TensorWriter, Weights};
 use crate::Error;
 
 /// PyTorch: `nn.Conv2d`, parameters `weight [c_out, c_in/groups, KH, KW]` and `bias [c_out]`.
 ///
-/// The tensors are read-only once built, because kernels may cache a transformed copy of the
-/// weights (the Winograd form of 3×3 convolutions) on first use.
-#[derive(Debug, Clone)]
+/// The tensors are read-only once built, because [`Filters`] keeps a copy of the weights in the
+/// layout of the convolution's algorithm, made on first use.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
     /// The shape, fixed at compile time.
     pub params: Conv2dParams,
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    winograd: OnceLock<Vec<f32>>,
-    direct: OnceLock<Vec<f32>>,
-}
-
-impl PartialEq for Conv2d {
-    fn eq(&self, other: &Self) -> bool {
-        self.params == other.params && self.weight == other.weight && self.bias == other.bias
-    }
+    /// The weight and bias.
+    pub filters: Filters,
 }
 
 impl Conv2d {
@@ -45,53 +34,27 @@ impl Conv2d {
         params: Conv2dParams,
         bias: bool,
     ) -> Result<Self, Error> {
+        let weight = w.f32(&format!("{index}.weight"), &params.weight_shape())?;
+        let bias = if bias {
+            Some(w.f32(&format!("{index}.bias"), &[params.c_out])?)
+        } else {
+            None
+        };
         Ok(Conv2d {
             params,
-            weight: w.f32(&format!("{index}.weight"), &params.weight_shape())?,
-            bias: if bias {
-                Some(w.f32(&format!("{index}.bias"), &[params.c_out])?)
-            } else {
-                None
-            },
-            winograd: OnceLock::new(),
-            direct: OnceLock::new(),
+            filters: Filters::new(weight, bias),
         })
     }
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`.
     pub fn seeded(params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
         let weight_len = params.weight_shape().iter().product();
+        let weight = rng.fan_in_uniform(weight_len, params.fan_in());
+        let bias = bias.then(|| rng.fan_in_uniform(params.c_out, params.fan_in()));
         Conv2d {
             params,
-            weight: rng.fan_in_uniform(weight_len, params.fan_in()),
-            bias: bias.then(|| rng.fan_in_uniform(params.c_out, params.fan_in())),
-            winograd: OnceLock::new(),
-            direct: OnceLock::new(),
+            filters: Filters::new(weight, bias),
         }
-    }
-
-    /// `[c_out, c_in/groups, KH, KW]` row-major.
-    pub fn weight(&self) -> &[f32] {
-        &self.weight
-    }
-
-    /// `[c_out]`, absent for `nobias` / `bias=false`.
-    pub fn bias(&self) -> Option<&[f32]> {
-        self.bias.as_deref()
-    }
-
-    /// The Winograd form of the weights, computed on first use (only for parameters where
-    /// [`winograd::applies`] holds).
-    pub fn winograd_weights(&self) -> &[f32] {
-        self.winograd
-            .get_or_init(|| winograd::transform_weights(&self.params, &self.weight))
-    }
-
-    /// The weights packed for the direct kernel, computed on first use (only for parameters
-    /// where [`direct::applies`] holds).
-    pub fn direct_weights(&self) -> &[f32] {
-        self.direct
-            .get_or_init(|| direct::pack_weights(&self.params, &self.weight))
     }
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
@@ -99,24 +62,11 @@ impl Conv2d {
         out.f32(
             format!("{index}.weight"),
             &self.params.weight_shape(),
-            &self.weight,
+            self.filters.weight(),
         );
-        if let Some(b) = &self.bias {
+        if let Some(b) = self.filters.bias() {
             out.f32(format!("{index}.bias"), &[self.params.c_out], b);
         }
-    }
-
-    /// Runs the layer on a batch of `n` samples.
-    pub fn forward(&self, n: usize, input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
-        conv2d::conv2d(
-            &self.params,
-            n,
-            input,
-            &self.weight,
-            self.bias.as_deref(),
-            out,
-            scratch,
-        );
     }
 }
 

@@ -8,8 +8,7 @@
 //! reads are contiguous, and the weights are packed once per layer as `[c_out / R, taps, R]`.
 //! With `R = 8` and 32 columns the accumulators take 16 AVX-512 registers.
 
-use super::activation::Activation;
-use super::conv2d::{apply, Conv2dParams, Epilogue};
+use super::{Conv2dParams, Epilogue, PostOp};
 use crate::gemm::Simd;
 
 /// Output channels per register block.
@@ -20,7 +19,7 @@ const LANES: usize = 16;
 /// enough work per im2col element.
 const MAX_C_IN: usize = 8;
 
-/// Whether [`conv2d_fused`](super::conv2d::conv2d_fused) runs `p` directly: one group of at
+/// Whether `p` runs directly ([`Algorithm::Direct`](super::Algorithm::Direct)): one group of at
 /// most 8 input channels, no dilation, a kernel larger than 1×1 no wider than 16, stride ≤ 4.
 pub const fn applies(p: &Conv2dParams) -> bool {
     p.groups == 1
@@ -65,12 +64,12 @@ pub fn pack_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
 }
 
 /// `out = epilogue(bias + conv(input, weight))` for `n` samples, like
-/// [`conv2d_fused`](super::conv2d::conv2d_fused), with `packed` from [`pack_weights`]. With
+/// [`im2col::conv2d`](super::im2col::conv2d), with `packed` from [`pack_weights`]. With
 /// `threads > 1` (on a worker of the pool) the channel blocks of large layers are shared out.
 ///
 /// # Panics
 /// If a slice is shorter than its layout.
-#[allow(clippy::too_many_arguments)] // conv2d_fused's arguments
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the epilogue
 pub fn conv2d(
     p: &Conv2dParams,
     n: usize,
@@ -89,6 +88,7 @@ pub fn conv2d(
     if let Some(b) = bias {
         assert!(b.len() >= p.c_out, "conv2d bias too short");
     }
+    epilogue.check(p.c_out);
     if scratch.len() < scratch_len(p) {
         scratch.resize(scratch_len(p), 0.0);
     }
@@ -137,7 +137,7 @@ fn split_phases(p: &Conv2dParams, x: &[f32], phases: &mut [f32]) {
     for (c, planes) in phases.chunks_exact_mut(padded_h * sw * row).enumerate() {
         let rows = planes[ph * sw * row..].chunks_exact_mut(sw * row);
         for (src, dst) in x[c * h * w..(c + 1) * h * w].chunks_exact(w).zip(rows) {
-            super::depthwise::copy_row(src, dst, row, sw, pw);
+            super::phases::copy_row(src, dst, row, sw, pw);
         }
     }
 }
@@ -179,15 +179,6 @@ fn run(
     ))
 }
 
-/// Bias of the channels `first + c0..` of a block, zero past the layer's channels.
-fn block_bias(bias: Option<&[f32]>, first: usize, live: usize) -> [f32; R] {
-    let mut b0 = [0.0f32; R];
-    if let Some(bias) = bias {
-        b0[..live].copy_from_slice(&bias[first..first + live]);
-    }
-    b0
-}
-
 /// [`run`] with `S` vectors: `V` of them per channel and block (16 single lanes with `Scalar`).
 ///
 /// # Safety
@@ -213,17 +204,24 @@ unsafe fn blocks<S: Simd, const V: usize>(
     // LOOP over blocks of R output channels
     for (b, w) in w.chunks_exact(k * R).take(channels.div_ceil(R)).enumerate() {
         let live = R.min(channels - b * R);
-        let b0 = block_bias(bias, first + b * R, live);
         let y = &mut y[b * R * plane..(b * R + live) * plane];
-        // A folded batch norm and ReLU are applied in registers; other activations after the
-        // block's planes are done, while they are in cache.
-        let in_registers = matches!(epilogue.act, None | Some(Activation::Relu));
-        let relu = epilogue.act == Some(Activation::Relu);
+        // The bias starts the sums. A folded batch norm and ReLU are applied in registers;
+        // other activations (and then the batch norm too) after the block's planes are done,
+        // while they are in cache.
+        let posts: [PostOp; R] =
+            std::array::from_fn(|r| epilogue.channel(bias, (first + b * R + r).min(p.c_out - 1)));
+        let in_registers = posts[0].act.is_none();
+        let relu = posts[0].relu;
+        let fold = in_registers && posts[0].affine.is_some();
+        let b0: [f32; R] = std::array::from_fn(|r| match posts[r].bias {
+            Some(v) if r < live => v,
+            _ => 0.0,
+        });
         let (mut f_scale, mut f_shift) = ([1.0f32; R], [0.0f32; R]);
-        if let Some((scale, shift)) = epilogue.affine {
-            let c0 = first + b * R;
-            f_scale[..live].copy_from_slice(&scale[c0..c0 + live]);
-            f_shift[..live].copy_from_slice(&shift[c0..c0 + live]);
+        for (r, post) in posts.iter().enumerate().take(live) {
+            if let Some((m, s)) = post.affine {
+                (f_scale[r], f_shift[r]) = (m, s);
+            }
         }
         // LOOP over output rows
         for oy in 0..oh {
@@ -263,13 +261,12 @@ unsafe fn blocks<S: Simd, const V: usize>(
                     }
                 }
                 if in_registers {
-                    let fold = epilogue.affine.is_some();
                     for (r, a) in acc.iter_mut().enumerate() {
                         // SAFETY: `S`'s features; the splats read single floats.
                         let (m, s) = unsafe { (S::splat(&f_scale[r]), S::splat(&f_shift[r])) };
                         for a in a.iter_mut() {
                             if fold {
-                                // SAFETY: `S`'s features. Two roundings, as `apply`.
+                                // SAFETY: `S`'s features. Two roundings, as `PostOp::apply`.
                                 *a = unsafe { S::add(S::mul(*a, m), s) };
                             }
                             if relu {
@@ -298,7 +295,13 @@ unsafe fn blocks<S: Simd, const V: usize>(
             }
         }
         if !in_registers {
-            apply(epilogue, first + b * R, y.chunks_exact_mut(plane));
+            for (post, row) in posts.iter().zip(y.chunks_exact_mut(plane)) {
+                PostOp {
+                    bias: None,
+                    ..*post
+                }
+                .apply(row);
+            }
         }
     }
 }
@@ -307,8 +310,8 @@ unsafe fn blocks<S: Simd, const V: usize>(
 mod tests {
     use super::*;
     use crate::ops::activation::Activation;
-    use crate::ops::conv2d::conv2d_fused;
-    use crate::ops::conv2d::tests::naive;
+    use crate::ops::conv::im2col;
+    use crate::ops::conv::tests::naive;
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
 
@@ -412,15 +415,15 @@ mod tests {
             out
         };
         let mut separate = run(1, Epilogue::default());
-        apply(epilogue, 0, separate.chunks_exact_mut(1024).take(30));
-        apply(epilogue, 0, separate.chunks_exact_mut(1024).skip(30));
+        epilogue.apply(0, separate.chunks_exact_mut(1024).take(30));
+        epilogue.apply(0, separate.chunks_exact_mut(1024).skip(30));
         let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for threads in [1, 2, 3] {
             assert_eq!(bits(&run(threads, epilogue)), bits(&separate), "{threads}");
         }
         // And the im2col path agrees within rounding.
         let mut want = vec![0.0; 2 * p.out_len()];
-        conv2d_fused(
+        im2col::conv2d(
             &p,
             2,
             &x,

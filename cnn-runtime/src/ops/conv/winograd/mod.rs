@@ -13,13 +13,16 @@
 //!   `G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1⁄24 1⁄12 ⅙; 1⁄24 −1⁄12 ⅙; 0 0 1]`,
 //!   `Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]`.
 //!
-//! The transforms are written out term by term, without multiplications by zero.
+//! The transforms (`transform.rs`) are written out term by term, without multiplications by
+//! zero; this file holds the sizes, the tile choice and the driver.
 
-use super::conv2d::{apply, Conv2dParams, Epilogue};
-use crate::gemm::Simd;
+mod transform;
+
+use self::transform::{transform_input, transform_output, transform_weights_for};
+use super::{Conv2dParams, Epilogue};
 use crate::simd::multiversion;
 
-/// Whether [`conv2d`](super::conv2d::conv2d_fused) runs `p` with Winograd: a 3×3 kernel,
+/// Whether `p` runs with Winograd ([`Algorithm::Winograd`](super::Algorithm::Winograd)): a 3×3 kernel,
 /// stride 1, no dilation, one group, and enough channels and tiles for the transforms to pay.
 pub const fn applies(p: &Conv2dParams) -> bool {
     p.kernel[0] == 3
@@ -82,24 +85,8 @@ const fn scratch_len_for(m: usize, p: &Conv2dParams) -> usize {
 }
 
 /// [`weight_len`] with output tiles of side `m`.
-const fn weight_len_for(m: usize, p: &Conv2dParams) -> usize {
+pub(super) const fn weight_len_for(m: usize, p: &Conv2dParams) -> usize {
     positions(m) * p.c_in * p.c_out
-}
-
-/// `G` of F(m×m, 3×3) applied to the 3 values `g`, in f64: α values.
-fn g_times(m: usize, [a, b, c]: [f64; 3]) -> [f64; 6] {
-    if m == 2 {
-        [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c, 0.0, 0.0]
-    } else {
-        [
-            a / 4.0,
-            -(a + b + c) / 6.0,
-            -(a - b + c) / 6.0,
-            a / 24.0 + b / 12.0 + c / 6.0,
-            a / 24.0 - b / 12.0 + c / 6.0,
-            c,
-        ]
-    }
 }
 
 /// `U = G g Gᵀ` for every filter (computed in f64), laid out `[α², c_in, c_out]` (the GEMMs'
@@ -110,29 +97,7 @@ pub fn transform_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
     transform_weights_for(out_tile(p), p, weight)
 }
 
-fn transform_weights_for(m: usize, p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
-    let (c_in, c_out, a) = (p.c_in, p.c_out, m + 2);
-    let mut u = vec![0.0f32; weight_len_for(m, p)];
-    for o in 0..c_out {
-        for c in 0..c_in {
-            let g = &weight[(o * c_in + c) * 9..(o * c_in + c + 1) * 9];
-            let g = |i: usize, j: usize| f64::from(g[i * 3 + j]);
-            // G g: α×3, G applied to each column of the filter.
-            let cols: [[f64; 6]; 3] =
-                std::array::from_fn(|j| g_times(m, [g(0, j), g(1, j), g(2, j)]));
-            for i in 0..a {
-                // (G g) Gᵀ: G applied to row i of G g.
-                let row = g_times(m, [cols[0][i], cols[1][i], cols[2][i]]);
-                for (j, &v) in row.iter().take(a).enumerate() {
-                    u[((i * a + j) * c_in + c) * c_out + o] = v as f32;
-                }
-            }
-        }
-    }
-    u
-}
-
-/// The convolution of [`conv2d_fused`](super::conv2d::conv2d_fused) for a `p` where
+/// The convolution of [`im2col::conv2d`](super::im2col::conv2d) for a `p` where
 /// [`applies`] holds, with transformed weights `u` from [`transform_weights`].
 ///
 /// Each sample goes channel-last, then through blocks of whole tile rows: input transform,
@@ -142,7 +107,7 @@ fn transform_weights_for(m: usize, p: &Conv2dParams, weight: &[f32]) -> Vec<f32>
 ///
 /// # Panics
 /// If a slice is shorter than its layout.
-#[allow(clippy::too_many_arguments)] // conv2d_fused's arguments
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the epilogue
 pub fn conv2d(
     p: &Conv2dParams,
     n: usize,
@@ -187,6 +152,7 @@ fn conv2d_with(
     let (th, tw) = (oh.div_ceil(m_t), ow.div_ceil(m_t));
     let t = th * tw;
     let len = scratch_len_for(m_t, p);
+    epilogue.check(c_out);
     assert!(
         u.len() >= weight_len_for(m_t, p),
         "winograd weights too short"
@@ -264,7 +230,7 @@ fn conv2d_with(
         let yt = &*yt;
         crate::threads::for_each(threads, planes, |i, y_part| {
             to_channels_first(yt, c_out, i * per, y_part);
-            apply(epilogue, i * per, y_part.chunks_exact_mut(oh * ow));
+            epilogue.apply(i * per, y_part.chunks_exact_mut(oh * ow));
         });
     }
 }
@@ -324,274 +290,11 @@ fn to_channels_first(yt: &[f32], c: usize, first: usize, y: &mut [f32]) {
 }
 }
 
-/// Runs `$body::<S, m>(args…, c0, c1)` over channels `0..$c`: whole vectors of the best
-/// instruction set, then the remaining channels one at a time, each inside a function compiled
-/// for that instruction set.
-macro_rules! by_vectors {
-    ($body:ident::<$m:literal>, $c:expr, ($($arg:ident: $ty:ty),*)) => {{
-        let c: usize = $c;
-        crate::simd::with_simd!(S => {
-            // Whole vectors (`S::LANES` is a power of two; 1 for `Scalar`).
-            let whole = c & !(S::LANES - 1);
-            // SAFETY: `with_simd!` runs this body only where the CPU has `S`'s features.
-            unsafe { $body::<S, $m>($($arg,)* 0, whole) };
-            // SAFETY: `Scalar` needs no CPU feature.
-            unsafe { $body::<crate::gemm::Scalar, $m>($($arg,)* whole, c) };
-        }, ($($arg: $ty,)* c: usize))
-    }};
-}
-
-/// `Bᵀ d` for one column `d` of an α×α input tile (α = m + 2; entries past α unused).
-///
-/// # Safety
-/// The CPU has `S`'s features.
-#[inline(always)]
-unsafe fn bt<S: Simd>(m: usize, d: [S::V; 6]) -> [S::V; 6] {
-    // SAFETY: the caller guarantees `S`'s features.
-    unsafe {
-        if m == 2 {
-            [
-                S::sub(d[0], d[2]),
-                S::add(d[1], d[2]),
-                S::sub(d[2], d[1]),
-                S::sub(d[1], d[3]),
-                d[4],
-                d[5],
-            ]
-        } else {
-            let (four, five, two) = (S::splat(&4.0), S::splat(&5.0), S::splat(&2.0));
-            // 4·d0 − 5·d2 + d4; ∓4·(d1 ± ...) etc., with shared terms.
-            let t42 = S::sub(d[4], S::mul(four, d[2])); // d4 − 4·d2
-            let t31 = S::sub(d[3], S::mul(four, d[1])); // d3 − 4·d1
-            let u42 = S::sub(d[4], d[2]); // d4 − d2
-            let u31 = S::mul(two, S::sub(d[3], d[1])); // 2·(d3 − d1)
-            [
-                S::add(S::sub(S::mul(four, d[0]), S::mul(five, d[2])), d[4]),
-                S::add(t42, t31),
-                S::sub(t42, t31),
-                S::add(u42, u31),
-                S::sub(u42, u31),
-                S::add(S::sub(S::mul(four, d[1]), S::mul(five, d[3])), d[5]),
-            ]
-        }
-    }
-}
-
-/// `Aᵀ v` for one column `v` of α products (α = m + 2): m values (entries past m unused).
-///
-/// # Safety
-/// The CPU has `S`'s features.
-#[inline(always)]
-unsafe fn at<S: Simd>(m: usize, v: [S::V; 6]) -> [S::V; 4] {
-    // SAFETY: the caller guarantees `S`'s features.
-    unsafe {
-        if m == 2 {
-            [
-                S::add(S::add(v[0], v[1]), v[2]),
-                S::sub(S::sub(v[1], v[2]), v[3]),
-                v[0],
-                v[0],
-            ]
-        } else {
-            let (two, four, eight) = (S::splat(&2.0), S::splat(&4.0), S::splat(&8.0));
-            let (s12, d12) = (S::add(v[1], v[2]), S::sub(v[1], v[2]));
-            let (s34, d34) = (S::add(v[3], v[4]), S::sub(v[3], v[4]));
-            [
-                S::add(S::add(v[0], s12), s34),
-                S::add(d12, S::mul(two, d34)),
-                S::add(s12, S::mul(four, s34)),
-                S::add(S::add(d12, S::mul(eight, d34)), v[5]),
-            ]
-        }
-    }
-}
-
-/// `V[ξ, t, c] = (Bᵀ d B)[ξ]` for the α×α tile `d` of channel `c` at tile `t` of tile rows
-/// `ty0..ty1` (zero outside the input), from the channel-last input `xt: [H, W, C]`.
-fn transform_input(m: usize, p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]) {
-    if m == 2 {
-        by_vectors!(input_tiles::<2>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
-    } else {
-        by_vectors!(input_tiles::<4>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
-    }
-}
-
-/// [`transform_input`] for channels `c0..c1`, `S::LANES` at a time (`c1 − c0` a multiple).
-///
-/// # Safety
-/// The CPU has `S`'s features.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)] // transform_input's arguments and the channel range
-unsafe fn input_tiles<S: Simd, const M: usize>(
-    p: &Conv2dParams,
-    xt: &[f32],
-    ty0: usize,
-    ty1: usize,
-    v: &mut [f32],
-    c0: usize,
-    c1: usize,
-) {
-    let [h, w] = p.in_hw;
-    let [ph, pw] = p.padding;
-    let (m, a) = (M, M + 2);
-    let tw = p.out_hw[1].div_ceil(m);
-    let (c_in, t_all) = (p.c_in, (ty1 - ty0) * tw);
-    let n = S::LANES;
-    // SAFETY: the caller guarantees `S`'s features. (And in every block below; each pointer
-    // there comes from a slice bounds-checked to hold the `LANES` floats accessed.)
-    let zero = unsafe { S::zero() };
-    // LOOP over tiles
-    for ty in ty0..ty1 {
-        for tx in 0..tw {
-            let t = (ty - ty0) * tw + tx;
-            // LOOP over vectors of channels
-            for c in (c0..c1).step_by(n) {
-                // d[j][i]: column j, row i of the tile
-                let mut d = [[zero; 6]; 6];
-                for i in 0..a {
-                    let iy = (m * ty + i).wrapping_sub(ph);
-                    if iy >= h {
-                        continue;
-                    }
-                    for (j, col) in d.iter_mut().enumerate().take(a) {
-                        let ix = (m * tx + j).wrapping_sub(pw);
-                        if ix < w {
-                            let at = (iy * w + ix) * c_in + c;
-                            // SAFETY: see above.
-                            col[i] = unsafe { S::load(xt[at..at + n].as_ptr()) };
-                        }
-                    }
-                }
-                // Bᵀ d, column by column; then rows of (Bᵀ d) times B
-                let mut bd = [[zero; 6]; 6];
-                for (j, col) in d.iter().enumerate().take(a) {
-                    // SAFETY: see above.
-                    let r = unsafe { bt::<S>(m, *col) };
-                    for i in 0..a {
-                        bd[i][j] = r[i];
-                    }
-                }
-                for (i, row) in bd.iter().enumerate().take(a) {
-                    // SAFETY: see above.
-                    let r = unsafe { bt::<S>(m, *row) };
-                    for (j, &val) in r.iter().enumerate().take(a) {
-                        let at = ((i * a + j) * t_all + t) * c_in + c;
-                        // SAFETY: see above.
-                        unsafe { S::store(v[at..at + n].as_mut_ptr(), val) };
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `yt[m·ty + i, m·tx + j, o] = bias[o] + (Aᵀ M A)[i, j]` with `M[ξ] = M[ξ, t, o]` for the
-/// tiles of tile rows `ty0..ty1`, clipped to the output (`yt` is channel-last
-/// `[OH, OW, c_out]` from output row `m·ty0` on).
-fn transform_output(
-    m: usize,
-    p: &Conv2dParams,
-    prods: &[f32],
-    ty0: usize,
-    ty1: usize,
-    bias: Option<&[f32]>,
-    yt: &mut [f32],
-) {
-    if m == 2 {
-        by_vectors!(
-            output_tiles::<2>,
-            p.c_out,
-            (p: &Conv2dParams, prods: &[f32], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
-        )
-    } else {
-        by_vectors!(
-            output_tiles::<4>,
-            p.c_out,
-            (p: &Conv2dParams, prods: &[f32], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
-        )
-    }
-}
-
-/// [`transform_output`] for channels `o0..o1`, `S::LANES` at a time (`o1 − o0` a multiple).
-///
-/// # Safety
-/// The CPU has `S`'s features.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)] // transform_output's arguments and the channel range
-unsafe fn output_tiles<S: Simd, const M: usize>(
-    p: &Conv2dParams,
-    prods: &[f32],
-    ty0: usize,
-    ty1: usize,
-    bias: Option<&[f32]>,
-    yt: &mut [f32],
-    o0: usize,
-    o1: usize,
-) {
-    let [oh, ow] = p.out_hw;
-    let (m, a) = (M, M + 2);
-    let tw = ow.div_ceil(m);
-    let (c_out, t_all) = (p.c_out, (ty1 - ty0) * tw);
-    let n = S::LANES;
-    // SAFETY: the caller guarantees `S`'s features. (And in every block below; each pointer
-    // there comes from a slice bounds-checked to hold the `LANES` floats accessed.)
-    let zero = unsafe { S::zero() };
-    // LOOP over tiles
-    for ty in ty0..ty1 {
-        for tx in 0..tw {
-            let t = (ty - ty0) * tw + tx;
-            // LOOP over vectors of output channels
-            for o in (o0..o1).step_by(n) {
-                // e[j][i]: column j, row i of the α×α products
-                let mut e = [[zero; 6]; 6];
-                for i in 0..a {
-                    for (j, col) in e.iter_mut().enumerate().take(a) {
-                        let at = ((i * a + j) * t_all + t) * c_out + o;
-                        // SAFETY: see above.
-                        col[i] = unsafe { S::load(prods[at..at + n].as_ptr()) };
-                    }
-                }
-                let bv = match bias {
-                    // SAFETY: see above.
-                    Some(b) => unsafe { S::load(b[o..o + n].as_ptr()) },
-                    None => zero,
-                };
-                // Aᵀ e, column by column: m×α; then rows of that times A: m×m
-                let mut ae = [[zero; 6]; 4];
-                for (j, col) in e.iter().enumerate().take(a) {
-                    // SAFETY: see above.
-                    let r = unsafe { at::<S>(m, *col) };
-                    for i in 0..m {
-                        ae[i][j] = r[i];
-                    }
-                }
-                for (i, row) in ae.iter().enumerate().take(m) {
-                    if m * ty + i >= oh {
-                        break;
-                    }
-                    let oy = m * (ty - ty0) + i;
-                    // SAFETY: see above.
-                    let r = unsafe { at::<S>(m, *row) };
-                    for (j, &val) in r.iter().enumerate().take(m) {
-                        let ox = m * tx + j;
-                        if ox >= ow {
-                            break;
-                        }
-                        let at = (oy * ow + ox) * c_out + o;
-                        // SAFETY: see above.
-                        unsafe { S::store(yt[at..at + n].as_mut_ptr(), S::add(bv, val)) };
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::activation::Activation;
-    use crate::ops::conv2d::conv2d_fused;
+    use crate::ops::conv::im2col;
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
 
@@ -665,7 +368,7 @@ mod tests {
                 act: Some(Activation::Tanh),
             };
             let mut want = vec![f32::NAN; n * p.out_len()];
-            conv2d_fused(
+            im2col::conv2d(
                 &p,
                 n,
                 &x,
