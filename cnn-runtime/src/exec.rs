@@ -7,6 +7,7 @@ use crate::ops::activation::{self, Activation};
 use crate::ops::batchnorm;
 use crate::ops::conv::{self, Epilogue};
 use crate::ops::pool::{self, Pool2dParams};
+use crate::tuning::{CHUNK, POOL_MIN_MACS, POOL_MIN_SPLIT};
 use crate::Error;
 
 /// A batch in flight: the current activations `[n, …]` and the buffers the next layer writes.
@@ -193,7 +194,7 @@ impl Exec {
         let out_plane = params.out_hw[0] * params.out_hw[1];
         let planes = n * params.channels;
         self.step(params.out_len(), |x, y, _| {
-            if threads < 2 || planes < 2 || planes * in_plane < MIN_POOL_SPLIT {
+            if threads < 2 || planes < 2 || planes * in_plane < POOL_MIN_SPLIT {
                 pool::pool2d(params, n, x, y);
                 return;
             }
@@ -251,14 +252,6 @@ impl Default for Exec {
         Self::new()
     }
 }
-
-/// Input elements below which a pooling layer stays on one thread.
-const MIN_POOL_SPLIT: usize = 1 << 17;
-
-/// Samples one worker pushes through the network at a time: large enough for efficient GEMMs,
-/// small enough that the activations of the widest layer stay in cache-sized buffers and memory
-/// does not grow with the batch.
-pub const CHUNK: usize = 8;
 
 /// Element counts of the buffers [`run_into`] uses for one chunk: a model's
 /// `Model::WORKSPACE`, computed by the macro from the planned shapes.
@@ -491,11 +484,6 @@ pub fn run_batch(
     }
 }
 
-/// Multiply-accumulates of a single-chunk call below which [`run_batch`] stays on the calling
-/// thread rather than hand the chunk to the worker pool. Measured: `mobile` (5.5 M) at batch 1
-/// took 0.23 ms through the pool against 0.18 ms on the caller; `vgg` (150 M) gains from it.
-pub const POOL_MIN_MACS: usize = 20_000_000;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,7 +614,7 @@ mod tests {
                 in_hw,
                 out_hw,
             };
-            assert!(2 * p.in_len() >= MIN_POOL_SPLIT, "the case must be split");
+            assert!(2 * p.in_len() >= POOL_MIN_SPLIT, "the case must be split");
             let x = Array4::from_shape_vec((2, 97, 37, 41), rand_vec(2 * p.in_len(), 4)).unwrap();
             let run = |threads: usize| {
                 let mut e = Exec::from_view(x.view(), [97, 37, 41]).unwrap();

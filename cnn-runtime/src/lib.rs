@@ -19,6 +19,7 @@ mod simd;
 #[cfg(test)]
 mod test_util;
 mod threads;
+mod tuning;
 pub mod weights;
 
 pub use error::Error;

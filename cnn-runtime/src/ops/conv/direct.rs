@@ -10,20 +10,18 @@
 
 use super::{Conv2dParams, Epilogue, PostOp};
 use crate::gemm::Simd;
+use crate::tuning::{DIRECT_MAX_C_IN, DIRECT_MIN_MACS_PER_SPLIT};
 
 /// Output channels per register block.
 pub const R: usize = 8;
 /// Output columns per vector.
 const LANES: usize = 16;
-/// Most input channels the direct kernel takes: beyond that im2col + GEMM (or Winograd) has
-/// enough work per im2col element.
-const MAX_C_IN: usize = 8;
 
 /// Whether `p` runs directly ([`Algorithm::Direct`](super::Algorithm::Direct)): one group of at
 /// most 8 input channels, no dilation, a kernel larger than 1×1 no wider than 16, stride ≤ 4.
 pub const fn applies(p: &Conv2dParams) -> bool {
     p.groups == 1
-        && p.c_in <= MAX_C_IN
+        && p.c_in <= DIRECT_MAX_C_IN
         && p.dilation[0] == 1
         && p.dilation[1] == 1
         && (p.kernel[0] > 1 || p.kernel[1] > 1)
@@ -97,7 +95,7 @@ pub fn conv2d(
     phases.fill(0.0);
     let plane = p.out_hw[0] * p.out_hw[1];
     let blocks = p.c_out.div_ceil(R);
-    let parts = if p.macs() >= MIN_MACS_PER_SPLIT {
+    let parts = if p.macs() >= DIRECT_MIN_MACS_PER_SPLIT {
         threads.clamp(1, blocks)
     } else {
         1
@@ -120,9 +118,6 @@ pub fn conv2d(
         });
     }
 }
-
-/// Multiply-accumulates below which a layer stays on one thread.
-const MIN_MACS_PER_SPLIT: usize = 1 << 20;
 
 crate::simd::multiversion! {
 /// Fills `phases` (see [`scratch_len`]) from one sample `x: [C, H, W]`, zero in the padding,
@@ -387,7 +382,10 @@ mod tests {
             in_hw: [64, 64],
             out_hw: [32, 32],
         };
-        assert!(p.macs() >= MIN_MACS_PER_SPLIT, "the case must be split");
+        assert!(
+            p.macs() >= DIRECT_MIN_MACS_PER_SPLIT,
+            "the case must be split"
+        );
         let x = rand_vec(2 * p.in_len(), 1);
         let wt = rand_vec(p.c_out * p.fan_in(), 2);
         let b = rand_vec(p.c_out, 3);

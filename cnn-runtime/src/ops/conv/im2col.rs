@@ -3,6 +3,7 @@
 
 use super::{Conv2dParams, Epilogue};
 use crate::simd::multiversion;
+use crate::tuning::{MIN_MACS_PER_SPLIT, MIN_ROWS_PER_THREAD};
 
 /// Scratch elements of one sample's im2col matrix `[C/G·KH·KW, OH·OW]`, 0 when [`skips`].
 pub const fn scratch_len(p: &Conv2dParams) -> usize {
@@ -109,11 +110,6 @@ pub fn conv2d(
         }
     }
 }
-
-/// Output channels below which a convolution is not split across threads.
-const MIN_ROWS_PER_THREAD: usize = 8;
-/// Multiply-accumulates below which a thread costs more than it saves.
-const MIN_MACS_PER_SPLIT: usize = 4 << 20;
 
 multiversion! {
 /// Unfolds one group of one sample, `x: [C/G, H, W]`, into `cols: [C/G·KH·KW, OH·OW]`:

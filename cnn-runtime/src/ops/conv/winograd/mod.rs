@@ -1,7 +1,8 @@
 //! 3×3 stride-1 convolution by Winograd's minimal filtering F(m×m, 3×3): each m×m output tile
 //! comes from an α×α input tile (α = m + 2) with α² multiplications per (input, output) channel
 //! pair instead of 9m², as α² GEMMs over all tiles. F(4×4, 3×3) (36 products for 16 outputs,
-//! 4× fewer multiplies than direct) runs layers whose outputs are at least [`F4_MIN_SIDE`] on
+//! 4× fewer multiplies than direct) runs layers whose outputs are at least
+//! [`WINOGRAD_F4_MIN_SIDE`](crate::tuning::WINOGRAD_F4_MIN_SIDE) on
 //! a side; smaller ones use F(2×2, 3×3) (16 for 4, 2.25×), whose tiles waste less at the edges.
 //!
 //! `Y = Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A` with `d` an input tile and `g` a filter:
@@ -21,6 +22,11 @@ mod transform;
 use self::transform::{transform_input, transform_output, transform_weights_for};
 use super::{Conv2dParams, Epilogue};
 use crate::simd::multiversion;
+use crate::tuning::{
+    winograd_out_tile, LAYOUT_BLOCK, MIN_MACS_PER_SPLIT, WINOGRAD_BLOCK_BYTES,
+    WINOGRAD_MIN_BLOCK_TILES, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIDE,
+    WINOGRAD_MIN_TILES_PER_BLOCK,
+};
 
 /// Whether `p` runs with Winograd ([`Algorithm::Winograd`](super::Algorithm::Winograd)): a 3×3 kernel,
 /// stride 1, no dilation, one group, and enough channels and tiles for the transforms to pay.
@@ -32,22 +38,15 @@ pub const fn applies(p: &Conv2dParams) -> bool {
         && p.dilation[0] == 1
         && p.dilation[1] == 1
         && p.groups == 1
-        && p.c_in >= 16
-        && p.c_out >= 16
-        && p.out_hw[0] >= 4
-        && p.out_hw[1] >= 4
+        && p.c_in >= WINOGRAD_MIN_CHANNELS
+        && p.c_out >= WINOGRAD_MIN_CHANNELS
+        && p.out_hw[0] >= WINOGRAD_MIN_SIDE
+        && p.out_hw[1] >= WINOGRAD_MIN_SIDE
 }
 
-/// Output sides from which a layer uses F(4×4, 3×3).
-pub const F4_MIN_SIDE: usize = 12;
-
-/// The output tile side m of `p`: 4 when both output sides are at least [`F4_MIN_SIDE`], else 2.
+/// The output tile side m of `p`, 4 or 2 (see [`winograd_out_tile`]).
 pub const fn out_tile(p: &Conv2dParams) -> usize {
-    if p.out_hw[0] >= F4_MIN_SIDE && p.out_hw[1] >= F4_MIN_SIDE {
-        4
-    } else {
-        2
-    }
+    winograd_out_tile(p.out_hw)
 }
 
 /// Products per tile: α² with α = m + 2.
@@ -169,13 +168,13 @@ fn conv2d_with(
     // Tile rows per block: the block's transformed input and products fit the cache budget,
     // and with threads every thread gets a block.
     let row_bytes = xis * tw * (c_in + c_out) * std::mem::size_of::<f32>();
-    let mut rows = (BLOCK_BYTES / row_bytes)
-        .max(MIN_BLOCK_TILES.div_ceil(tw))
+    let mut rows = (WINOGRAD_BLOCK_BYTES / row_bytes)
+        .max(WINOGRAD_MIN_BLOCK_TILES.div_ceil(tw))
         .clamp(1, th);
     if threads > 1 {
         rows = rows.min(th.div_ceil(threads));
     }
-    let split_tiles = threads == 1 || rows * tw >= MIN_TILES_PER_BLOCK;
+    let split_tiles = threads == 1 || rows * tw >= WINOGRAD_MIN_TILES_PER_BLOCK;
     let (v_block, m_block) = (xis * rows * tw * c_in, xis * rows * tw * c_out);
     // LOOP over samples
     for (x, y) in input
@@ -235,28 +234,14 @@ fn conv2d_with(
     }
 }
 
-/// Bytes of transformed input and products per block of tile rows: about half of L2.
-const BLOCK_BYTES: usize = 512 << 10;
-/// Tiles a block has at least (when the sample has them), however wide the channels: fewer
-/// rows make the GEMMs too short to pay for streaming their B operands.
-const MIN_BLOCK_TILES: usize = 48;
-/// Tiles below which a block is too short a GEMM for a thread of its own.
-const MIN_TILES_PER_BLOCK: usize = 32;
-/// Multiply-accumulates below which a layer stays on one thread.
-const MIN_MACS_PER_SPLIT: usize = 4 << 20;
-
-/// Positions per block of the layout changes: a block's rows of the channel-last side stay in
-/// L1 while every channel visits them.
-const T_BLOCK: usize = 16;
-
 multiversion! {
 /// Positions `first..first + xt.len() / C` of `[C, H·W]` (`hw` = H·W) into `xt: [·, C]`, in
-/// blocks of [`T_BLOCK`] positions.
+/// blocks of [`LAYOUT_BLOCK`] positions.
 fn to_channels_last(x: &[f32], hw: usize, c: usize, first: usize, xt: &mut [f32]) {
     let len = xt.len() / c;
     // LOOP over blocks of positions
-    for (b, block) in xt.chunks_mut(T_BLOCK * c).enumerate() {
-        let i0 = first + b * T_BLOCK;
+    for (b, block) in xt.chunks_mut(LAYOUT_BLOCK * c).enumerate() {
+        let i0 = first + b * LAYOUT_BLOCK;
         let rows = block.len() / c;
         // LOOP over channels: one contiguous run of the plane into a column of the block
         for (ch, plane) in x.chunks_exact(hw).take(c).enumerate() {
@@ -271,13 +256,13 @@ fn to_channels_last(x: &[f32], hw: usize, c: usize, first: usize, xt: &mut [f32]
 
 multiversion! {
 /// Channels `first..` of `yt: [H·W, C]` into `y: [·, H·W]` (as many channels as `y` holds),
-/// in blocks of [`T_BLOCK`] positions.
+/// in blocks of [`LAYOUT_BLOCK`] positions.
 fn to_channels_first(yt: &[f32], c: usize, first: usize, y: &mut [f32]) {
     let hw = yt.len() / c;
     let channels = y.len() / hw;
     // LOOP over blocks of positions
-    for i0 in (0..hw).step_by(T_BLOCK) {
-        let rows = T_BLOCK.min(hw - i0);
+    for i0 in (0..hw).step_by(LAYOUT_BLOCK) {
+        let rows = LAYOUT_BLOCK.min(hw - i0);
         let block = &yt[i0 * c..(i0 + rows) * c];
         // LOOP over channels: a column of the block into one contiguous run of the plane
         for ch in 0..channels {
@@ -312,7 +297,7 @@ mod tests {
             out_hw: [side, side],
         };
         assert_eq!(out_tile(&p(8)), 2);
-        assert_eq!(out_tile(&p(F4_MIN_SIDE)), 4);
+        assert_eq!(out_tile(&p(crate::tuning::WINOGRAD_F4_MIN_SIDE)), 4);
         assert_eq!(tiles(&p(13)), 16);
         assert_eq!(weight_len(&p(32)), 36 * 16 * 16);
         assert_eq!(
