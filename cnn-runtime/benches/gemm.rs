@@ -10,8 +10,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use cnn_runtime::__private::kernels::{im2col, Epilogue};
+use cnn_runtime::__private::Conv2dParams;
 use cnn_runtime::ndarray::{linalg::general_mat_mul, Array2};
-use cnn_runtime::ops::conv::{im2col, Conv2dParams, Epilogue};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// `(M, K, N)`: vgg's six im2col convolutions, stem224's three, then the GEMMs of Winograd

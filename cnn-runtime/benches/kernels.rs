@@ -24,12 +24,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use cnn_runtime::ops::activation::{activation, Activation};
-use cnn_runtime::ops::batchnorm::{batchnorm, BatchNormParams};
-use cnn_runtime::ops::conv::{depthwise, direct, im2col, winograd, Conv2dParams, Epilogue};
-use cnn_runtime::ops::linear::{linear, LinearParams};
-use cnn_runtime::ops::pool::{pool2d, Pool2dParams, PoolKind};
-use cnn_runtime::shape::out_len;
+use cnn_runtime::__private::kernels::{
+    activation, batchnorm, depthwise, direct, im2col, linear, out_len, pool2d, winograd, Epilogue,
+};
+use cnn_runtime::__private::{
+    Activation, BatchNormParams, Conv2dParams, LinearParams, Pool2dParams, PoolKind,
+};
 use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,

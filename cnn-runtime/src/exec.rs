@@ -32,7 +32,8 @@ impl Exec {
     ///
     /// # Errors
     /// [`Error::InputShape`] when C, H, W differ from `chw`.
-    pub fn from_view(x: ArrayView4<'_, f32>, chw: [usize; 3]) -> Result<Self, Error> {
+    #[cfg(test)]
+    fn from_view(x: ArrayView4<'_, f32>, chw: [usize; 3]) -> Result<Self, Error> {
         let n = batch_size(x, chw)?;
         let cur = match x.as_slice() {
             Some(s) => s.to_vec(),
@@ -41,13 +42,8 @@ impl Exec {
         Ok(Self::with_data(n, cur))
     }
 
-    /// An executor with no data yet; [`Exec::load`] fills it.
-    pub fn new() -> Self {
-        Self::with_data(0, Vec::new())
-    }
-
     /// Replaces the current batch with a copy of `x` (any strides), keeping the buffers.
-    pub fn load(&mut self, x: ArrayView4<'_, f32>) {
+    fn load(&mut self, x: ArrayView4<'_, f32>) {
         self.n = x.shape()[0];
         self.len = x.len();
         // Never shorten the buffer: a later layer would pay to zero it again on growth.
@@ -78,13 +74,8 @@ impl Exec {
         }
     }
 
-    /// The batch size.
-    pub fn batch(&self) -> usize {
-        self.n
-    }
-
     /// The current activations, `[n, …]` row-major.
-    pub fn output(&self) -> &[f32] {
+    fn output(&self) -> &[f32] {
         &self.cur[..self.len]
     }
 
@@ -248,8 +239,9 @@ impl Exec {
 }
 
 impl Default for Exec {
+    /// An executor with no data yet; [`Exec::load`] fills it.
     fn default() -> Self {
-        Self::new()
+        Self::with_data(0, Vec::new())
     }
 }
 
@@ -266,7 +258,7 @@ pub struct WorkspaceLayout {
 }
 
 impl WorkspaceLayout {
-    /// Bytes of a [`Workspace`] with this layout: two activation buffers of [`CHUNK`] samples
+    /// Bytes of a [`Workspace`] with this layout: two activation buffers of `CHUNK` (8) samples
     /// (ping-pong), one scratch buffer and the fused batch-norm coefficients.
     pub const fn bytes(&self) -> usize {
         4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels)
@@ -409,12 +401,12 @@ impl BatchOutput {
     }
 }
 
-/// Runs `run` over a batch in chunks of [`CHUNK`] samples, split over [`crate::num_threads`]
+/// Runs `run` over a batch in chunks of `CHUNK` (8) samples, split over [`crate::num_threads`]
 /// threads of a persistent worker pool, writing each chunk's result into one output buffer.
 /// Peak memory beyond the input and output is one executor per thread, independent of N.
 ///
 /// With fewer chunks than threads, the spare threads split single layers instead; a batch
-/// whose work is below [`POOL_MIN_MACS`] (`macs` per sample) runs on the calling thread, where
+/// whose work is below `POOL_MIN_MACS` (`macs` per sample) runs on the calling thread, where
 /// waking a worker would cost more than it saves. With `whole_batch` (a network with batch
 /// statistics, whose result depends on every sample) the batch runs as one piece.
 ///

@@ -18,9 +18,9 @@ use crate::Error;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
     /// The shape, fixed at compile time.
-    pub params: Conv2dParams,
+    pub(crate) params: Conv2dParams,
     /// The weight and bias.
-    pub filters: Filters,
+    pub(crate) filters: Filters,
 }
 
 impl Conv2d {
@@ -75,17 +75,17 @@ impl Conv2d {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNorm2d {
     /// The shape and options, fixed at compile time.
-    pub params: BatchNormParams,
+    pub(crate) params: BatchNormParams,
     /// The `state_dict` module index, for error messages.
-    pub index: usize,
+    pub(crate) index: usize,
     /// `[C]` scale, when affine.
-    pub weight: Option<Vec<f32>>,
+    pub(crate) weight: Option<Vec<f32>>,
     /// `[C]` shift, when affine.
-    pub bias: Option<Vec<f32>>,
+    pub(crate) bias: Option<Vec<f32>>,
     /// `[C]` running mean and variance, when tracking running statistics.
-    pub running: Option<(Vec<f32>, Vec<f32>)>,
+    pub(crate) running: Option<(Vec<f32>, Vec<f32>)>,
     /// Training steps PyTorch counted, kept for the round trip.
-    pub num_batches_tracked: Option<i64>,
+    pub(crate) num_batches_tracked: Option<i64>,
 }
 
 impl BatchNorm2d {
@@ -160,7 +160,7 @@ impl BatchNorm2d {
     /// # Errors
     /// [`Error::BatchStatistics`] when batch statistics are needed and there is only one value
     /// per channel (`n·H·W = 1`).
-    pub fn forward(&self, n: usize, x: &mut [f32]) -> Result<(), Error> {
+    pub(crate) fn forward(&self, n: usize, x: &mut [f32]) -> Result<(), Error> {
         let p = &self.params;
         if n == 0 {
             return Ok(());
@@ -190,11 +190,11 @@ impl BatchNorm2d {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Linear {
     /// The shape, fixed at compile time.
-    pub params: LinearParams,
+    pub(crate) params: LinearParams,
     /// `[out_features, in_features]` row-major.
-    pub weight: Vec<f32>,
+    pub(crate) weight: Vec<f32>,
     /// `[out_features]`, absent for `nobias`.
-    pub bias: Option<Vec<f32>>,
+    pub(crate) bias: Option<Vec<f32>>,
 }
 
 impl Linear {
@@ -240,7 +240,7 @@ impl Linear {
     }
 
     /// Runs the layer on a batch of `n` samples.
-    pub fn forward(&self, n: usize, input: &[f32], out: &mut [f32]) {
+    pub(crate) fn forward(&self, n: usize, input: &[f32], out: &mut [f32]) {
         linear::linear(
             &self.params,
             n,

@@ -146,7 +146,7 @@ pub enum Algorithm {
 /// `y = act(y·scale[o] + shift[o])`, a batch norm with running statistics and an activation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
-    /// `(scale, shift)` per output channel, from [`crate::ops::batchnorm::scale_shift`].
+    /// `(scale, shift)` per output channel, from `ops::batchnorm::scale_shift`.
     pub affine: Option<(&'a [f32], &'a [f32])>,
     /// An element-wise activation applied last.
     pub act: Option<Activation>,

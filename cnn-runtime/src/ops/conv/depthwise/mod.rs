@@ -1,5 +1,5 @@
 //! Depthwise convolution (`groups = c_in = c_out`): one filter per `[H, W]` plane, summed in
-//! registers, [`ROWS`] output rows × [`LANES`] output columns at a time.
+//! registers, `ROWS` (4) output rows × `LANES` (16) output columns at a time.
 
 mod scalar;
 mod simd;
@@ -57,7 +57,7 @@ pub fn conv2d(
 /// `first_plane` of the batch, followed by `epilogue`:
 /// `out[i, y, x] = act((bias[c] + Σ_{a,b} weight[c, 0, a, b] · input[i, y·SH − PH + a·DH, x·SW − PW + b·DW]) · scale[c] + shift[c])`
 /// with `c = (first_plane + i) mod c_out`, zero outside the input. Each output is rounded
-/// exactly as by the convolution alone followed by the epilogue's [`PostOp::apply`], and does
+/// exactly as by the convolution alone followed by the epilogue's `PostOp::apply`, and does
 /// not depend on how the batch is split into calls.
 ///
 /// + `input`: `[k, H, W]` row-major, planes `first_plane..first_plane + k` of `[N·C, H, W]`

@@ -2,7 +2,7 @@
 //! comes from an α×α input tile (α = m + 2) with α² multiplications per (input, output) channel
 //! pair instead of 9m², as α² GEMMs over all tiles. F(4×4, 3×3) (36 products for 16 outputs,
 //! 4× fewer multiplies than direct) runs layers whose outputs are at least
-//! [`WINOGRAD_F4_MIN_SIDE`](crate::tuning::WINOGRAD_F4_MIN_SIDE) on
+//! `tuning::WINOGRAD_F4_MIN_SIDE` (12) on
 //! a side; smaller ones use F(2×2, 3×3) (16 for 4, 2.25×), whose tiles waste less at the edges.
 //!
 //! `Y = Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A` with `d` an input tile and `g` a filter:
@@ -44,7 +44,7 @@ pub const fn applies(p: &Conv2dParams) -> bool {
         && p.out_hw[1] >= WINOGRAD_MIN_SIDE
 }
 
-/// The output tile side m of `p`, 4 or 2 (see [`winograd_out_tile`]).
+/// The output tile side m of `p`, 4 or 2 (see `tuning::winograd_out_tile`).
 pub const fn out_tile(p: &Conv2dParams) -> usize {
     winograd_out_tile(p.out_hw)
 }
@@ -54,11 +54,6 @@ const fn positions(m: usize) -> usize {
     (m + 2) * (m + 2)
 }
 
-/// Output tiles of one sample.
-pub const fn tiles(p: &Conv2dParams) -> usize {
-    tiles_for(out_tile(p), p)
-}
-
 /// Scratch elements for one sample: the transformed input `[α², T, c_in]`, the products
 /// `[α², T, c_out]`, and channel-last copies of the input `[H, W, c_in]` and output
 /// `[OH, OW, c_out]`.
@@ -66,12 +61,7 @@ pub const fn scratch_len(p: &Conv2dParams) -> usize {
     scratch_len_for(out_tile(p), p)
 }
 
-/// Elements of the transformed weights, `[α², c_in, c_out]`.
-pub const fn weight_len(p: &Conv2dParams) -> usize {
-    weight_len_for(out_tile(p), p)
-}
-
-/// [`tiles`] with output tiles of side `m`.
+/// Output tiles of one sample, with output tiles of side `m`.
 const fn tiles_for(m: usize, p: &Conv2dParams) -> usize {
     p.out_hw[0].div_ceil(m) * p.out_hw[1].div_ceil(m)
 }
@@ -83,7 +73,7 @@ const fn scratch_len_for(m: usize, p: &Conv2dParams) -> usize {
         + p.out_hw[0] * p.out_hw[1] * p.c_out
 }
 
-/// [`weight_len`] with output tiles of side `m`.
+/// Elements of the transformed weights, `[α², c_in, c_out]`, with output tiles of side `m`.
 pub(super) const fn weight_len_for(m: usize, p: &Conv2dParams) -> usize {
     positions(m) * p.c_in * p.c_out
 }
@@ -298,11 +288,11 @@ mod tests {
         };
         assert_eq!(out_tile(&p(8)), 2);
         assert_eq!(out_tile(&p(crate::tuning::WINOGRAD_F4_MIN_SIDE)), 4);
-        assert_eq!(tiles(&p(13)), 16);
-        assert_eq!(weight_len(&p(32)), 36 * 16 * 16);
+        assert_eq!(tiles_for(out_tile(&p(13)), &p(13)), 16);
+        assert_eq!(weight_len_for(out_tile(&p(32)), &p(32)), 36 * 16 * 16);
         assert_eq!(
             transform_weights(&p(32), &vec![0.5; 16 * 16 * 9]).len(),
-            weight_len(&p(32))
+            weight_len_for(4, &p(32))
         );
     }
 
