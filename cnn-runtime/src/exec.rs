@@ -486,6 +486,7 @@ mod tests {
     #[test]
     fn chunks_and_threads_do_not_change_the_result() {
         let layer = Linear::seeded(
+            0,
             LinearParams {
                 in_features: 12,
                 out_features: 5,
@@ -520,6 +521,7 @@ mod tests {
         use crate::ops::batchnorm::BatchNormParams;
         use crate::ops::conv::Conv2dParams;
         let conv = Conv2d::seeded(
+            0,
             Conv2dParams {
                 c_in: 4,
                 c_out: 6,
@@ -535,7 +537,8 @@ mod tests {
             &mut Rng::new(1),
         );
         for affine in [true, false] {
-            let mut bn = BatchNorm2d::new(
+            let mut bn = BatchNorm2d::seeded(
+                1,
                 BatchNormParams {
                     channels: 6,
                     hw: 21,
@@ -544,7 +547,7 @@ mod tests {
                     affine,
                     track_running_stats: true,
                 },
-                1,
+                &mut Rng::new(2),
             );
             let r = rand_vec(24, 9);
             bn.running = Some((

@@ -1,8 +1,13 @@
 //! Parameter holders of the weighted layers: the fields of a generated network struct.
 //!
-//! Each holder pairs a `const` descriptor computed by the `cnn!` macro with its tensors, loads
-//! and saves them under PyTorch `state_dict` keys (`{index}.weight`, …), and initialises them
-//! the way PyTorch does.
+//! Each holder pairs a `const` descriptor computed by the `cnn!` macro with its tensors and its
+//! `state_dict` module index. All three follow one convention:
+//!
+//! + `load(weights, index, params[, bias])` reads the tensors under `{index}.weight`, …
+//! + `seeded(index, params[, bias], rng)` initialises them the way PyTorch does
+//! + `save(&self, out)` writes them back under the same keys
+//!
+//! where `bias` says whether the layer has one (`nobias` / `bias=False` otherwise).
 
 use crate::init::Rng;
 use crate::ops::batchnorm::{self, BatchNormParams};
@@ -19,6 +24,8 @@ use crate::Error;
 pub struct Conv2d {
     /// The shape, fixed at compile time.
     pub(crate) params: Conv2dParams,
+    /// The `state_dict` module index.
+    index: usize,
     /// The weight and bias.
     pub(crate) filters: Filters,
 }
@@ -42,23 +49,26 @@ impl Conv2d {
         };
         Ok(Conv2d {
             params,
+            index,
             filters: Filters::new(weight, bias),
         })
     }
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`.
-    pub fn seeded(params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
+    pub fn seeded(index: usize, params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
         let weight_len = params.weight_shape().iter().product();
         let weight = rng.fan_in_uniform(weight_len, params.fan_in());
         let bias = bias.then(|| rng.fan_in_uniform(params.c_out, params.fan_in()));
         Conv2d {
             params,
+            index,
             filters: Filters::new(weight, bias),
         }
     }
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
-    pub fn save(&self, index: usize, out: &mut TensorWriter) {
+    pub fn save(&self, out: &mut TensorWriter) {
+        let index = self.index;
         out.f32(
             format!("{index}.weight"),
             &self.params.weight_shape(),
@@ -124,8 +134,9 @@ impl BatchNorm2d {
         })
     }
 
-    /// PyTorch's initial state: weight 1, bias 0, running mean 0, running variance 1.
-    pub fn new(params: BatchNormParams, index: usize) -> Self {
+    /// PyTorch's initial state: weight 1, bias 0, running mean 0, running variance 1. Draws
+    /// nothing from `rng` (the state is constant); it is there for the holders' one convention.
+    pub fn seeded(index: usize, params: BatchNormParams, _rng: &mut Rng) -> Self {
         let c = params.channels;
         BatchNorm2d {
             params,
@@ -191,6 +202,8 @@ impl BatchNorm2d {
 pub struct Linear {
     /// The shape, fixed at compile time.
     pub(crate) params: LinearParams,
+    /// The `state_dict` module index.
+    index: usize,
     /// `[out_features, in_features]` row-major.
     pub(crate) weight: Vec<f32>,
     /// `[out_features]`, absent for `nobias`.
@@ -211,6 +224,7 @@ impl Linear {
         let (o, i) = (params.out_features, params.in_features);
         Ok(Linear {
             params,
+            index,
             weight: w.f32(&format!("{index}.weight"), &[o, i])?,
             bias: if bias {
                 Some(w.f32(&format!("{index}.bias"), &[o])?)
@@ -221,18 +235,23 @@ impl Linear {
     }
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√in, 1/√in)`.
-    pub fn seeded(params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
+    pub fn seeded(index: usize, params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
         let (o, i) = (params.out_features, params.in_features);
         Linear {
             params,
+            index,
             weight: rng.fan_in_uniform(o * i, i),
             bias: bias.then(|| rng.fan_in_uniform(o, i)),
         }
     }
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
-    pub fn save(&self, index: usize, out: &mut TensorWriter) {
-        let (o, i) = (self.params.out_features, self.params.in_features);
+    pub fn save(&self, out: &mut TensorWriter) {
+        let (index, o, i) = (
+            self.index,
+            self.params.out_features,
+            self.params.in_features,
+        );
         out.f32(format!("{index}.weight"), &[o, i], &self.weight);
         if let Some(b) = &self.bias {
             out.f32(format!("{index}.bias"), &[o], b);
