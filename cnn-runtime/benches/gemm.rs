@@ -3,7 +3,8 @@
 //!
 //! Names are `gemm/MxKxN`; throughput is `2·M·N·K` flops, so criterion reports GFLOP/s. Ours is
 //! reached through a 1×1 convolution, which is exactly one `sgemm(c_out, c_in, H·W)` call. Set
-//! `CNN_GEMM=avx512|avx2|portable` to pin our path (the label shows it).
+//! `CNN_SIMD=avx512|avx2|baseline` to pin our path (the label shows it; `baseline` is
+//! `matrixmultiply`).
 //!
 //! `cargo bench -p cnn-runtime --bench gemm`
 
@@ -61,7 +62,7 @@ fn values(len: usize, seed: usize) -> Vec<f32> {
 fn bench_gemm(c: &mut Criterion) {
     let ours = format!(
         "cnn-{}",
-        std::env::var("CNN_GEMM").unwrap_or_else(|_| "auto".into())
+        std::env::var("CNN_SIMD").unwrap_or_else(|_| "auto".into())
     );
     for &(m, k, n) in SHAPES {
         let (a, b) = (values(m * k, 1), values(k * n, 2));

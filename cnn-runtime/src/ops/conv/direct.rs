@@ -9,7 +9,7 @@
 //! With `R = 8` and 32 columns the accumulators take 16 AVX-512 registers.
 
 use super::{Conv2dParams, Epilogue, PostOp};
-use crate::gemm::Simd;
+use crate::simd::Simd;
 use crate::tuning::{DIRECT_MAX_C_IN, DIRECT_MIN_MACS_PER_SPLIT};
 
 /// Output channels per register block.
@@ -150,18 +150,13 @@ fn run(
     first: usize,
     y: &mut [f32],
 ) {
-    crate::simd::with_simd!(S => {
-        // `with_simd!` runs this body only where the CPU has `S`'s features, which is all that
-        // `blocks` needs of its caller.
+    crate::simd::with_simd!(|s: S| {
         if S::LANES == 1 {
-            // SAFETY: see above.
-            unsafe { blocks::<S, LANES>(p, phases, w, bias, epilogue, first, y) }
+            blocks::<S, LANES>(s, p, phases, w, bias, epilogue, first, y)
         } else if S::LANES == 16 && p.out_hw[1] > 16 {
-            // SAFETY: see above.
-            unsafe { blocks::<S, 2>(p, phases, w, bias, epilogue, first, y) }
+            blocks::<S, 2>(s, p, phases, w, bias, epilogue, first, y)
         } else {
-            // SAFETY: see above.
-            unsafe { blocks::<S, 1>(p, phases, w, bias, epilogue, first, y) }
+            blocks::<S, 1>(s, p, phases, w, bias, epilogue, first, y)
         }
     }, (
         p: &Conv2dParams,
@@ -176,10 +171,10 @@ fn run(
 
 /// [`run`] with `S` vectors: `V` of them per channel and block (16 single lanes with `Scalar`).
 ///
-/// # Safety
-/// The CPU has `S`'s features.
 #[inline(always)]
-unsafe fn blocks<S: Simd, const V: usize>(
+#[allow(clippy::too_many_arguments)] // `run`'s arguments plus the token
+fn blocks<S: Simd, const V: usize>(
+    s: S,
     p: &Conv2dParams,
     phases: &[f32],
     w: &[f32],
@@ -222,11 +217,9 @@ unsafe fn blocks<S: Simd, const V: usize>(
         for oy in 0..oh {
             // LOOP over blocks of `cols` output columns
             for x0 in (0..ow).step_by(cols) {
-                // SAFETY: the caller guarantees `S`'s features.
-                let mut acc = [[unsafe { S::zero() }; V]; R];
+                let mut acc = [[s.zero(); V]; R];
                 for (a, bv) in acc.iter_mut().zip(&b0) {
-                    // SAFETY: `S`'s features; `bv` is a reference to one float.
-                    *a = [unsafe { S::splat(bv) }; V];
+                    *a = [s.splat(bv); V];
                 }
                 let mut taps = w.chunks_exact(R);
                 // LOOP over input channels, kernel rows and columns: one tap each
@@ -237,19 +230,16 @@ unsafe fn blocks<S: Simd, const V: usize>(
                             let start = base + (kj % sw) * prow + kj / sw + x0;
                             let src = &phases[start..start + cols];
                             let wt = taps.next().expect("R weights per tap");
-                            // SAFETY: `S`'s features.
-                            let mut xv = [unsafe { S::zero() }; V];
+                            let mut xv = [s.zero(); V];
                             for (v, x) in xv.iter_mut().enumerate() {
-                                // SAFETY: `S`'s features; `src` holds `V·LANES` floats, so
-                                // LANES from `v·LANES` are readable.
-                                *x = unsafe { S::load(src.as_ptr().add(v * S::LANES)) };
+                                // SAFETY: `src` holds `V·LANES` floats, so LANES from
+                                // `v·LANES` are readable.
+                                *x = unsafe { s.load(src.as_ptr().add(v * S::LANES)) };
                             }
                             for (a, wr) in acc.iter_mut().zip(wt) {
-                                // SAFETY: `S`'s features; `wr` is a reference to one float.
-                                let wr = unsafe { S::splat(wr) };
+                                let wr = s.splat(wr);
                                 for (a, &x) in a.iter_mut().zip(&xv) {
-                                    // SAFETY: `S`'s features.
-                                    *a = unsafe { S::fmadd(wr, x, *a) };
+                                    *a = s.fmadd(wr, x, *a);
                                 }
                             }
                         }
@@ -257,16 +247,14 @@ unsafe fn blocks<S: Simd, const V: usize>(
                 }
                 if in_registers {
                     for (r, a) in acc.iter_mut().enumerate() {
-                        // SAFETY: `S`'s features; the splats read single floats.
-                        let (m, s) = unsafe { (S::splat(&f_scale[r]), S::splat(&f_shift[r])) };
+                        let (m, b) = (s.splat(&f_scale[r]), s.splat(&f_shift[r]));
                         for a in a.iter_mut() {
                             if fold {
-                                // SAFETY: `S`'s features. Two roundings, as `PostOp::apply`.
-                                *a = unsafe { S::add(S::mul(*a, m), s) };
+                                // Two roundings, as `PostOp::apply`.
+                                *a = s.add(s.mul(*a, m), b);
                             }
                             if relu {
-                                // SAFETY: `S`'s features.
-                                *a = unsafe { S::max(S::zero(), *a) };
+                                *a = s.max(s.zero(), *a);
                             }
                         }
                     }
@@ -277,13 +265,12 @@ unsafe fn blocks<S: Simd, const V: usize>(
                     for (v, &a) in a.iter().enumerate() {
                         let at = v * S::LANES;
                         if at + S::LANES <= len {
-                            // SAFETY: `S`'s features; `dst` holds `len` floats, LANES of them
-                            // from `at` on.
-                            unsafe { S::store(dst.as_mut_ptr().add(at), a) };
+                            // SAFETY: `dst` holds `len` floats, LANES of them from `at` on.
+                            unsafe { s.store(dst.as_mut_ptr().add(at), a) };
                         } else if at < len {
-                            // SAFETY: `S`'s features; `len − at < LANES` floats from `at` on
-                            // are in `dst` (a masked store: no `memcpy` call per row).
-                            unsafe { S::store_first(dst.as_mut_ptr().add(at), a, len - at) };
+                            // SAFETY: `len − at < LANES` floats from `at` on are in `dst` (a
+                            // masked store: no `memcpy` call per row).
+                            unsafe { s.store_first(dst.as_mut_ptr().add(at), a, len - at) };
                         }
                     }
                 }

@@ -2,22 +2,19 @@
 //! read: padded column `i·SW + r` of a row goes to phase `r`, index `i`, so that the `SW`-strided
 //! columns one tap reads are contiguous.
 
-use crate::gemm::Simd;
+use crate::simd::Simd;
 
 /// `dst = src`, `S::LANES` floats at a time (a plain loop would become a call of `memcpy`).
-///
-/// # Safety
-/// The CPU has `S`'s features.
 #[inline(always)]
-pub(super) unsafe fn copy<S: Simd>(src: &[f32], dst: &mut [f32]) {
+pub(super) fn copy<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
     let mut src = src.chunks_exact(S::LANES);
     let mut dst = dst.chunks_exact_mut(S::LANES);
-    for (s, d) in src.by_ref().zip(dst.by_ref()) {
-        // SAFETY: `S`'s features; `s` and `d` hold `S::LANES` floats each.
-        unsafe { S::store(d.as_mut_ptr(), S::load(s.as_ptr())) };
+    for (x, d) in src.by_ref().zip(dst.by_ref()) {
+        // SAFETY: `x` and `d` hold `S::LANES` floats each.
+        unsafe { s.store(d.as_mut_ptr(), s.load(x.as_ptr())) };
     }
-    for (d, &s) in dst.into_remainder().iter_mut().zip(src.remainder()) {
-        *d = s;
+    for (d, &x) in dst.into_remainder().iter_mut().zip(src.remainder()) {
+        *d = x;
     }
 }
 

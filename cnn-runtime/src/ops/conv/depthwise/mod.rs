@@ -8,8 +8,8 @@ mod tests;
 
 use super::phases::{copy, copy_row};
 use super::{Conv2dParams, Epilogue, PostOp};
-use crate::gemm::Simd;
 use crate::ops::activation::activation;
+use crate::simd::Simd;
 
 /// Output columns one register block holds per row.
 const LANES: usize = 16;
@@ -187,9 +187,8 @@ fn planes(
     out: &mut [f32],
     phases: &mut [f32],
 ) {
-    crate::simd::with_simd!(S => {
-        // SAFETY: `with_simd!` runs this body only where the CPU has `S`'s features.
-        unsafe { run::<S>(p, first_plane, input, weight, bias, epilogue, out, phases) }
+    crate::simd::with_simd!(|s: S| {
+        run::<S>(s, p, first_plane, input, weight, bias, epilogue, out, phases)
     }, (
         p: &Conv2dParams,
         first_plane: usize,
@@ -202,14 +201,12 @@ fn planes(
     ))
 }
 
-/// [`planes`] with `S` vectors; [`Scalar`](crate::gemm::Scalar) (one lane) selects the plain-Rust blocks
-/// ([`scalar`]), the others the SIMD blocks ([`simd`]).
-///
-/// # Safety
-/// The CPU has `S`'s features.
+/// [`planes`] with `S` vectors; [`Scalar`](crate::simd::Scalar) (one lane) selects the
+/// plain-Rust blocks ([`scalar`]), the others the SIMD blocks ([`simd`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // `depthwise`'s arguments
-unsafe fn run<S: Simd>(
+#[allow(clippy::too_many_arguments)] // `depthwise`'s arguments plus the token
+fn run<S: Simd>(
+    s: S,
     p: &Conv2dParams,
     first_plane: usize,
     input: &[f32],
@@ -253,8 +250,7 @@ unsafe fn run<S: Simd>(
                 (true, 1) => {
                     let m = src.len().min(row.saturating_sub(pw));
                     let at = pw.min(row);
-                    // SAFETY: the caller guarantees `S`'s features.
-                    unsafe { copy::<S>(&src[..m], &mut dst[at..at + m]) };
+                    copy(s, &src[..m], &mut dst[at..at + m]);
                 }
                 _ => copy_row(src, dst, row, sw, pw),
             }
@@ -270,8 +266,7 @@ unsafe fn run<S: Simd>(
                 scalar::plane::<0, 0>(&g, phases, taps, post, y);
             }
         } else {
-            // SAFETY: the caller guarantees `S`'s features.
-            unsafe { simd::simd_plane::<S>(&g, phases, taps, post, y) };
+            simd::simd_plane(s, &g, phases, taps, post, y);
         }
         // The other activations, while the plane is in cache.
         if let Some(act) = op.act {

@@ -2,8 +2,8 @@
 //! `Bᵀ d B` and the products' `Aᵀ m A`, the latter two on whole SIMD vectors of channels.
 
 use super::weight_len_for;
-use crate::gemm::Simd;
 use crate::ops::conv::Conv2dParams;
+use crate::simd::{Scalar, Simd};
 
 /// `G` of F(m×m, 3×3) applied to the 3 values `g`, in f64: α values.
 fn g_times(m: usize, [a, b, c]: [f64; 3]) -> [f64; 6] {
@@ -50,79 +50,65 @@ pub(super) fn transform_weights_for(m: usize, p: &Conv2dParams, weight: &[f32]) 
 macro_rules! by_vectors {
     ($body:ident::<$m:literal>, $c:expr, ($($arg:ident: $ty:ty),*)) => {{
         let c: usize = $c;
-        crate::simd::with_simd!(S => {
+        crate::simd::with_simd!(|s: S| {
             // Whole vectors (`S::LANES` is a power of two; 1 for `Scalar`).
             let whole = c & !(S::LANES - 1);
-            // SAFETY: `with_simd!` runs this body only where the CPU has `S`'s features.
-            unsafe { $body::<S, $m>($($arg,)* 0, whole) };
-            // SAFETY: `Scalar` needs no CPU feature.
-            unsafe { $body::<crate::gemm::Scalar, $m>($($arg,)* whole, c) };
+            $body::<S, $m>(s, $($arg,)* 0, whole);
+            $body::<Scalar, $m>(Scalar, $($arg,)* whole, c);
         }, ($($arg: $ty,)* c: usize))
     }};
 }
 
 /// `Bᵀ d` for one column `d` of an α×α input tile (α = m + 2; entries past α unused).
-///
-/// # Safety
-/// The CPU has `S`'s features.
 #[inline(always)]
-unsafe fn bt<S: Simd>(m: usize, d: [S::V; 6]) -> [S::V; 6] {
-    // SAFETY: the caller guarantees `S`'s features.
-    unsafe {
-        if m == 2 {
-            [
-                S::sub(d[0], d[2]),
-                S::add(d[1], d[2]),
-                S::sub(d[2], d[1]),
-                S::sub(d[1], d[3]),
-                d[4],
-                d[5],
-            ]
-        } else {
-            let (four, five, two) = (S::splat(&4.0), S::splat(&5.0), S::splat(&2.0));
-            // 4·d0 − 5·d2 + d4; ∓4·(d1 ± ...) etc., with shared terms.
-            let t42 = S::sub(d[4], S::mul(four, d[2])); // d4 − 4·d2
-            let t31 = S::sub(d[3], S::mul(four, d[1])); // d3 − 4·d1
-            let u42 = S::sub(d[4], d[2]); // d4 − d2
-            let u31 = S::mul(two, S::sub(d[3], d[1])); // 2·(d3 − d1)
-            [
-                S::add(S::sub(S::mul(four, d[0]), S::mul(five, d[2])), d[4]),
-                S::add(t42, t31),
-                S::sub(t42, t31),
-                S::add(u42, u31),
-                S::sub(u42, u31),
-                S::add(S::sub(S::mul(four, d[1]), S::mul(five, d[3])), d[5]),
-            ]
-        }
+fn bt<S: Simd>(s: S, m: usize, d: [S::V; 6]) -> [S::V; 6] {
+    if m == 2 {
+        [
+            s.sub(d[0], d[2]),
+            s.add(d[1], d[2]),
+            s.sub(d[2], d[1]),
+            s.sub(d[1], d[3]),
+            d[4],
+            d[5],
+        ]
+    } else {
+        let (four, five, two) = (s.splat(&4.0), s.splat(&5.0), s.splat(&2.0));
+        // 4·d0 − 5·d2 + d4; ∓4·(d1 ± ...) etc., with shared terms.
+        let t42 = s.sub(d[4], s.mul(four, d[2])); // d4 − 4·d2
+        let t31 = s.sub(d[3], s.mul(four, d[1])); // d3 − 4·d1
+        let u42 = s.sub(d[4], d[2]); // d4 − d2
+        let u31 = s.mul(two, s.sub(d[3], d[1])); // 2·(d3 − d1)
+        [
+            s.add(s.sub(s.mul(four, d[0]), s.mul(five, d[2])), d[4]),
+            s.add(t42, t31),
+            s.sub(t42, t31),
+            s.add(u42, u31),
+            s.sub(u42, u31),
+            s.add(s.sub(s.mul(four, d[1]), s.mul(five, d[3])), d[5]),
+        ]
     }
 }
 
 /// `Aᵀ v` for one column `v` of α products (α = m + 2): m values (entries past m unused).
-///
-/// # Safety
-/// The CPU has `S`'s features.
 #[inline(always)]
-unsafe fn at<S: Simd>(m: usize, v: [S::V; 6]) -> [S::V; 4] {
-    // SAFETY: the caller guarantees `S`'s features.
-    unsafe {
-        if m == 2 {
-            [
-                S::add(S::add(v[0], v[1]), v[2]),
-                S::sub(S::sub(v[1], v[2]), v[3]),
-                v[0],
-                v[0],
-            ]
-        } else {
-            let (two, four, eight) = (S::splat(&2.0), S::splat(&4.0), S::splat(&8.0));
-            let (s12, d12) = (S::add(v[1], v[2]), S::sub(v[1], v[2]));
-            let (s34, d34) = (S::add(v[3], v[4]), S::sub(v[3], v[4]));
-            [
-                S::add(S::add(v[0], s12), s34),
-                S::add(d12, S::mul(two, d34)),
-                S::add(s12, S::mul(four, s34)),
-                S::add(S::add(d12, S::mul(eight, d34)), v[5]),
-            ]
-        }
+fn at<S: Simd>(s: S, m: usize, v: [S::V; 6]) -> [S::V; 4] {
+    if m == 2 {
+        [
+            s.add(s.add(v[0], v[1]), v[2]),
+            s.sub(s.sub(v[1], v[2]), v[3]),
+            v[0],
+            v[0],
+        ]
+    } else {
+        let (two, four, eight) = (s.splat(&2.0), s.splat(&4.0), s.splat(&8.0));
+        let (s12, d12) = (s.add(v[1], v[2]), s.sub(v[1], v[2]));
+        let (s34, d34) = (s.add(v[3], v[4]), s.sub(v[3], v[4]));
+        [
+            s.add(s.add(v[0], s12), s34),
+            s.add(d12, s.mul(two, d34)),
+            s.add(s12, s.mul(four, s34)),
+            s.add(s.add(d12, s.mul(eight, d34)), v[5]),
+        ]
     }
 }
 
@@ -144,12 +130,10 @@ pub(super) fn transform_input(
 }
 
 /// [`transform_input`] for channels `c0..c1`, `S::LANES` at a time (`c1 − c0` a multiple).
-///
-/// # Safety
-/// The CPU has `S`'s features.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // transform_input's arguments and the channel range
-unsafe fn input_tiles<S: Simd, const M: usize>(
+#[allow(clippy::too_many_arguments)] // transform_input's arguments, the token and the channel range
+fn input_tiles<S: Simd, const M: usize>(
+    s: S,
     p: &Conv2dParams,
     xt: &[f32],
     ty0: usize,
@@ -164,9 +148,7 @@ unsafe fn input_tiles<S: Simd, const M: usize>(
     let tw = p.out_hw[1].div_ceil(m);
     let (c_in, t_all) = (p.c_in, (ty1 - ty0) * tw);
     let n = S::LANES;
-    // SAFETY: the caller guarantees `S`'s features. (And in every block below; each pointer
-    // there comes from a slice bounds-checked to hold the `LANES` floats accessed.)
-    let zero = unsafe { S::zero() };
+    let zero = s.zero();
     // LOOP over tiles
     for ty in ty0..ty1 {
         for tx in 0..tw {
@@ -184,27 +166,25 @@ unsafe fn input_tiles<S: Simd, const M: usize>(
                         let ix = (m * tx + j).wrapping_sub(pw);
                         if ix < w {
                             let at = (iy * w + ix) * c_in + c;
-                            // SAFETY: see above.
-                            col[i] = unsafe { S::load(xt[at..at + n].as_ptr()) };
+                            // SAFETY: the slice is bounds-checked to hold the LANES floats read.
+                            col[i] = unsafe { s.load(xt[at..at + n].as_ptr()) };
                         }
                     }
                 }
                 // Bᵀ d, column by column; then rows of (Bᵀ d) times B
                 let mut bd = [[zero; 6]; 6];
                 for (j, col) in d.iter().enumerate().take(a) {
-                    // SAFETY: see above.
-                    let r = unsafe { bt::<S>(m, *col) };
+                    let r = bt(s, m, *col);
                     for i in 0..a {
                         bd[i][j] = r[i];
                     }
                 }
                 for (i, row) in bd.iter().enumerate().take(a) {
-                    // SAFETY: see above.
-                    let r = unsafe { bt::<S>(m, *row) };
+                    let r = bt(s, m, *row);
                     for (j, &val) in r.iter().enumerate().take(a) {
                         let at = ((i * a + j) * t_all + t) * c_in + c;
-                        // SAFETY: see above.
-                        unsafe { S::store(v[at..at + n].as_mut_ptr(), val) };
+                        // SAFETY: the slice is bounds-checked to hold the LANES floats written.
+                        unsafe { s.store(v[at..at + n].as_mut_ptr(), val) };
                     }
                 }
             }
@@ -240,12 +220,10 @@ pub(super) fn transform_output(
 }
 
 /// [`transform_output`] for channels `o0..o1`, `S::LANES` at a time (`o1 − o0` a multiple).
-///
-/// # Safety
-/// The CPU has `S`'s features.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // transform_output's arguments and the channel range
-unsafe fn output_tiles<S: Simd, const M: usize>(
+#[allow(clippy::too_many_arguments)] // transform_output's arguments, the token and the channel range
+fn output_tiles<S: Simd, const M: usize>(
+    s: S,
     p: &Conv2dParams,
     prods: &[f32],
     ty0: usize,
@@ -260,9 +238,7 @@ unsafe fn output_tiles<S: Simd, const M: usize>(
     let tw = ow.div_ceil(m);
     let (c_out, t_all) = (p.c_out, (ty1 - ty0) * tw);
     let n = S::LANES;
-    // SAFETY: the caller guarantees `S`'s features. (And in every block below; each pointer
-    // there comes from a slice bounds-checked to hold the `LANES` floats accessed.)
-    let zero = unsafe { S::zero() };
+    let zero = s.zero();
     // LOOP over tiles
     for ty in ty0..ty1 {
         for tx in 0..tw {
@@ -274,20 +250,19 @@ unsafe fn output_tiles<S: Simd, const M: usize>(
                 for i in 0..a {
                     for (j, col) in e.iter_mut().enumerate().take(a) {
                         let at = ((i * a + j) * t_all + t) * c_out + o;
-                        // SAFETY: see above.
-                        col[i] = unsafe { S::load(prods[at..at + n].as_ptr()) };
+                        // SAFETY: the slice is bounds-checked to hold the LANES floats read.
+                        col[i] = unsafe { s.load(prods[at..at + n].as_ptr()) };
                     }
                 }
                 let bv = match bias {
-                    // SAFETY: see above.
-                    Some(b) => unsafe { S::load(b[o..o + n].as_ptr()) },
+                    // SAFETY: the slice is bounds-checked to hold the LANES floats read.
+                    Some(b) => unsafe { s.load(b[o..o + n].as_ptr()) },
                     None => zero,
                 };
                 // Aᵀ e, column by column: m×α; then rows of that times A: m×m
                 let mut ae = [[zero; 6]; 4];
                 for (j, col) in e.iter().enumerate().take(a) {
-                    // SAFETY: see above.
-                    let r = unsafe { at::<S>(m, *col) };
+                    let r = at(s, m, *col);
                     for i in 0..m {
                         ae[i][j] = r[i];
                     }
@@ -297,16 +272,15 @@ unsafe fn output_tiles<S: Simd, const M: usize>(
                         break;
                     }
                     let oy = m * (ty - ty0) + i;
-                    // SAFETY: see above.
-                    let r = unsafe { at::<S>(m, *row) };
+                    let r = at(s, m, *row);
                     for (j, &val) in r.iter().enumerate().take(m) {
                         let ox = m * tx + j;
                         if ox >= ow {
                             break;
                         }
                         let at = (oy * ow + ox) * c_out + o;
-                        // SAFETY: see above.
-                        unsafe { S::store(yt[at..at + n].as_mut_ptr(), S::add(bv, val)) };
+                        // SAFETY: the slice is bounds-checked to hold the LANES floats written.
+                        unsafe { s.store(yt[at..at + n].as_mut_ptr(), s.add(bv, val)) };
                     }
                 }
             }
