@@ -171,8 +171,10 @@ impl Epilogue<'_> {
         }
     }
 
+    /// Checks that the affine slices cover `c_out` channels, as every kernel does on entry.
+    ///
     /// # Panics
-    /// If the affine slices are shorter than `c_out`.
+    /// If they are shorter.
     pub(crate) fn check(&self, c_out: usize) {
         if let Some((scale, shift)) = self.affine {
             assert!(
