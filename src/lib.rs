@@ -43,14 +43,5 @@ pub use cnn_runtime::{
 /// Paths used by code that `cnn!` generates; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use cnn_runtime::exec::{max_of, run_batch, run_into, Exec};
-    pub use cnn_runtime::init::Rng;
-    pub use cnn_runtime::layers::{BatchNorm2d, Conv2d, Linear};
-    pub use cnn_runtime::ops::activation::Activation;
-    pub use cnn_runtime::ops::batchnorm::BatchNormParams;
-    pub use cnn_runtime::ops::conv2d::Conv2dParams;
-    pub use cnn_runtime::ops::linear::LinearParams;
-    pub use cnn_runtime::ops::pool::{Pool2dParams, PoolKind};
-    pub use cnn_runtime::weights::{TensorWriter, Weights};
-    pub use cnn_runtime::{ndarray, Error, LayerInfo, Model, Summary, Workspace, WorkspaceLayout};
+    pub use cnn_runtime::__private::*;
 }

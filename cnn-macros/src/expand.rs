@@ -67,8 +67,8 @@ fn parts(l: &Planned) -> Parts {
             p.scratch = Some(quote!((#desc).scratch_len()));
             p.field = Some((field.clone(), quote!(::cnn::__private::Conv2d), doc));
             p.load = quote!(#field: __cnn::Conv2d::load(&__weights, #i, #desc, #bias)?,);
-            p.seeded = quote!(#field: __cnn::Conv2d::seeded(#desc, #bias, &mut __rng),);
-            p.save = quote!(self.#field.save(#i, &mut __out););
+            p.seeded = quote!(#field: __cnn::Conv2d::seeded(#i, #desc, #bias, &mut __rng),);
+            p.save = quote!(self.#field.save(&mut __out););
             p.run = quote!(__exec.conv2d(&self.#field););
         }
         LayerKind::BatchNorm(a) => {
@@ -83,7 +83,7 @@ fn parts(l: &Planned) -> Parts {
             };
             p.field = Some((field.clone(), quote!(::cnn::__private::BatchNorm2d), doc));
             p.load = quote!(#field: __cnn::BatchNorm2d::load(&__weights, #i, #desc)?,);
-            p.seeded = quote!(#field: __cnn::BatchNorm2d::new(#desc, #i),);
+            p.seeded = quote!(#field: __cnn::BatchNorm2d::seeded(#i, #desc, &mut __rng),);
             p.save = quote!(self.#field.save(&mut __out););
             p.run = quote!(__exec.batchnorm(&self.#field)?;);
         }
@@ -93,8 +93,8 @@ fn parts(l: &Planned) -> Parts {
             let bias = a.bias;
             p.field = Some((field.clone(), quote!(::cnn::__private::Linear), doc));
             p.load = quote!(#field: __cnn::Linear::load(&__weights, #i, #desc, #bias)?,);
-            p.seeded = quote!(#field: __cnn::Linear::seeded(#desc, #bias, &mut __rng),);
-            p.save = quote!(self.#field.save(#i, &mut __out););
+            p.seeded = quote!(#field: __cnn::Linear::seeded(#i, #desc, #bias, &mut __rng),);
+            p.save = quote!(self.#field.save(&mut __out););
             p.run = quote!(__exec.linear(&self.#field););
         }
         LayerKind::Act(act) => {

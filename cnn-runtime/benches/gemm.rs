@@ -3,15 +3,17 @@
 //!
 //! Names are `gemm/MxKxN`; throughput is `2·M·N·K` flops, so criterion reports GFLOP/s. Ours is
 //! reached through a 1×1 convolution, which is exactly one `sgemm(c_out, c_in, H·W)` call. Set
-//! `CNN_GEMM=avx512|avx2|portable` to pin our path (the label shows it).
+//! `CNN_SIMD=avx512|avx2|baseline` to pin our path (the label shows it; `baseline` is
+//! `matrixmultiply`).
 //!
 //! `cargo bench -p cnn-runtime --bench gemm`
 
 use std::hint::black_box;
 use std::time::Duration;
 
+use cnn_runtime::__private::kernels::{im2col, Epilogue};
+use cnn_runtime::__private::Conv2dParams;
 use cnn_runtime::ndarray::{linalg::general_mat_mul, Array2};
-use cnn_runtime::ops::conv2d::{conv2d, Conv2dParams};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// `(M, K, N)`: vgg's six im2col convolutions, stem224's three, then the GEMMs of Winograd
@@ -60,7 +62,7 @@ fn values(len: usize, seed: usize) -> Vec<f32> {
 fn bench_gemm(c: &mut Criterion) {
     let ours = format!(
         "cnn-{}",
-        std::env::var("CNN_GEMM").unwrap_or_else(|_| "auto".into())
+        std::env::var("CNN_SIMD").unwrap_or_else(|_| "auto".into())
     );
     for &(m, k, n) in SHAPES {
         let (a, b) = (values(m * k, 1), values(k * n, 2));
@@ -75,12 +77,14 @@ fn bench_gemm(c: &mut Criterion) {
         group.bench_function(&ours, |bench| {
             bench.iter(|| {
                 // input [k, 1, n] is B, weight [m, k, 1, 1] is A
-                conv2d(
+                im2col::conv2d(
                     &p,
                     1,
                     black_box(&b),
                     black_box(&a),
                     None,
+                    Epilogue::default(),
+                    1,
                     &mut out,
                     &mut scratch,
                 );

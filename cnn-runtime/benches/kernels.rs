@@ -24,13 +24,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use cnn_runtime::ops::activation::{activation, Activation};
-use cnn_runtime::ops::batchnorm::{batchnorm, BatchNormParams};
-use cnn_runtime::ops::conv2d::{conv2d, conv2d_fused, Conv2dParams, Epilogue};
-use cnn_runtime::ops::linear::{linear, LinearParams};
-use cnn_runtime::ops::pool::{pool2d, Pool2dParams, PoolKind};
-use cnn_runtime::ops::{direct, winograd};
-use cnn_runtime::shape::out_len;
+use cnn_runtime::__private::kernels::{
+    activation, batchnorm, depthwise, direct, im2col, linear, out_len, pool2d, winograd, Epilogue,
+};
+use cnn_runtime::__private::{
+    Activation, BatchNormParams, Conv2dParams, LinearParams, Pool2dParams, PoolKind,
+};
 use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
@@ -123,14 +122,21 @@ fn bench_conv(c: &mut Criterion, name: &str, p: Conv2dParams, extra: Extra) {
     } else {
         "im2col+sgemm"
     };
+    let kernel = if p.is_depthwise() {
+        depthwise::conv2d
+    } else {
+        im2col::conv2d
+    };
     g.bench_function(label, |bench| {
         bench.iter(|| {
-            conv2d(
+            kernel(
                 &p,
                 1,
                 black_box(&x),
                 black_box(&w),
                 Some(&b),
+                Epilogue::default(),
+                1,
                 &mut out,
                 &mut scratch,
             );
@@ -191,7 +197,7 @@ fn bench_conv(c: &mut Criterion, name: &str, p: Conv2dParams, extra: Extra) {
             };
             g.bench_function("im2col+sgemm+bn+relu", |bench| {
                 bench.iter(|| {
-                    conv2d_fused(
+                    im2col::conv2d(
                         &p,
                         1,
                         black_box(&x),

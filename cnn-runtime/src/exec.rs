@@ -5,9 +5,9 @@ use ndarray::{s, Array2, Array4, ArrayView4, ArrayViewMut, Axis, Dimension, Slic
 use crate::layers::{BatchNorm2d, Conv2d, Linear};
 use crate::ops::activation::{self, Activation};
 use crate::ops::batchnorm;
-use crate::ops::conv2d::{self, Epilogue};
+use crate::ops::conv::{self, Epilogue};
 use crate::ops::pool::{self, Pool2dParams};
-use crate::ops::{direct, winograd};
+use crate::tuning::{CHUNK, POOL_MIN_MACS, POOL_MIN_SPLIT};
 use crate::Error;
 
 /// A batch in flight: the current activations `[n, …]` and the buffers the next layer writes.
@@ -32,7 +32,8 @@ impl Exec {
     ///
     /// # Errors
     /// [`Error::InputShape`] when C, H, W differ from `chw`.
-    pub fn from_view(x: ArrayView4<'_, f32>, chw: [usize; 3]) -> Result<Self, Error> {
+    #[cfg(test)]
+    fn from_view(x: ArrayView4<'_, f32>, chw: [usize; 3]) -> Result<Self, Error> {
         let n = batch_size(x, chw)?;
         let cur = match x.as_slice() {
             Some(s) => s.to_vec(),
@@ -41,13 +42,8 @@ impl Exec {
         Ok(Self::with_data(n, cur))
     }
 
-    /// An executor with no data yet; [`Exec::load`] fills it.
-    pub fn new() -> Self {
-        Self::with_data(0, Vec::new())
-    }
-
     /// Replaces the current batch with a copy of `x` (any strides), keeping the buffers.
-    pub fn load(&mut self, x: ArrayView4<'_, f32>) {
+    fn load(&mut self, x: ArrayView4<'_, f32>) {
         self.n = x.shape()[0];
         self.len = x.len();
         // Never shorten the buffer: a later layer would pay to zero it again on growth.
@@ -78,13 +74,8 @@ impl Exec {
         }
     }
 
-    /// The batch size.
-    pub fn batch(&self) -> usize {
-        self.n
-    }
-
     /// The current activations, `[n, …]` row-major.
-    pub fn output(&self) -> &[f32] {
+    fn output(&self) -> &[f32] {
         &self.cur[..self.len]
     }
 
@@ -161,21 +152,11 @@ impl Exec {
         Ok(())
     }
 
-    /// One convolution with `epilogue`, by Winograd or the direct kernel where they apply, else
-    /// im2col + GEMM (or the depthwise kernel).
+    /// One convolution with `epilogue`.
     fn conv(&mut self, conv: &Conv2d, epilogue: Epilogue<'_>) {
         let (n, threads, p) = (self.n, self.threads, &conv.params);
         self.step(p.out_len(), |x, y, s| {
-            if winograd::applies(p) {
-                let u = conv.winograd_weights();
-                winograd::conv2d(p, n, x, u, conv.bias(), epilogue, threads, y, s);
-            } else if direct::applies(p) {
-                let w = conv.direct_weights();
-                direct::conv2d(p, n, x, w, conv.bias(), epilogue, threads, y, s);
-            } else {
-                let (w, b) = (conv.weight(), conv.bias());
-                conv2d::conv2d_fused(p, n, x, w, b, epilogue, threads, y, s);
-            }
+            conv::forward(p, n, x, &conv.filters, epilogue, threads, y, s);
         });
     }
 
@@ -204,7 +185,7 @@ impl Exec {
         let out_plane = params.out_hw[0] * params.out_hw[1];
         let planes = n * params.channels;
         self.step(params.out_len(), |x, y, _| {
-            if threads < 2 || planes < 2 || planes * in_plane < MIN_POOL_SPLIT {
+            if threads < 2 || planes < 2 || planes * in_plane < POOL_MIN_SPLIT {
                 pool::pool2d(params, n, x, y);
                 return;
             }
@@ -258,18 +239,11 @@ impl Exec {
 }
 
 impl Default for Exec {
+    /// An executor with no data yet; [`Exec::load`] fills it.
     fn default() -> Self {
-        Self::new()
+        Self::with_data(0, Vec::new())
     }
 }
-
-/// Input elements below which a pooling layer stays on one thread.
-const MIN_POOL_SPLIT: usize = 1 << 17;
-
-/// Samples one worker pushes through the network at a time: large enough for efficient GEMMs,
-/// small enough that the activations of the widest layer stay in cache-sized buffers and memory
-/// does not grow with the batch.
-pub const CHUNK: usize = 8;
 
 /// Element counts of the buffers [`run_into`] uses for one chunk: a model's
 /// `Model::WORKSPACE`, computed by the macro from the planned shapes.
@@ -284,7 +258,7 @@ pub struct WorkspaceLayout {
 }
 
 impl WorkspaceLayout {
-    /// Bytes of a [`Workspace`] with this layout: two activation buffers of [`CHUNK`] samples
+    /// Bytes of a [`Workspace`] with this layout: two activation buffers of `CHUNK` (8) samples
     /// (ping-pong), one scratch buffer and the fused batch-norm coefficients.
     pub const fn bytes(&self) -> usize {
         4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels)
@@ -427,12 +401,12 @@ impl BatchOutput {
     }
 }
 
-/// Runs `run` over a batch in chunks of [`CHUNK`] samples, split over [`crate::num_threads`]
+/// Runs `run` over a batch in chunks of `CHUNK` (8) samples, split over [`crate::num_threads`]
 /// threads of a persistent worker pool, writing each chunk's result into one output buffer.
 /// Peak memory beyond the input and output is one executor per thread, independent of N.
 ///
 /// With fewer chunks than threads, the spare threads split single layers instead; a batch
-/// whose work is below [`POOL_MIN_MACS`] (`macs` per sample) runs on the calling thread, where
+/// whose work is below `POOL_MIN_MACS` (`macs` per sample) runs on the calling thread, where
 /// waking a worker would cost more than it saves. With `whole_batch` (a network with batch
 /// statistics, whose result depends on every sample) the batch runs as one piece.
 ///
@@ -502,11 +476,6 @@ pub fn run_batch(
     }
 }
 
-/// Multiply-accumulates of a single-chunk call below which [`run_batch`] stays on the calling
-/// thread rather than hand the chunk to the worker pool. Measured: `mobile` (5.5 M) at batch 1
-/// took 0.23 ms through the pool against 0.18 ms on the caller; `vgg` (150 M) gains from it.
-pub const POOL_MIN_MACS: usize = 20_000_000;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +486,7 @@ mod tests {
     #[test]
     fn chunks_and_threads_do_not_change_the_result() {
         let layer = Linear::seeded(
+            0,
             LinearParams {
                 in_features: 12,
                 out_features: 5,
@@ -549,8 +519,9 @@ mod tests {
     #[test]
     fn fused_convolution_equals_the_separate_layers_bit_for_bit() {
         use crate::ops::batchnorm::BatchNormParams;
-        use crate::ops::conv2d::Conv2dParams;
+        use crate::ops::conv::Conv2dParams;
         let conv = Conv2d::seeded(
+            0,
             Conv2dParams {
                 c_in: 4,
                 c_out: 6,
@@ -566,7 +537,8 @@ mod tests {
             &mut Rng::new(1),
         );
         for affine in [true, false] {
-            let mut bn = BatchNorm2d::new(
+            let mut bn = BatchNorm2d::seeded(
+                1,
                 BatchNormParams {
                     channels: 6,
                     hw: 21,
@@ -575,7 +547,7 @@ mod tests {
                     affine,
                     track_running_stats: true,
                 },
-                1,
+                &mut Rng::new(2),
             );
             let r = rand_vec(24, 9);
             bn.running = Some((
@@ -637,7 +609,7 @@ mod tests {
                 in_hw,
                 out_hw,
             };
-            assert!(2 * p.in_len() >= MIN_POOL_SPLIT, "the case must be split");
+            assert!(2 * p.in_len() >= POOL_MIN_SPLIT, "the case must be split");
             let x = Array4::from_shape_vec((2, 97, 37, 41), rand_vec(2 * p.in_len(), 4)).unwrap();
             let run = |threads: usize| {
                 let mut e = Exec::from_view(x.view(), [97, 37, 41]).unwrap();

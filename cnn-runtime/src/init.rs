@@ -13,7 +13,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -22,14 +22,14 @@ impl Rng {
     }
 
     /// A sample of `U(low, high)`.
-    pub fn uniform(&mut self, low: f32, high: f32) -> f32 {
+    pub(crate) fn uniform(&mut self, low: f32, high: f32) -> f32 {
         let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         low + (high - low) * unit
     }
 
     /// `len` samples of `U(-bound, bound)`: PyTorch's default for `Conv2d` and `Linear` weights
     /// and biases, with `bound = 1/√fan_in` (`kaiming_uniform_(a=√5)` reduces to it).
-    pub fn fan_in_uniform(&mut self, len: usize, fan_in: usize) -> Vec<f32> {
+    pub(crate) fn fan_in_uniform(&mut self, len: usize, fan_in: usize) -> Vec<f32> {
         let bound = if fan_in == 0 {
             0.0
         } else {

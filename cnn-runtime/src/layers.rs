@@ -1,37 +1,33 @@
 //! Parameter holders of the weighted layers: the fields of a generated network struct.
 //!
-//! Each holder pairs a `const` descriptor computed by the `cnn!` macro with its tensors, loads
-//! and saves them under PyTorch `state_dict` keys (`{index}.weight`, …), and initialises them
-//! the way PyTorch does.
+//! Each holder pairs a `const` descriptor computed by the `cnn!` macro with its tensors and its
+//! `state_dict` module index. All three follow one convention:
+//!
+//! + `load(weights, index, params[, bias])` reads the tensors under `{index}.weight`, …
+//! + `seeded(index, params[, bias], rng)` initialises them the way PyTorch does
+//! + `save(&self, out)` writes them back under the same keys
+//!
+//! where `bias` says whether the layer has one (`nobias` / `bias=False` otherwise).
 
 use crate::init::Rng;
 use crate::ops::batchnorm::{self, BatchNormParams};
-use std::sync::OnceLock;
-
-use crate::ops::conv2d::{self, Conv2dParams};
+use crate::ops::conv::{Conv2dParams, Filters};
 use crate::ops::linear::{self, LinearParams};
-use crate::ops::{direct, winograd};
 use crate::weights::{TensorWriter, Weights};
 use crate::Error;
 
 /// PyTorch: `nn.Conv2d`, parameters `weight [c_out, c_in/groups, KH, KW]` and `bias [c_out]`.
 ///
-/// The tensors are read-only once built, because kernels may cache a transformed copy of the
-/// weights (the Winograd form of 3×3 convolutions) on first use.
-#[derive(Debug, Clone)]
+/// The tensors are read-only once built, because [`Filters`] keeps a copy of the weights in the
+/// layout of the convolution's algorithm, made on first use.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
     /// The shape, fixed at compile time.
-    pub params: Conv2dParams,
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    winograd: OnceLock<Vec<f32>>,
-    direct: OnceLock<Vec<f32>>,
-}
-
-impl PartialEq for Conv2d {
-    fn eq(&self, other: &Self) -> bool {
-        self.params == other.params && self.weight == other.weight && self.bias == other.bias
-    }
+    pub(crate) params: Conv2dParams,
+    /// The `state_dict` module index.
+    index: usize,
+    /// The weight and bias.
+    pub(crate) filters: Filters,
 }
 
 impl Conv2d {
@@ -45,78 +41,42 @@ impl Conv2d {
         params: Conv2dParams,
         bias: bool,
     ) -> Result<Self, Error> {
+        let weight = w.f32(&format!("{index}.weight"), &params.weight_shape())?;
+        let bias = if bias {
+            Some(w.f32(&format!("{index}.bias"), &[params.c_out])?)
+        } else {
+            None
+        };
         Ok(Conv2d {
             params,
-            weight: w.f32(&format!("{index}.weight"), &params.weight_shape())?,
-            bias: if bias {
-                Some(w.f32(&format!("{index}.bias"), &[params.c_out])?)
-            } else {
-                None
-            },
-            winograd: OnceLock::new(),
-            direct: OnceLock::new(),
+            index,
+            filters: Filters::new(weight, bias),
         })
     }
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`.
-    pub fn seeded(params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
+    pub fn seeded(index: usize, params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
         let weight_len = params.weight_shape().iter().product();
+        let weight = rng.fan_in_uniform(weight_len, params.fan_in());
+        let bias = bias.then(|| rng.fan_in_uniform(params.c_out, params.fan_in()));
         Conv2d {
             params,
-            weight: rng.fan_in_uniform(weight_len, params.fan_in()),
-            bias: bias.then(|| rng.fan_in_uniform(params.c_out, params.fan_in())),
-            winograd: OnceLock::new(),
-            direct: OnceLock::new(),
+            index,
+            filters: Filters::new(weight, bias),
         }
-    }
-
-    /// `[c_out, c_in/groups, KH, KW]` row-major.
-    pub fn weight(&self) -> &[f32] {
-        &self.weight
-    }
-
-    /// `[c_out]`, absent for `nobias` / `bias=false`.
-    pub fn bias(&self) -> Option<&[f32]> {
-        self.bias.as_deref()
-    }
-
-    /// The Winograd form of the weights, computed on first use (only for parameters where
-    /// [`winograd::applies`] holds).
-    pub fn winograd_weights(&self) -> &[f32] {
-        self.winograd
-            .get_or_init(|| winograd::transform_weights(&self.params, &self.weight))
-    }
-
-    /// The weights packed for the direct kernel, computed on first use (only for parameters
-    /// where [`direct::applies`] holds).
-    pub fn direct_weights(&self) -> &[f32] {
-        self.direct
-            .get_or_init(|| direct::pack_weights(&self.params, &self.weight))
     }
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
-    pub fn save(&self, index: usize, out: &mut TensorWriter) {
+    pub fn save(&self, out: &mut TensorWriter) {
+        let index = self.index;
         out.f32(
             format!("{index}.weight"),
             &self.params.weight_shape(),
-            &self.weight,
+            self.filters.weight(),
         );
-        if let Some(b) = &self.bias {
+        if let Some(b) = self.filters.bias() {
             out.f32(format!("{index}.bias"), &[self.params.c_out], b);
         }
-    }
-
-    /// Runs the layer on a batch of `n` samples.
-    pub fn forward(&self, n: usize, input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
-        conv2d::conv2d(
-            &self.params,
-            n,
-            input,
-            &self.weight,
-            self.bias.as_deref(),
-            out,
-            scratch,
-        );
     }
 }
 
@@ -125,17 +85,17 @@ impl Conv2d {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNorm2d {
     /// The shape and options, fixed at compile time.
-    pub params: BatchNormParams,
+    pub(crate) params: BatchNormParams,
     /// The `state_dict` module index, for error messages.
-    pub index: usize,
+    pub(crate) index: usize,
     /// `[C]` scale, when affine.
-    pub weight: Option<Vec<f32>>,
+    pub(crate) weight: Option<Vec<f32>>,
     /// `[C]` shift, when affine.
-    pub bias: Option<Vec<f32>>,
+    pub(crate) bias: Option<Vec<f32>>,
     /// `[C]` running mean and variance, when tracking running statistics.
-    pub running: Option<(Vec<f32>, Vec<f32>)>,
+    pub(crate) running: Option<(Vec<f32>, Vec<f32>)>,
     /// Training steps PyTorch counted, kept for the round trip.
-    pub num_batches_tracked: Option<i64>,
+    pub(crate) num_batches_tracked: Option<i64>,
 }
 
 impl BatchNorm2d {
@@ -174,8 +134,9 @@ impl BatchNorm2d {
         })
     }
 
-    /// PyTorch's initial state: weight 1, bias 0, running mean 0, running variance 1.
-    pub fn new(params: BatchNormParams, index: usize) -> Self {
+    /// PyTorch's initial state: weight 1, bias 0, running mean 0, running variance 1. Draws
+    /// nothing from `rng` (the state is constant); it is there for the holders' one convention.
+    pub fn seeded(index: usize, params: BatchNormParams, _rng: &mut Rng) -> Self {
         let c = params.channels;
         BatchNorm2d {
             params,
@@ -210,7 +171,7 @@ impl BatchNorm2d {
     /// # Errors
     /// [`Error::BatchStatistics`] when batch statistics are needed and there is only one value
     /// per channel (`n·H·W = 1`).
-    pub fn forward(&self, n: usize, x: &mut [f32]) -> Result<(), Error> {
+    pub(crate) fn forward(&self, n: usize, x: &mut [f32]) -> Result<(), Error> {
         let p = &self.params;
         if n == 0 {
             return Ok(());
@@ -240,11 +201,13 @@ impl BatchNorm2d {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Linear {
     /// The shape, fixed at compile time.
-    pub params: LinearParams,
+    pub(crate) params: LinearParams,
+    /// The `state_dict` module index.
+    index: usize,
     /// `[out_features, in_features]` row-major.
-    pub weight: Vec<f32>,
+    pub(crate) weight: Vec<f32>,
     /// `[out_features]`, absent for `nobias`.
-    pub bias: Option<Vec<f32>>,
+    pub(crate) bias: Option<Vec<f32>>,
 }
 
 impl Linear {
@@ -261,6 +224,7 @@ impl Linear {
         let (o, i) = (params.out_features, params.in_features);
         Ok(Linear {
             params,
+            index,
             weight: w.f32(&format!("{index}.weight"), &[o, i])?,
             bias: if bias {
                 Some(w.f32(&format!("{index}.bias"), &[o])?)
@@ -271,18 +235,23 @@ impl Linear {
     }
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√in, 1/√in)`.
-    pub fn seeded(params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
+    pub fn seeded(index: usize, params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
         let (o, i) = (params.out_features, params.in_features);
         Linear {
             params,
+            index,
             weight: rng.fan_in_uniform(o * i, i),
             bias: bias.then(|| rng.fan_in_uniform(o, i)),
         }
     }
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
-    pub fn save(&self, index: usize, out: &mut TensorWriter) {
-        let (o, i) = (self.params.out_features, self.params.in_features);
+    pub fn save(&self, out: &mut TensorWriter) {
+        let (index, o, i) = (
+            self.index,
+            self.params.out_features,
+            self.params.in_features,
+        );
         out.f32(format!("{index}.weight"), &[o, i], &self.weight);
         if let Some(b) = &self.bias {
             out.f32(format!("{index}.bias"), &[o], b);
@@ -290,7 +259,7 @@ impl Linear {
     }
 
     /// Runs the layer on a batch of `n` samples.
-    pub fn forward(&self, n: usize, input: &[f32], out: &mut [f32]) {
+    pub(crate) fn forward(&self, n: usize, input: &[f32], out: &mut [f32]) {
         linear::linear(
             &self.params,
             n,

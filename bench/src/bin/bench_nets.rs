@@ -161,7 +161,7 @@ fn cell<M: Model>(name: &str, batch: usize, threads: usize, seconds: f64) -> Str
     };
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let gemm = std::env::var("CNN_GEMM").unwrap_or_else(|_| "auto".into());
+    let gemm = std::env::var("CNN_SIMD").unwrap_or_else(|_| "auto".into());
     let mut line = format!(
         "{{\"net\":{},\"batch\":{batch},\"threads\":{threads},\"median_ms\":{median:.4},\
          \"min_ms\":{:.4},\"reps\":{},\"runtime_threads\":{},\"gemm\":{}",

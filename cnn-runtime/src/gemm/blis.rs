@@ -5,8 +5,12 @@
 
 use std::cell::Cell;
 
+use crate::simd::Simd;
+
 /// A micro-kernel and the block sizes that keep its panels in cache.
 pub(super) trait Kernel {
+    /// The vector token the kernel computes with.
+    type S: Simd;
     /// Rows of a C tile (elements of A broadcast per k-step).
     const MR: usize;
     /// Columns of a C tile (vectors of packed B per k-step).
@@ -23,9 +27,6 @@ pub(super) trait Kernel {
     /// Rows of B per [`Kernel::dots`] block.
     const DQ: usize;
 
-    /// Hints the cache line holding `p` into L1; any address, nothing is read.
-    fn prefetch(p: *const f32);
-
     /// `C[mr×nr] ← (C +) A[mr×kc] · B̃[kc×nr]` for `1 ≤ mr ≤ MR`, `1 ≤ nr ≤ NR`.
     ///
     /// + `a`: A's top-left element, `mr` rows of stride `rsa`, each with `kc` contiguous floats
@@ -33,9 +34,10 @@ pub(super) trait Kernel {
     /// + `c`: the tile's top-left element, row stride `rsc`, valid for `mr` rows of `nr` columns
     ///
     /// # Safety
-    /// The CPU has the kernel's features, and the pointers are valid as listed above.
+    /// The pointers are valid as listed above.
     #[allow(clippy::too_many_arguments)] // the BLIS micro-kernel contract: two panels, one tile
     unsafe fn tile(
+        s: Self::S,
         mr: usize,
         kc: usize,
         a: *const f32,
@@ -55,9 +57,10 @@ pub(super) trait Kernel {
     /// + `c`: `C[i, j]`, row stride `rsc`, valid for `r` rows of `q` columns
     ///
     /// # Safety
-    /// The CPU has the kernel's features, and the pointers are valid as listed above.
+    /// The pointers are valid as listed above.
     #[allow(clippy::too_many_arguments)] // two row panels and one block
     unsafe fn dots(
+        s: Self::S,
         r: usize,
         q: usize,
         k: usize,
@@ -91,7 +94,7 @@ const PREFETCH_ROWS: usize = 4;
 /// Packs `kc` rows × `nc` columns of a row-major B (row stride `rsb`) into `NR`-column
 /// micro-panels `dst[s·kc·NR + p·NR + j']` for column `j = s·NR + j'`, zero past column `nc`.
 #[inline(always)]
-fn pack_b<K: Kernel>(kc: usize, nc: usize, b: &[f32], rsb: usize, dst: &mut [f32]) {
+fn pack_b<K: Kernel>(s: K::S, kc: usize, nc: usize, b: &[f32], rsb: usize, dst: &mut [f32]) {
     let full = nc / K::NR;
     // LOOP over k: one row of B streams into all micro-panels
     for p in 0..kc {
@@ -99,7 +102,7 @@ fn pack_b<K: Kernel>(kc: usize, nc: usize, b: &[f32], rsb: usize, dst: &mut [f32
         // Rows lie `rsb` apart, too far for the hardware prefetcher to follow.
         let ahead = b.as_ptr().wrapping_add((p + PREFETCH_ROWS) * rsb);
         for j in (0..nc).step_by(16) {
-            K::prefetch(ahead.wrapping_add(j));
+            s.prefetch(ahead.wrapping_add(j));
         }
         for s in 0..full {
             let at = s * kc * K::NR + p * K::NR;
@@ -123,12 +126,10 @@ fn pack_b<K: Kernel>(kc: usize, nc: usize, b: &[f32], rsb: usize, dst: &mut [f32
 ///
 /// # Panics
 /// If a slice is shorter than its matrix.
-///
-/// # Safety
-/// The CPU has `K`'s features.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // sgemm's own signature plus B's strides
-pub(super) unsafe fn gemm<K: Kernel>(
+pub(super) fn gemm<K: Kernel>(
+    s: K::S,
     m: usize,
     k: usize,
     n: usize,
@@ -156,8 +157,7 @@ pub(super) unsafe fn gemm<K: Kernel>(
         return;
     }
     if csb != 1 {
-        // SAFETY: the caller guarantees `K`'s features.
-        unsafe { gemm_dots::<K>(m, k, n, a, b, c, accumulate) };
+        gemm_dots::<K>(s, m, k, n, a, b, c, accumulate);
         return;
     }
     // Take full micro-panels straight from a row-major B instead of copying them when few row
@@ -193,7 +193,7 @@ pub(super) unsafe fn gemm<K: Kernel>(
             };
             let b_block = &mut b_pack[..b_len * kc];
             if !direct_b {
-                pack_b::<K>(kc, nc, &b[pc * n + jc..], n, b_block);
+                pack_b::<K>(s, kc, nc, &b[pc * n + jc..], n, b_block);
             }
             // LOOP over row blocks of C and A
             for ic in (0..m).step_by(K::MC) {
@@ -208,14 +208,14 @@ pub(super) unsafe fn gemm<K: Kernel>(
                         (&b[pc * n + j..], n)
                     } else {
                         let panel = &mut b_block[..kc * K::NR];
-                        pack_b::<K>(kc, nr, &b[pc * n + j..], n, panel);
+                        pack_b::<K>(s, kc, nr, &b[pc * n + j..], n, panel);
                         (&*panel, K::NR)
                     };
                     // LOOP over MR-row micro-panels of A
                     for ir in (0..mc).step_by(K::MR) {
                         let mr = K::MR.min(mc - ir);
                         let i = ic + ir;
-                        // SAFETY: the caller guarantees `K`'s features. A rows `i..i + mr ≤ m`,
+                        // SAFETY: A rows `i..i + mr ≤ m`,
                         // columns `pc..pc + kc ≤ k` lie inside `a` (asserted above). The B panel
                         // has `kc` rows of stride `rs_panel`, each with `NR` valid floats: packed
                         // ones by `pack_b`, direct ones because `j + NR ≤ n` and row
@@ -224,6 +224,7 @@ pub(super) unsafe fn gemm<K: Kernel>(
                         // borrow that aliases neither `a` nor `b`.
                         unsafe {
                             K::tile(
+                                s,
                                 mr,
                                 kc,
                                 a.as_ptr().add(i * k + pc),
@@ -249,10 +250,12 @@ pub(super) unsafe fn gemm<K: Kernel>(
 /// it is about as fast at batch 64 (`64×256×1000`) and 2–8× faster when B has few rows or A few, and
 /// every `C[i, j]` is summed in one order whatever `m` is.
 ///
-/// # Safety
-/// The CPU has `K`'s features; the slices hold their matrices and `k > 0`.
+/// # Panics
+/// If a slice is shorter than its matrix.
 #[inline(always)]
-unsafe fn gemm_dots<K: Kernel>(
+#[allow(clippy::too_many_arguments)] // sgemm's own signature plus the token
+fn gemm_dots<K: Kernel>(
+    s: K::S,
     m: usize,
     k: usize,
     n: usize,
@@ -272,11 +275,12 @@ unsafe fn gemm_dots<K: Kernel>(
         // LOOP over row blocks of B, column blocks of C
         for j in (0..n).step_by(K::DQ) {
             let q = K::DQ.min(n - j);
-            // SAFETY: the caller guarantees `K`'s features. A rows `i..i + r ≤ m`, B rows
+            // SAFETY: A rows `i..i + r ≤ m`, B rows
             // `j..j + q ≤ n` (each `k` floats) and C rows `i..i + r`, columns `j..j + q` lie
             // inside the slices (asserted above); `c` is a unique borrow.
             unsafe {
                 K::dots(
+                    s,
                     r,
                     q,
                     k,

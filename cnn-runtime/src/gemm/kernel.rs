@@ -1,144 +1,7 @@
 //! The micro-kernels, generic over the SIMD vector type: one `MR×NR` tile of C from broadcast A
 //! and vectors of B ([`tile`]), and an `R×Q` block of dot products of rows ([`dots`]).
 
-/// One SIMD register of `f32` lanes and the operations the micro-kernel needs.
-///
-/// Every method is an `#[inline(always)]` wrapper around `#[target_feature]` intrinsics, so it
-/// may only run on a CPU with the implementation's features, inside a function compiled with them.
-pub(crate) trait Simd {
-    /// The register type, `__m512` or `__m256`.
-    type V: Copy;
-    /// `f32` lanes in `V`.
-    const LANES: usize;
-
-    /// All lanes zero.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features.
-    unsafe fn zero() -> Self::V;
-
-    /// `*p` in every lane.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features; `p` is valid for one read.
-    unsafe fn splat(p: *const f32) -> Self::V;
-
-    /// `LANES` values from `p`, any alignment.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features; `p` is valid for `LANES` reads.
-    unsafe fn load(p: *const f32) -> Self::V;
-
-    /// Writes `LANES` values to `p`, any alignment.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features; `p` is valid for `LANES` writes.
-    unsafe fn store(p: *mut f32, v: Self::V);
-
-    /// `a · b + c`, fused.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features.
-    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-
-    /// Hints the cache line holding `p` into L1; any address, nothing is read.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features.
-    unsafe fn prefetch(p: *const f32);
-
-    /// `a + b`.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features.
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
-
-    /// `a − b`.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features.
-    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
-
-    /// `a · b`.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features.
-    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
-
-    /// Writes the first `n < LANES` lanes of `v` to `p`, any alignment.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features; `p` is valid for `n` writes.
-    unsafe fn store_first(p: *mut f32, v: Self::V, n: usize);
-
-    /// Per lane `a` if `a > b`, else `b` (x86's `maxps`: `b` when either is NaN), so
-    /// `max(0, v)` is PyTorch's ReLU, NaN and −0 included.
-    ///
-    /// # Safety
-    /// The CPU has the implementation's features.
-    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
-}
-
-/// One `f32` lane in plain Rust: the tails of the vector loops, and CPUs without AVX2.
-pub(crate) struct Scalar;
-
-impl Simd for Scalar {
-    type V = f32;
-    const LANES: usize = 1;
-
-    #[inline(always)]
-    unsafe fn zero() -> f32 {
-        0.0
-    }
-    #[inline(always)]
-    unsafe fn splat(p: *const f32) -> f32 {
-        // SAFETY: the caller guarantees one readable float at `p`.
-        unsafe { *p }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> f32 {
-        // SAFETY: the caller guarantees one readable float at `p`.
-        unsafe { *p }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: f32) {
-        // SAFETY: the caller guarantees one writable float at `p`.
-        unsafe { *p = v }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
-    }
-    #[inline(always)]
-    unsafe fn prefetch(_: *const f32) {}
-    #[inline(always)]
-    unsafe fn add(a: f32, b: f32) -> f32 {
-        a + b
-    }
-    #[inline(always)]
-    unsafe fn sub(a: f32, b: f32) -> f32 {
-        a - b
-    }
-    #[inline(always)]
-    unsafe fn store_first(p: *mut f32, v: f32, n: usize) {
-        if n > 0 {
-            // SAFETY: the caller guarantees `n` (here 1) writable floats at `p`.
-            unsafe { *p = v }
-        }
-    }
-    #[inline(always)]
-    unsafe fn mul(a: f32, b: f32) -> f32 {
-        a * b
-    }
-    #[inline(always)]
-    unsafe fn max(a: f32, b: f32) -> f32 {
-        if a > b {
-            a
-        } else {
-            b
-        }
-    }
-}
+use crate::simd::Simd;
 
 /// The widest tile, `NV·LANES`, that a partial write-back can buffer.
 const MAX_NR: usize = 64;
@@ -152,10 +15,11 @@ const MAX_NR: usize = 64;
 ///   written (read first when `load_c`)
 ///
 /// # Safety
-/// The CPU has `S`'s features, and the pointers are valid for the reads and writes listed above.
+/// The pointers are valid for the reads and writes listed above.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the BLIS micro-kernel contract: two panels, one tile
 pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
     kc: usize,
     a: *const f32,
     rsa: usize,
@@ -170,29 +34,23 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
     // LOOP over the tile's rows: fetch C while the k loop runs
     for i in 0..MR {
         let row = c.wrapping_add(i * rsc);
-        // SAFETY: the caller guarantees `S`'s features; a prefetch never faults.
-        unsafe {
-            S::prefetch(row);
-            S::prefetch(row.wrapping_add(NV * S::LANES - 1));
-        }
+        s.prefetch(row);
+        s.prefetch(row.wrapping_add(NV * S::LANES - 1));
     }
-    // SAFETY: the caller guarantees `S`'s features.
-    let mut acc = [[unsafe { S::zero() }; NV]; MR];
+    let mut acc = [[s.zero(); NV]; MR];
     let (mut a, mut b) = (a, b);
     // LOOP over k: one rank-1 update of the tile per step
     for _ in 0..kc {
-        // SAFETY: the caller guarantees `S`'s features.
-        let mut bv = [unsafe { S::zero() }; NV];
+        let mut bv = [s.zero(); NV];
         for (v, bv) in bv.iter_mut().enumerate() {
             // SAFETY: `b` points at one of the `kc` rows, each valid for `NV·LANES` reads.
-            *bv = unsafe { S::load(b.add(v * S::LANES)) };
+            *bv = unsafe { s.load(b.add(v * S::LANES)) };
         }
         for (i, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `a` points at one of the `kc` columns of `MR` readable rows.
-            let ai = unsafe { S::splat(a.add(i * rsa)) };
+            let ai = s.splat(unsafe { &*a.add(i * rsa) });
             for (acc, &bv) in acc.iter_mut().zip(&bv) {
-                // SAFETY: the caller guarantees `S`'s features.
-                *acc = unsafe { S::fmadd(ai, bv, *acc) };
+                *acc = s.fmadd(ai, bv, *acc);
             }
         }
         // Wrapping: after the last step the pointers may leave the panels; they are not read.
@@ -206,8 +64,8 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
                 let p = c.wrapping_add(i * rsc + v * S::LANES);
                 // SAFETY: row `i < MR` holds `nr = NV·LANES` valid columns from `c`.
                 unsafe {
-                    let x = if load_c { S::add(S::load(p), x) } else { x };
-                    S::store(p, x);
+                    let x = if load_c { s.add(s.load(p), x) } else { x };
+                    s.store(p, x);
                 }
             }
         }
@@ -218,7 +76,7 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
         for (acc, buf) in acc.iter().zip(buf.iter_mut()) {
             for (v, &x) in acc.iter().enumerate() {
                 // SAFETY: `buf` rows hold `MAX_NR ≥ NV·LANES` floats.
-                unsafe { S::store(buf.as_mut_ptr().add(v * S::LANES), x) };
+                unsafe { s.store(buf.as_mut_ptr().add(v * S::LANES), x) };
             }
         }
         // SAFETY: rows `i < MR` of C hold `nr` valid columns from `c`.
@@ -255,10 +113,11 @@ unsafe fn write_partial(buf: &[[f32; MAX_NR]], c: *mut f32, rsc: usize, nr: usiz
 /// + `c`: `C[i, j]`, row stride `rsc`; `R` rows of `Q` columns written (read first when `load_c`)
 ///
 /// # Safety
-/// The CPU has `S`'s features, and the pointers are valid for the reads and writes listed above.
+/// The pointers are valid for the reads and writes listed above.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // two row panels and one block
 pub(super) unsafe fn dots<S: Simd, const R: usize, const Q: usize>(
+    s: S,
     k: usize,
     a: *const f32,
     rsa: usize,
@@ -268,23 +127,20 @@ pub(super) unsafe fn dots<S: Simd, const R: usize, const Q: usize>(
     rsc: usize,
     load_c: bool,
 ) {
-    // SAFETY: the caller guarantees `S`'s features.
-    let mut acc = [[unsafe { S::zero() }; Q]; R];
+    let mut acc = [[s.zero(); Q]; R];
     let full = k - k % S::LANES;
     // LOOP over k, `LANES` steps at a time
     for p in (0..full).step_by(S::LANES) {
-        // SAFETY: the caller guarantees `S`'s features.
-        let mut bv = [unsafe { S::zero() }; Q];
+        let mut bv = [s.zero(); Q];
         for (q, bv) in bv.iter_mut().enumerate() {
             // SAFETY: row `q < Q` of B holds `k ≥ p + LANES` floats.
-            *bv = unsafe { S::load(b.add(q * rsb + p)) };
+            *bv = unsafe { s.load(b.add(q * rsb + p)) };
         }
         for (r, acc) in acc.iter_mut().enumerate() {
             // SAFETY: row `r < R` of A holds `k ≥ p + LANES` floats.
-            let av = unsafe { S::load(a.add(r * rsa + p)) };
+            let av = unsafe { s.load(a.add(r * rsa + p)) };
             for (acc, &bv) in acc.iter_mut().zip(&bv) {
-                // SAFETY: the caller guarantees `S`'s features.
-                *acc = unsafe { S::fmadd(av, bv, *acc) };
+                *acc = s.fmadd(av, bv, *acc);
             }
         }
     }
@@ -293,7 +149,7 @@ pub(super) unsafe fn dots<S: Simd, const R: usize, const Q: usize>(
     for (r, acc) in acc.iter().enumerate() {
         for (q, &x) in acc.iter().enumerate() {
             // SAFETY: `lanes` holds `MAX_NR ≥ LANES` floats.
-            unsafe { S::store(lanes.as_mut_ptr(), x) };
+            unsafe { s.store(lanes.as_mut_ptr(), x) };
             let mut sum: f32 = lanes[..S::LANES].iter().sum();
             for p in full..k {
                 // SAFETY: rows `r < R` of A and `q < Q` of B hold `k > p` floats.

@@ -1,21 +1,16 @@
-//! SGEMM for the conv and linear kernels, and the SIMD vector types ([`Simd`]) that they and
-//! the direct convolution kernel share.
+//! SGEMM for the conv and linear kernels.
 //!
 //! On x86_64 a BLIS loop nest ([`blis`]) packs A and B into thread-local buffers and sweeps an
-//! AVX-512F 6×64 or AVX2+FMA 6×16 micro-kernel ([`x86`]); elsewhere, and when neither feature is
-//! present, `matrixmultiply::sgemm` runs. The path is detected once and cached; the environment
-//! variable `CNN_GEMM=avx512|avx2|portable`, read at the first call, overrides the choice for
-//! tests and benchmarks (a path the CPU lacks falls back to the detected one).
-
-use std::sync::OnceLock;
+//! AVX-512F 6×64 or AVX2+FMA 6×16 micro-kernel ([`x86`]); elsewhere, and at
+//! [`Isa::Baseline`], `matrixmultiply::sgemm` runs. The level is the one every kernel runs at,
+//! [`crate::simd::isa`] (so `CNN_SIMD` pins it here too).
 
 mod blis;
 mod kernel;
-pub(crate) use kernel::{Scalar, Simd};
 #[cfg(target_arch = "x86_64")]
 mod x86;
-#[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{Avx2, Avx512};
+
+use crate::simd::{isa, Isa};
 
 /// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)`; all row-major and contiguous. On the x86_64
 /// paths row `i` of C is bit-identical whatever `m` is.
@@ -31,7 +26,7 @@ pub(crate) fn sgemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    gemm_on(path(), m, k, n, a, b, false, c, accumulate);
+    gemm_on(isa(), m, k, n, a, b, false, c, accumulate);
 }
 
 /// `C[m×n] ← A[m×k] · Bᵀ (+ C if accumulate)` where `B` is `[n×k]` row-major (a `Linear`
@@ -49,75 +44,16 @@ pub(crate) fn sgemm_bt(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    gemm_on(path(), m, k, n, a, b, true, c, accumulate);
+    gemm_on(isa(), m, k, n, a, b, true, c, accumulate);
 }
 
-/// An SGEMM implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Path {
-    /// BLIS nest, AVX-512F 6×64 micro-kernel.
-    Avx512,
-    /// BLIS nest, AVX2+FMA 6×16 micro-kernel.
-    Avx2,
-    /// `matrixmultiply::sgemm`.
-    Portable,
-}
-
-impl Path {
-    /// Fastest first.
-    pub(crate) const ALL: [Path; 3] = [Path::Avx512, Path::Avx2, Path::Portable];
-
-    /// The `CNN_GEMM` spelling.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Path::Avx512 => "avx512",
-            Path::Avx2 => "avx2",
-            Path::Portable => "portable",
-        }
-    }
-
-    /// Whether this CPU can run the path.
-    pub(crate) fn available(self) -> bool {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Path::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "x86_64")]
-            Path::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            #[cfg(not(target_arch = "x86_64"))]
-            Path::Avx512 | Path::Avx2 => false,
-            Path::Portable => true,
-        }
-    }
-
-    /// `CNN_GEMM` if it names an available path, else the fastest available one.
-    fn detect() -> Path {
-        let wanted = std::env::var("CNN_GEMM").ok();
-        let by_name = Path::ALL
-            .into_iter()
-            .find(|p| wanted.as_deref() == Some(p.name()));
-        match by_name {
-            Some(p) if p.available() => p,
-            _ => Path::ALL
-                .into_iter()
-                .find(|p| p.available())
-                .unwrap_or(Path::Portable),
-        }
-    }
-}
-
-/// The path every call takes, detected at the first call.
-pub(crate) fn path() -> Path {
-    static PATH: OnceLock<Path> = OnceLock::new();
-    *PATH.get_or_init(Path::detect)
-}
-
-/// [`sgemm`] (`bt = false`) or [`sgemm_bt`] (`bt = true`) on a given path.
+/// [`sgemm`] (`bt = false`) or [`sgemm_bt`] (`bt = true`) at a given instruction-set level.
 ///
 /// # Panics
-/// If a slice is shorter than its matrix, or the CPU lacks the path's features.
-#[allow(clippy::too_many_arguments)] // sgemm's own signature plus the path and B's layout
+/// If a slice is shorter than its matrix, or the CPU lacks the level's features.
+#[allow(clippy::too_many_arguments)] // sgemm's own signature plus the level and B's layout
 pub(crate) fn gemm_on(
-    path: Path,
+    isa: Isa,
     m: usize,
     k: usize,
     n: usize,
@@ -131,15 +67,43 @@ pub(crate) fn gemm_on(
         a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
         "sgemm operand too short"
     );
-    assert!(path.available(), "sgemm path `{}` unavailable", path.name());
+    assert!(isa.available(), "sgemm level `{}` unavailable", isa.name());
     let strides_b = if bt { (1, k) } else { (n, 1) };
-    match path {
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available()` asserted AVX-512F above.
-        Path::Avx512 => unsafe { x86::gemm_avx512(m, k, n, a, b, strides_b, c, accumulate) },
+        // SAFETY: `available()` asserted every feature of AVX-512 above, which is what the
+        // token promises and more than `gemm_avx512` is compiled with.
+        Isa::Avx512 => unsafe {
+            use crate::simd::{Avx512, Simd};
+            x86::gemm_avx512(
+                Avx512::new_unchecked(),
+                m,
+                k,
+                n,
+                a,
+                b,
+                strides_b,
+                c,
+                accumulate,
+            )
+        },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available()` asserted AVX2 and FMA above.
-        Path::Avx2 => unsafe { x86::gemm_avx2(m, k, n, a, b, strides_b, c, accumulate) },
+        // SAFETY: `available()` asserted AVX2 and FMA above, the token's and `gemm_avx2`'s
+        // features.
+        Isa::Avx2 => unsafe {
+            use crate::simd::{Avx2, Simd};
+            x86::gemm_avx2(
+                Avx2::new_unchecked(),
+                m,
+                k,
+                n,
+                a,
+                b,
+                strides_b,
+                c,
+                accumulate,
+            )
+        },
         _ => portable(m, k, n, a, b, strides_b, c, accumulate),
     }
 }
@@ -240,9 +204,9 @@ mod tests {
         (64, 4096, 10),
     ];
 
-    fn check_path(path: Path) {
+    fn check_path(path: Isa) {
         if !path.available() {
-            println!("sgemm path `{}` skipped: this CPU lacks it", path.name());
+            println!("sgemm level `{}` skipped: this CPU lacks it", path.name());
             return;
         }
         for (seed, &(m, k, n)) in MKNS.iter().enumerate() {
@@ -269,17 +233,17 @@ mod tests {
 
     #[test]
     fn avx512_matches_naive_over_awkward_shapes() {
-        check_path(Path::Avx512);
+        check_path(Isa::Avx512);
     }
 
     #[test]
     fn avx2_matches_naive_over_awkward_shapes() {
-        check_path(Path::Avx2);
+        check_path(Isa::Avx2);
     }
 
     #[test]
     fn portable_matches_naive_over_awkward_shapes() {
-        check_path(Path::Portable);
+        check_path(Isa::Baseline);
     }
 
     #[test]
@@ -296,7 +260,7 @@ mod tests {
 
     #[test]
     fn leaves_c_outside_the_matrix_alone() {
-        for path in Path::ALL.into_iter().filter(|p| p.available()) {
+        for path in Isa::ALL.into_iter().filter(|p| p.available()) {
             let (m, k, n) = (15, 9, 33);
             let a = rand_vec(m * k, 3);
             let b = rand_vec(k * n, 4);
@@ -308,9 +272,9 @@ mod tests {
 
     #[test]
     fn rows_do_not_depend_on_how_many_are_computed() {
-        for path in [Path::Avx512, Path::Avx2] {
+        for path in [Isa::Avx512, Isa::Avx2] {
             if !path.available() {
-                println!("sgemm path `{}` skipped: this CPU lacks it", path.name());
+                println!("sgemm level `{}` skipped: this CPU lacks it", path.name());
                 continue;
             }
             for &(m, k, n) in &[(64, 300, 70), (20, 600, 1030), (7, 33, 10), (64, 4096, 10)] {

@@ -1,10 +1,8 @@
-//! One file per operation: a parameter descriptor, the batch forward kernel, and its tests.
+//! One module per operation: a parameter descriptor, the batch forward kernel, and its tests.
+//! Convolution is a folder, with its algorithms as children (see [`conv`]).
 
 pub mod activation;
 pub mod batchnorm;
-pub mod conv2d;
-mod depthwise;
-pub mod direct;
+pub mod conv;
 pub mod linear;
 pub mod pool;
-pub mod winograd;

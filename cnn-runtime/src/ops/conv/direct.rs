@@ -8,23 +8,20 @@
 //! reads are contiguous, and the weights are packed once per layer as `[c_out / R, taps, R]`.
 //! With `R = 8` and 32 columns the accumulators take 16 AVX-512 registers.
 
-use super::activation::Activation;
-use super::conv2d::{apply, Conv2dParams, Epilogue};
-use crate::gemm::Simd;
+use super::{Conv2dParams, Epilogue, PostOp};
+use crate::simd::Simd;
+use crate::tuning::{DIRECT_MAX_C_IN, DIRECT_MIN_MACS_PER_SPLIT};
 
 /// Output channels per register block.
 pub const R: usize = 8;
 /// Output columns per vector.
 const LANES: usize = 16;
-/// Most input channels the direct kernel takes: beyond that im2col + GEMM (or Winograd) has
-/// enough work per im2col element.
-const MAX_C_IN: usize = 8;
 
-/// Whether [`conv2d_fused`](super::conv2d::conv2d_fused) runs `p` directly: one group of at
+/// Whether `p` runs directly ([`Algorithm::Direct`](super::Algorithm::Direct)): one group of at
 /// most 8 input channels, no dilation, a kernel larger than 1×1 no wider than 16, stride ≤ 4.
 pub const fn applies(p: &Conv2dParams) -> bool {
     p.groups == 1
-        && p.c_in <= MAX_C_IN
+        && p.c_in <= DIRECT_MAX_C_IN
         && p.dilation[0] == 1
         && p.dilation[1] == 1
         && (p.kernel[0] > 1 || p.kernel[1] > 1)
@@ -65,12 +62,12 @@ pub fn pack_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
 }
 
 /// `out = epilogue(bias + conv(input, weight))` for `n` samples, like
-/// [`conv2d_fused`](super::conv2d::conv2d_fused), with `packed` from [`pack_weights`]. With
+/// [`im2col::conv2d`](super::im2col::conv2d), with `packed` from [`pack_weights`]. With
 /// `threads > 1` (on a worker of the pool) the channel blocks of large layers are shared out.
 ///
 /// # Panics
 /// If a slice is shorter than its layout.
-#[allow(clippy::too_many_arguments)] // conv2d_fused's arguments
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the epilogue
 pub fn conv2d(
     p: &Conv2dParams,
     n: usize,
@@ -89,6 +86,7 @@ pub fn conv2d(
     if let Some(b) = bias {
         assert!(b.len() >= p.c_out, "conv2d bias too short");
     }
+    epilogue.check(p.c_out);
     if scratch.len() < scratch_len(p) {
         scratch.resize(scratch_len(p), 0.0);
     }
@@ -97,7 +95,7 @@ pub fn conv2d(
     phases.fill(0.0);
     let plane = p.out_hw[0] * p.out_hw[1];
     let blocks = p.c_out.div_ceil(R);
-    let parts = if p.macs() >= MIN_MACS_PER_SPLIT {
+    let parts = if p.macs() >= DIRECT_MIN_MACS_PER_SPLIT {
         threads.clamp(1, blocks)
     } else {
         1
@@ -121,9 +119,6 @@ pub fn conv2d(
     }
 }
 
-/// Multiply-accumulates below which a layer stays on one thread.
-const MIN_MACS_PER_SPLIT: usize = 1 << 20;
-
 crate::simd::multiversion! {
 /// Fills `phases` (see [`scratch_len`]) from one sample `x: [C, H, W]`, zero in the padding,
 /// which must hold zeros already (the padding is the same for every sample).
@@ -137,7 +132,7 @@ fn split_phases(p: &Conv2dParams, x: &[f32], phases: &mut [f32]) {
     for (c, planes) in phases.chunks_exact_mut(padded_h * sw * row).enumerate() {
         let rows = planes[ph * sw * row..].chunks_exact_mut(sw * row);
         for (src, dst) in x[c * h * w..(c + 1) * h * w].chunks_exact(w).zip(rows) {
-            super::depthwise::copy_row(src, dst, row, sw, pw);
+            super::phases::copy_row(src, dst, row, sw, pw);
         }
     }
 }
@@ -155,18 +150,13 @@ fn run(
     first: usize,
     y: &mut [f32],
 ) {
-    crate::simd::with_simd!(S => {
-        // `with_simd!` runs this body only where the CPU has `S`'s features, which is all that
-        // `blocks` needs of its caller.
+    crate::simd::with_simd!(|s: S| {
         if S::LANES == 1 {
-            // SAFETY: see above.
-            unsafe { blocks::<S, LANES>(p, phases, w, bias, epilogue, first, y) }
+            blocks::<S, LANES>(s, p, phases, w, bias, epilogue, first, y)
         } else if S::LANES == 16 && p.out_hw[1] > 16 {
-            // SAFETY: see above.
-            unsafe { blocks::<S, 2>(p, phases, w, bias, epilogue, first, y) }
+            blocks::<S, 2>(s, p, phases, w, bias, epilogue, first, y)
         } else {
-            // SAFETY: see above.
-            unsafe { blocks::<S, 1>(p, phases, w, bias, epilogue, first, y) }
+            blocks::<S, 1>(s, p, phases, w, bias, epilogue, first, y)
         }
     }, (
         p: &Conv2dParams,
@@ -179,21 +169,12 @@ fn run(
     ))
 }
 
-/// Bias of the channels `first + c0..` of a block, zero past the layer's channels.
-fn block_bias(bias: Option<&[f32]>, first: usize, live: usize) -> [f32; R] {
-    let mut b0 = [0.0f32; R];
-    if let Some(bias) = bias {
-        b0[..live].copy_from_slice(&bias[first..first + live]);
-    }
-    b0
-}
-
 /// [`run`] with `S` vectors: `V` of them per channel and block (16 single lanes with `Scalar`).
 ///
-/// # Safety
-/// The CPU has `S`'s features.
 #[inline(always)]
-unsafe fn blocks<S: Simd, const V: usize>(
+#[allow(clippy::too_many_arguments)] // `run`'s arguments plus the token
+fn blocks<S: Simd, const V: usize>(
+    s: S,
     p: &Conv2dParams,
     phases: &[f32],
     w: &[f32],
@@ -213,27 +194,32 @@ unsafe fn blocks<S: Simd, const V: usize>(
     // LOOP over blocks of R output channels
     for (b, w) in w.chunks_exact(k * R).take(channels.div_ceil(R)).enumerate() {
         let live = R.min(channels - b * R);
-        let b0 = block_bias(bias, first + b * R, live);
         let y = &mut y[b * R * plane..(b * R + live) * plane];
-        // A folded batch norm and ReLU are applied in registers; other activations after the
-        // block's planes are done, while they are in cache.
-        let in_registers = matches!(epilogue.act, None | Some(Activation::Relu));
-        let relu = epilogue.act == Some(Activation::Relu);
+        // The bias starts the sums. A folded batch norm and ReLU are applied in registers;
+        // other activations (and then the batch norm too) after the block's planes are done,
+        // while they are in cache.
+        let posts: [PostOp; R] =
+            std::array::from_fn(|r| epilogue.channel(bias, (first + b * R + r).min(p.c_out - 1)));
+        let in_registers = posts[0].act.is_none();
+        let relu = posts[0].relu;
+        let fold = in_registers && posts[0].affine.is_some();
+        let b0: [f32; R] = std::array::from_fn(|r| match posts[r].bias {
+            Some(v) if r < live => v,
+            _ => 0.0,
+        });
         let (mut f_scale, mut f_shift) = ([1.0f32; R], [0.0f32; R]);
-        if let Some((scale, shift)) = epilogue.affine {
-            let c0 = first + b * R;
-            f_scale[..live].copy_from_slice(&scale[c0..c0 + live]);
-            f_shift[..live].copy_from_slice(&shift[c0..c0 + live]);
+        for (r, post) in posts.iter().enumerate().take(live) {
+            if let Some((m, s)) = post.affine {
+                (f_scale[r], f_shift[r]) = (m, s);
+            }
         }
         // LOOP over output rows
         for oy in 0..oh {
             // LOOP over blocks of `cols` output columns
             for x0 in (0..ow).step_by(cols) {
-                // SAFETY: the caller guarantees `S`'s features.
-                let mut acc = [[unsafe { S::zero() }; V]; R];
+                let mut acc = [[s.zero(); V]; R];
                 for (a, bv) in acc.iter_mut().zip(&b0) {
-                    // SAFETY: `S`'s features; `bv` is a reference to one float.
-                    *a = [unsafe { S::splat(bv) }; V];
+                    *a = [s.splat(bv); V];
                 }
                 let mut taps = w.chunks_exact(R);
                 // LOOP over input channels, kernel rows and columns: one tap each
@@ -244,37 +230,31 @@ unsafe fn blocks<S: Simd, const V: usize>(
                             let start = base + (kj % sw) * prow + kj / sw + x0;
                             let src = &phases[start..start + cols];
                             let wt = taps.next().expect("R weights per tap");
-                            // SAFETY: `S`'s features.
-                            let mut xv = [unsafe { S::zero() }; V];
+                            let mut xv = [s.zero(); V];
                             for (v, x) in xv.iter_mut().enumerate() {
-                                // SAFETY: `S`'s features; `src` holds `V·LANES` floats, so
-                                // LANES from `v·LANES` are readable.
-                                *x = unsafe { S::load(src.as_ptr().add(v * S::LANES)) };
+                                // SAFETY: `src` holds `V·LANES` floats, so LANES from
+                                // `v·LANES` are readable.
+                                *x = unsafe { s.load(src.as_ptr().add(v * S::LANES)) };
                             }
                             for (a, wr) in acc.iter_mut().zip(wt) {
-                                // SAFETY: `S`'s features; `wr` is a reference to one float.
-                                let wr = unsafe { S::splat(wr) };
+                                let wr = s.splat(wr);
                                 for (a, &x) in a.iter_mut().zip(&xv) {
-                                    // SAFETY: `S`'s features.
-                                    *a = unsafe { S::fmadd(wr, x, *a) };
+                                    *a = s.fmadd(wr, x, *a);
                                 }
                             }
                         }
                     }
                 }
                 if in_registers {
-                    let fold = epilogue.affine.is_some();
                     for (r, a) in acc.iter_mut().enumerate() {
-                        // SAFETY: `S`'s features; the splats read single floats.
-                        let (m, s) = unsafe { (S::splat(&f_scale[r]), S::splat(&f_shift[r])) };
+                        let (m, b) = (s.splat(&f_scale[r]), s.splat(&f_shift[r]));
                         for a in a.iter_mut() {
                             if fold {
-                                // SAFETY: `S`'s features. Two roundings, as `apply`.
-                                *a = unsafe { S::add(S::mul(*a, m), s) };
+                                // Two roundings, as `PostOp::apply`.
+                                *a = s.add(s.mul(*a, m), b);
                             }
                             if relu {
-                                // SAFETY: `S`'s features.
-                                *a = unsafe { S::max(S::zero(), *a) };
+                                *a = s.max(s.zero(), *a);
                             }
                         }
                     }
@@ -285,20 +265,25 @@ unsafe fn blocks<S: Simd, const V: usize>(
                     for (v, &a) in a.iter().enumerate() {
                         let at = v * S::LANES;
                         if at + S::LANES <= len {
-                            // SAFETY: `S`'s features; `dst` holds `len` floats, LANES of them
-                            // from `at` on.
-                            unsafe { S::store(dst.as_mut_ptr().add(at), a) };
+                            // SAFETY: `dst` holds `len` floats, LANES of them from `at` on.
+                            unsafe { s.store(dst.as_mut_ptr().add(at), a) };
                         } else if at < len {
-                            // SAFETY: `S`'s features; `len − at < LANES` floats from `at` on
-                            // are in `dst` (a masked store: no `memcpy` call per row).
-                            unsafe { S::store_first(dst.as_mut_ptr().add(at), a, len - at) };
+                            // SAFETY: `len − at < LANES` floats from `at` on are in `dst` (a
+                            // masked store: no `memcpy` call per row).
+                            unsafe { s.store_first(dst.as_mut_ptr().add(at), a, len - at) };
                         }
                     }
                 }
             }
         }
         if !in_registers {
-            apply(epilogue, first + b * R, y.chunks_exact_mut(plane));
+            for (post, row) in posts.iter().zip(y.chunks_exact_mut(plane)) {
+                PostOp {
+                    bias: None,
+                    ..*post
+                }
+                .apply(row);
+            }
         }
     }
 }
@@ -307,8 +292,8 @@ unsafe fn blocks<S: Simd, const V: usize>(
 mod tests {
     use super::*;
     use crate::ops::activation::Activation;
-    use crate::ops::conv2d::conv2d_fused;
-    use crate::ops::conv2d::tests::naive;
+    use crate::ops::conv::im2col;
+    use crate::ops::conv::tests::naive;
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
 
@@ -384,7 +369,10 @@ mod tests {
             in_hw: [64, 64],
             out_hw: [32, 32],
         };
-        assert!(p.macs() >= MIN_MACS_PER_SPLIT, "the case must be split");
+        assert!(
+            p.macs() >= DIRECT_MIN_MACS_PER_SPLIT,
+            "the case must be split"
+        );
         let x = rand_vec(2 * p.in_len(), 1);
         let wt = rand_vec(p.c_out * p.fan_in(), 2);
         let b = rand_vec(p.c_out, 3);
@@ -412,15 +400,15 @@ mod tests {
             out
         };
         let mut separate = run(1, Epilogue::default());
-        apply(epilogue, 0, separate.chunks_exact_mut(1024).take(30));
-        apply(epilogue, 0, separate.chunks_exact_mut(1024).skip(30));
+        epilogue.apply(0, separate.chunks_exact_mut(1024).take(30));
+        epilogue.apply(0, separate.chunks_exact_mut(1024).skip(30));
         let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for threads in [1, 2, 3] {
             assert_eq!(bits(&run(threads, epilogue)), bits(&separate), "{threads}");
         }
         // And the im2col path agrees within rounding.
         let mut want = vec![0.0; 2 * p.out_len()];
-        conv2d_fused(
+        im2col::conv2d(
             &p,
             2,
             &x,

@@ -1,0 +1,192 @@
+//! The depthwise kernel against the reference convolution, and its epilogue and plane ranges
+//! against applying them separately, bit for bit.
+
+use super::*;
+use crate::ops::activation::Activation;
+use crate::ops::conv::tests::naive;
+use crate::shape::out_len;
+use crate::test_util::{assert_close, rand_vec};
+
+/// `(channels, kernel, stride, padding, dilation, [h, w], n, bias)`.
+type Case = (
+    usize,
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    usize,
+    bool,
+);
+
+/// Mobile's two layers, then strides 1–3, paddings 0–4, dilations, kernels 1–7 and 2×4,
+/// 3×17, widths 1 to 48 around the 16 lanes (and 38, 40, 41, whose last block of two vectors
+/// overlaps the one before), and row counts off the 4-row blocks.
+const CASES: &[Case] = &[
+    (32, [3, 3], [1, 1], [1, 1], [1, 1], [32, 32], 1, true),
+    (64, [3, 3], [2, 2], [1, 1], [1, 1], [32, 32], 2, true),
+    (3, [3, 3], [1, 1], [1, 1], [1, 1], [7, 5], 2, false),
+    (3, [3, 3], [2, 2], [1, 1], [1, 1], [9, 17], 3, true),
+    (2, [3, 3], [2, 2], [0, 0], [1, 1], [8, 33], 1, true),
+    (2, [3, 3], [2, 2], [2, 3], [1, 1], [6, 21], 2, false),
+    (4, [3, 3], [1, 1], [0, 0], [1, 1], [3, 3], 3, true),
+    (2, [3, 3], [3, 3], [1, 1], [1, 1], [10, 40], 2, true),
+    (3, [3, 3], [1, 2], [1, 1], [2, 2], [11, 19], 1, true),
+    (4, [3, 5], [2, 1], [1, 2], [2, 1], [7, 5], 3, true),
+    (2, [1, 1], [1, 1], [0, 0], [1, 1], [5, 31], 2, true),
+    (2, [1, 1], [2, 2], [1, 1], [1, 1], [5, 6], 1, false),
+    (5, [5, 5], [1, 1], [2, 2], [1, 1], [9, 23], 2, true),
+    (5, [5, 5], [2, 2], [2, 2], [1, 1], [13, 35], 1, false),
+    (2, [7, 7], [1, 1], [3, 3], [1, 1], [8, 48], 1, true),
+    (2, [7, 7], [2, 2], [3, 3], [1, 1], [15, 15], 2, true),
+    (3, [7, 7], [3, 3], [3, 3], [1, 1], [20, 20], 1, true),
+    (6, [3, 3], [3, 2], [0, 2], [2, 2], [9, 8], 2, true),
+    (3, [3, 3], [2, 2], [4, 4], [1, 1], [2, 3], 1, true),
+    (3, [1, 1], [2, 2], [1, 1], [1, 1], [1, 1], 1, false),
+    (2, [2, 4], [1, 3], [1, 2], [1, 1], [4, 10], 2, true),
+    (2, [3, 17], [1, 1], [1, 8], [1, 1], [5, 20], 1, true),
+    (2, [3, 3], [1, 1], [1, 1], [1, 1], [17, 1], 2, true),
+    (3, [3, 3], [1, 1], [1, 1], [1, 1], [6, 40], 2, true),
+    (2, [5, 5], [1, 1], [2, 2], [1, 1], [5, 41], 1, true),
+    (2, [3, 3], [2, 2], [1, 1], [1, 1], [7, 75], 1, false),
+];
+
+fn params(c: &Case) -> Conv2dParams {
+    let &(ch, kernel, stride, padding, dilation, in_hw, _, _) = c;
+    let axis = |a: usize| {
+        out_len(
+            in_hw[a],
+            kernel[a],
+            stride[a],
+            padding[a],
+            dilation[a],
+            false,
+        )
+        .expect("the case fits its input")
+    };
+    Conv2dParams {
+        c_in: ch,
+        c_out: ch,
+        groups: ch,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        in_hw,
+        out_hw: [axis(0), axis(1)],
+    }
+}
+
+/// Inputs of case `i`: `[x, weight, bias, scale, shift]`.
+fn data(i: usize, p: &Conv2dParams, n: usize) -> [Vec<f32>; 5] {
+    let seed = i as u64 * 10;
+    let k = p.kernel[0] * p.kernel[1];
+    [
+        rand_vec(n * p.in_len(), seed),
+        rand_vec(p.c_out * k, seed + 1),
+        rand_vec(p.c_out, seed + 2),
+        rand_vec(p.c_out, seed + 3),
+        rand_vec(p.c_out, seed + 4),
+    ]
+}
+
+/// All `n` samples in one call, with scratch of the wrong size and NaN-filled output.
+fn run(
+    p: &Conv2dParams,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    e: Epilogue<'_>,
+) -> Vec<f32> {
+    let mut out = vec![f32::NAN; n * p.out_len()];
+    let mut scratch = vec![f32::NAN; 5];
+    depthwise(p, 0, x, w, b, e, &mut out, &mut scratch);
+    assert_eq!(scratch.len(), scratch_len(p));
+    out
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn matches_direct_convolution_over_awkward_shapes() {
+    for (i, case) in CASES.iter().enumerate() {
+        let p = params(case);
+        let (n, has_bias) = (case.6, case.7);
+        let [x, w, b, _, _] = data(i, &p, n);
+        let bias = has_bias.then_some(&b[..]);
+        let got = run(&p, n, &x, &w, bias, Epilogue::default());
+        assert_close(&got, &naive(&p, n, &x, &w, bias), 1e-5);
+    }
+}
+
+#[test]
+fn fused_epilogue_equals_applying_it_afterwards_bit_for_bit() {
+    let acts = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::LeakyRelu(0.1)),
+        Some(Activation::Gelu),
+        Some(Activation::Sigmoid),
+    ];
+    for (i, case) in CASES.iter().enumerate() {
+        let p = params(case);
+        let (n, has_bias) = (case.6, case.7);
+        let [x, w, b, scale, shift] = data(i, &p, n);
+        let bias = has_bias.then_some(&b[..]);
+        let plain = run(&p, n, &x, &w, bias, Epilogue::default());
+        for affine in [None, Some((&scale[..], &shift[..]))] {
+            for act in acts {
+                let e = Epilogue { affine, act };
+                let mut want = plain.clone();
+                let hw = p.out_hw[0] * p.out_hw[1];
+                for sample in want.chunks_exact_mut(p.out_len()) {
+                    e.apply(0, sample.chunks_exact_mut(hw));
+                }
+                let got = run(&p, n, &x, &w, bias, e);
+                assert_eq!(bits(&got), bits(&want), "{case:?} {act:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn plane_ranges_give_the_bits_of_one_call() {
+    for (i, case) in CASES.iter().enumerate() {
+        let p = params(case);
+        let (n, has_bias) = (case.6, case.7);
+        let [x, w, b, scale, shift] = data(i, &p, n);
+        let e = Epilogue {
+            affine: Some((&scale, &shift)),
+            act: Some(Activation::Relu),
+        };
+        let bias = has_bias.then_some(&b[..]);
+        let whole = run(&p, n, &x, &w, bias, e);
+        let (hw_in, hw_out) = (p.in_hw[0] * p.in_hw[1], p.out_hw[0] * p.out_hw[1]);
+        let planes = n * p.c_out;
+        for split in [1, planes / 2, planes - 1] {
+            let mut out = vec![f32::NAN; whole.len()];
+            let (lo, hi) = out.split_at_mut(split * hw_out);
+            let mut scratch = Vec::new();
+            let (x_lo, x_hi) = x.split_at(split * hw_in);
+            depthwise(&p, 0, x_lo, &w, bias, e, lo, &mut scratch);
+            depthwise(&p, split, x_hi, &w, bias, e, hi, &mut scratch);
+            assert_eq!(bits(&out), bits(&whole), "{case:?} split at plane {split}");
+        }
+    }
+}
+
+#[test]
+fn an_empty_range_writes_nothing_and_a_short_input_panics() {
+    let p = params(&CASES[0]);
+    let none = Epilogue::default();
+    let w = rand_vec(p.c_out * 9, 1);
+    depthwise(&p, 3, &[], &w, None, none, &mut [], &mut Vec::new());
+    let short = std::panic::catch_unwind(|| {
+        let mut out = vec![0.0; p.out_hw[0] * p.out_hw[1]];
+        depthwise(&p, 0, &[0.0; 10], &w, None, none, &mut out, &mut Vec::new());
+    });
+    assert!(short.is_err(), "a short input must panic");
+}

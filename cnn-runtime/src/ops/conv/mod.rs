@@ -1,0 +1,566 @@
+//! 2-D convolution: the descriptor ([`Conv2dParams`]), the algorithm chosen once from it
+//! ([`Algorithm`]), the per-channel work after the sums ([`Epilogue`], [`PostOp`]) and the one
+//! entry point, [`forward`].
+//!
+//! ```text
+//! forward ─┬─ Winograd   winograd/   3×3, stride 1, one group, ≥ 16 channels in and out
+//!          ├─ Direct     direct.rs   one group of ≤ 8 input channels (a network's stem)
+//!          ├─ Depthwise  depthwise/  groups = c_in = c_out > 1
+//!          └─ Im2col     im2col.rs   everything else: im2col + one GEMM per group
+//! ```
+//!
+//! `phases.rs` holds the zero-padded, stride-phase-split copies of the input that the direct
+//! and depthwise kernels read.
+
+pub mod depthwise;
+pub mod direct;
+pub mod im2col;
+mod phases;
+pub mod winograd;
+
+use std::sync::OnceLock;
+
+use crate::ops::activation::{activation, Activation};
+use crate::simd::multiversion;
+
+/// Shape of a `Conv2d` layer, computed once by the `cnn!` macro and emitted as a `const`.
+///
+/// PyTorch: `nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups)`; pairs are `[H, W]`.
+/// Shape of a `Conv2d` layer, computed once by the `cnn!` macro and emitted as a `const`.
+///
+/// PyTorch: `nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups)`; pairs are `[H, W]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Channel groups; divides `c_in` and `c_out`.
+    pub groups: usize,
+    /// Kernel `[KH, KW]`.
+    pub kernel: [usize; 2],
+    /// Stride `[SH, SW]`.
+    pub stride: [usize; 2],
+    /// Zero padding on each side `[PH, PW]`.
+    pub padding: [usize; 2],
+    /// Dilation `[DH, DW]`.
+    pub dilation: [usize; 2],
+    /// Input `[H, W]`.
+    pub in_hw: [usize; 2],
+    /// Output `[OH, OW]`.
+    pub out_hw: [usize; 2],
+}
+
+impl Conv2dParams {
+    /// `[c_out, c_in / groups, KH, KW]`, the PyTorch weight shape.
+    pub const fn weight_shape(&self) -> [usize; 4] {
+        [
+            self.c_out,
+            self.c_in / self.groups,
+            self.kernel[0],
+            self.kernel[1],
+        ]
+    }
+
+    /// Elements of one input sample, `c_in·H·W`.
+    pub const fn in_len(&self) -> usize {
+        self.c_in * self.in_hw[0] * self.in_hw[1]
+    }
+
+    /// Elements of one output sample, `c_out·OH·OW`.
+    pub const fn out_len(&self) -> usize {
+        self.c_out * self.out_hw[0] * self.out_hw[1]
+    }
+
+    /// `c_in / groups · KH · KW`: inputs that feed one output value (the `fan_in` of PyTorch's
+    /// initialisation and the `k` of the GEMM).
+    pub const fn fan_in(&self) -> usize {
+        self.c_in / self.groups * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Multiply-accumulates for one sample.
+    pub const fn macs(&self) -> usize {
+        self.out_len() * self.fan_in()
+    }
+
+    /// One filter per channel (`groups = c_in = c_out > 1`).
+    pub const fn is_depthwise(&self) -> bool {
+        self.groups == self.c_in && self.groups == self.c_out && self.groups > 1
+    }
+
+    /// The algorithm [`forward`] runs this convolution with; the only place it is chosen.
+    pub const fn algorithm(&self) -> Algorithm {
+        if winograd::applies(self) {
+            Algorithm::Winograd
+        } else if direct::applies(self) {
+            Algorithm::Direct
+        } else if self.is_depthwise() {
+            Algorithm::Depthwise
+        } else {
+            Algorithm::Im2col
+        }
+    }
+
+    /// Scratch elements one sample needs: the most of [`im2col_len`](Self::im2col_len) and
+    /// what the [`algorithm`](Self::algorithm) needs beyond it (Winograd's transforms, the
+    /// direct kernel's phase-split input), so that a workspace sized by it runs any kernel.
+    pub const fn scratch_len(&self) -> usize {
+        let len = self.im2col_len();
+        let own = match self.algorithm() {
+            Algorithm::Winograd => winograd::scratch_len(self),
+            Algorithm::Direct => direct::scratch_len(self),
+            Algorithm::Depthwise | Algorithm::Im2col => 0,
+        };
+        if own > len {
+            own
+        } else {
+            len
+        }
+    }
+
+    /// Scratch elements of the im2col matrix of one sample (0 when the convolution skips
+    /// im2col), or of the depthwise kernel's padded plane for a depthwise convolution.
+    pub const fn im2col_len(&self) -> usize {
+        if self.is_depthwise() {
+            depthwise::scratch_len(self)
+        } else {
+            im2col::scratch_len(self)
+        }
+    }
+}
+
+/// How [`forward`] computes a convolution, a function of its [`Conv2dParams`] only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Winograd F(m×m, 3×3) ([`winograd`]).
+    Winograd,
+    /// Register-blocked direct convolution over a phase-split copy ([`direct`]).
+    Direct,
+    /// One filter per plane, summed in registers ([`depthwise`]).
+    Depthwise,
+    /// im2col + one GEMM per group ([`im2col`]).
+    Im2col,
+}
+
+/// Work a convolution applies to its output while it is still in cache:
+/// `y = act(y·scale[o] + shift[o])`, a batch norm with running statistics and an activation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// `(scale, shift)` per output channel, from `ops::batchnorm::scale_shift`.
+    pub affine: Option<(&'a [f32], &'a [f32])>,
+    /// An element-wise activation applied last.
+    pub act: Option<Activation>,
+}
+
+impl Epilogue<'_> {
+    /// The work for output channel `c`, after adding `bias[c]` when there is a bias.
+    #[inline]
+    pub(crate) fn channel(&self, bias: Option<&[f32]>, c: usize) -> PostOp {
+        PostOp {
+            bias: bias.map(|b| b[c]),
+            affine: self.affine.map(|(scale, shift)| (scale[c], shift[c])),
+            relu: self.act == Some(Activation::Relu),
+            act: self.act.filter(|&a| a != Activation::Relu),
+        }
+    }
+
+    /// Applies the epilogue (no bias) to the output rows of channels `first, first + 1, …`.
+    pub(crate) fn apply<'a>(&self, first: usize, rows: impl Iterator<Item = &'a mut [f32]>) {
+        for (o, row) in rows.enumerate() {
+            self.channel(None, first + o).apply(row);
+        }
+    }
+
+    /// Checks that the affine slices cover `c_out` channels, as every kernel does on entry.
+    ///
+    /// # Panics
+    /// If they are shorter.
+    pub(crate) fn check(&self, c_out: usize) {
+        if let Some((scale, shift)) = self.affine {
+            assert!(
+                scale.len() >= c_out && shift.len() >= c_out,
+                "conv2d epilogue too short"
+            );
+        }
+    }
+}
+
+/// What happens to the sums of one output channel, in this order, each step optional:
+/// `y = act(max0((y + bias)·scale + shift))`. The kernels apply the first three steps in
+/// registers where they can ([`PostOp::apply`] on a row otherwise), and `act` to whole rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PostOp {
+    /// Added first.
+    pub(crate) bias: Option<f32>,
+    /// `(scale, shift)`: `y·scale + shift`, two roundings, as the separate batch-norm kernel.
+    pub(crate) affine: Option<(f32, f32)>,
+    /// PyTorch's ReLU (NaN stays NaN), in the same pass.
+    pub(crate) relu: bool,
+    /// Any other activation, applied to the row afterwards.
+    pub(crate) act: Option<Activation>,
+}
+
+impl PostOp {
+    /// Applies every step to one row of the channel, the first three in one pass.
+    #[inline]
+    pub(crate) fn apply(self, row: &mut [f32]) {
+        let (a, b) = self.affine.map_or((None, 0.0), |(a, b)| (Some(a), b));
+        bias_affine_relu(row, self.bias, a, b, self.relu);
+        if let Some(act) = self.act {
+            activation(act, row);
+        }
+    }
+}
+
+multiversion! {
+/// `v = max0((v + bias)·a + b)` with each step optional: the bias add, the affine map (two
+/// roundings, as the separate batch-norm kernel) and PyTorch's ReLU (NaN stays NaN).
+fn bias_affine_relu(row: &mut [f32], bias: Option<f32>, a: Option<f32>, b: f32, relu: bool) {
+    // Specialised per combination, so that each loop body is branch-free.
+    match (bias, a, relu) {
+        (None, None, false) => {}
+        (Some(c), None, false) => row.iter_mut().for_each(|v| *v += c),
+        (Some(c), Some(a), false) => row.iter_mut().for_each(|v| *v = (*v + c) * a + b),
+        (Some(c), Some(a), true) => row.iter_mut().for_each(|v| {
+            let w = (*v + c) * a + b;
+            *v = if w < 0.0 { 0.0 } else { w };
+        }),
+        (Some(c), None, true) => row.iter_mut().for_each(|v| {
+            let w = *v + c;
+            *v = if w < 0.0 { 0.0 } else { w };
+        }),
+        (None, Some(a), false) => row.iter_mut().for_each(|v| *v = *v * a + b),
+        (None, Some(a), true) => row.iter_mut().for_each(|v| {
+            let w = *v * a + b;
+            *v = if w < 0.0 { 0.0 } else { w };
+        }),
+        (None, None, true) => row.iter_mut().for_each(|v| {
+            *v = if *v < 0.0 { 0.0 } else { *v };
+        }),
+    }
+}
+}
+
+/// PyTorch's tensors of one convolution, and a copy of the weights in the layout its
+/// [`Algorithm`] reads (Winograd's `U`, the direct kernel's packing), made on first use.
+#[derive(Debug, Clone)]
+pub struct Filters {
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    prepared: OnceLock<(Conv2dParams, Vec<f32>)>,
+}
+
+impl PartialEq for Filters {
+    fn eq(&self, other: &Self) -> bool {
+        self.weight == other.weight && self.bias == other.bias
+    }
+}
+
+impl Filters {
+    /// `weight: [c_out, c_in/groups, KH, KW]` and `bias: [c_out]`, PyTorch's layouts.
+    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
+        Filters {
+            weight,
+            bias,
+            prepared: OnceLock::new(),
+        }
+    }
+
+    /// `[c_out, c_in/groups, KH, KW]` row-major.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    /// `[c_out]`, absent for `bias=False`.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// The weights in the layout `p.algorithm()` reads.
+    ///
+    /// # Panics
+    /// If an earlier call prepared them for other parameters.
+    fn for_kernel(&self, p: &Conv2dParams) -> &[f32] {
+        let prepare = |make: fn(&Conv2dParams, &[f32]) -> Vec<f32>| {
+            let (q, w) = self.prepared.get_or_init(|| (*p, make(p, &self.weight)));
+            assert_eq!(q, p, "filters prepared for another convolution");
+            w.as_slice()
+        };
+        match p.algorithm() {
+            Algorithm::Winograd => prepare(winograd::transform_weights),
+            Algorithm::Direct => prepare(direct::pack_weights),
+            Algorithm::Depthwise | Algorithm::Im2col => &self.weight,
+        }
+    }
+}
+
+/// `out[n, o, y, x] = epilogue(bias[o] + Σ_{c,i,j} weight[o, c, i, j] · input[n, g·C/G + c, y·s − p + i·d, x·s − p + j·d])`
+/// (zero outside the input) for every sample of the batch, by `p.algorithm()`. The epilogue
+/// rounds as the batch norm and activation kernels run separately would. With `threads > 1`
+/// (on a worker of the pool) large convolutions split over that many threads; the result does
+/// not change.
+///
+/// + `n`: the batch size
+/// + `input`: `[n, c_in, H, W]` row-major
+/// + `filters`: the layer's weight and bias, only ever used with this `p`
+/// + `epilogue`: its slices `[c_out]`
+/// + `out`: `[n, c_out, OH, OW]` row-major, overwritten
+/// + `scratch`: grown as the algorithm needs (at most `p.scratch_len()`), never shrunk
+///
+/// # Panics
+/// If a slice is shorter than the layout above.
+#[allow(clippy::too_many_arguments)] // the layer, the batch and its buffers
+pub fn forward(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    filters: &Filters,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let (w, b) = (filters.for_kernel(p), filters.bias());
+    match p.algorithm() {
+        Algorithm::Winograd => winograd::conv2d(p, n, input, w, b, epilogue, threads, out, scratch),
+        Algorithm::Direct => direct::conv2d(p, n, input, w, b, epilogue, threads, out, scratch),
+        Algorithm::Depthwise => {
+            depthwise::conv2d(p, n, input, w, b, epilogue, threads, out, scratch)
+        }
+        Algorithm::Im2col => im2col::conv2d(p, n, input, w, b, epilogue, threads, out, scratch),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::shape::out_len;
+    use crate::test_util::{assert_close, rand_vec};
+
+    /// `(c_in, c_out, groups, kernel, stride, padding, dilation, [h, w], n, bias)`.
+    pub(crate) type Case = (
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        usize,
+        bool,
+    );
+
+    pub(crate) const CASES: &[Case] = &[
+        (3, 16, 1, [3, 3], [1, 1], [1, 1], [1, 1], [8, 8], 1, true),
+        (4, 4, 4, [3, 5], [2, 1], [1, 2], [2, 1], [7, 5], 3, true),
+        (8, 6, 1, [1, 1], [1, 1], [0, 0], [1, 1], [5, 7], 3, true),
+        (8, 6, 2, [1, 1], [1, 1], [0, 0], [3, 2], [5, 7], 1, false),
+        (5, 7, 1, [1, 1], [2, 2], [0, 0], [1, 1], [9, 6], 2, true),
+        (6, 6, 3, [1, 1], [1, 1], [1, 0], [1, 1], [4, 4], 1, true),
+        (3, 5, 1, [2, 2], [3, 3], [0, 0], [1, 1], [11, 10], 1, true),
+        (2, 4, 1, [3, 2], [4, 5], [1, 1], [1, 1], [9, 13], 2, false),
+        (3, 4, 1, [1, 1], [1, 1], [0, 0], [1, 1], [1, 1], 3, true),
+        (3, 4, 1, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], 1, true),
+        (2, 2, 1, [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 2, false),
+        (8, 8, 8, [3, 3], [1, 1], [1, 1], [1, 1], [6, 6], 3, true),
+        (8, 8, 8, [3, 3], [2, 2], [1, 1], [1, 1], [7, 7], 1, false),
+        (6, 6, 6, [3, 3], [3, 2], [0, 2], [2, 2], [9, 8], 2, true),
+        (3, 3, 3, [1, 1], [2, 2], [1, 1], [1, 1], [1, 1], 1, false),
+        (5, 5, 5, [2, 4], [1, 3], [1, 2], [1, 1], [4, 10], 2, true),
+        (6, 4, 2, [3, 3], [1, 2], [2, 0], [2, 2], [8, 9], 1, true),
+        (6, 9, 3, [2, 3], [1, 1], [0, 1], [1, 3], [5, 8], 3, true),
+        (4, 4, 4, [5, 5], [1, 1], [2, 2], [1, 1], [3, 3], 1, true),
+        (1, 3, 1, [7, 7], [2, 2], [3, 3], [1, 1], [16, 12], 1, true),
+        (3, 2, 1, [3, 3], [1, 1], [4, 4], [1, 1], [2, 3], 1, true),
+        (16, 32, 1, [3, 3], [1, 1], [1, 1], [1, 1], [13, 13], 2, true),
+    ];
+
+    pub(crate) fn params(c: &Case) -> Conv2dParams {
+        let &(c_in, c_out, groups, kernel, stride, padding, dilation, in_hw, _, _) = c;
+        let axis = |a: usize| {
+            out_len(
+                in_hw[a],
+                kernel[a],
+                stride[a],
+                padding[a],
+                dilation[a],
+                false,
+            )
+            .expect("the case fits its input")
+        };
+        Conv2dParams {
+            c_in,
+            c_out,
+            groups,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            in_hw,
+            out_hw: [axis(0), axis(1)],
+        }
+    }
+
+    /// The reference convolution for every conv kernel's tests: any groups, stride, padding and
+    /// dilation, `bias + Σ w·x` in f64.
+    pub(crate) fn naive(
+        p: &Conv2dParams,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
+        let [kh, kw] = p.kernel;
+        let [h, wd] = p.in_hw;
+        let [oh, ow] = p.out_hw;
+        let mut out = vec![0.0; n * p.out_len()];
+        for s in 0..n {
+            for o in 0..p.c_out {
+                let g = o / c_out_g;
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut acc = b.map_or(0.0, |b| b[o] as f64);
+                        for c in 0..c_in_g {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let iy = (y * p.stride[0] + i * p.dilation[0]) as isize
+                                        - p.padding[0] as isize;
+                                    let ix = (xo * p.stride[1] + j * p.dilation[1]) as isize
+                                        - p.padding[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let ci = g * c_in_g + c;
+                                    let xv =
+                                        x[((s * p.c_in + ci) * h + iy as usize) * wd + ix as usize];
+                                    let wv = w[((o * c_in_g + c) * kh + i) * kw + j];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        out[((s * p.c_out + o) * oh + y) * ow + xo] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_direct_convolution_over_awkward_shapes() {
+        for (seed, case) in CASES.iter().enumerate() {
+            let p = params(case);
+            let (n, has_bias) = (case.8, case.9);
+            let seed = seed as u64 * 10;
+            let x = rand_vec(n * p.in_len(), seed);
+            let w = rand_vec(p.c_out * p.fan_in(), seed + 1);
+            let b = rand_vec(p.c_out, seed + 2);
+            let bias = has_bias.then_some(&b[..]);
+            let mut out = vec![f32::NAN; n * p.out_len()];
+            let mut scratch = vec![f32::NAN; 3];
+            let run = if p.is_depthwise() {
+                depthwise::conv2d
+            } else {
+                im2col::conv2d
+            };
+            run(
+                &p,
+                n,
+                &x,
+                &w,
+                bias,
+                Epilogue::default(),
+                1,
+                &mut out,
+                &mut scratch,
+            );
+            assert!(scratch.len() >= p.im2col_len(), "{case:?}");
+            let want = naive(&p, n, &x, &w, bias);
+            assert_close(&out, &want, 1e-5);
+        }
+    }
+
+    #[test]
+    fn scratch_len_covers_every_algorithm_that_applies() {
+        for case in CASES {
+            let p = params(case);
+            let depthwise = p.groups > 1 && p.groups == p.c_in && p.groups == p.c_out;
+            let skip = p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0];
+            let per_group = p.c_in / p.groups * p.kernel[0] * p.kernel[1];
+            let want = if depthwise {
+                let row = p.out_hw[1] + (p.kernel[1] - 1) * p.dilation[1] / p.stride[1] + 16;
+                (p.in_hw[0] + 2 * p.padding[0]) * p.stride[1] * row
+            } else if skip {
+                0
+            } else {
+                per_group * p.out_hw[0] * p.out_hw[1]
+            };
+            assert_eq!(p.im2col_len(), want, "{case:?}");
+            let winograd = winograd::applies(&p);
+            let w = winograd::scratch_len(&p);
+            let direct = direct::applies(&p);
+            let d = direct::scratch_len(&p);
+            let want = if winograd { want.max(w) } else { want };
+            let want = if direct { want.max(d) } else { want };
+            assert_eq!(p.scratch_len(), want, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn forward_runs_the_chosen_algorithm_on_every_shape() {
+        for (seed, case) in CASES.iter().enumerate() {
+            let p = params(case);
+            let (n, has_bias) = (case.8, case.9);
+            let seed = seed as u64 * 10;
+            let x = rand_vec(n * p.in_len(), seed);
+            let w = rand_vec(p.c_out * p.fan_in(), seed + 1);
+            let b = rand_vec(p.c_out, seed + 2);
+            let filters = Filters::new(w.clone(), has_bias.then(|| b.clone()));
+            let mut out = vec![f32::NAN; n * p.out_len()];
+            let mut scratch = Vec::new();
+            forward(
+                &p,
+                n,
+                &x,
+                &filters,
+                Epilogue::default(),
+                1,
+                &mut out,
+                &mut scratch,
+            );
+            assert!(scratch.len() <= p.scratch_len(), "{case:?}");
+            let want = naive(&p, n, &x, &w, has_bias.then_some(&b[..]));
+            let tol = if p.algorithm() == Algorithm::Winograd {
+                2e-4
+            } else {
+                1e-5
+            };
+            assert_close(&out, &want, tol);
+        }
+    }
+
+    #[test]
+    fn each_algorithm_is_chosen_for_its_shapes() {
+        let p = params(&CASES[21]);
+        assert_eq!(p.algorithm(), Algorithm::Winograd);
+        assert_eq!(params(&CASES[0]).algorithm(), Algorithm::Direct);
+        assert_eq!(params(&CASES[11]).algorithm(), Algorithm::Depthwise);
+        assert_eq!(params(&CASES[2]).algorithm(), Algorithm::Im2col);
+        let filters = Filters::new(vec![0.5; p.c_out * p.fan_in()], None);
+        let mut out = vec![0.0; p.out_len()];
+        let x = vec![1.0; p.in_len()];
+        let e = Epilogue::default();
+        forward(&p, 1, &x, &filters, e, 1, &mut out, &mut Vec::new());
+        let other = Conv2dParams { c_out: 16, ..p };
+        let wrong = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0; other.out_len()];
+            forward(&other, 1, &x, &filters, e, 1, &mut out, &mut Vec::new());
+        });
+        assert!(
+            wrong.is_err(),
+            "filters prepared for `p` must not run `other`"
+        );
+    }
+}

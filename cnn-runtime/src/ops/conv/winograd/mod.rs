@@ -1,0 +1,383 @@
+//! 3×3 stride-1 convolution by Winograd's minimal filtering F(m×m, 3×3): each m×m output tile
+//! comes from an α×α input tile (α = m + 2) with α² multiplications per (input, output) channel
+//! pair instead of 9m², as α² GEMMs over all tiles. F(4×4, 3×3) (36 products for 16 outputs,
+//! 4× fewer multiplies than direct) runs layers whose outputs are at least
+//! `tuning::WINOGRAD_F4_MIN_SIDE` (12) on
+//! a side; smaller ones use F(2×2, 3×3) (16 for 4, 2.25×), whose tiles waste less at the edges.
+//!
+//! `Y = Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A` with `d` an input tile and `g` a filter:
+//!
+//! - F(2×2): `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`, `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`,
+//!   `Aᵀ = [1 1 1 0; 0 1 −1 −1]`.
+//! - F(4×4) (Lavin & Gray's points 0, ±1, ±2): `Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0;
+//!   0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]`,
+//!   `G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1⁄24 1⁄12 ⅙; 1⁄24 −1⁄12 ⅙; 0 0 1]`,
+//!   `Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]`.
+//!
+//! The transforms (`transform.rs`) are written out term by term, without multiplications by
+//! zero; this file holds the sizes, the tile choice and the driver.
+
+mod transform;
+
+use self::transform::{transform_input, transform_output, transform_weights_for};
+use super::{Conv2dParams, Epilogue};
+use crate::simd::multiversion;
+use crate::tuning::{
+    winograd_out_tile, LAYOUT_BLOCK, MIN_MACS_PER_SPLIT, WINOGRAD_BLOCK_BYTES,
+    WINOGRAD_MIN_BLOCK_TILES, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIDE,
+    WINOGRAD_MIN_TILES_PER_BLOCK,
+};
+
+/// Whether `p` runs with Winograd ([`Algorithm::Winograd`](super::Algorithm::Winograd)): a 3×3 kernel,
+/// stride 1, no dilation, one group, and enough channels and tiles for the transforms to pay.
+pub const fn applies(p: &Conv2dParams) -> bool {
+    p.kernel[0] == 3
+        && p.kernel[1] == 3
+        && p.stride[0] == 1
+        && p.stride[1] == 1
+        && p.dilation[0] == 1
+        && p.dilation[1] == 1
+        && p.groups == 1
+        && p.c_in >= WINOGRAD_MIN_CHANNELS
+        && p.c_out >= WINOGRAD_MIN_CHANNELS
+        && p.out_hw[0] >= WINOGRAD_MIN_SIDE
+        && p.out_hw[1] >= WINOGRAD_MIN_SIDE
+}
+
+/// The output tile side m of `p`, 4 or 2 (see `tuning::winograd_out_tile`).
+pub const fn out_tile(p: &Conv2dParams) -> usize {
+    winograd_out_tile(p.out_hw)
+}
+
+/// Products per tile: α² with α = m + 2.
+const fn positions(m: usize) -> usize {
+    (m + 2) * (m + 2)
+}
+
+/// Scratch elements for one sample: the transformed input `[α², T, c_in]`, the products
+/// `[α², T, c_out]`, and channel-last copies of the input `[H, W, c_in]` and output
+/// `[OH, OW, c_out]`.
+pub const fn scratch_len(p: &Conv2dParams) -> usize {
+    scratch_len_for(out_tile(p), p)
+}
+
+/// Output tiles of one sample, with output tiles of side `m`.
+const fn tiles_for(m: usize, p: &Conv2dParams) -> usize {
+    p.out_hw[0].div_ceil(m) * p.out_hw[1].div_ceil(m)
+}
+
+/// [`scratch_len`] with output tiles of side `m`.
+const fn scratch_len_for(m: usize, p: &Conv2dParams) -> usize {
+    positions(m) * tiles_for(m, p) * (p.c_in + p.c_out)
+        + p.in_hw[0] * p.in_hw[1] * p.c_in
+        + p.out_hw[0] * p.out_hw[1] * p.c_out
+}
+
+/// Elements of the transformed weights, `[α², c_in, c_out]`, with output tiles of side `m`.
+pub(super) const fn weight_len_for(m: usize, p: &Conv2dParams) -> usize {
+    positions(m) * p.c_in * p.c_out
+}
+
+/// `U = G g Gᵀ` for every filter (computed in f64), laid out `[α², c_in, c_out]` (the GEMMs'
+/// B operands), for the tile size [`out_tile`] picks.
+///
+/// + `weight`: `[c_out, c_in, 3, 3]` (PyTorch's layout)
+pub fn transform_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
+    transform_weights_for(out_tile(p), p, weight)
+}
+
+/// The convolution of [`im2col::conv2d`](super::im2col::conv2d) for a `p` where
+/// [`applies`] holds, with transformed weights `u` from [`transform_weights`].
+///
+/// Each sample goes channel-last, then through blocks of whole tile rows: input transform,
+/// the α² GEMMs and the output transform of one block run back to back while its data is in
+/// cache. With `threads > 1` (on a worker of the pool) the blocks are shared out, and so are
+/// the layout changes; a layer with too few tiles per thread splits the GEMMs instead.
+///
+/// # Panics
+/// If a slice is shorter than its layout.
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the epilogue
+pub fn conv2d(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    conv2d_with(
+        out_tile(p),
+        p,
+        n,
+        input,
+        u,
+        bias,
+        epilogue,
+        threads,
+        out,
+        scratch,
+    )
+}
+
+/// [`conv2d`] with output tiles of side `m` (2 or 4) and `u` transformed for them.
+#[allow(clippy::too_many_arguments)] // conv2d's arguments and the tile size
+fn conv2d_with(
+    m_t: usize,
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let (c_in, c_out, xis) = (p.c_in, p.c_out, positions(m_t));
+    let ([h, w], [oh, ow]) = (p.in_hw, p.out_hw);
+    let (th, tw) = (oh.div_ceil(m_t), ow.div_ceil(m_t));
+    let t = th * tw;
+    let len = scratch_len_for(m_t, p);
+    epilogue.check(c_out);
+    assert!(
+        u.len() >= weight_len_for(m_t, p),
+        "winograd weights too short"
+    );
+    assert!(input.len() >= n * p.in_len(), "winograd input too short");
+    assert!(out.len() >= n * p.out_len(), "winograd output too short");
+    if scratch.len() < len {
+        scratch.resize(len, 0.0);
+    }
+    let (vm, rest) = scratch[..len].split_at_mut(xis * t * (c_in + c_out));
+    let (xt, yt) = rest.split_at_mut(h * w * c_in);
+    let big = t * c_in * c_out * xis >= MIN_MACS_PER_SPLIT;
+    let threads = if big { threads.max(1) } else { 1 };
+    // Tile rows per block: the block's transformed input and products fit the cache budget,
+    // and with threads every thread gets a block.
+    let row_bytes = xis * tw * (c_in + c_out) * std::mem::size_of::<f32>();
+    let mut rows = (WINOGRAD_BLOCK_BYTES / row_bytes)
+        .max(WINOGRAD_MIN_BLOCK_TILES.div_ceil(tw))
+        .clamp(1, th);
+    if threads > 1 {
+        rows = rows.min(th.div_ceil(threads));
+    }
+    let split_tiles = threads == 1 || rows * tw >= WINOGRAD_MIN_TILES_PER_BLOCK;
+    let (v_block, m_block) = (xis * rows * tw * c_in, xis * rows * tw * c_out);
+    // LOOP over samples
+    for (x, y) in input
+        .chunks_exact(p.in_len())
+        .zip(out.chunks_exact_mut(p.out_len()))
+        .take(n)
+    {
+        // LOOP over blocks of input rows: to channel-last
+        let in_rows = h.div_ceil(threads);
+        let xt_rows = xt.chunks_mut(in_rows * w * c_in);
+        crate::threads::for_each(threads, xt_rows, |i, xt_part| {
+            to_channels_last(x, h * w, c_in, i * in_rows * w, xt_part);
+        });
+        if split_tiles {
+            // LOOP over blocks of tile rows, shared out over threads
+            let (vs, ms) = vm.split_at_mut(xis * t * c_in);
+            let blocks = vs
+                .chunks_mut(v_block)
+                .zip(ms.chunks_mut(m_block))
+                .zip(yt.chunks_mut(m_t * rows * ow * c_out));
+            crate::threads::for_each(threads, blocks, |b, ((v, m), yt_part)| {
+                let (ty0, ty1) = (b * rows, ((b + 1) * rows).min(th));
+                let tb = (ty1 - ty0) * tw;
+                transform_input(m_t, p, xt, ty0, ty1, v);
+                // LOOP over the α² tile positions: V[ξ] (tb × C) · U[ξ] (C × O)
+                for (xi, m_xi) in m.chunks_exact_mut(tb * c_out).enumerate() {
+                    let v_xi = &v[xi * tb * c_in..(xi + 1) * tb * c_in];
+                    let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
+                    crate::gemm::sgemm(tb, c_in, c_out, v_xi, u_xi, m_xi, false);
+                }
+                transform_output(m_t, p, m, ty0, ty1, bias, yt_part);
+            });
+        } else {
+            // Few tiles: one block, its GEMMs split over threads.
+            let (v, m) = vm.split_at_mut(xis * t * c_in);
+            transform_input(m_t, p, xt, 0, th, v);
+            let per = xis.div_ceil(threads.min(xis));
+            let parts = m.chunks_mut(per * t * c_out);
+            crate::threads::for_each(threads, parts, |b, part| {
+                for (i, m_xi) in part.chunks_exact_mut(t * c_out).enumerate() {
+                    let xi = b * per + i;
+                    let v_xi = &v[xi * t * c_in..(xi + 1) * t * c_in];
+                    let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
+                    crate::gemm::sgemm(t, c_in, c_out, v_xi, u_xi, m_xi, false);
+                }
+            });
+            transform_output(m_t, p, m, 0, th, bias, yt);
+        }
+        // LOOP over blocks of output channels: to channels-first, then the epilogue
+        let per = c_out.div_ceil(threads);
+        let planes = y.chunks_mut(per * oh * ow);
+        let yt = &*yt;
+        crate::threads::for_each(threads, planes, |i, y_part| {
+            to_channels_first(yt, c_out, i * per, y_part);
+            epilogue.apply(i * per, y_part.chunks_exact_mut(oh * ow));
+        });
+    }
+}
+
+multiversion! {
+/// Positions `first..first + xt.len() / C` of `[C, H·W]` (`hw` = H·W) into `xt: [·, C]`, in
+/// blocks of [`LAYOUT_BLOCK`] positions.
+fn to_channels_last(x: &[f32], hw: usize, c: usize, first: usize, xt: &mut [f32]) {
+    let len = xt.len() / c;
+    // LOOP over blocks of positions
+    for (b, block) in xt.chunks_mut(LAYOUT_BLOCK * c).enumerate() {
+        let i0 = first + b * LAYOUT_BLOCK;
+        let rows = block.len() / c;
+        // LOOP over channels: one contiguous run of the plane into a column of the block
+        for (ch, plane) in x.chunks_exact(hw).take(c).enumerate() {
+            for (i, &v) in plane[i0..i0 + rows].iter().enumerate() {
+                block[i * c + ch] = v;
+            }
+        }
+    }
+    debug_assert!(first + len <= hw);
+}
+}
+
+multiversion! {
+/// Channels `first..` of `yt: [H·W, C]` into `y: [·, H·W]` (as many channels as `y` holds),
+/// in blocks of [`LAYOUT_BLOCK`] positions.
+fn to_channels_first(yt: &[f32], c: usize, first: usize, y: &mut [f32]) {
+    let hw = yt.len() / c;
+    let channels = y.len() / hw;
+    // LOOP over blocks of positions
+    for i0 in (0..hw).step_by(LAYOUT_BLOCK) {
+        let rows = LAYOUT_BLOCK.min(hw - i0);
+        let block = &yt[i0 * c..(i0 + rows) * c];
+        // LOOP over channels: a column of the block into one contiguous run of the plane
+        for ch in 0..channels {
+            let dst = &mut y[ch * hw + i0..ch * hw + i0 + rows];
+            for (i, v) in dst.iter_mut().enumerate() {
+                *v = block[i * c + first + ch];
+            }
+        }
+    }
+}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::activation::Activation;
+    use crate::ops::conv::im2col;
+    use crate::shape::out_len;
+    use crate::test_util::{assert_close, rand_vec};
+
+    #[test]
+    fn the_tile_size_follows_the_output_size() {
+        let p = |side| Conv2dParams {
+            c_in: 16,
+            c_out: 16,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [side, side],
+            out_hw: [side, side],
+        };
+        assert_eq!(out_tile(&p(8)), 2);
+        assert_eq!(out_tile(&p(crate::tuning::WINOGRAD_F4_MIN_SIDE)), 4);
+        assert_eq!(tiles_for(out_tile(&p(13)), &p(13)), 16);
+        assert_eq!(weight_len_for(out_tile(&p(32)), &p(32)), 36 * 16 * 16);
+        assert_eq!(
+            transform_weights(&p(32), &vec![0.5; 16 * 16 * 9]).len(),
+            weight_len_for(4, &p(32))
+        );
+    }
+
+    #[test]
+    fn matches_im2col_convolution_over_awkward_shapes() {
+        // (c_in, c_out, padding, [h, w], n, bias)
+        let cases = [
+            (16, 16, [1, 1], [8, 8], 1, true),
+            (16, 24, [1, 1], [7, 9], 2, false),
+            (20, 16, [0, 0], [9, 6], 1, true),
+            (16, 32, [2, 1], [5, 5], 3, true),
+            (17, 19, [1, 0], [4, 11], 1, true),
+            (64, 64, [1, 1], [16, 16], 1, true),
+            // Several blocks of tile rows, the last one shorter.
+            (64, 64, [1, 1], [40, 36], 2, true),
+            // Enough work to split over threads, too few tiles: the 16 GEMMs are split.
+            (128, 128, [1, 1], [8, 8], 1, false),
+            // F(4×4)'s own sizes: edges of 1, 2 and 3 outputs past the last whole tile.
+            (16, 16, [1, 1], [13, 14], 1, true),
+            (24, 17, [1, 1], [15, 12], 2, true),
+            (64, 64, [1, 1], [32, 32], 1, true),
+        ];
+        for (seed, &(c_in, c_out, padding, [h, w], n, bias)) in cases.iter().enumerate() {
+            let out_hw = [
+                out_len(h, 3, 1, padding[0], 1, false).unwrap(),
+                out_len(w, 3, 1, padding[1], 1, false).unwrap(),
+            ];
+            let p = Conv2dParams {
+                c_in,
+                c_out,
+                groups: 1,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding,
+                dilation: [1, 1],
+                in_hw: [h, w],
+                out_hw,
+            };
+            assert!(applies(&p));
+            let s = seed as u64 * 10;
+            let x = rand_vec(n * p.in_len(), s);
+            let wt = rand_vec(p.c_out * p.fan_in(), s + 1);
+            let b = rand_vec(c_out, s + 2);
+            let (scale, shift) = (rand_vec(c_out, s + 3), rand_vec(c_out, s + 4));
+            let bias = bias.then_some(&b[..]);
+            let epilogue = Epilogue {
+                affine: Some((&scale, &shift)),
+                act: Some(Activation::Tanh),
+            };
+            let mut want = vec![f32::NAN; n * p.out_len()];
+            im2col::conv2d(
+                &p,
+                n,
+                &x,
+                &wt,
+                bias,
+                epilogue,
+                1,
+                &mut want,
+                &mut Vec::new(),
+            );
+            for m in [2, 4] {
+                let u = transform_weights_for(m, &p, &wt);
+                for threads in [1, 2, 3] {
+                    let mut got = vec![f32::NAN; n * p.out_len()];
+                    crate::threads::install(threads, || {
+                        conv2d_with(
+                            m,
+                            &p,
+                            n,
+                            &x,
+                            &u,
+                            bias,
+                            epilogue,
+                            threads,
+                            &mut got,
+                            &mut Vec::new(),
+                        )
+                    });
+                    // F(4×4)'s larger transform constants cost about 8× F(2×2)'s rounding
+                    // error (measured up to 6e-5 here, on outputs of magnitude ~8 before the
+                    // epilogue), still far inside the PyTorch fixtures' rtol of 1e-4.
+                    assert_close(&got, &want, if m == 4 { 2e-4 } else { 5e-5 });
+                }
+            }
+        }
+    }
+}

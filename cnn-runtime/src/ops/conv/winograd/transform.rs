@@ -1,0 +1,289 @@
+//! The Winograd transforms: the filters' `U = G g Gᵀ` (in f64, once per layer), the inputs'
+//! `Bᵀ d B` and the products' `Aᵀ m A`, the latter two on whole SIMD vectors of channels.
+
+use super::weight_len_for;
+use crate::ops::conv::Conv2dParams;
+use crate::simd::{Scalar, Simd};
+
+/// `G` of F(m×m, 3×3) applied to the 3 values `g`, in f64: α values.
+fn g_times(m: usize, [a, b, c]: [f64; 3]) -> [f64; 6] {
+    if m == 2 {
+        [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c, 0.0, 0.0]
+    } else {
+        [
+            a / 4.0,
+            -(a + b + c) / 6.0,
+            -(a - b + c) / 6.0,
+            a / 24.0 + b / 12.0 + c / 6.0,
+            a / 24.0 - b / 12.0 + c / 6.0,
+            c,
+        ]
+    }
+}
+
+/// [`transform_weights`](super::transform_weights) with output tiles of side `m`.
+pub(super) fn transform_weights_for(m: usize, p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
+    let (c_in, c_out, a) = (p.c_in, p.c_out, m + 2);
+    let mut u = vec![0.0f32; weight_len_for(m, p)];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            let g = &weight[(o * c_in + c) * 9..(o * c_in + c + 1) * 9];
+            let g = |i: usize, j: usize| f64::from(g[i * 3 + j]);
+            // G g: α×3, G applied to each column of the filter.
+            let cols: [[f64; 6]; 3] =
+                std::array::from_fn(|j| g_times(m, [g(0, j), g(1, j), g(2, j)]));
+            for i in 0..a {
+                // (G g) Gᵀ: G applied to row i of G g.
+                let row = g_times(m, [cols[0][i], cols[1][i], cols[2][i]]);
+                for (j, &v) in row.iter().take(a).enumerate() {
+                    u[((i * a + j) * c_in + c) * c_out + o] = v as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// Runs `$body::<S, m>(args…, c0, c1)` over channels `0..$c`: whole vectors of the best
+/// instruction set, then the remaining channels one at a time, each inside a function compiled
+/// for that instruction set.
+macro_rules! by_vectors {
+    ($body:ident::<$m:literal>, $c:expr, ($($arg:ident: $ty:ty),*)) => {{
+        let c: usize = $c;
+        crate::simd::with_simd!(|s: S| {
+            // Whole vectors (`S::LANES` is a power of two; 1 for `Scalar`).
+            let whole = c & !(S::LANES - 1);
+            $body::<S, $m>(s, $($arg,)* 0, whole);
+            $body::<Scalar, $m>(Scalar, $($arg,)* whole, c);
+        }, ($($arg: $ty,)* c: usize))
+    }};
+}
+
+/// `Bᵀ d` for one column `d` of an α×α input tile (α = m + 2; entries past α unused).
+#[inline(always)]
+fn bt<S: Simd>(s: S, m: usize, d: [S::V; 6]) -> [S::V; 6] {
+    if m == 2 {
+        [
+            s.sub(d[0], d[2]),
+            s.add(d[1], d[2]),
+            s.sub(d[2], d[1]),
+            s.sub(d[1], d[3]),
+            d[4],
+            d[5],
+        ]
+    } else {
+        let (four, five, two) = (s.splat(&4.0), s.splat(&5.0), s.splat(&2.0));
+        // 4·d0 − 5·d2 + d4; ∓4·(d1 ± ...) etc., with shared terms.
+        let t42 = s.sub(d[4], s.mul(four, d[2])); // d4 − 4·d2
+        let t31 = s.sub(d[3], s.mul(four, d[1])); // d3 − 4·d1
+        let u42 = s.sub(d[4], d[2]); // d4 − d2
+        let u31 = s.mul(two, s.sub(d[3], d[1])); // 2·(d3 − d1)
+        [
+            s.add(s.sub(s.mul(four, d[0]), s.mul(five, d[2])), d[4]),
+            s.add(t42, t31),
+            s.sub(t42, t31),
+            s.add(u42, u31),
+            s.sub(u42, u31),
+            s.add(s.sub(s.mul(four, d[1]), s.mul(five, d[3])), d[5]),
+        ]
+    }
+}
+
+/// `Aᵀ v` for one column `v` of α products (α = m + 2): m values (entries past m unused).
+#[inline(always)]
+fn at<S: Simd>(s: S, m: usize, v: [S::V; 6]) -> [S::V; 4] {
+    if m == 2 {
+        [
+            s.add(s.add(v[0], v[1]), v[2]),
+            s.sub(s.sub(v[1], v[2]), v[3]),
+            v[0],
+            v[0],
+        ]
+    } else {
+        let (two, four, eight) = (s.splat(&2.0), s.splat(&4.0), s.splat(&8.0));
+        let (s12, d12) = (s.add(v[1], v[2]), s.sub(v[1], v[2]));
+        let (s34, d34) = (s.add(v[3], v[4]), s.sub(v[3], v[4]));
+        [
+            s.add(s.add(v[0], s12), s34),
+            s.add(d12, s.mul(two, d34)),
+            s.add(s12, s.mul(four, s34)),
+            s.add(s.add(d12, s.mul(eight, d34)), v[5]),
+        ]
+    }
+}
+
+/// `V[ξ, t, c] = (Bᵀ d B)[ξ]` for the α×α tile `d` of channel `c` at tile `t` of tile rows
+/// `ty0..ty1` (zero outside the input), from the channel-last input `xt: [H, W, C]`.
+pub(super) fn transform_input(
+    m: usize,
+    p: &Conv2dParams,
+    xt: &[f32],
+    ty0: usize,
+    ty1: usize,
+    v: &mut [f32],
+) {
+    if m == 2 {
+        by_vectors!(input_tiles::<2>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
+    } else {
+        by_vectors!(input_tiles::<4>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
+    }
+}
+
+/// [`transform_input`] for channels `c0..c1`, `S::LANES` at a time (`c1 − c0` a multiple).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // transform_input's arguments, the token and the channel range
+fn input_tiles<S: Simd, const M: usize>(
+    s: S,
+    p: &Conv2dParams,
+    xt: &[f32],
+    ty0: usize,
+    ty1: usize,
+    v: &mut [f32],
+    c0: usize,
+    c1: usize,
+) {
+    let [h, w] = p.in_hw;
+    let [ph, pw] = p.padding;
+    let (m, a) = (M, M + 2);
+    let tw = p.out_hw[1].div_ceil(m);
+    let (c_in, t_all) = (p.c_in, (ty1 - ty0) * tw);
+    let n = S::LANES;
+    let zero = s.zero();
+    // LOOP over tiles
+    for ty in ty0..ty1 {
+        for tx in 0..tw {
+            let t = (ty - ty0) * tw + tx;
+            // LOOP over vectors of channels
+            for c in (c0..c1).step_by(n) {
+                // d[j][i]: column j, row i of the tile
+                let mut d = [[zero; 6]; 6];
+                for i in 0..a {
+                    let iy = (m * ty + i).wrapping_sub(ph);
+                    if iy >= h {
+                        continue;
+                    }
+                    for (j, col) in d.iter_mut().enumerate().take(a) {
+                        let ix = (m * tx + j).wrapping_sub(pw);
+                        if ix < w {
+                            let at = (iy * w + ix) * c_in + c;
+                            // SAFETY: the slice is bounds-checked to hold the LANES floats read.
+                            col[i] = unsafe { s.load(xt[at..at + n].as_ptr()) };
+                        }
+                    }
+                }
+                // Bᵀ d, column by column; then rows of (Bᵀ d) times B
+                let mut bd = [[zero; 6]; 6];
+                for (j, col) in d.iter().enumerate().take(a) {
+                    let r = bt(s, m, *col);
+                    for i in 0..a {
+                        bd[i][j] = r[i];
+                    }
+                }
+                for (i, row) in bd.iter().enumerate().take(a) {
+                    let r = bt(s, m, *row);
+                    for (j, &val) in r.iter().enumerate().take(a) {
+                        let at = ((i * a + j) * t_all + t) * c_in + c;
+                        // SAFETY: the slice is bounds-checked to hold the LANES floats written.
+                        unsafe { s.store(v[at..at + n].as_mut_ptr(), val) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `yt[m·ty + i, m·tx + j, o] = bias[o] + (Aᵀ M A)[i, j]` with `M[ξ] = M[ξ, t, o]` for the
+/// tiles of tile rows `ty0..ty1`, clipped to the output (`yt` is channel-last
+/// `[OH, OW, c_out]` from output row `m·ty0` on).
+pub(super) fn transform_output(
+    m: usize,
+    p: &Conv2dParams,
+    prods: &[f32],
+    ty0: usize,
+    ty1: usize,
+    bias: Option<&[f32]>,
+    yt: &mut [f32],
+) {
+    if m == 2 {
+        by_vectors!(
+            output_tiles::<2>,
+            p.c_out,
+            (p: &Conv2dParams, prods: &[f32], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
+        )
+    } else {
+        by_vectors!(
+            output_tiles::<4>,
+            p.c_out,
+            (p: &Conv2dParams, prods: &[f32], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
+        )
+    }
+}
+
+/// [`transform_output`] for channels `o0..o1`, `S::LANES` at a time (`o1 − o0` a multiple).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // transform_output's arguments, the token and the channel range
+fn output_tiles<S: Simd, const M: usize>(
+    s: S,
+    p: &Conv2dParams,
+    prods: &[f32],
+    ty0: usize,
+    ty1: usize,
+    bias: Option<&[f32]>,
+    yt: &mut [f32],
+    o0: usize,
+    o1: usize,
+) {
+    let [oh, ow] = p.out_hw;
+    let (m, a) = (M, M + 2);
+    let tw = ow.div_ceil(m);
+    let (c_out, t_all) = (p.c_out, (ty1 - ty0) * tw);
+    let n = S::LANES;
+    let zero = s.zero();
+    // LOOP over tiles
+    for ty in ty0..ty1 {
+        for tx in 0..tw {
+            let t = (ty - ty0) * tw + tx;
+            // LOOP over vectors of output channels
+            for o in (o0..o1).step_by(n) {
+                // e[j][i]: column j, row i of the α×α products
+                let mut e = [[zero; 6]; 6];
+                for i in 0..a {
+                    for (j, col) in e.iter_mut().enumerate().take(a) {
+                        let at = ((i * a + j) * t_all + t) * c_out + o;
+                        // SAFETY: the slice is bounds-checked to hold the LANES floats read.
+                        col[i] = unsafe { s.load(prods[at..at + n].as_ptr()) };
+                    }
+                }
+                let bv = match bias {
+                    // SAFETY: the slice is bounds-checked to hold the LANES floats read.
+                    Some(b) => unsafe { s.load(b[o..o + n].as_ptr()) },
+                    None => zero,
+                };
+                // Aᵀ e, column by column: m×α; then rows of that times A: m×m
+                let mut ae = [[zero; 6]; 4];
+                for (j, col) in e.iter().enumerate().take(a) {
+                    let r = at(s, m, *col);
+                    for i in 0..m {
+                        ae[i][j] = r[i];
+                    }
+                }
+                for (i, row) in ae.iter().enumerate().take(m) {
+                    if m * ty + i >= oh {
+                        break;
+                    }
+                    let oy = m * (ty - ty0) + i;
+                    let r = at(s, m, *row);
+                    for (j, &val) in r.iter().enumerate().take(m) {
+                        let ox = m * tx + j;
+                        if ox >= ow {
+                            break;
+                        }
+                        let at = (oy * ow + ox) * c_out + o;
+                        // SAFETY: the slice is bounds-checked to hold the LANES floats written.
+                        unsafe { s.store(yt[at..at + n].as_mut_ptr(), s.add(bv, val)) };
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! One `f32` lane in plain Rust: the tails of the vector loops, and CPUs without AVX2.
+
+use super::Simd;
+
+/// The one-lane token; it needs no CPU feature, so anyone may create it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scalar;
+
+impl Simd for Scalar {
+    type V = f32;
+    const LANES: usize = 1;
+
+    #[inline(always)]
+    unsafe fn new_unchecked() -> Self {
+        Scalar
+    }
+    #[inline(always)]
+    fn zero(self) -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    fn splat(self, x: &f32) -> f32 {
+        *x
+    }
+    #[inline(always)]
+    fn add(self, a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    fn sub(self, a: f32, b: f32) -> f32 {
+        a - b
+    }
+    #[inline(always)]
+    fn mul(self, a: f32, b: f32) -> f32 {
+        a * b
+    }
+    #[inline(always)]
+    fn fmadd(self, a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn max(self, a: f32, b: f32) -> f32 {
+        if a > b {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    fn prefetch(self, _: *const f32) {}
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees one readable float at `p`.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: f32) {
+        // SAFETY: the caller guarantees one writable float at `p`.
+        unsafe { *p = v }
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, v: f32, n: usize) {
+        if n > 0 {
+            // SAFETY: the caller guarantees `n` (here 1) writable floats at `p`.
+            unsafe { *p = v }
+        }
+    }
+}

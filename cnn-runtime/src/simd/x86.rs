@@ -1,0 +1,162 @@
+//! The x86_64 vector tokens: [`Avx512`] (16 lanes in a `zmm` register) and [`Avx2`] (8 lanes
+//! in a `ymm` register, with FMA).
+
+use std::arch::x86_64::*;
+
+use super::Simd;
+
+/// Proof that the CPU has AVX-512 F, BW and VL, AVX2 and FMA ([`super::Isa::Avx512`]); 16
+/// lanes in a `zmm` register.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx512 {
+    _detected: (),
+}
+
+impl Simd for Avx512 {
+    type V = __m512;
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn new_unchecked() -> Self {
+        Avx512 { _detected: () }
+    }
+    #[inline(always)]
+    fn zero(self) -> __m512 {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    fn splat(self, x: &f32) -> __m512 {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { _mm512_set1_ps(*x) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn fmadd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn prefetch(self, p: *const f32) {
+        prefetch(p)
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> __m512 {
+        // SAFETY: the token proves AVX-512F; the caller guarantees 16 readable floats at `p`.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m512) {
+        // SAFETY: the token proves AVX-512F; the caller guarantees 16 writable floats at `p`.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, v: __m512, n: usize) {
+        let mask = ((1u32 << n) - 1) as __mmask16;
+        // SAFETY: the token proves AVX-512F; the caller guarantees `n` writable floats at
+        // `p`, and the mask keeps the store to those (masked-off lanes are neither written
+        // nor faulted on).
+        unsafe { _mm512_mask_storeu_ps(p, mask, v) }
+    }
+}
+
+/// Proof that the CPU has AVX2 and FMA ([`super::Isa::Avx2`]); 8 lanes in a `ymm` register.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx2 {
+    _detected: (),
+}
+
+impl Simd for Avx2 {
+    type V = __m256;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn new_unchecked() -> Self {
+        Avx2 { _detected: () }
+    }
+    #[inline(always)]
+    fn zero(self) -> __m256 {
+        // SAFETY: the token proves AVX.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    fn splat(self, x: &f32) -> __m256 {
+        // SAFETY: the token proves AVX; `x` is a reference to one float.
+        unsafe { _mm256_broadcast_ss(x) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the token proves AVX.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the token proves AVX.
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the token proves AVX.
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn fmadd(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: the token proves FMA.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the token proves AVX.
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn prefetch(self, p: *const f32) {
+        prefetch(p)
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> __m256 {
+        // SAFETY: the token proves AVX; the caller guarantees 8 readable floats at `p`.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m256) {
+        // SAFETY: the token proves AVX; the caller guarantees 8 writable floats at `p`.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, v: __m256, n: usize) {
+        const FIRST: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+        // SAFETY: the token proves AVX, and the caller guarantees `n < 8`, so the 8 mask
+        // lanes from `8 − n` lie inside FIRST; their sign bits select the first `n` lanes.
+        let mask = unsafe { _mm256_loadu_si256(FIRST.as_ptr().add(8 - n).cast()) };
+        // SAFETY: AVX; the masked store writes only the `n` floats the caller made writable
+        // and does not fault on the others.
+        unsafe { _mm256_maskstore_ps(p, mask, v) }
+    }
+}
+
+/// Hints the cache line holding `p` into L1.
+#[inline(always)]
+pub(crate) fn prefetch(p: *const f32) {
+    // SAFETY: SSE is part of x86_64, and a prefetch never faults, whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+}
