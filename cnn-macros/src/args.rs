@@ -31,11 +31,11 @@ pub struct Layer {
 #[derive(Clone, Debug)]
 pub enum LayerKind {
     Conv(ConvArgs),
-    BatchNorm(BnArgs),
-    Act(Act),
+    BatchNorm(BatchNormArgs),
+    Activation(Activation),
     Softmax,
     Pool(PoolArgs),
-    GlobalPool(PoolType),
+    GlobalPool(PoolKind),
     Flatten,
     Linear(LinearArgs),
     Dropout(f64),
@@ -54,16 +54,18 @@ pub struct ConvArgs {
 }
 
 #[derive(Clone, Debug)]
-pub struct BnArgs {
-    pub features: Option<Sp<usize>>,
+pub struct BatchNormArgs {
+    /// `num_features`, when written.
+    pub channels: Option<Sp<usize>>,
     pub eps: f64,
     pub momentum: f64,
     pub affine: bool,
     pub track_running_stats: bool,
 }
 
+/// `cnn_runtime::ops::activation::Activation`, with the slope kept in f64 until expansion.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Act {
+pub enum Activation {
     Relu,
     LeakyRelu(f64),
     Sigmoid,
@@ -72,15 +74,16 @@ pub enum Act {
     Gelu,
 }
 
+/// `cnn_runtime::ops::pool::PoolKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PoolType {
+pub enum PoolKind {
     Max,
     Avg { count_include_pad: bool },
 }
 
 #[derive(Clone, Debug)]
 pub struct PoolArgs {
-    pub kind: PoolType,
+    pub kind: PoolKind,
     pub kernel: Sp<[usize; 2]>,
     pub stride: Sp<[usize; 2]>,
     pub padding: Sp<[usize; 2]>,
@@ -133,8 +136,8 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
         conv(cx, item)
     } else if is(symbol::BN) {
         let a = Args::decode(cx, item, symbol::BN_ARGS, false);
-        Some(LayerKind::BatchNorm(BnArgs {
-            features: a.int(symbol::NUM_FEATURES),
+        Some(LayerKind::BatchNorm(BatchNormArgs {
+            channels: a.int(symbol::NUM_FEATURES),
             eps: a.float_in(cx, symbol::EPS, 1e-5, Range::Positive),
             momentum: a.float_in(cx, symbol::MOMENTUM, 0.1, Range::Unit),
             affine: a.bool(symbol::AFFINE, true),
@@ -142,7 +145,7 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
         }))
     } else if is(symbol::LEAKY_RELU) {
         let a = Args::decode(cx, item, symbol::LEAKY_RELU_ARGS, false);
-        Some(LayerKind::Act(Act::LeakyRelu(a.float_in(
+        Some(LayerKind::Activation(Activation::LeakyRelu(a.float_in(
             cx,
             symbol::NEGATIVE_SLOPE,
             0.01,
@@ -162,19 +165,19 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
         )))
     } else {
         let simple = [
-            (symbol::RELU, LayerKind::Act(Act::Relu)),
-            (symbol::SIGMOID, LayerKind::Act(Act::Sigmoid)),
-            (symbol::TANH, LayerKind::Act(Act::Tanh)),
-            (symbol::SILU, LayerKind::Act(Act::Silu)),
-            (symbol::GELU, LayerKind::Act(Act::Gelu)),
+            (symbol::RELU, LayerKind::Activation(Activation::Relu)),
+            (symbol::SIGMOID, LayerKind::Activation(Activation::Sigmoid)),
+            (symbol::TANH, LayerKind::Activation(Activation::Tanh)),
+            (symbol::SILU, LayerKind::Activation(Activation::Silu)),
+            (symbol::GELU, LayerKind::Activation(Activation::Gelu)),
             (symbol::SOFTMAX, LayerKind::Softmax),
             (
                 symbol::GLOBAL_AVGPOOL,
-                LayerKind::GlobalPool(PoolType::Avg {
+                LayerKind::GlobalPool(PoolKind::Avg {
                     count_include_pad: true,
                 }),
             ),
-            (symbol::GLOBAL_MAXPOOL, LayerKind::GlobalPool(PoolType::Max)),
+            (symbol::GLOBAL_MAXPOOL, LayerKind::GlobalPool(PoolKind::Max)),
             (symbol::FLATTEN, LayerKind::Flatten),
         ];
         match simple.into_iter().find(|(names, _)| is(names)) {
@@ -260,9 +263,9 @@ fn pool(cx: &mut Ctxt, item: &Item, max: bool) -> Option<LayerKind> {
         return None;
     };
     let kind = if max {
-        PoolType::Max
+        PoolKind::Max
     } else {
-        PoolType::Avg {
+        PoolKind::Avg {
             count_include_pad: a.bool(symbol::COUNT_INCLUDE_PAD, true),
         }
     };

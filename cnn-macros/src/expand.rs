@@ -3,7 +3,7 @@
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 
-use crate::args::{Act, LayerKind, PoolType};
+use crate::args::{Activation, LayerKind, PoolKind};
 use crate::ast::Network;
 use crate::shape::{Plan, Planned, Shape};
 
@@ -97,7 +97,7 @@ fn parts(l: &Planned) -> Parts {
             p.save = quote!(self.#field.save(#i, &mut __out););
             p.run = quote!(__exec.linear(&self.#field););
         }
-        LayerKind::Act(act) => {
+        LayerKind::Activation(act) => {
             let act = activation(*act);
             p.run = quote!(__exec.activation(__cnn::Activation::#act););
         }
@@ -127,7 +127,7 @@ fn parts(l: &Planned) -> Parts {
 
 #[allow(clippy::too_many_arguments)] // mirrors Pool2dParams
 fn pool(
-    kind: PoolType,
+    kind: PoolKind,
     channels: usize,
     kernel: [usize; 2],
     stride: [usize; 2],
@@ -137,8 +137,8 @@ fn pool(
     out_hw: [usize; 2],
 ) -> TokenStream {
     let kind = match kind {
-        PoolType::Max => quote!(__cnn::PoolKind::Max),
-        PoolType::Avg { count_include_pad } => {
+        PoolKind::Max => quote!(__cnn::PoolKind::Max),
+        PoolKind::Avg { count_include_pad } => {
             quote!(__cnn::PoolKind::Avg { count_include_pad: #count_include_pad })
         }
     };
@@ -181,7 +181,7 @@ fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
             }
         }
         let mut act = quote!(::core::option::Option::None);
-        if let Some(LayerKind::Act(a)) = layers.get(next).map(|l| &l.layer.kind) {
+        if let Some(LayerKind::Activation(a)) = layers.get(next).map(|l| &l.layer.kind) {
             let a = activation(*a);
             act = quote!(::core::option::Option::Some(__cnn::Activation::#a));
             next += 1;
@@ -196,17 +196,17 @@ fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
     out
 }
 
-fn activation(act: Act) -> TokenStream {
+fn activation(act: Activation) -> TokenStream {
     match act {
-        Act::Relu => quote!(Relu),
-        Act::LeakyRelu(s) => {
+        Activation::Relu => quote!(Relu),
+        Activation::LeakyRelu(s) => {
             let s = f32_lit(s);
             quote!(LeakyRelu(#s))
         }
-        Act::Sigmoid => quote!(Sigmoid),
-        Act::Tanh => quote!(Tanh),
-        Act::Silu => quote!(Silu),
-        Act::Gelu => quote!(Gelu),
+        Activation::Sigmoid => quote!(Sigmoid),
+        Activation::Tanh => quote!(Tanh),
+        Activation::Silu => quote!(Silu),
+        Activation::Gelu => quote!(Gelu),
     }
 }
 
@@ -245,17 +245,19 @@ pub fn torch(l: &Planned) -> String {
             py_bool(a.affine),
             py_bool(a.track_running_stats)
         ),
-        LayerKind::Act(Act::Relu) => "nn.ReLU()".into(),
-        LayerKind::Act(Act::LeakyRelu(s)) => format!("nn.LeakyReLU(negative_slope={s:?})"),
-        LayerKind::Act(Act::Sigmoid) => "nn.Sigmoid()".into(),
-        LayerKind::Act(Act::Tanh) => "nn.Tanh()".into(),
-        LayerKind::Act(Act::Silu) => "nn.SiLU()".into(),
-        LayerKind::Act(Act::Gelu) => "nn.GELU()".into(),
+        LayerKind::Activation(Activation::Relu) => "nn.ReLU()".into(),
+        LayerKind::Activation(Activation::LeakyRelu(s)) => {
+            format!("nn.LeakyReLU(negative_slope={s:?})")
+        }
+        LayerKind::Activation(Activation::Sigmoid) => "nn.Sigmoid()".into(),
+        LayerKind::Activation(Activation::Tanh) => "nn.Tanh()".into(),
+        LayerKind::Activation(Activation::Silu) => "nn.SiLU()".into(),
+        LayerKind::Activation(Activation::Gelu) => "nn.GELU()".into(),
         LayerKind::Softmax => "nn.Softmax(dim=1)".into(),
         LayerKind::Pool(a) => {
             let head = match a.kind {
-                PoolType::Max => "nn.MaxPool2d",
-                PoolType::Avg { .. } => "nn.AvgPool2d",
+                PoolKind::Max => "nn.MaxPool2d",
+                PoolKind::Avg { .. } => "nn.AvgPool2d",
             };
             let mut s = format!(
                 "{head}(kernel_size={}, stride={}, padding={}, ceil_mode={}",
@@ -264,13 +266,13 @@ pub fn torch(l: &Planned) -> String {
                 tuple(a.padding.v),
                 py_bool(a.ceil_mode)
             );
-            if let PoolType::Avg { count_include_pad } = a.kind {
+            if let PoolKind::Avg { count_include_pad } = a.kind {
                 s += &format!(", count_include_pad={}", py_bool(count_include_pad));
             }
             s + ")"
         }
-        LayerKind::GlobalPool(PoolType::Max) => "nn.AdaptiveMaxPool2d(1)".into(),
-        LayerKind::GlobalPool(PoolType::Avg { .. }) => "nn.AdaptiveAvgPool2d(1)".into(),
+        LayerKind::GlobalPool(PoolKind::Max) => "nn.AdaptiveMaxPool2d(1)".into(),
+        LayerKind::GlobalPool(PoolKind::Avg { .. }) => "nn.AdaptiveAvgPool2d(1)".into(),
         LayerKind::Flatten => "nn.Flatten()".into(),
         LayerKind::Linear(a) => format!(
             "nn.Linear({}, {}{})",

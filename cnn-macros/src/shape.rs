@@ -236,7 +236,7 @@ fn cost(layer: &Layer, input: Shape, output: Shape) -> Option<(usize, usize)> {
 fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
     let name = &layer.name;
     let chw = match (&layer.kind, shape) {
-        (LayerKind::Act(_) | LayerKind::Softmax | LayerKind::Dropout(_), s) => return Some(s),
+        (LayerKind::Activation(_) | LayerKind::Softmax | LayerKind::Dropout(_), s) => return Some(s),
         (LayerKind::Flatten, s) => return Some(Shape::Flat(s.len())),
         (LayerKind::Linear(a), s) => {
             let features = s.len();
@@ -297,7 +297,7 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
             checked(walk, layer, [a.c_out.v, oh, ow])
         }
         LayerKind::BatchNorm(a) => {
-            if let Some(f) = a.features {
+            if let Some(f) = a.channels {
                 if f.v != c {
                     return walk.fail(
                         f.span,
@@ -333,7 +333,7 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
             checked(walk, layer, [c, oh, ow])
         }
         LayerKind::GlobalPool(_) => Some(Shape::Chw { c, h: 1, w: 1 }),
-        LayerKind::Act(_)
+        LayerKind::Activation(_)
         | LayerKind::Softmax
         | LayerKind::Dropout(_)
         | LayerKind::Flatten
