@@ -210,7 +210,7 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
 
 fn conv(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
     let a = Args::decode(cx, item, symbol::CONV_ARGS, true);
-    let Some((c_in, c_out)) = a.arrow else {
+    let Some((c_in, c_out)) = a.given.arrow else {
         if !a.failed {
             cx.error_spanned(
                 &item.tokens,
@@ -280,13 +280,12 @@ fn pool(cx: &mut Ctxt, item: &Item, max: bool) -> Option<LayerKind> {
 
 fn linear(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
     let a = Args::decode(cx, item, symbol::FC_ARGS, true);
-    let (in_features, out_features) = match (a.arrow, a.int(symbol::OUT_FEATURES)) {
-        (Some((i, o)), None) => (Some(i), o),
+    if a.given.repeats_arrow(cx) {
+        return None;
+    }
+    let (in_features, out_features) = match (a.given.arrow, a.int(symbol::OUT_FEATURES)) {
+        (Some((i, o)), _) => (Some(i), o),
         (None, Some(o)) => (a.int(symbol::IN_FEATURES), o),
-        (Some((_, o)), Some(_)) => {
-            cx.error_at(o.span, "duplicate argument `out_features`");
-            return None;
-        }
         (None, None) => {
             if !a.failed {
                 cx.error_spanned(
@@ -300,10 +299,6 @@ fn linear(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
             return None;
         }
     };
-    if let (Some(_), Some(j)) = (a.arrow, a.int(symbol::IN_FEATURES)) {
-        cx.error_at(j.span, "duplicate argument `in_features`");
-        return None;
-    }
     Some(LayerKind::Linear(LinearArgs {
         in_features,
         out_features,
@@ -326,10 +321,66 @@ enum Range {
     Unit,
 }
 
+/// Each argument of a layer at most once, however it is spelled (serde's `Attr::set`):
+/// `conv(3 -> 16, k3, stride=1, s2)` reports ``duplicate argument `stride` `` on `s2`.
+#[derive(Default)]
+struct Given {
+    values: BTreeMap<&'static str, Sp<Decoded>>,
+    /// `IN -> OUT`, an argument of its own.
+    arrow: Option<(Sp<usize>, Sp<usize>)>,
+}
+
+impl Given {
+    /// Whether `name` has no value yet; if it has one, reports the duplicate at `span`.
+    fn vacant(&self, cx: &mut Ctxt, name: &str, span: Span) -> bool {
+        if self.values.contains_key(name) {
+            Given::duplicate(cx, name, span);
+            return false;
+        }
+        true
+    }
+
+    fn set(&mut self, cx: &mut Ctxt, name: &'static str, v: Sp<Decoded>) {
+        if self.vacant(cx, name, v.span) {
+            self.values.insert(name, v);
+        }
+    }
+
+    /// Whether `IN -> OUT` is still unset; if not, reports the duplicate at `span`.
+    fn arrow_vacant(&self, cx: &mut Ctxt, span: Span) -> bool {
+        if self.arrow.is_some() {
+            cx.error_at(span, "duplicate `IN -> OUT` argument");
+            return false;
+        }
+        true
+    }
+
+    /// `fc`'s `IN -> OUT` also gives `out_features` and `in_features`: `fc(4096 -> 10,
+    /// out_features=10)` is reported on the `10` of the arrow, `fc(4096 -> 10, in_features=4096)`
+    /// on the keyword's value.
+    fn repeats_arrow(&self, cx: &mut Ctxt) -> bool {
+        let Some((_, out)) = self.arrow else {
+            return false;
+        };
+        let (name, span) = if self.values.contains_key(symbol::OUT_FEATURES) {
+            (symbol::OUT_FEATURES, out.span)
+        } else if let Some(given) = self.values.get(symbol::IN_FEATURES) {
+            (symbol::IN_FEATURES, given.span)
+        } else {
+            return false;
+        };
+        Given::duplicate(cx, name, span);
+        true
+    }
+
+    fn duplicate(cx: &mut Ctxt, name: &str, span: Span) {
+        cx.error_at(span, format!("duplicate argument `{name}`"));
+    }
+}
+
 /// The arguments of one layer, checked against its parameter table.
 struct Args {
-    values: BTreeMap<&'static str, Sp<Decoded>>,
-    arrow: Option<(Sp<usize>, Sp<usize>)>,
+    given: Given,
     failed: bool,
 }
 
@@ -338,36 +389,17 @@ impl Args {
         let layer = item.name.to_string();
         let before = cx.len();
         let mut args = Args {
-            values: BTreeMap::new(),
-            arrow: None,
+            given: Given::default(),
             failed: false,
         };
         let mut positional = 0usize;
         for arg in &item.args {
             match arg {
-                Arg::Arrow { from, to } => {
-                    if !arrow_ok {
-                        cx.error_at(
-                            from.span(),
-                            format!("`{layer}` takes no `IN -> OUT` argument"),
-                        );
-                    } else if args.arrow.is_some() {
-                        cx.error_at(from.span(), "duplicate `IN -> OUT` argument");
-                    } else if args.values.is_empty() && positional == 0 {
-                        let what = if symbol::CONV.contains(&layer.as_str()) {
-                            "channels"
-                        } else {
-                            "features"
-                        };
-                        let i = positive(cx, &format!("input {what}"), from);
-                        let o = positive(cx, &format!("output {what}"), to);
-                        if let (Some(i), Some(o)) = (i, o) {
-                            args.arrow = Some((i, o));
-                        }
-                    } else {
-                        cx.error_at(from.span(), "`IN -> OUT` must be the first argument");
-                    }
-                }
+                Arg::Arrow { from, .. } if !arrow_ok => cx.error_at(
+                    from.span(),
+                    format!("`{layer}` takes no `IN -> OUT` argument"),
+                ),
+                Arg::Arrow { from, to } => args.arrow(cx, &layer, from, to, positional),
                 Arg::Keyword { key, value } => {
                     let name = key.to_string();
                     match params
@@ -395,7 +427,9 @@ impl Args {
                 ),
                 Arg::Positional(value) => {
                     let skip = usize::from(
-                        arrow_ok && args.arrow.is_some() && symbol::FC.contains(&layer.as_str()),
+                        arrow_ok
+                            && args.given.arrow.is_some()
+                            && symbol::FC.contains(&layer.as_str()),
                     );
                     match params.get(positional + skip) {
                         Some(p) => args.set(cx, p, value.span(), value),
@@ -413,6 +447,26 @@ impl Args {
         }
         args.failed = cx.len() > before;
         args
+    }
+
+    fn arrow(&mut self, cx: &mut Ctxt, layer: &str, from: &Value, to: &Value, positional: usize) {
+        if !self.given.arrow_vacant(cx, from.span()) {
+            return;
+        }
+        if !self.given.values.is_empty() || positional > 0 {
+            cx.error_at(from.span(), "`IN -> OUT` must be the first argument");
+            return;
+        }
+        let what = if symbol::CONV.contains(&layer) {
+            "channels"
+        } else {
+            "features"
+        };
+        let i = positive(cx, &format!("input {what}"), from);
+        let o = positive(cx, &format!("output {what}"), to);
+        if let (Some(i), Some(o)) = (i, o) {
+            self.given.arrow = Some((i, o));
+        }
     }
 
     fn bare(&mut self, cx: &mut Ctxt, layer: &str, ident: &Ident, params: &'static [Param]) {
@@ -480,8 +534,7 @@ impl Args {
     }
 
     fn set(&mut self, cx: &mut Ctxt, p: &'static Param, key_span: Span, value: &Value) {
-        if self.values.contains_key(p.name) {
-            cx.error_at(key_span, format!("duplicate argument `{}`", p.name));
+        if !self.given.vacant(cx, p.name, key_span) {
             return;
         }
         if let Some(v) = convert(cx, p, value) {
@@ -497,15 +550,11 @@ impl Args {
     }
 
     fn insert(&mut self, cx: &mut Ctxt, p: &'static Param, v: Sp<Decoded>) {
-        if self.values.contains_key(p.name) {
-            cx.error_at(v.span, format!("duplicate argument `{}`", p.name));
-            return;
-        }
-        self.values.insert(p.name, v);
+        self.given.set(cx, p.name, v);
     }
 
     fn int(&self, name: &str) -> Option<Sp<usize>> {
-        match self.values.get(name)? {
+        match self.given.values.get(name)? {
             Sp {
                 v: Decoded::Int(v),
                 span,
@@ -515,7 +564,7 @@ impl Args {
     }
 
     fn pair(&self, name: &str) -> Option<Sp<[usize; 2]>> {
-        match self.values.get(name)? {
+        match self.given.values.get(name)? {
             Sp {
                 v: Decoded::Pair(v),
                 span,
@@ -532,7 +581,7 @@ impl Args {
     }
 
     fn bool(&self, name: &str, default: bool) -> bool {
-        match self.values.get(name) {
+        match self.given.values.get(name) {
             Some(Sp {
                 v: Decoded::Bool(b),
                 ..
@@ -545,7 +594,7 @@ impl Args {
         let Some(&Sp {
             v: Decoded::Float(v),
             span,
-        }) = self.values.get(name)
+        }) = self.given.values.get(name)
         else {
             return default;
         };
