@@ -274,3 +274,22 @@ fn junk_never_panics() {
         assert!(raw.is_ok(), "panicked on {body}");
     }
 }
+
+#[test]
+fn each_layer_descriptor_is_emitted_once() {
+    let networks: Networks = syn::parse2(quote! {
+        struct N { input(3, 8, 8) conv(3 -> 4, k3) bn relu conv(4 -> 4, k1) maxpool(2) fc(10) }
+    })
+    .unwrap();
+    let out = pipeline::expand(&networks).to_string();
+    for (ty, n) in [
+        ("Conv2dParams {", 2),
+        ("BatchNormParams {", 1),
+        ("Pool2dParams {", 1),
+        ("LinearParams {", 1),
+    ] {
+        assert_eq!(out.matches(ty).count(), n, "{ty}");
+    }
+    // The definition, the workspace's scratch, `from_safetensors` and `seeded`.
+    assert_eq!(out.matches("__PARAMS_0 ").count(), 4);
+}
