@@ -7,18 +7,261 @@ use crate::args::{Activation, LayerKind, PoolKind};
 use crate::ast::Network;
 use crate::shape::{Plan, Planned, Shape};
 
-fn lit(n: usize) -> Literal {
-    Literal::usize_unsuffixed(n)
+/// The user's struct, and inside `const _: () = { … };` the layer descriptors, `embedded()`,
+/// the forward pass and the `Model` impl.
+pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStream {
+    let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
+    let strukt = strukt(net, &all);
+    let params = all.iter().filter_map(|p| p.params.as_ref());
+    let embedded = embedded.map(|path| embedded_fn(net, path));
+    let run = run_fn(net, plan, &all);
+    let model = model_impl(net, plan, &all);
+    quote! {
+        #strukt
+
+        const _: () = {
+            use ::cnn::__private as __cnn;
+
+            #(#params)*
+
+            #embedded
+
+            #run
+
+            #model
+        };
+    }
 }
 
-fn f32_lit(v: f64) -> Literal {
-    // `args` rejected values that are not finite as f32.
-    Literal::f32_suffixed(v as f32)
+/// `struct Net { layer_0: Conv2d, … }`, one field per layer with weights.
+fn strukt(net: &Network, all: &[Parts]) -> TokenStream {
+    let Network {
+        attrs, vis, ident, ..
+    } = net;
+    let fields = all
+        .iter()
+        .filter_map(|p| p.field.as_ref())
+        .map(|(f, ty, doc)| quote!(#[doc = #doc] pub #f: #ty,));
+    quote! {
+        #(#attrs)*
+        #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
+        #vis struct #ident {
+            #(#fields)*
+        }
+    }
 }
 
-fn pair([a, b]: [usize; 2]) -> TokenStream {
-    let (a, b) = (lit(a), lit(b));
-    quote!([#a, #b])
+/// `Net::embedded()`, decoding the `#[weights]` file once.
+fn embedded_fn(net: &Network, path: &str) -> TokenStream {
+    let ident = &net.ident;
+    let doc = format!(
+        "The network with the weights of `{}`, embedded in the binary and checked against the layers at compile time. The first call decodes them once; later calls return the same reference.",
+        net.weights.as_ref().map_or(String::new(), |(_, lit)| lit.value())
+    );
+    quote! {
+        impl #ident {
+            #[doc = #doc]
+            pub fn embedded() -> &'static Self {
+                static __NET: ::std::sync::OnceLock<#ident> = ::std::sync::OnceLock::new();
+                __NET.get_or_init(|| {
+                    const __BYTES: &[u8] = ::core::include_bytes!(#path);
+                    match <#ident as __cnn::Model>::from_safetensors(__BYTES) {
+                        ::core::result::Result::Ok(net) => net,
+                        ::core::result::Result::Err(e) => {
+                            ::core::panic!("embedded weights passed the compile-time check, yet: {}", e)
+                        }
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// `__cnn_run`, the forward pass over one `Exec`: one call per layer, fused where it can.
+fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
+    let ident = &net.ident;
+    let run = fused_run(plan, all);
+    quote! {
+        impl #ident {
+            fn __cnn_run(&self, __exec: &mut __cnn::Exec) -> ::core::result::Result<(), __cnn::Error> {
+                #(#run)*
+                ::core::result::Result::Ok(())
+            }
+        }
+    }
+}
+
+/// `impl Model for Net`.
+fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
+    let ident = &net.ident;
+    let name = ident.to_string();
+    let [c, h, w] = plan.input.map(lit);
+    let input_ty = quote!([[[f32; #w]; #h]; #c]);
+    let Output {
+        ty: output_ty,
+        dim,
+        into_batch,
+        into_sample,
+        dims: out_dims,
+    } = output(plan.output());
+    let out_len = lit(plan.output().len());
+    let whole_batch = plan
+        .layers
+        .iter()
+        .any(|l| matches!(&l.layer.kind, LayerKind::BatchNorm(a) if !a.track_running_stats));
+    let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
+    let load = all.iter().map(|p| &p.load);
+    let seeded = all.iter().map(|p| &p.seeded);
+    let save = all.iter().map(|p| &p.save);
+    let params = lit(plan.layers.iter().map(|l| l.params).sum());
+    let macs = lit(plan.layers.iter().map(|l| l.macs).sum());
+    let infos = layer_infos(plan);
+    let torch_seq = torch_sequential(plan);
+    let workspace = workspace(plan, all);
+    let call_site = Span::call_site();
+    let model = quote::quote_spanned!(call_site=> __cnn::Model);
+    quote! {
+        #[automatically_derived]
+        impl #model for #ident {
+            type Input = #input_ty;
+            type Output = #output_ty;
+            type Dim = __cnn::ndarray::#dim;
+            const NAME: &'static str = #name;
+            const INPUT_SHAPE: [usize; 3] = [#c, #h, #w];
+            const OUTPUT_SHAPE: &'static [usize] = #out_dims;
+            const PARAMS: usize = #params;
+            const MACS: usize = #macs;
+            const LAYERS: &'static [__cnn::LayerInfo] = &[#(#infos),*];
+            const TORCH: &'static str = #torch_seq;
+            const WORKSPACE: __cnn::WorkspaceLayout = #workspace;
+
+            fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
+                let __weights = __cnn::Weights::parse(bytes)?;
+                let __net = #ident { #(#load)* };
+                __weights.finish()?;
+                ::core::result::Result::Ok(__net)
+            }
+
+            fn to_safetensors(&self) -> ::std::vec::Vec<u8> {
+                let mut __out = __cnn::TensorWriter::new();
+                #(#save)*
+                __out.finish()
+            }
+
+            fn seeded(seed: u64) -> Self {
+                #[allow(unused_mut, unused_variables)]
+                let mut __rng = __cnn::Rng::new(seed);
+                #ident { #(#seeded)* }
+            }
+
+            fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
+                let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, <Self as __cnn::Model>::MACS, &|__exec| self.__cnn_run(__exec))?;
+                ::core::result::Result::Ok(#into_batch)
+            }
+
+            fn forward_into(
+                &self,
+                x: __cnn::ndarray::ArrayView4<'_, f32>,
+                out: __cnn::ndarray::ArrayViewMut<'_, f32, __cnn::ndarray::#dim>,
+                workspace: &mut __cnn::Workspace,
+            ) -> ::core::result::Result<(), __cnn::Error> {
+                __cnn::run_into(x, [#c, #h, #w], out, #out_dims, #whole_batch, workspace, &|__exec| self.__cnn_run(__exec))
+            }
+
+            fn forward(&self, x: &#input_ty) -> #output_ty {
+                let mut __exec = __cnn::Exec::from_sample(x.as_flattened().as_flattened());
+                if let ::core::result::Result::Err(e) = self.__cnn_run(&mut __exec) {
+                    ::core::panic!("{}", e);
+                }
+                #into_sample
+            }
+        }
+    }
+}
+
+/// How the network's output is typed and built: a flat `[f32; K]` or a boxed `[C, H, W]` array.
+struct Output {
+    ty: TokenStream,
+    dim: TokenStream,
+    into_batch: TokenStream,
+    into_sample: TokenStream,
+    dims: TokenStream,
+}
+
+fn output(shape: Shape) -> Output {
+    match shape {
+        Shape::Flat(k) => {
+            let k = lit(k);
+            Output {
+                ty: quote!([f32; #k]),
+                dim: quote!(Ix2),
+                into_batch: quote!(__out.into_array2(#k)),
+                into_sample: quote!(__exec.to_array()),
+                dims: quote!(&[#k]),
+            }
+        }
+        Shape::Chw { c, h, w } => {
+            let (c, h, w) = (lit(c), lit(h), lit(w));
+            Output {
+                ty: quote!(::std::boxed::Box<[[[f32; #w]; #h]; #c]>),
+                dim: quote!(Ix4),
+                into_batch: quote!(__out.into_array4([#c, #h, #w])),
+                into_sample: quote!(__exec.to_boxed_chw()),
+                dims: quote!(&[#c, #h, #w]),
+            }
+        }
+    }
+}
+
+/// `Model::LAYERS`, one `LayerInfo` per planned layer.
+fn layer_infos(plan: &Plan) -> Vec<TokenStream> {
+    plan.layers
+        .iter()
+        .map(|l| {
+            let (index, dsl, torch) = (lit(l.index), &l.layer.dsl, torch(l));
+            let dims = l.output.dims().into_iter().map(lit);
+            let (p, m) = (lit(l.params), lit(l.macs));
+            quote! {
+                __cnn::LayerInfo { index: #index, dsl: #dsl, torch: #torch, output: &[#(#dims),*], params: #p, macs: #m }
+            }
+        })
+        .collect()
+}
+
+/// `Model::TORCH`, the network as an `nn.Sequential`.
+fn torch_sequential(plan: &Plan) -> String {
+    let body: Vec<String> = plan
+        .layers
+        .iter()
+        .map(|l| format!("    {},\n", torch(l)))
+        .collect();
+    format!("nn.Sequential(\n{})", body.concat())
+}
+
+/// `Model::WORKSPACE`: the largest activation, im2col scratch and conv output channel count.
+fn workspace(plan: &Plan, all: &[Parts]) -> TokenStream {
+    let activations = lit(plan
+        .layers
+        .iter()
+        .map(|l| l.output.len())
+        .fold(plan.input.iter().product(), usize::max));
+    let scratch = all.iter().filter_map(|p| p.scratch.as_ref());
+    let channels = lit(plan
+        .layers
+        .iter()
+        .map(|l| match &l.layer.kind {
+            LayerKind::Conv(a) => a.c_out.v,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0));
+    quote! {
+        __cnn::WorkspaceLayout {
+            activations: #activations,
+            scratch: __cnn::max_of(&[#(#scratch),*]),
+            channels: #channels,
+        }
+    }
 }
 
 /// What one planned layer contributes to each generated item.
@@ -304,259 +547,16 @@ fn torch(l: &Planned) -> String {
     }
 }
 
-/// The user's struct, and inside `const _: () = { … };` the layer descriptors, `embedded()`,
-/// the forward pass and the `Model` impl.
-pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStream {
-    let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
-    let strukt = strukt(net, &all);
-    let params = all.iter().filter_map(|p| p.params.as_ref());
-    let embedded = embedded.map(|path| embedded_fn(net, path));
-    let run = run_fn(net, plan, &all);
-    let model = model_impl(net, plan, &all);
-    quote! {
-        #strukt
-
-        const _: () = {
-            use ::cnn::__private as __cnn;
-
-            #(#params)*
-
-            #embedded
-
-            #run
-
-            #model
-        };
-    }
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
 }
 
-/// `struct Net { layer_0: Conv2d, … }`, one field per layer with weights.
-fn strukt(net: &Network, all: &[Parts]) -> TokenStream {
-    let Network {
-        attrs, vis, ident, ..
-    } = net;
-    let fields = all
-        .iter()
-        .filter_map(|p| p.field.as_ref())
-        .map(|(f, ty, doc)| quote!(#[doc = #doc] pub #f: #ty,));
-    quote! {
-        #(#attrs)*
-        #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
-        #vis struct #ident {
-            #(#fields)*
-        }
-    }
+fn f32_lit(v: f64) -> Literal {
+    // `args` rejected values that are not finite as f32.
+    Literal::f32_suffixed(v as f32)
 }
 
-/// `Net::embedded()`, decoding the `#[weights]` file once.
-fn embedded_fn(net: &Network, path: &str) -> TokenStream {
-    let ident = &net.ident;
-    let doc = format!(
-        "The network with the weights of `{}`, embedded in the binary and checked against the layers at compile time. The first call decodes them once; later calls return the same reference.",
-        net.weights.as_ref().map_or(String::new(), |(_, lit)| lit.value())
-    );
-    quote! {
-        impl #ident {
-            #[doc = #doc]
-            pub fn embedded() -> &'static Self {
-                static __NET: ::std::sync::OnceLock<#ident> = ::std::sync::OnceLock::new();
-                __NET.get_or_init(|| {
-                    const __BYTES: &[u8] = ::core::include_bytes!(#path);
-                    match <#ident as __cnn::Model>::from_safetensors(__BYTES) {
-                        ::core::result::Result::Ok(net) => net,
-                        ::core::result::Result::Err(e) => {
-                            ::core::panic!("embedded weights passed the compile-time check, yet: {}", e)
-                        }
-                    }
-                })
-            }
-        }
-    }
-}
-
-/// `__cnn_run`, the forward pass over one `Exec`: one call per layer, fused where it can.
-fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
-    let ident = &net.ident;
-    let run = fused_run(plan, all);
-    quote! {
-        impl #ident {
-            fn __cnn_run(&self, __exec: &mut __cnn::Exec) -> ::core::result::Result<(), __cnn::Error> {
-                #(#run)*
-                ::core::result::Result::Ok(())
-            }
-        }
-    }
-}
-
-/// How the network's output is typed and built: a flat `[f32; K]` or a boxed `[C, H, W]` array.
-struct Output {
-    ty: TokenStream,
-    dim: TokenStream,
-    into_batch: TokenStream,
-    into_sample: TokenStream,
-    dims: TokenStream,
-}
-
-fn output(shape: Shape) -> Output {
-    match shape {
-        Shape::Flat(k) => {
-            let k = lit(k);
-            Output {
-                ty: quote!([f32; #k]),
-                dim: quote!(Ix2),
-                into_batch: quote!(__out.into_array2(#k)),
-                into_sample: quote!(__exec.to_array()),
-                dims: quote!(&[#k]),
-            }
-        }
-        Shape::Chw { c, h, w } => {
-            let (c, h, w) = (lit(c), lit(h), lit(w));
-            Output {
-                ty: quote!(::std::boxed::Box<[[[f32; #w]; #h]; #c]>),
-                dim: quote!(Ix4),
-                into_batch: quote!(__out.into_array4([#c, #h, #w])),
-                into_sample: quote!(__exec.to_boxed_chw()),
-                dims: quote!(&[#c, #h, #w]),
-            }
-        }
-    }
-}
-
-/// `Model::LAYERS`, one `LayerInfo` per planned layer.
-fn layer_infos(plan: &Plan) -> Vec<TokenStream> {
-    plan.layers
-        .iter()
-        .map(|l| {
-            let (index, dsl, torch) = (lit(l.index), &l.layer.dsl, torch(l));
-            let dims = l.output.dims().into_iter().map(lit);
-            let (p, m) = (lit(l.params), lit(l.macs));
-            quote! {
-                __cnn::LayerInfo { index: #index, dsl: #dsl, torch: #torch, output: &[#(#dims),*], params: #p, macs: #m }
-            }
-        })
-        .collect()
-}
-
-/// `Model::TORCH`, the network as an `nn.Sequential`.
-fn torch_sequential(plan: &Plan) -> String {
-    let body: Vec<String> = plan
-        .layers
-        .iter()
-        .map(|l| format!("    {},\n", torch(l)))
-        .collect();
-    format!("nn.Sequential(\n{})", body.concat())
-}
-
-/// `Model::WORKSPACE`: the largest activation, im2col scratch and conv output channel count.
-fn workspace(plan: &Plan, all: &[Parts]) -> TokenStream {
-    let activations = lit(plan
-        .layers
-        .iter()
-        .map(|l| l.output.len())
-        .fold(plan.input.iter().product(), usize::max));
-    let scratch = all.iter().filter_map(|p| p.scratch.as_ref());
-    let channels = lit(plan
-        .layers
-        .iter()
-        .map(|l| match &l.layer.kind {
-            LayerKind::Conv(a) => a.c_out.v,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0));
-    quote! {
-        __cnn::WorkspaceLayout {
-            activations: #activations,
-            scratch: __cnn::max_of(&[#(#scratch),*]),
-            channels: #channels,
-        }
-    }
-}
-
-/// `impl Model for Net`.
-fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
-    let ident = &net.ident;
-    let name = ident.to_string();
-    let [c, h, w] = plan.input.map(lit);
-    let input_ty = quote!([[[f32; #w]; #h]; #c]);
-    let Output {
-        ty: output_ty,
-        dim,
-        into_batch,
-        into_sample,
-        dims: out_dims,
-    } = output(plan.output());
-    let out_len = lit(plan.output().len());
-    let whole_batch = plan
-        .layers
-        .iter()
-        .any(|l| matches!(&l.layer.kind, LayerKind::BatchNorm(a) if !a.track_running_stats));
-    let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
-    let load = all.iter().map(|p| &p.load);
-    let seeded = all.iter().map(|p| &p.seeded);
-    let save = all.iter().map(|p| &p.save);
-    let params = lit(plan.layers.iter().map(|l| l.params).sum());
-    let macs = lit(plan.layers.iter().map(|l| l.macs).sum());
-    let infos = layer_infos(plan);
-    let torch_seq = torch_sequential(plan);
-    let workspace = workspace(plan, all);
-    let call_site = Span::call_site();
-    let model = quote::quote_spanned!(call_site=> __cnn::Model);
-    quote! {
-        #[automatically_derived]
-        impl #model for #ident {
-            type Input = #input_ty;
-            type Output = #output_ty;
-            type Dim = __cnn::ndarray::#dim;
-            const NAME: &'static str = #name;
-            const INPUT_SHAPE: [usize; 3] = [#c, #h, #w];
-            const OUTPUT_SHAPE: &'static [usize] = #out_dims;
-            const PARAMS: usize = #params;
-            const MACS: usize = #macs;
-            const LAYERS: &'static [__cnn::LayerInfo] = &[#(#infos),*];
-            const TORCH: &'static str = #torch_seq;
-            const WORKSPACE: __cnn::WorkspaceLayout = #workspace;
-
-            fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
-                let __weights = __cnn::Weights::parse(bytes)?;
-                let __net = #ident { #(#load)* };
-                __weights.finish()?;
-                ::core::result::Result::Ok(__net)
-            }
-
-            fn to_safetensors(&self) -> ::std::vec::Vec<u8> {
-                let mut __out = __cnn::TensorWriter::new();
-                #(#save)*
-                __out.finish()
-            }
-
-            fn seeded(seed: u64) -> Self {
-                #[allow(unused_mut, unused_variables)]
-                let mut __rng = __cnn::Rng::new(seed);
-                #ident { #(#seeded)* }
-            }
-
-            fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
-                let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, <Self as __cnn::Model>::MACS, &|__exec| self.__cnn_run(__exec))?;
-                ::core::result::Result::Ok(#into_batch)
-            }
-
-            fn forward_into(
-                &self,
-                x: __cnn::ndarray::ArrayView4<'_, f32>,
-                out: __cnn::ndarray::ArrayViewMut<'_, f32, __cnn::ndarray::#dim>,
-                workspace: &mut __cnn::Workspace,
-            ) -> ::core::result::Result<(), __cnn::Error> {
-                __cnn::run_into(x, [#c, #h, #w], out, #out_dims, #whole_batch, workspace, &|__exec| self.__cnn_run(__exec))
-            }
-
-            fn forward(&self, x: &#input_ty) -> #output_ty {
-                let mut __exec = __cnn::Exec::from_sample(x.as_flattened().as_flattened());
-                if let ::core::result::Result::Err(e) = self.__cnn_run(&mut __exec) {
-                    ::core::panic!("{}", e);
-                }
-                #into_sample
-            }
-        }
-    }
+fn pair([a, b]: [usize; 2]) -> TokenStream {
+    let (a, b) = (lit(a), lit(b));
+    quote!([#a, #b])
 }

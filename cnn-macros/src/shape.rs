@@ -154,6 +154,8 @@ impl Walk<'_> {
 pub type Rules = fn(&Layer, Shape) -> Result<(), Violation>;
 
 /// Walks the layers from `input`, applying `rules` to each layer and the shape it receives.
+/// `pipeline::plan` passes `check::layer`; taking the rules as an argument lets `check.rs` name
+/// `Shape` without an import cycle.
 pub fn plan(
     cx: &mut Ctxt,
     input: [Sp<usize>; 3],
