@@ -8,18 +8,40 @@ use crate::ctxt::{Ctxt, Violation};
 use crate::shape::Shape;
 use crate::symbol;
 
-/// `input(C, H, W)` comes first and once: `struct N { conv(3 -> 8, k3) }` is missing it, and
-/// `input(3, 8, 8) relu input(3, 8, 8)` repeats it.
+/// Decodes `input(C, H, W)` and the layers, checking where `input` stands; `None` after
+/// reporting every problem.
 pub fn input_and_layers(
     cx: &mut Ctxt,
     network: &Network,
     items: &[Item],
 ) -> Option<([Sp<usize>; 3], Vec<Layer>)> {
-    let is_input = |item: &Item| item.name == symbol::INPUT;
     let before = cx.len();
-    let first = items.first();
-    let input = match first {
-        Some(item) if is_input(item) => args::decode_input(cx, item),
+    let input = check_input_first(cx, network, items).and_then(|item| args::decode_input(cx, item));
+    let mut layers = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if is_input(item) {
+            check_input_once(cx, items, i);
+            continue;
+        }
+        if let Some(layer) = args::decode(cx, item) {
+            layers.push(layer);
+        }
+    }
+    if cx.len() > before {
+        return None;
+    }
+    Some((input?, layers))
+}
+
+fn is_input(item: &Item) -> bool {
+    item.name == symbol::INPUT
+}
+
+// A network starts with `input(C, H, W)`: `struct N { conv(3 -> 8, k3) }` is missing it, and
+// `struct N { relu input(3, 8, 8) }` has it after a layer.
+fn check_input_first<'a>(cx: &mut Ctxt, network: &Network, items: &'a [Item]) -> Option<&'a Item> {
+    match items.first() {
+        Some(item) if is_input(item) => Some(item),
         Some(item) => {
             let msg = if items.iter().any(is_input) {
                 "`input(C, H, W)` must come first, before any layer"
@@ -39,26 +61,18 @@ pub fn input_and_layers(
             );
             None
         }
-    };
-    let mut layers = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        if is_input(item) {
-            if i > 0 && first.is_some_and(is_input) {
-                cx.error_at(
-                    item.name.span(),
-                    "repeated `input`; a network has exactly one input",
-                );
-            }
-            continue;
-        }
-        if let Some(layer) = args::decode(cx, item) {
-            layers.push(layer);
-        }
     }
-    if cx.len() > before {
-        return None;
+}
+
+// A network has one `input`: `input(3, 8, 8) relu input(3, 8, 8)` repeats it. An `input` that
+// is not first is already reported by `check_input_first`.
+fn check_input_once(cx: &mut Ctxt, items: &[Item], i: usize) {
+    if i > 0 && items.first().is_some_and(is_input) {
+        cx.error_at(
+            items[i].name.span(),
+            "repeated `input`; a network has exactly one input",
+        );
     }
-    Some((input?, layers))
 }
 
 /// The rules one layer's input must meet, in the order they are reported.
@@ -213,6 +227,48 @@ mod tests {
 
     fn broken(tokens: TokenStream, input: Shape) -> String {
         layer(&decoded(tokens), input).unwrap_err().msg
+    }
+
+    /// The messages `input_and_layers` reports for `struct N { #tokens }`.
+    fn input_errors(tokens: TokenStream) -> Vec<String> {
+        let networks: Networks = syn::parse2(quote!(struct N { #tokens })).unwrap();
+        let net = &networks.networks[0];
+        let mut cx = Ctxt::new();
+        let _ = input_and_layers(&mut cx, net, net.body.as_ref().unwrap());
+        match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn input_comes_first() {
+        assert!(input_errors(quote!(input(3, 8, 8) relu)).is_empty());
+        assert_eq!(
+            input_errors(quote!(relu input(3, 8, 8))),
+            ["`input(C, H, W)` must come first, before any layer"]
+        );
+        assert!(input_errors(quote!(relu))[0].starts_with("missing `input(C, H, W)`"));
+        assert_eq!(
+            input_errors(quote!()),
+            ["network `N` is empty; it needs `input(C, H, W)` and its layers"]
+        );
+    }
+
+    #[test]
+    fn input_comes_once() {
+        assert!(input_errors(quote!(input(3, 8, 8) relu relu)).is_empty());
+        assert_eq!(
+            input_errors(quote!(input(3, 8, 8) relu input(3, 8, 8) input(3, 8, 8))),
+            [
+                "repeated `input`; a network has exactly one input",
+                "repeated `input`; a network has exactly one input"
+            ]
+        );
+        assert_eq!(
+            input_errors(quote!(relu input(3, 8, 8) input(3, 8, 8))),
+            ["`input(C, H, W)` must come first, before any layer"]
+        );
     }
 
     #[test]
