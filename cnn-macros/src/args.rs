@@ -31,11 +31,11 @@ pub struct Layer {
 #[derive(Clone, Debug)]
 pub enum LayerKind {
     Conv(ConvArgs),
-    BatchNorm(BnArgs),
-    Act(Act),
+    BatchNorm(BatchNormArgs),
+    Activation(Activation),
     Softmax,
     Pool(PoolArgs),
-    GlobalPool(PoolType),
+    GlobalPool(PoolKind),
     Flatten,
     Linear(LinearArgs),
     Dropout(f64),
@@ -54,16 +54,18 @@ pub struct ConvArgs {
 }
 
 #[derive(Clone, Debug)]
-pub struct BnArgs {
-    pub features: Option<Sp<usize>>,
+pub struct BatchNormArgs {
+    /// `num_features`, when written.
+    pub channels: Option<Sp<usize>>,
     pub eps: f64,
     pub momentum: f64,
     pub affine: bool,
     pub track_running_stats: bool,
 }
 
+/// `cnn_runtime::ops::activation::Activation`, with the slope kept in f64 until expansion.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Act {
+pub enum Activation {
     Relu,
     LeakyRelu(f64),
     Sigmoid,
@@ -72,15 +74,16 @@ pub enum Act {
     Gelu,
 }
 
+/// `cnn_runtime::ops::pool::PoolKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PoolType {
+pub enum PoolKind {
     Max,
     Avg { count_include_pad: bool },
 }
 
 #[derive(Clone, Debug)]
 pub struct PoolArgs {
-    pub kind: PoolType,
+    pub kind: PoolKind,
     pub kernel: Sp<[usize; 2]>,
     pub stride: Sp<[usize; 2]>,
     pub padding: Sp<[usize; 2]>,
@@ -133,8 +136,8 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
         conv(cx, item)
     } else if is(symbol::BN) {
         let a = Args::decode(cx, item, symbol::BN_ARGS, false);
-        Some(LayerKind::BatchNorm(BnArgs {
-            features: a.int(symbol::NUM_FEATURES),
+        Some(LayerKind::BatchNorm(BatchNormArgs {
+            channels: a.int(symbol::NUM_FEATURES),
             eps: a.float_in(cx, symbol::EPS, 1e-5, Range::Positive),
             momentum: a.float_in(cx, symbol::MOMENTUM, 0.1, Range::Unit),
             affine: a.bool(symbol::AFFINE, true),
@@ -142,7 +145,7 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
         }))
     } else if is(symbol::LEAKY_RELU) {
         let a = Args::decode(cx, item, symbol::LEAKY_RELU_ARGS, false);
-        Some(LayerKind::Act(Act::LeakyRelu(a.float_in(
+        Some(LayerKind::Activation(Activation::LeakyRelu(a.float_in(
             cx,
             symbol::NEGATIVE_SLOPE,
             0.01,
@@ -162,19 +165,19 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
         )))
     } else {
         let simple = [
-            (symbol::RELU, LayerKind::Act(Act::Relu)),
-            (symbol::SIGMOID, LayerKind::Act(Act::Sigmoid)),
-            (symbol::TANH, LayerKind::Act(Act::Tanh)),
-            (symbol::SILU, LayerKind::Act(Act::Silu)),
-            (symbol::GELU, LayerKind::Act(Act::Gelu)),
+            (symbol::RELU, LayerKind::Activation(Activation::Relu)),
+            (symbol::SIGMOID, LayerKind::Activation(Activation::Sigmoid)),
+            (symbol::TANH, LayerKind::Activation(Activation::Tanh)),
+            (symbol::SILU, LayerKind::Activation(Activation::Silu)),
+            (symbol::GELU, LayerKind::Activation(Activation::Gelu)),
             (symbol::SOFTMAX, LayerKind::Softmax),
             (
                 symbol::GLOBAL_AVGPOOL,
-                LayerKind::GlobalPool(PoolType::Avg {
+                LayerKind::GlobalPool(PoolKind::Avg {
                     count_include_pad: true,
                 }),
             ),
-            (symbol::GLOBAL_MAXPOOL, LayerKind::GlobalPool(PoolType::Max)),
+            (symbol::GLOBAL_MAXPOOL, LayerKind::GlobalPool(PoolKind::Max)),
             (symbol::FLATTEN, LayerKind::Flatten),
         ];
         match simple.into_iter().find(|(names, _)| is(names)) {
@@ -207,7 +210,7 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
 
 fn conv(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
     let a = Args::decode(cx, item, symbol::CONV_ARGS, true);
-    let Some((c_in, c_out)) = a.arrow else {
+    let Some((c_in, c_out)) = a.given.arrow else {
         if !a.failed {
             cx.error_spanned(
                 &item.tokens,
@@ -260,9 +263,9 @@ fn pool(cx: &mut Ctxt, item: &Item, max: bool) -> Option<LayerKind> {
         return None;
     };
     let kind = if max {
-        PoolType::Max
+        PoolKind::Max
     } else {
-        PoolType::Avg {
+        PoolKind::Avg {
             count_include_pad: a.bool(symbol::COUNT_INCLUDE_PAD, true),
         }
     };
@@ -277,13 +280,12 @@ fn pool(cx: &mut Ctxt, item: &Item, max: bool) -> Option<LayerKind> {
 
 fn linear(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
     let a = Args::decode(cx, item, symbol::FC_ARGS, true);
-    let (in_features, out_features) = match (a.arrow, a.int(symbol::OUT_FEATURES)) {
-        (Some((i, o)), None) => (Some(i), o),
+    if a.given.repeats_arrow(cx) {
+        return None;
+    }
+    let (in_features, out_features) = match (a.given.arrow, a.int(symbol::OUT_FEATURES)) {
+        (Some((i, o)), _) => (Some(i), o),
         (None, Some(o)) => (a.int(symbol::IN_FEATURES), o),
-        (Some((_, o)), Some(_)) => {
-            cx.error_at(o.span, "duplicate argument `out_features`");
-            return None;
-        }
         (None, None) => {
             if !a.failed {
                 cx.error_spanned(
@@ -297,10 +299,6 @@ fn linear(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
             return None;
         }
     };
-    if let (Some(_), Some(j)) = (a.arrow, a.int(symbol::IN_FEATURES)) {
-        cx.error_at(j.span, "duplicate argument `in_features`");
-        return None;
-    }
     Some(LayerKind::Linear(LinearArgs {
         in_features,
         out_features,
@@ -323,10 +321,66 @@ enum Range {
     Unit,
 }
 
+/// Each argument of a layer at most once, however it is spelled (serde's `Attr::set`):
+/// `conv(3 -> 16, k3, stride=1, s2)` reports ``duplicate argument `stride` `` on `s2`.
+#[derive(Default)]
+struct Given {
+    values: BTreeMap<&'static str, Sp<Decoded>>,
+    /// `IN -> OUT`, an argument of its own.
+    arrow: Option<(Sp<usize>, Sp<usize>)>,
+}
+
+impl Given {
+    /// Whether `name` has no value yet; if it has one, reports the duplicate at `span`.
+    fn vacant(&self, cx: &mut Ctxt, name: &str, span: Span) -> bool {
+        if self.values.contains_key(name) {
+            Given::duplicate(cx, name, span);
+            return false;
+        }
+        true
+    }
+
+    fn set(&mut self, cx: &mut Ctxt, name: &'static str, v: Sp<Decoded>) {
+        if self.vacant(cx, name, v.span) {
+            self.values.insert(name, v);
+        }
+    }
+
+    /// Whether `IN -> OUT` is still unset; if not, reports the duplicate at `span`.
+    fn arrow_vacant(&self, cx: &mut Ctxt, span: Span) -> bool {
+        if self.arrow.is_some() {
+            cx.error_at(span, "duplicate `IN -> OUT` argument");
+            return false;
+        }
+        true
+    }
+
+    /// `fc`'s `IN -> OUT` also gives `out_features` and `in_features`: `fc(4096 -> 10,
+    /// out_features=10)` is reported on the `10` of the arrow, `fc(4096 -> 10, in_features=4096)`
+    /// on the keyword's value.
+    fn repeats_arrow(&self, cx: &mut Ctxt) -> bool {
+        let Some((_, out)) = self.arrow else {
+            return false;
+        };
+        let (name, span) = if self.values.contains_key(symbol::OUT_FEATURES) {
+            (symbol::OUT_FEATURES, out.span)
+        } else if let Some(given) = self.values.get(symbol::IN_FEATURES) {
+            (symbol::IN_FEATURES, given.span)
+        } else {
+            return false;
+        };
+        Given::duplicate(cx, name, span);
+        true
+    }
+
+    fn duplicate(cx: &mut Ctxt, name: &str, span: Span) {
+        cx.error_at(span, format!("duplicate argument `{name}`"));
+    }
+}
+
 /// The arguments of one layer, checked against its parameter table.
 struct Args {
-    values: BTreeMap<&'static str, Sp<Decoded>>,
-    arrow: Option<(Sp<usize>, Sp<usize>)>,
+    given: Given,
     failed: bool,
 }
 
@@ -335,36 +389,17 @@ impl Args {
         let layer = item.name.to_string();
         let before = cx.len();
         let mut args = Args {
-            values: BTreeMap::new(),
-            arrow: None,
+            given: Given::default(),
             failed: false,
         };
         let mut positional = 0usize;
         for arg in &item.args {
             match arg {
-                Arg::Arrow { from, to } => {
-                    if !arrow_ok {
-                        cx.error_at(
-                            from.span(),
-                            format!("`{layer}` takes no `IN -> OUT` argument"),
-                        );
-                    } else if args.arrow.is_some() {
-                        cx.error_at(from.span(), "duplicate `IN -> OUT` argument");
-                    } else if args.values.is_empty() && positional == 0 {
-                        let what = if symbol::CONV.contains(&layer.as_str()) {
-                            "channels"
-                        } else {
-                            "features"
-                        };
-                        let i = positive(cx, &format!("input {what}"), from);
-                        let o = positive(cx, &format!("output {what}"), to);
-                        if let (Some(i), Some(o)) = (i, o) {
-                            args.arrow = Some((i, o));
-                        }
-                    } else {
-                        cx.error_at(from.span(), "`IN -> OUT` must be the first argument");
-                    }
-                }
+                Arg::Arrow { from, .. } if !arrow_ok => cx.error_at(
+                    from.span(),
+                    format!("`{layer}` takes no `IN -> OUT` argument"),
+                ),
+                Arg::Arrow { from, to } => args.arrow(cx, &layer, from, to, positional),
                 Arg::Keyword { key, value } => {
                     let name = key.to_string();
                     match params
@@ -392,7 +427,9 @@ impl Args {
                 ),
                 Arg::Positional(value) => {
                     let skip = usize::from(
-                        arrow_ok && args.arrow.is_some() && symbol::FC.contains(&layer.as_str()),
+                        arrow_ok
+                            && args.given.arrow.is_some()
+                            && symbol::FC.contains(&layer.as_str()),
                     );
                     match params.get(positional + skip) {
                         Some(p) => args.set(cx, p, value.span(), value),
@@ -410,6 +447,26 @@ impl Args {
         }
         args.failed = cx.len() > before;
         args
+    }
+
+    fn arrow(&mut self, cx: &mut Ctxt, layer: &str, from: &Value, to: &Value, positional: usize) {
+        if !self.given.arrow_vacant(cx, from.span()) {
+            return;
+        }
+        if !self.given.values.is_empty() || positional > 0 {
+            cx.error_at(from.span(), "`IN -> OUT` must be the first argument");
+            return;
+        }
+        let what = if symbol::CONV.contains(&layer) {
+            "channels"
+        } else {
+            "features"
+        };
+        let i = positive(cx, &format!("input {what}"), from);
+        let o = positive(cx, &format!("output {what}"), to);
+        if let (Some(i), Some(o)) = (i, o) {
+            self.given.arrow = Some((i, o));
+        }
     }
 
     fn bare(&mut self, cx: &mut Ctxt, layer: &str, ident: &Ident, params: &'static [Param]) {
@@ -477,8 +534,7 @@ impl Args {
     }
 
     fn set(&mut self, cx: &mut Ctxt, p: &'static Param, key_span: Span, value: &Value) {
-        if self.values.contains_key(p.name) {
-            cx.error_at(key_span, format!("duplicate argument `{}`", p.name));
+        if !self.given.vacant(cx, p.name, key_span) {
             return;
         }
         if let Some(v) = convert(cx, p, value) {
@@ -494,15 +550,11 @@ impl Args {
     }
 
     fn insert(&mut self, cx: &mut Ctxt, p: &'static Param, v: Sp<Decoded>) {
-        if self.values.contains_key(p.name) {
-            cx.error_at(v.span, format!("duplicate argument `{}`", p.name));
-            return;
-        }
-        self.values.insert(p.name, v);
+        self.given.set(cx, p.name, v);
     }
 
     fn int(&self, name: &str) -> Option<Sp<usize>> {
-        match self.values.get(name)? {
+        match self.given.values.get(name)? {
             Sp {
                 v: Decoded::Int(v),
                 span,
@@ -512,7 +564,7 @@ impl Args {
     }
 
     fn pair(&self, name: &str) -> Option<Sp<[usize; 2]>> {
-        match self.values.get(name)? {
+        match self.given.values.get(name)? {
             Sp {
                 v: Decoded::Pair(v),
                 span,
@@ -529,7 +581,7 @@ impl Args {
     }
 
     fn bool(&self, name: &str, default: bool) -> bool {
-        match self.values.get(name) {
+        match self.given.values.get(name) {
             Some(Sp {
                 v: Decoded::Bool(b),
                 ..
@@ -542,7 +594,7 @@ impl Args {
         let Some(&Sp {
             v: Decoded::Float(v),
             span,
-        }) = self.values.get(name)
+        }) = self.given.values.get(name)
         else {
             return default;
         };

@@ -1,22 +1,47 @@
-//! Rules over the layer list as a whole, before shapes are inferred.
+//! Rules over the layer list as a whole: where `input` goes, and what each layer asks of the
+//! tensor it receives. `shape::plan` applies `layer` to each layer before inferring its output,
+//! and reports the first broken rule with the shapes that led to it.
 
-use crate::args::{self, Layer, Sp};
+use crate::args::{self, BatchNormArgs, ConvArgs, Layer, LayerKind, LinearArgs, PoolArgs, Sp};
 use crate::ast::{Item, Network};
-use crate::ctxt::Ctxt;
+use crate::ctxt::{Ctxt, Violation};
+use crate::shape::Shape;
 use crate::symbol;
 
-/// `input(C, H, W)` comes first and once: `struct N { conv(3 -> 8, k3) }` is missing it, and
-/// `input(3, 8, 8) relu input(3, 8, 8)` repeats it.
+/// Decodes `input(C, H, W)` and the layers, checking where `input` stands; `None` after
+/// reporting every problem.
 pub fn input_and_layers(
     cx: &mut Ctxt,
     network: &Network,
     items: &[Item],
 ) -> Option<([Sp<usize>; 3], Vec<Layer>)> {
-    let is_input = |item: &Item| item.name == symbol::INPUT;
     let before = cx.len();
-    let first = items.first();
-    let input = match first {
-        Some(item) if is_input(item) => args::decode_input(cx, item),
+    let input = check_input_first(cx, network, items).and_then(|item| args::decode_input(cx, item));
+    let mut layers = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if is_input(item) {
+            check_input_once(cx, items, i);
+            continue;
+        }
+        if let Some(layer) = args::decode(cx, item) {
+            layers.push(layer);
+        }
+    }
+    if cx.len() > before {
+        return None;
+    }
+    Some((input?, layers))
+}
+
+fn is_input(item: &Item) -> bool {
+    item.name == symbol::INPUT
+}
+
+// A network starts with `input(C, H, W)`: `struct N { conv(3 -> 8, k3) }` is missing it, and
+// `struct N { relu input(3, 8, 8) }` has it after a layer.
+fn check_input_first<'a>(cx: &mut Ctxt, network: &Network, items: &'a [Item]) -> Option<&'a Item> {
+    match items.first() {
+        Some(item) if is_input(item) => Some(item),
         Some(item) => {
             let msg = if items.iter().any(is_input) {
                 "`input(C, H, W)` must come first, before any layer"
@@ -36,24 +61,274 @@ pub fn input_and_layers(
             );
             None
         }
+    }
+}
+
+// A network has one `input`: `input(3, 8, 8) relu input(3, 8, 8)` repeats it. An `input` that
+// is not first is already reported by `check_input_first`.
+fn check_input_once(cx: &mut Ctxt, items: &[Item], i: usize) {
+    if i > 0 && items.first().is_some_and(is_input) {
+        cx.error_at(
+            items[i].name.span(),
+            "repeated `input`; a network has exactly one input",
+        );
+    }
+}
+
+/// The rules one layer's input must meet, in the order they are reported.
+pub fn layer(layer: &Layer, input: Shape) -> Result<(), Violation> {
+    match &layer.kind {
+        LayerKind::Conv(a) => {
+            check_spatial_input(layer, input)?;
+            check_conv_channels(layer, a, input)?;
+            check_groups(layer, a)
+        }
+        LayerKind::BatchNorm(a) => {
+            check_spatial_input(layer, input)?;
+            check_batchnorm_channels(layer, a, input)
+        }
+        LayerKind::Pool(a) => {
+            check_spatial_input(layer, input)?;
+            check_pool_padding(layer, a)
+        }
+        LayerKind::GlobalPool(_) => check_spatial_input(layer, input),
+        LayerKind::Linear(a) => check_linear_features(layer, a, input),
+        LayerKind::Activation(_)
+        | LayerKind::Softmax
+        | LayerKind::Flatten
+        | LayerKind::Dropout(_) => Ok(()),
+    }
+}
+
+// A flat tensor has lost its spatial layout: conv(…), bn, maxpool(…) or gap after fc(…) or
+// flatten is an error.
+fn check_spatial_input(layer: &Layer, input: Shape) -> Result<(), Violation> {
+    match input {
+        Shape::Chw { .. } => Ok(()),
+        Shape::Flat(_) => {
+            let name = &layer.name;
+            Err(Violation::layer(format!(
+                "`{name}` needs a [C, H, W] tensor, but the tensor here is already flattened to {input}; put `{name}` before the first `fc`/`flatten`"
+            )))
+        }
+    }
+}
+
+// A convolution's IN is the channel count it receives: conv(3 -> 16, k3) conv(8 -> 8, k3) is an
+// error.
+fn check_conv_channels(layer: &Layer, a: &ConvArgs, input: Shape) -> Result<(), Violation> {
+    if a.c_in.v == input.dims()[0] {
+        return Ok(());
+    }
+    Err(Violation::at(
+        a.c_in.span,
+        format!(
+            "`{}` expects {} input channels, but the tensor here is {input}",
+            layer.name, a.c_in.v
+        ),
+    ))
+}
+
+// Grouped convolution splits both channel counts evenly: conv(6 -> 16, g4) is an error.
+fn check_groups(layer: &Layer, a: &ConvArgs) -> Result<(), Violation> {
+    let g = a.groups.v;
+    let (what, n) = if !a.c_in.v.is_multiple_of(g) {
+        ("input", a.c_in.v)
+    } else if !a.c_out.v.is_multiple_of(g) {
+        ("output", a.c_out.v)
+    } else {
+        return Ok(());
     };
-    let mut layers = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        if is_input(item) {
-            if i > 0 && first.is_some_and(is_input) {
-                cx.error_at(
-                    item.name.span(),
-                    "repeated `input`; a network has exactly one input",
-                );
-            }
-            continue;
-        }
-        if let Some(layer) = args::decode(cx, item) {
-            layers.push(layer);
+    Err(Violation::at(
+        a.groups.span,
+        format!(
+            "groups {g} does not divide the {n} {what} channels of `{}`",
+            layer.name
+        ),
+    ))
+}
+
+// Batch norm's `num_features`, when written, is the channel count it receives:
+// conv(3 -> 16, k3) bn(8) is an error.
+fn check_batchnorm_channels(
+    layer: &Layer,
+    a: &BatchNormArgs,
+    input: Shape,
+) -> Result<(), Violation> {
+    match a.channels {
+        Some(f) if f.v != input.dims()[0] => Err(Violation::at(
+            f.span,
+            format!(
+                "`{}` expects {} features (channels), but the tensor here is {input}",
+                layer.name, f.v
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+// PyTorch: "pad should be at most half of effective kernel size": maxpool(k3, p2) is an error.
+fn check_pool_padding(layer: &Layer, a: &PoolArgs) -> Result<(), Violation> {
+    for (axis, (&k, &p)) in ["height", "width"]
+        .iter()
+        .zip(a.kernel.v.iter().zip(&a.padding.v))
+    {
+        if p > k / 2 {
+            return Err(Violation::at(
+                a.padding.span,
+                format!(
+                    "`{}` padding {p} is more than half the kernel {axis} {k}; PyTorch allows at most {}",
+                    layer.name,
+                    k / 2
+                ),
+            ));
         }
     }
-    if cx.len() > before {
-        return None;
+    Ok(())
+}
+
+// A linear layer's IN, when written, is the element count it receives, flattened:
+// input(3, 8, 8) fc(100 -> 10) is an error, fc(192 -> 10) is not.
+fn check_linear_features(layer: &Layer, a: &LinearArgs, input: Shape) -> Result<(), Violation> {
+    let features = input.len();
+    match a.in_features {
+        Some(i) if i.v != features => Err(Violation::at(
+            i.span,
+            format!(
+                "`{}` expects {} input features, but the tensor here is {input} ({features} features)",
+                layer.name, i.v
+            ),
+        )),
+        _ => Ok(()),
     }
-    Some((input?, layers))
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    use super::*;
+    use crate::ast::Networks;
+
+    /// The one layer of `struct N { #tokens }`, decoded.
+    fn decoded(tokens: TokenStream) -> Layer {
+        let networks: Networks = syn::parse2(quote!(struct N { #tokens })).unwrap();
+        let items = networks.networks[0].body.as_ref().unwrap();
+        let mut cx = Ctxt::new();
+        let layer = args::decode(&mut cx, &items[0]);
+        cx.check().unwrap();
+        layer.unwrap()
+    }
+
+    fn chw(c: usize, h: usize, w: usize) -> Shape {
+        Shape::Chw { c, h, w }
+    }
+
+    fn broken(tokens: TokenStream, input: Shape) -> String {
+        layer(&decoded(tokens), input).unwrap_err().msg
+    }
+
+    /// The messages `input_and_layers` reports for `struct N { #tokens }`.
+    fn input_errors(tokens: TokenStream) -> Vec<String> {
+        let networks: Networks = syn::parse2(quote!(struct N { #tokens })).unwrap();
+        let net = &networks.networks[0];
+        let mut cx = Ctxt::new();
+        let _ = input_and_layers(&mut cx, net, net.body.as_ref().unwrap());
+        match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn input_comes_first() {
+        assert!(input_errors(quote!(input(3, 8, 8) relu)).is_empty());
+        assert_eq!(
+            input_errors(quote!(relu input(3, 8, 8))),
+            ["`input(C, H, W)` must come first, before any layer"]
+        );
+        assert!(input_errors(quote!(relu))[0].starts_with("missing `input(C, H, W)`"));
+        assert_eq!(
+            input_errors(quote!()),
+            ["network `N` is empty; it needs `input(C, H, W)` and its layers"]
+        );
+    }
+
+    #[test]
+    fn input_comes_once() {
+        assert!(input_errors(quote!(input(3, 8, 8) relu relu)).is_empty());
+        assert_eq!(
+            input_errors(quote!(input(3, 8, 8) relu input(3, 8, 8) input(3, 8, 8))),
+            [
+                "repeated `input`; a network has exactly one input",
+                "repeated `input`; a network has exactly one input"
+            ]
+        );
+        assert_eq!(
+            input_errors(quote!(relu input(3, 8, 8) input(3, 8, 8))),
+            ["`input(C, H, W)` must come first, before any layer"]
+        );
+    }
+
+    #[test]
+    fn spatial_layers_need_an_unflattened_input() {
+        assert!(layer(&decoded(quote!(gap)), chw(8, 4, 4)).is_ok());
+        assert_eq!(
+            broken(quote!(bn), Shape::Flat(10)),
+            "`bn` needs a [C, H, W] tensor, but the tensor here is already flattened to [10]; put `bn` before the first `fc`/`flatten`"
+        );
+        assert!(broken(quote!(gap), Shape::Flat(10)).starts_with("`gap` needs a [C, H, W]"));
+    }
+
+    #[test]
+    fn conv_channels_match_the_input() {
+        assert!(layer(&decoded(quote!(conv(3 -> 8, k3))), chw(3, 8, 8)).is_ok());
+        assert_eq!(
+            broken(quote!(conv(4 -> 8, k3)), chw(3, 8, 8)),
+            "`conv` expects 4 input channels, but the tensor here is [3, 8, 8]"
+        );
+    }
+
+    #[test]
+    fn groups_divide_both_channel_counts() {
+        assert!(layer(&decoded(quote!(conv(6 -> 9, k1, g3))), chw(6, 4, 4)).is_ok());
+        assert_eq!(
+            broken(quote!(conv(6 -> 16, k1, g4)), chw(6, 4, 4)),
+            "groups 4 does not divide the 6 input channels of `conv`"
+        );
+        assert_eq!(
+            broken(quote!(conv(6 -> 16, k1, g3)), chw(6, 4, 4)),
+            "groups 3 does not divide the 16 output channels of `conv`"
+        );
+    }
+
+    #[test]
+    fn batchnorm_features_match_the_channels() {
+        assert!(layer(&decoded(quote!(bn(16))), chw(16, 2, 2)).is_ok());
+        assert!(layer(&decoded(quote!(bn)), chw(16, 2, 2)).is_ok());
+        assert_eq!(
+            broken(quote!(bn(8)), chw(16, 2, 2)),
+            "`bn` expects 8 features (channels), but the tensor here is [16, 2, 2]"
+        );
+    }
+
+    #[test]
+    fn pool_padding_is_at_most_half_the_kernel() {
+        assert!(layer(&decoded(quote!(maxpool(k(3, 5), p(1, 2)))), chw(1, 8, 8)).is_ok());
+        assert_eq!(
+            broken(quote!(avgpool(k(3, 2), p(1, 2))), chw(1, 8, 8)),
+            "`avgpool` padding 2 is more than half the kernel width 2; PyTorch allows at most 1"
+        );
+    }
+
+    #[test]
+    fn linear_in_features_match_the_flattened_input() {
+        assert!(layer(&decoded(quote!(fc(192 -> 10))), Shape::Flat(192)).is_ok());
+        assert!(layer(&decoded(quote!(fc(10))), Shape::Flat(192)).is_ok());
+        assert_eq!(
+            broken(quote!(fc(100 -> 10)), Shape::Flat(192)),
+            "`fc` expects 100 input features, but the tensor here is [192] (192 features)"
+        );
+    }
 }

@@ -3,6 +3,28 @@
 use proc_macro2::Span;
 use quote::ToTokens;
 
+/// A rule broken by one layer (`check.rs`), before the shape walk reports it with the shapes
+/// that led there.
+#[derive(Debug)]
+pub struct Violation {
+    /// The token to point at; `None` points at the whole layer.
+    pub span: Option<Span>,
+    pub msg: String,
+}
+
+impl Violation {
+    pub fn at(span: Span, msg: String) -> Self {
+        Violation {
+            span: Some(span),
+            msg,
+        }
+    }
+
+    pub fn layer(msg: String) -> Self {
+        Violation { span: None, msg }
+    }
+}
+
 #[must_use = "call `check` to turn the collected errors into a result"]
 #[derive(Default)]
 pub struct Ctxt {

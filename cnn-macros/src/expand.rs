@@ -3,27 +3,272 @@
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 
-use crate::args::{Act, LayerKind, PoolType};
+use crate::args::{Activation, LayerKind, PoolKind};
 use crate::ast::Network;
 use crate::shape::{Plan, Planned, Shape};
 
-fn lit(n: usize) -> Literal {
-    Literal::usize_unsuffixed(n)
+/// The user's struct, and inside `const _: () = { … };` the layer descriptors, `embedded()`,
+/// the forward pass and the `Model` impl.
+pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStream {
+    let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
+    let strukt = strukt(net, &all);
+    let params = all.iter().filter_map(|p| p.params.as_ref());
+    let embedded = embedded.map(|path| embedded_fn(net, path));
+    let run = run_fn(net, plan, &all);
+    let model = model_impl(net, plan, &all);
+    quote! {
+        #strukt
+
+        const _: () = {
+            use ::cnn::__private as __cnn;
+
+            #(#params)*
+
+            #embedded
+
+            #run
+
+            #model
+        };
+    }
 }
 
-fn f32_lit(v: f64) -> Literal {
-    // `args` rejected values that are not finite as f32.
-    Literal::f32_suffixed(v as f32)
+/// `struct Net { layer_0: Conv2d, … }`, one field per layer with weights.
+fn strukt(net: &Network, all: &[Parts]) -> TokenStream {
+    let Network {
+        attrs, vis, ident, ..
+    } = net;
+    let fields = all
+        .iter()
+        .filter_map(|p| p.field.as_ref())
+        .map(|(f, ty, doc)| quote!(#[doc = #doc] pub #f: #ty,));
+    quote! {
+        #(#attrs)*
+        #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
+        #vis struct #ident {
+            #(#fields)*
+        }
+    }
 }
 
-fn pair([a, b]: [usize; 2]) -> TokenStream {
-    let (a, b) = (lit(a), lit(b));
-    quote!([#a, #b])
+/// `Net::embedded()`, decoding the `#[weights]` file once.
+fn embedded_fn(net: &Network, path: &str) -> TokenStream {
+    let ident = &net.ident;
+    let doc = format!(
+        "The network with the weights of `{}`, embedded in the binary and checked against the layers at compile time. The first call decodes them once; later calls return the same reference.",
+        net.weights.as_ref().map_or(String::new(), |(_, lit)| lit.value())
+    );
+    quote! {
+        impl #ident {
+            #[doc = #doc]
+            pub fn embedded() -> &'static Self {
+                static __NET: ::std::sync::OnceLock<#ident> = ::std::sync::OnceLock::new();
+                __NET.get_or_init(|| {
+                    const __BYTES: &[u8] = ::core::include_bytes!(#path);
+                    match <#ident as __cnn::Model>::from_safetensors(__BYTES) {
+                        ::core::result::Result::Ok(net) => net,
+                        ::core::result::Result::Err(e) => {
+                            ::core::panic!("embedded weights passed the compile-time check, yet: {}", e)
+                        }
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// `__cnn_run`, the forward pass over one `Exec`: one call per layer, fused where it can.
+fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
+    let ident = &net.ident;
+    let run = fused_run(plan, all);
+    quote! {
+        impl #ident {
+            fn __cnn_run(&self, __exec: &mut __cnn::Exec) -> ::core::result::Result<(), __cnn::Error> {
+                #(#run)*
+                ::core::result::Result::Ok(())
+            }
+        }
+    }
+}
+
+/// `impl Model for Net`.
+fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
+    let ident = &net.ident;
+    let name = ident.to_string();
+    let [c, h, w] = plan.input.map(lit);
+    let input_ty = quote!([[[f32; #w]; #h]; #c]);
+    let Output {
+        ty: output_ty,
+        dim,
+        into_batch,
+        into_sample,
+        dims: out_dims,
+    } = output(plan.output());
+    let out_len = lit(plan.output().len());
+    let whole_batch = plan
+        .layers
+        .iter()
+        .any(|l| matches!(&l.layer.kind, LayerKind::BatchNorm(a) if !a.track_running_stats));
+    let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
+    let load = all.iter().map(|p| &p.load);
+    let seeded = all.iter().map(|p| &p.seeded);
+    let save = all.iter().map(|p| &p.save);
+    let params = lit(plan.layers.iter().map(|l| l.params).sum());
+    let macs = lit(plan.layers.iter().map(|l| l.macs).sum());
+    let infos = layer_infos(plan);
+    let torch_seq = torch_sequential(plan);
+    let workspace = workspace(plan, all);
+    let call_site = Span::call_site();
+    let model = quote::quote_spanned!(call_site=> __cnn::Model);
+    quote! {
+        #[automatically_derived]
+        impl #model for #ident {
+            type Input = #input_ty;
+            type Output = #output_ty;
+            type Dim = __cnn::ndarray::#dim;
+            const NAME: &'static str = #name;
+            const INPUT_SHAPE: [usize; 3] = [#c, #h, #w];
+            const OUTPUT_SHAPE: &'static [usize] = #out_dims;
+            const PARAMS: usize = #params;
+            const MACS: usize = #macs;
+            const LAYERS: &'static [__cnn::LayerInfo] = &[#(#infos),*];
+            const TORCH: &'static str = #torch_seq;
+            const WORKSPACE: __cnn::WorkspaceLayout = #workspace;
+
+            fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
+                let __weights = __cnn::Weights::parse(bytes)?;
+                let __net = #ident { #(#load)* };
+                __weights.finish()?;
+                ::core::result::Result::Ok(__net)
+            }
+
+            fn to_safetensors(&self) -> ::std::vec::Vec<u8> {
+                let mut __out = __cnn::TensorWriter::new();
+                #(#save)*
+                __out.finish()
+            }
+
+            fn seeded(seed: u64) -> Self {
+                #[allow(unused_mut, unused_variables)]
+                let mut __rng = __cnn::Rng::new(seed);
+                #ident { #(#seeded)* }
+            }
+
+            fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
+                let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, <Self as __cnn::Model>::MACS, &|__exec| self.__cnn_run(__exec))?;
+                ::core::result::Result::Ok(#into_batch)
+            }
+
+            fn forward_into(
+                &self,
+                x: __cnn::ndarray::ArrayView4<'_, f32>,
+                out: __cnn::ndarray::ArrayViewMut<'_, f32, __cnn::ndarray::#dim>,
+                workspace: &mut __cnn::Workspace,
+            ) -> ::core::result::Result<(), __cnn::Error> {
+                __cnn::run_into(x, [#c, #h, #w], out, #out_dims, #whole_batch, workspace, &|__exec| self.__cnn_run(__exec))
+            }
+
+            fn forward(&self, x: &#input_ty) -> #output_ty {
+                let mut __exec = __cnn::Exec::from_sample(x.as_flattened().as_flattened());
+                if let ::core::result::Result::Err(e) = self.__cnn_run(&mut __exec) {
+                    ::core::panic!("{}", e);
+                }
+                #into_sample
+            }
+        }
+    }
+}
+
+/// How the network's output is typed and built: a flat `[f32; K]` or a boxed `[C, H, W]` array.
+struct Output {
+    ty: TokenStream,
+    dim: TokenStream,
+    into_batch: TokenStream,
+    into_sample: TokenStream,
+    dims: TokenStream,
+}
+
+fn output(shape: Shape) -> Output {
+    match shape {
+        Shape::Flat(k) => {
+            let k = lit(k);
+            Output {
+                ty: quote!([f32; #k]),
+                dim: quote!(Ix2),
+                into_batch: quote!(__out.into_array2(#k)),
+                into_sample: quote!(__exec.to_array()),
+                dims: quote!(&[#k]),
+            }
+        }
+        Shape::Chw { c, h, w } => {
+            let (c, h, w) = (lit(c), lit(h), lit(w));
+            Output {
+                ty: quote!(::std::boxed::Box<[[[f32; #w]; #h]; #c]>),
+                dim: quote!(Ix4),
+                into_batch: quote!(__out.into_array4([#c, #h, #w])),
+                into_sample: quote!(__exec.to_boxed_chw()),
+                dims: quote!(&[#c, #h, #w]),
+            }
+        }
+    }
+}
+
+/// `Model::LAYERS`, one `LayerInfo` per planned layer.
+fn layer_infos(plan: &Plan) -> Vec<TokenStream> {
+    plan.layers
+        .iter()
+        .map(|l| {
+            let (index, dsl, torch) = (lit(l.index), &l.layer.dsl, torch(l));
+            let dims = l.output.dims().into_iter().map(lit);
+            let (p, m) = (lit(l.params), lit(l.macs));
+            quote! {
+                __cnn::LayerInfo { index: #index, dsl: #dsl, torch: #torch, output: &[#(#dims),*], params: #p, macs: #m }
+            }
+        })
+        .collect()
+}
+
+/// `Model::TORCH`, the network as an `nn.Sequential`.
+fn torch_sequential(plan: &Plan) -> String {
+    let body: Vec<String> = plan
+        .layers
+        .iter()
+        .map(|l| format!("    {},\n", torch(l)))
+        .collect();
+    format!("nn.Sequential(\n{})", body.concat())
+}
+
+/// `Model::WORKSPACE`: the largest activation, im2col scratch and conv output channel count.
+fn workspace(plan: &Plan, all: &[Parts]) -> TokenStream {
+    let activations = lit(plan
+        .layers
+        .iter()
+        .map(|l| l.output.len())
+        .fold(plan.input.iter().product(), usize::max));
+    let scratch = all.iter().filter_map(|p| p.scratch.as_ref());
+    let channels = lit(plan
+        .layers
+        .iter()
+        .map(|l| match &l.layer.kind {
+            LayerKind::Conv(a) => a.c_out.v,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0));
+    quote! {
+        __cnn::WorkspaceLayout {
+            activations: #activations,
+            scratch: __cnn::max_of(&[#(#scratch),*]),
+            channels: #channels,
+        }
+    }
 }
 
 /// What one planned layer contributes to each generated item.
 #[derive(Default)]
 struct Parts {
+    /// `const __PARAMS_{index}: …Params = …;`, the layer's descriptor, emitted once.
+    params: Option<TokenStream>,
     /// A constant expression for the layer's im2col scratch, in elements.
     scratch: Option<TokenStream>,
     field: Option<(syn::Ident, TokenStream, String)>,
@@ -36,6 +281,7 @@ struct Parts {
 fn parts(l: &Planned) -> Parts {
     let i = lit(l.index);
     let field = format_ident!("layer_{}", l.index);
+    let desc = format_ident!("__PARAMS_{}", l.index);
     let doc = format!("`{}`: `{}`", l.index, l.layer.dsl);
     let [c, h, w] = match l.input {
         Shape::Chw { c, h, w } => [c, h, w],
@@ -56,15 +302,15 @@ fn parts(l: &Planned) -> Parts {
                 pair(a.dilation.v),
             );
             let (in_hw, out_hw) = (pair([h, w]), pair(out_hw));
-            let desc = quote! {
-                __cnn::Conv2dParams {
+            p.params = Some(quote! {
+                const #desc: __cnn::Conv2dParams = __cnn::Conv2dParams {
                     c_in: #c_in, c_out: #c_out, groups: #groups,
                     kernel: #kernel, stride: #stride, padding: #padding, dilation: #dilation,
                     in_hw: #in_hw, out_hw: #out_hw,
-                }
-            };
+                };
+            });
             let bias = a.bias;
-            p.scratch = Some(quote!((#desc).scratch_len()));
+            p.scratch = Some(quote!(#desc.scratch_len()));
             p.field = Some((field.clone(), quote!(::cnn::__private::Conv2d), doc));
             p.load = quote!(#field: __cnn::Conv2d::load(&__weights, #i, #desc, #bias)?,);
             p.seeded = quote!(#field: __cnn::Conv2d::seeded(#i, #desc, #bias, &mut __rng),);
@@ -75,12 +321,12 @@ fn parts(l: &Planned) -> Parts {
             let (channels, hw) = (lit(c), lit(h * w));
             let (eps, momentum) = (f32_lit(a.eps), f32_lit(a.momentum));
             let (affine, track) = (a.affine, a.track_running_stats);
-            let desc = quote! {
-                __cnn::BatchNormParams {
+            p.params = Some(quote! {
+                const #desc: __cnn::BatchNormParams = __cnn::BatchNormParams {
                     channels: #channels, hw: #hw, eps: #eps, momentum: #momentum,
                     affine: #affine, track_running_stats: #track,
-                }
-            };
+                };
+            });
             p.field = Some((field.clone(), quote!(::cnn::__private::BatchNorm2d), doc));
             p.load = quote!(#field: __cnn::BatchNorm2d::load(&__weights, #i, #desc)?,);
             p.seeded = quote!(#field: __cnn::BatchNorm2d::seeded(#i, #desc, &mut __rng),);
@@ -89,7 +335,10 @@ fn parts(l: &Planned) -> Parts {
         }
         LayerKind::Linear(a) => {
             let (fin, fout) = (lit(l.input.len()), lit(a.out_features.v));
-            let desc = quote!(__cnn::LinearParams { in_features: #fin, out_features: #fout });
+            p.params = Some(quote! {
+                const #desc: __cnn::LinearParams =
+                    __cnn::LinearParams { in_features: #fin, out_features: #fout };
+            });
             let bias = a.bias;
             p.field = Some((field.clone(), quote!(::cnn::__private::Linear), doc));
             p.load = quote!(#field: __cnn::Linear::load(&__weights, #i, #desc, #bias)?,);
@@ -97,7 +346,7 @@ fn parts(l: &Planned) -> Parts {
             p.save = quote!(self.#field.save(&mut __out););
             p.run = quote!(__exec.linear(&self.#field););
         }
-        LayerKind::Act(act) => {
+        LayerKind::Activation(act) => {
             let act = activation(*act);
             p.run = quote!(__exec.activation(__cnn::Activation::#act););
         }
@@ -106,7 +355,8 @@ fn parts(l: &Planned) -> Parts {
             p.run = quote!(__exec.softmax(#channels, #spatial););
         }
         LayerKind::Pool(a) => {
-            p.run = pool(
+            p.params = Some(pool(
+                &desc,
                 a.kind,
                 c,
                 a.kernel.v,
@@ -115,10 +365,22 @@ fn parts(l: &Planned) -> Parts {
                 a.ceil_mode,
                 [h, w],
                 out_hw,
-            );
+            ));
+            p.run = quote!(__exec.pool2d(&#desc););
         }
         LayerKind::GlobalPool(kind) => {
-            p.run = pool(*kind, c, [h, w], [h, w], [0, 0], false, [h, w], [1, 1]);
+            p.params = Some(pool(
+                &desc,
+                *kind,
+                c,
+                [h, w],
+                [h, w],
+                [0, 0],
+                false,
+                [h, w],
+                [1, 1],
+            ));
+            p.run = quote!(__exec.pool2d(&#desc););
         }
         LayerKind::Flatten | LayerKind::Dropout(_) => {}
     }
@@ -127,7 +389,8 @@ fn parts(l: &Planned) -> Parts {
 
 #[allow(clippy::too_many_arguments)] // mirrors Pool2dParams
 fn pool(
-    kind: PoolType,
+    desc: &syn::Ident,
+    kind: PoolKind,
     channels: usize,
     kernel: [usize; 2],
     stride: [usize; 2],
@@ -137,8 +400,8 @@ fn pool(
     out_hw: [usize; 2],
 ) -> TokenStream {
     let kind = match kind {
-        PoolType::Max => quote!(__cnn::PoolKind::Max),
-        PoolType::Avg { count_include_pad } => {
+        PoolKind::Max => quote!(__cnn::PoolKind::Max),
+        PoolKind::Avg { count_include_pad } => {
             quote!(__cnn::PoolKind::Avg { count_include_pad: #count_include_pad })
         }
     };
@@ -151,10 +414,10 @@ fn pool(
         pair(out_hw),
     );
     quote! {
-        __exec.pool2d(&__cnn::Pool2dParams {
+        const #desc: __cnn::Pool2dParams = __cnn::Pool2dParams {
             kind: #kind, channels: #channels, kernel: #kernel, stride: #stride,
             padding: #padding, ceil_mode: #ceil_mode, in_hw: #in_hw, out_hw: #out_hw,
-        });
+        };
     }
 }
 
@@ -181,7 +444,7 @@ fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
             }
         }
         let mut act = quote!(::core::option::Option::None);
-        if let Some(LayerKind::Act(a)) = layers.get(next).map(|l| &l.layer.kind) {
+        if let Some(LayerKind::Activation(a)) = layers.get(next).map(|l| &l.layer.kind) {
             let a = activation(*a);
             act = quote!(::core::option::Option::Some(__cnn::Activation::#a));
             next += 1;
@@ -196,22 +459,22 @@ fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
     out
 }
 
-fn activation(act: Act) -> TokenStream {
+fn activation(act: Activation) -> TokenStream {
     match act {
-        Act::Relu => quote!(Relu),
-        Act::LeakyRelu(s) => {
+        Activation::Relu => quote!(Relu),
+        Activation::LeakyRelu(s) => {
             let s = f32_lit(s);
             quote!(LeakyRelu(#s))
         }
-        Act::Sigmoid => quote!(Sigmoid),
-        Act::Tanh => quote!(Tanh),
-        Act::Silu => quote!(Silu),
-        Act::Gelu => quote!(Gelu),
+        Activation::Sigmoid => quote!(Sigmoid),
+        Activation::Tanh => quote!(Tanh),
+        Activation::Silu => quote!(Silu),
+        Activation::Gelu => quote!(Gelu),
     }
 }
 
 /// The equivalent PyTorch module, as a Python expression after `from torch import nn`.
-pub fn torch(l: &Planned) -> String {
+fn torch(l: &Planned) -> String {
     let c = l.input.dims()[0];
     let tuple = |[a, b]: [usize; 2]| format!("({a}, {b})");
     let py_bool = |b: bool| if b { "True" } else { "False" };
@@ -245,17 +508,19 @@ pub fn torch(l: &Planned) -> String {
             py_bool(a.affine),
             py_bool(a.track_running_stats)
         ),
-        LayerKind::Act(Act::Relu) => "nn.ReLU()".into(),
-        LayerKind::Act(Act::LeakyRelu(s)) => format!("nn.LeakyReLU(negative_slope={s:?})"),
-        LayerKind::Act(Act::Sigmoid) => "nn.Sigmoid()".into(),
-        LayerKind::Act(Act::Tanh) => "nn.Tanh()".into(),
-        LayerKind::Act(Act::Silu) => "nn.SiLU()".into(),
-        LayerKind::Act(Act::Gelu) => "nn.GELU()".into(),
+        LayerKind::Activation(Activation::Relu) => "nn.ReLU()".into(),
+        LayerKind::Activation(Activation::LeakyRelu(s)) => {
+            format!("nn.LeakyReLU(negative_slope={s:?})")
+        }
+        LayerKind::Activation(Activation::Sigmoid) => "nn.Sigmoid()".into(),
+        LayerKind::Activation(Activation::Tanh) => "nn.Tanh()".into(),
+        LayerKind::Activation(Activation::Silu) => "nn.SiLU()".into(),
+        LayerKind::Activation(Activation::Gelu) => "nn.GELU()".into(),
         LayerKind::Softmax => "nn.Softmax(dim=1)".into(),
         LayerKind::Pool(a) => {
             let head = match a.kind {
-                PoolType::Max => "nn.MaxPool2d",
-                PoolType::Avg { .. } => "nn.AvgPool2d",
+                PoolKind::Max => "nn.MaxPool2d",
+                PoolKind::Avg { .. } => "nn.AvgPool2d",
             };
             let mut s = format!(
                 "{head}(kernel_size={}, stride={}, padding={}, ceil_mode={}",
@@ -264,13 +529,13 @@ pub fn torch(l: &Planned) -> String {
                 tuple(a.padding.v),
                 py_bool(a.ceil_mode)
             );
-            if let PoolType::Avg { count_include_pad } = a.kind {
+            if let PoolKind::Avg { count_include_pad } = a.kind {
                 s += &format!(", count_include_pad={}", py_bool(count_include_pad));
             }
             s + ")"
         }
-        LayerKind::GlobalPool(PoolType::Max) => "nn.AdaptiveMaxPool2d(1)".into(),
-        LayerKind::GlobalPool(PoolType::Avg { .. }) => "nn.AdaptiveAvgPool2d(1)".into(),
+        LayerKind::GlobalPool(PoolKind::Max) => "nn.AdaptiveMaxPool2d(1)".into(),
+        LayerKind::GlobalPool(PoolKind::Avg { .. }) => "nn.AdaptiveAvgPool2d(1)".into(),
         LayerKind::Flatten => "nn.Flatten()".into(),
         LayerKind::Linear(a) => format!(
             "nn.Linear({}, {}{})",
@@ -282,186 +547,16 @@ pub fn torch(l: &Planned) -> String {
     }
 }
 
-pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStream {
-    let Network {
-        attrs, vis, ident, ..
-    } = net;
-    let name = ident.to_string();
-    let [c, h, w] = plan.input.map(lit);
-    let input_ty = quote!([[[f32; #w]; #h]; #c]);
-    let (output_ty, dim, into_batch, into_sample, out_dims) = match plan.output() {
-        Shape::Flat(k) => {
-            let k = lit(k);
-            (
-                quote!([f32; #k]),
-                quote!(Ix2),
-                quote!(__out.into_array2(#k)),
-                quote!(__exec.to_array()),
-                quote!(&[#k]),
-            )
-        }
-        Shape::Chw { c, h, w } => {
-            let (c, h, w) = (lit(c), lit(h), lit(w));
-            (
-                quote!(::std::boxed::Box<[[[f32; #w]; #h]; #c]>),
-                quote!(Ix4),
-                quote!(__out.into_array4([#c, #h, #w])),
-                quote!(__exec.to_boxed_chw()),
-                quote!(&[#c, #h, #w]),
-            )
-        }
-    };
-    let out_len = lit(plan.output().len());
-    let max_act = lit(plan
-        .layers
-        .iter()
-        .map(|l| l.output.len())
-        .fold(plan.input.iter().product(), usize::max));
-    let whole_batch = plan
-        .layers
-        .iter()
-        .any(|l| matches!(&l.layer.kind, LayerKind::BatchNorm(a) if !a.track_running_stats));
-    let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
-    let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
-    let scratch: Vec<TokenStream> = all.iter().filter_map(|p| p.scratch.clone()).collect();
-    let max_channels = lit(plan
-        .layers
-        .iter()
-        .map(|l| match &l.layer.kind {
-            LayerKind::Conv(a) => a.c_out.v,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0));
-    let fields = all
-        .iter()
-        .filter_map(|p| p.field.as_ref())
-        .map(|(f, ty, doc)| quote!(#[doc = #doc] pub #f: #ty,));
-    let load = all.iter().map(|p| &p.load);
-    let seeded = all.iter().map(|p| &p.seeded);
-    let save = all.iter().map(|p| &p.save);
-    let run = fused_run(plan, &all);
-    let params = lit(plan.layers.iter().map(|l| l.params).sum());
-    let macs = lit(plan.layers.iter().map(|l| l.macs).sum());
-    let infos = plan.layers.iter().map(|l| {
-        let (index, dsl, torch) = (lit(l.index), &l.layer.dsl, torch(l));
-        let dims = l.output.dims().into_iter().map(lit);
-        let (p, m) = (lit(l.params), lit(l.macs));
-        quote! {
-            __cnn::LayerInfo { index: #index, dsl: #dsl, torch: #torch, output: &[#(#dims),*], params: #p, macs: #m }
-        }
-    });
-    let torch_seq = {
-        let body: Vec<String> = plan
-            .layers
-            .iter()
-            .map(|l| format!("    {},\n", torch(l)))
-            .collect();
-        format!("nn.Sequential(\n{})", body.concat())
-    };
-    let embedded = embedded.map(|path| {
-        let doc = format!(
-            "The network with the weights of `{}`, embedded in the binary and checked against the layers at compile time. The first call decodes them once; later calls return the same reference.",
-            net.weights.as_ref().map_or(String::new(), |(_, lit)| lit.value())
-        );
-        quote! {
-            impl #ident {
-                #[doc = #doc]
-                pub fn embedded() -> &'static Self {
-                    static __NET: ::std::sync::OnceLock<#ident> = ::std::sync::OnceLock::new();
-                    __NET.get_or_init(|| {
-                        const __BYTES: &[u8] = ::core::include_bytes!(#path);
-                        match <#ident as __cnn::Model>::from_safetensors(__BYTES) {
-                            ::core::result::Result::Ok(net) => net,
-                            ::core::result::Result::Err(e) => {
-                                ::core::panic!("embedded weights passed the compile-time check, yet: {}", e)
-                            }
-                        }
-                    })
-                }
-            }
-        }
-    });
-    let call_site = Span::call_site();
-    let model = quote::quote_spanned!(call_site=> __cnn::Model);
-    quote! {
-        #(#attrs)*
-        #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
-        #vis struct #ident {
-            #(#fields)*
-        }
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
+}
 
-        const _: () = {
-            use ::cnn::__private as __cnn;
+fn f32_lit(v: f64) -> Literal {
+    // `args` rejected values that are not finite as f32.
+    Literal::f32_suffixed(v as f32)
+}
 
-            #embedded
-
-            impl #ident {
-                fn __cnn_run(&self, __exec: &mut __cnn::Exec) -> ::core::result::Result<(), __cnn::Error> {
-                    #(#run)*
-                    ::core::result::Result::Ok(())
-                }
-            }
-
-            #[automatically_derived]
-            impl #model for #ident {
-                type Input = #input_ty;
-                type Output = #output_ty;
-                type Dim = __cnn::ndarray::#dim;
-                const NAME: &'static str = #name;
-                const INPUT_SHAPE: [usize; 3] = [#c, #h, #w];
-                const OUTPUT_SHAPE: &'static [usize] = #out_dims;
-                const PARAMS: usize = #params;
-                const MACS: usize = #macs;
-                const LAYERS: &'static [__cnn::LayerInfo] = &[#(#infos),*];
-                const TORCH: &'static str = #torch_seq;
-                const WORKSPACE: __cnn::WorkspaceLayout = __cnn::WorkspaceLayout {
-                    activations: #max_act,
-                    scratch: __cnn::max_of(&[#(#scratch),*]),
-                    channels: #max_channels,
-                };
-
-                fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
-                    let __weights = __cnn::Weights::parse(bytes)?;
-                    let __net = #ident { #(#load)* };
-                    __weights.finish()?;
-                    ::core::result::Result::Ok(__net)
-                }
-
-                fn to_safetensors(&self) -> ::std::vec::Vec<u8> {
-                    let mut __out = __cnn::TensorWriter::new();
-                    #(#save)*
-                    __out.finish()
-                }
-
-                fn seeded(seed: u64) -> Self {
-                    #[allow(unused_mut, unused_variables)]
-                    let mut __rng = __cnn::Rng::new(seed);
-                    #ident { #(#seeded)* }
-                }
-
-                fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
-                    let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, <Self as __cnn::Model>::MACS, &|__exec| self.__cnn_run(__exec))?;
-                    ::core::result::Result::Ok(#into_batch)
-                }
-
-                fn forward_into(
-                    &self,
-                    x: __cnn::ndarray::ArrayView4<'_, f32>,
-                    out: __cnn::ndarray::ArrayViewMut<'_, f32, __cnn::ndarray::#dim>,
-                    workspace: &mut __cnn::Workspace,
-                ) -> ::core::result::Result<(), __cnn::Error> {
-                    __cnn::run_into(x, [#c, #h, #w], out, #out_dims, #whole_batch, workspace, &|__exec| self.__cnn_run(__exec))
-                }
-
-                fn forward(&self, x: &#input_ty) -> #output_ty {
-                    let mut __exec = __cnn::Exec::from_sample(x.as_flattened().as_flattened());
-                    if let ::core::result::Result::Err(e) = self.__cnn_run(&mut __exec) {
-                        ::core::panic!("{}", e);
-                    }
-                    #into_sample
-                }
-            }
-        };
-    }
+fn pair([a, b]: [usize; 2]) -> TokenStream {
+    let (a, b) = (lit(a), lit(b));
+    quote!([#a, #b])
 }

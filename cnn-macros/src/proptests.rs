@@ -532,7 +532,7 @@ enum Spec {
         ceil: bool,
     },
     Bn(bool),
-    Act(&'static str),
+    Activation(&'static str),
     Global(bool),
     Flatten,
     Fc(usize, bool),
@@ -549,7 +549,7 @@ fn spec() -> BoxedStrategy<Spec> {
         3 => (any::<bool>(), pair(1..5), prop::option::of(pair(1..4)), pair(0..3), any::<bool>())
             .prop_map(|(max, k, s, p, ceil)| Spec::Pool { max, k, s, p, ceil }),
         1 => any::<bool>().prop_map(Spec::Bn),
-        2 => prop::sample::select(vec!["relu", "tanh", "sigmoid", "gelu", "silu", "softmax", "dropout"]).prop_map(Spec::Act),
+        2 => prop::sample::select(vec!["relu", "tanh", "sigmoid", "gelu", "silu", "softmax", "dropout"]).prop_map(Spec::Activation),
         1 => any::<bool>().prop_map(Spec::Global),
         1 => Just(Spec::Flatten),
         1 => (1usize..20, any::<bool>()).prop_map(|(n, arrow)| Spec::Fc(n, arrow)),
@@ -626,7 +626,9 @@ fn build(input: [usize; 3], specs: &[Spec]) -> (TokenStream, Vec<(Shape, Shape)>
                 };
                 (layer, shape)
             }
-            (Spec::Act(name), s) => (Ident::new(name, Span::call_site()).into_token_stream(), s),
+            (Spec::Activation(name), s) => {
+                (Ident::new(name, Span::call_site()).into_token_stream(), s)
+            }
             (Spec::Global(max), Shape::Chw { c, .. }) => {
                 let layer = if *max {
                     quote!(globalmaxpool)

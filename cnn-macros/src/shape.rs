@@ -1,10 +1,10 @@
-//! Shape inference: walks the layers from `input(C, H, W)` and stops at the first shape error of
-//! a network (later shapes would be nonsense).
+//! Shape inference: walks the layers from `input(C, H, W)`, checking each against the rules of
+//! `check.rs`, and stops at the first shape error of a network (later shapes would be nonsense).
 
 use std::fmt;
 
 use crate::args::{Layer, LayerKind, Sp};
-use crate::ctxt::Ctxt;
+use crate::ctxt::{Ctxt, Violation};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
@@ -127,6 +127,13 @@ impl Walk<'_> {
         None
     }
 
+    fn report<T>(&mut self, layer: &Layer, v: Violation) -> Option<T> {
+        match v.span {
+            Some(span) => self.fail(span, v.msg),
+            None => self.fail_layer(layer, v.msg),
+        }
+    }
+
     fn trail(&self) -> String {
         const KEEP: usize = 6;
         let mut parts = vec![self.trail[0].1.to_string()];
@@ -142,7 +149,19 @@ impl Walk<'_> {
     }
 }
 
-pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<Plan> {
+/// What a layer asks of the tensor it receives (`check::layer`), checked before its output is
+/// inferred.
+pub type Rules = fn(&Layer, Shape) -> Result<(), Violation>;
+
+/// Walks the layers from `input`, applying `rules` to each layer and the shape it receives.
+/// `pipeline::plan` passes `check::layer`; taking the rules as an argument lets `check.rs` name
+/// `Shape` without an import cycle.
+pub fn plan(
+    cx: &mut Ctxt,
+    input: [Sp<usize>; 3],
+    layers: Vec<Layer>,
+    rules: Rules,
+) -> Option<Plan> {
     let [c, h, w] = input.map(|d| d.v);
     let start = Shape::Chw { c, h, w };
     let mut walk = Walk {
@@ -175,6 +194,9 @@ pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<
             });
             walk.trail.push(("flatten".into(), flat));
             shape = flat;
+        }
+        if let Err(v) = rules(&layer, shape) {
+            return walk.report(&layer, v);
         }
         let output = infer(&mut walk, &layer, shape)?;
         walk.trail.push((layer.name.to_string(), output));
@@ -233,57 +255,15 @@ fn cost(layer: &Layer, input: Shape, output: Shape) -> Option<(usize, usize)> {
     }
 }
 
+/// The output of one layer, for an input its rules accepted.
 fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
-    let name = &layer.name;
-    let chw = match (&layer.kind, shape) {
-        (LayerKind::Act(_) | LayerKind::Softmax | LayerKind::Dropout(_), s) => return Some(s),
-        (LayerKind::Flatten, s) => return Some(Shape::Flat(s.len())),
-        (LayerKind::Linear(a), s) => {
-            let features = s.len();
-            if let Some(i) = a.in_features {
-                if i.v != features {
-                    return walk.fail(
-                        i.span,
-                        format!("`{name}` expects {} input features, but the tensor here is {shape} ({features} features)", i.v),
-                    );
-                }
-            }
-            return Some(Shape::Flat(a.out_features.v));
-        }
-        // A flat tensor has lost its spatial layout: conv(…) after fc(…) or flatten.
-        (_, Shape::Flat(_)) => {
-            return walk.fail_layer(
-                layer,
-                format!("`{name}` needs a [C, H, W] tensor, but the tensor here is already flattened to {shape}; put `{name}` before the first `fc`/`flatten`"),
-            )
-        }
-        (_, Shape::Chw { c, h, w }) => [c, h, w],
-    };
-    let [c, h, w] = chw;
-    match &layer.kind {
-        LayerKind::Conv(a) => {
-            if a.c_in.v != c {
-                return walk.fail(
-                    a.c_in.span,
-                    format!(
-                        "`{name}` expects {} input channels, but the tensor here is {shape}",
-                        a.c_in.v
-                    ),
-                );
-            }
-            // Grouped convolution splits both channel counts evenly: conv(6 -> 16, g4) is an error.
-            let g = a.groups.v;
-            if c % g != 0 || a.c_out.v % g != 0 {
-                let (what, n) = if c % g != 0 {
-                    ("input", c)
-                } else {
-                    ("output", a.c_out.v)
-                };
-                return walk.fail(
-                    a.groups.span,
-                    format!("groups {g} does not divide the {n} {what} channels of `{name}`"),
-                );
-            }
+    match (&layer.kind, shape) {
+        (LayerKind::Activation(_) | LayerKind::Softmax | LayerKind::Dropout(_), s) => Some(s),
+        (LayerKind::Flatten, s) => Some(Shape::Flat(s.len())),
+        (LayerKind::Linear(a), _) => Some(Shape::Flat(a.out_features.v)),
+        (LayerKind::BatchNorm(_), s @ Shape::Chw { .. }) => Some(s),
+        (LayerKind::GlobalPool(_), Shape::Chw { c, .. }) => Some(Shape::Chw { c, h: 1, w: 1 }),
+        (LayerKind::Conv(a), Shape::Chw { h, w, .. }) => {
             let [oh, ow] = spatial(
                 walk,
                 layer,
@@ -296,30 +276,7 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
             )?;
             checked(walk, layer, [a.c_out.v, oh, ow])
         }
-        LayerKind::BatchNorm(a) => {
-            if let Some(f) = a.features {
-                if f.v != c {
-                    return walk.fail(
-                        f.span,
-                        format!("`{name}` expects {} features (channels), but the tensor here is {shape}", f.v),
-                    );
-                }
-            }
-            Some(shape)
-        }
-        LayerKind::Pool(a) => {
-            // PyTorch: "pad should be at most half of effective kernel size": maxpool(k3, p2) is an error.
-            for (axis, (&k, &p)) in ["height", "width"]
-                .iter()
-                .zip(a.kernel.v.iter().zip(&a.padding.v))
-            {
-                if p > k / 2 {
-                    return walk.fail(
-                        a.padding.span,
-                        format!("`{name}` padding {p} is more than half the kernel {axis} {k}; PyTorch allows at most {}", k / 2),
-                    );
-                }
-            }
+        (LayerKind::Pool(a), Shape::Chw { c, h, w }) => {
             let [oh, ow] = spatial(
                 walk,
                 layer,
@@ -332,14 +289,19 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
             )?;
             checked(walk, layer, [c, oh, ow])
         }
-        LayerKind::GlobalPool(_) => Some(Shape::Chw { c, h: 1, w: 1 }),
-        LayerKind::Act(_)
-        | LayerKind::Softmax
-        | LayerKind::Dropout(_)
-        | LayerKind::Flatten
-        | LayerKind::Linear(_) => {
-            unreachable!("handled above for every shape")
-        }
+        (
+            LayerKind::Conv(_)
+            | LayerKind::BatchNorm(_)
+            | LayerKind::Pool(_)
+            | LayerKind::GlobalPool(_),
+            Shape::Flat(_),
+        ) => walk.fail_layer(
+            layer,
+            format!(
+                "internal error: `{}` reached shape inference with a flat input",
+                layer.name
+            ),
+        ),
     }
 }
 

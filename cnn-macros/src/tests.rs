@@ -97,6 +97,54 @@ fn every_bad_argument_is_reported_at_once() {
 }
 
 #[test]
+fn each_duplicate_is_reported_once() {
+    for (layer, want) in [
+        (
+            quote!(conv(3 -> 4, k3, stride=1, s2)),
+            "duplicate argument `stride`",
+        ),
+        (
+            quote!(conv(3 -> 4, k3, k(3, 3), kernel_size=3)),
+            "duplicate argument `kernel_size` | duplicate argument `kernel_size`",
+        ),
+        (
+            quote!(conv(3 -> 4, 3 -> 4, k3)),
+            "duplicate `IN -> OUT` argument",
+        ),
+        (
+            quote!(conv(3 -> 4, k3, nobias, bias=true)),
+            "duplicate argument `bias`",
+        ),
+        (
+            quote!(maxpool(2, ceil, ceil_mode = false)),
+            "duplicate argument `ceil_mode`",
+        ),
+        (
+            quote!(fc(48 -> 10, out_features=10)),
+            "duplicate argument `out_features`",
+        ),
+        (
+            quote!(fc(48 -> 10, in_features=48)),
+            "duplicate argument `in_features`",
+        ),
+        (
+            quote!(fc(48 -> 10, in_features=48, out_features=10)),
+            "duplicate argument `out_features`",
+        ),
+        (
+            quote!(fc(10, out_features = 10)),
+            "duplicate argument `out_features`",
+        ),
+    ] {
+        assert_eq!(
+            message(quote!(struct N { input(3, 4, 4) #layer })),
+            want,
+            "{layer}"
+        );
+    }
+}
+
+#[test]
 fn networks_are_checked_independently() {
     let all = plans(quote! {
         struct A { input(3, 8, 8) conv(4 -> 4, k3) }
@@ -225,4 +273,23 @@ fn junk_never_panics() {
         });
         assert!(raw.is_ok(), "panicked on {body}");
     }
+}
+
+#[test]
+fn each_layer_descriptor_is_emitted_once() {
+    let networks: Networks = syn::parse2(quote! {
+        struct N { input(3, 8, 8) conv(3 -> 4, k3) bn relu conv(4 -> 4, k1) maxpool(2) fc(10) }
+    })
+    .unwrap();
+    let out = pipeline::expand(&networks).to_string();
+    for (ty, n) in [
+        ("Conv2dParams {", 2),
+        ("BatchNormParams {", 1),
+        ("Pool2dParams {", 1),
+        ("LinearParams {", 1),
+    ] {
+        assert_eq!(out.matches(ty).count(), n, "{ty}");
+    }
+    // The definition, the workspace's scratch, `from_safetensors` and `seeded`.
+    assert_eq!(out.matches("__PARAMS_0 ").count(), 4);
 }
