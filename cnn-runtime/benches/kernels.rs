@@ -1,5 +1,5 @@
 //! One criterion group per kernel, on layer shapes of the five benchmark nets (`tiny`, `lenet5`,
-//! `vgg`, `stem224`, `mobile`; see `examples/bench_nets.rs`), one sample per call, one thread.
+//! `vgg`, `stem224`, `mobile`; declared once in `bench/src/lib.rs`), one sample per call, one thread.
 //!
 //! ```text
 //! cargo bench -p cnn-runtime --bench kernels                 # everything, about 80 s
