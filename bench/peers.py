@@ -49,6 +49,9 @@ def parse_args():
     p.add_argument("--peers", default=",".join(PEERS))
     p.add_argument("--no-build", action="store_true", help="use the existing bench_nets binary")
     p.add_argument("--json", help="also write every measurement here")
+    p.add_argument("--baseline", metavar="BINARY",
+                   help="another bench_nets binary (say, built from an earlier commit), measured in "
+                        "the same rounds as ours; the table adds its column and ours / baseline")
     return p.parse_args()
 
 
@@ -188,9 +191,9 @@ class Peers:
         return fn
 
 
-def ours(name, batch, threads, seconds):
+def ours(name, batch, threads, seconds, binary=None):
     out = subprocess.run(
-        [OURS, "--net", name, "--batch", str(batch), "--threads", str(threads),
+        [binary or OURS, "--net", name, "--batch", str(batch), "--threads", str(threads),
          "--seconds", str(seconds)],
         check=True, capture_output=True, text=True,
     ).stdout
@@ -211,6 +214,7 @@ def main():
     global OURS
     OURS = existing() if args.no_build else build()
     nets = our_nets(names)
+    baseline = ["baseline"] if args.baseline else []
     cells = [(n, b, t) for n in names for b in batches for t in threads]
     results = {}  # (net, batch, threads, runner) -> [median per round]
     ran_on = {}  # (net, batch, threads) -> threads our runtime really used
@@ -218,9 +222,11 @@ def main():
         peer_set = Peers(nets, tmp)
         for r in range(args.rounds):
             for name, batch, t in cells:
-                for runner in ["ours"] + peers:
+                for runner in ["ours"] + baseline + peers:
                     if runner == "ours":
                         med, reps, ran_on[name, batch, t] = ours(name, batch, t, args.seconds)
+                    elif runner == "baseline":
+                        med, reps, _ = ours(name, batch, t, args.seconds, args.baseline)
                     else:
                         fn = peer_set.runner(runner, name, batch, t)
                         peer_set.torch.set_num_threads(t)
@@ -235,16 +241,23 @@ def main():
 
     print(f"\nmedian ms per call (median over {args.rounds} rounds of {args.seconds} s each); "
           f"ratio = ours / best f32 peer\n")
-    print("| net | batch | threads | ours | " + " | ".join(peers) + " | best peer | ratio |")
-    print("|---|---|---|---|" + "---|" * len(peers) + "---|---|")
+    extra = " baseline | ours / baseline |" if baseline else ""
+    print("| net | batch | threads | ours |" + extra + " " + " | ".join(peers)
+          + " | best peer | ratio |")
+    print("|---|---|---|---|" + "---|" * (len(peers) + 2 * len(baseline)) + "---|---|")
     for name, batch, t in cells:
         o = cell_ms(name, batch, t, "ours")
         ps = {p: cell_ms(name, batch, t, p) for p in peers}
-        best = min((v, p) for p, v in ps.items() if v is not None and p not in NOT_F32)
-        ratio = f"{o / best[0]:.2f}" if o is not None else "–"
+        best = min(((v, p) for p, v in ps.items() if v is not None and p not in NOT_F32),
+                   default=(None, "–"))
+        ratio = f"{o / best[0]:.2f}" if o is not None and best[0] else "–"
+        base = ""
+        if baseline:
+            b = cell_ms(name, batch, t, "baseline")
+            base = f" {fmt(b)} | {o / b:.2f} |" if o is not None and b else " – | – |"
         used = ran_on.get((name, batch, t), t)
         note = f" ({used} thread{'s' if used > 1 else ''})" if used != t else ""
-        print(f"| {name} | {batch} | {t} | {fmt(o)}{note} | "
+        print(f"| {name} | {batch} | {t} | {fmt(o)}{note} |{base} "
               + " | ".join(fmt(ps[p]) for p in peers)
               + f" | {best[1]} | {ratio} |")
     if args.json:

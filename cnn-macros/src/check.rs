@@ -5,8 +5,8 @@
 use crate::args::{self, BatchNormArgs, ConvArgs, Layer, LayerKind, LinearArgs, PoolArgs, Sp};
 use crate::ast::{Item, Network};
 use crate::ctxt::{Ctxt, Violation};
-use crate::shape::Shape;
 use crate::symbol;
+use crate::tensor::Shape;
 
 /// Decodes `input(C, H, W)` and the layers, checking where `input` stands; `None` after
 /// reporting every problem.

@@ -5,7 +5,8 @@ use quote::{format_ident, quote};
 
 use crate::args::{Activation, LayerKind, PoolKind};
 use crate::ast::Network;
-use crate::shape::{Plan, Planned, Shape};
+use crate::shape::{Plan, Planned};
+use crate::tensor::Shape;
 
 /// The user's struct, and inside `const _: () = { … };` the layer descriptors, `embedded()`,
 /// the forward pass and the `Model` impl.

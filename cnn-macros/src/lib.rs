@@ -16,6 +16,7 @@ mod proptests;
 mod shape;
 mod suggest;
 mod symbol;
+mod tensor;
 #[cfg(test)]
 mod tests;
 

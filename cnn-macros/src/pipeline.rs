@@ -12,7 +12,7 @@ pub fn plan(net: &Network) -> syn::Result<Plan> {
     let items = net.body.as_ref().map_err(Clone::clone)?;
     let mut cx = Ctxt::new();
     let planned = check::input_and_layers(&mut cx, net, items)
-        .and_then(|(input, layers)| shape::plan(&mut cx, input, layers, check::layer));
+        .and_then(|(input, layers)| shape::plan(&mut cx, input, layers));
     cx.check()?;
     planned.ok_or_else(|| syn::Error::new(net.ident.span(), "internal error: no plan and no error"))
 }

@@ -7,8 +7,9 @@ use quote::{quote, ToTokens};
 
 use crate::ast::Networks;
 use crate::pipeline;
-use crate::shape::{self, Shape};
+use crate::shape;
 use crate::symbol;
+use crate::tensor::Shape;
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {

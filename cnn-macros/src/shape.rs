@@ -1,39 +1,10 @@
 //! Shape inference: walks the layers from `input(C, H, W)`, checking each against the rules of
 //! `check.rs`, and stops at the first shape error of a network (later shapes would be nonsense).
 
-use std::fmt;
-
 use crate::args::{Layer, LayerKind, Sp};
+use crate::check;
 use crate::ctxt::{Ctxt, Violation};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape {
-    Chw { c: usize, h: usize, w: usize },
-    Flat(usize),
-}
-
-impl Shape {
-    pub fn dims(&self) -> Vec<usize> {
-        match *self {
-            Shape::Chw { c, h, w } => vec![c, h, w],
-            Shape::Flat(k) => vec![k],
-        }
-    }
-
-    /// Elements per sample; the planner has checked the product fits in `usize`.
-    pub fn len(&self) -> usize {
-        self.dims().iter().product()
-    }
-}
-
-impl fmt::Display for Shape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Shape::Chw { c, h, w } => write!(f, "[{c}, {h}, {w}]"),
-            Shape::Flat(k) => write!(f, "[{k}]"),
-        }
-    }
-}
+use crate::tensor::Shape;
 
 /// A layer with the shapes around it and its `nn.Sequential` index.
 #[derive(Clone, Debug)]
@@ -149,19 +120,9 @@ impl Walk<'_> {
     }
 }
 
-/// What a layer asks of the tensor it receives (`check::layer`), checked before its output is
-/// inferred.
-pub type Rules = fn(&Layer, Shape) -> Result<(), Violation>;
-
-/// Walks the layers from `input`, applying `rules` to each layer and the shape it receives.
-/// `pipeline::plan` passes `check::layer`; taking the rules as an argument lets `check.rs` name
-/// `Shape` without an import cycle.
-pub fn plan(
-    cx: &mut Ctxt,
-    input: [Sp<usize>; 3],
-    layers: Vec<Layer>,
-    rules: Rules,
-) -> Option<Plan> {
+/// Walks the layers from `input`, checking each layer against the shape it receives
+/// (`check::layer`) before inferring its output.
+pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<Plan> {
     let [c, h, w] = input.map(|d| d.v);
     let start = Shape::Chw { c, h, w };
     let mut walk = Walk {
@@ -195,7 +156,7 @@ pub fn plan(
             walk.trail.push(("flatten".into(), flat));
             shape = flat;
         }
-        if let Err(v) = rules(&layer, shape) {
+        if let Err(v) = check::layer(&layer, shape) {
             return walk.report(&layer, v);
         }
         let output = infer(&mut walk, &layer, shape)?;

@@ -5,7 +5,8 @@ use quote::quote;
 
 use crate::ast::Networks;
 use crate::pipeline;
-use crate::shape::{Plan, Shape};
+use crate::shape::Plan;
+use crate::tensor::Shape;
 
 fn plans(tokens: TokenStream) -> Vec<syn::Result<Plan>> {
     let networks: Networks = syn::parse2(tokens).expect("shell parses");
