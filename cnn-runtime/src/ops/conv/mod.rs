@@ -26,9 +26,6 @@ use crate::simd::multiversion;
 /// Shape of a `Conv2d` layer, computed once by the `cnn!` macro and emitted as a `const`.
 ///
 /// PyTorch: `nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups)`; pairs are `[H, W]`.
-/// Shape of a `Conv2d` layer, computed once by the `cnn!` macro and emitted as a `const`.
-///
-/// PyTorch: `nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups)`; pairs are `[H, W]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Conv2dParams {
     /// Input channels.
