@@ -241,6 +241,32 @@ mod tests {
         }
     }
 
+    /// A layer whose arguments are wrong is left out of the list, so its neighbours' shapes would
+    /// be wrong too: the network is not planned, and only the argument error is reported.
+    #[test]
+    fn argument_errors_stop_before_shapes() {
+        let networks: Networks = syn::parse2(
+            quote!(struct N { input(3, 8, 8) conv(3 -> 8, k3, zz=1) conv(8 -> 8, k3) }),
+        )
+        .unwrap();
+        let net = &networks.networks[0];
+        let mut cx = Ctxt::new();
+        assert!(input_and_layers(&mut cx, net, net.body.as_ref().unwrap()).is_none());
+        let errors: Vec<String> = cx
+            .check()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("unknown argument `zz`"), "{errors:?}");
+        let mut cx = Ctxt::new();
+        let (input, layers) =
+            input_and_layers(&mut cx, net, &net.body.as_ref().unwrap()[..1]).unwrap();
+        assert_eq!(input.map(|d| d.v), [3, 8, 8]);
+        assert!(layers.is_empty());
+    }
+
     #[test]
     fn input_comes_first() {
         assert!(input_errors(quote!(input(3, 8, 8) relu)).is_empty());

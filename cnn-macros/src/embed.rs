@@ -369,4 +369,218 @@ mod tests {
         let (path, _) = read_weights("lib.rs", Some(&source)).unwrap();
         assert_eq!(path, root().join("src/lib.rs"));
     }
+
+    #[test]
+    fn an_unreadable_candidate_is_an_error_not_a_miss() {
+        let source = root().join("src/lib.rs");
+        let err = read_weights("src", Some(&source)).unwrap_err();
+        let shown = root().join("src").display().to_string();
+        assert!(
+            err.starts_with(&format!("cannot read weight file `{shown}`: ")),
+            "{err}"
+        );
+    }
+
+    /// A safetensors container: the 8-byte length, `header`, then `data` bytes of zeros.
+    fn container(header: &str, data: usize) -> Vec<u8> {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.resize(out.len() + data, 0);
+        out
+    }
+
+    #[test]
+    fn a_valid_header_lists_every_tensor() {
+        let h = r#"{"__metadata__":{"a":"b"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"n":{"dtype":"I64","shape":[],"data_offsets":[24,32]},"h":{"dtype":"BF16","shape":[4],"data_offsets":[32,40]},"q":{"dtype":"U8","shape":[2],"data_offsets":[40,42]}}"#;
+        let entries = read_header(&container(h, 42)).unwrap();
+        let got: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.key.as_str(),
+                    e.dtype.as_str(),
+                    e.shape.clone(),
+                    e.begin,
+                    e.end,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("w", "F32", vec![2, 3], 0, 24),
+                ("n", "I64", vec![], 24, 32),
+                ("h", "BF16", vec![4], 32, 40),
+                ("q", "U8", vec![2], 40, 42),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_broken_header_rule_is_reported() {
+        let t = |dtype: &str, shape: &str, offsets: &str| {
+            format!(r#"{{"t":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}}}"#)
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![1, 2, 3], "the file is 3 bytes, shorter than the 8-byte header length"),
+            (container("{}", 0)[..9].to_vec(), "the header claims 2 bytes but the file has 9"),
+            (container("[1]", 0), "the header is not a JSON object"),
+            (container("{", 0), "the header is not JSON"),
+            (container(r#"{"t":{"shape":[1],"data_offsets":[0,4]}}"#, 4), "tensor `t` has no dtype"),
+            (container(&t("F32", "[-1]", "[0,4]"), 4), "tensor `t` has no valid shape"),
+            (container(&t("F32", "3", "[0,4]"), 4), "tensor `t` has no valid shape"),
+            (container(&t("F32", "[1]", "[0]"), 4), "tensor `t` has data_offsets that are not a pair"),
+            (container(&t("F32", "[1]", "[\"0\",4]"), 4), "tensor `t` has no valid data_offsets"),
+            (container(&t("X9", "[1]", "[0,4]"), 4), "tensor `t` has unknown dtype X9"),
+            (
+                container(&t("F32", "[4611686018427387904,4]", "[0,4]"), 4),
+                "tensor `t` has a shape whose size overflows",
+            ),
+            (
+                container(&t("F32", "[2]", "[0,4]"), 8),
+                "tensor `t` has data_offsets [0, 4] that do not hold 8 bytes inside the 8 data bytes",
+            ),
+            (
+                container(&t("F32", "[1]", "[4,0]"), 4),
+                "tensor `t` has data_offsets [4, 0] that do not hold 4 bytes inside the 4 data bytes",
+            ),
+            (
+                container(&t("F32", "[1]", "[4,8]"), 4),
+                "tensor `t` has data_offsets [4, 8] that do not hold 4 bytes inside the 4 data bytes",
+            ),
+            (
+                container(&t("F32", "[1]", "[4,8]"), 8),
+                "tensor data is not contiguous: a tensor starts at byte 4, expected 0",
+            ),
+            (container(&t("F64", "[1]", "[0,8]"), 12), "the tensors cover 8 of the 12 data bytes"),
+            (
+                container(
+                    r#"{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"t":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                    8,
+                ),
+                "tensor `t` appears twice",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let err = read_header(&bytes)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {want}"));
+            assert!(err.starts_with(want), "got {err:?}, want {want:?}");
+        }
+        for (dtype, size) in [("F64", 8), ("U32", 4), ("I16", 2), ("F16", 2), ("BOOL", 1)] {
+            let bytes = container(&t(dtype, "[3]", &format!("[0,{}]", 3 * size)), 3 * size);
+            assert_eq!(read_header(&bytes).unwrap()[0].end, 3 * size, "{dtype}");
+        }
+    }
+
+    fn plan_of(body: TokenStream) -> Plan {
+        let networks: crate::ast::Networks =
+            syn::parse2(quote::quote!(struct N { #body })).unwrap();
+        crate::pipeline::plan(&networks.networks[0]).unwrap()
+    }
+
+    /// Writes `tensors` (key, dtype, shape) as a safetensors file and runs [`check`] on it.
+    fn check_file(body: TokenStream, tensors: &[(&str, &str, &[usize])]) -> Result<String, String> {
+        let mut header = Vec::new();
+        let mut at = 0;
+        for (key, dtype, shape) in tensors {
+            let n = dtype_size(dtype).unwrap() * shape.iter().product::<usize>();
+            header.push(format!(
+                r#""{key}":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{at},{}]}}"#,
+                at + n
+            ));
+            at += n;
+        }
+        let bytes = container(&format!("{{{}}}", header.join(",")), at);
+        let dir = std::env::temp_dir().join(format!("cnn-embed-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!(
+            "{:x}.safetensors",
+            bytes
+                .iter()
+                .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64))
+        ));
+        std::fs::write(&path, &bytes).unwrap();
+        let lit = LitStr::new(path.to_str().unwrap(), proc_macro2::Span::call_site());
+        let attr = quote::quote!(#[weights = #lit]);
+        check(&attr, &lit, &plan_of(body), None).map_err(|e| {
+            e.into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    #[test]
+    fn the_file_must_hold_exactly_the_planned_tensors() {
+        let net = quote::quote!(input(1, 4, 4) conv(1 -> 2, k3) bn relu fc(3) fc(2, nobias));
+        let good: &[(&str, &str, &[usize])] = &[
+            ("0.weight", "F32", &[2, 1, 3, 3]),
+            ("0.bias", "F16", &[2]),
+            ("1.weight", "F32", &[2]),
+            ("1.bias", "F32", &[2]),
+            ("1.running_mean", "BF16", &[2]),
+            ("1.running_var", "F64", &[2]),
+            ("1.num_batches_tracked", "I64", &[]),
+            ("4.weight", "F32", &[3, 8]),
+            ("4.bias", "F32", &[3]),
+            ("5.weight", "F32", &[2, 3]),
+        ];
+        let path = check_file(net.clone(), good).unwrap();
+        assert!(path.ends_with(".safetensors"), "{path}");
+        let mut one = good.to_vec();
+        one[6] = ("1.num_batches_tracked", "I64", &[1]);
+        check_file(net.clone(), &one).unwrap();
+
+        let mut bad = good.to_vec();
+        bad[0] = ("0.weight", "F32", &[2, 1, 5, 5]);
+        bad[6] = ("1.num_batches_tracked", "F32", &[]);
+        bad[7] = ("4.weight", "I32", &[3, 8]);
+        bad.remove(9);
+        bad.push(("9.weight", "F32", &[1]));
+        bad.push(("0.extra", "F32", &[2]));
+        let err = check_file(net, &bad).unwrap_err();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 6, "{err}");
+        assert!(
+            lines[0].starts_with(
+                "tensor `0.weight` of layer 0 `conv(1 -> 2, k3)` has shape [2, 1, 5, 5] in `"
+            ),
+            "{err}"
+        );
+        assert!(lines[0].ends_with("`, expected [2, 1, 3, 3]"), "{err}");
+        assert!(
+            lines[1]
+                .starts_with("tensor `1.num_batches_tracked` of layer 1 `bn` has dtype F32 in `"),
+            "{err}"
+        );
+        assert!(
+            lines[1].ends_with("`; expected one of I64, I32, I16, I8, U8"),
+            "{err}"
+        );
+        assert!(
+            lines[2].starts_with("tensor `4.weight` of layer 4 `fc(3)` has dtype I32 in `"),
+            "{err}"
+        );
+        assert!(
+            lines[2].ends_with("`; expected one of F32, F64, F16, BF16"),
+            "{err}"
+        );
+        assert!(
+            lines[3].contains(
+                "has no tensor `5.weight` for layer 5 `fc(2, nobias)`; expected shape [2, 3]"
+            ),
+            "{err}"
+        );
+        assert!(
+            lines[4].contains(
+                "has an unexpected tensor `0.extra` (shape [2]); the network has no such parameter"
+            ),
+            "{err}"
+        );
+        assert!(
+            lines[5].contains("has an unexpected tensor `9.weight` (shape [1])"),
+            "{err}"
+        );
+    }
 }
