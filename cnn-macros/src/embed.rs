@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_valid_header_lists_every_tensor() {
-        let h = r#"{"__metadata__":{"a":"b"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"n":{"dtype":"I64","shape":[],"data_offsets":[24,32]},"h":{"dtype":"BF16","shape":[4],"data_offsets":[32,40]},"q":{"dtype":"U8","shape":[2],"data_offsets":[40,42]}}"#;
+        let h = r#"{"__metadata__":{"a":"b"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"n":{"dtype":"I64","shape":[],"data_offsets":[24,32]},"h":{"dtype":"BF16","shape":[4],"data_offsets":[32,40]},"q":{"dtype":"U8","shape":[2],"data_offsets":[40,42]},"z":{"dtype":"F32","shape":[0,3],"data_offsets":[42,42]}}"#;
         let entries = read_header(&container(h, 42)).unwrap();
         let got: Vec<_> = entries
             .iter()
@@ -412,6 +412,7 @@ mod tests {
                 ("n", "I64", vec![], 24, 32),
                 ("h", "BF16", vec![4], 32, 40),
                 ("q", "U8", vec![2], 40, 42),
+                ("z", "F32", vec![0, 3], 42, 42),
             ]
         );
     }
@@ -534,6 +535,7 @@ mod tests {
 
         let mut bad = good.to_vec();
         bad[0] = ("0.weight", "F32", &[2, 1, 5, 5]);
+        bad[1] = ("0.bias", "F16", &[1]);
         bad[6] = ("1.num_batches_tracked", "F32", &[]);
         bad[7] = ("4.weight", "I32", &[3, 8]);
         bad.remove(9);
@@ -541,7 +543,7 @@ mod tests {
         bad.push(("0.extra", "F32", &[2]));
         let err = check_file(net, &bad).unwrap_err();
         let lines: Vec<&str> = err.lines().collect();
-        assert_eq!(lines.len(), 6, "{err}");
+        assert_eq!(lines.len(), 7, "{err}");
         assert!(
             lines[0].starts_with(
                 "tensor `0.weight` of layer 0 `conv(1 -> 2, k3)` has shape [2, 1, 5, 5] in `"
@@ -549,6 +551,13 @@ mod tests {
             "{err}"
         );
         assert!(lines[0].ends_with("`, expected [2, 1, 3, 3]"), "{err}");
+        assert!(
+            lines[1]
+                .starts_with("tensor `0.bias` of layer 0 `conv(1 -> 2, k3)` has shape [1] in `"),
+            "{err}"
+        );
+        assert!(lines[1].ends_with("`, expected [2]"), "{err}");
+        let lines = [&lines[..1], &lines[2..]].concat();
         assert!(
             lines[1]
                 .starts_with("tensor `1.num_batches_tracked` of layer 1 `bn` has dtype F32 in `"),
