@@ -826,6 +826,57 @@ mod tests {
         assert_eq!(out, PYTORCH_K3_S2_P1_OP1);
     }
 
+    /// Produced by PyTorch 2.15:
+    /// `m = nn.ConvTranspose2d(4, 2, (2, 3), stride=(2, 1), padding=(1, 0), output_padding=(1, 0),
+    /// groups=2, dilation=(1, 2))`, `m.weight.data = (torch.arange(24.) % 11 - 5).reshape(4, 1, 2, 3)`,
+    /// `m.bias.data = torch.tensor([0.5, -1.0])`,
+    /// `m((torch.arange(24.) % 7 - 3).reshape(1, 4, 2, 3))`: groups, a rectangular kernel, stride,
+    /// padding, output padding and dilation that differ per axis, all at once (small integers, so
+    /// every sum is exact).
+    #[test]
+    fn pytorch_grouped_rectangular_dilated() {
+        let p = params(&(
+            4,
+            2,
+            2,
+            [2, 3],
+            [2, 1],
+            [1, 0],
+            [1, 0],
+            [1, 2],
+            [2, 3],
+            1,
+            true,
+        ));
+        assert_eq!(p.out_hw, [3, 7]);
+        let w: Vec<f32> = (0..24).map(|v| (v % 11 - 5) as f32).collect();
+        let x: Vec<f32> = (0..24).map(|v| (v % 7 - 3) as f32).collect();
+        let mut out = vec![0.0; 42];
+        let e = Epilogue::default();
+        forward(
+            &p,
+            1,
+            &x,
+            &w,
+            Some(&[0.5, -1.0]),
+            e,
+            1,
+            &mut out,
+            &mut Vec::new(),
+        );
+        #[rustfmt::skip]
+        let torch = [
+            18.5, -7.5, 12.5, -12.5, -23.5, 15.5, 10.5,
+            -0.5, -4.5, -10.5, -3.5, -8.5, -2.5, -2.5,
+            -3.5, -1.5, -4.5, -0.5, 8.5, 0.5, -4.5,
+            2.0, 6.0, 12.0, -11.0, -18.0, -6.0, -16.0,
+            1.0, -1.0, -6.0, -4.0, -12.0, -7.0, -5.0,
+            -14.0, -10.0, 9.0, 9.0, 14.0, 6.0, 3.0,
+        ];
+        assert_eq!(out, torch);
+        assert_eq!(naive(&p, 1, &x, &w, Some(&[0.5, -1.0])), torch);
+    }
+
     #[rustfmt::skip]
     const PYTORCH_K3_S2_P1_OP1: [f32; 16] = [
         5.0, 14.0, 10.0, 12.0,
