@@ -242,9 +242,9 @@ pub fn forward(
             // LOOP over output-channel blocks, one per thread, each with its rows of `cols`.
             let per = c_out_g.div_ceil(parts);
             // A direct kernel has no `cols`: its blocks get empty slices.
-            let cols_per = if direct { 1 } else { per * taps * n_cols };
-            let cols_blocks = cols
-                .chunks_mut(cols_per)
+            let cols_len = if direct { 0 } else { c_out_g * taps * n_cols };
+            let cols_blocks = cols[..cols_len]
+                .chunks_mut((per * taps * n_cols).max(1))
                 .chain(std::iter::repeat_with(<&mut [f32]>::default));
             let blocks = yg
                 .chunks_mut(per * plane)
