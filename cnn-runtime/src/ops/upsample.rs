@@ -14,6 +14,11 @@
 //!   `i0 = min(⌊src⌋, in − 1)`, `i1 = min(i0 + 1, in − 1)`, `λ1 = clamp(src − i0, 0, 1)`,
 //!   `λ0 = 1 − λ1`, and `out = λ0ʰ·(λ0ʷ·x[i0, j0] + λ1ʷ·x[i0, j1]) + λ1ʰ·(λ0ʷ·x[i1, j0] + λ1ʷ·x[i1, j1])`.
 //!   An axis with `out = in` copies (`i0 = i1 = dst`, `λ = (1, 0)`).
+//!
+//! The indices are PyTorch's; bilinear values agree to rounding, not bit for bit: PyTorch 2.15's
+//! CPU kernel (its AVX2/AVX-512 build) contracts `r·(dst + 0.5) − 0.5` and the blends into fused
+//! multiply-adds (it returns `0.49999997` where plain f32 arithmetic gives `0.5`), and no
+//! evaluation order we tried reproduces all of its bits, so the tests compare within `1e-6`.
 
 /// How [`upsample2d`] fills the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -394,6 +399,38 @@ mod tests {
             upsample2d(&p, 1, &[1.0, 2.0, 3.0, 4.0], &mut out);
             assert_close(&out, &torch, 1e-6);
         }
+    }
+
+    /// Produced by PyTorch 2.15, `x = torch.tensor([[[[0.5, -2., 4., 1.]]]])`:
+    /// `nn.Upsample(scale_factor=(1, 3), mode='bilinear', align_corners=False)(x)` and `=True`.
+    /// By hand, without corners the source of output `d` is `(d + 0.5)/3 − 0.5 = (d − 1)/3`,
+    /// clamped to `[0, 3]` (`d = 2`: `0.5 + (−2 − 0.5)/3 = −1/3`); with corners `d·3/11`. The
+    /// height axis (scale 1) copies. PyTorch's f32 values (`2.3841858e-7` for an exact 0) are
+    /// pasted.
+    #[test]
+    fn pytorch_row_scale_3_interior() {
+        let x = [0.5, -2.0, 4.0, 1.0];
+        #[rustfmt::skip]
+        let cases = [
+            (MODES[1], [
+                0.5, 0.49999997, -0.33333343, -1.1666667, -2.0, 2.3841858e-7,
+                2.0000005, 4.0, 2.9999995, 1.9999998, 1.0, 1.0,
+            ]),
+            (MODES[2], [
+                0.5, -0.18181819, -0.8636364, -1.5454547, -1.4545453, 0.18181825,
+                1.8181825, 3.454546, 3.4545453, 2.6363635, 1.8181818, 1.0,
+            ]),
+        ];
+        for (mode, torch) in cases {
+            let p = params(1, [1, 3], [1, 4], mode);
+            let mut out = [0.0; 12];
+            upsample2d(&p, 1, &x, &mut out);
+            assert_close(&out, &torch, 1e-6);
+        }
+        let p = params(1, [1, 3], [1, 4], MODES[1]);
+        let mut out = [0.0; 12];
+        upsample2d(&p, 1, &x, &mut out);
+        assert_close(&out[2..3], &[0.5 + (-2.0 - 0.5) / 3.0], 1e-6);
     }
 
     /// PyTorch 2.15: `nn.Upsample(scale_factor=(1, 41), mode='nearest')` on a row of 3 maps
