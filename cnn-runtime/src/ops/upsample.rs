@@ -15,10 +15,11 @@
 //!   `λ0 = 1 − λ1`, and `out = λ0ʰ·(λ0ʷ·x[i0, j0] + λ1ʷ·x[i0, j1]) + λ1ʰ·(λ0ʷ·x[i1, j0] + λ1ʷ·x[i1, j1])`.
 //!   An axis with `out = in` copies (`i0 = i1 = dst`, `λ = (1, 0)`).
 //!
-//! The indices are PyTorch's; bilinear values agree to rounding, not bit for bit: PyTorch 2.15's
-//! CPU kernel (its AVX2/AVX-512 build) contracts `r·(dst + 0.5) − 0.5` and the blends into fused
-//! multiply-adds (it returns `0.49999997` where plain f32 arithmetic gives `0.5`), and no
-//! evaluation order we tried reproduces all of its bits, so the tests compare within `1e-6`.
+//! The rules are PyTorch's, but bilinear values agree to rounding, not bit for bit: PyTorch
+//! 2.15's CPU kernel, as built, evaluates `r·(dst + 0.5) − 0.5` with a fused multiply-add (it
+//! returns `0.49999997` where plain f32 arithmetic gives `0.5`), which can also move a source
+//! that is an integer in f32 to just below it (another pixel pair, the same blend to rounding).
+//! No evaluation order we tried reproduces all of its bits, so the tests compare within `1e-6`.
 
 /// How [`upsample2d`] fills the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
