@@ -39,8 +39,10 @@ pub mod __private {
     pub use crate::ops::activation::Activation;
     pub use crate::ops::batchnorm::BatchNormParams;
     pub use crate::ops::conv::Conv2dParams;
+    pub use crate::ops::conv_transpose::ConvTranspose2dParams;
     pub use crate::ops::linear::LinearParams;
     pub use crate::ops::pool::{Pool2dParams, PoolKind};
+    pub use crate::ops::upsample::{Upsample2dParams, UpsampleMode};
     pub use crate::weights::{TensorWriter, Weights};
     pub use crate::{ndarray, Error, LayerInfo, Model, Summary, Workspace, WorkspaceLayout};
 
@@ -51,8 +53,10 @@ pub mod __private {
         pub use crate::ops::conv::{
             depthwise, direct, forward, im2col, winograd, Algorithm, Epilogue, Filters,
         };
+        pub use crate::ops::conv_transpose::forward as conv_transpose2d;
         pub use crate::ops::linear::linear;
         pub use crate::ops::pool::pool2d;
+        pub use crate::ops::upsample::upsample2d;
         pub use crate::shape::out_len;
     }
 }

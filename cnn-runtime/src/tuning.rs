@@ -20,11 +20,12 @@ pub(crate) const POOL_MIN_SPLIT: usize = 1 << 17;
 
 // ---- Splitting one convolution over threads ----
 
-/// Multiply-accumulates below which a thread costs more than it saves, for the im2col (per
-/// group) and Winograd (per sample) convolutions.
+/// Multiply-accumulates below which a thread costs more than it saves, for the im2col and
+/// transposed (per group) and Winograd (per sample) convolutions.
 pub(crate) const MIN_MACS_PER_SPLIT: usize = 4 << 20;
 
-/// Output channels below which an im2col convolution is not split across threads.
+/// Output channels (per group) below which an im2col or transposed convolution is not split
+/// across threads.
 pub(crate) const MIN_ROWS_PER_THREAD: usize = 8;
 
 /// Multiply-accumulates below which a direct convolution stays on one thread: its blocks of 8

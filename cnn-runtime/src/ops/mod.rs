@@ -4,5 +4,7 @@
 pub mod activation;
 pub mod batchnorm;
 pub mod conv;
+pub mod conv_transpose;
 pub mod linear;
 pub mod pool;
+pub mod upsample;
