@@ -43,6 +43,10 @@ cnn! {
     struct MlpSoftmax {
         input(1, 6, 6) flatten dropout(0.2) fc(36 -> 32, nobias) sigmoid fc(32 -> 16) tanh linear(16, nobias) relu dropout(0.5) fc(10) softmax
     }
+    /// `mobile_acts`: conv, conv.depthwise, relu6, hardswish, hardsigmoid, identity, identity on a flat tensor, relu6 on a flat tensor, …
+    struct MobileActs {
+        input(3, 12, 12) conv(3 -> 8, k3, p1) relu6 conv(8 -> 8, k3, p1, g8) bn hardswish identity conv(8 -> 16, k1) hardsigmoid gap fc(16) identity relu6 fc(10)
+    }
     /// `pooling`: avgpool, avgpool.ceil, avgpool.ceil_window_past_padded_edge, avgpool.count_include_pad=false, avgpool.kN, avgpool.pN, …
     struct Pooling {
         input(3, 37, 35) maxpool(k3, s2, p1, ceil) conv(3 -> 6, k1) avgpool(k3, s2, p1, ceil) conv(6 -> 6, k1) avgpool(k3, s2, p1, ceil, count_include_pad=false) maxpool(k2, p1) avgpool(k2, s1, p1, count_include_pad=false) maxpool(k2, s2, ceil)
@@ -102,6 +106,11 @@ fn mlp_softmax() {
 }
 
 #[test]
+fn mobile_acts() {
+    Fixture::check_everywhere::<MobileActs>("mobile_acts");
+}
+
+#[test]
 fn pooling() {
     Fixture::check_everywhere::<Pooling>("pooling");
 }
@@ -136,6 +145,7 @@ fn torch_twins_are_written_for_the_python_check() {
         "groups_depthwise": GroupsDepthwise::TORCH,
         "lenet5": Lenet5::TORCH,
         "mlp_softmax": MlpSoftmax::TORCH,
+        "mobile_acts": MobileActs::TORCH,
         "pooling": Pooling::TORCH,
         "softmax_channels": SoftmaxChannels::TORCH,
         "tiny_net": TinyNet::TORCH,

@@ -18,6 +18,11 @@ cnn! {
     struct Tanh { input(1, 1, 7) tanh }
     struct Silu { input(1, 1, 7) silu }
     struct Gelu { input(1, 1, 7) gelu }
+    struct Relu6 { input(1, 1, 7) relu6 }
+    struct Hardswish { input(1, 1, 7) hardswish }
+    struct Hardsigmoid { input(1, 1, 7) hardsigmoid }
+    /// No layer that computes anything: the output is the input.
+    struct Identity { input(1, 1, 7) identity }
     struct Softmax { input(3, 1, 1) softmax }
     struct MaxPool { input(1, 2, 2) maxpool(2) }
     struct AvgPool { input(1, 2, 2) avgpool(2) }
@@ -59,13 +64,14 @@ fn flat<M: Model>(net: &M, x: &Array4<f32>) -> Vec<f32> {
 /// ```python
 /// x = torch.tensor([inf, -inf, nan, 0.0, -0.0, 1.0, -1.0])
 /// F.relu(x), F.leaky_relu(x, 0.01), torch.sigmoid(x), torch.tanh(x), F.silu(x), F.gelu(x)
+/// F.relu6(x), F.hardswish(x), F.hardsigmoid(x), nn.Identity()(x)
 /// ```
 /// (torch 2.15.0, CPU). GELU of +Inf is `inf` on PyTorch's scalar path (a one-element
 /// tensor) and `nan` on its vectorised path (any longer tensor); ours is `inf`, the limit.
 #[test]
 fn test_activations_propagate_inf_and_nan_like_pytorch() {
     let x = row(&SPECIAL);
-    let cases: [(&str, Vec<f32>, [f32; 7]); 6] = [
+    let cases: [(&str, Vec<f32>, [f32; 7]); 10] = [
         (
             "relu",
             flat(&Relu::seeded(0), &x),
@@ -96,6 +102,22 @@ fn test_activations_propagate_inf_and_nan_like_pytorch() {
             flat(&Gelu::seeded(0), &x),
             [INF, NAN, NAN, 0.0, -0.0, 0.841_344_7, -0.158_655_26],
         ),
+        (
+            "relu6",
+            flat(&Relu6::seeded(0), &x),
+            [6.0, 0.0, NAN, 0.0, -0.0, 1.0, 0.0],
+        ),
+        (
+            "hardswish",
+            flat(&Hardswish::seeded(0), &x),
+            [INF, NAN, NAN, 0.0, -0.0, 0.666_666_7, -0.333_333_34],
+        ),
+        (
+            "hardsigmoid",
+            flat(&Hardsigmoid::seeded(0), &x),
+            [1.0, 0.0, NAN, 0.5, 0.5, 0.666_666_7, 0.333_333_34],
+        ),
+        ("identity", flat(&Identity::seeded(0), &x), SPECIAL),
     ];
     for (name, got, want) in &cases {
         assert_same(got, want, name);

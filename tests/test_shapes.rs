@@ -56,6 +56,12 @@ cnn! {
         input(1, 6, 6)
         flatten dropout(0.2) fc(36 -> 32, nobias) sigmoid fc(32 -> 16) softmax
     }
+    /// The hard activations and `identity` keep the shape, on a feature map and after `fc`.
+    struct HardActs {
+        input(4, 6, 6)
+        conv(4 -> 8, k1) relu6 identity hardswish gap identity hard_sigmoid
+        fc(3) identity relu6 hard_swish hardsigmoid
+    }
 }
 
 /// `(index, output shape, params, macs)` of each layer.
@@ -230,6 +236,63 @@ fn test_flat_network() {
 }
 
 #[test]
+fn test_hard_activations_and_identity_keep_the_shape() {
+    assert_eq!(
+        table(HardActs::LAYERS),
+        rows(&[
+            (0, &[8, 6, 6], 40, 8 * 36 * 4),
+            (1, &[8, 6, 6], 0, 0),
+            (2, &[8, 6, 6], 0, 0),
+            (3, &[8, 6, 6], 0, 0),
+            (4, &[8, 1, 1], 0, 0),
+            (5, &[8, 1, 1], 0, 0),
+            (6, &[8, 1, 1], 0, 0),
+            (7, &[8], 0, 0),
+            (8, &[3], 27, 24),
+            (9, &[3], 0, 0),
+            (10, &[3], 0, 0),
+            (11, &[3], 0, 0),
+            (12, &[3], 0, 0),
+        ])
+    );
+    assert_eq!(HardActs::OUTPUT_SHAPE, [3]);
+    in_order(
+        HardActs::TORCH,
+        &[
+            "nn.Conv2d(4, 8, kernel_size=(1, 1), stride=(1, 1))",
+            "nn.ReLU6()",
+            "nn.Identity()",
+            "nn.Hardswish()",
+            "nn.AdaptiveAvgPool2d(1)",
+            "nn.Identity()",
+            "nn.Hardsigmoid()",
+            "nn.Flatten()",
+            "nn.Linear(8, 3)",
+            "nn.Identity()",
+            "nn.ReLU6()",
+            "nn.Hardswish()",
+            "nn.Hardsigmoid()",
+        ],
+    );
+    let summary = HardActs::seeded(0).summary().to_string();
+    for (key, layer, torch) in [
+        ("1", "relu6", "nn.ReLU6()"),
+        ("2", "identity", "nn.Identity()"),
+        ("6", "hard_sigmoid", "nn.Hardsigmoid()"),
+        ("9", "identity", "nn.Identity()"),
+        ("11", "hard_swish", "nn.Hardswish()"),
+    ] {
+        let row: Vec<&str> = summary
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no row {key} in\n{summary}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(row[1..3], [layer, torch], "{summary}");
+    }
+}
+
+#[test]
 fn test_layer_params_sum_to_params() {
     fn check<M: Model>() {
         let params: usize = M::LAYERS.iter().map(|l| l.params).sum();
@@ -249,6 +312,7 @@ fn test_layer_params_sum_to_params() {
     check::<Grouped>();
     check::<BatchNorms>();
     check::<Mlp>();
+    check::<HardActs>();
 }
 
 /// Asserts that `parts` occur in `text` in this order.

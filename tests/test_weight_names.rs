@@ -18,6 +18,12 @@ cnn! {
         input(3, 8, 8)
         conv(3 -> 4, k3) relu dropout(0.5) fc(5)
     }
+    /// `nn.Identity` is a module too: index 1 before the flatten, 4 after it, so the first
+    /// `fc` is module 3 and the second module 5.
+    struct WithIdentity {
+        input(3, 8, 8)
+        conv(3 -> 4, k3) identity fc(5) identity fc(2)
+    }
     /// An explicit `flatten` is module 1, and no flatten is inserted before the `fc`.
     struct ExplicitFlatten {
         input(3, 8, 8)
@@ -120,6 +126,7 @@ fn test_layer_indices_follow_sequential_positions() {
     let indices = |layers: &[cnn::LayerInfo]| layers.iter().map(|l| l.index).collect::<Vec<_>>();
     assert_eq!(indices(TinyNet::LAYERS), [0, 1, 2, 3, 4, 5]);
     assert_eq!(indices(WithDropout::LAYERS), [0, 1, 2, 3, 4]);
+    assert_eq!(indices(WithIdentity::LAYERS), [0, 1, 2, 3, 4, 5]);
     assert_eq!(indices(ExplicitFlatten::LAYERS), [0, 1, 2]);
     assert_eq!(indices(GapThenFc::LAYERS), [0, 1, 2, 3]);
     assert_eq!(indices(Mlp::LAYERS), [0, 1, 2, 3]);
@@ -138,6 +145,31 @@ fn test_dropout_takes_an_index() {
         ("4.bias", Dtype::F32, &[5]),
     ]);
     assert_eq!(written(&WithDropout::seeded(0)), want);
+}
+
+#[test]
+fn test_identity_takes_an_index() {
+    let want = expect(&[
+        ("0.weight", Dtype::F32, &[4, 3, 3, 3]),
+        ("0.bias", Dtype::F32, &[4]),
+        ("3.weight", Dtype::F32, &[5, 4 * 6 * 6]),
+        ("3.bias", Dtype::F32, &[5]),
+        ("5.weight", Dtype::F32, &[2, 5]),
+        ("5.bias", Dtype::F32, &[2]),
+    ]);
+    assert_eq!(written(&WithIdentity::seeded(0)), want);
+    let torch: Vec<&str> = WithIdentity::LAYERS.iter().map(|l| l.torch).collect();
+    assert_eq!(
+        torch,
+        [
+            "nn.Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1))",
+            "nn.Identity()",
+            "nn.Flatten()",
+            "nn.Linear(144, 5)",
+            "nn.Identity()",
+            "nn.Linear(5, 2)",
+        ]
+    );
 }
 
 #[test]
@@ -244,6 +276,7 @@ fn test_written_file_loads_back_under_the_same_keys() {
     }
     check::<TinyNet>();
     check::<WithDropout>();
+    check::<WithIdentity>();
     check::<ExplicitFlatten>();
     check::<GapThenFc>();
     check::<Mlp>();

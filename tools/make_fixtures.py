@@ -40,14 +40,17 @@ FLAT = "(implicit flatten)"
 
 
 class Net:
-    """One fixture: name, Rust struct name, input batch shape, layers, dsl separator."""
+    """One fixture: name, Rust struct name, input batch shape, layers, dsl separator, and the
+    standard deviation of the input batch (larger than 1 where the values must reach a kink, such
+    as relu6's at 6)."""
 
-    def __init__(self, name, struct, input_shape, layers, sep=" "):
+    def __init__(self, name, struct, input_shape, layers, sep=" ", input_std=1.0):
         self.name = name
         self.struct = struct
         self.input_shape = input_shape
         self.layers = layers
         self.sep = sep
+        self.input_std = input_std
 
     def dsl(self):
         c, h, w = self.input_shape[1:]
@@ -213,6 +216,22 @@ NETS = [
         ("conv(3 -> 5, k(3,2), nobias)", nn.Conv2d(3, 5, (3, 2), bias=False)),
         ("softmax", nn.Softmax(dim=1)),
     ]),
+    Net("mobile_acts", "MobileActs", [2, 3, 12, 12], [
+        ("conv(3 -> 8, k3, p1)", nn.Conv2d(3, 8, 3, padding=1)),
+        ("relu6", nn.ReLU6()),
+        ("conv(8 -> 8, k3, p1, g8)", nn.Conv2d(8, 8, 3, padding=1, groups=8)),
+        ("bn", bn(8)),
+        ("hardswish", nn.Hardswish()),
+        ("identity", nn.Identity()),
+        ("conv(8 -> 16, k1)", nn.Conv2d(8, 16, 1)),
+        ("hardsigmoid", nn.Hardsigmoid()),
+        ("gap", nn.AdaptiveAvgPool2d(1)),
+        (FLAT, nn.Flatten()),
+        ("fc(16)", nn.Linear(16, 16)),
+        ("identity", nn.Identity()),
+        ("relu6", nn.ReLU6()),
+        ("fc(10)", nn.Linear(16, 10)),
+    ], input_std=4.0),
 ]
 
 
@@ -280,6 +299,8 @@ def make(net):
     init(model, gen)
     model.eval()
     x = torch.randn(net.input_shape, generator=gen)
+    if net.input_std != 1.0:
+        x = net.input_std * x
 
     with torch.no_grad():
         out = model(x)
@@ -372,6 +393,8 @@ def make(net):
         "torch_version": torch.__version__.split("+")[0],
         "f32_vs_f64_max_abs": {k: sig(float(d.abs().max())) for k, d in f64.items()},
     }
+    if net.input_std != 1.0:
+        meta["input_std"] = net.input_std
     OUT.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, OUT / f"{net.name}.safetensors")
     save_file({k: v.contiguous() for k, v in io.items()}, OUT / f"{net.name}.io.safetensors")

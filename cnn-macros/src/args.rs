@@ -39,6 +39,7 @@ pub enum LayerKind {
     Flatten,
     Linear(LinearArgs),
     Dropout(f64),
+    Identity,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +73,9 @@ pub enum Activation {
     Tanh,
     Silu,
     Gelu,
+    Relu6,
+    Hardswish,
+    Hardsigmoid,
 }
 
 /// `cnn_runtime::ops::pool::PoolKind`.
@@ -170,6 +174,15 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
             (symbol::TANH, LayerKind::Activation(Activation::Tanh)),
             (symbol::SILU, LayerKind::Activation(Activation::Silu)),
             (symbol::GELU, LayerKind::Activation(Activation::Gelu)),
+            (symbol::RELU6, LayerKind::Activation(Activation::Relu6)),
+            (
+                symbol::HARDSWISH,
+                LayerKind::Activation(Activation::Hardswish),
+            ),
+            (
+                symbol::HARDSIGMOID,
+                LayerKind::Activation(Activation::Hardsigmoid),
+            ),
             (symbol::SOFTMAX, LayerKind::Softmax),
             (
                 symbol::GLOBAL_AVGPOOL,
@@ -179,6 +192,7 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
             ),
             (symbol::GLOBAL_MAXPOOL, LayerKind::GlobalPool(PoolKind::Max)),
             (symbol::FLATTEN, LayerKind::Flatten),
+            (symbol::IDENTITY, LayerKind::Identity),
         ];
         match simple.into_iter().find(|(names, _)| is(names)) {
             Some((_, kind)) => {

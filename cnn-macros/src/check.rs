@@ -96,7 +96,8 @@ pub fn layer(layer: &Layer, input: Shape) -> Result<(), Violation> {
         LayerKind::Activation(_)
         | LayerKind::Softmax
         | LayerKind::Flatten
-        | LayerKind::Dropout(_) => Ok(()),
+        | LayerKind::Dropout(_)
+        | LayerKind::Identity => Ok(()),
     }
 }
 

@@ -383,7 +383,7 @@ fn parts(l: &Planned) -> Parts {
             ));
             p.run = quote!(__exec.pool2d(&#desc););
         }
-        LayerKind::Flatten | LayerKind::Dropout(_) => {}
+        LayerKind::Flatten | LayerKind::Dropout(_) | LayerKind::Identity => {}
     }
     p
 }
@@ -471,6 +471,9 @@ fn activation(act: Activation) -> TokenStream {
         Activation::Tanh => quote!(Tanh),
         Activation::Silu => quote!(Silu),
         Activation::Gelu => quote!(Gelu),
+        Activation::Relu6 => quote!(Relu6),
+        Activation::Hardswish => quote!(Hardswish),
+        Activation::Hardsigmoid => quote!(Hardsigmoid),
     }
 }
 
@@ -517,6 +520,9 @@ fn torch(l: &Planned) -> String {
         LayerKind::Activation(Activation::Tanh) => "nn.Tanh()".into(),
         LayerKind::Activation(Activation::Silu) => "nn.SiLU()".into(),
         LayerKind::Activation(Activation::Gelu) => "nn.GELU()".into(),
+        LayerKind::Activation(Activation::Relu6) => "nn.ReLU6()".into(),
+        LayerKind::Activation(Activation::Hardswish) => "nn.Hardswish()".into(),
+        LayerKind::Activation(Activation::Hardsigmoid) => "nn.Hardsigmoid()".into(),
         LayerKind::Softmax => "nn.Softmax(dim=1)".into(),
         LayerKind::Pool(a) => {
             let head = match a.kind {
@@ -545,6 +551,7 @@ fn torch(l: &Planned) -> String {
             if a.bias { "" } else { ", bias=False" }
         ),
         LayerKind::Dropout(p) => format!("nn.Dropout(p={p:?})"),
+        LayerKind::Identity => "nn.Identity()".into(),
     }
 }
 

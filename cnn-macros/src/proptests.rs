@@ -550,7 +550,10 @@ fn spec() -> BoxedStrategy<Spec> {
         3 => (any::<bool>(), pair(1..5), prop::option::of(pair(1..4)), pair(0..3), any::<bool>())
             .prop_map(|(max, k, s, p, ceil)| Spec::Pool { max, k, s, p, ceil }),
         1 => any::<bool>().prop_map(Spec::Bn),
-        2 => prop::sample::select(vec!["relu", "tanh", "sigmoid", "gelu", "silu", "softmax", "dropout"]).prop_map(Spec::Activation),
+        2 => prop::sample::select(vec![
+            "relu", "tanh", "sigmoid", "gelu", "silu", "softmax", "dropout", "relu6", "hardswish",
+            "hardsigmoid", "identity",
+        ]).prop_map(Spec::Activation),
         1 => any::<bool>().prop_map(Spec::Global),
         1 => Just(Spec::Flatten),
         1 => (1usize..20, any::<bool>()).prop_map(|(n, arrow)| Spec::Fc(n, arrow)),

@@ -219,7 +219,13 @@ fn cost(layer: &Layer, input: Shape, output: Shape) -> Option<(usize, usize)> {
 /// The output of one layer, for an input its rules accepted.
 fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
     match (&layer.kind, shape) {
-        (LayerKind::Activation(_) | LayerKind::Softmax | LayerKind::Dropout(_), s) => Some(s),
+        (
+            LayerKind::Activation(_)
+            | LayerKind::Softmax
+            | LayerKind::Dropout(_)
+            | LayerKind::Identity,
+            s,
+        ) => Some(s),
         (LayerKind::Flatten, s) => Some(Shape::Flat(s.len())),
         (LayerKind::Linear(a), _) => Some(Shape::Flat(a.out_features.v)),
         (LayerKind::BatchNorm(_), s @ Shape::Chw { .. }) => Some(s),

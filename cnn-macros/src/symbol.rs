@@ -6,11 +6,14 @@ pub const INPUT: &str = "input";
 pub const CONV: &[&str] = &["conv", "conv2d"];
 pub const BN: &[&str] = &["bn", "batchnorm", "batchnorm2d"];
 pub const RELU: &[&str] = &["relu"];
+pub const RELU6: &[&str] = &["relu6"];
 pub const LEAKY_RELU: &[&str] = &["leakyrelu", "leaky_relu"];
 pub const SIGMOID: &[&str] = &["sigmoid"];
 pub const TANH: &[&str] = &["tanh"];
 pub const SILU: &[&str] = &["swish", "silu"];
 pub const GELU: &[&str] = &["gelu"];
+pub const HARDSWISH: &[&str] = &["hardswish", "hard_swish"];
+pub const HARDSIGMOID: &[&str] = &["hardsigmoid", "hard_sigmoid"];
 pub const SOFTMAX: &[&str] = &["softmax"];
 pub const MAXPOOL: &[&str] = &["maxpool", "maxpool2d"];
 pub const AVGPOOL: &[&str] = &["avgpool", "avgpool2d"];
@@ -19,6 +22,7 @@ pub const GLOBAL_MAXPOOL: &[&str] = &["globalmaxpool", "gmp", "global_max_pool"]
 pub const FLATTEN: &[&str] = &["flatten"];
 pub const FC: &[&str] = &["fc", "linear", "dense"];
 pub const DROPOUT: &[&str] = &["dropout"];
+pub const IDENTITY: &[&str] = &["identity"];
 
 /// All layer names, for "did you mean" hints.
 pub const LAYERS: &[&[&str]] = &[
@@ -26,11 +30,14 @@ pub const LAYERS: &[&[&str]] = &[
     CONV,
     BN,
     RELU,
+    RELU6,
     LEAKY_RELU,
     SIGMOID,
     TANH,
     SILU,
     GELU,
+    HARDSWISH,
+    HARDSIGMOID,
     SOFTMAX,
     MAXPOOL,
     AVGPOOL,
@@ -39,6 +46,7 @@ pub const LAYERS: &[&[&str]] = &[
     FLATTEN,
     FC,
     DROPOUT,
+    IDENTITY,
 ];
 
 /// What values an argument takes.

@@ -59,6 +59,57 @@ fn tiny_net_has_an_implicit_flatten_at_index_4() {
 }
 
 #[test]
+fn identity_and_hard_activations_keep_any_shape_and_take_an_index() {
+    let p = plan(quote! {
+        struct N {
+            input(3, 8, 8) relu6 identity hardswish hard_swish hardsigmoid hard_sigmoid fc(5)
+            identity relu6 hardswish hardsigmoid identity
+        }
+    })
+    .unwrap();
+    let shapes = shapes(&p);
+    assert_eq!(shapes.len(), 13);
+    for (i, (index, name, dims)) in shapes.iter().enumerate() {
+        assert_eq!(*index, i, "{name}");
+        let want = match i {
+            0..=5 => vec![3, 8, 8],
+            6 => vec![192],
+            _ => vec![5],
+        };
+        assert_eq!(*dims, want, "{i}: {name}");
+    }
+    assert_eq!(shapes[6].1, "flatten");
+}
+
+#[test]
+fn identity_generates_no_call_and_the_twins_are_pytorch_modules() {
+    let expand = |tokens: TokenStream| {
+        let networks: Networks = syn::parse2(tokens).unwrap();
+        pipeline::expand(&networks).to_string()
+    };
+    let with = expand(quote! {
+        struct N { input(3, 8, 8) identity relu6 identity hardswish hardsigmoid identity }
+    });
+    let without = expand(quote! {
+        struct N { input(3, 8, 8) relu6 hardswish hardsigmoid }
+    });
+    assert_eq!(
+        with.matches("__exec .").count(),
+        without.matches("__exec .").count()
+    );
+    for call in ["Relu6", "Hardswish", "Hardsigmoid"] {
+        let call = format!("__exec . activation (__cnn :: Activation :: {call})");
+        assert!(with.contains(&call), "{call} not in {with}");
+    }
+    for twin in [
+        r"nn.Sequential(\n    nn.Identity(),\n    nn.ReLU6(),\n    nn.Identity(),\n",
+        r"    nn.Hardswish(),\n    nn.Hardsigmoid(),\n    nn.Identity(),\n)",
+    ] {
+        assert!(with.contains(twin), "{twin} not in {with}");
+    }
+}
+
+#[test]
 fn geometry_follows_pytorch() {
     // conv_geometry fixture: PyTorch gives [8,10,12] [8,5,12] [6,5,12] [4,5,5].
     let p = plan(quote! {
@@ -84,13 +135,19 @@ fn geometry_follows_pytorch() {
 #[test]
 fn every_bad_argument_is_reported_at_once() {
     let msg = message(quote! {
-        struct N { input(3, 8, 8) conv(3 -> 4, k3, strid=2, k5) bn(eps=0) relu(1) maxpol }
+        struct N {
+            input(3, 8, 8) conv(3 -> 4, k3, strid=2, k5) bn(eps=0) relu(1) maxpol relu6(3)
+            hardswish(inplace=true) identity(1)
+        }
     });
     for part in [
         "unknown argument `strid` for `conv`; did you mean `stride`?",
         "duplicate argument `kernel_size`",
         "`eps` must be positive, found 0",
         "`relu` takes no arguments, found `1`",
+        "`relu6` takes no arguments, found `3`",
+        "`hardswish` takes no arguments, found `inplace`",
+        "`identity` takes no arguments, found `1`",
         "unknown layer `maxpol`; did you mean `maxpool`?",
     ] {
         assert!(msg.contains(part), "{part:?} not in {msg:?}");

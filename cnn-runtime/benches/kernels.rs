@@ -352,6 +352,9 @@ fn bench_activations(c: &mut Criterion) {
         ("tanh", Activation::Tanh),
         ("silu", Activation::Silu),
         ("gelu", Activation::Gelu),
+        ("relu6", Activation::Relu6),
+        ("hardswish", Activation::Hardswish),
+        ("hardsigmoid", Activation::Hardsigmoid),
     ] {
         g.bench_function(label, |bench| {
             bench.iter_batched_ref(|| x.clone(), |x| activation(act, x), BatchSize::LargeInput)

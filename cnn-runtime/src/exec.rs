@@ -558,7 +558,14 @@ mod tests {
                 bn.weight = Some(r[12..18].to_vec());
                 bn.bias = Some(r[18..].to_vec());
             }
-            for act in [None, Some(Activation::Relu), Some(Activation::Gelu)] {
+            for act in [
+                None,
+                Some(Activation::Relu),
+                Some(Activation::Gelu),
+                Some(Activation::Relu6),
+                Some(Activation::Hardswish),
+                Some(Activation::Hardsigmoid),
+            ] {
                 for bn in [None, Some(&bn)] {
                     let x = Array4::from_shape_vec((3, 4, 7, 6), rand_vec(3 * 168, 5)).unwrap();
                     let mut separate = Exec::from_view(x.view(), [4, 7, 6]).unwrap();

@@ -10,6 +10,7 @@ cnn! {
         conv(3 -> 16, k3, p1) bn relu maxpool(2)
         conv(16 -> 16, k(3, 5), s(2, 1), p(1, 2), d(1, 1), g4, nobias) bn(16) leakyrelu(0.2)
         conv(16 -> 8, k1) sigmoid conv(8 -> 8, k3, d2, p2) tanh swish silu gelu
+        relu6 hardswish hard_swish hardsigmoid hard_sigmoid identity
         avgpool(k3, s2, p1, ceil) maxpool(k2, s1, p1) gap flatten dropout(0.5) fc(8 -> 4, nobias) linear(3) softmax
     }
 
@@ -24,6 +25,8 @@ cnn! {
         globalmaxpool,
         dense(out_features=6, bias=true),
         dropout(p=0.2),
+        relu6(),
+        identity(),
     }
 
     /// Positional arguments in PyTorch's order, and a feature-map output.

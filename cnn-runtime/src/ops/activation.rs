@@ -17,6 +17,12 @@ pub enum Activation {
     Silu,
     /// PyTorch: `nn.GELU()` (exact): `x/2 · (1 + erf(x/√2))`.
     Gelu,
+    /// PyTorch: `nn.ReLU6()`: `min(max(x, 0), 6)`.
+    Relu6,
+    /// PyTorch: `nn.Hardswish()`: `x · relu6(x + 3) / 6`, rounded in that order.
+    Hardswish,
+    /// PyTorch: `nn.Hardsigmoid()`: `relu6(x + 3) / 6`.
+    Hardsigmoid,
 }
 
 multiversion! {
@@ -55,8 +61,35 @@ pub fn activation(act: Activation, x: &mut [f32]) {
                 *v = (0.5 * z * (1.0 + erf(z * std::f64::consts::FRAC_1_SQRT_2))) as f32;
             }
         }
+        Activation::Relu6 => {
+            for v in x {
+                *v = relu6(*v);
+            }
+        }
+        Activation::Hardswish => {
+            for v in x {
+                *v = *v * relu6(*v + 3.0) / 6.0;
+            }
+        }
+        Activation::Hardsigmoid => {
+            for v in x {
+                *v = relu6(*v + 3.0) / 6.0;
+            }
+        }
     }
 }
+}
+
+/// `min(max(x, 0), 6)` with NaN kept and −0 kept, as PyTorch's `hardtanh(x, 0, 6)`.
+#[inline(always)]
+fn relu6(x: f32) -> f32 {
+    // Not `f32::max`/`f32::min`, which would turn NaN into 0 or 6.
+    let y = if x < 0.0 { 0.0 } else { x };
+    if y > 6.0 {
+        6.0
+    } else {
+        y
+    }
 }
 
 /// `1 / (1 + e^−x)`, with `e^x / (1 + e^x)` for negative `x` so no `exp` overflows.
@@ -149,7 +182,16 @@ mod tests {
             0.0, -0.0, 1e-7, -1e-7, 15.0, -15.0, 88.0, -88.0, 89.0, -89.0, 100.0, -100.0, 1e4,
             -1e4, 1e30, -1e30,
         ]);
+        x.extend(kinks());
         x
+    }
+
+    /// The kink points of relu6, hardswish and hardsigmoid (−3, 0, 3, 6) and their neighbours.
+    fn kinks() -> Vec<f32> {
+        [-6.0f32, -3.0, 0.0, 3.0, 6.0]
+            .iter()
+            .flat_map(|&k| [k.next_down(), k, k.next_up(), -k])
+            .collect()
     }
 
     fn naive(act: Activation, x: f32) -> f32 {
@@ -167,8 +209,20 @@ mod tests {
             Activation::Tanh => z.tanh(),
             Activation::Silu => z / (1.0 + (-z).exp()),
             Activation::Gelu => unreachable!("checked against mpmath values instead"),
+            Activation::Relu6 => naive_relu6(z),
+            Activation::Hardswish => z * naive_relu6(z + 3.0) / 6.0,
+            Activation::Hardsigmoid => naive_relu6(z + 3.0) / 6.0,
         };
         y as f32
+    }
+
+    /// `min(max(z, 0), 6)`, NaN kept.
+    fn naive_relu6(z: f64) -> f64 {
+        if z.is_nan() {
+            z
+        } else {
+            z.clamp(0.0, 6.0)
+        }
     }
 
     #[test]
@@ -181,6 +235,9 @@ mod tests {
             Activation::Sigmoid,
             Activation::Tanh,
             Activation::Silu,
+            Activation::Relu6,
+            Activation::Hardswish,
+            Activation::Hardsigmoid,
         ] {
             let mut y = x.clone();
             activation(act, &mut y);
@@ -210,10 +267,194 @@ mod tests {
             Activation::Tanh,
             Activation::Silu,
             Activation::Gelu,
+            Activation::Relu6,
+            Activation::Hardswish,
+            Activation::Hardsigmoid,
         ] {
             let mut y = [f32::NAN];
             activation(act, &mut y);
             assert!(y[0].is_nan(), "{act:?}");
+        }
+    }
+
+    /// Over lengths that leave every vector-loop tail, with NaN, ±Inf and the kinks at every
+    /// position: the f64 formula, element by element, with the same sign on every zero.
+    #[test]
+    fn hard_activations_match_f64_over_awkward_lengths() {
+        let mut special = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+        special.extend(kinks());
+        for act in [
+            Activation::Relu6,
+            Activation::Hardswish,
+            Activation::Hardsigmoid,
+        ] {
+            for (seed, len) in [
+                0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 257,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let mut x: Vec<f32> = rand_vec(len, seed as u64).iter().map(|v| 8.0 * v).collect();
+                for (i, v) in x.iter_mut().enumerate() {
+                    if i % 3 == seed % 3 {
+                        *v = special[(i + seed) % special.len()];
+                    }
+                }
+                let mut y = x.clone();
+                activation(act, &mut y);
+                for (i, (&got, &xi)) in y.iter().zip(&x).enumerate() {
+                    let want = naive(act, xi);
+                    let ok = if want == 0.0 {
+                        got.to_bits() == want.to_bits()
+                    } else {
+                        got == want
+                            || (got.is_nan() && want.is_nan())
+                            || (got - want).abs() <= 1e-6 * (1.0 + want.abs())
+                    };
+                    assert!(
+                        ok,
+                        "{act:?}, len {len}, [{i}] = {xi}: {got}, f64 gives {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Produced by
+    /// ```python
+    /// x = torch.tensor([inf, -inf, nan, 0.0, -0.0, 1.0, -1.0, -3.0, 3.0, 6.0, -6.0,
+    ///                   -2.9999998, -3.0000002, 2.9999998, 6.0000005, -1e-7, 1e30, -1e30, 6e37,
+    ///                   0.1, -2.5, 4.5])
+    /// F.relu6(x), F.hardswish(x), F.hardsigmoid(x)
+    /// ```
+    /// (torch 2.15.0, CPU; its vectorised and scalar paths agree). Bit for bit, the sign of
+    /// zero included: hardswish is `x · relu6(x + 3) / 6` in that order, so `6e37` overflows to
+    /// Inf and `−Inf` gives NaN (`−Inf · 0`), as in PyTorch.
+    #[test]
+    fn hard_activations_match_pytorch_bit_for_bit() {
+        const INF: f32 = f32::INFINITY;
+        const NAN: f32 = f32::NAN;
+        let x = [
+            INF,
+            -INF,
+            NAN,
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            -3.0,
+            3.0,
+            6.0,
+            -6.0,
+            (-3.0f32).next_up(),
+            (-3.0f32).next_down(),
+            3.0f32.next_down(),
+            6.0f32.next_up(),
+            -1e-7,
+            1e30,
+            -1e30,
+            6e37,
+            0.1,
+            -2.5,
+            4.5,
+        ];
+        let cases: [(Activation, [f32; 22]); 3] = [
+            (
+                Activation::Relu6,
+                [
+                    6.0,
+                    0.0,
+                    NAN,
+                    0.0,
+                    -0.0,
+                    1.0,
+                    0.0,
+                    0.0,
+                    3.0,
+                    6.0,
+                    0.0,
+                    0.0,
+                    0.0,
+                    2.999_999_8,
+                    6.0,
+                    0.0,
+                    6.0,
+                    0.0,
+                    6.0,
+                    0.1,
+                    0.0,
+                    4.5,
+                ],
+            ),
+            (
+                Activation::Hardswish,
+                [
+                    INF,
+                    NAN,
+                    NAN,
+                    0.0,
+                    -0.0,
+                    0.666_666_7,
+                    -0.333_333_34,
+                    -0.0,
+                    3.0,
+                    6.0,
+                    -0.0,
+                    -1.192_092_8e-7,
+                    -0.0,
+                    2.999_999_8,
+                    6.000_000_5,
+                    -5e-8,
+                    1.000_000_1e30,
+                    -0.0,
+                    INF,
+                    0.051_666_666,
+                    -0.208_333_33,
+                    4.5,
+                ],
+            ),
+            (
+                Activation::Hardsigmoid,
+                [
+                    1.0,
+                    0.0,
+                    NAN,
+                    0.5,
+                    0.5,
+                    0.666_666_7,
+                    0.333_333_34,
+                    0.0,
+                    1.0,
+                    1.0,
+                    0.0,
+                    3.973_643e-8,
+                    0.0,
+                    1.0,
+                    1.0,
+                    0.5,
+                    1.0,
+                    0.0,
+                    1.0,
+                    0.516_666_65,
+                    0.083_333_336,
+                    1.0,
+                ],
+            ),
+        ];
+        for (act, want) in cases {
+            // Every offset, so that each value passes through the vector body and the tail.
+            for offset in 0..17 {
+                let mut y = vec![0.5f32; offset];
+                y.extend(x);
+                activation(act, &mut y);
+                for (i, (&got, &want)) in y[offset..].iter().zip(&want).enumerate() {
+                    assert!(
+                        (got.is_nan() && want.is_nan()) || got.to_bits() == want.to_bits(),
+                        "{act:?}({}) = {got:e}, PyTorch gives {want:e}",
+                        x[i]
+                    );
+                }
+            }
         }
     }
 

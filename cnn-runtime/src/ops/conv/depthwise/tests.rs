@@ -130,6 +130,9 @@ fn fused_epilogue_equals_applying_it_afterwards_bit_for_bit() {
         Some(Activation::LeakyRelu(0.1)),
         Some(Activation::Gelu),
         Some(Activation::Sigmoid),
+        Some(Activation::Relu6),
+        Some(Activation::Hardswish),
+        Some(Activation::Hardsigmoid),
     ];
     for (i, case) in CASES.iter().enumerate() {
         let p = params(case);
