@@ -474,10 +474,17 @@ mod tests {
         }
     }
 
+    /// The plan of `struct N { #body }`, by the stages `pipeline::plan` runs.
     fn plan_of(body: TokenStream) -> Plan {
         let networks: crate::ast::Networks =
             syn::parse2(quote::quote!(struct N { #body })).unwrap();
-        crate::pipeline::plan(&networks.networks[0]).unwrap()
+        let net = &networks.networks[0];
+        let mut cx = Ctxt::new();
+        let (input, layers) =
+            crate::check::input_and_layers(&mut cx, net, net.body.as_ref().unwrap()).unwrap();
+        let plan = crate::shape::plan(&mut cx, input, layers).unwrap();
+        cx.check().unwrap();
+        plan
     }
 
     /// Writes `tensors` (key, dtype, shape) as a safetensors file and runs [`check`] on it.
