@@ -2,7 +2,9 @@
 //! tensor it receives. `shape::plan` applies `layer` to each layer before inferring its output,
 //! and reports the first broken rule with the shapes that led to it.
 
-use crate::args::{self, BatchNormArgs, ConvArgs, Layer, LayerKind, LinearArgs, PoolArgs, Sp};
+use crate::args::{
+    self, BatchNormArgs, ConvArgs, Layer, LayerKind, LinearArgs, PoolArgs, Sp, UpsampleArgs,
+};
 use crate::ast::{Item, Network};
 use crate::ctxt::{Ctxt, Violation};
 use crate::symbol;
@@ -83,6 +85,16 @@ pub fn layer(layer: &Layer, input: Shape) -> Result<(), Violation> {
             check_conv_channels(layer, a, input)?;
             check_groups(layer, a)
         }
+        LayerKind::ConvTranspose(a, output_padding) => {
+            check_spatial_input(layer, input)?;
+            check_conv_channels(layer, a, input)?;
+            check_groups(layer, a)?;
+            check_output_padding(layer, a, *output_padding)
+        }
+        LayerKind::Upsample(a) => {
+            check_spatial_input(layer, input)?;
+            check_align_corners(layer, a)
+        }
         LayerKind::BatchNorm(a) => {
             check_spatial_input(layer, input)?;
             check_batchnorm_channels(layer, a, input)
@@ -147,6 +159,45 @@ fn check_groups(layer: &Layer, a: &ConvArgs) -> Result<(), Violation> {
             layer.name
         ),
     ))
+}
+
+// PyTorch: "output padding must be smaller than either stride or dilation":
+// convtranspose(8 -> 4, k3, s2, output_padding=2) is an error, output_padding=1 is not.
+fn check_output_padding(
+    layer: &Layer,
+    a: &ConvArgs,
+    output_padding: Sp<[usize; 2]>,
+) -> Result<(), Violation> {
+    for axis in 0..2 {
+        let (op, s, d) = (output_padding.v[axis], a.stride.v[axis], a.dilation.v[axis]);
+        if op >= s.max(d) {
+            let what = ["height", "width"][axis];
+            return Err(Violation::at(
+                output_padding.span,
+                format!(
+                    "`{}` output_padding {op} ({what}) must be smaller than the stride {s} or the dilation {d}; PyTorch requires output_padding < max(stride, dilation)",
+                    layer.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+// PyTorch: "align_corners option can only be set with the interpolating modes":
+// upsample(2, align_corners=false) is an error, upsample(2, mode=bilinear, align_corners=true)
+// is not.
+fn check_align_corners(layer: &Layer, a: &UpsampleArgs) -> Result<(), Violation> {
+    match a.align_corners {
+        Some(ac) if !a.bilinear => Err(Violation::at(
+            ac.span,
+            format!(
+                "`align_corners` needs `mode=bilinear`, but `{}` here is nearest; PyTorch sets it only for interpolating modes",
+                layer.name
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 // Batch norm's `num_features`, when written, is the channel count it receives:

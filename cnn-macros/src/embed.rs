@@ -45,6 +45,17 @@ fn expected(plan: &Plan) -> Vec<Expected> {
                     push("bias", vec![a.c_out.v], false);
                 }
             }
+            LayerKind::ConvTranspose(a, _) => {
+                let [kh, kw] = a.kernel.v;
+                push(
+                    "weight",
+                    vec![a.c_in.v, a.c_out.v / a.groups.v, kh, kw],
+                    false,
+                );
+                if a.bias {
+                    push("bias", vec![a.c_out.v], false);
+                }
+            }
             LayerKind::BatchNorm(a) => {
                 let c = l.input.dims()[0];
                 if a.affine {
@@ -477,7 +488,13 @@ mod tests {
     fn plan_of(body: TokenStream) -> Plan {
         let networks: crate::ast::Networks =
             syn::parse2(quote::quote!(struct N { #body })).unwrap();
-        crate::pipeline::plan(&networks.networks[0]).unwrap()
+        // check and shape directly, not through `pipeline` (which calls this module)
+        let net = &networks.networks[0];
+        let mut cx = Ctxt::new();
+        let planned = crate::check::input_and_layers(&mut cx, net, net.body.as_ref().unwrap())
+            .and_then(|(input, layers)| crate::shape::plan(&mut cx, input, layers));
+        cx.check().unwrap();
+        planned.unwrap()
     }
 
     /// Writes `tensors` (key, dtype, shape) as a safetensors file and runs [`check`] on it.
