@@ -382,6 +382,62 @@ mod tests {
     }
 
     #[test]
+    fn convtranspose_checks_channels_groups_and_output_padding() {
+        assert!(layer(
+            &decoded(quote!(convtranspose(8 -> 4, k3, s2, p1, output_padding=1))),
+            chw(8, 4, 4)
+        )
+        .is_ok());
+        // dilation 2 allows output_padding 1 at stride 1, as PyTorch does
+        assert!(layer(
+            &decoded(quote!(convt(8 -> 4, k3, d2, output_padding=(1, 0)))),
+            chw(8, 4, 4)
+        )
+        .is_ok());
+        assert_eq!(
+            broken(quote!(convt(8 -> 4, k3, s(1, 2), output_padding=(0, 2))), chw(8, 4, 4)),
+            "`convt` output_padding 2 (width) must be smaller than the stride 2 or the dilation 1; PyTorch requires output_padding < max(stride, dilation)"
+        );
+        assert_eq!(
+            broken(quote!(conv_transpose2d(4 -> 8, k3)), chw(3, 4, 4)),
+            "`conv_transpose2d` expects 4 input channels, but the tensor here is [3, 4, 4]"
+        );
+        assert_eq!(
+            broken(quote!(convtranspose(6 -> 8, k3, g4)), chw(6, 4, 4)),
+            "groups 4 does not divide the 6 input channels of `convtranspose`"
+        );
+        assert!(broken(quote!(convtranspose(6 -> 8, k3)), Shape::Flat(6))
+            .starts_with("`convtranspose` needs a [C, H, W] tensor"));
+    }
+
+    #[test]
+    fn align_corners_only_with_bilinear() {
+        for ok in [
+            quote!(upsample(2)),
+            quote!(upsample(2, mode = bilinear)),
+            quote!(upsample(2, mode = bilinear, align_corners = true)),
+            quote!(upsample(
+                scale_factor = (2, 3),
+                mode = bilinear,
+                align_corners = false
+            )),
+        ] {
+            assert!(layer(&decoded(ok.clone()), chw(1, 2, 2)).is_ok(), "{ok}");
+        }
+        for bad in [
+            quote!(upsample(2, align_corners = false)),
+            quote!(upsample(2, mode = nearest, align_corners = true)),
+        ] {
+            assert_eq!(
+                broken(bad, chw(1, 2, 2)),
+                "`align_corners` needs `mode=bilinear`, but `upsample` here is nearest; PyTorch sets it only for interpolating modes"
+            );
+        }
+        assert!(broken(quote!(upsample(2)), Shape::Flat(4))
+            .starts_with("`upsample` needs a [C, H, W] tensor"));
+    }
+
+    #[test]
     fn batchnorm_features_match_the_channels() {
         assert!(layer(&decoded(quote!(bn(16))), chw(16, 2, 2)).is_ok());
         assert!(layer(&decoded(quote!(bn)), chw(16, 2, 2)).is_ok());

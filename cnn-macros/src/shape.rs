@@ -303,8 +303,13 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
                         let what = ["height", "width"][axis];
                         let msg = match n {
                             Some(n) => format!(
-                                "`{}` output {what} would be {n}: (in − 1)·stride − 2·padding + dilation·(kernel − 1) + output_padding + 1 with in {i}, stride {}, padding {}, dilation {}, kernel {}, output_padding {}; it must be positive",
-                                layer.name, a.stride.v[axis], a.padding.v[axis], a.dilation.v[axis], a.kernel.v[axis], op.v[axis]
+                                "`{}` output {what} would be {n}, from (in − 1)·stride − 2·padding + dilation·(kernel − 1) + output_padding + 1 = ({i} − 1)·{} − 2·{} + {}·({} − 1) + {} + 1; it must be positive",
+                                layer.name,
+                                a.stride.v[axis],
+                                a.padding.v[axis],
+                                a.dilation.v[axis],
+                                a.kernel.v[axis],
+                                op.v[axis]
                             ),
                             None => format!("`{}` output {what} is too large", layer.name),
                         };
