@@ -263,6 +263,48 @@ fn convtranspose_and_upsample_follow_pytorch() {
 }
 
 #[test]
+fn convtranspose_and_upsample_spellings_agree() {
+    let twins = |tokens: TokenStream| -> Vec<String> {
+        let networks: Networks = syn::parse2(tokens).unwrap();
+        let p = pipeline::plan(&networks.networks[0]).unwrap();
+        let out = pipeline::expand(&networks).to_string();
+        assert!(!out.contains("compile_error"), "{out}");
+        let torch = out[out.find("nn.Sequential").unwrap()..]
+            .split('"')
+            .next()
+            .unwrap();
+        let mut all: Vec<String> = p
+            .layers
+            .iter()
+            .map(|l| format!("{:?}", l.output.dims()))
+            .collect();
+        all.push(torch.to_string());
+        all
+    };
+    // positional in PyTorch's order: kernel, stride, padding, output_padding, groups, bias, dilation
+    let positional = twins(quote! {
+        struct N { input(4, 5, 6) convt(4 -> 4, 3, 2, 1, 1, 2, false, 1) upsample(2, bilinear, align_corners=true) }
+    });
+    let keywords = twins(quote! {
+        struct N {
+            input(4, 5, 6)
+            conv_transpose2d(4 -> 4, kernel_size=3, stride=2, padding=1, output_padding=1, groups=2, bias=false, dilation=1)
+            upsample(scale_factor=(2, 2), mode="bilinear", align_corners=true)
+        }
+    });
+    let shorthand = twins(quote! {
+        struct N {
+            input(4, 5, 6) convtranspose(4 -> 4, k3, s2, p1, output_padding=(1, 1), g2, nobias, d1)
+            upsample(scale_factor=2, mode=bilinear, align_corners)
+        }
+    });
+    assert_eq!(positional, keywords);
+    assert_eq!(positional, shorthand);
+    assert_eq!(positional[0], "[4, 10, 12]");
+    assert_eq!(positional[1], "[4, 20, 24]");
+}
+
+#[test]
 fn convtranspose_and_upsample_twins_and_calls() {
     let networks: Networks = syn::parse2(quote! {
         struct N {
