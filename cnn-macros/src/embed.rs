@@ -529,6 +529,29 @@ mod tests {
         })
     }
 
+    /// `convtranspose` weights are `[IN, OUT/groups, KH, KW]` (PyTorch's in-channels-first
+    /// layout); `upsample` has none.
+    #[test]
+    fn convtranspose_weights_are_in_channels_first() {
+        let net = quote::quote!(input(4, 3, 3) convt(4 -> 6, k(3, 2), s2, g2) upsample(2) convt(6 -> 2, k1, nobias));
+        let good: &[(&str, &str, &[usize])] = &[
+            ("0.weight", "F32", &[4, 3, 3, 2]),
+            ("0.bias", "F32", &[6]),
+            ("2.weight", "F32", &[6, 2, 1, 1]),
+        ];
+        check_file(net.clone(), good).unwrap();
+        let mut bad = good.to_vec();
+        bad[0] = ("0.weight", "F32", &[6, 2, 3, 2]);
+        let err = check_file(net, &bad).unwrap_err();
+        assert!(
+            err.starts_with(
+                "tensor `0.weight` of layer 0 `convt(4 -> 6, k(3, 2), s2, g2)` has shape [6, 2, 3, 2] in `"
+            ),
+            "{err}"
+        );
+        assert!(err.ends_with("`, expected [4, 3, 3, 2]"), "{err}");
+    }
+
     #[test]
     fn the_file_must_hold_exactly_the_planned_tensors() {
         let net = quote::quote!(input(1, 4, 4) conv(1 -> 2, k3) bn relu fc(3) fc(2, nobias));
