@@ -27,6 +27,10 @@ cnn! {
     struct ConvKeywords {
         input(2, 16, 12) conv(2 -> 8, kernel_size=3, stride=1, padding=1, bias=false) bn(8) leaky_relu(negative_slope=0.2) conv(8 -> 12, kernel_size=(3, 1), stride=(2, 1), padding=(1, 0), dilation=(1, 1), groups=2) relu conv(12 -> 12, kernel_size=(1, 3), dilation=(1, 2), padding=(0, 2), groups=3, bias=true) maxpool(kernel_size=3, stride=2, padding=1, ceil_mode=true) avgpool(kernel_size=2, stride=1, padding=1, ceil_mode=false, count_include_pad=true) globalavgpool fc(12 -> 6, nobias)
     }
+    /// `convtranspose_geometry`: convtranspose, convt, conv_transpose2d, output_padding, dilation, groups, rectangular kernels, nobias, a bn fused after one, …
+    struct ConvtransposeGeometry {
+        input(4, 5, 6) convtranspose(4 -> 8, k3, s2, p1, output_padding=1) bn relu convt(8 -> 6, k(3,2), s(2,3), p(1,0), output_padding=(0,2), g2, nobias) tanh conv_transpose2d(6 -> 4, kernel_size=(2, 3), dilation=(2, 1), padding=(1, 1), output_padding=(1, 0), stride=1) conv(4 -> 4, k3) convtranspose(4 -> 3, k1)
+    }
     /// `global_pools`: conv, conv.k(h,w), conv.kN, conv.pN, conv.rect_kernel, gap, …
     struct GlobalPools {
         input(5, 7, 9) conv(5 -> 8, k(3,2)) relu conv(8 -> 8, k3, p1) gap
@@ -59,6 +63,10 @@ cnn! {
     struct TinyNet {
         input(3, 32, 32) conv(3 -> 16, k3, p1) bn relu maxpool(2) fc(10)
     }
+    /// `upsample_modes`: upsample nearest ×2 and ×(2, 3), bilinear ×(2, 3) with align_corners false, bilinear ×3 with align_corners true, convs between
+    struct UpsampleModes {
+        input(3, 5, 4) upsample(2) conv(3 -> 4, k3) upsample(scale_factor=(2, 3), mode=nearest) conv(4 -> 4, k3, s2) upsample(scale_factor=(2, 3), mode=bilinear) relu conv(4 -> 4, k3, s2) upsample(3, mode=bilinear, align_corners=true) conv(4 -> 2, k1)
+    }
     /// `vgg_cifar`: bn, conv, conv.kN, conv.pN, dropout, fc, …
     struct VggCifar {
         input(3, 32, 32) conv(3 -> 16, k3, p1) bn relu conv(16 -> 16, k3, p1) bn relu maxpool(2) conv(16 -> 32, k3, p1) bn relu conv(32 -> 32, k3, p1) bn relu maxpool(2) conv(32 -> 64, k3, p1) bn relu maxpool(2) dropout(0.25) fc(64) relu dropout(0.5) fc(10)
@@ -83,6 +91,11 @@ fn conv_geometry() {
 #[test]
 fn conv_keywords() {
     Fixture::check_everywhere::<ConvKeywords>("conv_keywords");
+}
+
+#[test]
+fn convtranspose_geometry() {
+    Fixture::check_everywhere::<ConvtransposeGeometry>("convtranspose_geometry");
 }
 
 #[test]
@@ -126,6 +139,11 @@ fn tiny_net() {
 }
 
 #[test]
+fn upsample_modes() {
+    Fixture::check_everywhere::<UpsampleModes>("upsample_modes");
+}
+
+#[test]
 fn vgg_cifar() {
     Fixture::check_everywhere::<VggCifar>("vgg_cifar");
 }
@@ -141,6 +159,7 @@ fn torch_twins_are_written_for_the_python_check() {
         "bn_variants": BnVariants::TORCH,
         "conv_geometry": ConvGeometry::TORCH,
         "conv_keywords": ConvKeywords::TORCH,
+        "convtranspose_geometry": ConvtransposeGeometry::TORCH,
         "global_pools": GlobalPools::TORCH,
         "groups_depthwise": GroupsDepthwise::TORCH,
         "lenet5": Lenet5::TORCH,
@@ -149,6 +168,7 @@ fn torch_twins_are_written_for_the_python_check() {
         "pooling": Pooling::TORCH,
         "softmax_channels": SoftmaxChannels::TORCH,
         "tiny_net": TinyNet::TORCH,
+        "upsample_modes": UpsampleModes::TORCH,
         "vgg_cifar": VggCifar::TORCH,
     });
     for (_, torch) in twins.as_object().unwrap() {

@@ -232,6 +232,32 @@ NETS = [
         ("relu6", nn.ReLU6()),
         ("fc(10)", nn.Linear(16, 10)),
     ], input_std=4.0),
+    Net("convtranspose_geometry", "ConvtransposeGeometry", [2, 4, 5, 6], [
+        ("convtranspose(4 -> 8, k3, s2, p1, output_padding=1)",
+         nn.ConvTranspose2d(4, 8, 3, stride=2, padding=1, output_padding=1)),
+        ("bn", bn(8)),
+        ("relu", nn.ReLU()),
+        ("convt(8 -> 6, k(3,2), s(2,3), p(1,0), output_padding=(0,2), g2, nobias)",
+         nn.ConvTranspose2d(8, 6, (3, 2), stride=(2, 3), padding=(1, 0), output_padding=(0, 2), groups=2, bias=False)),
+        ("tanh", nn.Tanh()),
+        ("conv_transpose2d(6 -> 4, kernel_size=(2, 3), dilation=(2, 1), padding=(1, 1), output_padding=(1, 0), stride=1)",
+         nn.ConvTranspose2d(6, 4, (2, 3), stride=1, padding=(1, 1), output_padding=(1, 0), dilation=(2, 1))),
+        ("conv(4 -> 4, k3)", nn.Conv2d(4, 4, 3)),
+        ("convtranspose(4 -> 3, k1)", nn.ConvTranspose2d(4, 3, 1)),
+    ]),
+    Net("upsample_modes", "UpsampleModes", [2, 3, 5, 4], [
+        ("upsample(2)", nn.Upsample(scale_factor=2.0, mode="nearest")),
+        ("conv(3 -> 4, k3)", nn.Conv2d(3, 4, 3)),
+        ("upsample(scale_factor=(2, 3), mode=nearest)", nn.Upsample(scale_factor=(2.0, 3.0), mode="nearest")),
+        ("conv(4 -> 4, k3, s2)", nn.Conv2d(4, 4, 3, stride=2)),
+        ("upsample(scale_factor=(2, 3), mode=bilinear)",
+         nn.Upsample(scale_factor=(2.0, 3.0), mode="bilinear", align_corners=False)),
+        ("relu", nn.ReLU()),
+        ("conv(4 -> 4, k3, s2)", nn.Conv2d(4, 4, 3, stride=2)),
+        ("upsample(3, mode=bilinear, align_corners=true)",
+         nn.Upsample(scale_factor=3.0, mode="bilinear", align_corners=True)),
+        ("conv(4 -> 2, k1)", nn.Conv2d(4, 2, 1)),
+    ]),
 ]
 
 
@@ -255,7 +281,7 @@ def init(model, gen):
     hidden by shrinking values; biases N(0, 0.1). BatchNorm gets random affine parameters and
     running statistics."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             fan_in = m.weight[0].numel()
             m.weight.data = torch.randn(m.weight.shape, generator=gen) * math.sqrt(2.0 / fan_in)
             if m.bias is not None:
@@ -343,7 +369,7 @@ def make(net):
         io[f"grad.{k}"] = grads[k]
         f64[f"grad.{k}"] = grads[k] - grads64[k]
 
-    depth = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model)
+    depth = sum(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) for m in model)
     rtol = 1e-4 * max(1.0, depth / 4)
     biggest_grad = max((float(g.abs().max()) for g in grads.values()), default=0.0)
     tolerances = {}

@@ -31,6 +31,9 @@ pub struct Layer {
 #[derive(Clone, Debug)]
 pub enum LayerKind {
     Conv(ConvArgs),
+    /// `convtranspose`: the convolution's arguments, plus `output_padding`.
+    ConvTranspose(ConvArgs, Sp<[usize; 2]>),
+    Upsample(UpsampleArgs),
     BatchNorm(BatchNormArgs),
     Activation(Activation),
     Softmax,
@@ -52,6 +55,16 @@ pub struct ConvArgs {
     pub dilation: Sp<[usize; 2]>,
     pub groups: Sp<usize>,
     pub bias: bool,
+}
+
+/// `nn.Upsample` with integer factors.
+#[derive(Clone, Debug)]
+pub struct UpsampleArgs {
+    pub scale: Sp<[usize; 2]>,
+    /// `mode=bilinear`, else nearest.
+    pub bilinear: bool,
+    /// `align_corners`, when written (PyTorch accepts it only with an interpolating mode).
+    pub align_corners: Option<Sp<bool>>,
 }
 
 #[derive(Clone, Debug)]
@@ -137,7 +150,14 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
     let is = |names: &[&str]| names.contains(&name.as_str());
     let before = cx.len();
     let kind = if is(symbol::CONV) {
-        conv(cx, item)
+        conv(cx, item, symbol::CONV_ARGS).map(|(c, _)| LayerKind::Conv(c))
+    } else if is(symbol::CONV_TRANSPOSE) {
+        conv(cx, item, symbol::CONV_TRANSPOSE_ARGS).map(|(c, a)| {
+            let op = a.pair_or(symbol::OUTPUT_PADDING, [0, 0], item);
+            LayerKind::ConvTranspose(c, op)
+        })
+    } else if is(symbol::UPSAMPLE) {
+        upsample(cx, item)
     } else if is(symbol::BN) {
         let a = Args::decode(cx, item, symbol::BN_ARGS, false);
         Some(LayerKind::BatchNorm(BatchNormArgs {
@@ -222,13 +242,16 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
     })
 }
 
-fn conv(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
-    let a = Args::decode(cx, item, symbol::CONV_ARGS, true);
+fn conv(cx: &mut Ctxt, item: &Item, params: &'static [Param]) -> Option<(ConvArgs, Args)> {
+    let a = Args::decode(cx, item, params, true);
     let Some((c_in, c_out)) = a.given.arrow else {
         if !a.failed {
             cx.error_spanned(
                 &item.tokens,
-                "`conv` needs its channels as `IN -> OUT`, e.g. `conv(3 -> 16, k3)`",
+                format!(
+                    "`{}` needs its channels as `IN -> OUT`, e.g. `{0}(3 -> 16, k3)`",
+                    item.name
+                ),
             );
         }
         return None;
@@ -237,12 +260,15 @@ fn conv(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
         if !a.failed {
             cx.error_spanned(
                 &item.tokens,
-                "`conv` needs a kernel size, e.g. `k3`, `k(3, 5)` or `kernel_size=3`",
+                format!(
+                    "`{}` needs a kernel size, e.g. `k3`, `k(3, 5)` or `kernel_size=3`",
+                    item.name
+                ),
             );
         }
         return None;
     };
-    Some(LayerKind::Conv(ConvArgs {
+    let conv = ConvArgs {
         c_in,
         c_out,
         kernel,
@@ -254,6 +280,35 @@ fn conv(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
             span: item.name.span(),
         }),
         bias: a.bool(symbol::BIAS, true),
+    };
+    Some((conv, a))
+}
+
+fn upsample(cx: &mut Ctxt, item: &Item) -> Option<LayerKind> {
+    let a = Args::decode(cx, item, symbol::UPSAMPLE_ARGS, false);
+    let Some(scale) = a.pair(symbol::SCALE_FACTOR) else {
+        if !a.failed {
+            cx.error_spanned(
+                &item.tokens,
+                format!(
+                    "`{}` needs a scale factor, e.g. `{0}(2)`, `{0}((2, 3))` or `{0}(scale_factor=2, mode=bilinear)`",
+                    item.name
+                ),
+            );
+        }
+        return None;
+    };
+    let align_corners = match a.given.values.get(symbol::ALIGN_CORNERS) {
+        Some(&Sp {
+            v: Decoded::Bool(b),
+            span,
+        }) => Some(Sp { v: b, span }),
+        _ => None,
+    };
+    Some(LayerKind::Upsample(UpsampleArgs {
+        scale,
+        bilinear: a.name(symbol::MODE) == Some(symbol::BILINEAR),
+        align_corners,
     }))
 }
 
@@ -326,6 +381,7 @@ enum Decoded {
     Pair([usize; 2]),
     Float(f64),
     Bool(bool),
+    Name(&'static str),
 }
 
 #[derive(Clone, Copy)]
@@ -471,7 +527,7 @@ impl Args {
             cx.error_at(from.span(), "`IN -> OUT` must be the first argument");
             return;
         }
-        let what = if symbol::CONV.contains(&layer) {
+        let what = if symbol::CONV.contains(&layer) || symbol::CONV_TRANSPOSE.contains(&layer) {
             "channels"
         } else {
             "features"
@@ -497,6 +553,20 @@ impl Args {
                 );
                 return;
             }
+        }
+        if let Some((p, word)) = params.iter().find_map(|p| match p.kind {
+            ValueKind::Name(words) => words.iter().find(|w| **w == name).map(|w| (p, *w)),
+            _ => None,
+        }) {
+            self.insert(
+                cx,
+                p,
+                Sp {
+                    v: Decoded::Name(word),
+                    span: ident.span(),
+                },
+            );
+            return;
         }
         if let Some(p) = params
             .iter()
@@ -583,6 +653,16 @@ impl Args {
                 v: Decoded::Pair(v),
                 span,
             } => Some(Sp { v: *v, span: *span }),
+            _ => None,
+        }
+    }
+
+    fn name(&self, name: &str) -> Option<&'static str> {
+        match self.given.values.get(name)? {
+            Sp {
+                v: Decoded::Name(v),
+                ..
+            } => Some(v),
             _ => None,
         }
     }
@@ -731,6 +811,20 @@ fn convert(cx: &mut Ctxt, p: &Param, value: &Value) -> Option<Decoded> {
             }
             _ => wrong_kind(cx, name, "`true` or `false`", value),
         },
+        ValueKind::Name(words) => {
+            let written = match value {
+                Value::Ident(i) => Some(i.to_string()),
+                Value::Lit(Lit::Str(s)) => Some(s.value()),
+                _ => None,
+            };
+            match written.and_then(|w| words.iter().find(|x| **x == w)) {
+                Some(w) => Some(Decoded::Name(w)),
+                None => {
+                    let list: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+                    wrong_kind(cx, name, &format!("one of {}", list.join(", ")), value)
+                }
+            }
+        }
     }
 }
 

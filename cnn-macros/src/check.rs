@@ -2,7 +2,9 @@
 //! tensor it receives. `shape::plan` applies `layer` to each layer before inferring its output,
 //! and reports the first broken rule with the shapes that led to it.
 
-use crate::args::{self, BatchNormArgs, ConvArgs, Layer, LayerKind, LinearArgs, PoolArgs, Sp};
+use crate::args::{
+    self, BatchNormArgs, ConvArgs, Layer, LayerKind, LinearArgs, PoolArgs, Sp, UpsampleArgs,
+};
 use crate::ast::{Item, Network};
 use crate::ctxt::{Ctxt, Violation};
 use crate::symbol;
@@ -83,6 +85,16 @@ pub fn layer(layer: &Layer, input: Shape) -> Result<(), Violation> {
             check_conv_channels(layer, a, input)?;
             check_groups(layer, a)
         }
+        LayerKind::ConvTranspose(a, output_padding) => {
+            check_spatial_input(layer, input)?;
+            check_conv_channels(layer, a, input)?;
+            check_groups(layer, a)?;
+            check_output_padding(layer, a, *output_padding)
+        }
+        LayerKind::Upsample(a) => {
+            check_spatial_input(layer, input)?;
+            check_align_corners(layer, a)
+        }
         LayerKind::BatchNorm(a) => {
             check_spatial_input(layer, input)?;
             check_batchnorm_channels(layer, a, input)
@@ -147,6 +159,45 @@ fn check_groups(layer: &Layer, a: &ConvArgs) -> Result<(), Violation> {
             layer.name
         ),
     ))
+}
+
+// PyTorch: "output padding must be smaller than either stride or dilation":
+// convtranspose(8 -> 4, k3, s2, output_padding=2) is an error, output_padding=1 is not.
+fn check_output_padding(
+    layer: &Layer,
+    a: &ConvArgs,
+    output_padding: Sp<[usize; 2]>,
+) -> Result<(), Violation> {
+    for axis in 0..2 {
+        let (op, s, d) = (output_padding.v[axis], a.stride.v[axis], a.dilation.v[axis]);
+        if op >= s.max(d) {
+            let what = ["height", "width"][axis];
+            return Err(Violation::at(
+                output_padding.span,
+                format!(
+                    "`{}` output_padding {op} ({what}) must be smaller than the stride {s} or the dilation {d}; PyTorch requires output_padding < max(stride, dilation)",
+                    layer.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+// PyTorch: "align_corners option can only be set with the interpolating modes":
+// upsample(2, align_corners=false) is an error, upsample(2, mode=bilinear, align_corners=true)
+// is not.
+fn check_align_corners(layer: &Layer, a: &UpsampleArgs) -> Result<(), Violation> {
+    match a.align_corners {
+        Some(ac) if !a.bilinear => Err(Violation::at(
+            ac.span,
+            format!(
+                "`align_corners` needs `mode=bilinear`, but `{}` here is nearest; PyTorch sets it only for interpolating modes",
+                layer.name
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 // Batch norm's `num_features`, when written, is the channel count it receives:
@@ -328,6 +379,62 @@ mod tests {
             broken(quote!(conv(6 -> 16, k1, g3)), chw(6, 4, 4)),
             "groups 3 does not divide the 16 output channels of `conv`"
         );
+    }
+
+    #[test]
+    fn convtranspose_checks_channels_groups_and_output_padding() {
+        assert!(layer(
+            &decoded(quote!(convtranspose(8 -> 4, k3, s2, p1, output_padding=1))),
+            chw(8, 4, 4)
+        )
+        .is_ok());
+        // dilation 2 allows output_padding 1 at stride 1, as PyTorch does
+        assert!(layer(
+            &decoded(quote!(convt(8 -> 4, k3, d2, output_padding=(1, 0)))),
+            chw(8, 4, 4)
+        )
+        .is_ok());
+        assert_eq!(
+            broken(quote!(convt(8 -> 4, k3, s(1, 2), output_padding=(0, 2))), chw(8, 4, 4)),
+            "`convt` output_padding 2 (width) must be smaller than the stride 2 or the dilation 1; PyTorch requires output_padding < max(stride, dilation)"
+        );
+        assert_eq!(
+            broken(quote!(conv_transpose2d(4 -> 8, k3)), chw(3, 4, 4)),
+            "`conv_transpose2d` expects 4 input channels, but the tensor here is [3, 4, 4]"
+        );
+        assert_eq!(
+            broken(quote!(convtranspose(6 -> 8, k3, g4)), chw(6, 4, 4)),
+            "groups 4 does not divide the 6 input channels of `convtranspose`"
+        );
+        assert!(broken(quote!(convtranspose(6 -> 8, k3)), Shape::Flat(6))
+            .starts_with("`convtranspose` needs a [C, H, W] tensor"));
+    }
+
+    #[test]
+    fn align_corners_only_with_bilinear() {
+        for ok in [
+            quote!(upsample(2)),
+            quote!(upsample(2, mode = bilinear)),
+            quote!(upsample(2, mode = bilinear, align_corners = true)),
+            quote!(upsample(
+                scale_factor = (2, 3),
+                mode = bilinear,
+                align_corners = false
+            )),
+        ] {
+            assert!(layer(&decoded(ok.clone()), chw(1, 2, 2)).is_ok(), "{ok}");
+        }
+        for bad in [
+            quote!(upsample(2, align_corners = false)),
+            quote!(upsample(2, mode = nearest, align_corners = true)),
+        ] {
+            assert_eq!(
+                broken(bad, chw(1, 2, 2)),
+                "`align_corners` needs `mode=bilinear`, but `upsample` here is nearest; PyTorch sets it only for interpolating modes"
+            );
+        }
+        assert!(broken(quote!(upsample(2)), Shape::Flat(4))
+            .starts_with("`upsample` needs a [C, H, W] tensor"));
     }
 
     #[test]

@@ -45,6 +45,17 @@ fn expected(plan: &Plan) -> Vec<Expected> {
                     push("bias", vec![a.c_out.v], false);
                 }
             }
+            LayerKind::ConvTranspose(a, _) => {
+                let [kh, kw] = a.kernel.v;
+                push(
+                    "weight",
+                    vec![a.c_in.v, a.c_out.v / a.groups.v, kh, kw],
+                    false,
+                );
+                if a.bias {
+                    push("bias", vec![a.c_out.v], false);
+                }
+            }
             LayerKind::BatchNorm(a) => {
                 let c = l.input.dims()[0];
                 if a.affine {
@@ -517,6 +528,29 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n")
         })
+    }
+
+    /// `convtranspose` weights are `[IN, OUT/groups, KH, KW]` (PyTorch's in-channels-first
+    /// layout); `upsample` has none.
+    #[test]
+    fn convtranspose_weights_are_in_channels_first() {
+        let net = quote::quote!(input(4, 3, 3) convt(4 -> 6, k(3, 2), s2, g2) upsample(2) convt(6 -> 2, k1, nobias));
+        let good: &[(&str, &str, &[usize])] = &[
+            ("0.weight", "F32", &[4, 3, 3, 2]),
+            ("0.bias", "F32", &[6]),
+            ("2.weight", "F32", &[6, 2, 1, 1]),
+        ];
+        check_file(net.clone(), good).unwrap();
+        let mut bad = good.to_vec();
+        bad[0] = ("0.weight", "F32", &[6, 2, 3, 2]);
+        let err = check_file(net, &bad).unwrap_err();
+        assert!(
+            err.starts_with(
+                "tensor `0.weight` of layer 0 `convt(4 -> 6, k(3, 2), s2, g2)` has shape [6, 2, 3, 2] in `"
+            ),
+            "{err}"
+        );
+        assert!(err.ends_with("`, expected [4, 3, 3, 2]"), "{err}");
     }
 
     #[test]

@@ -251,7 +251,7 @@ fn workspace(plan: &Plan, all: &[Parts]) -> TokenStream {
         .layers
         .iter()
         .map(|l| match &l.layer.kind {
-            LayerKind::Conv(a) => a.c_out.v,
+            LayerKind::Conv(a) | LayerKind::ConvTranspose(a, _) => a.c_out.v,
             _ => 0,
         })
         .max()
@@ -317,6 +317,53 @@ fn parts(l: &Planned) -> Parts {
             p.seeded = quote!(#field: __cnn::Conv2d::seeded(#i, #desc, #bias, &mut __rng),);
             p.save = quote!(self.#field.save(&mut __out););
             p.run = quote!(__exec.conv2d(&self.#field););
+        }
+        LayerKind::ConvTranspose(a, op) => {
+            let (c_in, c_out, groups) = (lit(a.c_in.v), lit(a.c_out.v), lit(a.groups.v));
+            let (kernel, stride, padding, output_padding, dilation) = (
+                pair(a.kernel.v),
+                pair(a.stride.v),
+                pair(a.padding.v),
+                pair(op.v),
+                pair(a.dilation.v),
+            );
+            let (in_hw, out_hw) = (pair([h, w]), pair(out_hw));
+            p.params = Some(quote! {
+                const #desc: __cnn::ConvTranspose2dParams = __cnn::ConvTranspose2dParams {
+                    c_in: #c_in, c_out: #c_out, groups: #groups,
+                    kernel: #kernel, stride: #stride, padding: #padding,
+                    output_padding: #output_padding, dilation: #dilation,
+                    in_hw: #in_hw, out_hw: #out_hw,
+                };
+            });
+            let bias = a.bias;
+            p.scratch = Some(quote!(#desc.scratch_len()));
+            p.field = Some((
+                field.clone(),
+                quote!(::cnn::__private::ConvTranspose2d),
+                doc,
+            ));
+            p.load = quote!(#field: __cnn::ConvTranspose2d::load(&__weights, #i, #desc, #bias)?,);
+            p.seeded =
+                quote!(#field: __cnn::ConvTranspose2d::seeded(#i, #desc, #bias, &mut __rng),);
+            p.save = quote!(self.#field.save(&mut __out););
+            p.run = quote!(__exec.conv_transpose2d(&self.#field););
+        }
+        LayerKind::Upsample(a) => {
+            let (channels, scale, in_hw, out_hw) =
+                (lit(c), pair(a.scale.v), pair([h, w]), pair(out_hw));
+            let mode = if a.bilinear {
+                let ac = a.align_corners.is_some_and(|ac| ac.v);
+                quote!(__cnn::UpsampleMode::Bilinear { align_corners: #ac })
+            } else {
+                quote!(__cnn::UpsampleMode::Nearest)
+            };
+            p.params = Some(quote! {
+                const #desc: __cnn::Upsample2dParams = __cnn::Upsample2dParams {
+                    channels: #channels, scale: #scale, mode: #mode, in_hw: #in_hw, out_hw: #out_hw,
+                };
+            });
+            p.run = quote!(__exec.upsample2d(&#desc););
         }
         LayerKind::BatchNorm(a) => {
             let (channels, hw) = (lit(c), lit(h * w));
@@ -422,18 +469,22 @@ fn pool(
     }
 }
 
-/// The forward calls, with each `conv` followed by a `bn` with running statistics and/or an
+/// The forward calls, with each `conv` or `convtranspose` followed by a `bn` with running statistics and/or an
 /// element-wise activation fused into one `conv2d_fused` call.
 fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
     let layers = &plan.layers;
     let mut out = Vec::with_capacity(layers.len());
     let mut i = 0;
     while i < layers.len() {
-        if !matches!(layers[i].layer.kind, LayerKind::Conv(_)) {
-            out.push(all[i].run.clone());
-            i += 1;
-            continue;
-        }
+        let fused = match layers[i].layer.kind {
+            LayerKind::Conv(_) => format_ident!("conv2d_fused"),
+            LayerKind::ConvTranspose(..) => format_ident!("conv_transpose2d_fused"),
+            _ => {
+                out.push(all[i].run.clone());
+                i += 1;
+                continue;
+            }
+        };
         let conv = format_ident!("layer_{}", layers[i].index);
         let mut next = i + 1;
         let mut bn = quote!(::core::option::Option::None);
@@ -453,7 +504,7 @@ fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
         if next == i + 1 {
             out.push(all[i].run.clone());
         } else {
-            out.push(quote!(__exec.conv2d_fused(&self.#conv, #bn, #act)?;));
+            out.push(quote!(__exec.#fused(&self.#conv, #bn, #act)?;));
         }
         i = next;
     }
@@ -504,6 +555,45 @@ fn torch(l: &Planned) -> String {
                 s += ", bias=False";
             }
             s + ")"
+        }
+        LayerKind::ConvTranspose(a, op) => {
+            let mut s = format!(
+                "nn.ConvTranspose2d({}, {}, kernel_size={}, stride={}",
+                a.c_in.v,
+                a.c_out.v,
+                tuple(a.kernel.v),
+                tuple(a.stride.v)
+            );
+            if a.padding.v != [0, 0] {
+                s += &format!(", padding={}", tuple(a.padding.v));
+            }
+            if op.v != [0, 0] {
+                s += &format!(", output_padding={}", tuple(op.v));
+            }
+            if a.groups.v != 1 {
+                s += &format!(", groups={}", a.groups.v);
+            }
+            if !a.bias {
+                s += ", bias=False";
+            }
+            if a.dilation.v != [1, 1] {
+                s += &format!(", dilation={}", tuple(a.dilation.v));
+            }
+            s + ")"
+        }
+        LayerKind::Upsample(a) => {
+            let [sh, sw] = a.scale.v;
+            let scale = if sh == sw {
+                format!("{:?}", sh as f64)
+            } else {
+                format!("({:?}, {:?})", sh as f64, sw as f64)
+            };
+            if a.bilinear {
+                let ac = py_bool(a.align_corners.is_some_and(|ac| ac.v));
+                format!("nn.Upsample(scale_factor={scale}, mode='bilinear', align_corners={ac})")
+            } else {
+                format!("nn.Upsample(scale_factor={scale}, mode='nearest')")
+            }
         }
         LayerKind::BatchNorm(a) => format!(
             "nn.BatchNorm2d({c}, eps={:?}, momentum={:?}, affine={}, track_running_stats={})",

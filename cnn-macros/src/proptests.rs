@@ -92,6 +92,8 @@ fn stream(toks: &[Tok]) -> TokenStream {
 fn vocabulary() -> Vec<&'static str> {
     let params = [
         symbol::CONV_ARGS,
+        symbol::CONV_TRANSPOSE_ARGS,
+        symbol::UPSAMPLE_ARGS,
         symbol::BN_ARGS,
         symbol::LEAKY_RELU_ARGS,
         symbol::MAXPOOL_ARGS,
@@ -106,6 +108,9 @@ fn vocabulary() -> Vec<&'static str> {
     for p in params.iter().flat_map(|p| p.iter()) {
         words.push(p.name);
         words.extend(p.short);
+        if let symbol::ValueKind::Name(names) = p.kind {
+            words.extend(names);
+        }
     }
     words.extend(symbol::FLAGS.iter().map(|f| f.0));
     words.sort_unstable();
@@ -513,6 +518,30 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(2000))]
+
+    /// Any sizes at all: the transposed length never overflows, and is the closed form in i128
+    /// whenever that fits a `usize` and is positive.
+    #[test]
+    fn transposed_len_of_huge_sizes_never_overflows(
+        i in 1..=usize::MAX, k in 1..=usize::MAX, s in 1..=usize::MAX, p in any::<usize>(),
+        d in 1..=usize::MAX, op in any::<usize>(),
+    ) {
+        let exact = (i as i128 - 1)
+            .checked_mul(s as i128)
+            .and_then(|v| v.checked_sub(2 * p as i128))
+            .and_then(|v| v.checked_add((d as i128).checked_mul(k as i128 - 1)?))
+            .and_then(|v| v.checked_add(op as i128 + 1));
+        let want = match exact {
+            Some(v) if v > 0 => usize::try_from(v).map_err(|_| None),
+            Some(v) => Err(Some(v)),
+            None => Err(None),
+        };
+        prop_assert_eq!(shape::transposed_len(i, k, s, p, d, op), want);
+    }
+}
+
 /// One layer of a random valid network, before it is fitted to the shape it receives.
 #[derive(Clone, Debug)]
 enum Spec {
@@ -532,6 +561,21 @@ enum Spec {
         p: [usize; 2],
         ceil: bool,
     },
+    ConvT {
+        c_out: usize,
+        k: [usize; 2],
+        s: [usize; 2],
+        p: [usize; 2],
+        op: [usize; 2],
+        d: [usize; 2],
+        g: usize,
+        bias: bool,
+    },
+    Upsample {
+        scale: [usize; 2],
+        /// `None` nearest, else bilinear with this `align_corners`.
+        bilinear: Option<bool>,
+    },
     Bn(bool),
     Activation(&'static str),
     Global(bool),
@@ -549,6 +593,10 @@ fn spec() -> BoxedStrategy<Spec> {
             .prop_map(|(c_out, k, s, p, d, g, bias)| Spec::Conv { c_out, k, s, p, d, g: 1 << g, bias }),
         3 => (any::<bool>(), pair(1..5), prop::option::of(pair(1..4)), pair(0..3), any::<bool>())
             .prop_map(|(max, k, s, p, ceil)| Spec::Pool { max, k, s, p, ceil }),
+        2 => (1usize..6, pair(1..4), pair(1..4), pair(0..3), pair(0..3), pair(1..3), 0usize..3, any::<bool>())
+            .prop_map(|(c_out, k, s, p, op, d, g, bias)| Spec::ConvT { c_out, k, s, p, op, d, g: 1 << g, bias }),
+        1 => (pair(1..4), prop::option::of(any::<bool>()))
+            .prop_map(|(scale, bilinear)| Spec::Upsample { scale, bilinear }),
         1 => any::<bool>().prop_map(Spec::Bn),
         2 => prop::sample::select(vec![
             "relu", "tanh", "sigmoid", "gelu", "silu", "softmax", "dropout", "relu6", "hardswish",
@@ -621,6 +669,63 @@ fn build(input: [usize; 3], specs: &[Spec]) -> (TokenStream, Vec<(Shape, Shape)>
                     #name(kernel_size = (#kh, #kw), #stride padding = (#ph, #pw), ceil_mode = #ceil)
                 };
                 (layer, Shape::Chw { c, h: oh, w: ow })
+            }
+            (
+                Spec::ConvT {
+                    c_out,
+                    k,
+                    s,
+                    p,
+                    op,
+                    d,
+                    g,
+                    bias,
+                },
+                Shape::Chw { c, h, w },
+            ) => {
+                let g = if c % g == 0 { *g } else { 1 };
+                let c_out = c_out * g;
+                let mut out = [0; 2];
+                let mut p = *p;
+                let mut op = *op;
+                for axis in 0..2 {
+                    let (len, k, s, d) = ([h, w][axis], k[axis], s[axis], d[axis]);
+                    op[axis] = op[axis].min(s.max(d) - 1);
+                    let full = (len - 1) * s + d * (k - 1) + op[axis];
+                    p[axis] = p[axis].min(full / 2);
+                    out[axis] = full - 2 * p[axis] + 1;
+                }
+                let ([kh, kw], [sh, sw], [ph, pw], [oph, opw], [dh, dw]) = (*k, *s, p, op, *d);
+                let layer = quote! {
+                    convtranspose(#c -> #c_out, kernel_size = (#kh, #kw), stride = (#sh, #sw),
+                         padding = (#ph, #pw), output_padding = (#oph, #opw),
+                         dilation = (#dh, #dw), groups = #g, bias = #bias)
+                };
+                (
+                    layer,
+                    Shape::Chw {
+                        c: c_out,
+                        h: out[0],
+                        w: out[1],
+                    },
+                )
+            }
+            (Spec::Upsample { scale, bilinear }, Shape::Chw { c, h, w }) => {
+                let [sh, sw] = *scale;
+                let layer = match bilinear {
+                    None => quote!(upsample(scale_factor = (#sh, #sw))),
+                    Some(ac) => {
+                        quote!(upsample(scale_factor = (#sh, #sw), mode = bilinear, align_corners = #ac))
+                    }
+                };
+                (
+                    layer,
+                    Shape::Chw {
+                        c,
+                        h: h * sh,
+                        w: w * sw,
+                    },
+                )
             }
             (Spec::Bn(explicit), Shape::Chw { c, .. }) => {
                 let layer = if *explicit {

@@ -80,6 +80,40 @@ pub fn out_len(
     usize::try_from(out).ok()
 }
 
+/// PyTorch's output length of one axis of a transposed convolution,
+/// `(in − 1)·stride − 2·padding + dilation·(kernel − 1) + output_padding + 1`; `Err(Some(n))`
+/// when that is not positive, `Err(None)` when it does not fit a `usize`.
+pub fn transposed_len(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    output_padding: usize,
+) -> Result<usize, Option<i128>> {
+    let (i, k, s, p, d, op) = (
+        input as i128,
+        kernel as i128,
+        stride as i128,
+        padding as i128,
+        dilation as i128,
+        output_padding as i128,
+    );
+    let out = (|| {
+        (i - 1)
+            .checked_mul(s)?
+            .checked_sub(p.checked_mul(2)?)?
+            .checked_add(d.checked_mul(k - 1)?)?
+            .checked_add(op)?
+            .checked_add(1)
+    })()
+    .ok_or(None)?;
+    if out <= 0 {
+        return Err(Some(out));
+    }
+    usize::try_from(out).map_err(|_| None)
+}
+
 struct Walk<'a> {
     cx: &'a mut Ctxt,
     trail: Vec<(String, Shape)>,
@@ -199,6 +233,15 @@ fn cost(layer: &Layer, input: Shape, output: Shape) -> Option<(usize, usize)> {
             let params = weights.checked_add(if a.bias { a.c_out.v } else { 0 })?;
             Some((params, output.len().checked_mul(fan_in)?))
         }
+        LayerKind::ConvTranspose(a, _) => {
+            // Every input value feeds `c_out/groups · KH · KW` outputs.
+            let taps = (a.c_out.v / a.groups.v)
+                .checked_mul(a.kernel.v[0])?
+                .checked_mul(a.kernel.v[1])?;
+            let weights = taps.checked_mul(a.c_in.v)?;
+            let params = weights.checked_add(if a.bias { a.c_out.v } else { 0 })?;
+            Some((params, input.len().checked_mul(taps)?))
+        }
         LayerKind::BatchNorm(a) => Some((
             if a.affine {
                 input.dims()[0].checked_mul(2)?
@@ -243,6 +286,51 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
             )?;
             checked(walk, layer, [a.c_out.v, oh, ow])
         }
+        (LayerKind::ConvTranspose(a, op), Shape::Chw { h, w, .. }) => {
+            let mut out = [0; 2];
+            for axis in 0..2 {
+                let i = [h, w][axis];
+                match transposed_len(
+                    i,
+                    a.kernel.v[axis],
+                    a.stride.v[axis],
+                    a.padding.v[axis],
+                    a.dilation.v[axis],
+                    op.v[axis],
+                ) {
+                    Ok(n) => out[axis] = n,
+                    Err(n) => {
+                        let what = ["height", "width"][axis];
+                        let msg = match n {
+                            Some(n) => format!(
+                                "`{}` output {what} would be {n}, from (in − 1)·stride − 2·padding + dilation·(kernel − 1) + output_padding + 1 = ({i} − 1)·{} − 2·{} + {}·({} − 1) + {} + 1; it must be positive",
+                                layer.name,
+                                a.stride.v[axis],
+                                a.padding.v[axis],
+                                a.dilation.v[axis],
+                                a.kernel.v[axis],
+                                op.v[axis]
+                            ),
+                            None => format!("`{}` output {what} is too large", layer.name),
+                        };
+                        return walk.fail(a.padding.span, msg);
+                    }
+                }
+            }
+            checked(walk, layer, [a.c_out.v, out[0], out[1]])
+        }
+        (LayerKind::Upsample(a), Shape::Chw { c, h, w }) => {
+            match (h.checked_mul(a.scale.v[0]), w.checked_mul(a.scale.v[1])) {
+                (Some(oh), Some(ow)) => checked(walk, layer, [c, oh, ow]),
+                _ => walk.fail_layer(
+                    layer,
+                    format!(
+                        "the output of `{}` [{c}, {h}·{}, {w}·{}] has too many elements",
+                        layer.name, a.scale.v[0], a.scale.v[1]
+                    ),
+                ),
+            }
+        }
         (LayerKind::Pool(a), Shape::Chw { c, h, w }) => {
             let [oh, ow] = spatial(
                 walk,
@@ -258,6 +346,8 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
         }
         (
             LayerKind::Conv(_)
+            | LayerKind::ConvTranspose(..)
+            | LayerKind::Upsample(_)
             | LayerKind::BatchNorm(_)
             | LayerKind::Pool(_)
             | LayerKind::GlobalPool(_),

@@ -4,6 +4,8 @@
 pub const INPUT: &str = "input";
 
 pub const CONV: &[&str] = &["conv", "conv2d"];
+pub const CONV_TRANSPOSE: &[&str] = &["convtranspose", "convt", "conv_transpose2d"];
+pub const UPSAMPLE: &[&str] = &["upsample"];
 pub const BN: &[&str] = &["bn", "batchnorm", "batchnorm2d"];
 pub const RELU: &[&str] = &["relu"];
 pub const RELU6: &[&str] = &["relu6"];
@@ -28,6 +30,8 @@ pub const IDENTITY: &[&str] = &["identity"];
 pub const LAYERS: &[&[&str]] = &[
     &[INPUT],
     CONV,
+    CONV_TRANSPOSE,
+    UPSAMPLE,
     BN,
     RELU,
     RELU6,
@@ -62,6 +66,8 @@ pub enum ValueKind {
     Float,
     /// `true` or `false`.
     Bool,
+    /// One of these bare names, e.g. `mode=nearest`.
+    Name(&'static [&'static str]),
 }
 
 /// One argument a layer accepts.
@@ -97,6 +103,12 @@ pub const COUNT_INCLUDE_PAD: &str = "count_include_pad";
 pub const IN_FEATURES: &str = "in_features";
 pub const OUT_FEATURES: &str = "out_features";
 pub const P: &str = "p";
+pub const OUTPUT_PADDING: &str = "output_padding";
+pub const SCALE_FACTOR: &str = "scale_factor";
+pub const MODE: &str = "mode";
+pub const ALIGN_CORNERS: &str = "align_corners";
+pub const NEAREST: &str = "nearest";
+pub const BILINEAR: &str = "bilinear";
 
 /// Bare flags: `nobias` means `bias=false`, `ceil` means `ceil_mode=true`.
 pub const FLAGS: &[(&str, &str, bool)] = &[("nobias", BIAS, false), ("ceil", CEIL_MODE, true)];
@@ -109,6 +121,26 @@ pub const CONV_ARGS: &[Param] = &[
     param(DILATION, Some("d"), PositivePair),
     param(GROUPS, Some("g"), Positive),
     param(BIAS, None, Bool),
+];
+
+/// `convtranspose(IN -> OUT, …)`, positional after the channels in PyTorch's order
+/// (`nn.ConvTranspose2d(in, out, kernel_size, stride, padding, output_padding, groups, bias,
+/// dilation)`).
+pub const CONV_TRANSPOSE_ARGS: &[Param] = &[
+    param(KERNEL_SIZE, Some("k"), PositivePair),
+    param(STRIDE, Some("s"), PositivePair),
+    param(PADDING, Some("p"), NonNegativePair),
+    param(OUTPUT_PADDING, None, NonNegativePair),
+    param(GROUPS, Some("g"), Positive),
+    param(BIAS, None, Bool),
+    param(DILATION, Some("d"), PositivePair),
+];
+
+/// `upsample(2)`, `upsample(scale_factor=(2, 3), mode=bilinear, align_corners=true)`.
+pub const UPSAMPLE_ARGS: &[Param] = &[
+    param(SCALE_FACTOR, None, PositivePair),
+    param(MODE, None, Name(&[NEAREST, BILINEAR])),
+    param(ALIGN_CORNERS, None, Bool),
 ];
 
 pub const BN_ARGS: &[Param] = &[

@@ -222,6 +222,117 @@ fn shape_errors_carry_the_trail() {
 }
 
 #[test]
+fn convtranspose_and_upsample_follow_pytorch() {
+    // convtranspose_geometry and upsample_modes fixtures: PyTorch's shapes.
+    let p = plan(quote! {
+        struct T {
+            input(4, 5, 6) convtranspose(4 -> 8, k3, s2, p1, output_padding=1) bn relu
+            convt(8 -> 6, k(3,2), s(2,3), p(1,0), output_padding=(0,2), g2, nobias) tanh
+            conv_transpose2d(6 -> 4, kernel_size=(2, 3), dilation=(2, 1), padding=(1, 1), output_padding=(1, 0), stride=1)
+            conv(4 -> 4, k3) convtranspose(4 -> 3, k1)
+        }
+    })
+    .unwrap();
+    let out: Vec<Vec<usize>> = p.layers.iter().map(|l| l.output.dims()).collect();
+    assert_eq!(out[0], [8, 10, 12]);
+    assert_eq!(out[3], [6, 19, 37]);
+    assert_eq!(out[5], [4, 20, 37]);
+    assert_eq!(p.output(), Shape::Chw { c: 3, h: 18, w: 35 });
+    // weight [IN, OUT/g, KH, KW] plus bias; MACs = input elements · OUT/g·KH·KW
+    assert_eq!(
+        (p.layers[0].params, p.layers[0].macs),
+        (4 * 8 * 9 + 8, 4 * 30 * 8 * 9)
+    );
+    assert_eq!(
+        (p.layers[3].params, p.layers[3].macs),
+        (8 * 3 * 6, 8 * 120 * 3 * 6)
+    );
+    let p = plan(quote! {
+        struct U {
+            input(3, 5, 4) upsample(2) conv(3 -> 4, k3) upsample(scale_factor=(2, 3), mode=nearest)
+            conv(4 -> 4, k3, s2) upsample(scale_factor=(2, 3), mode=bilinear) relu
+            conv(4 -> 4, k3, s2) upsample(3, mode=bilinear, align_corners=true) conv(4 -> 2, k1)
+            upsample((1, 2), bilinear)
+        }
+    })
+    .unwrap();
+    assert_eq!(p.layers[0].output.dims(), [3, 10, 8]);
+    assert_eq!(p.layers[2].output.dims(), [4, 16, 18]);
+    assert_eq!(p.layers[0].params + p.layers[0].macs, 0);
+    assert_eq!(p.output(), Shape::Chw { c: 2, h: 18, w: 66 });
+}
+
+#[test]
+fn convtranspose_and_upsample_spellings_agree() {
+    let twins = |tokens: TokenStream| -> Vec<String> {
+        let networks: Networks = syn::parse2(tokens).unwrap();
+        let p = pipeline::plan(&networks.networks[0]).unwrap();
+        let out = pipeline::expand(&networks).to_string();
+        assert!(!out.contains("compile_error"), "{out}");
+        let torch = out[out.find("nn.Sequential").unwrap()..]
+            .split('"')
+            .next()
+            .unwrap();
+        let mut all: Vec<String> = p
+            .layers
+            .iter()
+            .map(|l| format!("{:?}", l.output.dims()))
+            .collect();
+        all.push(torch.to_string());
+        all
+    };
+    // positional in PyTorch's order: kernel, stride, padding, output_padding, groups, bias, dilation
+    let positional = twins(quote! {
+        struct N { input(4, 5, 6) convt(4 -> 4, 3, 2, 1, 1, 2, false, 1) upsample(2, bilinear, align_corners=true) }
+    });
+    let keywords = twins(quote! {
+        struct N {
+            input(4, 5, 6)
+            conv_transpose2d(4 -> 4, kernel_size=3, stride=2, padding=1, output_padding=1, groups=2, bias=false, dilation=1)
+            upsample(scale_factor=(2, 2), mode="bilinear", align_corners=true)
+        }
+    });
+    let shorthand = twins(quote! {
+        struct N {
+            input(4, 5, 6) convtranspose(4 -> 4, k3, s2, p1, output_padding=(1, 1), g2, nobias, d1)
+            upsample(scale_factor=2, mode=bilinear, align_corners)
+        }
+    });
+    assert_eq!(positional, keywords);
+    assert_eq!(positional, shorthand);
+    assert_eq!(positional[0], "[4, 10, 12]");
+    assert_eq!(positional[1], "[4, 20, 24]");
+}
+
+#[test]
+fn convtranspose_and_upsample_twins_and_calls() {
+    let networks: Networks = syn::parse2(quote! {
+        struct N {
+            input(4, 5, 6) convt(4 -> 8, k(3, 2), s2, p1, output_padding=(1, 0), g2, nobias, d(1, 2)) bn relu
+            upsample(2) upsample((2, 3), mode=bilinear) upsample(scale_factor=3, mode=bilinear, align_corners=true)
+            convtranspose(8 -> 2, k1)
+        }
+    })
+    .unwrap();
+    let out = pipeline::expand(&networks).to_string();
+    for want in [
+        r"nn.ConvTranspose2d(4, 8, kernel_size=(3, 2), stride=(2, 2), padding=(1, 1), output_padding=(1, 0), groups=2, bias=False, dilation=(1, 2))",
+        r"nn.Upsample(scale_factor=2.0, mode='nearest')",
+        r"nn.Upsample(scale_factor=(2.0, 3.0), mode='bilinear', align_corners=False)",
+        r"nn.Upsample(scale_factor=3.0, mode='bilinear', align_corners=True)",
+        r"nn.ConvTranspose2d(8, 2, kernel_size=(1, 1), stride=(1, 1))",
+        "__exec . conv_transpose2d_fused (& self . layer_0 , :: core :: option :: Option :: Some (& self . layer_1) , :: core :: option :: Option :: Some (__cnn :: Activation :: Relu)) ?",
+        "__exec . conv_transpose2d (& self . layer_6)",
+        "__exec . upsample2d (& __PARAMS_3)",
+        "__cnn :: UpsampleMode :: Bilinear { align_corners : true }",
+        "__cnn :: UpsampleMode :: Nearest",
+        "__PARAMS_0 . scratch_len ()",
+    ] {
+        assert!(out.contains(want), "{want} not in {out}");
+    }
+}
+
+#[test]
 fn absurd_numbers_are_errors_not_overflows() {
     let max = usize::MAX;
     for tokens in [
@@ -233,6 +344,12 @@ fn absurd_numbers_are_errors_not_overflows() {
         quote!(struct N { input(4194304, 4194304, 4194304) relu }),
         quote!(struct N { input(3, 8, 8) bn(eps = 1e300) }),
         quote!(struct N { input(3, 8, 8) dropout(-0.5) }),
+        quote!(struct N { input(3, 8, 8) upsample(#max) }),
+        quote!(struct N { input(3, 8, 8) upsample((2, #max)) upsample(#max) }),
+        quote!(struct N { input(3, 8, 8) convt(3 -> 4, k(#max, 1), s(#max, 1), d(#max, 1)) }),
+        quote!(struct N { input(3, 8, 8) convt(3 -> 4, k1, s(#max, 1), output_padding=(#max, 0)) }),
+        quote!(struct N { input(3, 8, 8) convt(3 -> 4, k2, p(#max, 0)) }),
+        quote!(struct N { input(1, 1, 1) convt(1 -> #max, k1) convt(#max -> #max, k1) }),
     ] {
         assert!(plan(tokens).is_err());
     }

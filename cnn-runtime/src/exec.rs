@@ -2,11 +2,13 @@
 
 use ndarray::{s, Array2, Array4, ArrayView4, ArrayViewMut, Axis, Dimension, Slice};
 
-use crate::layers::{BatchNorm2d, Conv2d, Linear};
+use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
 use crate::ops::activation::{self, Activation};
 use crate::ops::batchnorm;
 use crate::ops::conv::{self, Epilogue};
+use crate::ops::conv_transpose;
 use crate::ops::pool::{self, Pool2dParams};
+use crate::ops::upsample::{self, Upsample2dParams};
 use crate::tuning::{CHUNK, POOL_MIN_MACS, POOL_MIN_SPLIT};
 use crate::Error;
 
@@ -108,7 +110,39 @@ impl Exec {
         bn: Option<&BatchNorm2d>,
         act: Option<Activation>,
     ) -> Result<(), Error> {
-        let c = conv.params.c_out;
+        self.fused(conv.params.c_out, bn, act, |exec, epilogue| {
+            exec.conv(conv, epilogue);
+        })
+    }
+
+    /// `nn.ConvTranspose2d`.
+    pub fn conv_transpose2d(&mut self, layer: &ConvTranspose2d) {
+        self.conv_transpose(layer, Epilogue::default());
+    }
+
+    /// `nn.ConvTranspose2d`, then (optionally) `nn.BatchNorm2d` with running statistics and
+    /// an activation, fused as in [`conv2d_fused`](Self::conv2d_fused).
+    pub fn conv_transpose2d_fused(
+        &mut self,
+        conv: &ConvTranspose2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        self.fused(conv.params.c_out, bn, act, |exec, epilogue| {
+            exec.conv_transpose(conv, epilogue);
+        })
+    }
+
+    /// Runs `layer(self, epilogue)` for a layer of `c` output channels with `bn` folded into
+    /// its epilogue and `act` after it; a `bn` without running statistics (which needs the
+    /// whole batch) and the activation then run as separate steps.
+    fn fused(
+        &mut self,
+        c: usize,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+        layer: impl FnOnce(&mut Self, Epilogue<'_>),
+    ) -> Result<(), Error> {
         let mut affine = std::mem::take(&mut self.affine);
         let folded = match bn {
             Some(bn) => match &bn.running {
@@ -131,7 +165,7 @@ impl Exec {
         };
         if !folded {
             self.affine = affine;
-            self.conv2d(conv);
+            layer(self, Epilogue::default());
             if let Some(bn) = bn {
                 self.batchnorm(bn)?;
             }
@@ -147,9 +181,35 @@ impl Exec {
             }),
             act,
         };
-        self.conv(conv, epilogue);
+        layer(self, epilogue);
         self.affine = affine;
         Ok(())
+    }
+
+    /// One transposed convolution with `epilogue`.
+    fn conv_transpose(&mut self, conv: &ConvTranspose2d, epilogue: Epilogue<'_>) {
+        let (n, threads, p) = (self.n, self.threads, &conv.params);
+        self.step(p.out_len(), |x, y, s| {
+            conv_transpose::forward(
+                p,
+                n,
+                x,
+                &conv.weight,
+                conv.bias.as_deref(),
+                epilogue,
+                threads,
+                y,
+                s,
+            );
+        });
+    }
+
+    /// `nn.Upsample` (nearest or bilinear, integer factors).
+    pub fn upsample2d(&mut self, params: &Upsample2dParams) {
+        let n = self.n;
+        self.step(params.out_len(), |x, y, _| {
+            upsample::upsample2d(params, n, x, y)
+        });
     }
 
     /// One convolution with `epilogue`.

@@ -12,6 +12,7 @@
 use crate::init::Rng;
 use crate::ops::batchnorm::{self, BatchNormParams};
 use crate::ops::conv::{Conv2dParams, Filters};
+use crate::ops::conv_transpose::ConvTranspose2dParams;
 use crate::ops::linear::{self, LinearParams};
 use crate::weights::{TensorWriter, Weights};
 use crate::Error;
@@ -75,6 +76,73 @@ impl Conv2d {
             self.filters.weight(),
         );
         if let Some(b) = self.filters.bias() {
+            out.f32(format!("{index}.bias"), &[self.params.c_out], b);
+        }
+    }
+}
+
+/// PyTorch: `nn.ConvTranspose2d`, parameters `weight [c_in, c_out/groups, KH, KW]` (input
+/// channels first) and `bias [c_out]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvTranspose2d {
+    /// The shape, fixed at compile time.
+    pub(crate) params: ConvTranspose2dParams,
+    /// The `state_dict` module index.
+    index: usize,
+    /// `[c_in, c_out/groups, KH, KW]` row-major.
+    pub(crate) weight: Vec<f32>,
+    /// `[c_out]`, absent for `nobias`.
+    pub(crate) bias: Option<Vec<f32>>,
+}
+
+impl ConvTranspose2d {
+    /// Reads `{index}.weight` and, when `bias`, `{index}.bias`.
+    ///
+    /// # Errors
+    /// A missing, mis-shaped or mistyped tensor.
+    pub fn load(
+        w: &Weights<'_>,
+        index: usize,
+        params: ConvTranspose2dParams,
+        bias: bool,
+    ) -> Result<Self, Error> {
+        let weight = w.f32(&format!("{index}.weight"), &params.weight_shape())?;
+        let bias = if bias {
+            Some(w.f32(&format!("{index}.bias"), &[params.c_out])?)
+        } else {
+            None
+        };
+        Ok(ConvTranspose2d {
+            params,
+            index,
+            weight,
+            bias,
+        })
+    }
+
+    /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`, where
+    /// PyTorch computes `fan_in` from the weight's dimension 1, `c_out/groups · KH · KW`.
+    pub fn seeded(index: usize, params: ConvTranspose2dParams, bias: bool, rng: &mut Rng) -> Self {
+        let fan_in = params.taps_per_input();
+        let weight = rng.fan_in_uniform(params.weight_len(), fan_in);
+        let bias = bias.then(|| rng.fan_in_uniform(params.c_out, fan_in));
+        ConvTranspose2d {
+            params,
+            index,
+            weight,
+            bias,
+        }
+    }
+
+    /// Writes the tensors under `{index}.weight` and `{index}.bias`.
+    pub fn save(&self, out: &mut TensorWriter) {
+        let index = self.index;
+        out.f32(
+            format!("{index}.weight"),
+            &self.params.weight_shape(),
+            &self.weight,
+        );
+        if let Some(b) = &self.bias {
             out.f32(format!("{index}.bias"), &[self.params.c_out], b);
         }
     }

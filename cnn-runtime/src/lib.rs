@@ -35,7 +35,7 @@ pub use threads::{num_threads, set_num_threads};
 pub mod __private {
     pub use crate::exec::{max_of, run_batch, run_into, BatchOutput, Exec};
     pub use crate::init::Rng;
-    pub use crate::layers::{BatchNorm2d, Conv2d, Linear};
+    pub use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
     pub use crate::ops::activation::Activation;
     pub use crate::ops::batchnorm::BatchNormParams;
     pub use crate::ops::conv::Conv2dParams;
