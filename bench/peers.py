@@ -242,9 +242,11 @@ def main():
     print(f"\nmedian ms per call (median over {args.rounds} rounds of {args.seconds} s each); "
           f"ratio = ours / best f32 peer\n")
     extra = " baseline | ours / baseline |" if baseline else ""
-    print("| net | batch | threads | ours |" + extra + " " + " | ".join(peers)
-          + " | best peer | ratio |")
-    print("|---|---|---|---|" + "---|" * (len(peers) + 2 * len(baseline)) + "---|---|")
+    peer_cols = "".join(f" {p} |" for p in peers)
+    best_cols = " best peer | ratio |" if peers else ""
+    print("| net | batch | threads | ours |" + extra + peer_cols + best_cols)
+    print("|---|---|---|---|" + "---|" * (len(peers) + 2 * len(baseline)
+                                          + (2 if peers else 0)))
     for name, batch, t in cells:
         o = cell_ms(name, batch, t, "ours")
         ps = {p: cell_ms(name, batch, t, p) for p in peers}
@@ -257,9 +259,9 @@ def main():
             base = f" {fmt(b)} | {o / b:.2f} |" if o is not None and b else " – | – |"
         used = ran_on.get((name, batch, t), t)
         note = f" ({used} thread{'s' if used > 1 else ''})" if used != t else ""
-        print(f"| {name} | {batch} | {t} | {fmt(o)}{note} |{base} "
-              + " | ".join(fmt(ps[p]) for p in peers)
-              + f" | {best[1]} | {ratio} |")
+        print(f"| {name} | {batch} | {t} | {fmt(o)}{note} |{base}"
+              + "".join(f" {fmt(ps[p])} |" for p in peers)
+              + (f" {best[1]} | {ratio} |" if peers else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({
