@@ -17,6 +17,49 @@ use crate::ops::linear::{self, LinearParams};
 use crate::weights::{TensorWriter, Weights};
 use crate::Error;
 
+/// `{index}.weight` of `weight_shape` and, when `bias_len` is given, `{index}.bias` of that
+/// length: the tensors of every layer with a weight and an optional bias.
+fn read_weight_bias(
+    w: &Weights<'_>,
+    index: usize,
+    weight_shape: &[usize],
+    bias_len: Option<usize>,
+) -> Result<(Vec<f32>, Option<Vec<f32>>), Error> {
+    let weight = w.f32(&format!("{index}.weight"), weight_shape)?;
+    let bias = match bias_len {
+        Some(len) => Some(w.f32(&format!("{index}.bias"), &[len])?),
+        None => None,
+    };
+    Ok((weight, bias))
+}
+
+/// PyTorch's default initialisation of a weight and an optional bias: both
+/// `U(−1/√fan_in, 1/√fan_in)`, the weight drawn first.
+fn seed_weight_bias(
+    rng: &mut Rng,
+    weight_len: usize,
+    bias_len: Option<usize>,
+    fan_in: usize,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let weight = rng.fan_in_uniform(weight_len, fan_in);
+    let bias = bias_len.map(|len| rng.fan_in_uniform(len, fan_in));
+    (weight, bias)
+}
+
+/// Writes `{index}.weight` and, when present, `{index}.bias`.
+fn write_weight_bias(
+    out: &mut TensorWriter,
+    index: usize,
+    weight_shape: &[usize],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) {
+    out.f32(format!("{index}.weight"), weight_shape, weight);
+    if let Some(b) = bias {
+        out.f32(format!("{index}.bias"), &[b.len()], b);
+    }
+}
+
 /// PyTorch: `nn.Conv2d`, parameters `weight [c_out, c_in/groups, KH, KW]` and `bias [c_out]`.
 ///
 /// The tensors are read-only once built, because [`Filters`] keeps a copy of the weights in the
@@ -42,12 +85,12 @@ impl Conv2d {
         params: Conv2dParams,
         bias: bool,
     ) -> Result<Self, Error> {
-        let weight = w.f32(&format!("{index}.weight"), &params.weight_shape())?;
-        let bias = if bias {
-            Some(w.f32(&format!("{index}.bias"), &[params.c_out])?)
-        } else {
-            None
-        };
+        let (weight, bias) = read_weight_bias(
+            w,
+            index,
+            &params.weight_shape(),
+            bias.then_some(params.c_out),
+        )?;
         Ok(Conv2d {
             params,
             index,
@@ -58,8 +101,12 @@ impl Conv2d {
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`.
     pub fn seeded(index: usize, params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
         let weight_len = params.weight_shape().iter().product();
-        let weight = rng.fan_in_uniform(weight_len, params.fan_in());
-        let bias = bias.then(|| rng.fan_in_uniform(params.c_out, params.fan_in()));
+        let (weight, bias) = seed_weight_bias(
+            rng,
+            weight_len,
+            bias.then_some(params.c_out),
+            params.fan_in(),
+        );
         Conv2d {
             params,
             index,
@@ -69,15 +116,13 @@ impl Conv2d {
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
-        let index = self.index;
-        out.f32(
-            format!("{index}.weight"),
+        write_weight_bias(
+            out,
+            self.index,
             &self.params.weight_shape(),
             self.filters.weight(),
+            self.filters.bias(),
         );
-        if let Some(b) = self.filters.bias() {
-            out.f32(format!("{index}.bias"), &[self.params.c_out], b);
-        }
     }
 }
 
@@ -106,12 +151,12 @@ impl ConvTranspose2d {
         params: ConvTranspose2dParams,
         bias: bool,
     ) -> Result<Self, Error> {
-        let weight = w.f32(&format!("{index}.weight"), &params.weight_shape())?;
-        let bias = if bias {
-            Some(w.f32(&format!("{index}.bias"), &[params.c_out])?)
-        } else {
-            None
-        };
+        let (weight, bias) = read_weight_bias(
+            w,
+            index,
+            &params.weight_shape(),
+            bias.then_some(params.c_out),
+        )?;
         Ok(ConvTranspose2d {
             params,
             index,
@@ -123,9 +168,12 @@ impl ConvTranspose2d {
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`, where
     /// PyTorch computes `fan_in` from the weight's dimension 1, `c_out/groups · KH · KW`.
     pub fn seeded(index: usize, params: ConvTranspose2dParams, bias: bool, rng: &mut Rng) -> Self {
-        let fan_in = params.taps_per_input();
-        let weight = rng.fan_in_uniform(params.weight_len(), fan_in);
-        let bias = bias.then(|| rng.fan_in_uniform(params.c_out, fan_in));
+        let (weight, bias) = seed_weight_bias(
+            rng,
+            params.weight_len(),
+            bias.then_some(params.c_out),
+            params.taps_per_input(),
+        );
         ConvTranspose2d {
             params,
             index,
@@ -136,15 +184,13 @@ impl ConvTranspose2d {
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
-        let index = self.index;
-        out.f32(
-            format!("{index}.weight"),
+        write_weight_bias(
+            out,
+            self.index,
             &self.params.weight_shape(),
             &self.weight,
+            self.bias.as_deref(),
         );
-        if let Some(b) = &self.bias {
-            out.f32(format!("{index}.bias"), &[self.params.c_out], b);
-        }
     }
 }
 
@@ -290,40 +336,31 @@ impl Linear {
         bias: bool,
     ) -> Result<Self, Error> {
         let (o, i) = (params.out_features, params.in_features);
+        let (weight, bias) = read_weight_bias(w, index, &[o, i], bias.then_some(o))?;
         Ok(Linear {
             params,
             index,
-            weight: w.f32(&format!("{index}.weight"), &[o, i])?,
-            bias: if bias {
-                Some(w.f32(&format!("{index}.bias"), &[o])?)
-            } else {
-                None
-            },
+            weight,
+            bias,
         })
     }
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√in, 1/√in)`.
     pub fn seeded(index: usize, params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
         let (o, i) = (params.out_features, params.in_features);
+        let (weight, bias) = seed_weight_bias(rng, o * i, bias.then_some(o), i);
         Linear {
             params,
             index,
-            weight: rng.fan_in_uniform(o * i, i),
-            bias: bias.then(|| rng.fan_in_uniform(o, i)),
+            weight,
+            bias,
         }
     }
 
     /// Writes the tensors under `{index}.weight` and `{index}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
-        let (index, o, i) = (
-            self.index,
-            self.params.out_features,
-            self.params.in_features,
-        );
-        out.f32(format!("{index}.weight"), &[o, i], &self.weight);
-        if let Some(b) = &self.bias {
-            out.f32(format!("{index}.bias"), &[o], b);
-        }
+        let shape = [self.params.out_features, self.params.in_features];
+        write_weight_bias(out, self.index, &shape, &self.weight, self.bias.as_deref());
     }
 
     /// Runs the layer on a batch of `n` samples.
