@@ -43,6 +43,26 @@ pub enum LayerKind {
     Linear(LinearArgs),
     Dropout(f64),
     Identity,
+    /// `residual(shortcut { … }) { … }`: `body(x) + shortcut(x)`.
+    Residual(ResidualArgs),
+    /// `concat { branch { … } … }`: the branches' outputs along channels.
+    Concat(Vec<Branch>),
+}
+
+/// The two paths of a residual block.
+#[derive(Clone, Debug)]
+pub struct ResidualArgs {
+    pub body: Vec<Layer>,
+    /// `None` for the identity.
+    pub shortcut: Option<Vec<Layer>>,
+}
+
+/// One `branch { … }` of a concat block (empty for the identity).
+#[derive(Clone, Debug)]
+pub struct Branch {
+    pub layers: Vec<Layer>,
+    /// The `branch` keyword.
+    pub span: Span,
 }
 
 #[derive(Clone, Debug)]
@@ -144,10 +164,39 @@ pub fn decode_input(cx: &mut Ctxt, item: &Item) -> Option<[Sp<usize>; 3]> {
     }
 }
 
+/// Decodes the layers of a list (the network's, or a block's), every problem reported; an
+/// `input` inside a block is one of them.
+pub fn decode_list(cx: &mut Ctxt, items: &[Item]) -> Vec<Layer> {
+    let mut layers = Vec::with_capacity(items.len());
+    for item in items {
+        if item.name == symbol::INPUT {
+            cx.error_at(
+                item.name.span(),
+                "`input(C, H, W)` belongs at the top of the network, not inside a block",
+            );
+            continue;
+        }
+        if let Some(layer) = decode(cx, item) {
+            layers.push(layer);
+        }
+    }
+    layers
+}
+
 /// Decodes one layer; `None` after reporting every problem with it.
 pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
     let name = item.name.to_string();
     let is = |names: &[&str]| names.contains(&name.as_str());
+    if is(symbol::RESIDUAL) || is(symbol::CONCAT) || name == symbol::BRANCH {
+        return block(cx, item);
+    }
+    if let Some(body) = &item.body {
+        cx.error_at(
+            body.span,
+            format!("`{name}` takes no `{{ … }}` body; only `residual`, `concat` and `branch` hold layers"),
+        );
+        return None;
+    }
     let before = cx.len();
     let kind = if is(symbol::CONV) {
         conv(cx, item, symbol::CONV_ARGS).map(|(c, _)| LayerKind::Conv(c))
@@ -241,6 +290,137 @@ pub fn decode(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
         dsl: pretty(&item.tokens),
     })
 }
+
+/// `residual { … }`, `residual(shortcut { … }) { … }` and `concat { branch { … } … }`.
+fn block(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
+    let name = item.name.to_string();
+    if name == symbol::BRANCH {
+        cx.error_at(
+            item.name.span(),
+            "`branch { … }` goes inside `concat { … }`, one per concatenated path",
+        );
+        return None;
+    }
+    let residual = symbol::RESIDUAL.contains(&name.as_str());
+    let Some(body) = &item.body else {
+        let example = if residual {
+            "`residual { conv(…) bn … }`"
+        } else {
+            "`concat { branch { … } branch { … } }`"
+        };
+        cx.error_spanned(
+            &item.tokens,
+            format!("`{name}` needs a body in braces, e.g. {example}"),
+        );
+        return None;
+    };
+    let before = cx.len();
+    let mut shortcut: Option<Vec<Layer>> = None;
+    for arg in &item.args {
+        match arg {
+            Arg::Block { key, body } if residual && key == symbol::SHORTCUT => {
+                if shortcut.is_some() {
+                    cx.error_at(key.span(), "duplicate `shortcut`; a residual block has one");
+                } else if body.items.is_empty() {
+                    cx.error_at(
+                        body.span,
+                        "empty `shortcut {}`; the identity shortcut is the default: write `residual { … }`",
+                    );
+                } else {
+                    shortcut = Some(decode_list(cx, &body.items));
+                }
+            }
+            other if residual => cx.error_at(
+                arg_span(other),
+                "`residual` takes one optional argument, `shortcut { … }`: `residual(shortcut { conv(64 -> 128, k1, s2) bn }) { … }`",
+            ),
+            other => cx.error_at(arg_span(other), "`concat` takes no arguments, only `branch { … }` entries in its body"),
+        }
+    }
+    let kind = if residual {
+        if body.items.is_empty() {
+            cx.error_at(
+                body.span,
+                "empty residual body; `residual { … }` needs at least one layer (x + x is not a block)",
+            );
+        }
+        let body = decode_list(cx, &body.items);
+        LayerKind::Residual(ResidualArgs { body, shortcut })
+    } else {
+        if body.items.is_empty() {
+            cx.error_at(
+                body.span,
+                "empty `concat {}`; it needs at least one `branch { … }`",
+            );
+        }
+        let mut branches = Vec::with_capacity(body.items.len());
+        for entry in &body.items {
+            if entry.name != symbol::BRANCH {
+                cx.error_at(
+                    entry.name.span(),
+                    format!(
+                        "`concat` holds `branch {{ … }}` entries only, found `{}`; wrap the layers in `branch {{ … }}`",
+                        entry.name
+                    ),
+                );
+                continue;
+            }
+            if let Some(arg) = entry.args.first() {
+                cx.error_at(arg_span(arg), "`branch` takes no arguments");
+            }
+            match &entry.body {
+                Some(b) => branches.push(Branch {
+                    layers: decode_list(cx, &b.items),
+                    span: entry.name.span(),
+                }),
+                None => cx.error_at(
+                    entry.name.span(),
+                    "`branch` needs a body in braces: `branch { … }`, or `branch {}` for the identity",
+                ),
+            }
+        }
+        LayerKind::Concat(branches)
+    };
+    if cx.len() > before {
+        return None;
+    }
+    let dsl = block_dsl(&kind);
+    Some(Layer {
+        kind,
+        name: item.name.clone(),
+        tokens: item.name.to_token_stream(),
+        dsl,
+    })
+}
+
+/// A block as one line of DSL text, from its layers' own text.
+fn block_dsl(kind: &LayerKind) -> String {
+    let list = |layers: &[Layer]| {
+        let parts: Vec<&str> = layers.iter().map(|l| l.dsl.as_str()).collect();
+        if parts.is_empty() {
+            "{}".to_string()
+        } else {
+            format!("{{ {} }}", parts.join(" "))
+        }
+    };
+    match kind {
+        LayerKind::Residual(r) => match &r.shortcut {
+            Some(sc) => format!("residual(shortcut {}) {}", list(sc), list(&r.body)),
+            None => format!("residual {}", list(&r.body)),
+        },
+        LayerKind::Concat(branches) => {
+            let parts: Vec<String> = branches
+                .iter()
+                .map(|b| format!("branch {}", list(&b.layers)))
+                .collect();
+            format!("concat {{ {} }}", parts.join(" "))
+        }
+        _ => String::new(),
+    }
+}
+
+/// The display text of the flatten the planner inserts before an `fc` on a feature map.
+pub const IMPLICIT_FLATTEN: &str = "(implicit flatten)";
 
 fn conv(cx: &mut Ctxt, item: &Item, params: &'static [Param]) -> Option<(ConvArgs, Args)> {
     let a = Args::decode(cx, item, params, true);
@@ -491,6 +671,10 @@ impl Args {
                     }
                 }
                 Arg::Bare(ident) => args.bare(cx, &layer, ident, params),
+                Arg::Block { key, .. } => cx.error_at(
+                    key.span(),
+                    format!("`{layer}` takes no `{key} {{ … }}` argument; only `residual(shortcut {{ … }})` does"),
+                ),
                 Arg::Positional(value) if params.is_empty() => cx.error_at(
                     value.span(),
                     format!("`{layer}` takes no arguments, found `{}`", value.text()),
@@ -904,6 +1088,7 @@ fn arg_span(arg: &Arg) -> Span {
         Arg::Keyword { key, .. } | Arg::Call { key, .. } => key.span(),
         Arg::Bare(i) => i.span(),
         Arg::Positional(v) => v.span(),
+        Arg::Block { key, .. } => key.span(),
     }
 }
 

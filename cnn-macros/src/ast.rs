@@ -24,12 +24,20 @@ pub struct Network {
     pub body: syn::Result<Vec<Item>>,
 }
 
-/// One entry of the layer list: `name` or `name(args)`.
+/// One entry of the layer list: `name`, `name(args)`, or a block `name(args) { items }`.
 pub struct Item {
     pub name: Ident,
     pub args: Vec<Arg>,
-    /// The whole entry, for errors that span a layer.
+    /// `{ items }` after the name and arguments: the body of `residual`, `concat` or `branch`.
+    pub body: Option<Braced>,
+    /// The whole entry, for errors that span a layer (for a block: its head, without the body).
     pub tokens: TokenStream,
+}
+
+/// A braced list of entries, with the span of its braces.
+pub struct Braced {
+    pub span: Span,
+    pub items: Vec<Item>,
 }
 
 /// One argument inside a layer's parentheses.
@@ -44,6 +52,8 @@ pub enum Arg {
     Bare(Ident),
     /// `2`, `0.2`, `true`, `(3, 5)`
     Positional(Value),
+    /// `shortcut { conv(64 -> 128, k1, s2) bn }`
+    Block { key: Ident, body: Braced },
 }
 
 /// A value as written.

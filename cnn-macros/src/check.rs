@@ -109,7 +109,10 @@ pub fn layer(layer: &Layer, input: Shape) -> Result<(), Violation> {
         | LayerKind::Softmax
         | LayerKind::Flatten
         | LayerKind::Dropout(_)
-        | LayerKind::Identity => Ok(()),
+        | LayerKind::Identity
+        | LayerKind::Residual(_) => Ok(()),
+        // Every branch must end in a feature map; `shape::plan` checks that after the branches.
+        LayerKind::Concat(_) => check_spatial_input(layer, input),
     }
 }
 

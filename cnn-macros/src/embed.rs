@@ -23,11 +23,11 @@ struct Expected {
 
 fn expected(plan: &Plan) -> Vec<Expected> {
     let mut out = Vec::new();
-    for l in &plan.layers {
-        let layer = format!("layer {} `{}`", l.index, l.layer.dsl);
+    for l in plan.all() {
+        let layer = format!("layer {} `{}`", l.key, l.layer.dsl);
         let mut push = |name: &str, shape: Vec<usize>, int: bool| {
             out.push(Expected {
-                key: format!("{}.{name}", l.index),
+                key: format!("{}.{name}", l.key),
                 shape,
                 layer: layer.clone(),
                 int,

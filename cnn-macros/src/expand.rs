@@ -5,13 +5,13 @@ use quote::{format_ident, quote};
 
 use crate::args::{Activation, LayerKind, PoolKind};
 use crate::ast::Network;
-use crate::shape::{Plan, Planned};
+use crate::shape::{Block, Plan, Planned};
 use crate::tensor::Shape;
 
 /// The user's struct, and inside `const _: () = { … };` the layer descriptors, `embedded()`,
 /// the forward pass and the `Model` impl.
 pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStream {
-    let all: Vec<Parts> = plan.layers.iter().map(parts).collect();
+    let all: Vec<Parts> = plan.all().into_iter().map(parts).collect();
     let strukt = strukt(net, &all);
     let params = all.iter().filter_map(|p| p.params.as_ref());
     let embedded = embedded.map(|path| embedded_fn(net, path));
@@ -81,7 +81,8 @@ fn embedded_fn(net: &Network, path: &str) -> TokenStream {
 /// `__cnn_run`, the forward pass over one `Exec`: one call per layer, fused where it can.
 fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
     let ident = &net.ident;
-    let run = fused_run(plan, all);
+    let _ = all;
+    let run = run_list(&plan.layers);
     quote! {
         impl #ident {
             fn __cnn_run(&self, __exec: &mut __cnn::Exec) -> ::core::result::Result<(), __cnn::Error> {
@@ -107,8 +108,8 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
     } = output(plan.output());
     let out_len = lit(plan.output().len());
     let whole_batch = plan
-        .layers
-        .iter()
+        .all()
+        .into_iter()
         .any(|l| matches!(&l.layer.kind, LayerKind::BatchNorm(a) if !a.track_running_stats));
     let batch_ty = quote!(__cnn::ndarray::Array<f32, __cnn::ndarray::#dim>);
     let load = all.iter().map(|p| &p.load);
@@ -117,7 +118,7 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
     let params = lit(plan.layers.iter().map(|l| l.params).sum());
     let macs = lit(plan.layers.iter().map(|l| l.macs).sum());
     let infos = layer_infos(plan);
-    let torch_seq = torch_sequential(plan);
+    let torch_seq = torch_source(plan);
     let workspace = workspace(plan, all);
     let call_site = Span::call_site();
     let model = quote::quote_spanned!(call_site=> __cnn::Model);
@@ -216,40 +217,138 @@ fn output(shape: Shape) -> Output {
 
 /// `Model::LAYERS`, one `LayerInfo` per planned layer.
 fn layer_infos(plan: &Plan) -> Vec<TokenStream> {
-    plan.layers
-        .iter()
+    plan.all()
+        .into_iter()
         .map(|l| {
-            let (index, dsl, torch) = (lit(l.index), &l.layer.dsl, torch(l));
+            let (index, key, depth) = (lit(l.index), &l.key, lit(l.depth));
+            let (dsl, torch) = match &l.block {
+                Some(b) => block_heads(b),
+                None => (l.layer.dsl.clone(), torch(l)),
+            };
             let dims = l.output.dims().into_iter().map(lit);
             let (p, m) = (lit(l.params), lit(l.macs));
             quote! {
-                __cnn::LayerInfo { index: #index, dsl: #dsl, torch: #torch, output: &[#(#dims),*], params: #p, macs: #m }
+                __cnn::LayerInfo { index: #index, key: #key, depth: #depth, dsl: #dsl, torch: #torch, output: &[#(#dims),*], params: #p, macs: #m }
             }
         })
         .collect()
 }
 
-/// `Model::TORCH`, the network as an `nn.Sequential`.
-fn torch_sequential(plan: &Plan) -> String {
-    let body: Vec<String> = plan
-        .layers
+/// A block's row in `LAYERS`: its head as written and its PyTorch class, without the layers
+/// (they follow as rows of their own).
+fn block_heads(block: &Block) -> (String, String) {
+    match block {
+        Block::Residual { body, shortcut: None } => (
+            "residual { … }".into(),
+            format!("Residual(body: {} modules)", body.len()),
+        ),
+        Block::Residual {
+            body,
+            shortcut: Some(sc),
+        } => (
+            "residual(shortcut { … }) { … }".into(),
+            format!(
+                "Residual(body: {} modules, shortcut: {} modules)",
+                body.len(),
+                sc.len()
+            ),
+        ),
+        Block::Concat(branches) => (
+            format!("concat {{ {} branches }}", branches.len()),
+            format!("Concat({} branches)", branches.len()),
+        ),
+    }
+}
+
+/// The two modules of `TORCH` for networks with blocks (`state_dict` keys `3.body.0.weight`,
+/// `3.shortcut.1.running_mean`, `5.branches.1.0.weight`).
+const TORCH_BLOCKS: &str = r#"class Residual(nn.Module):
+    """`residual(shortcut { ... }) { ... }`: body(x) + shortcut(x), the identity without shortcut."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = body
+        if shortcut is not None:
+            self.shortcut = shortcut
+
+    def forward(self, x):
+        s = self.shortcut(x) if hasattr(self, "shortcut") else x
+        return self.body(x) + s
+
+
+class Concat(nn.Module):
+    """`concat { branch { ... } ... }`: the branches' outputs along channels; `branch {}` is empty."""
+
+    def __init__(self, branches):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x):
+        return torch.cat([b(x) for b in self.branches], dim=1)
+
+
+"#;
+
+/// `Model::TORCH`: an `nn.Sequential` expression for a plain network; for one with blocks,
+/// Python source defining `Residual` and `Concat` and then `model`.
+fn torch_source(plan: &Plan) -> String {
+    let seq = torch_list(&plan.layers, 1);
+    if plan.layers.iter().all(|l| l.block.is_none()) {
+        seq
+    } else {
+        format!("{TORCH_BLOCKS}model = {seq}\n")
+    }
+}
+
+/// `nn.Sequential(…)` of one list, its modules indented `level` steps of four spaces.
+fn torch_list(layers: &[Planned], level: usize) -> String {
+    let pad = "    ".repeat(level);
+    let close = "    ".repeat(level - 1);
+    if layers.is_empty() {
+        return "nn.Sequential()".into();
+    }
+    let body: Vec<String> = layers
         .iter()
-        .map(|l| format!("    {},\n", torch(l)))
+        .map(|l| {
+            let module = match &l.block {
+                None => torch(l),
+                Some(Block::Residual { body, shortcut }) => {
+                    let inner = "    ".repeat(level + 1);
+                    let mut s = format!("Residual(\n{inner}{}", torch_list(body, level + 2));
+                    if let Some(sc) = shortcut {
+                        s += &format!(",\n{inner}shortcut={}", torch_list(sc, level + 2));
+                    }
+                    s + &format!(",\n{pad})")
+                }
+                Some(Block::Concat(branches)) => {
+                    let inner = "    ".repeat(level + 1);
+                    let parts: Vec<String> = branches
+                        .iter()
+                        .map(|b| format!("{inner}{},\n", torch_list(b, level + 2)))
+                        .collect();
+                    format!("Concat([\n{}{pad}])", parts.concat())
+                }
+            };
+            format!("{pad}{module},\n")
+        })
         .collect();
-    format!("nn.Sequential(\n{})", body.concat())
+    format!("nn.Sequential(\n{}{close})", body.concat())
 }
 
 /// `Model::WORKSPACE`: the largest activation, im2col scratch and conv output channel count.
 fn workspace(plan: &Plan, all: &[Parts]) -> TokenStream {
     let activations = lit(plan
-        .layers
-        .iter()
+        .all()
+        .into_iter()
         .map(|l| l.output.len())
         .fold(plan.input.iter().product(), usize::max));
+    let mut stack = Vec::new();
+    stack_sizes(&plan.layers, 0, &mut stack);
+    let stack = stack.into_iter().map(lit);
     let scratch = all.iter().filter_map(|p| p.scratch.as_ref());
     let channels = lit(plan
-        .layers
-        .iter()
+        .all()
+        .into_iter()
         .map(|l| match &l.layer.kind {
             LayerKind::Conv(a) | LayerKind::ConvTranspose(a, _) => a.c_out.v,
             _ => 0,
@@ -261,6 +360,39 @@ fn workspace(plan: &Plan, all: &[Parts]) -> TokenStream {
             activations: #activations,
             scratch: __cnn::max_of(&[#(#scratch),*]),
             channels: #channels,
+            stack: &[#(#stack),*],
+        }
+    }
+}
+
+/// The largest tensor (elements per sample) each depth of the executor's stack holds: a residual
+/// keeps its input there (then its shortcut's output), a concat its input and, one deeper, its
+/// output as the branches fill it.
+fn stack_sizes(layers: &[Planned], depth: usize, sizes: &mut Vec<usize>) {
+    fn hold(sizes: &mut Vec<usize>, d: usize, len: usize) {
+        if sizes.len() <= d {
+            sizes.resize(d + 1, 0);
+        }
+        sizes[d] = sizes[d].max(len);
+    }
+    for l in layers {
+        match &l.block {
+            None => {}
+            Some(Block::Residual { body, shortcut }) => {
+                hold(sizes, depth, l.input.len());
+                if let Some(sc) = shortcut {
+                    hold(sizes, depth, l.output.len());
+                    stack_sizes(sc, depth + 1, sizes);
+                }
+                stack_sizes(body, depth + 1, sizes);
+            }
+            Some(Block::Concat(branches)) => {
+                hold(sizes, depth, l.input.len());
+                hold(sizes, depth + 1, l.output.len());
+                for b in branches {
+                    stack_sizes(b, depth + 2, sizes);
+                }
+            }
         }
     }
 }
@@ -279,11 +411,16 @@ struct Parts {
     run: TokenStream,
 }
 
+/// `layer_3_body_0` for key `3.body.0`.
+fn field_ident(l: &Planned) -> syn::Ident {
+    format_ident!("layer_{}", l.key.replace('.', "_"))
+}
+
 fn parts(l: &Planned) -> Parts {
-    let i = lit(l.index);
-    let field = format_ident!("layer_{}", l.index);
-    let desc = format_ident!("__PARAMS_{}", l.index);
-    let doc = format!("`{}`: `{}`", l.index, l.layer.dsl);
+    let i = &l.key;
+    let field = field_ident(l);
+    let desc = format_ident!("__PARAMS_{}", l.key.replace('.', "_"));
+    let doc = format!("`{}`: `{}`", l.key, l.layer.dsl);
     let [c, h, w] = match l.input {
         Shape::Chw { c, h, w } => [c, h, w],
         Shape::Flat(k) => [k, 1, 1],
@@ -430,7 +567,11 @@ fn parts(l: &Planned) -> Parts {
             ));
             p.run = quote!(__exec.pool2d(&#desc););
         }
-        LayerKind::Flatten | LayerKind::Dropout(_) | LayerKind::Identity => {}
+        LayerKind::Flatten
+        | LayerKind::Dropout(_)
+        | LayerKind::Identity
+        | LayerKind::Residual(_)
+        | LayerKind::Concat(_) => {}
     }
     p
 }
@@ -469,32 +610,29 @@ fn pool(
     }
 }
 
-/// The forward calls, with each `conv` or `convtranspose` followed by a `bn` with running statistics and/or an
-/// element-wise activation fused into one `conv2d_fused` call.
-fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
-    let layers = &plan.layers;
+/// The forward calls of one list: each `conv` or `convtranspose` followed by a `bn` with
+/// running statistics and/or an element-wise activation fused into one call, blocks expanded
+/// (`block`), an activation right after a residual block fused into it.
+fn run_list(layers: &[Planned]) -> Vec<TokenStream> {
     let mut out = Vec::with_capacity(layers.len());
     let mut i = 0;
     while i < layers.len() {
-        let fused = match layers[i].layer.kind {
-            LayerKind::Conv(_) => format_ident!("conv2d_fused"),
-            LayerKind::ConvTranspose(..) => format_ident!("conv_transpose2d_fused"),
-            _ => {
-                out.push(all[i].run.clone());
-                i += 1;
-                continue;
-            }
-        };
-        let conv = format_ident!("layer_{}", layers[i].index);
-        let mut next = i + 1;
-        let mut bn = quote!(::core::option::Option::None);
-        if let Some(LayerKind::BatchNorm(a)) = layers.get(next).map(|l| &l.layer.kind) {
-            if a.track_running_stats {
-                let field = format_ident!("layer_{}", layers[next].index);
-                bn = quote!(::core::option::Option::Some(&self.#field));
-                next += 1;
-            }
+        let l = &layers[i];
+        if let Some(block) = &l.block {
+            let act = match (block, layers.get(i + 1).map(|n| &n.layer.kind)) {
+                (Block::Residual { .. }, Some(LayerKind::Activation(a))) => Some(*a),
+                _ => None,
+            };
+            out.extend(run_block(l, block, act));
+            i += 1 + usize::from(act.is_some());
+            continue;
         }
+        let Some(fused) = conv_call(&l.layer.kind, "fused") else {
+            out.push(parts(l).run);
+            i += 1;
+            continue;
+        };
+        let (bn, mut next) = folded_bn(layers, i + 1);
         let mut act = quote!(::core::option::Option::None);
         if let Some(LayerKind::Activation(a)) = layers.get(next).map(|l| &l.layer.kind) {
             let a = activation(*a);
@@ -502,11 +640,103 @@ fn fused_run(plan: &Plan, all: &[Parts]) -> Vec<TokenStream> {
             next += 1;
         }
         if next == i + 1 {
-            out.push(all[i].run.clone());
+            out.push(parts(l).run);
         } else {
+            let conv = field_ident(l);
             out.push(quote!(__exec.#fused(&self.#conv, #bn, #act)?;));
         }
         i = next;
+    }
+    out
+}
+
+/// `conv2d_{suffix}` / `conv_transpose2d_{suffix}` for a convolution, `None` for other layers.
+fn conv_call(kind: &LayerKind, suffix: &str) -> Option<syn::Ident> {
+    match kind {
+        LayerKind::Conv(_) => Some(format_ident!("conv2d_{}", suffix)),
+        LayerKind::ConvTranspose(..) => Some(format_ident!("conv_transpose2d_{}", suffix)),
+        _ => None,
+    }
+}
+
+/// `Some(&self.layer_k)` when `layers[at]` is a `bn` with running statistics (it folds into the
+/// convolution before it), and the index after what was taken.
+fn folded_bn(layers: &[Planned], at: usize) -> (TokenStream, usize) {
+    match layers.get(at) {
+        Some(l) if matches!(&l.layer.kind, LayerKind::BatchNorm(a) if a.track_running_stats) => {
+            let field = field_ident(l);
+            (quote!(::core::option::Option::Some(&self.#field)), at + 1)
+        }
+        _ => (quote!(::core::option::Option::None), at),
+    }
+}
+
+/// A block's calls. A residual saves its input, runs the shortcut (then swaps its result under
+/// the input), runs the body and adds; when the body ends in a convolution (and a folded `bn`),
+/// the add and `act` happen in that convolution's epilogue. A concat runs each branch from its
+/// input and writes the result into its channels of the output.
+fn run_block(l: &Planned, block: &Block, act: Option<Activation>) -> Vec<TokenStream> {
+    let mut out = vec![quote!(__exec.block_enter();)];
+    let act = match act {
+        Some(a) => {
+            let a = activation(a);
+            quote!(::core::option::Option::Some(__cnn::Activation::#a))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    match block {
+        Block::Residual { body, shortcut } => {
+            if let Some(sc) = shortcut {
+                out.extend(run_list(sc));
+                out.push(quote!(__exec.swap_top();));
+            }
+            // The body's last convolution, when the body ends in it or in it and a folded bn.
+            let tail = (0..body.len()).rev().take(2).find_map(|c| {
+                let call = conv_call(&body[c].layer.kind, "residual")?;
+                let (bn, end) = folded_bn(body, c + 1);
+                (end == body.len()).then_some((c, call, bn))
+            });
+            match tail {
+                Some((c, call, bn)) => {
+                    out.extend(run_list(&body[..c]));
+                    let conv = field_ident(&body[c]);
+                    out.push(quote!(__exec.#call(&self.#conv, #bn, #act)?;));
+                }
+                None => {
+                    out.extend(run_list(body));
+                    out.push(quote!(__exec.residual_add(#act);));
+                }
+            }
+        }
+        Block::Concat(branches) => {
+            out.clear();
+            let (total, hw) = match l.output {
+                Shape::Chw { c, h, w } => (c, h * w),
+                Shape::Flat(k) => (k, 1),
+            };
+            let in_c = l.input.dims()[0];
+            out.push({
+                let len = lit(l.output.len());
+                quote!(__exec.concat_enter(#len);)
+            });
+            let (mut offset, mut fresh) = (0, true);
+            for b in branches {
+                let c = b.last().map_or(in_c, |last| last.output.dims()[0]);
+                let (off, cl, hwl, tl) = (lit(offset), lit(c), lit(hw), lit(total));
+                if b.is_empty() {
+                    out.push(quote!(__exec.concat_write_input(#off, #cl, #hwl, #tl);));
+                } else {
+                    if !fresh {
+                        out.push(quote!(__exec.concat_restore();));
+                    }
+                    out.extend(run_list(b));
+                    out.push(quote!(__exec.concat_write(#off, #cl, #hwl, #tl);));
+                    fresh = false;
+                }
+                offset += c;
+            }
+            out.push(quote!(__exec.concat_exit();));
+        }
     }
     out
 }
@@ -642,6 +872,9 @@ fn torch(l: &Planned) -> String {
         ),
         LayerKind::Dropout(p) => format!("nn.Dropout(p={p:?})"),
         LayerKind::Identity => "nn.Identity()".into(),
+        // Blocks are written by `torch_list`, which knows their planned paths.
+        LayerKind::Residual(_) => "Residual".into(),
+        LayerKind::Concat(_) => "Concat".into(),
     }
 }
 

@@ -5,8 +5,10 @@
 //! network  := attribute* visibility   // `#[weights = "file"]` is ours, the rest pass through
 //!              "struct" IDENT "{" items "}"
 //! items    := (item ","?)*
-//! item     := IDENT ( "(" (arg ("," arg)* ","?)? ")" )?
+//! item     := IDENT ( "(" (arg ("," arg)* ","?)? ")" )? ( "{" items "}" )?
+//!                                       // a block: residual { … }, concat { branch { … } }
 //! arg      := value "->" value          // conv(3 -> 16), fc(4096 -> 10)
+//!           | IDENT "{" items "}"       // residual(shortcut { … })
 //!           | IDENT "=" value           // stride=2, kernel_size=(3, 5), bias=false
 //!           | IDENT "(" value "," value ")"   // k(3, 5)
 //!           | IDENT                     // k3, p1, nobias, ceil
@@ -25,7 +27,7 @@ use syn::{
     MetaNameValue, Token, Visibility,
 };
 
-use crate::ast::{Arg, Item, Network, Networks, Value};
+use crate::ast::{Arg, Braced, Item, Network, Networks, Value};
 
 impl Parse for Networks {
     fn parse(input: ParseStream) -> syn::Result<Self> {
@@ -118,8 +120,29 @@ impl Parse for Item {
                 content.parse::<Token![,]>()?;
             }
         }
-        Ok(Item { name, args, tokens })
+        let body = if input.peek(token::Brace) {
+            Some(parse_braced(input)?)
+        } else {
+            None
+        };
+        Ok(Item {
+            name,
+            args,
+            body,
+            tokens,
+        })
     }
+}
+
+/// `{ items }`.
+fn parse_braced(input: ParseStream) -> syn::Result<Braced> {
+    let content;
+    let brace = braced!(content in input);
+    let items = parse_items(&content)?;
+    Ok(Braced {
+        span: brace.span.join(),
+        items,
+    })
 }
 
 impl Parse for Arg {
@@ -134,6 +157,10 @@ impl Parse for Arg {
             if input.peek(token::Paren) {
                 let value = parse_tuple(input)?;
                 return Ok(Arg::Call { key, value });
+            }
+            if input.peek(token::Brace) {
+                let body = parse_braced(input)?;
+                return Ok(Arg::Block { key, body });
             }
             if input.peek(Token![->]) {
                 let from = Value::Ident(key);

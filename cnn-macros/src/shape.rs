@@ -6,17 +6,55 @@ use crate::check;
 use crate::ctxt::{Ctxt, Violation};
 use crate::tensor::Shape;
 
-/// A layer with the shapes around it and its `nn.Sequential` index.
+/// A layer with the shapes around it, its `state_dict` key prefix and, for a block, the plans of
+/// its paths.
 #[derive(Clone, Debug)]
 pub struct Planned {
     pub layer: Layer,
+    /// Index in the list that holds it (`nn.Sequential` index).
     pub index: usize,
+    /// `state_dict` key prefix: `"3"` at the top, `"3.body.0"`, `"5.branches.1.0"` in blocks.
+    pub key: String,
+    /// Blocks around this layer (0 at the top).
+    pub depth: usize,
     pub input: Shape,
     pub output: Shape,
-    /// Learnable parameters.
+    /// Learnable parameters (of all its layers, for a block).
     pub params: usize,
     /// Multiply-accumulates per sample (convolutions and linear layers).
     pub macs: usize,
+    pub block: Option<Block>,
+}
+
+/// The planned paths of a block.
+#[derive(Clone, Debug)]
+pub enum Block {
+    Residual {
+        body: Vec<Planned>,
+        shortcut: Option<Vec<Planned>>,
+    },
+    Concat(Vec<Vec<Planned>>),
+}
+
+impl Planned {
+    /// This layer and, for a block, every layer inside it, depth first in `state_dict` order.
+    pub fn walk(&self) -> Vec<&Planned> {
+        let mut out = vec![self];
+        match &self.block {
+            None => {}
+            Some(Block::Residual { body, shortcut }) => {
+                for l in body.iter().chain(shortcut.iter().flatten()) {
+                    out.extend(l.walk());
+                }
+            }
+            Some(Block::Concat(branches)) => {
+                for l in branches.iter().flatten() {
+                    out.extend(l.walk());
+                }
+            }
+        }
+        out
+    }
 }
 
 pub struct Plan {
@@ -34,6 +72,11 @@ impl Plan {
             },
             |l| l.output,
         )
+    }
+
+    /// Every layer at every depth, in `state_dict` order (a block before its layers).
+    pub fn all(&self) -> Vec<&Planned> {
+        self.layers.iter().flat_map(Planned::walk).collect()
     }
 }
 
@@ -141,16 +184,24 @@ impl Walk<'_> {
 
     fn trail(&self) -> String {
         const KEEP: usize = 6;
-        let mut parts = vec![self.trail[0].1.to_string()];
         let steps = &self.trail[1..];
         let skipped = steps.len().saturating_sub(KEEP);
+        let mut out = format!("shapes: {}", self.trail[0].1);
         if skipped > 0 {
-            parts.push(format!("… ({skipped} layers)"));
+            out += &format!(" -> … ({skipped} layers)");
         }
+        let mut after_open = false;
         for (name, shape) in &steps[skipped..] {
-            parts.push(format!("{name} -> {shape}"));
+            out += if after_open { " " } else { " -> " };
+            // A block's opening (`residual body {`) stands alone: the next layer follows it.
+            after_open = name.ends_with('{');
+            if after_open {
+                out += name;
+            } else {
+                out += &format!("{name} -> {shape}");
+            }
         }
-        format!("shapes: {}", parts.join(" -> "))
+        out
     }
 }
 
@@ -169,45 +220,7 @@ pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<
             format!("input [{c}, {h}, {w}] has too many elements"),
         );
     }
-    let mut planned = Vec::with_capacity(layers.len() + 1);
-    let mut shape = start;
-    for layer in layers {
-        if let (LayerKind::Linear(_), Shape::Chw { c, h, w }) = (&layer.kind, shape) {
-            let flat = Shape::Flat(c * h * w);
-            planned.push(Planned {
-                layer: Layer {
-                    kind: LayerKind::Flatten,
-                    name: syn::Ident::new("flatten", layer.name.span()),
-                    tokens: layer.tokens.clone(),
-                    dsl: "(implicit flatten)".into(),
-                },
-                index: planned.len(),
-                input: shape,
-                output: flat,
-                params: 0,
-                macs: 0,
-            });
-            walk.trail.push(("flatten".into(), flat));
-            shape = flat;
-        }
-        if let Err(v) = check::layer(&layer, shape) {
-            return walk.report(&layer, v);
-        }
-        let output = infer(&mut walk, &layer, shape)?;
-        walk.trail.push((layer.name.to_string(), output));
-        let Some((params, macs)) = cost(&layer, shape, output) else {
-            return walk.fail_layer(&layer, format!("`{}` has too many parameters", layer.name));
-        };
-        planned.push(Planned {
-            layer,
-            index: planned.len(),
-            input: shape,
-            output,
-            params,
-            macs,
-        });
-        shape = output;
-    }
+    let (planned, _) = plan_list(&mut walk, layers, start, "", 0)?;
     let total = |f: fn(&Planned) -> usize| {
         planned
             .iter()
@@ -220,6 +233,208 @@ pub fn plan(cx: &mut Ctxt, input: [Sp<usize>; 3], layers: Vec<Layer>) -> Option<
         input: [c, h, w],
         layers: planned,
     })
+}
+
+/// Plans one list of layers (the network's or a block path's) from `shape`; keys are
+/// `{prefix}{index}`. Returns the planned layers and the list's output shape.
+fn plan_list(
+    walk: &mut Walk<'_>,
+    layers: Vec<Layer>,
+    start: Shape,
+    prefix: &str,
+    depth: usize,
+) -> Option<(Vec<Planned>, Shape)> {
+    let mut planned: Vec<Planned> = Vec::with_capacity(layers.len() + 1);
+    let mut shape = start;
+    for layer in layers {
+        if let (LayerKind::Linear(_), Shape::Chw { c, h, w }) = (&layer.kind, shape) {
+            let flat = Shape::Flat(c * h * w);
+            let index = planned.len();
+            planned.push(Planned {
+                layer: Layer {
+                    kind: LayerKind::Flatten,
+                    name: syn::Ident::new("flatten", layer.name.span()),
+                    tokens: layer.tokens.clone(),
+                    dsl: crate::args::IMPLICIT_FLATTEN.into(),
+                },
+                index,
+                key: format!("{prefix}{index}"),
+                depth,
+                input: shape,
+                output: flat,
+                params: 0,
+                macs: 0,
+                block: None,
+            });
+            walk.trail.push(("flatten".into(), flat));
+            shape = flat;
+        }
+        if let Err(v) = check::layer(&layer, shape) {
+            return walk.report(&layer, v);
+        }
+        let index = planned.len();
+        let key = format!("{prefix}{index}");
+        let (output, block) = match &layer.kind {
+            LayerKind::Residual(r) => residual(walk, &layer, r, shape, &key, depth)?,
+            LayerKind::Concat(branches) => concat(walk, &layer, branches, shape, &key, depth)?,
+            _ => (infer(walk, &layer, shape)?, None),
+        };
+        walk.trail.push((layer.name.to_string(), output));
+        let cost = match &block {
+            Some(b) => block_cost(b),
+            None => cost(&layer, shape, output),
+        };
+        let Some((params, macs)) = cost else {
+            return walk.fail_layer(&layer, format!("`{}` has too many parameters", layer.name));
+        };
+        planned.push(Planned {
+            layer,
+            index,
+            key,
+            depth,
+            input: shape,
+            output,
+            params,
+            macs,
+            block,
+        });
+        shape = output;
+    }
+    Some((planned, shape))
+}
+
+/// Parameters and MACs of a block: the sums over its paths, `None` on overflow.
+fn block_cost(block: &Block) -> Option<(usize, usize)> {
+    let paths: Vec<&Vec<Planned>> = match block {
+        Block::Residual { body, shortcut } => std::iter::once(body).chain(shortcut).collect(),
+        Block::Concat(branches) => branches.iter().collect(),
+    };
+    let (mut params, mut macs) = (0usize, 0usize);
+    for l in paths.into_iter().flatten() {
+        params = params.checked_add(l.params)?;
+        macs = macs.checked_add(l.macs)?;
+    }
+    Some((params, macs))
+}
+
+/// Plans both paths of a residual block from `input`; they must end in the same shape.
+fn residual(
+    walk: &mut Walk<'_>,
+    layer: &Layer,
+    r: &crate::args::ResidualArgs,
+    input: Shape,
+    key: &str,
+    depth: usize,
+) -> Option<(Shape, Option<Block>)> {
+    let mark = walk.trail.len();
+    walk.trail.push(("residual body {".into(), input));
+    let (body, body_out) = plan_list(walk, r.body.clone(), input, &format!("{key}.body."), depth + 1)?;
+    let body_trail = walk.trail.split_off(mark);
+    let (shortcut, sc_out, sc_trail) = match &r.shortcut {
+        Some(sc) => {
+            walk.trail.push(("shortcut {".into(), input));
+            let (planned, out) =
+                plan_list(walk, sc.clone(), input, &format!("{key}.shortcut."), depth + 1)?;
+            let trail = walk.trail.split_off(mark);
+            (Some(planned), out, Some(trail))
+        }
+        None => (None, input, None),
+    };
+    if body_out != sc_out {
+        // The steps of one path after its opening marker, from the block's input.
+        let path = |t: &[(String, Shape)]| {
+            let steps: Vec<String> = t[1..].iter().map(|(n, s)| format!("{n} -> {s}")).collect();
+            format!("{input} -> {}", steps.join(" -> "))
+        };
+        let shortcut_text = match &sc_trail {
+            Some(t) => format!("the shortcut ends in {sc_out} ({})", path(t)),
+            None => format!(
+                "the identity shortcut passes the block's input {input} unchanged; a body that changes the shape needs `residual(shortcut {{ … }}) {{ … }}`"
+            ),
+        };
+        return walk.fail_layer(
+            layer,
+            format!(
+                "`residual` adds its body and its shortcut, but the body ends in {body_out} ({}) and {shortcut_text}",
+                path(&body_trail)
+            ),
+        );
+    }
+    Some((body_out, Some(Block::Residual { body, shortcut })))
+}
+
+/// Plans every branch of a concat block from `input`; all must end in feature maps of one H×W.
+fn concat(
+    walk: &mut Walk<'_>,
+    layer: &Layer,
+    branches: &[crate::args::Branch],
+    input: Shape,
+    key: &str,
+    depth: usize,
+) -> Option<(Shape, Option<Block>)> {
+    let mark = walk.trail.len();
+    let mut planned = Vec::with_capacity(branches.len());
+    let mut ends = Vec::with_capacity(branches.len());
+    for (i, b) in branches.iter().enumerate() {
+        walk.trail.push((format!("branch {i} {{"), input));
+        let (p, out) = plan_list(
+            walk,
+            b.layers.clone(),
+            input,
+            &format!("{key}.branches.{i}."),
+            depth + 1,
+        )?;
+        walk.trail.truncate(mark);
+        planned.push(p);
+        ends.push((b.span, out));
+    }
+    let listing = || {
+        let parts: Vec<String> = ends
+            .iter()
+            .enumerate()
+            .map(|(i, (_, s))| format!("branch {i}: {s}"))
+            .collect();
+        parts.join(", ")
+    };
+    let mut channels = 0usize;
+    let mut hw = None;
+    for &(span, end) in &ends {
+        match end {
+            Shape::Flat(_) => {
+                return walk.fail(
+                    span,
+                    format!(
+                        "`concat` joins feature maps along channels, but this branch ends in a flat tensor {end}; ends: {}",
+                        listing()
+                    ),
+                )
+            }
+            Shape::Chw { c, h, w } => {
+                if let Some((h0, w0)) = hw {
+                    if (h, w) != (h0, w0) {
+                        return walk.fail(
+                            span,
+                            format!(
+                                "`concat` needs every branch to end in the same height and width, expected {h0}×{w0} (branch 0), found {h}×{w}; ends: {}",
+                                listing()
+                            ),
+                        );
+                    }
+                } else {
+                    hw = Some((h, w));
+                }
+                channels = match channels.checked_add(c) {
+                    Some(n) => n,
+                    None => return walk.fail_layer(layer, "`concat` has too many channels".into()),
+                };
+            }
+        }
+    }
+    let Some((h, w)) = hw else {
+        return walk.fail_layer(layer, "`concat` has no branch".into());
+    };
+    let out = checked(walk, layer, [channels, h, w])?;
+    Some((out, Some(Block::Concat(planned))))
 }
 
 /// Parameters and multiply-accumulates of one layer, `None` on overflow.
@@ -344,6 +559,13 @@ fn infer(walk: &mut Walk<'_>, layer: &Layer, shape: Shape) -> Option<Shape> {
             )?;
             checked(walk, layer, [c, oh, ow])
         }
+        (LayerKind::Residual(_) | LayerKind::Concat(_), _) => walk.fail_layer(
+            layer,
+            format!(
+                "internal error: block `{}` reached single-layer shape inference",
+                layer.name
+            ),
+        ),
         (
             LayerKind::Conv(_)
             | LayerKind::ConvTranspose(..)

@@ -25,6 +25,10 @@ pub const FLATTEN: &[&str] = &["flatten"];
 pub const FC: &[&str] = &["fc", "linear", "dense"];
 pub const DROPOUT: &[&str] = &["dropout"];
 pub const IDENTITY: &[&str] = &["identity"];
+pub const RESIDUAL: &[&str] = &["residual"];
+pub const CONCAT: &[&str] = &["concat"];
+pub const BRANCH: &str = "branch";
+pub const SHORTCUT: &str = "shortcut";
 
 /// All layer names, for "did you mean" hints.
 pub const LAYERS: &[&[&str]] = &[
@@ -51,6 +55,9 @@ pub const LAYERS: &[&[&str]] = &[
     FC,
     DROPOUT,
     IDENTITY,
+    RESIDUAL,
+    CONCAT,
+    &[BRANCH],
 ];
 
 /// What values an argument takes.

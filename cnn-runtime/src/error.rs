@@ -56,8 +56,8 @@ pub enum Error {
     /// A `bn(track_running_stats=false)` layer normalises with batch statistics and needs more
     /// than one value per channel (PyTorch raises the same error).
     BatchStatistics {
-        /// The `state_dict` module index of the batch-norm layer.
-        layer: usize,
+        /// The `state_dict` key prefix of the batch-norm layer (`"3"`, `"3.body.1"`).
+        layer: &'static str,
         /// `[N, C, H, W]` of the tensor reaching it.
         shape: Vec<usize>,
     },

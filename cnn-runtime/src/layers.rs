@@ -1,10 +1,10 @@
 //! Parameter holders of the weighted layers: the fields of a generated network struct.
 //!
 //! Each holder pairs a `const` descriptor computed by the `cnn!` macro with its tensors and its
-//! `state_dict` module index. All three follow one convention:
+//! `state_dict` key prefix (`"3"`, or `"3.body.0"` inside a block). All three follow one convention:
 //!
-//! + `load(weights, index, params[, bias])` reads the tensors under `{index}.weight`, …
-//! + `seeded(index, params[, bias], rng)` initialises them the way PyTorch does
+//! + `load(weights, key, params[, bias])` reads the tensors under `{key}.weight`, …
+//! + `seeded(key, params[, bias], rng)` initialises them the way PyTorch does
 //! + `save(&self, out)` writes them back under the same keys
 //!
 //! where `bias` says whether the layer has one (`nobias` / `bias=False` otherwise).
@@ -17,17 +17,17 @@ use crate::ops::linear::{self, LinearParams};
 use crate::weights::{TensorWriter, Weights};
 use crate::Error;
 
-/// `{index}.weight` of `weight_shape` and, when `bias_len` is given, `{index}.bias` of that
+/// `{key}.weight` of `weight_shape` and, when `bias_len` is given, `{key}.bias` of that
 /// length: the tensors of every layer with a weight and an optional bias.
 fn read_weight_bias(
     w: &Weights<'_>,
-    index: usize,
+    key: &'static str,
     weight_shape: &[usize],
     bias_len: Option<usize>,
 ) -> Result<(Vec<f32>, Option<Vec<f32>>), Error> {
-    let weight = w.f32(&format!("{index}.weight"), weight_shape)?;
+    let weight = w.f32(&format!("{key}.weight"), weight_shape)?;
     let bias = match bias_len {
-        Some(len) => Some(w.f32(&format!("{index}.bias"), &[len])?),
+        Some(len) => Some(w.f32(&format!("{key}.bias"), &[len])?),
         None => None,
     };
     Ok((weight, bias))
@@ -46,17 +46,17 @@ fn seed_weight_bias(
     (weight, bias)
 }
 
-/// Writes `{index}.weight` and, when present, `{index}.bias`.
+/// Writes `{key}.weight` and, when present, `{key}.bias`.
 fn write_weight_bias(
     out: &mut TensorWriter,
-    index: usize,
+    key: &'static str,
     weight_shape: &[usize],
     weight: &[f32],
     bias: Option<&[f32]>,
 ) {
-    out.f32(format!("{index}.weight"), weight_shape, weight);
+    out.f32(format!("{key}.weight"), weight_shape, weight);
     if let Some(b) = bias {
-        out.f32(format!("{index}.bias"), &[b.len()], b);
+        out.f32(format!("{key}.bias"), &[b.len()], b);
     }
 }
 
@@ -68,38 +68,38 @@ fn write_weight_bias(
 pub struct Conv2d {
     /// The shape, fixed at compile time.
     pub(crate) params: Conv2dParams,
-    /// The `state_dict` module index.
-    index: usize,
+    /// The `state_dict` key prefix.
+    key: &'static str,
     /// The weight and bias.
     pub(crate) filters: Filters,
 }
 
 impl Conv2d {
-    /// Reads `{index}.weight` and, when `bias`, `{index}.bias`.
+    /// Reads `{key}.weight` and, when `bias`, `{key}.bias`.
     ///
     /// # Errors
     /// A missing, mis-shaped or mistyped tensor.
     pub fn load(
         w: &Weights<'_>,
-        index: usize,
+        key: &'static str,
         params: Conv2dParams,
         bias: bool,
     ) -> Result<Self, Error> {
         let (weight, bias) = read_weight_bias(
             w,
-            index,
+            key,
             &params.weight_shape(),
             bias.then_some(params.c_out),
         )?;
         Ok(Conv2d {
             params,
-            index,
+            key,
             filters: Filters::new(weight, bias),
         })
     }
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`.
-    pub fn seeded(index: usize, params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
+    pub fn seeded(key: &'static str, params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
         let weight_len = params.weight_shape().iter().product();
         let (weight, bias) = seed_weight_bias(
             rng,
@@ -109,16 +109,16 @@ impl Conv2d {
         );
         Conv2d {
             params,
-            index,
+            key,
             filters: Filters::new(weight, bias),
         }
     }
 
-    /// Writes the tensors under `{index}.weight` and `{index}.bias`.
+    /// Writes the tensors under `{key}.weight` and `{key}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
         write_weight_bias(
             out,
-            self.index,
+            self.key,
             &self.params.weight_shape(),
             self.filters.weight(),
             self.filters.bias(),
@@ -132,8 +132,8 @@ impl Conv2d {
 pub struct ConvTranspose2d {
     /// The shape, fixed at compile time.
     pub(crate) params: ConvTranspose2dParams,
-    /// The `state_dict` module index.
-    index: usize,
+    /// The `state_dict` key prefix.
+    key: &'static str,
     /// `[c_in, c_out/groups, KH, KW]` row-major.
     pub(crate) weight: Vec<f32>,
     /// `[c_out]`, absent for `nobias`.
@@ -141,25 +141,25 @@ pub struct ConvTranspose2d {
 }
 
 impl ConvTranspose2d {
-    /// Reads `{index}.weight` and, when `bias`, `{index}.bias`.
+    /// Reads `{key}.weight` and, when `bias`, `{key}.bias`.
     ///
     /// # Errors
     /// A missing, mis-shaped or mistyped tensor.
     pub fn load(
         w: &Weights<'_>,
-        index: usize,
+        key: &'static str,
         params: ConvTranspose2dParams,
         bias: bool,
     ) -> Result<Self, Error> {
         let (weight, bias) = read_weight_bias(
             w,
-            index,
+            key,
             &params.weight_shape(),
             bias.then_some(params.c_out),
         )?;
         Ok(ConvTranspose2d {
             params,
-            index,
+            key,
             weight,
             bias,
         })
@@ -167,7 +167,7 @@ impl ConvTranspose2d {
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`, where
     /// PyTorch computes `fan_in` from the weight's dimension 1, `c_out/groups · KH · KW`.
-    pub fn seeded(index: usize, params: ConvTranspose2dParams, bias: bool, rng: &mut Rng) -> Self {
+    pub fn seeded(key: &'static str, params: ConvTranspose2dParams, bias: bool, rng: &mut Rng) -> Self {
         let (weight, bias) = seed_weight_bias(
             rng,
             params.weight_len(),
@@ -176,17 +176,17 @@ impl ConvTranspose2d {
         );
         ConvTranspose2d {
             params,
-            index,
+            key,
             weight,
             bias,
         }
     }
 
-    /// Writes the tensors under `{index}.weight` and `{index}.bias`.
+    /// Writes the tensors under `{key}.weight` and `{key}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
         write_weight_bias(
             out,
-            self.index,
+            self.key,
             &self.params.weight_shape(),
             &self.weight,
             self.bias.as_deref(),
@@ -200,8 +200,8 @@ impl ConvTranspose2d {
 pub struct BatchNorm2d {
     /// The shape and options, fixed at compile time.
     pub(crate) params: BatchNormParams,
-    /// The `state_dict` module index, for error messages.
-    pub(crate) index: usize,
+    /// The `state_dict` key prefix, for error messages.
+    pub(crate) key: &'static str,
     /// `[C]` scale, when affine.
     pub(crate) weight: Option<Vec<f32>>,
     /// `[C]` shift, when affine.
@@ -217,12 +217,12 @@ impl BatchNorm2d {
     ///
     /// # Errors
     /// A missing, mis-shaped or mistyped tensor.
-    pub fn load(w: &Weights<'_>, index: usize, params: BatchNormParams) -> Result<Self, Error> {
+    pub fn load(w: &Weights<'_>, key: &'static str, params: BatchNormParams) -> Result<Self, Error> {
         let c = [params.channels];
         let (weight, bias) = if params.affine {
             (
-                Some(w.f32(&format!("{index}.weight"), &c)?),
-                Some(w.f32(&format!("{index}.bias"), &c)?),
+                Some(w.f32(&format!("{key}.weight"), &c)?),
+                Some(w.f32(&format!("{key}.bias"), &c)?),
             )
         } else {
             (None, None)
@@ -230,17 +230,17 @@ impl BatchNorm2d {
         let (running, num_batches_tracked) = if params.track_running_stats {
             (
                 Some((
-                    w.f32(&format!("{index}.running_mean"), &c)?,
-                    w.f32(&format!("{index}.running_var"), &c)?,
+                    w.f32(&format!("{key}.running_mean"), &c)?,
+                    w.f32(&format!("{key}.running_var"), &c)?,
                 )),
-                Some(w.int_scalar(&format!("{index}.num_batches_tracked"))?),
+                Some(w.int_scalar(&format!("{key}.num_batches_tracked"))?),
             )
         } else {
             (None, None)
         };
         Ok(BatchNorm2d {
             params,
-            index,
+            key,
             weight,
             bias,
             running,
@@ -250,11 +250,11 @@ impl BatchNorm2d {
 
     /// PyTorch's initial state: weight 1, bias 0, running mean 0, running variance 1. Draws
     /// nothing from `rng` (the state is constant); it is there for the holders' one convention.
-    pub fn seeded(index: usize, params: BatchNormParams, _rng: &mut Rng) -> Self {
+    pub fn seeded(key: &'static str, params: BatchNormParams, _rng: &mut Rng) -> Self {
         let c = params.channels;
         BatchNorm2d {
             params,
-            index,
+            key,
             weight: params.affine.then(|| vec![1.0; c]),
             bias: params.affine.then(|| vec![0.0; c]),
             running: params
@@ -266,7 +266,7 @@ impl BatchNorm2d {
 
     /// Writes the tensors under their `state_dict` keys.
     pub fn save(&self, out: &mut TensorWriter) {
-        let (i, c) = (self.index, [self.params.channels]);
+        let (i, c) = (self.key, [self.params.channels]);
         if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
             out.f32(format!("{i}.weight"), &c, w);
             out.f32(format!("{i}.bias"), &c, b);
@@ -293,7 +293,7 @@ impl BatchNorm2d {
         if self.running.is_none() && n * p.hw <= 1 {
             // n ≥ 1 here, so H·W = 1: the map is 1×1.
             return Err(Error::BatchStatistics {
-                layer: self.index,
+                layer: self.key,
                 shape: vec![n, p.channels, 1, 1],
             });
         }
@@ -316,8 +316,8 @@ impl BatchNorm2d {
 pub struct Linear {
     /// The shape, fixed at compile time.
     pub(crate) params: LinearParams,
-    /// The `state_dict` module index.
-    index: usize,
+    /// The `state_dict` key prefix.
+    key: &'static str,
     /// `[out_features, in_features]` row-major.
     pub(crate) weight: Vec<f32>,
     /// `[out_features]`, absent for `nobias`.
@@ -325,42 +325,42 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Reads `{index}.weight` and, when `bias`, `{index}.bias`.
+    /// Reads `{key}.weight` and, when `bias`, `{key}.bias`.
     ///
     /// # Errors
     /// A missing, mis-shaped or mistyped tensor.
     pub fn load(
         w: &Weights<'_>,
-        index: usize,
+        key: &'static str,
         params: LinearParams,
         bias: bool,
     ) -> Result<Self, Error> {
         let (o, i) = (params.out_features, params.in_features);
-        let (weight, bias) = read_weight_bias(w, index, &[o, i], bias.then_some(o))?;
+        let (weight, bias) = read_weight_bias(w, key, &[o, i], bias.then_some(o))?;
         Ok(Linear {
             params,
-            index,
+            key,
             weight,
             bias,
         })
     }
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√in, 1/√in)`.
-    pub fn seeded(index: usize, params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
+    pub fn seeded(key: &'static str, params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
         let (o, i) = (params.out_features, params.in_features);
         let (weight, bias) = seed_weight_bias(rng, o * i, bias.then_some(o), i);
         Linear {
             params,
-            index,
+            key,
             weight,
             bias,
         }
     }
 
-    /// Writes the tensors under `{index}.weight` and `{index}.bias`.
+    /// Writes the tensors under `{key}.weight` and `{key}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
         let shape = [self.params.out_features, self.params.in_features];
-        write_weight_bias(out, self.index, &shape, &self.weight, self.bias.as_deref());
+        write_weight_bias(out, self.key, &shape, &self.weight, self.bias.as_deref());
     }
 
     /// Runs the layer on a batch of `n` samples.

@@ -31,15 +31,18 @@ pub trait Model: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     const PARAMS: usize;
     /// Multiply-accumulates of one forward pass over one sample.
     const MACS: usize;
-    /// Every layer in `state_dict` order, including the implicit flatten.
+    /// Every layer in `state_dict` order, including the implicit flatten; a block comes before
+    /// the layers inside it (which have a larger `depth`).
     const LAYERS: &'static [LayerInfo];
     /// Buffer sizes of [`Model::forward_into`] for one chunk of samples.
     const WORKSPACE: WorkspaceLayout;
     /// Bytes of a [`Workspace`] for this model (`WORKSPACE.bytes()`).
     const WORKSPACE_BYTES: usize = Self::WORKSPACE.bytes();
-    /// The equivalent PyTorch module: a Python expression that evaluates to an `nn.Sequential`
-    /// after `import torch` and `from torch import nn`. Its `state_dict()` keys and shapes are
-    /// exactly the ones [`Model::from_safetensors`] expects.
+    /// The equivalent PyTorch module. For a network without blocks, a Python expression that
+    /// evaluates to an `nn.Sequential` after `import torch` and `from torch import nn`; for one
+    /// with `residual`/`concat` blocks, Python source (to `exec` after those imports) that
+    /// defines the two block modules `Residual` and `Concat` and then `model`. Its `state_dict()`
+    /// keys and shapes are exactly the ones [`Model::from_safetensors`] expects.
     const TORCH: &'static str;
 
     /// Loads weights saved from the equivalent `nn.Sequential` (`safetensors.torch.save_file(
@@ -99,17 +102,24 @@ pub trait Model: Sized + Clone + fmt::Debug + Send + Sync + 'static {
 /// One layer of a network as the macro planned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerInfo {
-    /// Module index in the equivalent `nn.Sequential`, the `state_dict` key prefix.
+    /// Module index in the list that holds it (the network's, or a block path's).
     pub index: usize,
-    /// The layer as written in `cnn!` (`"(implicit flatten)"` for the inserted flatten).
+    /// The `state_dict` key prefix: `"3"` at the top, `"3.body.0"`, `"3.shortcut.1"` or
+    /// `"5.branches.1.0"` inside blocks.
+    pub key: &'static str,
+    /// How many blocks hold this layer (0 at the top).
+    pub depth: usize,
+    /// The layer as written in `cnn!` (`"(implicit flatten)"` for the inserted flatten); for a
+    /// block its head, such as `"residual(shortcut { … }) { … }"` or `"concat { 3 branches }"`.
     pub dsl: &'static str,
-    /// The equivalent PyTorch module, e.g. `nn.Conv2d(3, 16, kernel_size=(3, 3), padding=(1, 1))`.
+    /// The equivalent PyTorch module, e.g. `nn.Conv2d(3, 16, kernel_size=(3, 3), padding=(1, 1))`;
+    /// for a block, its class and the size of its paths.
     pub torch: &'static str,
     /// Shape of one sample after this layer.
     pub output: &'static [usize],
-    /// Learnable parameters of the layer.
+    /// Learnable parameters of the layer (of every layer inside, for a block).
     pub params: usize,
-    /// Multiply-accumulates per sample.
+    /// Multiply-accumulates per sample (of every layer inside, for a block).
     pub macs: usize,
 }
 
@@ -135,7 +145,7 @@ impl fmt::Display for Summary {
             .iter()
             .map(|l| {
                 [
-                    l.index.to_string(),
+                    format!("{}{}", "  ".repeat(l.depth), l.key),
                     l.dsl.to_string(),
                     l.torch.to_string(),
                     shape(l.output),
@@ -170,8 +180,10 @@ impl fmt::Display for Summary {
             line(f, r)?;
         }
         writeln!(f, "{}", "-".repeat(total))?;
-        let params: usize = self.layers.iter().map(|l| l.params).sum();
-        let macs: usize = self.layers.iter().map(|l| l.macs).sum();
+        // Blocks count the layers inside them: sum the top level only.
+        let top = || self.layers.iter().filter(|l| l.depth == 0);
+        let params: usize = top().map(|l| l.params).sum();
+        let macs: usize = top().map(|l| l.macs).sum();
         write!(f, "total: {params} parameters, {macs} MACs per sample")
     }
 }

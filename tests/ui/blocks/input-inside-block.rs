@@ -1,0 +1,10 @@
+use cnn::cnn;
+
+cnn! {
+    pub struct Net {
+        input(8, 4, 4)
+        residual { input(8, 4, 4) conv(8 -> 8, k1) }
+    }
+}
+
+fn main() {}
