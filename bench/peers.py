@@ -112,6 +112,16 @@ def time_calls(fn, seconds):
     return statistics.median(times), min(times), len(times)
 
 
+def twin(source, torch, nn):
+    """A net's `Model::TORCH`: an `nn.Sequential(...)` expression, or (with residual/concat
+    blocks) source that defines `Residual`, `Concat` and then `model`."""
+    scope = {"nn": nn, "torch": torch}
+    if source.startswith("nn.Sequential("):
+        return eval(source, scope)
+    exec(source, scope)
+    return scope["model"]
+
+
 class Peers:
     """PyTorch modules, ONNX files and compiled sessions, built once and reused across rounds."""
 
@@ -127,7 +137,7 @@ class Peers:
         self.sessions = {}
         for name, d in nets.items():
             torch.manual_seed(0)
-            self.modules[name] = eval(d["torch"], {"nn": nn, "torch": torch}).eval()
+            self.modules[name] = twin(d["torch"], torch, nn).eval()
 
     def input(self, name, batch):
         import numpy as np

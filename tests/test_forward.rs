@@ -193,7 +193,7 @@ fn test_batch_statistics_need_two_values() {
     assert_eq!(
         err,
         Error::BatchStatistics {
-            layer: 2,
+            layer: "2",
             shape: vec![1, 4, 1, 1]
         }
     );

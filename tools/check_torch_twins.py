@@ -27,7 +27,12 @@ twins = json.loads((target / "tmp" / "torch-twins.json").read_text())
 failed = 0
 for name, expr in sorted(twins.items()):
     meta = json.loads((fixtures / f"{name}.json").read_text())
-    model = eval(expr)
+    if expr.startswith("nn.Sequential("):
+        model = eval(expr)
+    else:  # with blocks: source defining Residual, Concat and `model`
+        scope = {"nn": nn, "torch": torch}
+        exec(expr, scope)
+        model = scope["model"]
     sd = model.state_dict()
     ours = {k: (str(v.dtype).replace("torch.", ""), list(v.shape)) for k, v in sd.items()}
     theirs = {k: (v["dtype"], v["shape"]) for k, v in meta["state_dict"].items()}

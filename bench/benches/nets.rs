@@ -1,4 +1,4 @@
-//! `forward_batch` of the five benchmark networks of issue 4 (random weights from `seeded(42)`)
+//! `forward_batch` of the seven benchmark networks (random weights from `seeded(42)`)
 //! at batch 1 and batch 64, on one thread. The networks are declared in `bench/src/lib.rs`.
 //!
 //! ```text

@@ -1,7 +1,7 @@
 //! The benchmark networks of the performance issue (issue 4) and the drivers that time them.
 //! Not published; nothing here is part of the `cnn` API.
 //!
-//! The five networks are declared once, in [`declare_nets!`], and used by:
+//! The seven networks are declared once, in [`declare_nets!`], and used by:
 //!
 //! - `src/bin/bench_nets.rs`: latency of `forward_batch`, one JSON line per cell; also prints the
 //!   PyTorch twins for `bench/peers.py` (`cargo run --release --bin bench_nets -- --help`);
@@ -15,7 +15,8 @@
 
 use cnn::Model;
 
-/// Declares the five benchmark networks, `Tiny`, `Lenet5`, `Vgg`, `Stem224` and `Mobile`, in the
+/// Declares the seven benchmark networks, `Tiny`, `Lenet5`, `Vgg`, `Stem224`, `Mobile`,
+/// `Resnet18` and `Mobilenetv2`, in the
 /// invoking module, with one `cnn!` invocation. The invoking crate needs `cnn` as a dependency.
 ///
 /// This crate expands it once at its root (so `cnn_bench::Vgg` and the others exist);
@@ -57,6 +58,50 @@ macro_rules! declare_nets {
                 conv(32 -> 64, k1) bn relu conv(64 -> 64, k3, s2, p1, g64) bn relu
                 conv(64 -> 128, k1) bn relu gap fc(10)
             }
+            /// `resnet18`: torchvision's ResNet-18 (basic blocks, projection shortcuts).
+            pub struct Resnet18 {
+                input(3, 224, 224)
+                conv(3 -> 64, k7, s2, p3, nobias) bn relu maxpool(k3, s2, p1)
+                residual { conv(64 -> 64, k3, p1, nobias) bn relu conv(64 -> 64, k3, p1, nobias) bn } relu
+                residual { conv(64 -> 64, k3, p1, nobias) bn relu conv(64 -> 64, k3, p1, nobias) bn } relu
+                residual(shortcut { conv(64 -> 128, k1, s2, nobias) bn }) {
+                    conv(64 -> 128, k3, s2, p1, nobias) bn relu conv(128 -> 128, k3, p1, nobias) bn
+                } relu
+                residual { conv(128 -> 128, k3, p1, nobias) bn relu conv(128 -> 128, k3, p1, nobias) bn } relu
+                residual(shortcut { conv(128 -> 256, k1, s2, nobias) bn }) {
+                    conv(128 -> 256, k3, s2, p1, nobias) bn relu conv(256 -> 256, k3, p1, nobias) bn
+                } relu
+                residual { conv(256 -> 256, k3, p1, nobias) bn relu conv(256 -> 256, k3, p1, nobias) bn } relu
+                residual(shortcut { conv(256 -> 512, k1, s2, nobias) bn }) {
+                    conv(256 -> 512, k3, s2, p1, nobias) bn relu conv(512 -> 512, k3, p1, nobias) bn
+                } relu
+                residual { conv(512 -> 512, k3, p1, nobias) bn relu conv(512 -> 512, k3, p1, nobias) bn } relu
+                gap fc(1000)
+            }
+            /// `mobilenetv2`: torchvision's MobileNetV2, width 1.0 (inverted residuals, relu6).
+            pub struct Mobilenetv2 {
+                input(3, 224, 224)
+                conv(3 -> 32, k3, s2, p1, nobias) bn relu6
+                conv(32 -> 32, k3, s1, p1, g32, nobias) bn relu6 conv(32 -> 16, k1, nobias) bn
+                conv(16 -> 96, k1, nobias) bn relu6 conv(96 -> 96, k3, s2, p1, g96, nobias) bn relu6 conv(96 -> 24, k1, nobias) bn
+                residual { conv(24 -> 144, k1, nobias) bn relu6 conv(144 -> 144, k3, s1, p1, g144, nobias) bn relu6 conv(144 -> 24, k1, nobias) bn }
+                conv(24 -> 144, k1, nobias) bn relu6 conv(144 -> 144, k3, s2, p1, g144, nobias) bn relu6 conv(144 -> 32, k1, nobias) bn
+                residual { conv(32 -> 192, k1, nobias) bn relu6 conv(192 -> 192, k3, s1, p1, g192, nobias) bn relu6 conv(192 -> 32, k1, nobias) bn }
+                residual { conv(32 -> 192, k1, nobias) bn relu6 conv(192 -> 192, k3, s1, p1, g192, nobias) bn relu6 conv(192 -> 32, k1, nobias) bn }
+                conv(32 -> 192, k1, nobias) bn relu6 conv(192 -> 192, k3, s2, p1, g192, nobias) bn relu6 conv(192 -> 64, k1, nobias) bn
+                residual { conv(64 -> 384, k1, nobias) bn relu6 conv(384 -> 384, k3, s1, p1, g384, nobias) bn relu6 conv(384 -> 64, k1, nobias) bn }
+                residual { conv(64 -> 384, k1, nobias) bn relu6 conv(384 -> 384, k3, s1, p1, g384, nobias) bn relu6 conv(384 -> 64, k1, nobias) bn }
+                residual { conv(64 -> 384, k1, nobias) bn relu6 conv(384 -> 384, k3, s1, p1, g384, nobias) bn relu6 conv(384 -> 64, k1, nobias) bn }
+                conv(64 -> 384, k1, nobias) bn relu6 conv(384 -> 384, k3, s1, p1, g384, nobias) bn relu6 conv(384 -> 96, k1, nobias) bn
+                residual { conv(96 -> 576, k1, nobias) bn relu6 conv(576 -> 576, k3, s1, p1, g576, nobias) bn relu6 conv(576 -> 96, k1, nobias) bn }
+                residual { conv(96 -> 576, k1, nobias) bn relu6 conv(576 -> 576, k3, s1, p1, g576, nobias) bn relu6 conv(576 -> 96, k1, nobias) bn }
+                conv(96 -> 576, k1, nobias) bn relu6 conv(576 -> 576, k3, s2, p1, g576, nobias) bn relu6 conv(576 -> 160, k1, nobias) bn
+                residual { conv(160 -> 960, k1, nobias) bn relu6 conv(960 -> 960, k3, s1, p1, g960, nobias) bn relu6 conv(960 -> 160, k1, nobias) bn }
+                residual { conv(160 -> 960, k1, nobias) bn relu6 conv(960 -> 960, k3, s1, p1, g960, nobias) bn relu6 conv(960 -> 160, k1, nobias) bn }
+                conv(160 -> 960, k1, nobias) bn relu6 conv(960 -> 960, k3, s1, p1, g960, nobias) bn relu6 conv(960 -> 320, k1, nobias) bn
+                conv(320 -> 1280, k1, nobias) bn relu6
+                gap dropout(0.2) fc(1000)
+            }
         }
     };
 }
@@ -64,7 +109,15 @@ macro_rules! declare_nets {
 declare_nets!();
 
 /// The networks' names, in the order the drivers and tables use.
-pub const NETS: [&str; 5] = ["tiny", "lenet5", "vgg", "stem224", "mobile"];
+pub const NETS: [&str; 7] = [
+    "tiny",
+    "lenet5",
+    "vgg",
+    "stem224",
+    "mobile",
+    "resnet18",
+    "mobilenetv2",
+];
 
 /// Something to do with one benchmark network, generic over its type; see [`with_net`].
 pub trait WithNet {
@@ -83,6 +136,8 @@ pub fn with_net<F: WithNet>(name: &str, f: F) -> Option<F::Output> {
         "vgg" => f.run::<Vgg>(name),
         "stem224" => f.run::<Stem224>(name),
         "mobile" => f.run::<Mobile>(name),
+        "resnet18" => f.run::<Resnet18>(name),
+        "mobilenetv2" => f.run::<Mobilenetv2>(name),
         _ => return None,
     })
 }

@@ -468,3 +468,205 @@ fn each_layer_descriptor_is_emitted_once() {
     // The definition, the workspace's scratch, `from_safetensors` and `seeded`.
     assert_eq!(out.matches("__PARAMS_0 ").count(), 4);
 }
+
+/// Every layer at every depth: (key, depth, name, output dims).
+fn keys(plan: &Plan) -> Vec<(String, usize, String, Vec<usize>)> {
+    plan.all()
+        .into_iter()
+        .map(|l| {
+            (
+                l.key.clone(),
+                l.depth,
+                l.layer.name.to_string(),
+                l.output.dims(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn residual_blocks_plan_both_paths_with_nested_keys() {
+    let p = plan(quote! {
+        struct N {
+            input(64, 8, 8)
+            residual { conv(64 -> 64, k3, p1, nobias) bn relu conv(64 -> 64, k3, p1, nobias) bn } relu
+            residual(shortcut { conv(64 -> 128, k1, s2, nobias) bn }) {
+                conv(64 -> 128, k3, s2, p1, nobias) bn relu conv(128 -> 128, k3, p1, nobias) bn
+            } relu
+            gap fc(10)
+        }
+    })
+    .unwrap();
+    let k = keys(&p);
+    let want: Vec<(&str, usize, &str, Vec<usize>)> = vec![
+        ("0", 0, "residual", vec![64, 8, 8]),
+        ("0.body.0", 1, "conv", vec![64, 8, 8]),
+        ("0.body.1", 1, "bn", vec![64, 8, 8]),
+        ("0.body.2", 1, "relu", vec![64, 8, 8]),
+        ("0.body.3", 1, "conv", vec![64, 8, 8]),
+        ("0.body.4", 1, "bn", vec![64, 8, 8]),
+        ("1", 0, "relu", vec![64, 8, 8]),
+        ("2", 0, "residual", vec![128, 4, 4]),
+        ("2.body.0", 1, "conv", vec![128, 4, 4]),
+        ("2.body.1", 1, "bn", vec![128, 4, 4]),
+        ("2.body.2", 1, "relu", vec![128, 4, 4]),
+        ("2.body.3", 1, "conv", vec![128, 4, 4]),
+        ("2.body.4", 1, "bn", vec![128, 4, 4]),
+        ("2.shortcut.0", 1, "conv", vec![128, 4, 4]),
+        ("2.shortcut.1", 1, "bn", vec![128, 4, 4]),
+        ("3", 0, "relu", vec![128, 4, 4]),
+        ("4", 0, "gap", vec![128, 1, 1]),
+        ("5", 0, "flatten", vec![128]),
+        ("6", 0, "fc", vec![10]),
+    ];
+    let got: Vec<(&str, usize, &str, Vec<usize>)> = k
+        .iter()
+        .map(|(a, d, n, s)| (a.as_str(), *d, n.as_str(), s.clone()))
+        .collect();
+    assert_eq!(got, want);
+    // A block's parameters and MACs are its layers'; the network's are the top level's sum.
+    let bn = |c: usize| 2 * c;
+    let block0 = 2 * (64 * 64 * 9 + bn(64));
+    let block2 = 64 * 128 * 9 + bn(128) + 128 * 128 * 9 + bn(128) + 64 * 128 + bn(128);
+    assert_eq!(p.layers[0].params, block0);
+    assert_eq!(p.layers[2].params, block2);
+    assert_eq!(
+        p.layers.iter().map(|l| l.params).sum::<usize>(),
+        block0 + block2 + 128 * 10 + 10
+    );
+    let macs2 = (64 * 9 + 128 * 9 + 64) * 128 * 16;
+    assert_eq!(p.layers[2].macs, macs2);
+}
+
+#[test]
+fn concat_blocks_sum_channels_and_key_their_branches() {
+    let p = plan(quote! {
+        struct N {
+            input(8, 6, 6)
+            concat {
+                branch { conv(8 -> 3, k1) }
+                branch { maxpool(k3, s1, p1) conv(8 -> 5, k1) fc(4) }
+                branch {}
+            }
+        }
+    });
+    // The fc branch ends flat: an error naming every branch's end.
+    let msg = match p {
+        Ok(_) => panic!("a flat branch must be rejected"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("branch 1: [4]"), "{msg}");
+    let p = plan(quote! {
+        struct N {
+            input(8, 6, 6)
+            concat {
+                branch { conv(8 -> 3, k1) }
+                branch { maxpool(k3, s1, p1) conv(8 -> 5, k1) concat { branch {} branch { identity } } }
+                branch {}
+            }
+            fc(2)
+        }
+    })
+    .unwrap();
+    let k = keys(&p);
+    let names: Vec<(&str, usize, Vec<usize>)> = k
+        .iter()
+        .map(|(a, d, _, s)| (a.as_str(), *d, s.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("0", 0, vec![21, 6, 6]),
+            ("0.branches.0.0", 1, vec![3, 6, 6]),
+            ("0.branches.1.0", 1, vec![8, 6, 6]),
+            ("0.branches.1.1", 1, vec![5, 6, 6]),
+            ("0.branches.1.2", 1, vec![10, 6, 6]),
+            ("0.branches.1.2.branches.1.0", 2, vec![5, 6, 6]),
+            ("1", 0, vec![756]),
+            ("2", 0, vec![2]),
+        ]
+    );
+}
+
+#[test]
+fn the_implicit_flatten_applies_inside_a_block() {
+    let p = plan(quote! {
+        struct N { input(2, 3, 3) fc(18) residual { fc(18) relu fc(18) } }
+    })
+    .unwrap();
+    let k = keys(&p);
+    let got: Vec<(&str, &str)> = k.iter().map(|(a, _, n, _)| (a.as_str(), n.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("0", "flatten"),
+            ("1", "fc"),
+            ("2", "residual"),
+            ("2.body.0", "fc"),
+            ("2.body.1", "relu"),
+            ("2.body.2", "fc"),
+        ]
+    );
+    // In a block whose input is a feature map, the flatten is the block's first module.
+    let p = plan(quote! {
+        struct N { input(2, 3, 3) concat { branch { conv(2 -> 2, k1) } } residual(shortcut { fc(4) }) { fc(4) } }
+    })
+    .unwrap();
+    let k = keys(&p);
+    assert_eq!(k[3].0, "1.body.0");
+    assert_eq!(k[3].2, "flatten");
+    assert_eq!(k[5].0, "1.shortcut.0");
+    assert_eq!(k[5].2, "flatten");
+}
+
+#[test]
+fn block_errors_name_the_paths_and_their_shapes() {
+    let m = message(quote! {
+        struct N { input(16, 8, 8) residual { conv(16 -> 32, k3, p1) } }
+    });
+    assert!(m.contains("the body ends in [32, 8, 8]"), "{m}");
+    assert!(m.contains("identity shortcut passes the block's input [16, 8, 8]"), "{m}");
+    let m = message(quote! {
+        struct N { input(16, 8, 8) residual(shortcut { conv(16 -> 32, k1) }) { conv(16 -> 32, k3, s2, p1) } }
+    });
+    assert!(
+        m.contains("[16, 8, 8] -> conv -> [32, 4, 4]") && m.contains("the shortcut ends in [32, 8, 8]"),
+        "{m}"
+    );
+    let m = message(quote! {
+        struct N { input(8, 16, 16) concat { branch { conv(8 -> 4, k1) } branch { maxpool(2) } } }
+    });
+    assert!(m.contains("expected 16×16 (branch 0), found 8×8"), "{m}");
+    assert!(m.contains("branch 0: [4, 16, 16], branch 1: [8, 8, 8]"), "{m}");
+    let m = message(quote! {
+        struct N { input(8, 4, 4) residual { conv(8 -> 8, k1) conv(9 -> 8, k1) } }
+    });
+    assert!(m.contains("residual body { conv -> [8, 4, 4]"), "{m}");
+    for (tokens, want) in [
+        (quote!(struct N { input(8, 4, 4) residual {} }), "empty residual body"),
+        (quote!(struct N { input(8, 4, 4) concat {} }), "empty `concat {}`"),
+        (quote!(struct N { input(8, 4, 4) branch { relu } }), "goes inside `concat"),
+        (quote!(struct N { input(8, 4, 4) concat { relu } }), "holds `branch { … }` entries only"),
+        (quote!(struct N { input(8, 4, 4) residual relu }), "needs a body in braces"),
+        (quote!(struct N { input(8, 4, 4) relu { relu } }), "takes no `{ … }` body"),
+        (quote!(struct N { input(8, 4, 4) residual { input(8, 4, 4) } }), "not inside a block"),
+        (quote!(struct N { input(8, 4, 4) residual(shortcut {}) { relu } }), "empty `shortcut {}`"),
+        (quote!(struct N { input(8, 4, 4) residual(2) { relu } }), "one optional argument"),
+        (quote!(struct N { input(8, 4, 4) concat(2) { branch {} } }), "`concat` takes no arguments"),
+        (quote!(struct N { input(8, 4, 4) concat { branch(2) {} } }), "`branch` takes no arguments"),
+        (quote!(struct N { input(8, 4, 4) concat { branch } }), "`branch` needs a body"),
+        (quote!(struct N { input(8, 4, 4) conv(8 -> 8, k1, shortcut { relu }) }), "takes no `shortcut { … }` argument"),
+        (quote!(struct N { input(8, 4, 4) fc(3) concat { branch {} } }), "already flattened"),
+    ] {
+        let m = message(tokens);
+        assert!(m.contains(want), "want {want:?} in {m}");
+    }
+}
+
+#[test]
+fn block_layers_report_their_own_argument_errors() {
+    let m = message(quote! {
+        struct N { input(8, 4, 4) residual(shortcut { conv(8 -> 8, k0) }) { conv(8 -> 8, kk) } }
+    });
+    assert_eq!(m.matches(" | ").count(), 1, "both errors reported: {m}");
+}

@@ -1,4 +1,4 @@
-//! The five benchmark networks of the performance issue, for timing how long the code `cnn!`
+//! The seven benchmark networks, for timing how long the code `cnn!`
 //! generates takes to compile. `bench_build_empty` is the same program without the networks;
 //! `docs/benchmarks.md` records both build times.
 //!
@@ -11,7 +11,7 @@
 
 use cnn::Model;
 
-// The five networks, expanded here rather than imported from the library, so that building this
+// The seven networks, expanded here rather than imported from the library, so that building this
 // binary compiles the code `cnn!` generates for them.
 cnn_bench::declare_nets!();
 

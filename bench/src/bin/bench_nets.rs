@@ -1,4 +1,4 @@
-//! Latency of the five benchmark networks of issue 4 (random weights), one JSON line per cell.
+//! Latency of the seven benchmark networks (issues 4 and 10) (random weights), one JSON line per cell.
 //!
 //! ```text
 //! cargo run --release --bin bench_nets -- --net vgg --batch 1 --threads 1 --seconds 2
@@ -27,7 +27,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: bench_nets [--net NET|all] [--batch N[,N…]] [--threads T[,T…]] \
-                     [--seconds S] [--torch NET|all]\n  NET: tiny, lenet5, vgg, stem224, mobile";
+                     [--seconds S] [--torch NET|all]\n  NET: tiny, lenet5, vgg, stem224, mobile, resnet18, mobilenetv2";
 
 fn parse_list(flag: &str, v: &str) -> Result<Vec<usize>, String> {
     v.split(',')
