@@ -6,19 +6,33 @@ PyTorch module it stands for. From them this script builds the `nn.Sequential` t
 seeded weights (BatchNorm gets non-trivial affine parameters and running statistics), draws a
 standard-normal input batch, and stores what PyTorch computes:
 
-  NAME.json              the network (dsl, torch repr, per-module layer text and output shape,
-                         state_dict keys), tolerances, the f32-vs-f64 error of PyTorch itself
+  NAME.json              the network (dsl, torch repr, per-module layer text, key prefix and
+                         output shape, state_dict keys), tolerances, the f32-vs-f64 error of
+                         PyTorch itself
   NAME.safetensors       the state_dict, exactly as `model.state_dict()` saves it
   NAME.io.safetensors    input, eval output, and the training-mode quantities (output, running
                          statistics after one step, loss, gradients) for the training work
 
-`tests/data/README.md` documents every key and the tolerance rule. The tests never run this
-script (nor PyTorch); they read the committed files.
+Branching networks use the blocks of the dsl, written with `res(body, shortcut=None)` and
+`cat(*branches)` from lists of (layer text, module) pairs; they return one pair, the block's
+one-line dsl text (`residual(shortcut { … }) { … }`, `concat { branch { … } branch {} }`) and its
+twin (`Residual`, `Concat` below, whose attribute names make the state_dict keys such as
+`3.body.0.weight`, `9.shortcut.1.running_mean`, `4.branches.1.0.weight`). Blocks nest; the json
+records every module at every depth.
+
+The two ImageNet-sized networks (`resnet18`, `mobilenetv2`) are "recipe" fixtures: their weights
+(47 and 14 MB) are not written; the json's `weights_recipe` defines them by a hash-seeded
+uniform formula (`recipe_tensor`) that `tests/fixtures/mod.rs` computes bit for bit in Rust, and
+their io file holds only the input and the eval output.
+
+`tests/data/README.md` documents every key, the recipe and the tolerance rule. The tests never
+run this script (nor PyTorch); they read the committed files.
 
 Run (by hand, never in CI):
     pip install torch==2.15.0 safetensors numpy
     python3 tools/make_fixtures.py            # all fixtures
     python3 tools/make_fixtures.py tiny_net   # some of them
+    CNN_FIXTURES_OUT=/tmp/fx python3 tools/make_fixtures.py   # write elsewhere (to compare)
 """
 import copy
 import json
