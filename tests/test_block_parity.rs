@@ -78,3 +78,26 @@ fn unet3() {
 fn inception_like() {
     Fixture::check_everywhere::<InceptionLike>("inception_like");
 }
+
+/// Writes these networks' `TORCH` twins to `torch-twins-blocks.json` in cargo's temporary
+/// directory for integration tests, next to `test_parity`'s `torch-twins.json`, for
+/// `tools/check_torch_twins.py` (which needs PyTorch, so CI does not run it).
+#[test]
+fn torch_twins_are_written_for_the_python_check() {
+    use cnn::Model;
+    let twins = serde_json::json!({
+        "resnet20_cifar": Resnet20Cifar::TORCH,
+        "resnet18": Resnet18::TORCH,
+        "mobilenetv2": Mobilenetv2::TORCH,
+        "mobilenetv3_small_like": Mobilenetv3SmallLike::TORCH,
+        "unet3": Unet3::TORCH,
+        "inception_like": InceptionLike::TORCH,
+    });
+    for (_, torch) in twins.as_object().unwrap() {
+        let torch = torch.as_str().unwrap();
+        assert!(torch.starts_with("class Residual(nn.Module):"), "{torch}");
+        assert!(torch.contains("\nmodel = nn.Sequential(\n"), "{torch}");
+    }
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("torch-twins-blocks.json");
+    std::fs::write(path, twins.to_string()).unwrap();
+}

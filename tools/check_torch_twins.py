@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Check that every fixture network's `TORCH` twin builds the PyTorch model the fixture came from.
 
-`cargo test --test test_parity` writes <target dir>/tmp/torch-twins.json ({fixture: TORCH expression}).
-For each, this evaluates the expression, then compares its state_dict keys, shapes and dtypes
-with the fixture's `state_dict`, loads the fixture weights into it and checks its eval output
+`cargo test --test test_parity` writes <target dir>/tmp/torch-twins.json ({fixture: TORCH}), and
+`cargo test --test test_block_parity` torch-twins-blocks.json for the networks with blocks (whose
+TORCH is source defining `Residual`, `Concat` and `model`). For each, this builds the twin, then compares its state_dict keys, shapes and dtypes
+with the fixture's `state_dict`, loads the fixture weights (or its weight recipe) into it and checks its eval output
 against the fixture's stored output.
 
-Run: cargo test --test test_parity && python3 tools/check_torch_twins.py [fixtures-dir]
+Run: cargo test --test test_parity --test test_block_parity && python3 tools/check_torch_twins.py [fixtures-dir]
 (fixtures-dir defaults to tests/data).
 """
 import json
@@ -24,6 +25,9 @@ metadata = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-d
                           check=True, capture_output=True, text=True).stdout
 target = pathlib.Path(json.loads(metadata)["target_directory"])
 twins = json.loads((target / "tmp" / "torch-twins.json").read_text())
+blocks = target / "tmp" / "torch-twins-blocks.json"  # written by tests/test_block_parity.rs
+if blocks.exists():
+    twins.update(json.loads(blocks.read_text()))
 failed = 0
 for name, expr in sorted(twins.items()):
     meta = json.loads((fixtures / f"{name}.json").read_text())
@@ -40,7 +44,13 @@ for name, expr in sorted(twins.items()):
         failed += 1
         print(f"{name}: state_dict differs\n  ours   {ours}\n  theirs {theirs}")
         continue
-    model.load_state_dict(load_file(fixtures / f"{name}.safetensors"))
+    if "weights_recipe" in meta:  # resnet18, mobilenetv2: weights from the recipe, no file
+        sys.path.insert(0, str(root / "tools"))
+        from make_fixtures import apply_recipe
+
+        apply_recipe(model, meta["weights_recipe"]["tensors"])
+    else:
+        model.load_state_dict(load_file(fixtures / f"{name}.safetensors"))
     model.eval()
     io = load_file(fixtures / f"{name}.io.safetensors")
     with torch.no_grad():
