@@ -180,6 +180,7 @@ impl Exec {
                 (scale, shift)
             }),
             act,
+            residual: None,
         };
         layer(self, epilogue);
         self.affine = affine;
