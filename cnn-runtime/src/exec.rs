@@ -622,13 +622,25 @@ pub struct WorkspaceLayout {
     pub scratch: usize,
     /// The most output channels of a convolution (its fused batch-norm scale and shift).
     pub channels: usize,
+    /// For each depth `d` of the block stack, the largest per-sample length of a tensor ever
+    /// held at that depth: a block input saved by [`Exec::block_enter`] or
+    /// [`Exec::concat_enter`], a concatenation's accumulator, or a shortcut's output that
+    /// [`Exec::swap_top`] moves there. Empty for a network without blocks.
+    pub stack: &'static [usize],
 }
 
 impl WorkspaceLayout {
     /// Bytes of a [`Workspace`] with this layout: two activation buffers of `CHUNK` (8) samples
-    /// (ping-pong), one scratch buffer and the fused batch-norm coefficients.
+    /// (ping-pong), one scratch buffer, the fused batch-norm coefficients and one buffer of
+    /// `CHUNK` samples per depth of the block stack.
     pub const fn bytes(&self) -> usize {
-        4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels)
+        let mut stack = 0;
+        let mut d = 0;
+        while d < self.stack.len() {
+            stack += self.stack[d];
+            d += 1;
+        }
+        4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels + CHUNK * stack)
     }
 }
 
@@ -664,17 +676,27 @@ impl Workspace {
                 next: Vec::with_capacity(act),
                 scratch: Vec::with_capacity(layout.scratch),
                 affine: Vec::with_capacity(2 * layout.channels),
-                stack: Vec::new(),
-                lens: Vec::new(),
+                stack: layout
+                    .stack
+                    .iter()
+                    .map(|&len| Vec::with_capacity(CHUNK * len))
+                    .collect(),
+                lens: Vec::with_capacity(layout.stack.len()),
                 threads: 1,
             },
         }
     }
 
-    /// Bytes currently reserved.
+    /// Bytes currently reserved for tensors (the activations, scratch, batch-norm
+    /// coefficients and block stack).
     pub fn capacity_bytes(&self) -> usize {
         let e = &self.exec;
-        4 * (e.cur.capacity() + e.next.capacity() + e.scratch.capacity() + e.affine.capacity())
+        let stack: usize = e.stack.iter().map(Vec::capacity).sum();
+        4 * (e.cur.capacity()
+            + e.next.capacity()
+            + e.scratch.capacity()
+            + e.affine.capacity()
+            + stack)
     }
 }
 
@@ -1306,11 +1328,22 @@ mod tests {
                 let mut e = Exec::with_data(n, x.clone());
                 nested(&mut e, &layers);
                 assert!(e.lens.is_empty(), "every entry popped");
-                assert_eq!(e.stack.len(), 4, "the deepest point");
+                assert_eq!(e.stack.len(), NESTED.stack.len(), "the deepest point");
                 assert_eq!(e.output().len(), n * 200);
                 assert_eq!(bits(e.output()), bits(&nested_reference(n, &x, &layers)));
             }
         }
+
+        /// The layout of [`nested`]: activations up to `[10, 5, 4]`, the direct kernel's
+        /// scratch of the 3×3 convolutions, 5 channels, and the stack's depths: x, the outer
+        /// accumulator, the branch's residual input (later the inner concatenation's input),
+        /// and the inner residual's input (later the inner concatenation's accumulator).
+        const NESTED: WorkspaceLayout = WorkspaceLayout {
+            activations: 200,
+            scratch: 490,
+            channels: 5,
+            stack: &[40, 200, 40, 80],
+        };
 
         /// Pointer and capacity of every buffer of `e`, the ping-pong pair in either order.
         fn buffers(e: &Exec) -> Vec<(usize, usize)> {
@@ -1323,6 +1356,41 @@ mod tests {
             all.push((e.stack.as_ptr() as usize, e.stack.capacity()));
             all.push((e.lens.as_ptr() as usize, e.lens.capacity()));
             all
+        }
+
+        #[test]
+        fn an_exact_workspace_never_grows_even_on_the_first_run() {
+            let layers = nested_layers();
+            let run = |e: &mut Exec| -> Result<(), Error> {
+                nested(e, &layers);
+                Ok(())
+            };
+            let scratch = [&layers.0, &layers.1, &layers.2].map(|c| c.params.scratch_len());
+            assert_eq!(max_of(&scratch), NESTED.scratch);
+            let mut ws = Workspace::new(NESTED);
+            assert_eq!(ws.capacity_bytes(), NESTED.bytes());
+            assert_eq!(
+                NESTED.bytes(),
+                4 * (2 * CHUNK * 200 + 490 + 10 + CHUNK * (40 + 200 + 40 + 80))
+            );
+            let before = buffers(&ws.exec);
+            for n in [CHUNK, 3, 2 * CHUNK + 1] {
+                let x = Array4::from_shape_vec((n, 2, 5, 4), rand_vec(n * 40, 9)).unwrap();
+                let mut out = Array4::<f32>::zeros((n, 10, 5, 4));
+                run_into(
+                    x.view(),
+                    [2, 5, 4],
+                    out.view_mut(),
+                    &[10, 5, 4],
+                    false,
+                    &mut ws,
+                    &run,
+                )
+                .unwrap();
+                assert_eq!(buffers(&ws.exec), before, "n = {n}: a buffer grew");
+                let want = nested_reference(n, x.as_slice().unwrap(), &layers);
+                assert_eq!(bits(out.as_slice().unwrap()), bits(&want), "n = {n}");
+            }
         }
 
         #[test]
