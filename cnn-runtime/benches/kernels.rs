@@ -194,6 +194,7 @@ fn bench_conv(c: &mut Criterion, name: &str, p: Conv2dParams, extra: Extra) {
             let epilogue = Epilogue {
                 affine: Some((&scale, &shift)),
                 act: Some(Activation::Relu),
+                residual: None,
             };
             g.bench_function("im2col+sgemm+bn+relu", |bench| {
                 bench.iter(|| {

@@ -12,10 +12,22 @@ use crate::ops::upsample::{self, Upsample2dParams};
 use crate::tuning::{CHUNK, POOL_MIN_MACS, POOL_MIN_SPLIT};
 use crate::Error;
 
-/// A batch in flight: the current activations `[n, …]` and the buffers the next layer writes.
+/// A batch in flight: the current activations `[n, …]`, the buffers the next layer writes,
+/// and a stack of tensors saved by branching blocks.
 ///
 /// Generated code creates one per call, then calls one method per layer in order; each method
 /// trusts that the current tensor has the shape the macro computed for that point.
+///
+/// A residual block `x → act(body(x) + shortcut(x))` runs as [`block_enter`](Self::block_enter)
+/// (save x), then with a shortcut its layers and [`swap_top`](Self::swap_top), then the body,
+/// ending in [`conv2d_residual`](Self::conv2d_residual) (or
+/// [`conv_transpose2d_residual`](Self::conv_transpose2d_residual), or
+/// [`residual_add`](Self::residual_add) when the body does not end in a convolution). A
+/// concatenation runs as [`concat_enter`](Self::concat_enter), then per branch
+/// [`concat_restore`](Self::concat_restore), its layers and
+/// [`concat_write`](Self::concat_write) (or [`concat_write_input`](Self::concat_write_input)
+/// for an empty branch), then [`concat_exit`](Self::concat_exit). Blocks nest: the saved
+/// tensors form a stack, and its buffers are kept and reused from one run to the next.
 #[derive(Debug)]
 pub struct Exec {
     n: usize,
@@ -25,6 +37,11 @@ pub struct Exec {
     scratch: Vec<f32>,
     /// Folded batch-norm `scale ++ shift` of a fused convolution.
     affine: Vec<f32>,
+    /// One buffer per stack depth, kept (never shrunk) when the entry is popped.
+    stack: Vec<Vec<f32>>,
+    /// The length of each live stack entry (`n ·` its per-sample length); its length is the
+    /// stack's depth.
+    lens: Vec<usize>,
     /// Threads a single layer may use (when there are fewer chunks than threads).
     threads: usize,
 }
@@ -48,10 +65,9 @@ impl Exec {
     fn load(&mut self, x: ArrayView4<'_, f32>) {
         self.n = x.shape()[0];
         self.len = x.len();
-        // Never shorten the buffer: a later layer would pay to zero it again on growth.
-        if self.cur.len() < self.len {
-            self.cur.resize(self.len, 0.0);
-        }
+        // A run that failed inside a block left its entries behind.
+        self.lens.clear();
+        self.grow_pair(self.len);
         let cur = &mut self.cur[..self.len];
         match x.as_slice() {
             Some(s) => cur.copy_from_slice(s),
@@ -72,6 +88,8 @@ impl Exec {
             next: Vec::new(),
             scratch: Vec::new(),
             affine: Vec::new(),
+            stack: Vec::new(),
+            lens: Vec::new(),
             threads: 1,
         }
     }
@@ -81,12 +99,22 @@ impl Exec {
         &self.cur[..self.len]
     }
 
+    /// Grows both ping-pong buffers to hold `len` values. Both grow together, so that which
+    /// of them is current at a given layer (it alternates with the number of layers that swap
+    /// them) does not matter: a second run with the same sizes never grows either.
+    fn grow_pair(&mut self, len: usize) {
+        // Never shorten a buffer: a later layer would pay to zero it again on growth.
+        for buf in [&mut self.cur, &mut self.next] {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+        }
+    }
+
     /// Runs `f(input, output)` with a fresh output of `out_len` elements per sample.
     fn step(&mut self, out_len: usize, f: impl FnOnce(&[f32], &mut [f32], &mut Vec<f32>)) {
         let len = self.n * out_len;
-        if self.next.len() < len {
-            self.next.resize(len, 0.0);
-        }
+        self.grow_pair(len);
         f(
             &self.cur[..self.len],
             &mut self.next[..len],
@@ -110,9 +138,35 @@ impl Exec {
         bn: Option<&BatchNorm2d>,
         act: Option<Activation>,
     ) -> Result<(), Error> {
-        self.fused(conv.params.c_out, bn, act, |exec, epilogue| {
+        self.fused(conv.params.c_out, bn, act, false, |exec, epilogue| {
             exec.conv(conv, epilogue);
         })
+    }
+
+    /// The end of a residual block: `nn.Conv2d`, then (optionally) `nn.BatchNorm2d`, then the
+    /// saved tensor on top of the stack added, then `act`, i.e. PyTorch's
+    /// `act(bn(conv(x)) + r)`; pops `r`. With running statistics the batch norm is folded and
+    /// the sum and activation are applied to each output plane while it is in cache; a `bn`
+    /// without running statistics runs the steps one after the other.
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    ///
+    /// # Panics
+    /// If the stack is empty or its top is not shaped like the convolution's output (a bug in
+    /// generated code).
+    pub fn conv2d_residual(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        self.check_residual(conv.params.out_len());
+        let result = self.fused(conv.params.c_out, bn, act, true, |exec, epilogue| {
+            exec.conv(conv, epilogue);
+        });
+        self.pop();
+        result
     }
 
     /// `nn.ConvTranspose2d`.
@@ -128,19 +182,44 @@ impl Exec {
         bn: Option<&BatchNorm2d>,
         act: Option<Activation>,
     ) -> Result<(), Error> {
-        self.fused(conv.params.c_out, bn, act, |exec, epilogue| {
+        self.fused(conv.params.c_out, bn, act, false, |exec, epilogue| {
             exec.conv_transpose(conv, epilogue);
         })
     }
 
+    /// The end of a residual block with a transposed convolution: `act(bn(convT(x)) + r)`,
+    /// as [`conv2d_residual`](Self::conv2d_residual); pops `r`.
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    ///
+    /// # Panics
+    /// If the stack is empty or its top is not shaped like the convolution's output (a bug in
+    /// generated code).
+    pub fn conv_transpose2d_residual(
+        &mut self,
+        conv: &ConvTranspose2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        self.check_residual(conv.params.out_len());
+        let result = self.fused(conv.params.c_out, bn, act, true, |exec, epilogue| {
+            exec.conv_transpose(conv, epilogue);
+        });
+        self.pop();
+        result
+    }
+
     /// Runs `layer(self, epilogue)` for a layer of `c` output channels with `bn` folded into
-    /// its epilogue and `act` after it; a `bn` without running statistics (which needs the
-    /// whole batch) and the activation then run as separate steps.
+    /// its epilogue, then (with `residual`) the top of the stack added, and `act` last; a `bn`
+    /// without running statistics (which needs the whole batch), the sum and the activation
+    /// then run as separate steps. Leaves the stack as it is.
     fn fused(
         &mut self,
         c: usize,
         bn: Option<&BatchNorm2d>,
         act: Option<Activation>,
+        residual: bool,
         layer: impl FnOnce(&mut Self, Epilogue<'_>),
     ) -> Result<(), Error> {
         let mut affine = std::mem::take(&mut self.affine);
@@ -169,21 +248,249 @@ impl Exec {
             if let Some(bn) = bn {
                 self.batchnorm(bn)?;
             }
-            if let Some(act) = act {
+            if residual {
+                self.add_top(act);
+            } else if let Some(act) = act {
                 self.activation(act);
             }
             return Ok(());
         }
+        // The residual is read from its stack buffer, lent out for the layer's duration.
+        let top = residual.then(|| self.lens.len() - 1);
+        let saved = top.map(|d| std::mem::take(&mut self.stack[d]));
         let epilogue = Epilogue {
             affine: bn.map(|_| {
                 let (scale, shift) = affine.split_at(c);
                 (scale, shift)
             }),
             act,
+            residual: top.zip(saved.as_deref()).map(|(d, r)| &r[..self.lens[d]]),
         };
         layer(self, epilogue);
+        if let (Some(d), Some(saved)) = (top, saved) {
+            self.stack[d] = saved;
+        }
         self.affine = affine;
         Ok(())
+    }
+
+    /// Checks that the top of the stack holds `out_len` values per sample, as the output of
+    /// the convolution it will be added to.
+    ///
+    /// # Panics
+    /// Otherwise (a bug in generated code).
+    fn check_residual(&self, out_len: usize) {
+        let top = self.lens.last().copied();
+        assert_eq!(
+            top,
+            Some(self.n * out_len),
+            "residual: the saved tensor does not match the convolution's output"
+        );
+    }
+
+    /// Pushes a copy of `src[..len]` onto the stack, reusing the buffer kept at that depth.
+    fn push_copy(stack: &mut Vec<Vec<f32>>, lens: &mut Vec<usize>, src: &[f32]) {
+        let d = lens.len();
+        if stack.len() <= d {
+            stack.push(Vec::new());
+        }
+        let buf = &mut stack[d];
+        if buf.len() < src.len() {
+            buf.resize(src.len(), 0.0);
+        }
+        buf[..src.len()].copy_from_slice(src);
+        lens.push(src.len());
+    }
+
+    /// Pushes an entry of `len` values with unspecified contents (an accumulator that will be
+    /// written in full).
+    fn push_len(&mut self, len: usize) {
+        let d = self.lens.len();
+        if self.stack.len() <= d {
+            self.stack.push(Vec::new());
+        }
+        let buf = &mut self.stack[d];
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        self.lens.push(len);
+    }
+
+    /// Drops the top entry of the stack, keeping its buffer for the next push.
+    ///
+    /// # Panics
+    /// If the stack is empty (a bug in generated code).
+    fn pop(&mut self) {
+        assert!(self.lens.pop().is_some(), "pop from an empty block stack");
+    }
+
+    /// The live entry at depth `d` from the top (0 = the top).
+    ///
+    /// # Panics
+    /// If the stack holds fewer than `d + 1` entries (a bug in generated code).
+    fn entry(&self, d: usize) -> &[f32] {
+        let depth = self.lens.len();
+        assert!(d < depth, "block stack too shallow");
+        let i = depth - 1 - d;
+        &self.stack[i][..self.lens[i]]
+    }
+
+    /// `cur = act(cur + top)`, in place, rounded as `Epilogue::after`; leaves the top on the
+    /// stack.
+    ///
+    /// # Panics
+    /// If the stack is empty or its top is not shaped like the current tensor.
+    fn add_top(&mut self, act: Option<Activation>) {
+        let d = self
+            .lens
+            .len()
+            .checked_sub(1)
+            .expect("residual: empty stack");
+        assert_eq!(self.lens[d], self.len, "residual: shapes differ");
+        let r = &self.stack[d][..self.len];
+        let cur = &mut self.cur[..self.len];
+        conv::add_relu(cur, r, act == Some(Activation::Relu));
+        if let Some(act) = act.filter(|&a| a != Activation::Relu) {
+            activation::activation(act, cur);
+        }
+    }
+
+    /// Starts a residual block: pushes a copy of the current tensor (the block's input x)
+    /// onto the stack of saved tensors. The current tensor stays as it is, the input of the
+    /// block's first layer (the shortcut's or the body's).
+    pub fn block_enter(&mut self) {
+        Self::push_copy(&mut self.stack, &mut self.lens, &self.cur[..self.len]);
+    }
+
+    /// Exchanges the current tensor with the top of the stack. After a residual block's
+    /// shortcut has run on x, the current tensor is `shortcut(x)` and the top is x; afterwards
+    /// the current tensor is x again (the body's input) and the top is `shortcut(x)` (what
+    /// the body's result gets added to). Copies both ways, so every buffer keeps its capacity.
+    ///
+    /// # Panics
+    /// If the stack is empty (a bug in generated code).
+    pub fn swap_top(&mut self) {
+        let d = self
+            .lens
+            .len()
+            .checked_sub(1)
+            .expect("swap_top: empty stack");
+        let (top_len, cur_len) = (self.lens[d], self.len);
+        // top → next, cur → top, then next becomes cur.
+        self.grow_pair(top_len);
+        self.next[..top_len].copy_from_slice(&self.stack[d][..top_len]);
+        let buf = &mut self.stack[d];
+        if buf.len() < cur_len {
+            buf.resize(cur_len, 0.0);
+        }
+        buf[..cur_len].copy_from_slice(&self.cur[..cur_len]);
+        std::mem::swap(&mut self.cur, &mut self.next);
+        self.len = top_len;
+        self.lens[d] = cur_len;
+    }
+
+    /// The end of a residual block whose body does not end in a convolution: `cur = act(cur +
+    /// top)`, then pops the top (x, or `shortcut(x)` after [`swap_top`](Self::swap_top)).
+    ///
+    /// # Panics
+    /// If the stack is empty or its top is not shaped like the current tensor (a bug in
+    /// generated code).
+    pub fn residual_add(&mut self, act: Option<Activation>) {
+        self.add_top(act);
+        self.pop();
+    }
+
+    /// Starts a concatenation (`torch.cat(dim=1)` of branches that all read x): pushes a copy
+    /// of the current tensor (the block input x), then an accumulator of `out_len` values per
+    /// sample (the concatenation's output, `total_channels · H · W`) which the branches fill.
+    pub fn concat_enter(&mut self, out_len: usize) {
+        self.block_enter();
+        self.push_len(self.n * out_len);
+    }
+
+    /// Copies the current tensor, `[n, channels, hw]` (a branch's output), into channels
+    /// `channel_offset..channel_offset + channels` of the accumulator `[n, total_channels,
+    /// hw]` on top of the stack.
+    ///
+    /// # Panics
+    /// If the current tensor or the accumulator does not have these shapes (a bug in
+    /// generated code).
+    pub fn concat_write(
+        &mut self,
+        channel_offset: usize,
+        channels: usize,
+        hw: usize,
+        total_channels: usize,
+    ) {
+        let d = self
+            .lens
+            .len()
+            .checked_sub(1)
+            .expect("concat_write: empty stack");
+        let acc = &mut self.stack[d][..self.lens[d]];
+        let src = &self.cur[..self.len];
+        write_channels(
+            src,
+            acc,
+            self.n,
+            [channel_offset, channels, hw, total_channels],
+        );
+    }
+
+    /// Starts the next branch of a concatenation: the current tensor becomes a copy of the
+    /// block input x (the entry under the accumulator).
+    ///
+    /// # Panics
+    /// If the stack holds fewer than two entries (a bug in generated code).
+    pub fn concat_restore(&mut self) {
+        let len = self.entry(1).len();
+        self.grow_pair(len);
+        let d = self.lens.len() - 2;
+        self.cur[..len].copy_from_slice(&self.stack[d][..len]);
+        self.len = len;
+    }
+
+    /// The identity branch of a concatenation (`branch {}`): copies the block input x
+    /// (`[n, channels, hw]`, the entry under the accumulator) into channels
+    /// `channel_offset..channel_offset + channels` of the accumulator.
+    ///
+    /// # Panics
+    /// If the stack holds fewer than two entries or they do not have these shapes (a bug in
+    /// generated code).
+    pub fn concat_write_input(
+        &mut self,
+        channel_offset: usize,
+        channels: usize,
+        hw: usize,
+        total_channels: usize,
+    ) {
+        let depth = self.lens.len();
+        assert!(depth >= 2, "concat_write_input: no concatenation open");
+        let (below, top) = self.stack.split_at_mut(depth - 1);
+        let x = &below[depth - 2][..self.lens[depth - 2]];
+        let acc = &mut top[0][..self.lens[depth - 1]];
+        write_channels(
+            x,
+            acc,
+            self.n,
+            [channel_offset, channels, hw, total_channels],
+        );
+    }
+
+    /// Ends a concatenation: the current tensor becomes the accumulator, and both entries
+    /// (the accumulator and the block input under it) are popped.
+    ///
+    /// # Panics
+    /// If the stack holds fewer than two entries (a bug in generated code).
+    pub fn concat_exit(&mut self) {
+        let len = self.entry(0).len();
+        assert!(self.lens.len() >= 2, "concat_exit: no concatenation open");
+        self.grow_pair(len);
+        let d = self.lens.len() - 1;
+        self.cur[..len].copy_from_slice(&self.stack[d][..len]);
+        self.len = len;
+        self.pop();
+        self.pop();
     }
 
     /// One transposed convolution with `epilogue`.
@@ -315,13 +622,25 @@ pub struct WorkspaceLayout {
     pub scratch: usize,
     /// The most output channels of a convolution (its fused batch-norm scale and shift).
     pub channels: usize,
+    /// For each depth `d` of the block stack, the largest per-sample length of a tensor ever
+    /// held at that depth: a block input saved by [`Exec::block_enter`] or
+    /// [`Exec::concat_enter`], a concatenation's accumulator, or a shortcut's output that
+    /// [`Exec::swap_top`] moves there. Empty for a network without blocks.
+    pub stack: &'static [usize],
 }
 
 impl WorkspaceLayout {
     /// Bytes of a [`Workspace`] with this layout: two activation buffers of `CHUNK` (8) samples
-    /// (ping-pong), one scratch buffer and the fused batch-norm coefficients.
+    /// (ping-pong), one scratch buffer, the fused batch-norm coefficients and one buffer of
+    /// `CHUNK` samples per depth of the block stack.
     pub const fn bytes(&self) -> usize {
-        4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels)
+        let mut stack = 0;
+        let mut d = 0;
+        while d < self.stack.len() {
+            stack += self.stack[d];
+            d += 1;
+        }
+        4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels + CHUNK * stack)
     }
 }
 
@@ -357,15 +676,52 @@ impl Workspace {
                 next: Vec::with_capacity(act),
                 scratch: Vec::with_capacity(layout.scratch),
                 affine: Vec::with_capacity(2 * layout.channels),
+                stack: layout
+                    .stack
+                    .iter()
+                    .map(|&len| Vec::with_capacity(CHUNK * len))
+                    .collect(),
+                lens: Vec::with_capacity(layout.stack.len()),
                 threads: 1,
             },
         }
     }
 
-    /// Bytes currently reserved.
+    /// Bytes currently reserved for tensors (the activations, scratch, batch-norm
+    /// coefficients and block stack).
     pub fn capacity_bytes(&self) -> usize {
         let e = &self.exec;
-        4 * (e.cur.capacity() + e.next.capacity() + e.scratch.capacity() + e.affine.capacity())
+        let stack: usize = e.stack.iter().map(Vec::capacity).sum();
+        4 * (e.cur.capacity()
+            + e.next.capacity()
+            + e.scratch.capacity()
+            + e.affine.capacity()
+            + stack)
+    }
+}
+
+/// Copies `src: [n, channels, hw]` into channels `offset..offset + channels` of
+/// `acc: [n, total, hw]`, with `[offset, channels, hw, total]`.
+///
+/// # Panics
+/// If a slice does not have its shape (a bug in generated code).
+fn write_channels(
+    src: &[f32],
+    acc: &mut [f32],
+    n: usize,
+    [offset, channels, hw, total]: [usize; 4],
+) {
+    let (part, whole) = (channels * hw, total * hw);
+    assert!(
+        offset + channels <= total && src.len() == n * part && acc.len() == n * whole,
+        "concat: the branch does not fit the concatenation"
+    );
+    if part == 0 {
+        return;
+    }
+    // LOOP over samples
+    for (s, d) in src.chunks_exact(part).zip(acc.chunks_exact_mut(whole)) {
+        d[offset * hw..offset * hw + part].copy_from_slice(s);
     }
 }
 
@@ -688,6 +1044,385 @@ mod tests {
             for threads in [2, 3] {
                 assert_eq!(run(threads), one, "{kind:?}, {threads} threads");
             }
+        }
+    }
+
+    /// Block tests: layers built in one place (the holders' constructors), plain-Vec
+    /// references, and the executor's buffers for the allocation checks.
+    mod blocks {
+        use super::*;
+        use crate::ops::batchnorm::BatchNormParams;
+        use crate::ops::conv::Conv2dParams;
+        use crate::ops::conv_transpose::ConvTranspose2dParams;
+
+        /// A convolution `c_in → c_out`, kernel `k`, stride `s`, padding `k / 2`, on `[h, w]`.
+        pub(super) fn conv(
+            c_in: usize,
+            c_out: usize,
+            k: usize,
+            s: usize,
+            hw: [usize; 2],
+        ) -> Conv2d {
+            let side = |i: usize| {
+                crate::shape::out_len(hw[i], k, s, k / 2, 1, false).expect("a valid case")
+            };
+            let p = Conv2dParams {
+                c_in,
+                c_out,
+                groups: 1,
+                kernel: [k, k],
+                stride: [s, s],
+                padding: [k / 2, k / 2],
+                dilation: [1, 1],
+                in_hw: hw,
+                out_hw: [side(0), side(1)],
+            };
+            Conv2d::seeded(
+                0,
+                p,
+                true,
+                &mut Rng::new((c_in * 100 + c_out * 10 + k) as u64),
+            )
+        }
+
+        /// A transposed convolution `c → c_out`, kernel 3, stride 1, padding 1 (same size).
+        fn conv_t(c: usize, c_out: usize, hw: [usize; 2]) -> ConvTranspose2d {
+            let p = ConvTranspose2dParams {
+                c_in: c,
+                c_out,
+                groups: 1,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                output_padding: [0, 0],
+                dilation: [1, 1],
+                in_hw: hw,
+                out_hw: hw,
+            };
+            ConvTranspose2d::seeded(0, p, true, &mut Rng::new(c as u64 + 77))
+        }
+
+        /// A batch norm of `channels` on maps of `hw` values, with random running statistics
+        /// and affine parameters, or without running statistics (batch statistics).
+        fn bn(channels: usize, hw: usize, running: bool, seed: u64) -> BatchNorm2d {
+            let params = BatchNormParams {
+                channels,
+                hw,
+                eps: 1e-3,
+                momentum: 0.1,
+                affine: true,
+                track_running_stats: running,
+            };
+            let mut bn = BatchNorm2d::seeded(1, params, &mut Rng::new(seed));
+            let r = rand_vec(4 * channels, seed);
+            let c = channels;
+            if running {
+                bn.running = Some((
+                    r[..c].to_vec(),
+                    r[c..2 * c].iter().map(|v| v.abs() + 0.5).collect(),
+                ));
+            }
+            bn.weight = Some(r[2 * c..3 * c].iter().map(|v| 2.0 * v).collect());
+            bn.bias = Some(r[3 * c..].to_vec());
+            bn
+        }
+
+        /// `f` on a fresh executor holding `x` (`n` samples): one layer's reference output.
+        fn apply(n: usize, x: &[f32], f: impl FnOnce(&mut Exec)) -> Vec<f32> {
+            let mut e = Exec::with_data(n, x.to_vec());
+            f(&mut e);
+            e.output().to_vec()
+        }
+
+        /// `act(a + b)` element-wise.
+        fn add_act(a: &[f32], b: &[f32], act: Option<Activation>) -> Vec<f32> {
+            assert_eq!(a.len(), b.len());
+            let mut y: Vec<f32> = a.iter().zip(b).map(|(a, b)| a + b).collect();
+            if let Some(act) = act {
+                activation::activation(act, &mut y);
+            }
+            y
+        }
+
+        /// `torch.cat(parts, dim=1)` of `[n, channels_i, hw]` tensors.
+        fn cat(n: usize, hw: usize, parts: &[(&[f32], usize)]) -> Vec<f32> {
+            let mut out = Vec::new();
+            for s in 0..n {
+                for &(t, c) in parts {
+                    assert_eq!(t.len(), n * c * hw);
+                    out.extend_from_slice(&t[s * c * hw..(s + 1) * c * hw]);
+                }
+            }
+            out
+        }
+
+        fn bits(v: &[f32]) -> Vec<u32> {
+            v.iter().map(|v| v.to_bits()).collect()
+        }
+
+        #[test]
+        fn a_residual_convolution_equals_the_separate_steps_bit_for_bit() {
+            let (n, hw) = (3, [7, 6]);
+            let x = rand_vec(n * 4 * 42, 11);
+            let body = conv(4, 6, 3, 1, hw);
+            let last = conv(6, 4, 3, 1, hw);
+            let last_t = conv_t(6, 4, hw);
+            let acts = [
+                None,
+                Some(Activation::Relu),
+                Some(Activation::Relu6),
+                Some(Activation::Gelu),
+            ];
+            for transposed in [false, true] {
+                for norm in [None, Some(true), Some(false)] {
+                    let bn = norm.map(|running| bn(4, 42, running, 5));
+                    for act in acts {
+                        let mut e = Exec::with_data(n, x.clone());
+                        e.block_enter();
+                        e.conv2d(&body);
+                        e.activation(Activation::Relu);
+                        if transposed {
+                            e.conv_transpose2d_residual(&last_t, bn.as_ref(), act)
+                        } else {
+                            e.conv2d_residual(&last, bn.as_ref(), act)
+                        }
+                        .unwrap();
+                        assert!(e.lens.is_empty(), "the block popped its entry");
+                        let want = apply(n, &x, |e| {
+                            e.conv2d(&body);
+                            e.activation(Activation::Relu);
+                            if transposed {
+                                e.conv_transpose2d(&last_t);
+                            } else {
+                                e.conv2d(&last);
+                            }
+                            if let Some(bn) = &bn {
+                                e.batchnorm(bn).unwrap();
+                            }
+                        });
+                        let want = add_act(&want, &x, act);
+                        let what = format!("transposed {transposed}, bn {norm:?}, {act:?}");
+                        assert_eq!(bits(e.output()), bits(&want), "{what}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_shortcut_is_swapped_under_the_body() {
+            let (n, hw) = (2, [6, 5]);
+            let x = rand_vec(n * 3 * 30, 12);
+            // shortcut: 1×1 stride 2, 3 → 8; body: 3×3 stride 2, 3 → 8, then 8 → 8.
+            let shortcut = conv(3, 8, 1, 2, hw);
+            let (b1, b2) = (conv(3, 8, 3, 2, hw), conv(8, 8, 3, 1, [3, 3]));
+            let norm = bn(8, 9, true, 3);
+            let s = apply(n, &x, |e| e.conv2d(&shortcut));
+            let body = apply(n, &x, |e| {
+                e.conv2d(&b1);
+                e.activation(Activation::Relu);
+                e.conv2d(&b2);
+                e.batchnorm(&norm).unwrap();
+            });
+            // Ending in a convolution with the batch norm folded …
+            let mut e = Exec::with_data(n, x.clone());
+            e.block_enter();
+            e.conv2d(&shortcut);
+            e.swap_top();
+            assert_eq!(e.output(), &x[..], "the body starts from x");
+            e.conv2d(&b1);
+            e.activation(Activation::Relu);
+            e.conv2d_residual(&b2, Some(&norm), Some(Activation::Relu))
+                .unwrap();
+            let want = add_act(&body, &s, Some(Activation::Relu));
+            assert_eq!(bits(e.output()), bits(&want));
+            // … or in anything else, with the generic sum.
+            let mut e = Exec::with_data(n, x.clone());
+            e.block_enter();
+            e.conv2d(&shortcut);
+            e.swap_top();
+            e.conv2d(&b1);
+            e.activation(Activation::Relu);
+            e.conv2d(&b2);
+            e.batchnorm(&norm).unwrap();
+            e.residual_add(Some(Activation::Relu6));
+            assert!(e.lens.is_empty());
+            assert_eq!(
+                bits(e.output()),
+                bits(&add_act(&body, &s, Some(Activation::Relu6)))
+            );
+            // The identity shortcut without an activation.
+            let mut e = Exec::with_data(n, x.clone());
+            e.block_enter();
+            e.activation(Activation::Tanh);
+            e.residual_add(None);
+            let t = apply(n, &x, |e| e.activation(Activation::Tanh));
+            assert_eq!(bits(e.output()), bits(&add_act(&t, &x, None)));
+        }
+
+        /// `concat(x, conv(x), concat(residual(x), tanh(x)))` over `n` samples of `[2, 5, 4]`,
+        /// with a residual block inside a branch and a concatenation inside that: the stack
+        /// reaches depth 5.
+        fn nested(e: &mut Exec, layers: &(Conv2d, Conv2d, Conv2d)) {
+            let hw = 20;
+            let (c1, c2, c3) = layers;
+            e.concat_enter(10 * hw);
+            // branch {}: x itself
+            e.concat_write_input(0, 2, hw, 10);
+            // branch { conv(2 -> 3) }
+            e.concat_restore();
+            e.conv2d(c1);
+            e.concat_write(2, 3, hw, 10);
+            // branch { residual { conv(2 -> 2) relu conv(2 -> 2) } relu, concat { branch {}
+            // branch { tanh } } conv(4 -> 5) }
+            e.concat_restore();
+            e.block_enter();
+            e.conv2d(c2);
+            e.activation(Activation::Relu);
+            e.block_enter();
+            e.conv2d(c2);
+            e.conv2d_residual(c2, None, Some(Activation::Relu)).unwrap();
+            e.residual_add(Some(Activation::Relu));
+            e.concat_enter(4 * hw);
+            e.concat_write_input(0, 2, hw, 4);
+            e.concat_restore();
+            e.activation(Activation::Tanh);
+            e.concat_write(2, 2, hw, 4);
+            e.concat_exit();
+            e.conv2d(c3);
+            e.concat_write(5, 5, hw, 10);
+            e.concat_exit();
+        }
+
+        fn nested_layers() -> (Conv2d, Conv2d, Conv2d) {
+            let hw = [5, 4];
+            (
+                conv(2, 3, 3, 1, hw),
+                conv(2, 2, 3, 1, hw),
+                conv(4, 5, 1, 1, hw),
+            )
+        }
+
+        /// [`nested`] with plain Vec arithmetic.
+        fn nested_reference(n: usize, x: &[f32], layers: &(Conv2d, Conv2d, Conv2d)) -> Vec<f32> {
+            let (c1, c2, c3) = layers;
+            let relu = Some(Activation::Relu);
+            let b1 = apply(n, x, |e| e.conv2d(c1));
+            let a = apply(n, x, |e| {
+                e.conv2d(c2);
+                e.activation(Activation::Relu);
+            });
+            let inner = apply(n, &apply(n, &a, |e| e.conv2d(c2)), |e| e.conv2d(c2));
+            let inner = add_act(&inner, &a, relu);
+            let r = add_act(&inner, x, relu);
+            let t = apply(n, &r, |e| e.activation(Activation::Tanh));
+            let c = cat(n, 20, &[(&r, 2), (&t, 2)]);
+            let b2 = apply(n, &c, |e| e.conv2d(c3));
+            cat(n, 20, &[(x, 2), (&b1, 3), (&b2, 5)])
+        }
+
+        #[test]
+        fn concatenations_and_residuals_nest() {
+            let layers = nested_layers();
+            for n in [1, 3] {
+                let x = rand_vec(n * 40, n as u64);
+                let mut e = Exec::with_data(n, x.clone());
+                nested(&mut e, &layers);
+                assert!(e.lens.is_empty(), "every entry popped");
+                assert_eq!(e.stack.len(), NESTED.stack.len(), "the deepest point");
+                assert_eq!(e.output().len(), n * 200);
+                assert_eq!(bits(e.output()), bits(&nested_reference(n, &x, &layers)));
+            }
+        }
+
+        /// The layout of [`nested`]: activations up to `[10, 5, 4]`, the direct kernel's
+        /// scratch of the 3×3 convolutions, 5 channels, and the stack's depths: x, the outer
+        /// accumulator, the branch's residual input (later the inner concatenation's input),
+        /// and the inner residual's input (later the inner concatenation's accumulator).
+        const NESTED: WorkspaceLayout = WorkspaceLayout {
+            activations: 200,
+            scratch: 490,
+            channels: 5,
+            stack: &[40, 200, 40, 80],
+        };
+
+        /// Pointer and capacity of every buffer of `e`, the ping-pong pair in either order.
+        fn buffers(e: &Exec) -> Vec<(usize, usize)> {
+            let id = |v: &Vec<f32>| (v.as_ptr() as usize, v.capacity());
+            let mut pair = [id(&e.cur), id(&e.next)];
+            pair.sort();
+            let mut all = pair.to_vec();
+            all.extend([id(&e.scratch), id(&e.affine)]);
+            all.extend(e.stack.iter().map(id));
+            all.push((e.stack.as_ptr() as usize, e.stack.capacity()));
+            all.push((e.lens.as_ptr() as usize, e.lens.capacity()));
+            all
+        }
+
+        #[test]
+        fn an_exact_workspace_never_grows_even_on_the_first_run() {
+            let layers = nested_layers();
+            let run = |e: &mut Exec| -> Result<(), Error> {
+                nested(e, &layers);
+                Ok(())
+            };
+            let scratch = [&layers.0, &layers.1, &layers.2].map(|c| c.params.scratch_len());
+            assert_eq!(max_of(&scratch), NESTED.scratch);
+            let mut ws = Workspace::new(NESTED);
+            assert_eq!(ws.capacity_bytes(), NESTED.bytes());
+            assert_eq!(
+                NESTED.bytes(),
+                4 * (2 * CHUNK * 200 + 490 + 10 + CHUNK * (40 + 200 + 40 + 80))
+            );
+            let before = buffers(&ws.exec);
+            for n in [CHUNK, 3, 2 * CHUNK + 1] {
+                let x = Array4::from_shape_vec((n, 2, 5, 4), rand_vec(n * 40, 9)).unwrap();
+                let mut out = Array4::<f32>::zeros((n, 10, 5, 4));
+                run_into(
+                    x.view(),
+                    [2, 5, 4],
+                    out.view_mut(),
+                    &[10, 5, 4],
+                    false,
+                    &mut ws,
+                    &run,
+                )
+                .unwrap();
+                assert_eq!(buffers(&ws.exec), before, "n = {n}: a buffer grew");
+                let want = nested_reference(n, x.as_slice().unwrap(), &layers);
+                assert_eq!(bits(out.as_slice().unwrap()), bits(&want), "n = {n}");
+            }
+        }
+
+        #[test]
+        fn a_second_run_with_the_same_sizes_allocates_nothing() {
+            let layers = nested_layers();
+            let x = rand_vec(3 * 40, 4);
+            let mut e = Exec::default();
+            let view = ArrayView4::from_shape((3, 2, 5, 4), &x[..]).unwrap();
+            e.load(view);
+            nested(&mut e, &layers);
+            let first = buffers(&e);
+            let out = e.output().to_vec();
+            e.load(view);
+            nested(&mut e, &layers);
+            assert_eq!(buffers(&e), first, "the second run allocated");
+            assert_eq!(bits(e.output()), bits(&out));
+        }
+
+        #[test]
+        fn a_failed_run_leaves_no_entries_behind() {
+            let layers = nested_layers();
+            let x = rand_vec(40, 6);
+            let view = ArrayView4::from_shape((1, 2, 5, 4), &x[..]).unwrap();
+            let mut e = Exec::default();
+            e.load(view);
+            e.block_enter();
+            e.concat_enter(200);
+            assert_eq!(e.lens.len(), 3);
+            e.load(view);
+            assert!(e.lens.is_empty());
+            nested(&mut e, &layers);
+            assert_eq!(bits(e.output()), bits(&nested_reference(1, &x, &layers)));
         }
     }
 

@@ -177,7 +177,7 @@ pub fn forward(
     if let Some(b) = bias {
         assert!(b.len() >= p.c_out, "conv_transpose2d bias too short");
     }
-    epilogue.check(p.c_out);
+    epilogue.check(p.c_out, n * out_len);
     if n == 0 || plane == 0 || p.c_out == 0 {
         return;
     }
@@ -198,31 +198,38 @@ pub fn forward(
         }
     }
 
-    // Output channels `first..` of group `g` of one sample: GEMM, col2im, bias and epilogue.
-    let channels =
-        |g: usize, first: usize, x: &[f32], wt: &[f32], cols: &mut [f32], y: &mut [f32]| {
-            let m = y.len() / plane * taps;
-            if direct {
-                // wt: (O/G, C/G)  x: (C/G, H·W)  out: (O/G, OH·OW = H·W)
-                crate::gemm::sgemm(m, k, n_cols, wt, x, y, false);
-            } else {
-                let cols = &mut cols[..m * n_cols];
-                // wt: (O/G·KH·KW, C/G)  x: (C/G, H·W)  cols: (O/G·KH·KW, H·W)
-                crate::gemm::sgemm(m, k, n_cols, wt, x, cols, false);
-                y.fill(0.0);
-                // LOOP over output channels of the block
-                for (yo, co) in y
-                    .chunks_exact_mut(plane)
-                    .zip(cols.chunks_exact(taps * n_cols))
-                {
-                    col2im(p, co, yo);
-                }
+    // Output channels `first..` of group `g` of sample `s`: GEMM, col2im, bias and epilogue
+    // (the residual and activation per plane, while it is in cache).
+    let channels = |s: usize,
+                    g: usize,
+                    first: usize,
+                    x: &[f32],
+                    wt: &[f32],
+                    cols: &mut [f32],
+                    y: &mut [f32]| {
+        let m = y.len() / plane * taps;
+        if direct {
+            // wt: (O/G, C/G)  x: (C/G, H·W)  out: (O/G, OH·OW = H·W)
+            crate::gemm::sgemm(m, k, n_cols, wt, x, y, false);
+        } else {
+            let cols = &mut cols[..m * n_cols];
+            // wt: (O/G·KH·KW, C/G)  x: (C/G, H·W)  cols: (O/G·KH·KW, H·W)
+            crate::gemm::sgemm(m, k, n_cols, wt, x, cols, false);
+            y.fill(0.0);
+            // LOOP over output channels of the block
+            for (yo, co) in y
+                .chunks_exact_mut(plane)
+                .zip(cols.chunks_exact(taps * n_cols))
+            {
+                col2im(p, co, yo);
             }
-            let c0 = g * c_out_g + first;
-            for (o, row) in y.chunks_exact_mut(plane).enumerate() {
-                epilogue.channel(bias, c0 + o).apply(row);
-            }
-        };
+        }
+        let c0 = g * c_out_g + first;
+        for (o, row) in y.chunks_exact_mut(plane).enumerate() {
+            epilogue.channel(bias, c0 + o).apply(row);
+            epilogue.after(s * p.c_out + c0 + o, row);
+        }
+    };
 
     let parts = threads.min(c_out_g / MIN_ROWS_PER_THREAD).max(1);
     let split = parts > 1 && m * k * n_cols >= MIN_MACS_PER_SPLIT;
@@ -236,7 +243,7 @@ pub fn forward(
             let yg = &mut y[g * c_out_g * plane..(g + 1) * c_out_g * plane];
             let wtg = &wt[g * m * k..(g + 1) * m * k];
             if !split {
-                channels(g, 0, xg, wtg, cols, yg);
+                channels(s, g, 0, xg, wtg, cols, yg);
                 continue;
             }
             // LOOP over output-channel blocks, one per thread, each with its rows of `cols`.
@@ -251,7 +258,7 @@ pub fn forward(
                 .zip(wtg.chunks((per * taps * k).max(1)))
                 .zip(cols_blocks);
             crate::threads::for_each(parts, blocks, |i, ((y, wt), cols)| {
-                channels(g, i * per, xg, wt, cols, y)
+                channels(s, g, i * per, xg, wt, cols, y)
             });
         }
     }
@@ -318,7 +325,7 @@ fn col2im(p: &ConvTranspose2dParams, cols: &[f32], y: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::ops::activation::Activation;
-    use crate::test_util::{assert_close, rand_vec};
+    use crate::test_util::{assert_close, assert_close_mag, rand_vec, reference_epilogue};
 
     /// `(c_in, c_out, groups, kernel, stride, padding, output_padding, dilation, [h, w], n,
     /// bias)`.
@@ -644,11 +651,23 @@ mod tests {
         w: &[f32],
         b: Option<&[f32]>,
     ) -> Vec<f32> {
+        naive64(p, n, x, w, b).0.iter().map(|&v| v as f32).collect()
+    }
+
+    /// [`naive`] in f64, and for each output the sum of the absolute values of its terms.
+    fn naive64(
+        p: &ConvTranspose2dParams,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+    ) -> (Vec<f64>, Vec<f64>) {
         let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
         let [kh, kw] = p.kernel;
         let [h, wd] = p.in_hw;
         let [oh, ow] = p.out_hw;
         let mut acc = vec![0.0f64; n * p.out_len()];
+        let mut mag = vec![0.0f64; n * p.out_len()];
         for s in 0..n {
             for c in 0..p.c_in {
                 let g = c / c_in_g;
@@ -667,8 +686,10 @@ mod tests {
                                         continue;
                                     }
                                     let wv = w[((c * c_out_g + oo) * kh + ki) * kw + kj] as f64;
-                                    acc[((s * p.c_out + o) * oh + y as usize) * ow
-                                        + xo as usize] += xv * wv;
+                                    let at =
+                                        ((s * p.c_out + o) * oh + y as usize) * ow + xo as usize;
+                                    acc[at] += xv * wv;
+                                    mag[at] += (xv * wv).abs();
                                 }
                             }
                         }
@@ -676,10 +697,90 @@ mod tests {
                 }
             }
         }
-        for (i, v) in acc.iter_mut().enumerate() {
-            *v += b.map_or(0.0, |b| b[i / (oh * ow) % p.c_out] as f64);
+        for (i, (v, m)) in acc.iter_mut().zip(&mut mag).enumerate() {
+            let b = b.map_or(0.0, |b| b[i / (oh * ow) % p.c_out] as f64);
+            *v += b;
+            *m += b.abs();
         }
-        acc.into_iter().map(|v| v as f32).collect()
+        (acc, mag)
+    }
+
+    #[test]
+    fn the_residual_is_added_after_the_batch_norm_and_before_the_activation() {
+        // Every case of the table, then one large enough to split its channels over threads.
+        let split = (
+            32,
+            40,
+            1,
+            [4, 4],
+            [2, 2],
+            [1, 1],
+            [0, 0],
+            [1, 1],
+            [24, 24],
+            1,
+            true,
+        );
+        assert!(params(&split).macs() >= MIN_MACS_PER_SPLIT, "must be split");
+        let cases = CASES
+            .iter()
+            .map(|c| (c, &[1][..]))
+            .chain([(&split, &[2, 3][..])]);
+        let acts = [None, Some(Activation::Relu), Some(Activation::Relu6)];
+        for (i, (case, threads)) in cases.enumerate() {
+            let p = params(case);
+            let n = case.9;
+            let seed = 500 + i as u64 * 10;
+            let x = rand_vec(n * p.in_len(), seed);
+            let w = rand_vec(p.weight_len(), seed + 1);
+            let b = rand_vec(p.c_out, seed + 2);
+            let (scale, shift) = (rand_vec(p.c_out, seed + 3), rand_vec(p.c_out, seed + 4));
+            let r: Vec<f32> = rand_vec(n * p.out_len(), seed + 5)
+                .iter()
+                .map(|v| 4.0 * v)
+                .collect();
+            let hw = p.out_hw[0] * p.out_hw[1];
+            for bias in [Some(&b[..]), None] {
+                let (y, mag) = naive64(&p, n, &x, &w, bias);
+                for affine in [None, Some((&scale[..], &shift[..]))] {
+                    for residual in [Some(&r[..]), None] {
+                        for act in acts {
+                            let epilogue = Epilogue {
+                                affine,
+                                act,
+                                residual,
+                            };
+                            let (want, size) =
+                                reference_epilogue(&y, &mag, p.c_out, hw, affine, residual, act);
+                            for &threads in threads {
+                                let mut out = vec![f32::NAN; n * p.out_len()];
+                                crate::threads::install(threads, || {
+                                    forward(
+                                        &p,
+                                        n,
+                                        &x,
+                                        &w,
+                                        bias,
+                                        epilogue,
+                                        threads,
+                                        &mut out,
+                                        &mut Vec::new(),
+                                    )
+                                });
+                                let what = format!(
+                                    "{case:?}, bias {}, bn {}, residual {}, {act:?}, \
+                                     {threads} threads",
+                                    bias.is_some(),
+                                    affine.is_some(),
+                                    residual.is_some()
+                                );
+                                assert_close_mag(&out, &want, &size, 1e-6, &what);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Runs [`forward`] on case `i` with `epilogue`, returning (ours, the reference).
@@ -696,6 +797,7 @@ mod tests {
         let epilogue = Epilogue {
             affine: affine.then_some((&scale[..], &shift[..])),
             act,
+            residual: None,
         };
         let mut out = vec![f32::NAN; n * p.out_len()];
         let mut scratch = vec![f32::NAN; 3];
@@ -703,8 +805,8 @@ mod tests {
         assert_eq!(scratch.len(), p.scratch_len(), "{case:?}");
         let mut want = naive(&p, n, &x, &w, bias);
         let plane = p.out_hw[0] * p.out_hw[1];
-        for sample in want.chunks_exact_mut(p.out_len()) {
-            epilogue.apply(0, sample.chunks_exact_mut(plane));
+        for (s, sample) in want.chunks_exact_mut(p.out_len()).enumerate() {
+            epilogue.apply(0, s * p.c_out, sample.chunks_exact_mut(plane));
         }
         (out, want)
     }
@@ -915,6 +1017,7 @@ mod tests {
             let epilogue = Epilogue {
                 affine: Some((&scale, &shift)),
                 act: Some(Activation::Relu),
+                residual: None,
             };
             let run = |threads| {
                 let mut out = vec![f32::NAN; p.out_len()];

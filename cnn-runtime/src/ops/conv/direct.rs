@@ -86,7 +86,7 @@ pub fn conv2d(
     if let Some(b) = bias {
         assert!(b.len() >= p.c_out, "conv2d bias too short");
     }
-    epilogue.check(p.c_out);
+    epilogue.check(p.c_out, n * p.out_len());
     if scratch.len() < scratch_len(p) {
         scratch.resize(scratch_len(p), 0.0);
     }
@@ -102,10 +102,11 @@ pub fn conv2d(
     };
     let (n_parts, per) = (parts, blocks.div_ceil(parts));
     // LOOP over samples
-    for (x, y) in input
+    for (sample, (x, y)) in input
         .chunks_exact(p.in_len())
         .zip(out.chunks_exact_mut(p.out_len()))
         .take(n)
+        .enumerate()
     {
         split_phases(p, x, phases);
         let phases = &*phases;
@@ -114,7 +115,8 @@ pub fn conv2d(
         crate::threads::for_each(n_parts, parts, |i, y| {
             let first = i * per * R;
             let w = &packed[i * per * p.fan_in() * R..];
-            run(p, phases, w, bias, epilogue, first, y);
+            let plane0 = sample * p.c_out + first;
+            run(p, phases, w, bias, epilogue, [first, plane0], y);
         });
     }
 }
@@ -140,14 +142,15 @@ fn split_phases(p: &Conv2dParams, x: &[f32], phases: &mut [f32]) {
 
 /// The channel blocks from `first` on (as many as `y: [·, OH, OW]` holds) of one sample, on
 /// the best instruction set: 8 channels × 32 columns per block with AVX-512, 8 × 8 with AVX2,
-/// 8 × 16 single lanes on the baseline.
+/// 8 × 16 single lanes on the baseline. `[first, first_plane]`: the first channel, and its
+/// plane's index in the batch (`sample · c_out + first`, for the residual).
 fn run(
     p: &Conv2dParams,
     phases: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     epilogue: Epilogue<'_>,
-    first: usize,
+    first: [usize; 2],
     y: &mut [f32],
 ) {
     crate::simd::with_simd!(|s: S| {
@@ -164,7 +167,7 @@ fn run(
         w: &[f32],
         bias: Option<&[f32]>,
         epilogue: Epilogue<'_>,
-        first: usize,
+        first: [usize; 2],
         y: &mut [f32],
     ))
 }
@@ -180,7 +183,7 @@ fn blocks<S: Simd, const V: usize>(
     w: &[f32],
     bias: Option<&[f32]>,
     epilogue: Epilogue<'_>,
-    first: usize,
+    first: [usize; 2],
     y: &mut [f32],
 ) {
     let [kh, kw] = p.kernel;
@@ -191,13 +194,16 @@ fn blocks<S: Simd, const V: usize>(
     let channels = y.len() / plane;
     let (prow, padded_h) = (phase_row(p), p.in_hw[0] + 2 * p.padding[0]);
     let cols = V * S::LANES;
+    let [first, first_plane] = first;
     // LOOP over blocks of R output channels
     for (b, w) in w.chunks_exact(k * R).take(channels.div_ceil(R)).enumerate() {
         let live = R.min(channels - b * R);
         let y = &mut y[b * R * plane..(b * R + live) * plane];
         // The bias starts the sums. A folded batch norm and ReLU are applied in registers;
         // other activations (and then the batch norm too) after the block's planes are done,
-        // while they are in cache.
+        // while they are in cache. With a residual, the activation waits for it: the batch
+        // norm stays in registers, then `Epilogue::after` adds the residual and activates
+        // each finished plane.
         let posts: [PostOp; R] =
             std::array::from_fn(|r| epilogue.channel(bias, (first + b * R + r).min(p.c_out - 1)));
         let in_registers = posts[0].act.is_none();
@@ -284,6 +290,9 @@ fn blocks<S: Simd, const V: usize>(
                 }
                 .apply(row);
             }
+        }
+        for (r, row) in y.chunks_exact_mut(plane).enumerate() {
+            epilogue.after(first_plane + b * R + r, row);
         }
     }
 }
@@ -381,6 +390,7 @@ mod tests {
         let epilogue = Epilogue {
             affine: Some((&scale, &shift)),
             act: Some(Activation::Gelu),
+            residual: None,
         };
         let run = |threads: usize, epilogue| {
             let mut out = vec![f32::NAN; 2 * p.out_len()];
@@ -400,8 +410,8 @@ mod tests {
             out
         };
         let mut separate = run(1, Epilogue::default());
-        epilogue.apply(0, separate.chunks_exact_mut(1024).take(30));
-        epilogue.apply(0, separate.chunks_exact_mut(1024).skip(30));
+        epilogue.apply(0, 0, separate.chunks_exact_mut(1024).take(30));
+        epilogue.apply(0, 30, separate.chunks_exact_mut(1024).skip(30));
         let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for threads in [1, 2, 3] {
             assert_eq!(bits(&run(threads, epilogue)), bits(&separate), "{threads}");

@@ -63,7 +63,7 @@ pub fn conv2d(
     if let Some(b) = bias {
         assert!(b.len() >= p.c_out, "conv2d bias too short");
     }
-    epilogue.check(p.c_out);
+    epilogue.check(p.c_out, n * out_len);
     if n_cols == 0 {
         return;
     }
@@ -88,7 +88,8 @@ pub fn conv2d(
                 im2col(p, xg, cols);
                 &*cols
             };
-            // Rows `first..` of this group's output: GEMM, then bias and epilogue in one pass.
+            // Rows `first..` of this group's output: GEMM, then bias and epilogue in one pass
+            // (and the residual and activation while the plane is in cache).
             let rows = |first: usize, w: &[f32], y: &mut [f32]| {
                 let m = y.len() / n_cols;
                 // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
@@ -96,6 +97,7 @@ pub fn conv2d(
                 let c0 = g * c_out_g + first;
                 for (o, row) in y.chunks_exact_mut(n_cols).enumerate() {
                     epilogue.channel(bias, c0 + o).apply(row);
+                    epilogue.after(s * p.c_out + c0 + o, row);
                 }
             };
             let parts = threads.min(m / MIN_ROWS_PER_THREAD).max(1);
@@ -208,6 +210,7 @@ mod tests {
             let epilogue = Epilogue {
                 affine: Some((&scale, &shift)),
                 act: Some(Activation::Relu),
+                residual: None,
             };
             let run = |threads| {
                 let mut out = vec![f32::NAN; p.out_len()];

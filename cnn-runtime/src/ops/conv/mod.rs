@@ -140,46 +140,102 @@ pub enum Algorithm {
 }
 
 /// Work a convolution applies to its output while it is still in cache:
-/// `y = act(y·scale[o] + shift[o])`, a batch norm with running statistics and an activation.
+/// `y = act(y·scale[o] + shift[o] + residual[n, o])`, a batch norm with running statistics,
+/// a residual connection and an activation, each optional. [`Epilogue::default`] does nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     /// `(scale, shift)` per output channel, from `ops::batchnorm::scale_shift`.
     pub affine: Option<(&'a [f32], &'a [f32])>,
     /// An element-wise activation applied last.
     pub act: Option<Activation>,
+    /// A tensor laid out like the convolution's output, `[n, c_out, OH, OW]`, added after the
+    /// bias and the folded batch norm and before the activation (PyTorch's
+    /// `act(bn(conv(x)) + r)`, the end of a residual block).
+    pub residual: Option<&'a [f32]>,
 }
 
 impl Epilogue<'_> {
-    /// The work for output channel `c`, after adding `bias[c]` when there is a bias.
+    /// The work for output channel `c`, after adding `bias[c]` when there is a bias. With a
+    /// residual, the activation is left to [`after`](Self::after), which must follow once the
+    /// channel's plane is complete.
     #[inline]
     pub(crate) fn channel(&self, bias: Option<&[f32]>, c: usize) -> PostOp {
+        let act = if self.residual.is_some() {
+            None
+        } else {
+            self.act
+        };
         PostOp {
             bias: bias.map(|b| b[c]),
             affine: self.affine.map(|(scale, shift)| (scale[c], shift[c])),
-            relu: self.act == Some(Activation::Relu),
-            act: self.act.filter(|&a| a != Activation::Relu),
+            relu: act == Some(Activation::Relu),
+            act: act.filter(|&a| a != Activation::Relu),
         }
     }
 
-    /// Applies the epilogue (no bias) to the output rows of channels `first, first + 1, …`.
-    pub(crate) fn apply<'a>(&self, first: usize, rows: impl Iterator<Item = &'a mut [f32]>) {
+    /// The rest of the work on a finished output plane after [`channel`](Self::channel)'s
+    /// [`PostOp`]: with a residual, `row += residual[plane]` and then the activation; nothing
+    /// otherwise. `plane` is the plane's index in the batch, `sample · c_out + channel`, and
+    /// `row` the whole plane (`OH·OW` values).
+    #[inline]
+    pub(crate) fn after(&self, plane: usize, row: &mut [f32]) {
+        let Some(residual) = self.residual else {
+            return;
+        };
+        let len = row.len();
+        let r = &residual[plane * len..(plane + 1) * len];
+        add_relu(row, r, self.act == Some(Activation::Relu));
+        if let Some(act) = self.act.filter(|&a| a != Activation::Relu) {
+            activation(act, row);
+        }
+    }
+
+    /// Applies the epilogue (no bias) to the output planes `rows` of channels `first, first +
+    /// 1, …`, which are planes `first_plane, first_plane + 1, …` of the batch (for the
+    /// residual).
+    pub(crate) fn apply<'a>(
+        &self,
+        first: usize,
+        first_plane: usize,
+        rows: impl Iterator<Item = &'a mut [f32]>,
+    ) {
         for (o, row) in rows.enumerate() {
             self.channel(None, first + o).apply(row);
+            self.after(first_plane + o, row);
         }
     }
 
-    /// Checks that the affine slices cover `c_out` channels, as every kernel does on entry.
+    /// Checks that the affine slices cover `c_out` channels and the residual `len` values (the
+    /// output's length), as every kernel does on entry.
     ///
     /// # Panics
     /// If they are shorter.
-    pub(crate) fn check(&self, c_out: usize) {
+    pub(crate) fn check(&self, c_out: usize, len: usize) {
         if let Some((scale, shift)) = self.affine {
             assert!(
                 scale.len() >= c_out && shift.len() >= c_out,
                 "conv2d epilogue too short"
             );
         }
+        if let Some(r) = self.residual {
+            assert!(r.len() >= len, "conv2d residual too short");
+        }
     }
+}
+
+multiversion! {
+/// `v = v + r`, then PyTorch's ReLU when `relu` (NaN stays NaN): a residual connection (also
+/// the executor's, so that a fused and an unfused residual round alike).
+pub(crate) fn add_relu(row: &mut [f32], r: &[f32], relu: bool) {
+    if relu {
+        row.iter_mut().zip(r).for_each(|(v, &r)| {
+            let w = *v + r;
+            *v = if w < 0.0 { 0.0 } else { w };
+        });
+    } else {
+        row.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
+    }
+}
 }
 
 /// What happens to the sums of one output channel, in this order, each step optional:
@@ -332,7 +388,7 @@ pub fn forward(
 pub(crate) mod tests {
     use super::*;
     use crate::shape::out_len;
-    use crate::test_util::{assert_close, rand_vec};
+    use crate::test_util::{assert_close, assert_close_mag, rand_vec, reference_epilogue};
 
     /// `(c_in, c_out, groups, kernel, stride, padding, dilation, [h, w], n, bias)`.
     pub(crate) type Case = (
@@ -400,7 +456,7 @@ pub(crate) mod tests {
     }
 
     /// The reference convolution for every conv kernel's tests: any groups, stride, padding and
-    /// dilation, `bias + Σ w·x` in f64.
+    /// dilation, `bias + Σ w·x` in f64, rounded to f32.
     pub(crate) fn naive(
         p: &Conv2dParams,
         n: usize,
@@ -408,17 +464,31 @@ pub(crate) mod tests {
         w: &[f32],
         b: Option<&[f32]>,
     ) -> Vec<f32> {
+        naive64(p, n, x, w, b).0.iter().map(|&v| v as f32).collect()
+    }
+
+    /// [`naive`] in f64, and for each output the sum of the absolute values of its terms
+    /// (`|bias| + Σ |w·x|`), which sizes its rounding error.
+    pub(crate) fn naive64(
+        p: &Conv2dParams,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+    ) -> (Vec<f64>, Vec<f64>) {
         let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
         let [kh, kw] = p.kernel;
         let [h, wd] = p.in_hw;
         let [oh, ow] = p.out_hw;
         let mut out = vec![0.0; n * p.out_len()];
+        let mut mag = vec![0.0; n * p.out_len()];
         for s in 0..n {
             for o in 0..p.c_out {
                 let g = o / c_out_g;
                 for y in 0..oh {
                     for xo in 0..ow {
                         let mut acc = b.map_or(0.0, |b| b[o] as f64);
+                        let mut size = acc.abs();
                         for c in 0..c_in_g {
                             for i in 0..kh {
                                 for j in 0..kw {
@@ -434,15 +504,210 @@ pub(crate) mod tests {
                                         x[((s * p.c_in + ci) * h + iy as usize) * wd + ix as usize];
                                     let wv = w[((o * c_in_g + c) * kh + i) * kw + j];
                                     acc += xv as f64 * wv as f64;
+                                    size += (xv as f64 * wv as f64).abs();
                                 }
                             }
                         }
-                        out[((s * p.c_out + o) * oh + y) * ow + xo] = acc as f32;
+                        out[((s * p.c_out + o) * oh + y) * ow + xo] = acc;
+                        mag[((s * p.c_out + o) * oh + y) * ow + xo] = size;
                     }
                 }
             }
         }
-        out
+        (out, mag)
+    }
+
+    /// `(case, the algorithm it must run, thread counts)`: odd sizes, `c_out` off the direct
+    /// kernel's blocks of 8, strides 2, padding, groups, batches of 3, and one case per
+    /// algorithm large enough to be split over threads.
+    const RESIDUAL_CASES: &[(Case, Algorithm, &[usize])] = &[
+        (
+            (16, 19, 1, [3, 3], [1, 1], [1, 1], [1, 1], [9, 11], 3, true),
+            Algorithm::Winograd,
+            &[1],
+        ),
+        (
+            (17, 24, 1, [3, 3], [1, 1], [1, 0], [1, 1], [13, 16], 2, true),
+            Algorithm::Winograd,
+            &[1],
+        ),
+        (
+            (64, 66, 1, [3, 3], [1, 1], [1, 1], [1, 1], [24, 24], 1, true),
+            Algorithm::Winograd,
+            &[1, 2, 3],
+        ),
+        (
+            (3, 13, 1, [3, 3], [2, 2], [1, 1], [1, 1], [17, 19], 3, true),
+            Algorithm::Direct,
+            &[1],
+        ),
+        (
+            (5, 7, 1, [5, 3], [1, 2], [2, 0], [1, 1], [9, 20], 2, true),
+            Algorithm::Direct,
+            &[1],
+        ),
+        (
+            (3, 30, 1, [7, 7], [2, 2], [3, 3], [1, 1], [64, 64], 2, true),
+            Algorithm::Direct,
+            &[1, 2, 3],
+        ),
+        (
+            (5, 5, 5, [3, 3], [2, 2], [1, 1], [1, 1], [9, 7], 3, true),
+            Algorithm::Depthwise,
+            &[1],
+        ),
+        (
+            (6, 6, 6, [3, 3], [1, 1], [1, 1], [1, 1], [7, 37], 2, true),
+            Algorithm::Depthwise,
+            &[1, 2],
+        ),
+        (
+            (6, 9, 3, [2, 3], [1, 1], [0, 1], [1, 3], [5, 8], 3, true),
+            Algorithm::Im2col,
+            &[1],
+        ),
+        (
+            (9, 7, 1, [1, 1], [1, 1], [0, 0], [1, 1], [5, 7], 3, true),
+            Algorithm::Im2col,
+            &[1],
+        ),
+        (
+            (12, 5, 1, [3, 3], [2, 2], [1, 1], [1, 1], [9, 11], 3, true),
+            Algorithm::Im2col,
+            &[1],
+        ),
+        (
+            (32, 48, 1, [3, 3], [2, 2], [1, 1], [1, 1], [48, 48], 1, true),
+            Algorithm::Im2col,
+            &[1, 2, 3],
+        ),
+    ];
+
+    #[test]
+    fn the_residual_is_added_after_the_batch_norm_and_before_the_activation_by_every_algorithm() {
+        let acts = [None, Some(Activation::Relu), Some(Activation::Relu6)];
+        let mut seen = Vec::new();
+        for (i, (case, algorithm, threads)) in RESIDUAL_CASES.iter().enumerate() {
+            let p = params(case);
+            assert_eq!(p.algorithm(), *algorithm, "{case:?}");
+            seen.push(p.algorithm());
+            let n = case.8;
+            let seed = 1000 + i as u64 * 10;
+            let x = rand_vec(n * p.in_len(), seed);
+            let w = rand_vec(p.c_out * p.fan_in(), seed + 1);
+            let b = rand_vec(p.c_out, seed + 2);
+            let (scale, shift) = (rand_vec(p.c_out, seed + 3), rand_vec(p.c_out, seed + 4));
+            // Residuals about as large as the outputs, so that the ReLU's sign flips.
+            let r: Vec<f32> = rand_vec(n * p.out_len(), seed + 5)
+                .iter()
+                .map(|v| 4.0 * v)
+                .collect();
+            let tol = match (p.algorithm(), winograd::out_tile(&p)) {
+                (Algorithm::Winograd, 4) => 1e-5,
+                (Algorithm::Winograd, _) => 2e-6,
+                _ => 1e-6,
+            };
+            // The large cases (there for their thread splits) run fewer combinations: the
+            // epilogue is the same code at every size.
+            let big = threads.len() > 1;
+            for bias in [true, false] {
+                if big && !bias {
+                    continue;
+                }
+                let bias = bias.then(|| b.clone());
+                let filters = Filters::new(w.clone(), bias.clone());
+                let (y, mag) = naive64(&p, n, &x, &w, bias.as_deref());
+                let hw = p.out_hw[0] * p.out_hw[1];
+                for affine in [None, Some((&scale[..], &shift[..]))] {
+                    for residual in [Some(&r[..]), None] {
+                        if big && residual.is_none() {
+                            continue;
+                        }
+                        for act in acts {
+                            let epilogue = Epilogue {
+                                affine,
+                                act,
+                                residual,
+                            };
+                            let (want, size) =
+                                reference_epilogue(&y, &mag, p.c_out, hw, affine, residual, act);
+                            for &threads in *threads {
+                                let mut out = vec![f32::NAN; n * p.out_len()];
+                                crate::threads::install(threads, || {
+                                    forward(
+                                        &p,
+                                        n,
+                                        &x,
+                                        &filters,
+                                        epilogue,
+                                        threads,
+                                        &mut out,
+                                        &mut Vec::new(),
+                                    )
+                                });
+                                let what = format!(
+                                    "{algorithm:?} {case:?}, bias {}, bn {}, residual {}, \
+                                     {act:?}, {threads} threads",
+                                    bias.is_some(),
+                                    affine.is_some(),
+                                    residual.is_some()
+                                );
+                                assert_close_mag(&out, &want, &size, tol, &what);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for a in [
+            Algorithm::Winograd,
+            Algorithm::Direct,
+            Algorithm::Depthwise,
+            Algorithm::Im2col,
+        ] {
+            assert!(seen.contains(&a), "no case runs {a:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_epilogue_does_nothing() {
+        let e = Epilogue::default();
+        let op = e.channel(None, 3);
+        assert_eq!(
+            op,
+            PostOp {
+                bias: None,
+                affine: None,
+                relu: false,
+                act: None
+            }
+        );
+        let mut row = vec![-1.5, 0.0, 2.0, f32::NAN];
+        let before: Vec<u32> = row.iter().map(|v| v.to_bits()).collect();
+        op.apply(&mut row);
+        e.after(7, &mut row);
+        e.apply(0, 0, std::iter::once(&mut row[..]));
+        assert_eq!(row.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), before);
+        e.check(5, 100);
+    }
+
+    #[test]
+    fn with_a_residual_the_activation_waits_for_it() {
+        let (scale, shift, r) = ([2.0f32; 2], [-1.0f32; 2], [1.0f32, -3.0, 0.5, 2.5]);
+        let e = Epilogue {
+            affine: Some((&scale, &shift)),
+            act: Some(Activation::Relu),
+            residual: Some(&r),
+        };
+        let op = e.channel(Some(&[0.5, 0.25]), 1);
+        assert_eq!((op.relu, op.act), (false, None), "deferred to `after`");
+        // Plane 1 of two planes of 2: (v + 0.25)·2 − 1 + r[2..4], then ReLU.
+        let mut row = [-1.0f32, 0.0];
+        op.apply(&mut row);
+        e.after(1, &mut row);
+        assert_eq!(row, [0.0, 2.0]);
+        let wrong = std::panic::catch_unwind(|| e.check(2, 5));
+        assert!(wrong.is_err(), "a short residual must be refused");
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn depthwise(
     if let Some(b) = bias {
         assert!(b.len() >= p.c_out, "depthwise bias too short");
     }
-    epilogue.check(p.c_out);
+    epilogue.check(p.c_out, (first_plane + k) * hw_out);
     let len = scratch_len(p);
     if scratch.len() < len {
         scratch.resize(len, 0.0);
@@ -268,9 +268,11 @@ fn run<S: Simd>(
         } else {
             simd::simd_plane(s, &g, phases, taps, post, y);
         }
-        // The other activations, while the plane is in cache.
+        // The other activations, or the residual and then any activation, while the plane is
+        // in cache.
         if let Some(act) = op.act {
             activation(act, y);
         }
+        epilogue.after(first_plane + i, y);
     }
 }

@@ -140,13 +140,23 @@ fn fused_epilogue_equals_applying_it_afterwards_bit_for_bit() {
         let [x, w, b, scale, shift] = data(i, &p, n);
         let bias = has_bias.then_some(&b[..]);
         let plain = run(&p, n, &x, &w, bias, Epilogue::default());
-        for affine in [None, Some((&scale[..], &shift[..]))] {
+        let r = rand_vec(n * p.out_len(), i as u64 * 10 + 5);
+        for (affine, residual) in [
+            (None, None),
+            (Some((&scale[..], &shift[..])), None),
+            (None, Some(&r[..])),
+            (Some((&scale[..], &shift[..])), Some(&r[..])),
+        ] {
             for act in acts {
-                let e = Epilogue { affine, act };
+                let e = Epilogue {
+                    affine,
+                    act,
+                    residual,
+                };
                 let mut want = plain.clone();
                 let hw = p.out_hw[0] * p.out_hw[1];
-                for sample in want.chunks_exact_mut(p.out_len()) {
-                    e.apply(0, sample.chunks_exact_mut(hw));
+                for (s, sample) in want.chunks_exact_mut(p.out_len()).enumerate() {
+                    e.apply(0, s * p.c_out, sample.chunks_exact_mut(hw));
                 }
                 let got = run(&p, n, &x, &w, bias, e);
                 assert_eq!(bits(&got), bits(&want), "{case:?} {act:?}");
@@ -161,9 +171,11 @@ fn plane_ranges_give_the_bits_of_one_call() {
         let p = params(case);
         let (n, has_bias) = (case.6, case.7);
         let [x, w, b, scale, shift] = data(i, &p, n);
+        let r = rand_vec(n * p.out_len(), i as u64 * 10 + 5);
         let e = Epilogue {
             affine: Some((&scale, &shift)),
             act: Some(Activation::Relu),
+            residual: Some(&r),
         };
         let bias = has_bias.then_some(&b[..]);
         let whole = run(&p, n, &x, &w, bias, e);

@@ -141,7 +141,7 @@ fn conv2d_with(
     let (th, tw) = (oh.div_ceil(m_t), ow.div_ceil(m_t));
     let t = th * tw;
     let len = scratch_len_for(m_t, p);
-    epilogue.check(c_out);
+    epilogue.check(c_out, n * p.out_len());
     assert!(
         u.len() >= weight_len_for(m_t, p),
         "winograd weights too short"
@@ -167,10 +167,11 @@ fn conv2d_with(
     let split_tiles = threads == 1 || rows * tw >= WINOGRAD_MIN_TILES_PER_BLOCK;
     let (v_block, m_block) = (xis * rows * tw * c_in, xis * rows * tw * c_out);
     // LOOP over samples
-    for (x, y) in input
+    for (s, (x, y)) in input
         .chunks_exact(p.in_len())
         .zip(out.chunks_exact_mut(p.out_len()))
         .take(n)
+        .enumerate()
     {
         // LOOP over blocks of input rows: to channel-last
         let in_rows = h.div_ceil(threads);
@@ -219,7 +220,8 @@ fn conv2d_with(
         let yt = &*yt;
         crate::threads::for_each(threads, planes, |i, y_part| {
             to_channels_first(yt, c_out, i * per, y_part);
-            epilogue.apply(i * per, y_part.chunks_exact_mut(oh * ow));
+            let first = i * per;
+            epilogue.apply(first, s * c_out + first, y_part.chunks_exact_mut(oh * ow));
         });
     }
 }
@@ -341,6 +343,7 @@ mod tests {
             let epilogue = Epilogue {
                 affine: Some((&scale, &shift)),
                 act: Some(Activation::Tanh),
+                residual: None,
             };
             let mut want = vec![f32::NAN; n * p.out_len()];
             im2col::conv2d(
