@@ -238,7 +238,10 @@ fn layer_infos(plan: &Plan) -> Vec<TokenStream> {
 /// (they follow as rows of their own).
 fn block_heads(block: &Block) -> (String, String) {
     match block {
-        Block::Residual { body, shortcut: None } => (
+        Block::Residual {
+            body,
+            shortcut: None,
+        } => (
             "residual { … }".into(),
             format!("Residual(body: {} modules)", body.len()),
         ),

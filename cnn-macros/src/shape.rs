@@ -328,13 +328,24 @@ fn residual(
 ) -> Option<(Shape, Option<Block>)> {
     let mark = walk.trail.len();
     walk.trail.push(("residual body {".into(), input));
-    let (body, body_out) = plan_list(walk, r.body.clone(), input, &format!("{key}.body."), depth + 1)?;
+    let (body, body_out) = plan_list(
+        walk,
+        r.body.clone(),
+        input,
+        &format!("{key}.body."),
+        depth + 1,
+    )?;
     let body_trail = walk.trail.split_off(mark);
     let (shortcut, sc_out, sc_trail) = match &r.shortcut {
         Some(sc) => {
             walk.trail.push(("shortcut {".into(), input));
-            let (planned, out) =
-                plan_list(walk, sc.clone(), input, &format!("{key}.shortcut."), depth + 1)?;
+            let (planned, out) = plan_list(
+                walk,
+                sc.clone(),
+                input,
+                &format!("{key}.shortcut."),
+                depth + 1,
+            )?;
             let trail = walk.trail.split_off(mark);
             (Some(planned), out, Some(trail))
         }

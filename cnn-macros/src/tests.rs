@@ -595,7 +595,10 @@ fn the_implicit_flatten_applies_inside_a_block() {
     })
     .unwrap();
     let k = keys(&p);
-    let got: Vec<(&str, &str)> = k.iter().map(|(a, _, n, _)| (a.as_str(), n.as_str())).collect();
+    let got: Vec<(&str, &str)> = k
+        .iter()
+        .map(|(a, _, n, _)| (a.as_str(), n.as_str()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -625,38 +628,87 @@ fn block_errors_name_the_paths_and_their_shapes() {
         struct N { input(16, 8, 8) residual { conv(16 -> 32, k3, p1) } }
     });
     assert!(m.contains("the body ends in [32, 8, 8]"), "{m}");
-    assert!(m.contains("identity shortcut passes the block's input [16, 8, 8]"), "{m}");
+    assert!(
+        m.contains("identity shortcut passes the block's input [16, 8, 8]"),
+        "{m}"
+    );
     let m = message(quote! {
         struct N { input(16, 8, 8) residual(shortcut { conv(16 -> 32, k1) }) { conv(16 -> 32, k3, s2, p1) } }
     });
     assert!(
-        m.contains("[16, 8, 8] -> conv -> [32, 4, 4]") && m.contains("the shortcut ends in [32, 8, 8]"),
+        m.contains("[16, 8, 8] -> conv -> [32, 4, 4]")
+            && m.contains("the shortcut ends in [32, 8, 8]"),
         "{m}"
     );
     let m = message(quote! {
         struct N { input(8, 16, 16) concat { branch { conv(8 -> 4, k1) } branch { maxpool(2) } } }
     });
     assert!(m.contains("expected 16×16 (branch 0), found 8×8"), "{m}");
-    assert!(m.contains("branch 0: [4, 16, 16], branch 1: [8, 8, 8]"), "{m}");
+    assert!(
+        m.contains("branch 0: [4, 16, 16], branch 1: [8, 8, 8]"),
+        "{m}"
+    );
     let m = message(quote! {
         struct N { input(8, 4, 4) residual { conv(8 -> 8, k1) conv(9 -> 8, k1) } }
     });
     assert!(m.contains("residual body { conv -> [8, 4, 4]"), "{m}");
     for (tokens, want) in [
-        (quote!(struct N { input(8, 4, 4) residual {} }), "empty residual body"),
-        (quote!(struct N { input(8, 4, 4) concat {} }), "empty `concat {}`"),
-        (quote!(struct N { input(8, 4, 4) branch { relu } }), "goes inside `concat"),
-        (quote!(struct N { input(8, 4, 4) concat { relu } }), "holds `branch { … }` entries only"),
-        (quote!(struct N { input(8, 4, 4) residual relu }), "needs a body in braces"),
-        (quote!(struct N { input(8, 4, 4) relu { relu } }), "takes no `{ … }` body"),
-        (quote!(struct N { input(8, 4, 4) residual { input(8, 4, 4) } }), "not inside a block"),
-        (quote!(struct N { input(8, 4, 4) residual(shortcut {}) { relu } }), "empty `shortcut {}`"),
-        (quote!(struct N { input(8, 4, 4) residual(2) { relu } }), "one optional argument"),
-        (quote!(struct N { input(8, 4, 4) concat(2) { branch {} } }), "`concat` takes no arguments"),
-        (quote!(struct N { input(8, 4, 4) concat { branch(2) {} } }), "`branch` takes no arguments"),
-        (quote!(struct N { input(8, 4, 4) concat { branch } }), "`branch` needs a body"),
-        (quote!(struct N { input(8, 4, 4) conv(8 -> 8, k1, shortcut { relu }) }), "takes no `shortcut { … }` argument"),
-        (quote!(struct N { input(8, 4, 4) fc(3) concat { branch {} } }), "already flattened"),
+        (
+            quote!(struct N { input(8, 4, 4) residual {} }),
+            "empty residual body",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) concat {} }),
+            "empty `concat {}`",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) branch { relu } }),
+            "goes inside `concat",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) concat { relu } }),
+            "holds `branch { … }` entries only",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) residual relu }),
+            "needs a body in braces",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) relu { relu } }),
+            "takes no `{ … }` body",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) residual { input(8, 4, 4) } }),
+            "not inside a block",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) residual(shortcut {}) { relu } }),
+            "empty `shortcut {}`",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) residual(2) { relu } }),
+            "one optional argument",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) concat(2) { branch {} } }),
+            "`concat` takes no arguments",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) concat { branch(2) {} } }),
+            "`branch` takes no arguments",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) concat { branch } }),
+            "`branch` needs a body",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) conv(8 -> 8, k1, shortcut { relu }) }),
+            "takes no `shortcut { … }` argument",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) fc(3) concat { branch {} } }),
+            "already flattened",
+        ),
     ] {
         let m = message(tokens);
         assert!(m.contains(want), "want {want:?} in {m}");

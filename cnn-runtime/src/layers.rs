@@ -85,12 +85,8 @@ impl Conv2d {
         params: Conv2dParams,
         bias: bool,
     ) -> Result<Self, Error> {
-        let (weight, bias) = read_weight_bias(
-            w,
-            key,
-            &params.weight_shape(),
-            bias.then_some(params.c_out),
-        )?;
+        let (weight, bias) =
+            read_weight_bias(w, key, &params.weight_shape(), bias.then_some(params.c_out))?;
         Ok(Conv2d {
             params,
             key,
@@ -151,12 +147,8 @@ impl ConvTranspose2d {
         params: ConvTranspose2dParams,
         bias: bool,
     ) -> Result<Self, Error> {
-        let (weight, bias) = read_weight_bias(
-            w,
-            key,
-            &params.weight_shape(),
-            bias.then_some(params.c_out),
-        )?;
+        let (weight, bias) =
+            read_weight_bias(w, key, &params.weight_shape(), bias.then_some(params.c_out))?;
         Ok(ConvTranspose2d {
             params,
             key,
@@ -167,7 +159,12 @@ impl ConvTranspose2d {
 
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`, where
     /// PyTorch computes `fan_in` from the weight's dimension 1, `c_out/groups · KH · KW`.
-    pub fn seeded(key: &'static str, params: ConvTranspose2dParams, bias: bool, rng: &mut Rng) -> Self {
+    pub fn seeded(
+        key: &'static str,
+        params: ConvTranspose2dParams,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Self {
         let (weight, bias) = seed_weight_bias(
             rng,
             params.weight_len(),
@@ -217,7 +214,11 @@ impl BatchNorm2d {
     ///
     /// # Errors
     /// A missing, mis-shaped or mistyped tensor.
-    pub fn load(w: &Weights<'_>, key: &'static str, params: BatchNormParams) -> Result<Self, Error> {
+    pub fn load(
+        w: &Weights<'_>,
+        key: &'static str,
+        params: BatchNormParams,
+    ) -> Result<Self, Error> {
         let c = [params.channels];
         let (weight, bias) = if params.affine {
             (
