@@ -288,23 +288,9 @@ impl Exec {
         );
     }
 
-    /// Pushes a copy of `src[..len]` onto the stack, reusing the buffer kept at that depth.
-    fn push_copy(stack: &mut Vec<Vec<f32>>, lens: &mut Vec<usize>, src: &[f32]) {
-        let d = lens.len();
-        if stack.len() <= d {
-            stack.push(Vec::new());
-        }
-        let buf = &mut stack[d];
-        if buf.len() < src.len() {
-            buf.resize(src.len(), 0.0);
-        }
-        buf[..src.len()].copy_from_slice(src);
-        lens.push(src.len());
-    }
-
-    /// Pushes an entry of `len` values with unspecified contents (an accumulator that will be
-    /// written in full).
-    fn push_len(&mut self, len: usize) {
+    /// Pushes an entry of `len` values with unspecified contents, reusing the buffer kept at
+    /// that depth; returns its depth.
+    fn push_len(&mut self, len: usize) -> usize {
         let d = self.lens.len();
         if self.stack.len() <= d {
             self.stack.push(Vec::new());
@@ -314,6 +300,7 @@ impl Exec {
             buf.resize(len, 0.0);
         }
         self.lens.push(len);
+        d
     }
 
     /// Drops the top entry of the stack, keeping its buffer for the next push.
@@ -359,7 +346,8 @@ impl Exec {
     /// onto the stack of saved tensors. The current tensor stays as it is, the input of the
     /// block's first layer (the shortcut's or the body's).
     pub fn block_enter(&mut self) {
-        Self::push_copy(&mut self.stack, &mut self.lens, &self.cur[..self.len]);
+        let d = self.push_len(self.len);
+        self.stack[d][..self.len].copy_from_slice(&self.cur[..self.len]);
     }
 
     /// Exchanges the current tensor with the top of the stack. After a residual block's
@@ -405,6 +393,7 @@ impl Exec {
     /// sample (the concatenation's output, `total_channels · H · W`) which the branches fill.
     pub fn concat_enter(&mut self, out_len: usize) {
         self.block_enter();
+        // Unspecified contents: the branches write every channel.
         self.push_len(self.n * out_len);
     }
 
