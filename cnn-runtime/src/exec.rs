@@ -891,7 +891,7 @@ mod tests {
     #[test]
     fn chunks_and_threads_do_not_change_the_result() {
         let layer = Linear::seeded(
-            0,
+            "0",
             LinearParams {
                 in_features: 12,
                 out_features: 5,
@@ -926,7 +926,7 @@ mod tests {
         use crate::ops::batchnorm::BatchNormParams;
         use crate::ops::conv::Conv2dParams;
         let conv = Conv2d::seeded(
-            0,
+            "0",
             Conv2dParams {
                 c_in: 4,
                 c_out: 6,
@@ -943,7 +943,7 @@ mod tests {
         );
         for affine in [true, false] {
             let mut bn = BatchNorm2d::seeded(
-                1,
+                "1",
                 BatchNormParams {
                     channels: 6,
                     hw: 21,
@@ -1067,7 +1067,7 @@ mod tests {
                 out_hw: [side(0), side(1)],
             };
             Conv2d::seeded(
-                0,
+                "0",
                 p,
                 true,
                 &mut Rng::new((c_in * 100 + c_out * 10 + k) as u64),
@@ -1088,7 +1088,7 @@ mod tests {
                 in_hw: hw,
                 out_hw: hw,
             };
-            ConvTranspose2d::seeded(0, p, true, &mut Rng::new(c as u64 + 77))
+            ConvTranspose2d::seeded("0", p, true, &mut Rng::new(c as u64 + 77))
         }
 
         /// A batch norm of `channels` on maps of `hw` values, with random running statistics
@@ -1102,7 +1102,7 @@ mod tests {
                 affine: true,
                 track_running_stats: running,
             };
-            let mut bn = BatchNorm2d::seeded(1, params, &mut Rng::new(seed));
+            let mut bn = BatchNorm2d::seeded("1", params, &mut Rng::new(seed));
             let r = rand_vec(4 * channels, seed);
             let c = channels;
             if running {
