@@ -57,7 +57,7 @@ pub fn stub(net: &Network) -> TokenStream {
                 const MACS: usize = 0;
                 const LAYERS: &'static [__cnn::LayerInfo] = &[];
                 const TORCH: &'static str = "";
-                const WORKSPACE: __cnn::WorkspaceLayout = __cnn::WorkspaceLayout { activations: 0, scratch: 0, channels: 0 };
+                const WORKSPACE: __cnn::WorkspaceLayout = __cnn::WorkspaceLayout { activations: 0, scratch: 0, channels: 0, stack: &[] };
                 fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
                     ::core::unreachable!()
                 }
