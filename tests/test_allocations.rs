@@ -39,6 +39,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counter is global: the tests take turns, so that one test's allocations never land in
+/// another's count.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 cnn! {
     /// im2col + GEMM, Winograd, depthwise, fused batch norm, pooling, a 1x1 conv and fc.
     struct Mixed {
@@ -50,6 +60,7 @@ cnn! {
 
 #[test]
 fn forward_into_allocates_nothing_after_the_first_call() {
+    let _turn = serial();
     let net = Mixed::seeded(7);
     let x = Array4::from_shape_fn((11, 3, 16, 16), |(n, c, h, w)| {
         ((n + c * 3 + h * 5 + w * 7) % 13) as f32 / 6.0 - 1.0
@@ -72,4 +83,107 @@ fn forward_into_allocates_nothing_after_the_first_call() {
     );
     assert_eq!(out, first);
     assert_eq!(out, net.forward_batch(x.view()).unwrap());
+}
+
+cnn! {
+    /// torchvision's ResNet-18: residual blocks with identity and projection shortcuts.
+    struct Resnet18 {
+        input(3, 224, 224)
+        conv(3 -> 64, k7, s2, p3, nobias) bn relu maxpool(k3, s2, p1)
+        residual { conv(64 -> 64, k3, p1, nobias) bn relu conv(64 -> 64, k3, p1, nobias) bn } relu
+        residual { conv(64 -> 64, k3, p1, nobias) bn relu conv(64 -> 64, k3, p1, nobias) bn } relu
+        residual(shortcut { conv(64 -> 128, k1, s2, nobias) bn }) {
+            conv(64 -> 128, k3, s2, p1, nobias) bn relu conv(128 -> 128, k3, p1, nobias) bn
+        } relu
+        residual { conv(128 -> 128, k3, p1, nobias) bn relu conv(128 -> 128, k3, p1, nobias) bn } relu
+        residual(shortcut { conv(128 -> 256, k1, s2, nobias) bn }) {
+            conv(128 -> 256, k3, s2, p1, nobias) bn relu conv(256 -> 256, k3, p1, nobias) bn
+        } relu
+        residual { conv(256 -> 256, k3, p1, nobias) bn relu conv(256 -> 256, k3, p1, nobias) bn } relu
+        residual(shortcut { conv(256 -> 512, k1, s2, nobias) bn }) {
+            conv(256 -> 512, k3, s2, p1, nobias) bn relu conv(512 -> 512, k3, p1, nobias) bn
+        } relu
+        residual { conv(512 -> 512, k3, p1, nobias) bn relu conv(512 -> 512, k3, p1, nobias) bn } relu
+        gap fc(1000)
+    }
+
+    /// Concat blocks nested three deep (a small U-Net with an Inception-style level), residuals
+    /// inside branches, a transposed convolution and both upsampling modes.
+    struct Branchy {
+        input(3, 16, 16)
+        conv(3 -> 4, k3, p1) relu
+        concat {
+            branch {}
+            branch {
+                maxpool(2) conv(4 -> 8, k3, p1) relu
+                concat {
+                    branch { conv(8 -> 4, k1) }
+                    branch { residual { conv(8 -> 8, k3, p1) bn relu conv(8 -> 8, k1) } relu }
+                    branch { maxpool(2) convtranspose(8 -> 4, k2, s2) }
+                    branch {}
+                }
+                upsample(2)
+            }
+            branch { maxpool(4) upsample(scale_factor=4, mode=bilinear) }
+        }
+        conv(32 -> 2, k1)
+    }
+}
+
+/// Runs `net` twice into one workspace, then counts the allocations of two more runs, and
+/// checks that the workspace never grew past `M::WORKSPACE_BYTES`.
+fn steady_state_allocates_nothing<M: Model>(
+    net: &M,
+    x: Array4<f32>,
+    out_dims: cnn::ndarray::IxDyn,
+) {
+    let mut out = cnn::ndarray::ArrayD::<f32>::zeros(out_dims)
+        .into_dimensionality::<M::Dim>()
+        .unwrap();
+    let _turn = serial();
+    let mut ws = Workspace::new(M::WORKSPACE);
+    let reserved = ws.capacity_bytes();
+    assert_eq!(reserved, M::WORKSPACE_BYTES, "{}: reserved", M::NAME);
+    net.forward_into(x.view(), out.view_mut(), &mut ws).unwrap();
+    let first = out.clone();
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        net.forward_into(x.view(), out.view_mut(), &mut ws).unwrap();
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "{}: allocations",
+        M::NAME
+    );
+    // The plan's sizes were enough: no buffer grew on any run.
+    assert_eq!(ws.capacity_bytes(), reserved, "{}: workspace grew", M::NAME);
+    assert_eq!(out, first);
+    assert_eq!(
+        out.into_dyn(),
+        net.forward_batch(x.view()).unwrap().into_dyn()
+    );
+}
+
+#[test]
+fn resnet18_allocates_nothing_after_the_first_call() {
+    let x = Array4::from_shape_fn((1, 3, 224, 224), |(_, c, h, w)| {
+        ((c * 3 + h * 5 + w * 7) % 13) as f32 / 6.0 - 1.0
+    });
+    steady_state_allocates_nothing(&Resnet18::seeded(3), x, cnn::ndarray::IxDyn(&[1, 1000]));
+}
+
+#[test]
+fn nested_branches_allocate_nothing_after_the_first_call() {
+    // 11 samples: a full chunk of 8, then 3.
+    let x = Array4::from_shape_fn((11, 3, 16, 16), |(n, c, h, w)| {
+        ((n + c * 3 + h * 5 + w * 7) % 13) as f32 / 6.0 - 1.0
+    });
+    steady_state_allocates_nothing(
+        &Branchy::seeded(5),
+        x,
+        cnn::ndarray::IxDyn(&[11, 2, 16, 16]),
+    );
 }
