@@ -39,8 +39,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The counter is global: the tests take turns, so that one test's allocations never land in
-/// another's count.
+/// The counter is global: each test holds this lock from its first line, so that one test's
+/// allocations (building a network, say) never land in another's count.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -140,7 +140,6 @@ fn steady_state_allocates_nothing<M: Model>(
     let mut out = cnn::ndarray::ArrayD::<f32>::zeros(out_dims)
         .into_dimensionality::<M::Dim>()
         .unwrap();
-    let _turn = serial();
     let mut ws = Workspace::new(M::WORKSPACE);
     let reserved = ws.capacity_bytes();
     assert_eq!(reserved, M::WORKSPACE_BYTES, "{}: reserved", M::NAME);
@@ -169,6 +168,7 @@ fn steady_state_allocates_nothing<M: Model>(
 
 #[test]
 fn resnet18_allocates_nothing_after_the_first_call() {
+    let _turn = serial();
     let x = Array4::from_shape_fn((1, 3, 224, 224), |(_, c, h, w)| {
         ((c * 3 + h * 5 + w * 7) % 13) as f32 / 6.0 - 1.0
     });
@@ -177,6 +177,7 @@ fn resnet18_allocates_nothing_after_the_first_call() {
 
 #[test]
 fn nested_branches_allocate_nothing_after_the_first_call() {
+    let _turn = serial();
     // 11 samples: a full chunk of 8, then 3.
     let x = Array4::from_shape_fn((11, 3, 16, 16), |(n, c, h, w)| {
         ((n + c * 3 + h * 5 + w * 7) % 13) as f32 / 6.0 - 1.0
