@@ -674,6 +674,30 @@ fn folded_bn(layers: &[Planned], at: usize) -> (TokenStream, usize) {
     }
 }
 
+/// When a branch ends in `conv` (then optionally a `bn` with running statistics and an
+/// activation): the convolution's index and the `bn` and activation arguments of
+/// `conv2d_concat`.
+fn concat_tail(branch: &[Planned]) -> Option<(usize, TokenStream, TokenStream)> {
+    let none = || quote!(::core::option::Option::None);
+    let (act, end) = match branch.last().map(|l| &l.layer.kind) {
+        Some(LayerKind::Activation(a)) => {
+            let a = activation(*a);
+            (
+                quote!(::core::option::Option::Some(__cnn::Activation::#a)),
+                branch.len() - 1,
+            )
+        }
+        _ => (none(), branch.len()),
+    };
+    (end.saturating_sub(2)..end).find_map(|c| {
+        if !matches!(branch[c].layer.kind, LayerKind::Conv(_)) {
+            return None;
+        }
+        let (bn, after) = folded_bn(branch, c + 1);
+        (after == end).then_some((c, bn, act.clone()))
+    })
+}
+
 /// A block's calls. A residual saves its input, runs the shortcut (then swaps its result under
 /// the input), runs the body and adds; when the body ends in a convolution (and a folded `bn`),
 /// the add and `act` happen in that convolution's epilogue. A concat runs each branch from its
@@ -732,8 +756,20 @@ fn run_block(l: &Planned, block: &Block, act: Option<Activation>) -> Vec<TokenSt
                     if !fresh {
                         out.push(quote!(__exec.concat_restore();));
                     }
-                    out.extend(run_list(b));
-                    out.push(quote!(__exec.concat_write(#off, #cl, #hwl, #tl);));
+                    match concat_tail(b) {
+                        // The branch's last convolution writes into its channels directly.
+                        Some((c, bn, act)) => {
+                            out.extend(run_list(&b[..c]));
+                            let conv = field_ident(&b[c]);
+                            out.push(
+                                quote!(__exec.conv2d_concat(&self.#conv, #bn, #act, #off, #tl)?;),
+                            );
+                        }
+                        None => {
+                            out.extend(run_list(b));
+                            out.push(quote!(__exec.concat_write(#off, #cl, #hwl, #tl);));
+                        }
+                    }
                     fresh = false;
                 }
                 offset += c;

@@ -426,6 +426,71 @@ impl Exec {
         );
     }
 
+    /// The end of a concat branch that ends in a convolution: `nn.Conv2d`, then (optionally)
+    /// `nn.BatchNorm2d` with running statistics and `act`, written straight into channels
+    /// `channel_offset..channel_offset + c_out` of the accumulator (`[n, total_channels, OH·OW]`,
+    /// the top of the stack), one sample at a time, with no copy of the branch's result. The
+    /// current tensor (the branch's input) is left as it is. A `bn` without running statistics
+    /// (which needs the whole batch) runs as [`conv2d_fused`](Self::conv2d_fused) and
+    /// [`concat_write`](Self::concat_write).
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    ///
+    /// # Panics
+    /// If the stack is empty or its top is not `[n, total_channels, OH·OW]` (a bug in
+    /// generated code).
+    pub fn conv2d_concat(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+        channel_offset: usize,
+        total_channels: usize,
+    ) -> Result<(), Error> {
+        let p = &conv.params;
+        let hw = p.out_hw[0] * p.out_hw[1];
+        if bn.is_some_and(|bn| bn.running.is_none()) {
+            self.conv2d_fused(conv, bn, act)?;
+            self.concat_write(channel_offset, p.c_out, hw, total_channels);
+            return Ok(());
+        }
+        let d = self
+            .lens
+            .len()
+            .checked_sub(1)
+            .expect("conv2d_concat: empty stack");
+        let (part, whole) = (p.c_out * hw, total_channels * hw);
+        assert!(
+            channel_offset + p.c_out <= total_channels && self.lens[d] == self.n * whole,
+            "concat: the branch does not fit the concatenation"
+        );
+        // The accumulator is lent out of the stack while the convolution writes into it.
+        let mut acc = std::mem::take(&mut self.stack[d]);
+        let result = self.fused(p.c_out, bn, act, false, |exec, epilogue| {
+            let in_len = p.in_len();
+            // LOOP over samples: each writes its own channel slice of the accumulator.
+            for (x, y) in exec.cur[..exec.len]
+                .chunks_exact(in_len)
+                .zip(acc[..exec.n * whole].chunks_exact_mut(whole))
+            {
+                let y = &mut y[channel_offset * hw..channel_offset * hw + part];
+                conv::forward(
+                    p,
+                    1,
+                    x,
+                    &conv.filters,
+                    epilogue,
+                    exec.threads,
+                    y,
+                    &mut exec.scratch,
+                );
+            }
+        });
+        self.stack[d] = acc;
+        result
+    }
+
     /// Starts the next branch of a concatenation: the current tensor becomes a copy of the
     /// block input x (the entry under the accumulator).
     ///
@@ -1147,6 +1212,37 @@ mod tests {
 
         fn bits(v: &[f32]) -> Vec<u32> {
             v.iter().map(|v| v.to_bits()).collect()
+        }
+
+        #[test]
+        fn a_branch_convolution_writes_its_channels_bit_for_bit() {
+            // Three samples, an identity branch first, so the slice starts at an offset inside
+            // each sample and the samples' slices are interleaved with other channels.
+            let (n, hw) = (3, [5, 7]);
+            let x = rand_vec(n * 3 * 35, 21);
+            let conv = conv(3, 4, 3, 1, hw);
+            for norm in [None, Some(true), Some(false)] {
+                let bn = norm.map(|running| bn(4, 35, running, 8));
+                for act in [None, Some(Activation::Relu), Some(Activation::Silu)] {
+                    let mut e = Exec::with_data(n, x.clone());
+                    e.concat_enter(7 * 35);
+                    e.concat_write_input(0, 3, 35, 7);
+                    e.conv2d_concat(&conv, bn.as_ref(), act, 3, 7).unwrap();
+                    e.concat_exit();
+                    let y = apply(n, &x, |e| {
+                        e.conv2d(&conv);
+                        if let Some(bn) = &bn {
+                            e.batchnorm(bn).unwrap();
+                        }
+                        if let Some(act) = act {
+                            e.activation(act);
+                        }
+                    });
+                    let want = cat(n, 35, &[(&x, 3), (&y, 4)]);
+                    assert_eq!(bits(e.output()), bits(&want), "bn {norm:?}, {act:?}");
+                    assert!(e.lens.is_empty());
+                }
+            }
         }
 
         #[test]
