@@ -31,6 +31,9 @@ pub(crate) const MIN_ROWS_PER_THREAD: usize = 8;
 /// Multiply-accumulates below which a direct convolution stays on one thread: its blocks of 8
 /// channels are cheaper to hand out than the im2col GEMM's rows.
 pub(crate) const DIRECT_MIN_MACS_PER_SPLIT: usize = 1 << 20;
+/// Multiply-accumulates (of the whole batch) below which a depthwise convolution stays on one
+/// thread. Its planes are independent and cheap to hand out, as the direct kernel's blocks.
+pub(crate) const DEPTHWISE_MIN_MACS_PER_SPLIT: usize = 1 << 18;
 
 // ---- Choice of algorithm (`ops::conv::Conv2dParams::algorithm`) ----
 

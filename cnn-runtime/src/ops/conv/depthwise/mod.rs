@@ -10,6 +10,7 @@ use super::phases::{copy, copy_row};
 use super::{Conv2dParams, Epilogue, PostOp};
 use crate::ops::activation::activation;
 use crate::simd::Simd;
+use crate::tuning::DEPTHWISE_MIN_MACS_PER_SPLIT;
 
 /// Output columns one register block holds per row.
 const LANES: usize = 16;
@@ -29,8 +30,9 @@ const fn phase_row(p: &Conv2dParams) -> usize {
 }
 
 /// The depthwise convolution of a batch of `n` samples, with the arguments of
-/// [`im2col::conv2d`](super::im2col::conv2d); `threads` is unused (the planes are not split
-/// yet).
+/// [`im2col::conv2d`](super::im2col::conv2d). With `threads > 1` (on a worker of the pool) and
+/// enough work, the `n · c_out` planes split into `threads` runs, each with its own
+/// [`scratch_len`] part of `scratch`; the result does not change.
 ///
 /// # Panics
 /// If `p` is not depthwise or a slice is shorter than its layout.
@@ -42,7 +44,7 @@ pub fn conv2d(
     weight: &[f32],
     bias: Option<&[f32]>,
     epilogue: Epilogue<'_>,
-    _threads: usize,
+    threads: usize,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
@@ -50,7 +52,26 @@ pub fn conv2d(
     assert!(input.len() >= n * in_len, "conv2d input too short");
     assert!(out.len() >= n * out_len, "conv2d output too short");
     let (x, y) = (&input[..n * in_len], &mut out[..n * out_len]);
-    depthwise(p, 0, x, weight, bias, epilogue, y, scratch);
+    let planes = n * p.c_out;
+    let (hw_in, hw_out) = (p.in_hw[0] * p.in_hw[1], p.out_hw[0] * p.out_hw[1]);
+    let parts = threads.min(planes);
+    if parts < 2 || n * p.macs() < DEPTHWISE_MIN_MACS_PER_SPLIT || hw_out == 0 {
+        depthwise(p, 0, x, weight, bias, epilogue, y, scratch);
+        return;
+    }
+    // LOOP over runs of whole planes, one per thread, each with its own padded-plane scratch
+    let per = planes.div_ceil(parts);
+    let len = scratch_len(p).max(1);
+    if scratch.len() < parts * len {
+        scratch.resize(parts * len, 0.0);
+    }
+    let runs = x
+        .chunks(per * hw_in)
+        .zip(y.chunks_mut(per * hw_out))
+        .zip(scratch.chunks_exact_mut(len));
+    crate::threads::for_each(parts, runs, |i, ((x, y), phases)| {
+        checked_planes(p, i * per, x, weight, bias, epilogue, y, phases);
+    });
 }
 
 /// Depthwise convolution of `k` consecutive (sample, channel) planes, the first of them plane
@@ -81,6 +102,35 @@ pub fn depthwise(
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
+    let len = scratch_len(p);
+    if scratch.len() < len {
+        scratch.resize(len, 0.0);
+    }
+    checked_planes(
+        p,
+        first_plane,
+        input,
+        weight,
+        bias,
+        epilogue,
+        out,
+        &mut scratch[..len],
+    );
+}
+
+/// [`depthwise`] with its scratch already sized: `phases` holds at least [`scratch_len`]
+/// floats (one thread's part when the planes are split).
+#[allow(clippy::too_many_arguments)] // the kernel's arguments plus the plane range
+fn checked_planes(
+    p: &Conv2dParams,
+    first_plane: usize,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+    phases: &mut [f32],
+) {
     let (hw_in, hw_out) = (p.in_hw[0] * p.in_hw[1], p.out_hw[0] * p.out_hw[1]);
     assert!(
         p.is_depthwise(),
@@ -104,9 +154,7 @@ pub fn depthwise(
     }
     epilogue.check(p.c_out, (first_plane + k) * hw_out);
     let len = scratch_len(p);
-    if scratch.len() < len {
-        scratch.resize(len, 0.0);
-    }
+    assert!(phases.len() >= len, "depthwise scratch too short");
     planes(
         p,
         first_plane,
@@ -115,7 +163,7 @@ pub fn depthwise(
         bias,
         epilogue,
         out,
-        &mut scratch[..len],
+        &mut phases[..len],
     );
 }
 

@@ -205,3 +205,51 @@ fn an_empty_range_writes_nothing_and_a_short_input_panics() {
     });
     assert!(short.is_err(), "a short input must panic");
 }
+
+#[test]
+fn planes_split_over_threads_give_the_bits_of_one_thread() {
+    // Two MobileNetV2-sized layers (one with an odd plane count over 3 threads) are added to
+    // the table: they are sure to split, whatever DEPTHWISE_MIN_MACS_PER_SPLIT is tuned to.
+    let mut cases = CASES.to_vec();
+    cases.push((96, [3, 3], [1, 1], [1, 1], [1, 1], [56, 56], 1, true));
+    cases.push((37, [3, 3], [2, 2], [1, 1], [1, 1], [113, 111], 3, false));
+    for (i, case) in cases.iter().enumerate() {
+        let p = params(case);
+        let (n, has_bias) = (case.6, case.7);
+        let [x, w, b, scale, shift] = data(i, &p, n);
+        let r = rand_vec(n * p.out_len(), i as u64 * 10 + 6);
+        let e = Epilogue {
+            affine: Some((&scale, &shift)),
+            act: Some(Activation::Relu6),
+            residual: Some(&r),
+        };
+        let bias = has_bias.then_some(&b[..]);
+        let run_on = |threads: usize| {
+            let mut out = vec![f32::NAN; n * p.out_len()];
+            let mut scratch = Vec::new();
+            crate::threads::install(threads, || {
+                conv2d(&p, n, &x, &w, bias, e, threads, &mut out, &mut scratch)
+            });
+            (out, scratch.len())
+        };
+        let (one, used) = run_on(1);
+        assert_eq!(
+            used,
+            scratch_len(&p),
+            "{case:?}: one thread, one scratch plane"
+        );
+        let split = n * p.macs() >= DEPTHWISE_MIN_MACS_PER_SPLIT;
+        assert!(split || i < CASES.len(), "{case:?}: the added cases split");
+        for threads in [2, 3] {
+            let (out, used) = run_on(threads);
+            assert_eq!(bits(&out), bits(&one), "{case:?} on {threads} threads");
+            if split {
+                assert_eq!(
+                    used,
+                    threads * scratch_len(&p),
+                    "{case:?}: a part per thread"
+                );
+            }
+        }
+    }
+}
