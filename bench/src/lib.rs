@@ -17,13 +17,15 @@ use cnn::Model;
 
 /// Declares the seven benchmark networks, `Tiny`, `Lenet5`, `Vgg`, `Stem224`, `Mobile`,
 /// `Resnet18` and `Mobilenetv2`, in the
-/// invoking module, with one `cnn!` invocation. The invoking crate needs `cnn` as a dependency.
+/// invoking module (ResNet-18 through [`declare_resnet18!`]). The invoking crate needs `cnn` as a
+/// dependency.
 ///
 /// This crate expands it once at its root (so `cnn_bench::Vgg` and the others exist);
 /// `bench_build_nets` expands it again to time the compilation of the generated code.
 #[macro_export]
 macro_rules! declare_nets {
     () => {
+        $crate::declare_resnet18!();
         ::cnn::cnn! {
             /// `tiny`: one conv block and a classifier.
             pub struct Tiny {
@@ -58,26 +60,6 @@ macro_rules! declare_nets {
                 conv(32 -> 64, k1) bn relu conv(64 -> 64, k3, s2, p1, g64) bn relu
                 conv(64 -> 128, k1) bn relu gap fc(10)
             }
-            /// `resnet18`: torchvision's ResNet-18 (basic blocks, projection shortcuts).
-            pub struct Resnet18 {
-                input(3, 224, 224)
-                conv(3 -> 64, k7, s2, p3, nobias) bn relu maxpool(k3, s2, p1)
-                residual { conv(64 -> 64, k3, p1, nobias) bn relu conv(64 -> 64, k3, p1, nobias) bn } relu
-                residual { conv(64 -> 64, k3, p1, nobias) bn relu conv(64 -> 64, k3, p1, nobias) bn } relu
-                residual(shortcut { conv(64 -> 128, k1, s2, nobias) bn }) {
-                    conv(64 -> 128, k3, s2, p1, nobias) bn relu conv(128 -> 128, k3, p1, nobias) bn
-                } relu
-                residual { conv(128 -> 128, k3, p1, nobias) bn relu conv(128 -> 128, k3, p1, nobias) bn } relu
-                residual(shortcut { conv(128 -> 256, k1, s2, nobias) bn }) {
-                    conv(128 -> 256, k3, s2, p1, nobias) bn relu conv(256 -> 256, k3, p1, nobias) bn
-                } relu
-                residual { conv(256 -> 256, k3, p1, nobias) bn relu conv(256 -> 256, k3, p1, nobias) bn } relu
-                residual(shortcut { conv(256 -> 512, k1, s2, nobias) bn }) {
-                    conv(256 -> 512, k3, s2, p1, nobias) bn relu conv(512 -> 512, k3, p1, nobias) bn
-                } relu
-                residual { conv(512 -> 512, k3, p1, nobias) bn relu conv(512 -> 512, k3, p1, nobias) bn } relu
-                gap fc(1000)
-            }
             /// `mobilenetv2`: torchvision's MobileNetV2, width 1.0 (inverted residuals, relu6).
             pub struct Mobilenetv2 {
                 input(3, 224, 224)
@@ -102,6 +84,36 @@ macro_rules! declare_nets {
                 conv(320 -> 1280, k1, nobias) bn relu6
                 gap dropout(0.2) fc(1000)
             }
+        }
+    };
+}
+
+/// Declares `Resnet18`, torchvision's ResNet-18, in the invoking module: one of
+/// [`declare_nets!`]'s networks, and alone the network `bench_build_resnet18` compiles.
+#[macro_export]
+macro_rules! declare_resnet18 {
+    () => {
+        ::cnn::cnn! {
+        /// `resnet18`: torchvision's ResNet-18 (basic blocks, projection shortcuts).
+        pub struct Resnet18 {
+            input(3, 224, 224)
+            conv(3 -> 64, k7, s2, p3, nobias) bn relu maxpool(k3, s2, p1)
+            residual { conv(64 -> 64, k3, p1, nobias) bn relu conv(64 -> 64, k3, p1, nobias) bn } relu
+            residual { conv(64 -> 64, k3, p1, nobias) bn relu conv(64 -> 64, k3, p1, nobias) bn } relu
+            residual(shortcut { conv(64 -> 128, k1, s2, nobias) bn }) {
+                conv(64 -> 128, k3, s2, p1, nobias) bn relu conv(128 -> 128, k3, p1, nobias) bn
+            } relu
+            residual { conv(128 -> 128, k3, p1, nobias) bn relu conv(128 -> 128, k3, p1, nobias) bn } relu
+            residual(shortcut { conv(128 -> 256, k1, s2, nobias) bn }) {
+                conv(128 -> 256, k3, s2, p1, nobias) bn relu conv(256 -> 256, k3, p1, nobias) bn
+            } relu
+            residual { conv(256 -> 256, k3, p1, nobias) bn relu conv(256 -> 256, k3, p1, nobias) bn } relu
+            residual(shortcut { conv(256 -> 512, k1, s2, nobias) bn }) {
+                conv(256 -> 512, k3, s2, p1, nobias) bn relu conv(512 -> 512, k3, p1, nobias) bn
+            } relu
+            residual { conv(512 -> 512, k3, p1, nobias) bn relu conv(512 -> 512, k3, p1, nobias) bn } relu
+            gap fc(1000)
+        }
         }
     };
 }

@@ -46,4 +46,6 @@ fn main() {
     report::<Vgg>(zeros());
     report::<Stem224>(zeros());
     report::<Mobile>(zeros());
+    report::<Resnet18>(zeros());
+    report::<Mobilenetv2>(zeros());
 }
