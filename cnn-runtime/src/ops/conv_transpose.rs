@@ -325,7 +325,8 @@ fn col2im(p: &ConvTranspose2dParams, cols: &[f32], y: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::ops::activation::Activation;
-    use crate::test_util::{assert_close, assert_close_mag, rand_vec, reference_epilogue};
+    use crate::ops::conv::tests::{assert_close_mag, reference_epilogue};
+    use crate::test_util::{assert_close, rand_vec};
 
     /// `(c_in, c_out, groups, kernel, stride, padding, output_padding, dilation, [h, w], n,
     /// bias)`.
