@@ -565,11 +565,28 @@ impl Exec {
         });
     }
 
-    /// `nn.Upsample` (nearest or bilinear, integer factors).
+    /// `nn.Upsample` (nearest or bilinear, integer factors). With spare threads and a large
+    /// enough output, runs of whole planes go to different threads (the result does not change).
     pub fn upsample2d(&mut self, params: &Upsample2dParams) {
-        let n = self.n;
+        let (n, threads) = (self.n, self.threads);
+        let in_plane = params.in_hw[0] * params.in_hw[1];
+        let out_plane = params.out_hw[0] * params.out_hw[1];
+        let planes = n * params.channels;
         self.step(params.out_len(), |x, y, _| {
-            upsample::upsample2d(params, n, x, y)
+            if threads < 2 || planes < 2 || planes * out_plane < POOL_MIN_SPLIT {
+                upsample::upsample2d(params, n, x, y);
+                return;
+            }
+            // LOOP over runs of whole planes, one per thread
+            let per = planes.div_ceil(threads);
+            let parts = x.chunks(per * in_plane).zip(y.chunks_mut(per * out_plane));
+            crate::threads::for_each(threads, parts, |_, (x, y)| {
+                let sub = Upsample2dParams {
+                    channels: y.len() / out_plane,
+                    ..*params
+                };
+                upsample::upsample2d(&sub, 1, x, y);
+            });
         });
     }
 
@@ -1097,6 +1114,41 @@ mod tests {
             let one = run(1);
             for threads in [2, 3] {
                 assert_eq!(run(threads), one, "{kind:?}, {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn upsampling_split_over_threads_changes_nothing() {
+        use crate::ops::upsample::UpsampleMode;
+        for mode in [
+            UpsampleMode::Nearest,
+            UpsampleMode::Bilinear {
+                align_corners: false,
+            },
+            UpsampleMode::Bilinear {
+                align_corners: true,
+            },
+        ] {
+            // 2 samples × 37 channels: 74 planes, split unevenly over 3 threads.
+            let p = Upsample2dParams {
+                channels: 37,
+                scale: [2, 3],
+                mode,
+                in_hw: [23, 19],
+                out_hw: [46, 57],
+            };
+            let x = Array4::from_shape_vec((2, 37, 23, 19), rand_vec(2 * p.in_len(), 9)).unwrap();
+            let run = |threads: usize| {
+                let mut e = Exec::from_view(x.view(), [37, 23, 19]).unwrap();
+                e.threads = threads;
+                crate::threads::install(threads, || e.upsample2d(&p));
+                e.output().to_vec()
+            };
+            let one = run(1);
+            assert!(2 * 37 * 46 * 57 >= POOL_MIN_SPLIT, "large enough to split");
+            for threads in [2, 3] {
+                assert_eq!(run(threads), one, "{mode:?}, {threads} threads");
             }
         }
     }

@@ -15,7 +15,8 @@ pub(crate) const CHUNK: usize = 8;
 /// took 0.23 ms through the pool against 0.18 ms on the caller; `vgg` (150 M) gains from it.
 pub(crate) const POOL_MIN_MACS: usize = 20_000_000;
 
-/// Input elements below which a pooling layer stays on one thread.
+/// Input elements below which a pooling layer stays on one thread (output elements, for an
+/// upsampling).
 pub(crate) const POOL_MIN_SPLIT: usize = 1 << 17;
 
 // ---- Splitting one convolution over threads ----
