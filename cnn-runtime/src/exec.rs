@@ -1146,7 +1146,7 @@ mod tests {
                 e.output().to_vec()
             };
             let one = run(1);
-            assert!(2 * 37 * 46 * 57 >= POOL_MIN_SPLIT, "large enough to split");
+            const { assert!(2 * 37 * 46 * 57 >= POOL_MIN_SPLIT, "large enough to split") };
             for threads in [2, 3] {
                 assert_eq!(run(threads), one, "{mode:?}, {threads} threads");
             }
