@@ -694,6 +694,14 @@ fn block_errors_name_the_paths_and_their_shapes() {
             "`concat` takes no arguments",
         ),
         (
+            quote!(struct N { input(8, 4, 4) concat(shortcut { relu }) { branch {} } }),
+            "`concat` takes no arguments",
+        ),
+        (
+            quote!(struct N { input(8, 4, 4) residual(skip { relu }) { relu } }),
+            "one optional argument",
+        ),
+        (
             quote!(struct N { input(8, 4, 4) concat { branch(2) {} } }),
             "`branch` takes no arguments",
         ),
