@@ -11,6 +11,8 @@
 mod activation;
 mod batchnorm;
 mod dropout;
+#[cfg(test)]
+mod fixtures;
 mod loss;
 mod pool;
 mod upsample;
