@@ -725,3 +725,136 @@ fn fixture_mlp_softmax() {
         4,
     );
 }
+
+/// Grouped and depthwise convolutions, batchnorm, SiLU, a global max pool.
+#[test]
+fn fixture_groups_depthwise() {
+    check_network(
+        "groups_depthwise",
+        &[
+            Layer::Conv(Conv {
+                g: 4,
+                ..cs(16, 3, 1, 1)
+            }),
+            Layer::Act(Activation::Relu),
+            Layer::Conv(Conv {
+                g: 16,
+                bias: false,
+                ..cs(16, 3, 2, 1)
+            }),
+            bn(),
+            Layer::Act(Activation::Relu),
+            conv(32, 1, 1, 0),
+            Layer::Act(Activation::Silu),
+            Layer::Conv(Conv {
+                g: 32,
+                ..cs(64, 3, 1, 0)
+            }),
+            Layer::Gap(PoolKind::Max),
+            Layer::Flatten,
+            Layer::Fc(10, false),
+        ],
+        5,
+    );
+}
+
+/// A ceil_mode max pool with padding, then an average pool with count_include_pad, a global
+/// average pool, rectangular and dilated grouped convolutions, LeakyReLU(0.2).
+#[test]
+fn fixture_conv_keywords() {
+    check_network(
+        "conv_keywords",
+        &[
+            Layer::Conv(Conv {
+                bias: false,
+                ..cs(8, 3, 1, 1)
+            }),
+            bn(),
+            Layer::Act(Activation::LeakyRelu(0.2)),
+            Layer::Conv(Conv {
+                k: [3, 1],
+                s: [2, 1],
+                p: [1, 0],
+                g: 2,
+                ..cs(12, 3, 1, 0)
+            }),
+            Layer::Act(Activation::Relu),
+            Layer::Conv(Conv {
+                k: [1, 3],
+                d: [1, 2],
+                p: [0, 2],
+                g: 3,
+                ..cs(12, 3, 1, 0)
+            }),
+            Layer::Pool(PoolKind::Max, [3, 3], [2, 2], [1, 1], true),
+            Layer::Pool(avg(true), [2, 2], [1, 1], [1, 1], false),
+            Layer::Gap(avg(true)),
+            Layer::Flatten,
+            Layer::Fc(6, false),
+        ],
+        4,
+    );
+}
+
+/// Tanh and average pools of LeNet-5, a cross-entropy classifier.
+#[test]
+fn fixture_lenet5() {
+    let t = Layer::Act(Activation::Tanh);
+    let pool = Layer::Pool(avg(true), [2, 2], [2, 2], [0, 0], false);
+    check_network(
+        "lenet5",
+        &[
+            conv(6, 5, 1, 2),
+            t,
+            pool,
+            conv(16, 5, 1, 0),
+            t,
+            pool,
+            Layer::Flatten,
+            Layer::Fc(120, true),
+            t,
+            Layer::Fc(84, true),
+            t,
+            Layer::Fc(10, true),
+        ],
+        5,
+    );
+}
+
+/// Five conv–bn–relu stages with max pools, dropout as the identity (as the fixture's train
+/// mode), two fc layers.
+#[test]
+fn fixture_vgg_cifar() {
+    let relu = Layer::Act(Activation::Relu);
+    let pool = Layer::Pool(PoolKind::Max, [2, 2], [2, 2], [0, 0], false);
+    check_network(
+        "vgg_cifar",
+        &[
+            conv(16, 3, 1, 1),
+            bn(),
+            relu,
+            conv(16, 3, 1, 1),
+            bn(),
+            relu,
+            pool,
+            conv(32, 3, 1, 1),
+            bn(),
+            relu,
+            conv(32, 3, 1, 1),
+            bn(),
+            relu,
+            pool,
+            conv(64, 3, 1, 1),
+            bn(),
+            relu,
+            pool,
+            Layer::Identity,
+            Layer::Flatten,
+            Layer::Fc(64, true),
+            relu,
+            Layer::Identity,
+            Layer::Fc(10, true),
+        ],
+        7,
+    );
+}
