@@ -257,7 +257,8 @@ mod tests {
     }
 
     /// Ties go to the first maximal element in row-major order, −∞ windows to their first
-    /// element, NaN to the last NaN; overlapping windows add up.
+    /// element, NaN to the last NaN; overlapping windows add up. (The first case's expected
+    /// `dx` is PyTorch 2.15's `x.grad` for the same input and `dy`.)
     #[test]
     fn max_routes_as_pytorch() {
         let p = params(PoolKind::Max, 1, [2, 2], [2, 2], [0, 0], false, [2, 6]);
@@ -281,6 +282,13 @@ mod tests {
             dx,
             [0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 4.0]
         );
+        // Checked with PyTorch 2.15's `max_pool2d` backward: the last NaN of the window.
+        let p = params(PoolKind::Max, 1, [2, 2], [2, 2], [0, 0], false, [2, 2]);
+        let mut dx = [0.0; 4];
+        pool2d_backward(&p, 1, &[f32::NAN, f32::NAN, 1.0, f32::NAN], &[1.0], &mut dx);
+        assert_eq!(dx, [0.0, 0.0, 0.0, 1.0]);
+        pool2d_backward(&p, 1, &[f32::NAN, f32::NAN, 1.0, 2.0], &[1.0], &mut dx);
+        assert_eq!(dx, [0.0, 1.0, 0.0, 0.0]);
         // Stride 1: the shared maximum gets both windows' gradients.
         let p = params(PoolKind::Max, 1, [1, 2], [1, 1], [0, 0], false, [1, 3]);
         let mut dx = [0.0; 3];
