@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod backward_elementwise;
 mod error;
 mod exec;
 mod gemm;
@@ -34,6 +35,9 @@ pub use threads::{num_threads, set_num_threads};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::exec::{max_of, run_batch, run_into, BatchOutput, Exec};
+    pub mod backward_elementwise {
+        pub use crate::backward_elementwise::*;
+    }
     pub use crate::init::Rng;
     pub use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
     pub use crate::ops::activation::Activation;

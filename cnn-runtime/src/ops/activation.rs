@@ -109,7 +109,7 @@ fn sigmoid(x: f32) -> f32 {
 /// positive (no cancellation); from 2.5 it evaluates the continued fraction
 /// `erfc(x) = e^−x²/√π · 1/(x + ½/(x + 1/(x + 3⁄2/(x + …))))` backwards from depth 30;
 /// from 6 on, `1 − erf(x)` is below half an f64 ulp of 1.
-fn erf(x: f64) -> f64 {
+pub(crate) fn erf(x: f64) -> f64 {
     const SERIES_BELOW: f64 = 2.5;
     const CF_DEPTH: u32 = 30;
     let a = x.abs();
