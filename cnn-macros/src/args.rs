@@ -393,28 +393,12 @@ fn block(cx: &mut Ctxt, item: &Item) -> Option<Layer> {
     })
 }
 
-/// A block as one line of DSL text, from its layers' own text.
+/// A block's head as `LayerInfo::dsl` shows it; the layers inside have rows of their own.
 fn block_dsl(kind: &LayerKind) -> String {
-    let list = |layers: &[Layer]| {
-        let parts: Vec<&str> = layers.iter().map(|l| l.dsl.as_str()).collect();
-        if parts.is_empty() {
-            "{}".to_string()
-        } else {
-            format!("{{ {} }}", parts.join(" "))
-        }
-    };
     match kind {
-        LayerKind::Residual(r) => match &r.shortcut {
-            Some(sc) => format!("residual(shortcut {}) {}", list(sc), list(&r.body)),
-            None => format!("residual {}", list(&r.body)),
-        },
-        LayerKind::Concat(branches) => {
-            let parts: Vec<String> = branches
-                .iter()
-                .map(|b| format!("branch {}", list(&b.layers)))
-                .collect();
-            format!("concat {{ {} }}", parts.join(" "))
-        }
+        LayerKind::Residual(ResidualArgs { shortcut: None, .. }) => "residual { … }".into(),
+        LayerKind::Residual(_) => "residual(shortcut { … }) { … }".into(),
+        LayerKind::Concat(branches) => format!("concat {{ {} branches }}", branches.len()),
         _ => String::new(),
     }
 }

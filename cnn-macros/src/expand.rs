@@ -221,9 +221,10 @@ fn layer_infos(plan: &Plan) -> Vec<TokenStream> {
         .into_iter()
         .map(|l| {
             let (index, key, depth) = (lit(l.index), &l.key, lit(l.depth));
-            let (dsl, torch) = match &l.block {
-                Some(b) => block_heads(b),
-                None => (l.layer.dsl.clone(), torch(l)),
+            let dsl = &l.layer.dsl;
+            let torch = match &l.block {
+                Some(b) => block_torch(b),
+                None => torch(l),
             };
             let dims = l.output.dims().into_iter().map(lit);
             let (p, m) = (lit(l.params), lit(l.macs));
@@ -234,32 +235,23 @@ fn layer_infos(plan: &Plan) -> Vec<TokenStream> {
         .collect()
 }
 
-/// A block's row in `LAYERS`: its head as written and its PyTorch class, without the layers
-/// (they follow as rows of their own).
-fn block_heads(block: &Block) -> (String, String) {
+/// A block's PyTorch class and the size of its paths, for its row in `LAYERS` (the layers
+/// follow as rows of their own).
+fn block_torch(block: &Block) -> String {
     match block {
         Block::Residual {
             body,
             shortcut: None,
-        } => (
-            "residual { … }".into(),
-            format!("Residual(body: {} modules)", body.len()),
-        ),
+        } => format!("Residual(body: {} modules)", body.len()),
         Block::Residual {
             body,
             shortcut: Some(sc),
-        } => (
-            "residual(shortcut { … }) { … }".into(),
-            format!(
-                "Residual(body: {} modules, shortcut: {} modules)",
-                body.len(),
-                sc.len()
-            ),
+        } => format!(
+            "Residual(body: {} modules, shortcut: {} modules)",
+            body.len(),
+            sc.len()
         ),
-        Block::Concat(branches) => (
-            format!("concat {{ {} branches }}", branches.len()),
-            format!("Concat({} branches)", branches.len()),
-        ),
+        Block::Concat(branches) => format!("Concat({} branches)", branches.len()),
     }
 }
 

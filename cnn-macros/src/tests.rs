@@ -524,6 +524,8 @@ fn residual_blocks_plan_both_paths_with_nested_keys() {
         .map(|(a, d, n, s)| (a.as_str(), *d, n.as_str(), s.clone()))
         .collect();
     assert_eq!(got, want);
+    let heads: Vec<&str> = [0, 2].map(|i| p.layers[i].layer.dsl.as_str()).to_vec();
+    assert_eq!(heads, ["residual { … }", "residual(shortcut { … }) { … }"]);
     // A block's parameters and MACs are its layers'; the network's are the top level's sum.
     let bn = |c: usize| 2 * c;
     let block0 = 2 * (64 * 64 * 9 + bn(64));
@@ -568,6 +570,7 @@ fn concat_blocks_sum_channels_and_key_their_branches() {
         }
     })
     .unwrap();
+    assert_eq!(p.layers[0].layer.dsl, "concat { 3 branches }");
     let k = keys(&p);
     let names: Vec<(&str, usize, Vec<usize>)> = k
         .iter()
