@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod backward;
 mod error;
 mod exec;
 mod gemm;
@@ -33,6 +34,10 @@ pub use threads::{num_threads, set_num_threads};
 /// call; not a public API, and not covered by semantic versioning.
 #[doc(hidden)]
 pub mod __private {
+    /// Backward kernels (gradients) for training.
+    pub mod backward {
+        pub use crate::backward::*;
+    }
     pub use crate::exec::{max_of, run_batch, run_into, BatchOutput, Exec};
     pub use crate::init::Rng;
     pub use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
