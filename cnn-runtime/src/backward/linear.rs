@@ -74,7 +74,7 @@ pub fn linear_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backward::tests::{check_finite_differences, to_f64};
+    use crate::backward::tests::{check_finite_differences, to_f64, Probe};
     use crate::ops::conv::tests::assert_close_mag;
     use crate::test_util::rand_vec;
 
@@ -183,7 +183,7 @@ mod tests {
             let by_x = |x: &[f64]| dot(forward64(&p, n, x, &w64, &b64));
             let by_w = |w: &[f64]| dot(forward64(&p, n, &x64, w, &b64));
             let by_b = |b: &[f64]| dot(forward64(&p, n, &x64, &w64, b));
-            let checks: [(&dyn Fn(&[f64]) -> f64, &[f64], &[f32], &str); 3] = [
+            let checks: [Probe; 3] = [
                 (&by_x, &x64, &dx, "dx"),
                 (&by_w, &w64, &dw, "dw"),
                 (&by_b, &b64, &db, "db"),

@@ -78,6 +78,10 @@ fn transpose(rows: usize, cols: usize, from: &[f32], to: &mut [f32]) {
 pub(super) mod tests {
     use super::*;
 
+    /// A finite-difference probe: the loss as a function of one tensor, that tensor, the
+    /// kernel's gradient for it and its name.
+    pub(crate) type Probe<'a> = (&'a dyn Fn(&[f64]) -> f64, &'a [f64], &'a [f32], &'a str);
+
     /// `v` in f64.
     pub(crate) fn to_f64(v: &[f32]) -> Vec<f64> {
         v.iter().map(|&v| v as f64).collect()
