@@ -226,8 +226,10 @@ mod tests {
     use super::*;
     use crate::backward::tests::{check_finite_differences, to_f64};
     use crate::ops::conv::tests::assert_close_mag;
+    use crate::ops::conv::Epilogue;
+    use crate::ops::conv_transpose::{self, ConvTranspose2dParams};
     use crate::shape::out_len;
-    use crate::test_util::rand_vec;
+    use crate::test_util::{assert_close, rand_vec};
 
     /// `(c_in, c_out, groups, kernel, stride, padding, dilation, [h, w], n)`.
     type Case = (
@@ -449,6 +451,78 @@ mod tests {
             fd(&by_x, &x64, &dx, &r.dx, 5, "dx");
             fd(&by_w, &w64, &dw, &r.dw, 6, "dw");
             fd(&by_b, &b64, &db, &r.db, 7, "db");
+        }
+    }
+
+    #[test]
+    fn dx_is_the_transposed_convolution_of_dy() {
+        // The forward kernel of `ConvTranspose2d` with the same weight, sized to the input
+        // (output padding covers the rows and columns the convolution's stride left out).
+        for (i, case) in CASES.iter().enumerate() {
+            let p = params(case);
+            let n = case.8;
+            let t = ConvTranspose2dParams {
+                c_in: p.c_out,
+                c_out: p.c_in,
+                groups: p.groups,
+                kernel: p.kernel,
+                stride: p.stride,
+                padding: p.padding,
+                output_padding: [0, 1].map(|a| {
+                    p.in_hw[a] + 2 * p.padding[a]
+                        - (p.out_hw[a] - 1) * p.stride[a]
+                        - p.dilation[a] * (p.kernel[a] - 1)
+                        - 1
+                }),
+                dilation: p.dilation,
+                in_hw: p.out_hw,
+                out_hw: p.in_hw,
+            };
+            let seed = 700 + 10 * i as u64;
+            let x = rand_vec(n * p.in_len(), seed);
+            let w = rand_vec(p.c_out * p.fan_in(), seed + 1);
+            let dy = rand_vec(n * p.out_len(), seed + 2);
+            let mut dx = vec![f32::NAN; n * p.in_len()];
+            let mut dw = vec![f32::NAN; w.len()];
+            let mut scratch = Vec::new();
+            conv2d_backward(
+                &p,
+                n,
+                &x,
+                &w,
+                &dy,
+                Some(&mut dx),
+                &mut dw,
+                None,
+                &mut scratch,
+            );
+            let mut want = vec![f32::NAN; n * p.in_len()];
+            let plain = Epilogue::default();
+            conv_transpose::forward(&t, n, &dy, &w, None, plain, 1, &mut want, &mut scratch);
+            assert_close(&dx, &want, 1e-5);
+        }
+    }
+
+    #[test]
+    fn an_empty_batch_has_zero_weight_and_bias_gradients() {
+        for case in CASES {
+            let p = params(case);
+            let mut dw = vec![f32::NAN; p.c_out * p.fan_in()];
+            let mut db = vec![f32::NAN; p.c_out];
+            let w = vec![1.0; dw.len()];
+            let mut dx: Vec<f32> = Vec::new();
+            conv2d_backward(
+                &p,
+                0,
+                &[],
+                &w,
+                &[],
+                Some(&mut dx),
+                &mut dw,
+                Some(&mut db),
+                &mut Vec::new(),
+            );
+            assert!(dw.iter().chain(&db).all(|&v| v == 0.0), "{case:?}");
         }
     }
 

@@ -333,6 +333,29 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_batch_has_zero_weight_and_bias_gradients() {
+        for case in CASES {
+            let p = params(case);
+            let mut dw = vec![f32::NAN; p.weight_len()];
+            let mut db = vec![f32::NAN; p.c_out];
+            let w = vec![1.0; dw.len()];
+            let mut dx: Vec<f32> = Vec::new();
+            conv_transpose2d_backward(
+                &p,
+                0,
+                &[],
+                &w,
+                &[],
+                Some(&mut dx),
+                &mut dw,
+                Some(&mut db),
+                &mut Vec::new(),
+            );
+            assert!(dw.iter().chain(&db).all(|&v| v == 0.0), "{case:?}");
+        }
+    }
+
+    #[test]
     fn hand_computed_stride_2() {
         // One channel, x = [1, 2] (1×2), kernel 1×3 of ones, stride 2: y = [1, 1, 1+2, 2, 2]
         // (1×5). dy = [1, 2, 3, 4, 5]: dx[j] = dy[2j] + dy[2j+1] + dy[2j+2], dw[k] = Σ_j
