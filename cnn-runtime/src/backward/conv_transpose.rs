@@ -10,7 +10,7 @@
 //!   gradient ([`conv2d_backward`](super::conv2d_backward)'s GEMMs, shared);
 //! + `db` sums `dY` per channel.
 
-use super::conv::grads;
+use super::conv::{cols_len, grads};
 use crate::ops::conv::im2col;
 use crate::ops::conv::{Conv2dParams, Epilogue};
 use crate::ops::conv_transpose::ConvTranspose2dParams;
@@ -33,10 +33,9 @@ const fn as_conv(p: &ConvTranspose2dParams) -> Conv2dParams {
 }
 
 /// Scratch elements [`conv_transpose2d_backward`] needs: the im2col matrix of one group of
-/// `dy`, `c_out/groups · KH · KW · H · W` (0 for a 1×1 stride-1 transposed convolution without
-/// padding or output padding).
+/// `dy`, `c_out/groups · KH · KW · H · W`.
 pub const fn conv_transpose2d_backward_scratch_len(p: &ConvTranspose2dParams) -> usize {
-    im2col::scratch_len(&as_conv(p))
+    cols_len(&as_conv(p))
 }
 
 /// The gradients of `y = conv_transpose2d(x, weight) + bias` (PyTorch's `nn.ConvTranspose2d`,

@@ -117,7 +117,7 @@ multiversion! {
 /// Unfolds one group of one sample, `x: [C/G, H, W]`, into `cols: [C/G·KH·KW, OH·OW]`:
 /// `cols[(c·KH + i)·KW + j, y·OW + x] = x[c, y·SH − PH + i·DH, x·SW − PW + j·DW]`, zero in the
 /// padding.
-pub(crate) fn im2col(p: &Conv2dParams, x: &[f32], cols: &mut [f32]) {
+fn im2col(p: &Conv2dParams, x: &[f32], cols: &mut [f32]) {
     let [kh, kw] = p.kernel;
     let [sh, sw] = p.stride;
     let [ph, pw] = p.padding;
