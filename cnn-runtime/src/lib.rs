@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod backward;
 mod backward_elementwise;
 mod error;
 mod exec;
@@ -34,10 +35,15 @@ pub use threads::{num_threads, set_num_threads};
 /// call; not a public API, and not covered by semantic versioning.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::exec::{max_of, run_batch, run_into, BatchOutput, Exec};
+    /// Backward kernels (gradients) of the weighted layers, for training.
+    pub mod backward {
+        pub use crate::backward::*;
+    }
+    /// Backward kernels of the other layers, train-mode batch norm and dropout, and the losses.
     pub mod backward_elementwise {
         pub use crate::backward_elementwise::*;
     }
+    pub use crate::exec::{max_of, run_batch, run_into, BatchOutput, Exec};
     pub use crate::init::Rng;
     pub use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
     pub use crate::ops::activation::Activation;
