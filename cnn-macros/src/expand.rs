@@ -666,11 +666,18 @@ fn folded_bn(layers: &[Planned], at: usize) -> (TokenStream, usize) {
     }
 }
 
-/// When a branch ends in `conv` (then optionally a `bn` with running statistics and an
-/// activation): the convolution's index and the `bn` and activation arguments of
-/// `conv2d_concat`.
-fn concat_tail(branch: &[Planned]) -> Option<(usize, TokenStream, TokenStream)> {
+/// When a branch ends in a layer that can write into its channels of the concat output: the
+/// index of that layer and the call, given the offset and total channel count (`conv` or
+/// `convtranspose`, then optionally a `bn` with running statistics and an activation; or
+/// `upsample`).
+fn concat_tail(branch: &[Planned]) -> Option<(usize, ConcatCall)> {
     let none = || quote!(::core::option::Option::None);
+    if let Some(last) = branch.last() {
+        if let LayerKind::Upsample(_) = last.layer.kind {
+            let desc = format_ident!("__PARAMS_{}", last.key.replace('.', "_"));
+            return Some((branch.len() - 1, ConcatCall::Upsample(desc)));
+        }
+    }
     let (act, end) = match branch.last().map(|l| &l.layer.kind) {
         Some(LayerKind::Activation(a)) => {
             let a = activation(*a);
@@ -682,12 +689,32 @@ fn concat_tail(branch: &[Planned]) -> Option<(usize, TokenStream, TokenStream)> 
         _ => (none(), branch.len()),
     };
     (end.saturating_sub(2)..end).find_map(|c| {
-        if !matches!(branch[c].layer.kind, LayerKind::Conv(_)) {
-            return None;
-        }
+        let call = conv_call(&branch[c].layer.kind, "concat")?;
         let (bn, after) = folded_bn(branch, c + 1);
-        (after == end).then_some((c, bn, act.clone()))
+        (after == end).then(|| {
+            let conv = field_ident(&branch[c]);
+            (
+                c,
+                ConcatCall::Conv {
+                    call,
+                    conv,
+                    bn,
+                    act: act.clone(),
+                },
+            )
+        })
     })
+}
+
+/// The call that ends a concat branch inside its channel slice (see [`concat_tail`]).
+enum ConcatCall {
+    Conv {
+        call: syn::Ident,
+        conv: syn::Ident,
+        bn: TokenStream,
+        act: TokenStream,
+    },
+    Upsample(syn::Ident),
 }
 
 /// A block's calls. A residual saves its input, runs the shortcut (then swaps its result under
@@ -749,13 +776,20 @@ fn run_block(l: &Planned, block: &Block, act: Option<Activation>) -> Vec<TokenSt
                         out.push(quote!(__exec.concat_restore();));
                     }
                     match concat_tail(b) {
-                        // The branch's last convolution writes into its channels directly.
-                        Some((c, bn, act)) => {
+                        // The branch's last layer writes into its channels directly.
+                        Some((c, tail)) => {
                             out.extend(run_list(&b[..c]));
-                            let conv = field_ident(&b[c]);
-                            out.push(
-                                quote!(__exec.conv2d_concat(&self.#conv, #bn, #act, #off, #tl)?;),
-                            );
+                            out.push(match tail {
+                                ConcatCall::Conv {
+                                    call,
+                                    conv,
+                                    bn,
+                                    act,
+                                } => quote!(__exec.#call(&self.#conv, #bn, #act, #off, #tl)?;),
+                                ConcatCall::Upsample(desc) => {
+                                    quote!(__exec.upsample2d_concat(&#desc, #off, #tl);)
+                                }
+                            });
                         }
                         None => {
                             out.extend(run_list(b));

@@ -455,40 +455,102 @@ impl Exec {
             self.concat_write(channel_offset, p.c_out, hw, total_channels);
             return Ok(());
         }
-        let d = self
-            .lens
-            .len()
-            .checked_sub(1)
-            .expect("conv2d_concat: empty stack");
-        let (part, whole) = (p.c_out * hw, total_channels * hw);
+        let slot = [channel_offset, p.c_out, hw, total_channels];
+        let mut result = Ok(());
+        self.into_slice(p.in_len(), slot, |exec, x, y| {
+            result = exec.fused(p.c_out, bn, act, false, |exec, epilogue| {
+                let (threads, scratch) = (exec.threads, &mut exec.scratch);
+                conv::forward(p, 1, x, &conv.filters, epilogue, threads, y, scratch);
+            });
+        });
+        result
+    }
+
+    /// [`conv2d_concat`](Self::conv2d_concat) for a branch that ends in a transposed
+    /// convolution (then optionally a `bn` with running statistics and `act`).
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    ///
+    /// # Panics
+    /// As [`conv2d_concat`](Self::conv2d_concat).
+    pub fn conv_transpose2d_concat(
+        &mut self,
+        conv: &ConvTranspose2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+        channel_offset: usize,
+        total_channels: usize,
+    ) -> Result<(), Error> {
+        let p = &conv.params;
+        let hw = p.out_hw[0] * p.out_hw[1];
+        if bn.is_some_and(|bn| bn.running.is_none()) {
+            self.conv_transpose2d_fused(conv, bn, act)?;
+            self.concat_write(channel_offset, p.c_out, hw, total_channels);
+            return Ok(());
+        }
+        let slot = [channel_offset, p.c_out, hw, total_channels];
+        let in_len = p.c_in * p.in_hw[0] * p.in_hw[1];
+        let mut result = Ok(());
+        self.into_slice(in_len, slot, |exec, x, y| {
+            result = exec.fused(p.c_out, bn, act, false, |exec, epilogue| {
+                let (threads, scratch) = (exec.threads, &mut exec.scratch);
+                let bias = conv.bias.as_deref();
+                conv_transpose::forward(p, 1, x, &conv.weight, bias, epilogue, threads, y, scratch);
+            });
+        });
+        result
+    }
+
+    /// The end of a concat branch that ends in `nn.Upsample`: written straight into its
+    /// channels of the accumulator, as [`conv2d_concat`](Self::conv2d_concat).
+    ///
+    /// # Panics
+    /// As [`conv2d_concat`](Self::conv2d_concat).
+    pub fn upsample2d_concat(
+        &mut self,
+        params: &Upsample2dParams,
+        channel_offset: usize,
+        total_channels: usize,
+    ) {
+        let hw = params.out_hw[0] * params.out_hw[1];
+        let slot = [channel_offset, params.channels, hw, total_channels];
+        self.into_slice(params.in_len(), slot, |_, x, y| {
+            upsample::upsample2d(params, 1, x, y);
+        });
+    }
+
+    /// Runs `f(self, x, y)` for each sample: `x` its `in_len` values of the current tensor, `y`
+    /// its channels `offset..offset + channels` of the accumulator on top of the stack, with
+    /// `[offset, channels, hw, total]`. The accumulator is lent out of the stack meanwhile.
+    ///
+    /// # Panics
+    /// If the stack is empty or its top is not `[n, total, hw]` (a bug in generated code).
+    fn into_slice(
+        &mut self,
+        in_len: usize,
+        [offset, channels, hw, total]: [usize; 4],
+        mut f: impl FnMut(&mut Self, &[f32], &mut [f32]),
+    ) {
+        let d = self.lens.len().checked_sub(1).expect("concat: empty stack");
+        let (part, whole) = (channels * hw, total * hw);
         assert!(
-            channel_offset + p.c_out <= total_channels && self.lens[d] == self.n * whole,
+            offset + channels <= total
+                && self.lens[d] == self.n * whole
+                && self.len == self.n * in_len,
             "concat: the branch does not fit the concatenation"
         );
-        // The accumulator is lent out of the stack while the convolution writes into it.
         let mut acc = std::mem::take(&mut self.stack[d]);
-        let result = self.fused(p.c_out, bn, act, false, |exec, epilogue| {
-            let in_len = p.in_len();
-            // LOOP over samples: each writes its own channel slice of the accumulator.
-            for (x, y) in exec.cur[..exec.len]
-                .chunks_exact(in_len)
-                .zip(acc[..exec.n * whole].chunks_exact_mut(whole))
-            {
-                let y = &mut y[channel_offset * hw..channel_offset * hw + part];
-                conv::forward(
-                    p,
-                    1,
-                    x,
-                    &conv.filters,
-                    epilogue,
-                    exec.threads,
-                    y,
-                    &mut exec.scratch,
-                );
-            }
-        });
+        let cur = std::mem::take(&mut self.cur);
+        // LOOP over samples: each writes its own channel slice of the accumulator.
+        for (x, y) in cur[..self.len]
+            .chunks_exact(in_len.max(1))
+            .zip(acc[..self.n * whole].chunks_exact_mut(whole.max(1)))
+        {
+            f(self, x, &mut y[offset * hw..offset * hw + part]);
+        }
+        self.cur = cur;
         self.stack[d] = acc;
-        result
     }
 
     /// Starts the next branch of a concatenation: the current tensor becomes a copy of the
@@ -1294,6 +1356,45 @@ mod tests {
                     assert_eq!(bits(e.output()), bits(&want), "bn {norm:?}, {act:?}");
                     assert!(e.lens.is_empty());
                 }
+            }
+        }
+
+        #[test]
+        fn transposed_and_upsampling_branches_write_their_channels_bit_for_bit() {
+            use crate::ops::upsample::UpsampleMode;
+            let (n, hw) = (3, [5, 7]);
+            let x = rand_vec(n * 3 * 35, 22);
+            let conv_t = conv_t(3, 4, hw);
+            let up = Upsample2dParams {
+                channels: 3,
+                scale: [1, 1],
+                mode: UpsampleMode::Bilinear {
+                    align_corners: false,
+                },
+                in_hw: hw,
+                out_hw: hw,
+            };
+            for norm in [None, Some(true), Some(false)] {
+                let bn = norm.map(|running| bn(4, 35, running, 9));
+                let mut e = Exec::with_data(n, x.clone());
+                e.concat_enter(10 * 35);
+                e.conv_transpose2d_concat(&conv_t, bn.as_ref(), Some(Activation::Relu), 0, 10)
+                    .unwrap();
+                e.concat_restore();
+                e.upsample2d_concat(&up, 4, 10);
+                e.concat_write_input(7, 3, 35, 10);
+                e.concat_exit();
+                let t = apply(n, &x, |e| {
+                    e.conv_transpose2d(&conv_t);
+                    if let Some(bn) = &bn {
+                        e.batchnorm(bn).unwrap();
+                    }
+                    e.activation(Activation::Relu);
+                });
+                let u = apply(n, &x, |e| e.upsample2d(&up));
+                let want = cat(n, 35, &[(&t, 4), (&u, 3), (&x, 3)]);
+                assert_eq!(bits(e.output()), bits(&want), "bn {norm:?}");
+                assert!(e.lens.is_empty());
             }
         }
 
