@@ -457,7 +457,7 @@ impl Exec {
         }
         let slot = [channel_offset, p.c_out, hw, total_channels];
         let mut result = Ok(());
-        self.into_slice(p.in_len(), slot, |exec, x, y| {
+        self.fill_slot(p.in_len(), slot, |exec, x, y| {
             result = exec.fused(p.c_out, bn, act, false, |exec, epilogue| {
                 let (threads, scratch) = (exec.threads, &mut exec.scratch);
                 conv::forward(p, 1, x, &conv.filters, epilogue, threads, y, scratch);
@@ -492,7 +492,7 @@ impl Exec {
         let slot = [channel_offset, p.c_out, hw, total_channels];
         let in_len = p.c_in * p.in_hw[0] * p.in_hw[1];
         let mut result = Ok(());
-        self.into_slice(in_len, slot, |exec, x, y| {
+        self.fill_slot(in_len, slot, |exec, x, y| {
             result = exec.fused(p.c_out, bn, act, false, |exec, epilogue| {
                 let (threads, scratch) = (exec.threads, &mut exec.scratch);
                 let bias = conv.bias.as_deref();
@@ -515,7 +515,7 @@ impl Exec {
     ) {
         let hw = params.out_hw[0] * params.out_hw[1];
         let slot = [channel_offset, params.channels, hw, total_channels];
-        self.into_slice(params.in_len(), slot, |_, x, y| {
+        self.fill_slot(params.in_len(), slot, |_, x, y| {
             upsample::upsample2d(params, 1, x, y);
         });
     }
@@ -526,7 +526,7 @@ impl Exec {
     ///
     /// # Panics
     /// If the stack is empty or its top is not `[n, total, hw]` (a bug in generated code).
-    fn into_slice(
+    fn fill_slot(
         &mut self,
         in_len: usize,
         [offset, channels, hw, total]: [usize; 4],
