@@ -33,6 +33,13 @@ Run (by hand, never in CI):
     python3 tools/make_fixtures.py            # all fixtures
     python3 tools/make_fixtures.py tiny_net   # some of them
     CNN_FIXTURES_OUT=/tmp/fx python3 tools/make_fixtures.py   # write elsewhere (to compare)
+    python3 tools/make_fixtures.py --trajectories            # optimizer trajectories (below)
+    python3 tools/make_fixtures.py --trajectories lenet5     # of some networks
+
+`--trajectories` writes `traj_<net>_<opt>.safetensors` and `.json` (tiny_net, lenet5, vgg_cifar
+× SGD, AdamW): 5 training steps from the weights of `<net>.safetensors`, the whole state_dict
+after each step (see `make_trajectory` and `tests/data/README.md`); it never touches the
+fixtures above.
 """
 import copy
 import json
@@ -843,9 +850,239 @@ def make(net):
             f"{a['index']}:{a['kind']}={a['rms']}" for a in act_rms))
 
 
+# ---------------------------------------------------------------------------------------------
+# Optimizer trajectories (`--trajectories`): `traj_<net>_<opt>.safetensors` and `.json`.
+#
+# From the weights of `NAME.safetensors`, 5 training steps (train mode, Dropout as the identity,
+# cross_entropy mean) with one torch.optim optimizer, recording the whole state_dict after every
+# step. Step 1 uses the base fixture's own `input` and `target` (so `loss.1` is its io `loss`);
+# steps 2..5 draw `randn(input_shape)` then `randint(0, 10, [N])` from the same generator, right
+# after the draws of `make()`. The same trajectory is rerun in float64 (from the same float32
+# start, inputs and targets) to measure PyTorch's own float32 noise.
+
+TRAJ_NETS = ["tiny_net", "lenet5", "vgg_cifar"]
+TRAJ_STEPS = 5
+# Total size budget of the trajectory files: above it, vgg_cifar stores `after.*` only for the
+# steps of TRAJ_FEW_STEPS (inputs, targets and losses of all steps are always stored).
+TRAJ_BUDGET = 6_000_000
+TRAJ_FEW_STEPS = [1, 2, 5]
+TRAJ_OPTIMIZERS = {
+    "sgd": ("SGD", dict(lr=0.05, momentum=0.9, dampening=0, nesterov=True, weight_decay=5e-4),
+            "g = grad + weight_decay * p; buf = g at step 1, else buf = momentum * buf + "
+            "(1 - dampening) * g; g = g + momentum * buf (nesterov); p = p - lr * g"),
+    "adamw": ("AdamW", dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2),
+              "p = p * (1 - lr * weight_decay); m = m + (1 - beta1) * (grad - m) (lerp); "
+              "v = beta2 * v + (1 - beta2) * grad^2; step_size = lr / (1 - beta1^t); "
+              "denom = sqrt(v) / sqrt(1 - beta2^t) + eps; p = p - step_size * m / denom "
+              "(t = step count from 1; m, v start at 0; bias corrections in double, as Python floats)"),
+}
+
+
+def adam_direction_bound(betas, t):
+    """An upper bound of |m̂_t / sqrt(v̂_t)| over every gradient sequence (Cauchy-Schwarz):
+    (1 - b1) sqrt(1 - b2^t) / ((1 - b1^t) sqrt(1 - b2)) * sqrt(sum_{j<t} (b1^2 / b2)^j)."""
+    b1, b2 = betas
+    s = sum((b1 * b1 / b2) ** j for j in range(t))
+    return (1 - b1) * math.sqrt(1 - b2 ** t) / ((1 - b1 ** t) * math.sqrt(1 - b2)) * math.sqrt(s)
+
+
+def noise_gradient_keys(model):
+    """Biases whose gradient is mathematically zero: a conv or fc bias followed directly by a
+    BatchNorm (train mode subtracts the batch mean per channel, so a per-channel constant has no
+    effect on the output). Their computed gradient is rounding noise. Returns {bias key: the
+    following BatchNorm's running_mean key or None}. Top level of the Sequential only (the
+    trajectory networks have no blocks)."""
+    keys = {}
+    mods = list(model)
+    for i, m in enumerate(mods[:-1]):
+        nxt = mods[i + 1]
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None and isinstance(nxt, nn.BatchNorm2d):
+            keys[f"{i}.bias"] = f"{i + 1}.running_mean" if nxt.track_running_stats else None
+    return keys
+
+
+def trajectory_batches(net):
+    """The base fixture's model (float32, eval), and the inputs and targets of the 5 steps."""
+    assert net.recipe is None and net.input_std == 1.0
+    seed = zlib.crc32(net.name.encode()) + net.seed_offset
+    gen = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(*[copy.deepcopy(m) for _, m in net.layers])
+    init(model, gen)
+    model.eval()
+    xs = [torch.randn(net.input_shape, generator=gen)]
+    with torch.no_grad():
+        k = model(xs[0]).shape[1]
+    ts = [torch.randint(0, k, (net.input_shape[0],), generator=gen)]
+    for _ in range(TRAJ_STEPS - 1):
+        xs.append(torch.randn(net.input_shape, generator=gen))
+        ts.append(torch.randint(0, k, (net.input_shape[0],), generator=gen))
+    return seed, model, xs, ts
+
+
+def run_trajectory(model, xs, ts, opt, dtype):
+    """The training steps: per step the loss and a copy of the whole state_dict after the step."""
+    cls_name, hp, _ = TRAJ_OPTIMIZERS[opt]
+    m = without_dropout(copy.deepcopy(model)).to(dtype)
+    m.train()
+    o = getattr(torch.optim, cls_name)(m.parameters(), **hp)
+    losses, states = [], []
+    for x, t in zip(xs, ts):
+        o.zero_grad()
+        loss = nn.functional.cross_entropy(m(x.to(dtype)), t)
+        loss.backward()
+        o.step()
+        losses.append(loss.detach().clone())
+        states.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+    return losses, states, o.defaults
+
+
+def make_trajectory(net, opt, steps_stored):
+    seed, model, xs, ts = trajectory_batches(net)
+    base_io = OUT / f"{net.name}.io.safetensors"
+    if base_io.exists():   # step 1 is the base fixture's batch, bit for bit
+        from safetensors.torch import load_file
+        io = load_file(base_io)
+        assert torch.equal(io["input"], xs[0]) and torch.equal(io["target"], ts[0]), net.name
+    cls_name, hp, rule = TRAJ_OPTIMIZERS[opt]
+    losses, states, defaults = run_trajectory(model, xs, ts, opt, torch.float32)
+    losses64, states64, _ = run_trajectory(model, xs, ts, opt, torch.float64)
+    if base_io.exists() and not torch.equal(io["loss"], losses[0]):
+        print(f"  note: loss.1 differs from {net.name}.io loss by {float(losses[0] - io['loss']):.3g}")
+
+    depth = sum(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) for m in model.modules())
+    r0 = 1e-4 * max(1.0, depth / 4)
+    noise = noise_gradient_keys(model)
+    noise_rm = {rm: b for b, rm in noise.items() if rm is not None}
+    bn_momentum = {f"{i}.running_mean": m.momentum for i, m in enumerate(model) if isinstance(m, nn.BatchNorm2d)}
+    adamw = cls_name == "AdamW"
+    bounds = [adam_direction_bound(hp["betas"], t) for t in range(1, TRAJ_STEPS + 1)] if adamw else []
+
+    tensors, tolerances, dev_rel, dev_abs, dev_ratio = {}, {}, {}, {}, {}
+    for s in range(1, TRAJ_STEPS + 1):
+        tensors[f"input.{s}"] = xs[s - 1]
+        tensors[f"target.{s}"] = ts[s - 1]
+        tensors[f"loss.{s}"] = losses[s - 1]
+        r = r0 * s
+        tol = {"loss": {"atol": sig(r * abs(float(losses[s - 1]))), "rtol": sig(r)}}
+        d_abs = {"loss": sig(abs(float(losses[s - 1].double() - losses64[s - 1])))}
+        worst_rel, worst_ratio = 0.0, d_abs["loss"] / tol["loss"]["atol"]
+        for key, v in states[s - 1].items():
+            if s in steps_stored:
+                tensors[f"after.{s}.{key}"] = v
+            if not v.is_floating_point():      # num_batches_tracked: exact
+                tol[key] = {"atol": 0, "rtol": 0}
+                assert int(v) == int(states64[s - 1][key]), key
+                continue
+            a = r * rms(v)
+            extra = 0.0
+            if adamw and key in noise:
+                # any two implementations: each step moves it by at most lr * bound(t) either way
+                extra = 2 * hp["lr"] * sum(bounds[:s])
+            elif adamw and key in noise_rm:
+                # running_mean_s = sum_j momentum (1 - momentum)^(s - j) * (batch mean of step j,
+                # which holds the bias after step j - 1)
+                mom = bn_momentum[key]
+                extra = sum(mom * (1 - mom) ** (s - j) * 2 * hp["lr"] * sum(bounds[:j - 1])
+                            for j in range(1, s + 1))
+            tol[key] = {"atol": sig(a + extra), "rtol": sig(r)}
+            d = (v.double() - states64[s - 1][key]).abs()
+            d_abs[key] = sig(float(d.max()))
+            ratio = float((d / (tol[key]["atol"] + tol[key]["rtol"] * states64[s - 1][key].abs())).max())
+            worst_ratio = max(worst_ratio, ratio)
+            if key not in noise and key not in noise_rm:
+                worst_rel = max(worst_rel, float(d.max()) / max(rms(v), 1e-30))
+        tolerances[str(s)] = tol
+        dev_abs[str(s)] = d_abs
+        dev_rel[str(s)] = sig(worst_rel)
+        dev_ratio[str(s)] = sig(worst_ratio)
+
+    name = f"traj_{net.name}_{opt}"
+    hp_json = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
+    meta = {
+        "name": name,
+        "base_fixture": net.name,
+        "weights": f"{net.name}.safetensors",
+        "struct": net.struct,
+        "dsl": net.dsl(),
+        "optimizer": {
+            "name": opt,
+            "torch_class": f"torch.optim.{cls_name}",
+            "hyperparameters": hp_json,
+            "torch_defaults": {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()},
+            "update": rule,
+        },
+        "steps": TRAJ_STEPS,
+        "steps_stored": steps_stored,
+        "batch_shape": net.input_shape,
+        "batches": "step 1: the base fixture's io `input` and `target`; steps 2..5: "
+                   "randn(input_shape) then randint(0, 10, [N]) per step, from the base fixture's "
+                   "generator right after its own draws",
+        "loss": "cross_entropy(train_output, target), reduction mean",
+        "train_mode": "model.train() all 5 steps: BatchNorm with batch statistics, running stats "
+                      "updated (unbiased variance, num_batches_tracked + 1); Dropout as identity",
+        "step_order": "zero_grad; forward; loss (recorded as loss.<step>); backward; optimizer.step; "
+                      "record state_dict as after.<step>.*",
+        "seed": seed,
+        "torch_version": torch.__version__.split("+")[0],
+        "layers_L": depth,
+        "tolerance_rule": "per stored step s and key: |got - expected| <= atol + rtol * |expected| "
+                          "element-wise, rtol = 1e-4 * max(1, L/4) * s, atol = rtol * RMS(expected); "
+                          "loss: atol = rtol * |loss|; num_batches_tracked exact; AdamW only: "
+                          "noise_gradient_keys get atol + 2 * lr * sum_{t<=s} bound(t), and the "
+                          "running_mean after them atol + sum_{j<=s} momentum (1 - momentum)^(s-j) "
+                          "* 2 * lr * sum_{t<j} bound(t), bound(t) = adam_direction_bound (see "
+                          "tests/data/README.md); the values are in `tolerances`",
+        "tolerances": tolerances,
+        "noise_gradient_keys": sorted(noise),
+        "adam_direction_bound": [sig(b) for b in bounds] if adamw else None,
+        "f32_vs_f64_max_rel": dev_rel,
+        "f32_vs_f64_max_rel_note": "per step, max over keys (noise_gradient_keys and the running_mean "
+                                   "after them excluded) of max|f32 - f64| / RMS(f32 tensor)",
+        "f32_vs_f64_max_abs": dev_abs,
+        "f32_vs_f64_of_tolerance": dev_ratio,
+        "keys": sorted(tensors),
+    }
+    if not adamw:
+        del meta["adam_direction_bound"]
+    OUT.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, OUT / f"{name}.safetensors")
+    (OUT / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    worst = max(dev_ratio.values())
+    print(f"{name}: steps stored {steps_stored}, losses "
+          f"{' '.join(f'{float(l):.4g}' for l in losses)}, f32-vs-f64 max rel per step "
+          f"{' '.join(str(v) for v in dev_rel.values())}, at {100 * worst:.1f}% of the tolerance (worst)")
+    if worst > 0.5:
+        print(f"  WARNING: {name}: PyTorch's own float32 is not well inside the tolerance")
+
+
+def make_trajectories(names):
+    nets = {n.name: n for n in NETS}
+    # Size of `after.*` per step and of the inputs, to apply the budget before writing.
+    def size(net, n_after):
+        state = sum(4 * math.prod(t.shape) if t.is_floating_point() else 8
+                    for t in nn.Sequential(*[copy.deepcopy(m) for _, m in net.layers]).state_dict().values())
+        return len(TRAJ_OPTIMIZERS) * (n_after * state + TRAJ_STEPS * 4 * math.prod(net.input_shape))
+    full = sum(size(nets[n], TRAJ_STEPS) for n in TRAJ_NETS)
+    few = full > TRAJ_BUDGET
+    print(f"trajectory files: about {full / 1e6:.1f} MB with every step"
+          + (f"; vgg_cifar stores steps {TRAJ_FEW_STEPS} only" if few else ""))
+    for n in names or TRAJ_NETS:
+        stored = TRAJ_FEW_STEPS if few and n == "vgg_cifar" else list(range(1, TRAJ_STEPS + 1))
+        for opt in TRAJ_OPTIMIZERS:
+            make_trajectory(nets[n], opt, stored)
+
+
 def main():
     torch.use_deterministic_algorithms(True)
-    wanted = set(sys.argv[1:])
+    args = sys.argv[1:]
+    if "--trajectories" in args:
+        wanted = [a for a in args if a != "--trajectories"]
+        unknown = set(wanted) - set(TRAJ_NETS)
+        if unknown:
+            sys.exit(f"no trajectory for: {', '.join(sorted(unknown))} (have {', '.join(TRAJ_NETS)})")
+        make_trajectories(wanted)
+        return
+    wanted = set(args)
     unknown = wanted - {n.name for n in NETS}
     if unknown:
         sys.exit(f"unknown fixture(s): {', '.join(sorted(unknown))}")
