@@ -36,7 +36,7 @@
 
 pub use cnn_macros::cnn;
 pub use cnn_runtime::{
-    ndarray, num_threads, set_num_threads, Error, LayerInfo, Model, Summary, Workspace,
+    ndarray, num_threads, optim, set_num_threads, Error, LayerInfo, Model, Summary, Workspace,
     WorkspaceLayout,
 };
 

@@ -61,6 +61,18 @@ pub enum Error {
         /// `[N, C, H, W]` of the tensor reaching it.
         shape: Vec<usize>,
     },
+    /// An optimizer hyper-parameter that PyTorch rejects too (a negative learning rate, a beta
+    /// outside `[0, 1)`, Nesterov momentum without momentum, …).
+    Hyperparameter {
+        /// `"SGD"`, `"Adam"` or `"AdamW"`.
+        optimizer: &'static str,
+        /// The argument's PyTorch name.
+        name: &'static str,
+        /// Its value, as written by `{}`.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -88,6 +100,12 @@ impl fmt::Display for Error {
                 f,
                 "layer {layer} `bn(track_running_stats=false)` needs more than one value per channel to compute batch statistics, got input of shape {shape:?}"
             ),
+            Error::Hyperparameter {
+                optimizer,
+                name,
+                value,
+                expected,
+            } => write!(f, "{optimizer}: `{name}` is {value}, expected {expected}"),
         }
     }
 }

@@ -17,6 +17,7 @@ mod init;
 mod layers;
 mod model;
 mod ops;
+pub mod optim;
 mod shape;
 mod simd;
 #[cfg(test)]

@@ -151,6 +151,20 @@ impl<'a> Weights<'a> {
         Ok(value)
     }
 
+    /// Every tensor's key and element count, in sorted key order.
+    pub(crate) fn names_and_lens(&self) -> Vec<(String, usize)> {
+        self.names
+            .iter()
+            .map(|name| {
+                let len = self
+                    .tensors
+                    .tensor(name)
+                    .map_or(0, |t| t.shape().iter().product());
+                (name.clone(), len)
+            })
+            .collect()
+    }
+
     /// Checks that every tensor in the file was taken.
     ///
     /// # Errors
