@@ -8,7 +8,8 @@
 //! single-tensor CPU implementations, the ones `torch.optim` runs for CPU tensors.
 //!
 //! The state can be saved and restored ([`Sgd::state_to_safetensors`],
-//! [`Sgd::load_state`]) to resume training.
+//! [`Sgd::load_state`]) to resume training. [`StepLr`] and [`CosineAnnealingLr`] give the
+//! learning rate per epoch as `torch.optim.lr_scheduler` does.
 
 use std::collections::BTreeMap;
 
@@ -430,6 +431,98 @@ impl Adam {
     }
 }
 
+/// `torch.optim.lr_scheduler.StepLR`: the learning rate times `gamma` every `step_size`
+/// epochs, computed as PyTorch does (in f64, one multiplication per decay, not a power).
+///
+/// ```
+/// use cnn_runtime::optim::{Sgd, StepLr}; // `cnn::optim` in the facade
+/// let mut opt = Sgd::new(0.1);
+/// let mut sched = StepLr::new(opt.lr() as f64, 3, 0.5);
+/// for _epoch in 0..3 {
+///     // … train one epoch with `opt` …
+///     opt.set_lr(sched.step() as f32);
+/// }
+/// assert_eq!(opt.lr(), 0.05);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLr {
+    lr: f64,
+    step_size: u64,
+    gamma: f64,
+    epoch: u64,
+}
+
+impl StepLr {
+    /// Starts at `base_lr` (the optimizer's learning rate), epoch 0.
+    pub fn new(base_lr: f64, step_size: u64, gamma: f64) -> Self {
+        StepLr {
+            lr: base_lr,
+            step_size,
+            gamma,
+            epoch: 0,
+        }
+    }
+
+    /// Ends an epoch: the learning rate for the next one.
+    pub fn step(&mut self) -> f64 {
+        self.epoch += 1;
+        if self.step_size > 0 && self.epoch.is_multiple_of(self.step_size) {
+            self.lr *= self.gamma;
+        }
+        self.lr
+    }
+
+    /// The current learning rate.
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+}
+
+/// `torch.optim.lr_scheduler.CosineAnnealingLR`: the learning rate follows a cosine from the
+/// base rate down to `eta_min` over `t_max` epochs and back, computed with PyTorch's recursive
+/// form (so the values equal PyTorch's, not only its closed form's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CosineAnnealingLr {
+    base_lr: f64,
+    lr: f64,
+    t_max: u64,
+    eta_min: f64,
+    epoch: u64,
+}
+
+impl CosineAnnealingLr {
+    /// Starts at `base_lr` (the optimizer's learning rate), epoch 0; `t_max` ≥ 1.
+    pub fn new(base_lr: f64, t_max: u64, eta_min: f64) -> Self {
+        CosineAnnealingLr {
+            base_lr,
+            lr: base_lr,
+            t_max: t_max.max(1),
+            eta_min,
+            epoch: 0,
+        }
+    }
+
+    /// Ends an epoch: the learning rate for the next one.
+    pub fn step(&mut self) -> f64 {
+        use std::f64::consts::PI;
+        self.epoch += 1;
+        let (e, t) = (self.epoch as f64, self.t_max as f64);
+        self.lr = if (self.epoch - 1 + self.t_max).is_multiple_of(2 * self.t_max) {
+            self.lr + (self.base_lr - self.eta_min) * (1.0 - (PI / t).cos()) / 2.0
+        } else {
+            (1.0 + (PI * e / t).cos()) / (1.0 + (PI * (e - 1.0) / t).cos())
+                * (self.lr - self.eta_min)
+                + self.eta_min
+        };
+        self.lr
+    }
+
+    /// The current learning rate.
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,6 +707,36 @@ mod tests {
             matches!(err, Err(Error::UnexpectedTensor { .. })),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn schedulers_give_torchs_learning_rates() {
+        // StepLR(step_size=3, gamma=0.5) and CosineAnnealingLR(T_max=4, eta_min=0.001) on an
+        // SGD(lr=0.1), `param_groups[0]["lr"]` after each `scheduler.step()`, PyTorch 2.15.
+        let mut step = StepLr::new(0.1, 3, 0.5);
+        let got: Vec<f64> = (0..10).map(|_| step.step()).collect();
+        let want = [
+            0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.0125, 0.0125,
+        ];
+        assert_eq!(got, want);
+        let mut cos = CosineAnnealingLr::new(0.1, 4, 0.001);
+        let got: Vec<f64> = (0..12).map(|_| cos.step()).collect();
+        let want = [
+            0.0855017856687341,
+            0.0505,
+            0.0154982143312659,
+            0.001,
+            0.015498214331265896,
+            0.05050000000000001,
+            0.08550178566873413,
+            0.10000000000000003,
+            0.08550178566873413,
+            0.05050000000000003,
+            0.015498214331265945,
+            0.001,
+        ];
+        assert_eq!(got, want, "bit for bit, PyTorch's recursive form");
+        assert_eq!(cos.lr(), 0.001);
     }
 
     #[test]
