@@ -420,7 +420,21 @@ pub(crate) mod tests {
                 None => v,
                 Some(Activation::Relu) => v.max(0.0),
                 Some(Activation::Relu6) => v.clamp(0.0, 6.0),
-                Some(other) => unimplemented!("reference for {other:?}"),
+                Some(Activation::LeakyRelu(s)) => {
+                    if v < 0.0 {
+                        v * s as f64
+                    } else {
+                        v
+                    }
+                }
+                Some(Activation::Sigmoid) => 1.0 / (1.0 + (-v).exp()),
+                Some(Activation::Tanh) => v.tanh(),
+                Some(Activation::Silu) => v / (1.0 + (-v).exp()),
+                Some(Activation::Gelu) => {
+                    0.5 * v * (1.0 + crate::ops::activation::erf(v / std::f64::consts::SQRT_2))
+                }
+                Some(Activation::Hardswish) => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+                Some(Activation::Hardsigmoid) => (v / 6.0 + 0.5).clamp(0.0, 1.0),
             };
             want.push(v);
             size.push(m);
