@@ -29,6 +29,42 @@
 //! }
 //! ```
 //!
+//! Every network can also be trained ([`Train`]): a train-mode forward pass, a backward pass
+//! generated for its layers, PyTorch's losses ([`Loss`], [`mse`]) and optimizers ([`optim`]).
+//!
+//! ```
+//! use cnn::{cnn, optim::Sgd, Loss, Model, Train};
+//! use cnn::ndarray::{Array1, Array4};
+//!
+//! cnn! {
+//!     struct Small { input(1, 6, 6) conv(1 -> 4, k3) bn relu maxpool(2) fc(3) }
+//! }
+//! let mut net = Small::seeded(0);
+//! let mut opt = Sgd::new(0.1).momentum(0.9);
+//! let x = Array4::from_shape_fn((4, 1, 6, 6), |(n, _, h, w)| ((n * 7 + h * 3 + w) % 5) as f32);
+//! let y = Array1::from(vec![0, 1, 2, 1]);
+//! let first = net.train_step(x.view(), y.view(), Loss::CrossEntropy, &mut opt).unwrap();
+//! let mut last = first;
+//! for _ in 0..20 {
+//!     last = net.train_step(x.view(), y.view(), Loss::CrossEntropy, &mut opt).unwrap();
+//! }
+//! assert!(last < first / 2.0);
+//!
+//! // Lower level, for a loss of your own: gradients by `state_dict` key.
+//! let (out, cache) = net.forward_train(x.view(), false).unwrap();
+//! let (_, d_out) = Loss::CrossEntropy.compute(out.view(), y.view()).unwrap();
+//! let grads = net.backward(&cache, d_out.view()).unwrap();
+//! assert_eq!(grads.shape("0.weight"), Some(&[4, 1, 3, 3][..]));
+//! assert_eq!(grads.get("0.weight").map(<[f32]>::len), Some(36));
+//! assert_eq!(grads.get("no.such.key"), None);
+//!
+//! // Fine-tuning the classifier only: layers 0 to 3 keep their weights.
+//! net.freeze(0..4).unwrap();
+//! let before = net.layer_0.clone();
+//! net.train_step(x.view(), y.view(), Loss::CrossEntropy, &mut opt).unwrap();
+//! assert_eq!(net.layer_0, before);
+//! ```
+//!
 //! The layer language is described in `docs/dsl.md`, every compile error in `docs/errors.md`.
 
 #![forbid(unsafe_code)]
@@ -36,8 +72,8 @@
 
 pub use cnn_macros::cnn;
 pub use cnn_runtime::{
-    ndarray, num_threads, optim, set_num_threads, Error, LayerInfo, Model, Summary, Workspace,
-    WorkspaceLayout,
+    mse, ndarray, num_threads, optim, set_num_threads, Error, Grads, LayerInfo, Loss, Model,
+    ParamVisitor, Parameters, Summary, Train, TrainCache, Workspace, WorkspaceLayout,
 };
 
 /// Paths used by code that `cnn!` generates; not a public API.

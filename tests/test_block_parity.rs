@@ -101,3 +101,26 @@ fn torch_twins_are_written_for_the_python_check() {
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("torch-twins-blocks.json");
     std::fs::write(path, twins.to_string()).unwrap();
 }
+
+/// Training against PyTorch through blocks: the train-mode forward pass, running statistics,
+/// loss and every gradient (residual sums and concat slices included) within the fixtures'
+/// tolerances. The recipe networks (`resnet18`, `mobilenetv2`) carry no training quantities.
+mod training {
+    use super::*;
+
+    macro_rules! training {
+        ($($name:ident: $net:ty),* $(,)?) => {$(
+            #[test]
+            fn $name() {
+                Fixture::check_training_everywhere::<$net>(stringify!($name));
+            }
+        )*};
+    }
+
+    training! {
+        resnet20_cifar: Resnet20Cifar,
+        mobilenetv3_small_like: Mobilenetv3SmallLike,
+        unet3: Unet3,
+        inception_like: InceptionLike,
+    }
+}

@@ -177,3 +177,37 @@ fn torch_twins_are_written_for_the_python_check() {
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("torch-twins.json");
     std::fs::write(path, twins.to_string()).unwrap();
 }
+
+/// Training against PyTorch: each network's train-mode forward pass (dropout as the identity),
+/// running statistics, loss and every parameter's gradient from the generated backward pass,
+/// within the fixture's tolerances (`tests/data/README.md`).
+mod training {
+    use super::*;
+
+    macro_rules! training {
+        ($($name:ident: $net:ty),* $(,)?) => {$(
+            #[test]
+            fn $name() {
+                Fixture::check_training_everywhere::<$net>(stringify!($name));
+            }
+        )*};
+    }
+
+    training! {
+        activations: Activations,
+        bn_variants: BnVariants,
+        conv_geometry: ConvGeometry,
+        conv_keywords: ConvKeywords,
+        convtranspose_geometry: ConvtransposeGeometry,
+        global_pools: GlobalPools,
+        groups_depthwise: GroupsDepthwise,
+        lenet5: Lenet5,
+        mlp_softmax: MlpSoftmax,
+        mobile_acts: MobileActs,
+        pooling: Pooling,
+        softmax_channels: SoftmaxChannels,
+        tiny_net: TinyNet,
+        upsample_modes: UpsampleModes,
+        vgg_cifar: VggCifar,
+    }
+}

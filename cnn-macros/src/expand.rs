@@ -17,6 +17,7 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
     let embedded = embedded.map(|path| embedded_fn(net, path));
     let run = run_fn(net, plan, &all);
     let model = model_impl(net, plan, &all);
+    let train = crate::train::train_impls(net, plan);
     quote! {
         #strukt
 
@@ -30,6 +31,8 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
             #run
 
             #model
+
+            #train
         };
     }
 }
@@ -48,6 +51,8 @@ fn strukt(net: &Network, all: &[Parts]) -> TokenStream {
         #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
         #vis struct #ident {
             #(#fields)*
+            /// Frozen layers, the dropout generator and a training step's buffers.
+            __train: ::cnn::__private::TrainState,
         }
     }
 }
@@ -139,7 +144,7 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
 
             fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
                 let __weights = __cnn::Weights::parse(bytes)?;
-                let __net = #ident { #(#load)* };
+                let __net = #ident { #(#load)* __train: __cnn::TrainState::default() };
                 __weights.finish()?;
                 ::core::result::Result::Ok(__net)
             }
@@ -153,7 +158,7 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
             fn seeded(seed: u64) -> Self {
                 #[allow(unused_mut, unused_variables)]
                 let mut __rng = __cnn::Rng::new(seed);
-                #ident { #(#seeded)* }
+                #ident { #(#seeded)* __train: __cnn::TrainState::new(seed) }
             }
 
             fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
@@ -406,8 +411,13 @@ struct Parts {
     run: TokenStream,
 }
 
+/// `__PARAMS_3_body_0`, the descriptor constant of the layer with key `3.body.0`.
+pub(crate) fn desc_ident(l: &Planned) -> syn::Ident {
+    format_ident!("__PARAMS_{}", l.key.replace('.', "_"))
+}
+
 /// `layer_3_body_0` for key `3.body.0`.
-fn field_ident(l: &Planned) -> syn::Ident {
+pub(crate) fn field_ident(l: &Planned) -> syn::Ident {
     format_ident!("layer_{}", l.key.replace('.', "_"))
 }
 
@@ -806,7 +816,7 @@ fn run_block(l: &Planned, block: &Block, act: Option<Activation>) -> Vec<TokenSt
     out
 }
 
-fn activation(act: Activation) -> TokenStream {
+pub(crate) fn activation(act: Activation) -> TokenStream {
     match act {
         Activation::Relu => quote!(Relu),
         Activation::LeakyRelu(s) => {
@@ -943,11 +953,11 @@ fn torch(l: &Planned) -> String {
     }
 }
 
-fn lit(n: usize) -> Literal {
+pub(crate) fn lit(n: usize) -> Literal {
     Literal::usize_unsuffixed(n)
 }
 
-fn f32_lit(v: f64) -> Literal {
+pub(crate) fn f32_lit(v: f64) -> Literal {
     // `args` rejected values that are not finite as f32.
     Literal::f32_suffixed(v as f32)
 }

@@ -82,6 +82,48 @@ pub fn stub(net: &Network) -> TokenStream {
                     ::core::unreachable!()
                 }
             }
+
+            #[automatically_derived]
+            #[allow(unused_variables)]
+            impl __cnn::Parameters for #ident {
+                fn visit_params_mut(
+                    &mut self,
+                    f: &mut __cnn::ParamVisitor<'_>,
+                ) -> ::core::result::Result<(), __cnn::Error> {
+                    ::core::unreachable!()
+                }
+            }
+
+            #[automatically_derived]
+            #[allow(unused_variables)]
+            impl __cnn::Train for #ident {
+                const PARAM_SPECS: &'static [__cnn::ParamSpec] = &[];
+                fn __forward_train(
+                    &mut self,
+                    x: __cnn::ndarray::ArrayView4<'_, f32>,
+                    dropout: bool,
+                    rng: &mut __cnn::Rng,
+                    cache: &mut __cnn::TrainCache,
+                ) -> ::core::result::Result<(), __cnn::Error> {
+                    ::core::unreachable!()
+                }
+                fn __backward(
+                    &self,
+                    cache: &__cnn::TrainCache,
+                    work: &mut __cnn::BackWork,
+                    grads: &mut __cnn::Grads,
+                    frozen: &dyn ::core::ops::Fn(usize) -> bool,
+                    lowest: usize,
+                ) {
+                    ::core::unreachable!()
+                }
+                fn __train_state(&self) -> &__cnn::TrainState {
+                    ::core::unreachable!()
+                }
+                fn __train_state_mut(&mut self) -> &mut __cnn::TrainState {
+                    ::core::unreachable!()
+                }
+            }
         };
     }
 }

@@ -19,6 +19,7 @@ mod symbol;
 mod tensor;
 #[cfg(test)]
 mod tests;
+mod train;
 
 use proc_macro::TokenStream;
 

@@ -53,13 +53,35 @@ pub enum Error {
         /// The shape of the array passed in.
         found: Vec<usize>,
     },
-    /// A `bn(track_running_stats=false)` layer normalises with batch statistics and needs more
-    /// than one value per channel (PyTorch raises the same error).
+    /// A `bn` layer normalising with batch statistics (every `bn` in training, a
+    /// `bn(track_running_stats=false)` also in inference) needs more than one value per
+    /// channel (PyTorch raises the same error).
     BatchStatistics {
         /// The `state_dict` key prefix of the batch-norm layer (`"3"`, `"3.body.1"`).
         layer: &'static str,
-        /// `[N, C, H, W]` of the tensor reaching it.
+        /// `[N, C, H, W]` of the tensor reaching it in inference; `[N, C, H·W]` in training.
         shape: Vec<usize>,
+    },
+    /// Class targets that do not fit the network's output or the loss: a count other than the
+    /// batch size, a class index out of range, class weights of the wrong length, a label
+    /// smoothing outside `[0, 1]`, or a loss over class indices on a network whose output is
+    /// a feature map.
+    Targets {
+        /// What the loss needed.
+        expected: String,
+        /// What it was given.
+        found: String,
+    },
+    /// A training object used with another network or batch than the one it was made for: a
+    /// [`TrainCache`](crate::TrainCache) from another network, an output gradient of the wrong
+    /// shape, gradients of another network, a layer index the network does not have.
+    Mismatch {
+        /// What was being checked (`"cache"`, `"d_out"`, `"grads"`, `"layer"`).
+        what: &'static str,
+        /// What this network or batch expected.
+        expected: String,
+        /// What it was given.
+        found: String,
     },
     /// An optimizer hyper-parameter that PyTorch rejects too (a negative learning rate, a beta
     /// outside `[0, 1)`, Nesterov momentum without momentum, …).
@@ -98,8 +120,16 @@ impl fmt::Display for Error {
             }
             Error::BatchStatistics { layer, shape } => write!(
                 f,
-                "layer {layer} `bn(track_running_stats=false)` needs more than one value per channel to compute batch statistics, got input of shape {shape:?}"
+                "layer {layer} `bn` needs more than one value per channel to compute batch statistics (in training, or with track_running_stats=false), got input of shape {shape:?}"
             ),
+            Error::Targets { expected, found } => {
+                write!(f, "loss targets: expected {expected}, found {found}")
+            }
+            Error::Mismatch {
+                what,
+                expected,
+                found,
+            } => write!(f, "{what}: expected {expected}, found {found}"),
             Error::Hyperparameter {
                 optimizer,
                 name,

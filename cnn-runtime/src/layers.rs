@@ -9,6 +9,7 @@
 //!
 //! where `bias` says whether the layer has one (`nobias` / `bias=False` otherwise).
 
+use crate::grads::ParamVisitor;
 use crate::init::Rng;
 use crate::ops::batchnorm::{self, BatchNormParams};
 use crate::ops::conv::{Conv2dParams, Filters};
@@ -44,6 +45,22 @@ fn seed_weight_bias(
     let weight = rng.fan_in_uniform(weight_len, fan_in);
     let bias = bias_len.map(|len| rng.fan_in_uniform(len, fan_in));
     (weight, bias)
+}
+
+/// Visits a weight and an optional bias as parameters `base` and `base + 1`, under
+/// `keys[0]` and `keys[1]` (the generated code's constant `state_dict` keys).
+fn visit_weight_bias(
+    keys: &[&'static str],
+    base: usize,
+    weight: &mut [f32],
+    bias: Option<&mut [f32]>,
+    f: &mut ParamVisitor<'_>,
+) -> Result<(), Error> {
+    f(base, keys[0], weight)?;
+    match bias {
+        Some(b) => f(base + 1, keys[1], b),
+        None => Ok(()),
+    }
 }
 
 /// Writes `{key}.weight` and, when present, `{key}.bias`.
@@ -120,6 +137,21 @@ impl Conv2d {
             self.filters.bias(),
         );
     }
+
+    /// Calls `f` on the weight (parameter `base`, key `keys[0]`) and the bias (`base + 1`,
+    /// `keys[1]`), for an optimizer; the kernel's copy of the weights is made again on next use.
+    ///
+    /// # Errors
+    /// The first error of `f`.
+    pub fn visit_params(
+        &mut self,
+        keys: &[&'static str],
+        base: usize,
+        f: &mut ParamVisitor<'_>,
+    ) -> Result<(), Error> {
+        let (w, b) = self.filters.params_mut();
+        visit_weight_bias(keys, base, w, b, f)
+    }
 }
 
 /// PyTorch: `nn.ConvTranspose2d`, parameters `weight [c_in, c_out/groups, KH, KW]` (input
@@ -188,6 +220,20 @@ impl ConvTranspose2d {
             &self.weight,
             self.bias.as_deref(),
         );
+    }
+
+    /// Calls `f` on the weight (parameter `base`, key `keys[0]`) and the bias (`base + 1`,
+    /// `keys[1]`), for an optimizer.
+    ///
+    /// # Errors
+    /// The first error of `f`.
+    pub fn visit_params(
+        &mut self,
+        keys: &[&'static str],
+        base: usize,
+        f: &mut ParamVisitor<'_>,
+    ) -> Result<(), Error> {
+        visit_weight_bias(keys, base, &mut self.weight, self.bias.as_deref_mut(), f)
     }
 }
 
@@ -281,6 +327,63 @@ impl BatchNorm2d {
         }
     }
 
+    /// Calls `f` on the weight (parameter `base`, key `keys[0]`) and the bias (`base + 1`,
+    /// `keys[1]`) of an affine batch norm, for an optimizer; nothing without them.
+    ///
+    /// # Errors
+    /// The first error of `f`.
+    pub fn visit_params(
+        &mut self,
+        keys: &[&'static str],
+        base: usize,
+        f: &mut ParamVisitor<'_>,
+    ) -> Result<(), Error> {
+        match (&mut self.weight, &mut self.bias) {
+            (Some(w), Some(b)) => visit_weight_bias(keys, base, w, Some(b), f),
+            _ => Ok(()),
+        }
+    }
+
+    /// Training mode on a batch of `n`: `y` normalised with the batch statistics, `mean` and
+    /// `inv_std` (`[channels]`) kept for the backward pass, and, when the layer tracks them,
+    /// the running statistics updated and `num_batches_tracked` counted up, as PyTorch.
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`] when there is one value per channel (`n·H·W < 2`).
+    pub(crate) fn train_forward(
+        &mut self,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+        mean: &mut [f32],
+        inv_std: &mut [f32],
+    ) -> Result<(), Error> {
+        let p = self.params;
+        if n * p.hw < 2 {
+            return Err(Error::BatchStatistics {
+                layer: self.key,
+                shape: vec![n, p.channels, p.hw],
+            });
+        }
+        crate::backward_elementwise::batchnorm_train_forward(
+            &p,
+            n,
+            x,
+            y,
+            self.weight.as_deref(),
+            self.bias.as_deref(),
+            self.running
+                .as_mut()
+                .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice())),
+            mean,
+            inv_std,
+        );
+        if let Some(t) = &mut self.num_batches_tracked {
+            *t += 1;
+        }
+        Ok(())
+    }
+
     /// Normalises a batch of `n` samples in place.
     ///
     /// # Errors
@@ -362,6 +465,20 @@ impl Linear {
     pub fn save(&self, out: &mut TensorWriter) {
         let shape = [self.params.out_features, self.params.in_features];
         write_weight_bias(out, self.key, &shape, &self.weight, self.bias.as_deref());
+    }
+
+    /// Calls `f` on the weight (parameter `base`, key `keys[0]`) and the bias (`base + 1`,
+    /// `keys[1]`), for an optimizer.
+    ///
+    /// # Errors
+    /// The first error of `f`.
+    pub fn visit_params(
+        &mut self,
+        keys: &[&'static str],
+        base: usize,
+        f: &mut ParamVisitor<'_>,
+    ) -> Result<(), Error> {
+        visit_weight_bias(keys, base, &mut self.weight, self.bias.as_deref_mut(), f)
     }
 
     /// Runs the layer on a batch of `n` samples.

@@ -13,8 +13,56 @@
 
 use std::collections::BTreeMap;
 
+use crate::grads::{Grads, Parameters};
 use crate::weights::{TensorWriter, Weights};
 use crate::Error;
+
+/// An optimizer: updates parameter tensors from their gradients, keeping its state per
+/// `state_dict` key. [`Optimizer::step`] updates a whole network, as PyTorch's
+/// `optimizer.step()` after `loss.backward()`.
+pub trait Optimizer {
+    /// One step on the parameter tensor `key`: `param` updated in place from `grad`.
+    ///
+    /// # Errors
+    /// [`Error::Hyperparameter`] for a hyper-parameter PyTorch rejects; [`Error::ShapeMismatch`]
+    /// when `grad`, `param` or the key's saved state differ in length.
+    fn step_tensor(&mut self, key: &str, param: &mut [f32], grad: &[f32]) -> Result<(), Error>;
+
+    /// One step on every parameter of `net` that has a gradient in `grads` (a frozen layer's
+    /// parameters have none and stay as they are).
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] when `grads` were made by another network; else as
+    /// [`Optimizer::step_tensor`].
+    fn step(&mut self, net: &mut dyn Parameters, grads: &Grads) -> Result<(), Error> {
+        let specs = grads.specs();
+        net.visit_params_mut(&mut |i, key, param| {
+            match specs.get(i) {
+                Some(s) if s.key == key => {}
+                other => {
+                    return Err(Error::Mismatch {
+                        what: "grads",
+                        expected: format!("gradients with parameter {i} named `{key}`"),
+                        found: other.map_or_else(
+                            || format!("{} parameters", specs.len()),
+                            |s| format!("`{}`", s.key),
+                        ),
+                    })
+                }
+            }
+            match grads.by_index(i) {
+                Some(g) => self.step_tensor(key, param, g),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// The learning rate.
+    fn lr(&self) -> f32;
+
+    /// Sets the learning rate (for a scheduler).
+    fn set_lr(&mut self, lr: f32);
+}
 
 /// Checks one hyper-parameter: `Err(Error::Hyperparameter)` naming it unless `ok`.
 fn check(
@@ -69,6 +117,20 @@ pub struct Sgd {
     nesterov: bool,
     weight_decay: f32,
     buffers: BTreeMap<String, Vec<f32>>,
+}
+
+impl Optimizer for Sgd {
+    fn step_tensor(&mut self, key: &str, param: &mut [f32], grad: &[f32]) -> Result<(), Error> {
+        Sgd::step_tensor(self, key, param, grad)
+    }
+
+    fn lr(&self) -> f32 {
+        Sgd::lr(self)
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        Sgd::set_lr(self, lr)
+    }
 }
 
 impl Sgd {
@@ -163,10 +225,10 @@ impl Sgd {
             return Ok(());
         }
         let first = !self.buffers.contains_key(key);
-        let buf = self
-            .buffers
-            .entry(key.to_string())
-            .or_insert_with(|| vec![0.0; param.len()]);
+        if first {
+            self.buffers.insert(key.to_string(), vec![0.0; param.len()]);
+        }
+        let buf = self.buffers.get_mut(key).expect("inserted above");
         if buf.len() != param.len() {
             return Err(Error::ShapeMismatch {
                 key: format!("momentum_buffer.{key}"),
@@ -239,6 +301,20 @@ pub struct Adam {
     weight_decay: f32,
     decoupled: bool,
     state: BTreeMap<String, Moments>,
+}
+
+impl Optimizer for Adam {
+    fn step_tensor(&mut self, key: &str, param: &mut [f32], grad: &[f32]) -> Result<(), Error> {
+        Adam::step_tensor(self, key, param, grad)
+    }
+
+    fn lr(&self) -> f32 {
+        Adam::lr(self)
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        Adam::set_lr(self, lr)
+    }
 }
 
 impl Adam {
@@ -333,14 +409,18 @@ impl Adam {
         check_lengths(key, param, grad)?;
         let (lr, (b1, b2), eps, wd) = (self.lr, self.betas, self.eps, self.weight_decay);
         let decoupled = self.decoupled;
-        let s = self
-            .state
-            .entry(key.to_string())
-            .or_insert_with(|| Moments {
-                step: 0,
-                exp_avg: vec![0.0; param.len()],
-                exp_avg_sq: vec![0.0; param.len()],
-            });
+        if !self.state.contains_key(key) {
+            let zeros = vec![0.0; param.len()];
+            self.state.insert(
+                key.to_string(),
+                Moments {
+                    step: 0,
+                    exp_avg: zeros.clone(),
+                    exp_avg_sq: zeros,
+                },
+            );
+        }
+        let s = self.state.get_mut(key).expect("inserted above");
         if s.exp_avg.len() != param.len() || s.exp_avg_sq.len() != param.len() {
             return Err(Error::ShapeMismatch {
                 key: format!("exp_avg.{key}"),

@@ -329,6 +329,13 @@ impl Filters {
         self.bias.as_deref()
     }
 
+    /// The weight and the bias for updating in place (training); the copy in the algorithm's
+    /// layout is dropped, to be made again from the new values on next use.
+    pub(crate) fn params_mut(&mut self) -> (&mut [f32], Option<&mut [f32]>) {
+        self.prepared = OnceLock::new();
+        (&mut self.weight, self.bias.as_deref_mut())
+    }
+
     /// The weights in the layout `p.algorithm()` reads.
     ///
     /// # Panics

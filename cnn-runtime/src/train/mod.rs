@@ -1,0 +1,462 @@
+//! Training: the [`Train`] trait every `cnn!` network implements (train-mode forward pass,
+//! generated backward pass, one-call training step, freezing), the [`Loss`]es over class
+//! targets and [`mse`].
+//!
+//! The macro generates, per network, a forward pass that keeps what the backward needs in a
+//! [`TrainCache`] and a backward pass that walks the same layers in reverse with every shape
+//! known at compile time (see [`tape`](self) for how tensors are numbered). The numerics follow
+//! PyTorch 2.x in training mode: batch norm with batch statistics and running-statistics
+//! updates, dropout with a seeded mask, and the layers' gradients as autograd computes them.
+
+mod tape;
+
+pub use tape::{BackWork, TrainCache};
+
+use ndarray::{Array, ArrayView, ArrayView1, ArrayView2, ArrayView4, Dimension, IxDyn};
+
+use crate::grads::{Grads, ParamSpec, Parameters};
+use crate::init::Rng;
+use crate::optim::Optimizer;
+use crate::{Error, Model};
+
+/// A loss over class targets, for [`Train::train_step`] and [`Loss::compute`]. Mean reduction,
+/// as PyTorch's default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Loss<'a> {
+    /// `F.cross_entropy(logits, targets)`: the network's output are logits.
+    CrossEntropy,
+    /// `F.cross_entropy(logits, targets, weight=weight, label_smoothing=label_smoothing)`.
+    CrossEntropyWith {
+        /// A weight per class (`[K]`), or `None` for 1.
+        weight: Option<&'a [f32]>,
+        /// `ε` in `[0, 1]`: the target distribution is `(1 − ε)·onehot + ε/K`.
+        label_smoothing: f32,
+    },
+    /// `F.nll_loss(torch.log(probs), targets)`: for a network that ends in `softmax`, whose
+    /// output are probabilities.
+    NllOfProbs,
+}
+
+impl Loss<'_> {
+    /// The loss of `out` (`[N, K]`) against `targets` (`[N]` class indices), and its gradient
+    /// `∂loss/∂out` (`[N, K]`), as [`Train::backward`] takes it.
+    ///
+    /// ```
+    /// use cnn_runtime::Loss;
+    /// use cnn_runtime::ndarray::{array, Array1};
+    /// let logits = array![[2.0f32, 0.0], [0.0, 0.0]];
+    /// let (loss, d) = Loss::CrossEntropy.compute(logits.view(), Array1::from(vec![0, 1]).view()).unwrap();
+    /// // (−log softmax(2, 0)[0] − log 0.5) / 2
+    /// assert!((loss - 0.410_037_6).abs() < 1e-6);
+    /// assert_eq!(d.dim(), (2, 2));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Targets`] when `targets` does not have `N` entries, a target is `≥ K`, the class
+    /// weights are not `K` long, or the label smoothing is outside `[0, 1]`.
+    pub fn compute(
+        &self,
+        out: ArrayView2<'_, f32>,
+        targets: ArrayView1<'_, usize>,
+    ) -> Result<(f32, ndarray::Array2<f32>), Error> {
+        let (n, k) = out.dim();
+        let out: Vec<f32> = out.iter().copied().collect();
+        let targets: Vec<usize> = targets.iter().copied().collect();
+        let mut d = vec![0.0; n * k];
+        let loss = self.compute_into(n, k, &out, &targets, &mut d)?;
+        let d = ndarray::Array2::from_shape_vec((n, k), d).expect("n·k elements");
+        Ok((loss, d))
+    }
+
+    /// [`Loss::compute`] on row-major slices: `out` and `d` of `n·k`, `targets` of any length
+    /// (checked against `n`).
+    pub(crate) fn compute_into(
+        &self,
+        n: usize,
+        k: usize,
+        out: &[f32],
+        targets: &[usize],
+        d: &mut [f32],
+    ) -> Result<f32, Error> {
+        if targets.len() != n {
+            return Err(Error::Targets {
+                expected: format!("{n} class indices (one per sample)"),
+                found: format!("{}", targets.len()),
+            });
+        }
+        if let Some((i, &t)) = targets.iter().enumerate().find(|(_, &t)| t >= k) {
+            return Err(Error::Targets {
+                expected: format!("class indices below {k}"),
+                found: format!("target {t} for sample {i}"),
+            });
+        }
+        use crate::backward_elementwise::{cross_entropy, nll_of_probs};
+        Ok(match *self {
+            Loss::CrossEntropy => cross_entropy(n, k, out, targets, None, 0.0, d),
+            Loss::CrossEntropyWith {
+                weight,
+                label_smoothing,
+            } => {
+                if let Some(w) = weight {
+                    if w.len() != k {
+                        return Err(Error::Targets {
+                            expected: format!("{k} class weights"),
+                            found: format!("{}", w.len()),
+                        });
+                    }
+                }
+                if !(0.0..=1.0).contains(&label_smoothing) {
+                    return Err(Error::Targets {
+                        expected: "a label smoothing in [0, 1]".into(),
+                        found: format!("{label_smoothing}"),
+                    });
+                }
+                cross_entropy(n, k, out, targets, weight, label_smoothing, d)
+            }
+            Loss::NllOfProbs => nll_of_probs(n, k, out, targets, d),
+        })
+    }
+}
+
+/// `F.mse_loss(pred, target)` (mean reduction) and its gradient `∂loss/∂pred`, for a network
+/// whose output is regressed onto `target` (a feature map, say): pass the gradient to
+/// [`Train::backward`].
+///
+/// # Errors
+/// [`Error::Targets`] when `target`'s shape differs from `pred`'s.
+pub fn mse<D: Dimension>(
+    pred: ArrayView<'_, f32, D>,
+    target: ArrayView<'_, f32, D>,
+) -> Result<(f32, Array<f32, D>), Error> {
+    if pred.shape() != target.shape() {
+        return Err(Error::Targets {
+            expected: format!("a target of shape {:?}", pred.shape()),
+            found: format!("{:?}", target.shape()),
+        });
+    }
+    let p: Vec<f32> = pred.iter().copied().collect();
+    let t: Vec<f32> = target.iter().copied().collect();
+    let mut d = vec![0.0; p.len()];
+    let loss = crate::backward_elementwise::mse(&p, &t, &mut d);
+    let d = Array::from_shape_vec(pred.raw_dim(), d).expect("same element count");
+    Ok((loss, d))
+}
+
+/// What a network keeps for training beside its layers: which top-level layers are frozen,
+/// the generator of dropout masks, and the buffers a training step reuses. It takes no part in
+/// comparisons (`==` ignores it) and clones as a fresh state with the same frozen layers and
+/// generator.
+#[doc(hidden)]
+pub struct TrainState {
+    rng: Rng,
+    frozen: Vec<bool>,
+    cache: TrainCache,
+    work: BackWork,
+    grads: Option<Grads>,
+    d_out: Vec<f32>,
+}
+
+impl TrainState {
+    /// The state of a new network: nothing frozen, dropout masks drawn from `seed`.
+    pub fn new(seed: u64) -> Self {
+        TrainState {
+            rng: Rng::new(seed ^ 0xD00D_5EED),
+            frozen: Vec::new(),
+            cache: TrainCache::default(),
+            work: BackWork::default(),
+            grads: None,
+            d_out: Vec::new(),
+        }
+    }
+
+    /// Whether top-level layer `i` is frozen.
+    fn is_frozen(&self, i: usize) -> bool {
+        self.frozen.get(i).copied().unwrap_or(false)
+    }
+
+    /// The lowest top-level layer holding a parameter that is not frozen (`usize::MAX` when
+    /// every one is): the backward pass stops below it.
+    fn lowest_trainable(&self, specs: &[ParamSpec]) -> usize {
+        specs
+            .iter()
+            .map(|s| s.top)
+            .filter(|&t| !self.is_frozen(t))
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+}
+
+impl Default for TrainState {
+    fn default() -> Self {
+        TrainState::new(0)
+    }
+}
+
+impl Clone for TrainState {
+    fn clone(&self) -> Self {
+        TrainState {
+            rng: self.rng.clone(),
+            frozen: self.frozen.clone(),
+            ..TrainState::default()
+        }
+    }
+}
+
+impl PartialEq for TrainState {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for TrainState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let frozen: Vec<usize> = (0..self.frozen.len()).filter(|&i| self.frozen[i]).collect();
+        f.debug_struct("TrainState")
+            .field("frozen", &frozen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Training for a `cnn!` network: every generated network implements it (bring it into scope
+/// with `use cnn::Train;`). The `cnn` crate's documentation has a complete example.
+///
+/// Parameters and gradients are named by their `state_dict` keys; a frozen layer
+/// ([`Train::freeze`]) gets neither gradient nor update. All computation runs on the calling
+/// thread in a fixed order, so a step's result does not depend on the thread count.
+pub trait Train: Model + Parameters {
+    /// Every learnable parameter tensor, in `state_dict` order.
+    #[doc(hidden)]
+    const PARAM_SPECS: &'static [ParamSpec];
+
+    /// The generated train-mode forward pass: `x` checked and copied into `cache`, then every
+    /// layer, dropout masks drawn from `rng`.
+    #[doc(hidden)]
+    fn __forward_train(
+        &mut self,
+        x: ArrayView4<'_, f32>,
+        dropout: bool,
+        rng: &mut Rng,
+        cache: &mut TrainCache,
+    ) -> Result<(), Error>;
+
+    /// The generated backward pass from the output gradient already in `work`; layers at
+    /// top-level index below `lowest` are skipped, frozen layers get no gradient.
+    #[doc(hidden)]
+    fn __backward(
+        &self,
+        cache: &TrainCache,
+        work: &mut BackWork,
+        grads: &mut Grads,
+        frozen: &dyn Fn(usize) -> bool,
+        lowest: usize,
+    );
+
+    /// The network's training state.
+    #[doc(hidden)]
+    fn __train_state(&self) -> &TrainState;
+
+    /// The network's training state, mutably.
+    #[doc(hidden)]
+    fn __train_state_mut(&mut self) -> &mut TrainState;
+
+    /// The forward pass in training mode (`model.train()`) on a batch `[N, C, H, W]`:
+    /// batch norms normalise with the batch's statistics and update their running statistics
+    /// and `num_batches_tracked`; `dropout` layers drop with the network's seeded generator
+    /// when `dropout` is true and are the identity when it is false (deterministic; how the
+    /// fixtures' gradients were made). Returns the output and what [`Train::backward`] needs.
+    ///
+    /// # Errors
+    /// [`Error::InputShape`] when C, H, W differ from [`Model::INPUT_SHAPE`];
+    /// [`Error::BatchStatistics`] when a `bn` sees one value per channel.
+    fn forward_train(
+        &mut self,
+        x: ArrayView4<'_, f32>,
+        dropout: bool,
+    ) -> Result<(Array<f32, Self::Dim>, TrainCache), Error> {
+        let mut cache = TrainCache::default();
+        let mut rng = self.__train_state().rng.clone();
+        let r = self.__forward_train(x, dropout, &mut rng, &mut cache);
+        self.__train_state_mut().rng = rng;
+        r?;
+        let mut shape = vec![cache.batch_size()];
+        shape.extend_from_slice(Self::OUTPUT_SHAPE);
+        let out = Array::from_shape_vec(IxDyn(&shape), cache.output().to_vec())
+            .and_then(|a| a.into_dimensionality::<Self::Dim>())
+            .expect("the output slot holds N × OUTPUT_SHAPE elements");
+        Ok((out, cache))
+    }
+
+    /// The gradients of a loss with respect to every parameter not frozen, given the forward
+    /// pass's `cache` and `d_out = ∂loss/∂output` (the output's shape), as PyTorch's
+    /// `loss.backward()` computes them.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] when `cache` comes from another network or `d_out`'s shape is not
+    /// the output's.
+    fn backward(
+        &self,
+        cache: &TrainCache,
+        d_out: ArrayView<'_, f32, Self::Dim>,
+    ) -> Result<Grads, Error> {
+        check_cache::<Self>(cache)?;
+        let mut shape = vec![cache.batch_size()];
+        shape.extend_from_slice(Self::OUTPUT_SHAPE);
+        if d_out.shape() != shape.as_slice() {
+            return Err(Error::Mismatch {
+                what: "d_out",
+                expected: format!("the output's shape {shape:?}"),
+                found: format!("{:?}", d_out.shape()),
+            });
+        }
+        let mut work = BackWork::default();
+        let mut grads = Grads::new(Self::PARAM_SPECS);
+        work.begin(cache, d_out.iter());
+        let st = self.__train_state();
+        let lowest = st.lowest_trainable(Self::PARAM_SPECS);
+        self.__backward(cache, &mut work, &mut grads, &|i| st.is_frozen(i), lowest);
+        Ok(grads)
+    }
+
+    /// One training step on a batch: the train-mode forward pass (dropout on), `loss` against
+    /// the class `targets`, the backward pass and `opt`'s update of every parameter not
+    /// frozen. Returns the loss. Reuses the network's buffers: once a first step has run, a
+    /// step of the same batch size allocates nothing (with an optimizer whose state exists).
+    ///
+    /// # Errors
+    /// As [`Train::forward_train`]; [`Error::Targets`] for targets that do not fit, or a
+    /// network whose output is a feature map (use [`Train::forward_train`], your loss and
+    /// [`Train::backward`]); the optimizer's errors.
+    fn train_step<O: Optimizer + ?Sized>(
+        &mut self,
+        x: ArrayView4<'_, f32>,
+        targets: ArrayView1<'_, usize>,
+        loss: Loss<'_>,
+        opt: &mut O,
+    ) -> Result<f32, Error> {
+        let [k] = Self::OUTPUT_SHAPE else {
+            return Err(Error::Targets {
+                expected: "a network with a flat output [N, K] for class targets".into(),
+                found: format!("output shape {:?}", Self::OUTPUT_SHAPE),
+            });
+        };
+        let k = *k;
+        let mut st = std::mem::take(self.__train_state_mut());
+        let r = (|| {
+            self.__forward_train(x, true, &mut st.rng, &mut st.cache)?;
+            let n = st.cache.batch_size();
+            st.d_out.resize(n * k, 0.0);
+            let value = match targets.as_slice() {
+                Some(t) => loss.compute_into(n, k, st.cache.output(), t, &mut st.d_out)?,
+                None => {
+                    let t: Vec<usize> = targets.iter().copied().collect();
+                    loss.compute_into(n, k, st.cache.output(), &t, &mut st.d_out)?
+                }
+            };
+            let lowest = st.lowest_trainable(Self::PARAM_SPECS);
+            let grads = st
+                .grads
+                .get_or_insert_with(|| Grads::new(Self::PARAM_SPECS));
+            grads.clear();
+            st.work.begin(&st.cache, st.d_out.iter());
+            let frozen = |i: usize| st.frozen.get(i).copied().unwrap_or(false);
+            self.__backward(&st.cache, &mut st.work, grads, &frozen, lowest);
+            opt.step(self, grads)?;
+            Ok(value)
+        })();
+        *self.__train_state_mut() = st;
+        r
+    }
+
+    /// Freezes top-level layers by index (the index of [`Model::LAYERS`] at depth 0, the first
+    /// number of their `state_dict` keys): their parameters get no gradient and no update, and
+    /// the backward pass stops below the lowest layer still trained (fine-tuning a classifier
+    /// costs only its own backward). Batch norms in frozen layers still update their running
+    /// statistics in training mode, as in PyTorch with `requires_grad_(False)`.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] for an index that is not a top-level layer (nothing is frozen then).
+    fn freeze(&mut self, layers: impl IntoIterator<Item = usize>) -> Result<(), Error> {
+        let count = Self::LAYERS.iter().filter(|l| l.depth == 0).count();
+        let layers: Vec<usize> = layers.into_iter().collect();
+        if let Some(&bad) = layers.iter().find(|&&i| i >= count) {
+            return Err(Error::Mismatch {
+                what: "layer",
+                expected: format!("a top-level layer index below {count}"),
+                found: format!("{bad}"),
+            });
+        }
+        let st = self.__train_state_mut();
+        st.frozen.resize(count, false);
+        for i in layers {
+            st.frozen[i] = true;
+        }
+        Ok(())
+    }
+
+    /// Trains every layer again.
+    fn unfreeze_all(&mut self) {
+        self.__train_state_mut().frozen.clear();
+    }
+
+    /// The frozen top-level layers, in increasing order.
+    fn frozen_layers(&self) -> Vec<usize> {
+        let f = &self.__train_state().frozen;
+        (0..f.len()).filter(|&i| f[i]).collect()
+    }
+
+    /// Restarts the generator of dropout masks from `seed` (a new network's starts from its
+    /// `seeded` seed, a loaded one's from 0).
+    fn set_dropout_seed(&mut self, seed: u64) {
+        self.__train_state_mut().rng = TrainState::new(seed).rng;
+    }
+}
+
+/// `Err(Error::Mismatch)` unless `cache` was filled by network `M`.
+fn check_cache<M: Model>(cache: &TrainCache) -> Result<(), Error> {
+    if cache.model() == M::NAME {
+        Ok(())
+    } else {
+        Err(Error::Mismatch {
+            what: "cache",
+            expected: format!("a TrainCache from forward_train of `{}`", M::NAME),
+            found: if cache.model().is_empty() {
+                "an empty cache".into()
+            } else {
+                format!("one from `{}`", cache.model())
+            },
+        })
+    }
+}
+
+/// Copies the batch `x` into slot 0 of `cache` after checking its shape: the start of every
+/// generated train-mode forward pass.
+///
+/// # Errors
+/// [`Error::InputShape`] when `x`'s C, H, W are not `shape`.
+#[doc(hidden)]
+pub fn begin_forward(
+    cache: &mut TrainCache,
+    model: &'static str,
+    x: ArrayView4<'_, f32>,
+    shape: [usize; 3],
+    counts: [usize; 4],
+) -> Result<(), Error> {
+    let (n, c, h, w) = x.dim();
+    if [c, h, w] != shape {
+        return Err(Error::InputShape {
+            expected: shape.to_vec(),
+            found: vec![n, c, h, w],
+        });
+    }
+    let slot = cache.begin(model, n, c * h * w, counts);
+    match x.as_slice() {
+        Some(s) => slot.copy_from_slice(s),
+        None => {
+            for (d, &v) in slot.iter_mut().zip(x.iter()) {
+                *d = v;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,592 @@
+//! The two halves of a training step that generated code drives: [`TrainCache`], the
+//! train-mode forward pass that keeps every tensor its backward needs, and [`BackWork`], the
+//! backward pass over it.
+//!
+//! `cnn!` numbers every tensor of the network's graph at compile time (a *slot*: 0 is the
+//! input, each layer's output the next number; `flatten` and `identity` reuse their input's
+//! slot) and emits one call per layer with its slots, then the backward calls in reverse. So
+//! there is no tape of boxed operations: the cache holds only tensors, by slot, and every call
+//! knows its layer's shapes. A slot's output always has a higher number than its inputs.
+//!
+//! Buffers are grown, never shrunk: a second step of the same batch size allocates nothing.
+
+use crate::backward::{conv2d_backward, conv_transpose2d_backward, linear_backward};
+use crate::backward_elementwise::{
+    activation_backward, batchnorm_backward, dropout_backward, dropout_train_forward,
+    pool2d_backward, saved_for_backward, softmax_backward, upsample2d_backward, Saved,
+};
+use crate::grads::Grads;
+use crate::init::Rng;
+use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
+use crate::ops::activation::{activation, softmax, Activation};
+use crate::ops::conv::{self, Epilogue};
+use crate::ops::pool::{pool2d, Pool2dParams};
+use crate::ops::upsample::{upsample2d, Upsample2dParams};
+use crate::ops::{conv_transpose, linear};
+use crate::Error;
+
+/// `v` resized to `len` (grown with zeros; the contents are about to be overwritten).
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    v.resize(len, 0.0);
+    &mut v[..len]
+}
+
+/// Slot `i` (read) and slot `o` (written, resized to `len`) of `slots`, for `i < o`.
+fn read_write(slots: &mut [Vec<f32>], i: usize, o: usize, len: usize) -> (&[f32], &mut [f32]) {
+    assert!(i < o, "slot {o} must come after its input {i}");
+    let (head, tail) = slots.split_at_mut(o);
+    (&head[i], sized(&mut tail[0], len))
+}
+
+/// What a train-mode forward pass ([`Train::forward_train`](crate::Train::forward_train))
+/// keeps for its backward pass: every intermediate tensor, the batch statistics of each
+/// `bn` and the mask of each `dropout`. Hand it to [`Train::backward`](crate::Train::backward)
+/// of the same network.
+#[derive(Debug, Clone, Default)]
+pub struct TrainCache {
+    /// The network that filled it (`Model::NAME`), checked by its backward.
+    model: &'static str,
+    /// The batch size.
+    n: usize,
+    /// The tensors by slot, `n × (elements per sample)` each, NCHW row-major.
+    acts: Vec<Vec<f32>>,
+    /// Per `bn` (in the order the forward runs them): the batch mean and `1/√(var + eps)`.
+    stats: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Per `dropout`: which elements survived; empty when dropout ran as the identity.
+    masks: Vec<Vec<bool>>,
+    /// The slot of the network's output.
+    out: usize,
+    /// The forward kernels' scratch.
+    scratch: Vec<f32>,
+}
+
+impl TrainCache {
+    /// The batch size of the forward pass that filled it.
+    pub fn batch_size(&self) -> usize {
+        self.n
+    }
+
+    /// The network's output, `n × (elements per sample)` row-major.
+    pub fn output(&self) -> &[f32] {
+        self.acts.get(self.out).map_or(&[], Vec::as_slice)
+    }
+
+    /// The name of the network that filled it.
+    pub(crate) fn model(&self) -> &'static str {
+        self.model
+    }
+
+    /// The slot of the output.
+    pub(crate) fn out_slot(&self) -> usize {
+        self.out
+    }
+
+    /// Starts a forward pass of `model` over a batch of `n` whose graph has `slots` tensors,
+    /// `bns` batch norms and `dropouts` dropouts, its output in slot `out`; returns slot 0,
+    /// for the caller to fill with the input (`n × per_sample` elements).
+    pub(crate) fn begin(
+        &mut self,
+        model: &'static str,
+        n: usize,
+        per_sample: usize,
+        [slots, bns, dropouts, out]: [usize; 4],
+    ) -> &mut [f32] {
+        self.model = model;
+        self.n = n;
+        self.out = out;
+        self.acts.resize_with(slots.max(1), Vec::new);
+        self.stats.resize_with(bns, Default::default);
+        self.masks.resize_with(dropouts, Vec::new);
+        sized(&mut self.acts[0], n * per_sample)
+    }
+
+    /// `o = conv2d(i)` with the layer's bias (no fused epilogue: the `bn` after it needs the
+    /// convolution's own output).
+    #[doc(hidden)]
+    pub fn conv2d(&mut self, layer: &Conv2d, i: usize, o: usize) {
+        let (p, n) = (&layer.params, self.n);
+        let (x, y) = read_write(&mut self.acts, i, o, n * p.out_len());
+        conv::forward(
+            p,
+            n,
+            x,
+            &layer.filters,
+            Epilogue::default(),
+            1,
+            y,
+            &mut self.scratch,
+        );
+    }
+
+    /// `o = conv_transpose2d(i)` with the layer's bias.
+    #[doc(hidden)]
+    pub fn conv_transpose2d(&mut self, layer: &ConvTranspose2d, i: usize, o: usize) {
+        let (p, n) = (&layer.params, self.n);
+        let (x, y) = read_write(&mut self.acts, i, o, n * p.out_len());
+        conv_transpose::forward(
+            p,
+            n,
+            x,
+            &layer.weight,
+            layer.bias.as_deref(),
+            Epilogue::default(),
+            1,
+            y,
+            &mut self.scratch,
+        );
+    }
+
+    /// `o = linear(i)`.
+    #[doc(hidden)]
+    pub fn linear(&mut self, layer: &Linear, i: usize, o: usize) {
+        let (p, n) = (&layer.params, self.n);
+        let (x, y) = read_write(&mut self.acts, i, o, n * p.out_features);
+        linear::linear(p, n, x, &layer.weight, layer.bias.as_deref(), y);
+    }
+
+    /// `o = bn(i)` in training mode (batch statistics; the running statistics and
+    /// `num_batches_tracked` updated when the layer tracks them), its statistics kept as the
+    /// `s`-th.
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`] with one value per channel (`n·H·W < 2`), as PyTorch's
+    /// "Expected more than 1 value per channel when training".
+    #[doc(hidden)]
+    pub fn batchnorm(
+        &mut self,
+        layer: &mut BatchNorm2d,
+        i: usize,
+        o: usize,
+        s: usize,
+    ) -> Result<(), Error> {
+        let (p, n) = (layer.params, self.n);
+        let (x, y) = read_write(&mut self.acts, i, o, n * p.channels * p.hw);
+        let (mean, inv_std) = &mut self.stats[s];
+        layer.train_forward(n, x, y, sized(mean, p.channels), sized(inv_std, p.channels))
+    }
+
+    /// `o = act(i)`.
+    #[doc(hidden)]
+    pub fn activation(&mut self, act: Activation, i: usize, o: usize) {
+        let len = self.acts[i].len();
+        let (x, y) = read_write(&mut self.acts, i, o, len);
+        y.copy_from_slice(x);
+        activation(act, y);
+    }
+
+    /// `o = softmax(i)` over `channels` at each of `spatial` positions.
+    #[doc(hidden)]
+    pub fn softmax(&mut self, channels: usize, spatial: usize, i: usize, o: usize) {
+        let len = self.acts[i].len();
+        let (x, y) = read_write(&mut self.acts, i, o, len);
+        y.copy_from_slice(x);
+        softmax(self.n, channels, spatial, y);
+    }
+
+    /// `o = pool(i)`.
+    #[doc(hidden)]
+    pub fn pool2d(&mut self, p: &Pool2dParams, i: usize, o: usize) {
+        let n = self.n;
+        let (x, y) = read_write(&mut self.acts, i, o, n * p.out_len());
+        pool2d(p, n, x, y);
+    }
+
+    /// `o = upsample(i)`.
+    #[doc(hidden)]
+    pub fn upsample2d(&mut self, p: &Upsample2dParams, i: usize, o: usize) {
+        let n = self.n;
+        let (x, y) = read_write(&mut self.acts, i, o, n * p.out_len());
+        upsample2d(p, n, x, y);
+    }
+
+    /// `o = dropout(i)` with drop probability `p`: a mask from `rng` kept as the `m`-th, or,
+    /// when `enabled` is false, the identity (an empty mask).
+    #[doc(hidden)]
+    pub fn dropout(&mut self, p: f32, enabled: bool, rng: &mut Rng, i: usize, o: usize, m: usize) {
+        let len = self.acts[i].len();
+        let (x, y) = read_write(&mut self.acts, i, o, len);
+        let mask = &mut self.masks[m];
+        if enabled {
+            mask.resize(len, false);
+            dropout_train_forward(p, rng, x, y, mask);
+        } else {
+            mask.clear();
+            y.copy_from_slice(x);
+        }
+    }
+
+    /// `o = a + b` (the end of a residual block).
+    #[doc(hidden)]
+    pub fn add(&mut self, a: usize, b: usize, o: usize) {
+        let len = self.acts[a].len();
+        let (head, tail) = self.acts.split_at_mut(o);
+        let y = sized(&mut tail[0], len);
+        for ((y, &u), &v) in y.iter_mut().zip(&head[a]).zip(&head[b]) {
+            *y = u + v;
+        }
+    }
+
+    /// `o = cat(parts, dim=1)`: each `(slot, channels)` of `plane` pixels per channel, in
+    /// order.
+    #[doc(hidden)]
+    pub fn concat(&mut self, parts: &[(usize, usize)], plane: usize, o: usize) {
+        let n = self.n;
+        let total: usize = parts.iter().map(|&(_, c)| c).sum::<usize>() * plane;
+        let (head, tail) = self.acts.split_at_mut(o);
+        let y = sized(&mut tail[0], n * total);
+        let mut offset = 0;
+        for &(slot, c) in parts {
+            let len = c * plane;
+            if len > 0 {
+                for (dst, src) in y.chunks_exact_mut(total).zip(head[slot].chunks_exact(len)) {
+                    dst[offset..offset + len].copy_from_slice(src);
+                }
+            }
+            offset += len;
+        }
+    }
+}
+
+/// The buffers of a backward pass: the gradient of each slot, whether a consumer has written
+/// it yet, and the kernels' scratch. Kept between steps by
+/// [`Train::train_step`](crate::Train::train_step), so that a steady-state step allocates
+/// nothing.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct BackWork {
+    /// `∂loss/∂slot` per slot.
+    d: Vec<Vec<f32>>,
+    /// Whether `d[slot]` holds a gradient yet in this pass (a second consumer adds to it).
+    have: Vec<bool>,
+    /// A second consumer's contribution, before it is added.
+    tmp: Vec<f32>,
+    /// A frozen layer's weight and bias gradients, computed and dropped.
+    sink: (Vec<f32>, Vec<f32>),
+    /// The kernels' scratch.
+    scratch: Vec<f32>,
+}
+
+/// Where a backward kernel writes `∂loss/∂input`: the slot's buffer when no consumer has
+/// written it yet, else the temporary that [`BackWork::finish`] adds in.
+enum Target {
+    Slot,
+    Tmp,
+}
+
+impl BackWork {
+    /// Starts a backward pass over `cache`: every slot's gradient absent, the output's set to
+    /// `d_out` (copied in the iterator's order, row-major).
+    pub(crate) fn begin<'a>(&mut self, cache: &TrainCache, d_out: impl Iterator<Item = &'a f32>) {
+        let slots = cache.acts.len();
+        self.d.resize_with(slots, Vec::new);
+        self.have.clear();
+        self.have.resize(slots, false);
+        let out = cache.out_slot();
+        let d = sized(&mut self.d[out], cache.acts[out].len());
+        for (d, &v) in d.iter_mut().zip(d_out) {
+            *d = v;
+        }
+        self.have[out] = true;
+    }
+
+    /// `∂loss/∂slot o` (read) and the buffer for `∂loss/∂slot i` (`len` elements), with where
+    /// that buffer is.
+    fn dy_dx(&mut self, i: usize, o: usize, len: usize) -> (&[f32], &mut [f32], Target) {
+        assert!(i < o, "slot {o} must come after its input {i}");
+        let (head, tail) = self.d.split_at_mut(o);
+        if self.have[i] {
+            (&tail[0], sized(&mut self.tmp, len), Target::Tmp)
+        } else {
+            (&tail[0], sized(&mut head[i], len), Target::Slot)
+        }
+    }
+
+    /// Records the gradient just written for slot `i` (adding the temporary in when another
+    /// consumer had written it first).
+    fn finish(&mut self, i: usize, target: Target) {
+        match target {
+            Target::Slot => self.have[i] = true,
+            Target::Tmp => {
+                for (d, &t) in self.d[i].iter_mut().zip(&self.tmp) {
+                    *d += t;
+                }
+            }
+        }
+    }
+
+    /// Adds `from` (slot `o`'s gradient, or the part of it at `[offset, offset + len)` of
+    /// every `total`-element sample) into slot `i`'s.
+    fn pass(&mut self, i: usize, o: usize, n: usize, (offset, len, total): (usize, usize, usize)) {
+        if n == 0 || len == 0 {
+            if !self.have[i] {
+                self.d[i].clear();
+                self.have[i] = true;
+            }
+            return;
+        }
+        let (head, tail) = self.d.split_at_mut(o);
+        let dy = &tail[0];
+        let dx = &mut head[i];
+        if self.have[i] {
+            for (dst, src) in dx.chunks_exact_mut(len).zip(dy.chunks_exact(total)) {
+                for (d, &s) in dst.iter_mut().zip(&src[offset..offset + len]) {
+                    *d += s;
+                }
+            }
+        } else {
+            let dx = sized(dx, n * len);
+            for (dst, src) in dx.chunks_exact_mut(len).zip(dy.chunks_exact(total)) {
+                dst.copy_from_slice(&src[offset..offset + len]);
+            }
+            self.have[i] = true;
+        }
+    }
+
+    /// The weight and bias gradient buffers of parameter `w`: in `grads` for a trainable
+    /// layer, else in the sink.
+    fn weight_bias<'g>(
+        sink: &'g mut (Vec<f32>, Vec<f32>),
+        grads: &'g mut Grads,
+        w: usize,
+        bias: bool,
+        trainable: bool,
+    ) -> (&'g mut [f32], Option<&'g mut [f32]>) {
+        if trainable {
+            return grads.weight_bias(w, bias);
+        }
+        let spec = grads.specs();
+        let wl = spec[w].shape.iter().product();
+        let bl = if bias { spec[w + 1].shape[0] } else { 0 };
+        let (sw, sb) = sink;
+        (sized(sw, wl), bias.then(|| sized(sb, bl)))
+    }
+
+    /// Backward of [`TrainCache::conv2d`]: the weight (and bias) gradient into parameter `w`
+    /// (and `w + 1`) unless the layer is frozen, `∂/∂i` when `need_dx`.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // the layer, its slots, its gradients and switches
+    pub fn conv2d(
+        &mut self,
+        layer: &Conv2d,
+        c: &TrainCache,
+        (i, o): (usize, usize),
+        grads: &mut Grads,
+        w: usize,
+        trainable: bool,
+        need_dx: bool,
+    ) {
+        let (p, n) = (&layer.params, c.n);
+        let bias = layer.filters.bias().is_some();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut sink = std::mem::take(&mut self.sink);
+        let (dw, db) = Self::weight_bias(&mut sink, grads, w, bias, trainable);
+        if need_dx {
+            let (dy, dx, t) = self.dy_dx(i, o, n * p.in_len());
+            let weight = layer.filters.weight();
+            conv2d_backward(p, n, &c.acts[i], weight, dy, Some(dx), dw, db, &mut scratch);
+            self.finish(i, t);
+        } else {
+            let dy = &self.d[o];
+            conv2d_backward(p, n, &c.acts[i], &[], dy, None, dw, db, &mut scratch);
+        }
+        self.scratch = scratch;
+        self.sink = sink;
+    }
+
+    /// Backward of [`TrainCache::conv_transpose2d`] (as [`BackWork::conv2d`]).
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_transpose2d(
+        &mut self,
+        layer: &ConvTranspose2d,
+        c: &TrainCache,
+        (i, o): (usize, usize),
+        grads: &mut Grads,
+        w: usize,
+        trainable: bool,
+        need_dx: bool,
+    ) {
+        let (p, n) = (&layer.params, c.n);
+        let bias = layer.bias.is_some();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut sink = std::mem::take(&mut self.sink);
+        let (dw, db) = Self::weight_bias(&mut sink, grads, w, bias, trainable);
+        if need_dx {
+            let (dy, dx, t) = self.dy_dx(i, o, n * p.in_len());
+            conv_transpose2d_backward(
+                p,
+                n,
+                &c.acts[i],
+                &layer.weight,
+                dy,
+                Some(dx),
+                dw,
+                db,
+                &mut scratch,
+            );
+            self.finish(i, t);
+        } else {
+            let dy = &self.d[o];
+            conv_transpose2d_backward(p, n, &c.acts[i], &[], dy, None, dw, db, &mut scratch);
+        }
+        self.scratch = scratch;
+        self.sink = sink;
+    }
+
+    /// Backward of [`TrainCache::linear`] (as [`BackWork::conv2d`]).
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(
+        &mut self,
+        layer: &Linear,
+        c: &TrainCache,
+        (i, o): (usize, usize),
+        grads: &mut Grads,
+        w: usize,
+        trainable: bool,
+        need_dx: bool,
+    ) {
+        let (p, n) = (&layer.params, c.n);
+        let bias = layer.bias.is_some();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut sink = std::mem::take(&mut self.sink);
+        let (dw, db) = Self::weight_bias(&mut sink, grads, w, bias, trainable);
+        if need_dx {
+            let (dy, dx, t) = self.dy_dx(i, o, n * p.in_features);
+            linear_backward(
+                p,
+                n,
+                &c.acts[i],
+                &layer.weight,
+                dy,
+                Some(dx),
+                dw,
+                db,
+                &mut scratch,
+            );
+            self.finish(i, t);
+        } else {
+            let dy = &self.d[o];
+            linear_backward(p, n, &c.acts[i], &[], dy, None, dw, db, &mut scratch);
+        }
+        self.scratch = scratch;
+        self.sink = sink;
+    }
+
+    /// Backward of [`TrainCache::batchnorm`] with statistics `s`: `∂/∂i` (always computed, the
+    /// kernel needs its buffer; dropped unless `need_dx`) and, for an affine layer, the weight
+    /// and bias gradients into `w` and `w + 1` unless frozen.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn batchnorm(
+        &mut self,
+        layer: &BatchNorm2d,
+        c: &TrainCache,
+        (i, o, s): (usize, usize, usize),
+        grads: &mut Grads,
+        w: usize,
+        trainable: bool,
+        need_dx: bool,
+    ) {
+        let (p, n) = (&layer.params, c.n);
+        let (mean, inv_std) = &c.stats[s];
+        let mut sink = std::mem::take(&mut self.sink);
+        let dparams = if p.affine {
+            let (dw, db) = Self::weight_bias(&mut sink, grads, w, true, trainable);
+            db.map(|db| (dw, db))
+        } else {
+            None
+        };
+        let len = n * p.channels * p.hw;
+        let (dy, dx, t) = if need_dx {
+            self.dy_dx(i, o, len)
+        } else {
+            (&self.d[o][..], sized(&mut self.tmp, len), Target::Tmp)
+        };
+        let weight = layer.weight.as_deref();
+        batchnorm_backward(p, n, &c.acts[i], dy, weight, mean, inv_std, dx, dparams);
+        if need_dx {
+            self.finish(i, t);
+        }
+        self.sink = sink;
+    }
+
+    /// Backward of [`TrainCache::activation`].
+    #[doc(hidden)]
+    pub fn activation(&mut self, act: Activation, c: &TrainCache, (i, o): (usize, usize)) {
+        let saved = match saved_for_backward(act) {
+            Saved::Input => &c.acts[i],
+            Saved::Output => &c.acts[o],
+        };
+        let (dy, dx, t) = self.dy_dx(i, o, saved.len());
+        activation_backward(act, saved, dy, dx);
+        self.finish(i, t);
+    }
+
+    /// Backward of [`TrainCache::softmax`].
+    #[doc(hidden)]
+    pub fn softmax(
+        &mut self,
+        channels: usize,
+        spatial: usize,
+        c: &TrainCache,
+        (i, o): (usize, usize),
+    ) {
+        let y = &c.acts[o];
+        let (dy, dx, t) = self.dy_dx(i, o, y.len());
+        softmax_backward(c.n, channels, spatial, y, dy, dx);
+        self.finish(i, t);
+    }
+
+    /// Backward of [`TrainCache::pool2d`].
+    #[doc(hidden)]
+    pub fn pool2d(&mut self, p: &Pool2dParams, c: &TrainCache, (i, o): (usize, usize)) {
+        let (dy, dx, t) = self.dy_dx(i, o, c.n * p.in_len());
+        pool2d_backward(p, c.n, &c.acts[i], dy, dx);
+        self.finish(i, t);
+    }
+
+    /// Backward of [`TrainCache::upsample2d`].
+    #[doc(hidden)]
+    pub fn upsample2d(&mut self, p: &Upsample2dParams, c: &TrainCache, (i, o): (usize, usize)) {
+        let (dy, dx, t) = self.dy_dx(i, o, c.n * p.in_len());
+        upsample2d_backward(p, c.n, dy, dx);
+        self.finish(i, t);
+    }
+
+    /// Backward of [`TrainCache::dropout`] with mask `m`.
+    #[doc(hidden)]
+    pub fn dropout(&mut self, p: f32, c: &TrainCache, (i, o, m): (usize, usize, usize)) {
+        let mask = &c.masks[m];
+        let len = c.acts[o].len();
+        if mask.is_empty() {
+            let per = len / c.n.max(1);
+            self.pass(i, o, c.n, (0, per, per));
+            return;
+        }
+        let (dy, dx, t) = self.dy_dx(i, o, len);
+        dropout_backward(p, mask, dy, dx);
+        self.finish(i, t);
+    }
+
+    /// Backward of [`TrainCache::add`]: slot `o`'s gradient flows into both `a` and `b`.
+    #[doc(hidden)]
+    pub fn add(&mut self, c: &TrainCache, (a, b, o): (usize, usize, usize)) {
+        let per = c.acts[o].len() / c.n.max(1);
+        for i in [a, b] {
+            self.pass(i, o, c.n, (0, per, per));
+        }
+    }
+
+    /// Backward of [`TrainCache::concat`]: each part gets its channels of slot `o`'s gradient.
+    #[doc(hidden)]
+    pub fn concat(&mut self, c: &TrainCache, parts: &[(usize, usize)], plane: usize, o: usize) {
+        let total: usize = parts.iter().map(|&(_, ch)| ch).sum::<usize>() * plane;
+        let mut offset = 0;
+        for &(slot, ch) in parts {
+            let len = ch * plane;
+            self.pass(slot, o, c.n, (offset, len, total));
+            offset += len;
+        }
+    }
+}
