@@ -211,3 +211,40 @@ mod training {
         vgg_cifar: VggCifar,
     }
 }
+
+/// Five optimizer steps against PyTorch's own (`traj_*` fixtures): SGD with Nesterov momentum
+/// and weight decay, and AdamW, from the base fixtures' weights; every parameter and running
+/// statistic after every stored step.
+mod trajectories {
+    use super::*;
+
+    #[test]
+    fn tiny_net_sgd() {
+        Fixture::check_trajectory::<TinyNet>("traj_tiny_net_sgd");
+    }
+
+    #[test]
+    fn tiny_net_adamw() {
+        Fixture::check_trajectory::<TinyNet>("traj_tiny_net_adamw");
+    }
+
+    #[test]
+    fn lenet5_sgd() {
+        Fixture::check_trajectory::<Lenet5>("traj_lenet5_sgd");
+    }
+
+    #[test]
+    fn lenet5_adamw() {
+        Fixture::check_trajectory::<Lenet5>("traj_lenet5_adamw");
+    }
+
+    #[test]
+    fn vgg_cifar_sgd() {
+        Fixture::check_trajectory::<VggCifar>("traj_vgg_cifar_sgd");
+    }
+
+    #[test]
+    fn vgg_cifar_adamw() {
+        Fixture::check_trajectory::<VggCifar>("traj_vgg_cifar_adamw");
+    }
+}
