@@ -5,6 +5,7 @@
 //! and run on the stored batch; the output must match PyTorch's `model.eval()` within the
 //! fixture's tolerance. The twins are `Residual` and `Concat` of `tools/make_fixtures.py`.
 
+#[allow(dead_code)] // the optimizer trajectories are replayed in test_parity only
 mod fixtures;
 
 use cnn::cnn;
