@@ -1,11 +1,12 @@
 //! Steady state allocates nothing: after its first call, `forward_into` with a `Workspace`
-//! makes zero heap allocations, counted by a global allocator wrapper.
+//! makes zero heap allocations, and so does a training step (`train_step`) once a first one
+//! has run, counted by a global allocator wrapper.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use cnn::ndarray::{Array2, Array4};
-use cnn::{cnn, Model, Workspace};
+use cnn::{cnn, Loss, Model, Train, Workspace};
 
 struct Counting;
 
@@ -187,4 +188,61 @@ fn nested_branches_allocate_nothing_after_the_first_call() {
         x,
         cnn::ndarray::IxDyn(&[11, 2, 16, 16]),
     );
+}
+
+cnn! {
+    /// A classifier with every kind of layer a training step runs: Winograd, direct and
+    /// depthwise convolutions (whose kernel-layout weights are redone after each update), batch
+    /// norm, a residual with a shortcut, a concat with an identity branch, a transposed
+    /// convolution, upsampling, dropout and fc.
+    struct TrainMix {
+        input(3, 16, 16)
+        conv(3 -> 16, k3, p1) bn relu conv(16 -> 16, k3, p1, g16) relu6
+        residual(shortcut { conv(16 -> 24, k1, s2) bn }) {
+            conv(16 -> 24, k3, s2, p1) bn relu conv(24 -> 24, k3, p1) bn
+        } relu
+        concat {
+            branch {}
+            branch { maxpool(2) convtranspose(24 -> 8, k2, s2) }
+            branch { avgpool(2) upsample(scale_factor=2, mode=bilinear) }
+        }
+        conv(56 -> 32, k5, p2) silu gap dropout(0.3) fc(10)
+    }
+}
+
+/// `train_step` with `opt`, twice to warm up, then twice counted.
+fn training_allocates_nothing<O: cnn::optim::Optimizer>(mut opt: O, what: &str) {
+    let mut net = TrainMix::seeded(11);
+    let x = Array4::from_shape_fn((6, 3, 16, 16), |(n, c, h, w)| {
+        ((n * 5 + c * 3 + h * 5 + w * 7) % 13) as f32 / 6.0 - 1.0
+    });
+    let y = cnn::ndarray::Array1::from(vec![0, 3, 9, 1, 1, 7]);
+    for _ in 0..2 {
+        net.train_step(x.view(), y.view(), Loss::CrossEntropy, &mut opt)
+            .unwrap();
+    }
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let mut losses = [0.0; 2];
+    for l in &mut losses {
+        *l = net
+            .train_step(x.view(), y.view(), Loss::CrossEntropy, &mut opt)
+            .unwrap();
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0, "{what}: allocations");
+    assert!(losses.iter().all(|l| l.is_finite()), "{what}: {losses:?}");
+}
+
+#[test]
+fn a_training_step_allocates_nothing_after_the_first() {
+    let _turn = serial();
+    // One thread: spreading work over the pool allocates the pool's job records.
+    cnn::set_num_threads(1);
+    training_allocates_nothing(
+        cnn::optim::Sgd::new(0.01).momentum(0.9).weight_decay(1e-4),
+        "SGD",
+    );
+    training_allocates_nothing(cnn::optim::Adam::adamw(1e-3), "AdamW");
+    cnn::set_num_threads(0);
 }

@@ -149,8 +149,8 @@ impl Conv2d {
         base: usize,
         f: &mut ParamVisitor<'_>,
     ) -> Result<(), Error> {
-        let (w, b) = self.filters.params_mut();
-        visit_weight_bias(keys, base, w, b, f)
+        self.filters
+            .update(|w, b| visit_weight_bias(keys, base, w, b, f))
     }
 }
 

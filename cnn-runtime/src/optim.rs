@@ -38,14 +38,17 @@ pub trait Optimizer {
         let specs = grads.specs();
         net.visit_params_mut(&mut |i, key, param| {
             match specs.get(i) {
-                Some(s) if s.key == key => {}
+                Some(s) if s.key == key && s.shape.iter().product::<usize>() == param.len() => {}
                 other => {
                     return Err(Error::Mismatch {
                         what: "grads",
-                        expected: format!("gradients with parameter {i} named `{key}`"),
+                        expected: format!(
+                            "gradients whose parameter {i} is `{key}` of {} elements",
+                            param.len()
+                        ),
                         found: other.map_or_else(
                             || format!("{} parameters", specs.len()),
-                            |s| format!("`{}`", s.key),
+                            |s| format!("`{}` of shape {:?}", s.key, s.shape),
                         ),
                     })
                 }

@@ -6,7 +6,31 @@ use crate::ops::batchnorm::BatchNormParams;
 /// The momentum as PyTorch holds it: the f64 nearest to the shortest decimal of the f32
 /// (`0.1f32` → `0.1f64`), which is the Python float the module was built with.
 fn momentum_f64(m: f32) -> f64 {
-    m.to_string().parse().unwrap_or(m as f64)
+    use std::fmt::Write;
+    /// The shortest decimal of an f32 (at most 48 bytes), written without allocating: a
+    /// training step must not allocate.
+    struct Decimal {
+        bytes: [u8; 64],
+        len: usize,
+    }
+    impl Write for Decimal {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let end = self.len + s.len();
+            let dst = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+            dst.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut d = Decimal {
+        bytes: [0; 64],
+        len: 0,
+    };
+    write!(d, "{m}")
+        .ok()
+        .and_then(|()| std::str::from_utf8(&d.bytes[..d.len]).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(m as f64)
 }
 
 /// Training-mode `BatchNorm2d` forward: per channel, the statistics of this batch over N, H, W,
@@ -192,6 +216,19 @@ mod tests {
         assert_grad, conv2d_f64, dot, fd_grad, fixture_bytes, max_abs, tensor, tensor_f32, wide,
     };
     use crate::test_util::rand_vec;
+
+    #[test]
+    fn momentum_is_read_back_as_its_shortest_decimal() {
+        assert_eq!(momentum_f64(0.1), 0.1f64);
+        assert_eq!(momentum_f64(0.01), 0.01f64);
+        assert_eq!(momentum_f64(0.3), 0.3f64);
+        assert_eq!(momentum_f64(1.0), 1.0f64);
+        assert_eq!(momentum_f64(0.0), 0.0f64);
+        // The longest decimals an f32 prints (no exponent) still fit the buffer.
+        assert_eq!(momentum_f64(1e-45), 1e-45f64);
+        assert_eq!(momentum_f64(f32::MIN_POSITIVE), 1.1754944e-38f64);
+        assert_eq!(momentum_f64(f32::MAX), 3.4028235e38f64);
+    }
 
     fn params(channels: usize, hw: usize, affine: bool) -> BatchNormParams {
         BatchNormParams {

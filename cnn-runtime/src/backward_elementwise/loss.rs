@@ -60,23 +60,20 @@ pub fn cross_entropy(
         })
         .sum();
     let (mut nll, mut smooth) = (0.0f64, 0.0f64);
-    let mut logp = vec![0.0f64; k];
     // LOOP over samples
     for i in 0..n {
         let row = &logits[i * k..(i + 1) * k];
         let t = targets[i];
         let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
         let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
-        for (l, &v) in logp.iter_mut().zip(row) {
-            *l = v as f64 - lse;
-        }
-        nll += w(t) * -logp[t];
+        let logp = |c: usize| row[c] as f64 - lse;
+        nll += w(t) * -logp(t);
         if eps != 0.0 {
-            smooth += (0..k).map(|c| w(c) * -logp[c]).sum::<f64>();
+            smooth += (0..k).map(|c| w(c) * -logp(c)).sum::<f64>();
         }
         let d = &mut d_logits[i * k..(i + 1) * k];
-        for (j, (o, &l)) in d.iter_mut().zip(&logp).enumerate() {
-            let p = l.exp();
+        for (j, o) in d.iter_mut().enumerate() {
+            let p = logp(j).exp();
             let hit = if j == t { 1.0 } else { 0.0 };
             let g = (1.0 - eps) * w(t) * (p - hit) + eps / k as f64 * (p * w_sum - w(j));
             *o = (g / denom) as f32;

@@ -23,6 +23,7 @@ use crate::ops::conv::{self, Epilogue};
 use crate::ops::pool::{pool2d, Pool2dParams};
 use crate::ops::upsample::{upsample2d, Upsample2dParams};
 use crate::ops::{conv_transpose, linear};
+use crate::threads::{for_each, install, num_threads};
 use crate::Error;
 
 /// `v` resized to `len` (grown with zeros; the contents are about to be overwritten).
@@ -36,6 +37,114 @@ fn read_write(slots: &mut [Vec<f32>], i: usize, o: usize, len: usize) -> (&[f32]
     assert!(i < o, "slot {o} must come after its input {i}");
     let (head, tail) = slots.split_at_mut(o);
     (&head[i], sized(&mut tail[0], len))
+}
+
+/// Runs `f(threads)` with the thread count of [`num_threads`]: on a worker of the pool when it
+/// is above 1 (where the kernels split their work), else on the calling thread.
+fn on_threads<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
+    let t = num_threads();
+    if t > 1 {
+        install(t, || f(t))
+    } else {
+        f(1)
+    }
+}
+
+/// The sample chunks a weighted layer's backward splits a batch into, whatever the thread
+/// count: each chunk's weight gradient is summed apart, then the chunks' are added in order,
+/// so the result is the same bits for any number of threads.
+const CHUNKS: usize = 8;
+
+/// A weighted layer's backward kernel on one chunk of samples: `(n, x, dy, dx, dw, db,
+/// scratch)`, as [`conv2d_backward`] without the layer.
+type ChunkKernel<'a> = dyn Fn(usize, &[f32], &[f32], Option<&mut [f32]>, &mut [f32], Option<&mut [f32]>, &mut Vec<f32>)
+    + Sync
+    + 'a;
+
+/// The other chunks' weight and bias gradients and every chunk's scratch.
+#[derive(Debug, Clone, Default)]
+struct Partials {
+    dw: Vec<Vec<f32>>,
+    db: Vec<Vec<f32>>,
+    scratch: Vec<Vec<f32>>,
+}
+
+/// A weighted layer's gradients over a batch of `n` (`in_len`/`out_len` elements per sample of
+/// `x`/`dx` and `dy`): `kernel` on up to [`CHUNKS`] chunks of samples, in parallel on
+/// [`num_threads`] threads, the first chunk writing `dw`/`db` and the others partial sums that
+/// are then added in chunk order.
+#[allow(clippy::too_many_arguments)] // the batch, its tensors and the chunk buffers
+fn chunked(
+    (n, in_len, out_len): (usize, usize, usize),
+    x: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    parts: &mut Partials,
+    kernel: &ChunkKernel<'_>,
+) {
+    let per = n.div_ceil(CHUNKS).max(1);
+    let chunks = n.div_ceil(per);
+    parts.scratch.resize_with(CHUNKS, Vec::new);
+    if chunks <= 1 || in_len == 0 || out_len == 0 {
+        kernel(n, x, dy, dx, dw, db, &mut parts.scratch[0]);
+        return;
+    }
+    parts.dw.resize_with(CHUNKS, Vec::new);
+    parts.db.resize_with(CHUNKS, Vec::new);
+    let (wl, bl) = (dw.len(), db.as_ref().map_or(0, |b| b.len()));
+    for c in 1..chunks {
+        sized(&mut parts.dw[c], wl);
+        sized(&mut parts.db[c], bl);
+    }
+    let mut db = db;
+    {
+        let dws =
+            std::iter::once(&mut *dw).chain(parts.dw[1..chunks].iter_mut().map(|v| &mut v[..]));
+        let mut db_first = db.as_deref_mut();
+        let has_bias = db_first.is_some();
+        let mut db_rest = parts.db[1..chunks].iter_mut();
+        let dbs = (0..chunks).map(move |c| {
+            if !has_bias {
+                None
+            } else if c == 0 {
+                db_first.take()
+            } else {
+                db_rest.next().map(|v| &mut v[..])
+            }
+        });
+        let mut dx_chunks = dx.map(|d| d[..n * in_len].chunks_mut(per * in_len));
+        let dxs = (0..chunks).map(move |_| dx_chunks.as_mut().and_then(|it| it.next()));
+        let items = x[..n * in_len]
+            .chunks(per * in_len)
+            .zip(dy[..n * out_len].chunks(per * out_len))
+            .zip(dxs)
+            .zip(dws.zip(dbs))
+            .zip(parts.scratch.iter_mut());
+        let threads = num_threads().min(chunks);
+        let run = || {
+            for_each(threads, items, |_, ((((xc, dyc), dxc), (dwc, dbc)), sc)| {
+                kernel(xc.len() / in_len, xc, dyc, dxc, dwc, dbc, sc);
+            })
+        };
+        if threads > 1 {
+            install(threads, run);
+        } else {
+            run();
+        }
+    }
+    // LOOP over the other chunks, in order
+    for c in 1..chunks {
+        for (d, &v) in dw.iter_mut().zip(&parts.dw[c]) {
+            *d += v;
+        }
+        if let Some(db) = db.as_deref_mut() {
+            for (d, &v) in db.iter_mut().zip(&parts.db[c]) {
+                *d += v;
+            }
+        }
+    }
 }
 
 /// What a train-mode forward pass ([`Train::forward_train`](crate::Train::forward_train))
@@ -106,16 +215,8 @@ impl TrainCache {
     pub fn conv2d(&mut self, layer: &Conv2d, i: usize, o: usize) {
         let (p, n) = (&layer.params, self.n);
         let (x, y) = read_write(&mut self.acts, i, o, n * p.out_len());
-        conv::forward(
-            p,
-            n,
-            x,
-            &layer.filters,
-            Epilogue::default(),
-            1,
-            y,
-            &mut self.scratch,
-        );
+        let scratch = &mut self.scratch;
+        on_threads(|t| conv::forward(p, n, x, &layer.filters, Epilogue::default(), t, y, scratch));
     }
 
     /// `o = conv_transpose2d(i)` with the layer's bias.
@@ -123,17 +224,9 @@ impl TrainCache {
     pub fn conv_transpose2d(&mut self, layer: &ConvTranspose2d, i: usize, o: usize) {
         let (p, n) = (&layer.params, self.n);
         let (x, y) = read_write(&mut self.acts, i, o, n * p.out_len());
-        conv_transpose::forward(
-            p,
-            n,
-            x,
-            &layer.weight,
-            layer.bias.as_deref(),
-            Epilogue::default(),
-            1,
-            y,
-            &mut self.scratch,
-        );
+        let scratch = &mut self.scratch;
+        let (w, b) = (&layer.weight[..], layer.bias.as_deref());
+        on_threads(|t| conv_transpose::forward(p, n, x, w, b, Epilogue::default(), t, y, scratch));
     }
 
     /// `o = linear(i)`.
@@ -262,8 +355,8 @@ pub struct BackWork {
     tmp: Vec<f32>,
     /// A frozen layer's weight and bias gradients, computed and dropped.
     sink: (Vec<f32>, Vec<f32>),
-    /// The kernels' scratch.
-    scratch: Vec<f32>,
+    /// The weighted layers' per-chunk buffers.
+    parts: Partials,
 }
 
 /// Where a backward kernel writes `∂loss/∂input`: the slot's buffer when no consumer has
@@ -361,6 +454,33 @@ impl BackWork {
         (sized(sw, wl), bias.then(|| sized(sb, bl)))
     }
 
+    /// A weighted layer's backward (`kernel` over [`chunked`] samples): weight and bias
+    /// gradients into parameters `w` and `w + 1` (or the sink when frozen), `∂/∂i` when
+    /// `need_dx`.
+    fn weighted(
+        &mut self,
+        c: &TrainCache,
+        (i, o): (usize, usize),
+        grads: &mut Grads,
+        (w, bias, trainable, need_dx): (usize, bool, bool, bool),
+        lens: (usize, usize, usize),
+        kernel: &ChunkKernel<'_>,
+    ) {
+        let mut sink = std::mem::take(&mut self.sink);
+        let mut parts = std::mem::take(&mut self.parts);
+        let (dw, db) = Self::weight_bias(&mut sink, grads, w, bias, trainable);
+        let x = &c.acts[i];
+        if need_dx {
+            let (dy, dx, t) = self.dy_dx(i, o, lens.0 * lens.1);
+            chunked(lens, x, dy, Some(dx), dw, db, &mut parts, kernel);
+            self.finish(i, t);
+        } else {
+            chunked(lens, x, &self.d[o], None, dw, db, &mut parts, kernel);
+        }
+        self.sink = sink;
+        self.parts = parts;
+    }
+
     /// Backward of [`TrainCache::conv2d`]: the weight (and bias) gradient into parameter `w`
     /// (and `w + 1`) unless the layer is frozen, `∂/∂i` when `need_dx`.
     #[doc(hidden)]
@@ -376,21 +496,25 @@ impl BackWork {
         need_dx: bool,
     ) {
         let (p, n) = (&layer.params, c.n);
+        let weight = layer.filters.weight();
+        let kernel =
+            |n: usize,
+             x: &[f32],
+             dy: &[f32],
+             dx: Option<&mut [f32]>,
+             dw: &mut [f32],
+             db: Option<&mut [f32]>,
+             s: &mut Vec<f32>| { conv2d_backward(p, n, x, weight, dy, dx, dw, db, s) };
         let bias = layer.filters.bias().is_some();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let mut sink = std::mem::take(&mut self.sink);
-        let (dw, db) = Self::weight_bias(&mut sink, grads, w, bias, trainable);
-        if need_dx {
-            let (dy, dx, t) = self.dy_dx(i, o, n * p.in_len());
-            let weight = layer.filters.weight();
-            conv2d_backward(p, n, &c.acts[i], weight, dy, Some(dx), dw, db, &mut scratch);
-            self.finish(i, t);
-        } else {
-            let dy = &self.d[o];
-            conv2d_backward(p, n, &c.acts[i], &[], dy, None, dw, db, &mut scratch);
-        }
-        self.scratch = scratch;
-        self.sink = sink;
+        let lens = (n, p.in_len(), p.out_len());
+        self.weighted(
+            c,
+            (i, o),
+            grads,
+            (w, bias, trainable, need_dx),
+            lens,
+            &kernel,
+        );
     }
 
     /// Backward of [`TrainCache::conv_transpose2d`] (as [`BackWork::conv2d`]).
@@ -407,30 +531,26 @@ impl BackWork {
         need_dx: bool,
     ) {
         let (p, n) = (&layer.params, c.n);
+        let weight = &layer.weight[..];
+        let kernel = |n: usize,
+                      x: &[f32],
+                      dy: &[f32],
+                      dx: Option<&mut [f32]>,
+                      dw: &mut [f32],
+                      db: Option<&mut [f32]>,
+                      s: &mut Vec<f32>| {
+            conv_transpose2d_backward(p, n, x, weight, dy, dx, dw, db, s)
+        };
         let bias = layer.bias.is_some();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let mut sink = std::mem::take(&mut self.sink);
-        let (dw, db) = Self::weight_bias(&mut sink, grads, w, bias, trainable);
-        if need_dx {
-            let (dy, dx, t) = self.dy_dx(i, o, n * p.in_len());
-            conv_transpose2d_backward(
-                p,
-                n,
-                &c.acts[i],
-                &layer.weight,
-                dy,
-                Some(dx),
-                dw,
-                db,
-                &mut scratch,
-            );
-            self.finish(i, t);
-        } else {
-            let dy = &self.d[o];
-            conv_transpose2d_backward(p, n, &c.acts[i], &[], dy, None, dw, db, &mut scratch);
-        }
-        self.scratch = scratch;
-        self.sink = sink;
+        let lens = (n, p.in_len(), p.out_len());
+        self.weighted(
+            c,
+            (i, o),
+            grads,
+            (w, bias, trainable, need_dx),
+            lens,
+            &kernel,
+        );
     }
 
     /// Backward of [`TrainCache::linear`] (as [`BackWork::conv2d`]).
@@ -447,30 +567,25 @@ impl BackWork {
         need_dx: bool,
     ) {
         let (p, n) = (&layer.params, c.n);
+        let weight = &layer.weight[..];
+        let kernel =
+            |n: usize,
+             x: &[f32],
+             dy: &[f32],
+             dx: Option<&mut [f32]>,
+             dw: &mut [f32],
+             db: Option<&mut [f32]>,
+             s: &mut Vec<f32>| { linear_backward(p, n, x, weight, dy, dx, dw, db, s) };
         let bias = layer.bias.is_some();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let mut sink = std::mem::take(&mut self.sink);
-        let (dw, db) = Self::weight_bias(&mut sink, grads, w, bias, trainable);
-        if need_dx {
-            let (dy, dx, t) = self.dy_dx(i, o, n * p.in_features);
-            linear_backward(
-                p,
-                n,
-                &c.acts[i],
-                &layer.weight,
-                dy,
-                Some(dx),
-                dw,
-                db,
-                &mut scratch,
-            );
-            self.finish(i, t);
-        } else {
-            let dy = &self.d[o];
-            linear_backward(p, n, &c.acts[i], &[], dy, None, dw, db, &mut scratch);
-        }
-        self.scratch = scratch;
-        self.sink = sink;
+        let lens = (n, p.in_features, p.out_features);
+        self.weighted(
+            c,
+            (i, o),
+            grads,
+            (w, bias, trainable, need_dx),
+            lens,
+            &kernel,
+        );
     }
 
     /// Backward of [`TrainCache::batchnorm`] with statistics `s`: `∂/∂i` (always computed, the

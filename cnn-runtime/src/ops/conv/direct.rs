@@ -50,15 +50,23 @@ pub const fn weight_len(p: &Conv2dParams) -> usize {
 /// Packs PyTorch's `[c_out, c_in, KH, KW]` weights as `[⌈c_out / R⌉, C·KH·KW, R]`, zero for
 /// the channels past `c_out` in the last block.
 pub fn pack_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
+    let mut packed = Vec::new();
+    pack_weights_into(p, weight, &mut packed);
+    packed
+}
+
+/// [`pack_weights`] into `packed`, reusing its allocation (training updates the weights every
+/// step).
+pub(crate) fn pack_weights_into(p: &Conv2dParams, weight: &[f32], packed: &mut Vec<f32>) {
     let k = p.fan_in();
-    let mut packed = vec![0.0f32; weight_len(p)];
+    packed.clear();
+    packed.resize(weight_len(p), 0.0);
     for (o, filter) in weight.chunks_exact(k).take(p.c_out).enumerate() {
         let block = &mut packed[(o / R) * k * R..(o / R + 1) * k * R];
         for (t, &w) in filter.iter().enumerate() {
             block[t * R + o % R] = w;
         }
     }
-    packed
 }
 
 /// `out = epilogue(bias + conv(input, weight))` for `n` samples, like

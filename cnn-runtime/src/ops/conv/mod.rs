@@ -329,11 +329,21 @@ impl Filters {
         self.bias.as_deref()
     }
 
-    /// The weight and the bias for updating in place (training); the copy in the algorithm's
-    /// layout is dropped, to be made again from the new values on next use.
-    pub(crate) fn params_mut(&mut self) -> (&mut [f32], Option<&mut [f32]>) {
-        self.prepared = OnceLock::new();
-        (&mut self.weight, self.bias.as_deref_mut())
+    /// Lets `f` update the weight and the bias in place (training), then brings the copy in
+    /// the algorithm's layout up to date, in its own buffer (no allocation).
+    pub(crate) fn update<R>(&mut self, f: impl FnOnce(&mut [f32], Option<&mut [f32]>) -> R) -> R {
+        let r = f(&mut self.weight, self.bias.as_deref_mut());
+        if let Some((p, mut w)) = self.prepared.take() {
+            match p.algorithm() {
+                Algorithm::Winograd => {
+                    winograd::transform_weights_in_place(&p, &self.weight, &mut w)
+                }
+                Algorithm::Direct => direct::pack_weights_into(&p, &self.weight, &mut w),
+                Algorithm::Depthwise | Algorithm::Im2col => {}
+            }
+            let _ = self.prepared.set((p, w));
+        }
+        r
     }
 
     /// The weights in the layout `p.algorithm()` reads.

@@ -19,7 +19,9 @@
 
 mod transform;
 
-use self::transform::{transform_input, transform_output, transform_weights_for};
+use self::transform::{
+    transform_input, transform_output, transform_weights_for, transform_weights_into,
+};
 use super::{Conv2dParams, Epilogue};
 use crate::simd::multiversion;
 use crate::tuning::{
@@ -84,6 +86,12 @@ pub(super) const fn weight_len_for(m: usize, p: &Conv2dParams) -> usize {
 /// + `weight`: `[c_out, c_in, 3, 3]` (PyTorch's layout)
 pub fn transform_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
     transform_weights_for(out_tile(p), p, weight)
+}
+
+/// [`transform_weights`] into `u`, reusing its allocation (training updates the weights every
+/// step).
+pub(crate) fn transform_weights_in_place(p: &Conv2dParams, weight: &[f32], u: &mut Vec<f32>) {
+    transform_weights_into(out_tile(p), p, weight, u)
 }
 
 /// The convolution of [`im2col::conv2d`](super::im2col::conv2d) for a `p` where

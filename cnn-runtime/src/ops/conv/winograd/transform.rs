@@ -23,8 +23,16 @@ fn g_times(m: usize, [a, b, c]: [f64; 3]) -> [f64; 6] {
 
 /// [`transform_weights`](super::transform_weights) with output tiles of side `m`.
 pub(super) fn transform_weights_for(m: usize, p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
+    let mut u = Vec::new();
+    transform_weights_into(m, p, weight, &mut u);
+    u
+}
+
+/// [`transform_weights_for`] into `u` (resized; no allocation when it is already large enough).
+pub(super) fn transform_weights_into(m: usize, p: &Conv2dParams, weight: &[f32], u: &mut Vec<f32>) {
     let (c_in, c_out, a) = (p.c_in, p.c_out, m + 2);
-    let mut u = vec![0.0f32; weight_len_for(m, p)];
+    u.clear();
+    u.resize(weight_len_for(m, p), 0.0);
     for o in 0..c_out {
         for c in 0..c_in {
             let g = &weight[(o * c_in + c) * 9..(o * c_in + c + 1) * 9];
@@ -41,7 +49,6 @@ pub(super) fn transform_weights_for(m: usize, p: &Conv2dParams, weight: &[f32]) 
             }
         }
     }
-    u
 }
 
 /// Runs `$body::<S, m>(args…, c0, c1)` over channels `0..$c`: whole vectors of the best
