@@ -3,22 +3,44 @@
 //! has run, counted by a global allocator wrapper.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use cnn::ndarray::{Array2, Array4};
 use cnn::{cnn, Loss, Model, Train, Workspace};
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Whether this thread's allocations are being counted, and how many there were: per
+    /// thread, so that the test harness's own allocations (its "running for over 60 seconds"
+    /// notice, say) never land in a count. The code measured runs on the calling thread.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts one allocation if this thread is counting.
+fn count() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|a| a.set(a.get() + 1));
+    }
+}
+
+/// Starts counting this thread's allocations from zero.
+fn start_counting() {
+    ALLOCATIONS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+}
+
+/// Stops counting; returns how many allocations there were.
+fn stop_counting() -> usize {
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.with(Cell::get)
+}
 
 // SAFETY: every call forwards to `System` with the same arguments; the wrapper only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
         unsafe { System.alloc(layout) }
     }
@@ -29,9 +51,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: `ptr` came from `System` with `layout`, as the caller guarantees.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -71,17 +91,12 @@ fn forward_into_allocates_nothing_after_the_first_call() {
     net.forward_into(x.view(), out.view_mut(), &mut ws).unwrap();
     let first = out.clone();
 
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
+    start_counting();
     for _ in 0..3 {
         net.forward_into(x.view(), out.view_mut(), &mut ws).unwrap();
     }
-    COUNTING.store(false, Ordering::SeqCst);
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
-        0,
-        "allocations in steady state"
-    );
+    let allocations = stop_counting();
+    assert_eq!(allocations, 0, "allocations in steady state");
     assert_eq!(out, first);
     assert_eq!(out, net.forward_batch(x.view()).unwrap());
 }
@@ -146,18 +161,12 @@ fn steady_state_allocates_nothing<M: Model>(
     assert_eq!(reserved, M::WORKSPACE_BYTES, "{}: reserved", M::NAME);
     net.forward_into(x.view(), out.view_mut(), &mut ws).unwrap();
     let first = out.clone();
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
+    start_counting();
     for _ in 0..2 {
         net.forward_into(x.view(), out.view_mut(), &mut ws).unwrap();
     }
-    COUNTING.store(false, Ordering::SeqCst);
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
-        0,
-        "{}: allocations",
-        M::NAME
-    );
+    let allocations = stop_counting();
+    assert_eq!(allocations, 0, "{}: allocations", M::NAME);
     // The plan's sizes were enough: no buffer grew on any run.
     assert_eq!(ws.capacity_bytes(), reserved, "{}: workspace grew", M::NAME);
     assert_eq!(out, first);
@@ -221,16 +230,14 @@ fn training_allocates_nothing<O: cnn::optim::Optimizer>(mut opt: O, what: &str) 
         net.train_step(x.view(), y.view(), Loss::CrossEntropy, &mut opt)
             .unwrap();
     }
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
+    start_counting();
     let mut losses = [0.0; 2];
     for l in &mut losses {
         *l = net
             .train_step(x.view(), y.view(), Loss::CrossEntropy, &mut opt)
             .unwrap();
     }
-    COUNTING.store(false, Ordering::SeqCst);
-    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0, "{what}: allocations");
+    assert_eq!(stop_counting(), 0, "{what}: allocations");
     assert!(losses.iter().all(|l| l.is_finite()), "{what}: {losses:?}");
 }
 
