@@ -705,3 +705,272 @@ impl BackWork {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The train-mode forward and backward calls wired by hand into a small graph with every
+    //! kind of junction (a residual sum, a concat with an identity branch, a tensor read three
+    //! times), checked against central differences of the forward pass.
+
+    use super::*;
+    use crate::grads::ParamSpec;
+    use crate::ops::batchnorm::BatchNormParams;
+    use crate::ops::conv::Conv2dParams;
+    use crate::ops::linear::LinearParams;
+    use crate::ops::pool::PoolKind;
+    use crate::test_util::rand_vec;
+
+    const N_IN: usize = 2 * 5 * 5;
+
+    fn conv_params() -> Conv2dParams {
+        Conv2dParams {
+            c_in: 2,
+            c_out: 2,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [5, 5],
+            out_hw: [5, 5],
+        }
+    }
+
+    const POOL: Pool2dParams = Pool2dParams {
+        kind: PoolKind::Avg {
+            count_include_pad: true,
+        },
+        channels: 4,
+        kernel: [2, 2],
+        stride: [2, 2],
+        padding: [0, 0],
+        ceil_mode: false,
+        in_hw: [5, 5],
+        out_hw: [2, 2],
+    };
+
+    const SPECS: &[ParamSpec] = &[
+        ParamSpec {
+            key: "0.weight",
+            shape: &[2, 2, 3, 3],
+            top: 0,
+        },
+        ParamSpec {
+            key: "0.bias",
+            shape: &[2],
+            top: 0,
+        },
+        ParamSpec {
+            key: "1.weight",
+            shape: &[2],
+            top: 1,
+        },
+        ParamSpec {
+            key: "1.bias",
+            shape: &[2],
+            top: 1,
+        },
+        ParamSpec {
+            key: "3.weight",
+            shape: &[2, 2, 3, 3],
+            top: 3,
+        },
+        ParamSpec {
+            key: "3.bias",
+            shape: &[2],
+            top: 3,
+        },
+        ParamSpec {
+            key: "7.weight",
+            shape: &[3, 16],
+            top: 7,
+        },
+        ParamSpec {
+            key: "7.bias",
+            shape: &[3],
+            top: 7,
+        },
+    ];
+
+    /// The graph's layers: conv, bn, conv, fc.
+    #[derive(Clone)]
+    struct Net {
+        c0: Conv2d,
+        bn: BatchNorm2d,
+        c1: Conv2d,
+        fc: Linear,
+    }
+
+    impl Net {
+        fn new() -> Self {
+            let mut rng = Rng::new(5);
+            let bnp = BatchNormParams {
+                channels: 2,
+                hw: 25,
+                eps: 1e-5,
+                momentum: 0.1,
+                affine: true,
+                track_running_stats: true,
+            };
+            let mut bn = BatchNorm2d::seeded("1", bnp, &mut rng);
+            bn.weight = Some(vec![1.3, 0.7]);
+            bn.bias = Some(vec![0.2, -0.4]);
+            let lp = LinearParams {
+                in_features: 16,
+                out_features: 3,
+            };
+            Net {
+                c0: Conv2d::seeded("0", conv_params(), true, &mut rng),
+                bn,
+                c1: Conv2d::seeded("3", conv_params(), true, &mut rng),
+                fc: Linear::seeded("7", lp, true, &mut rng),
+            }
+        }
+
+        /// The `i`-th parameter tensor, mutably (for a finite difference).
+        fn param(&mut self, i: usize, f: impl FnOnce(&mut [f32])) {
+            match i {
+                0 | 1 => self
+                    .c0
+                    .filters
+                    .update(|w, b| f(if i == 0 { w } else { b.unwrap() })),
+                2 => f(self.bn.weight.as_mut().unwrap()),
+                3 => f(self.bn.bias.as_mut().unwrap()),
+                4 | 5 => self
+                    .c1
+                    .filters
+                    .update(|w, b| f(if i == 4 { w } else { b.unwrap() })),
+                6 => f(&mut self.fc.weight),
+                _ => f(self.fc.bias.as_mut().unwrap()),
+            }
+        }
+
+        /// The forward pass on `x` (a batch of `n`) into `c`: slots 0 (input) to 8 (output).
+        fn forward(&mut self, n: usize, x: &[f32], c: &mut TrainCache) {
+            c.begin("T", n, N_IN, [9, 1, 0, 8]).copy_from_slice(x);
+            c.conv2d(&self.c0, 0, 1);
+            c.batchnorm(&mut self.bn, 1, 2, 0).unwrap();
+            c.activation(Activation::Tanh, 2, 3);
+            c.conv2d(&self.c1, 3, 4);
+            c.add(4, 0, 5);
+            c.concat(&[(5, 2), (0, 2)], 25, 6);
+            c.pool2d(&POOL, 6, 7);
+            c.linear(&self.fc, 7, 8);
+        }
+
+        /// `Σ r·output` in f64, from a fresh copy (the forward updates running statistics).
+        fn loss(&self, n: usize, x: &[f32], r: &[f32]) -> f64 {
+            let mut c = TrainCache::default();
+            self.clone().forward(n, x, &mut c);
+            c.output()
+                .iter()
+                .zip(r)
+                .map(|(&y, &r)| y as f64 * r as f64)
+                .sum()
+        }
+    }
+
+    /// The gradients of `Σ r·output` by the backward calls: the parameters', and the input's.
+    fn backward(net: &Net, c: &TrainCache, r: &[f32]) -> (Grads, Vec<f32>) {
+        let mut b = BackWork::default();
+        let mut g = Grads::new(SPECS);
+        b.begin(c, r.iter());
+        b.linear(&net.fc, c, (7, 8), &mut g, 6, true, true);
+        b.pool2d(&POOL, c, (6, 7));
+        b.concat(c, &[(5, 2), (0, 2)], 25, 6);
+        b.add(c, (4, 0, 5));
+        b.conv2d(&net.c1, c, (3, 4), &mut g, 4, true, true);
+        b.activation(Activation::Tanh, c, (2, 3));
+        b.batchnorm(&net.bn, c, (1, 2, 0), &mut g, 2, true, true);
+        b.conv2d(&net.c0, c, (0, 1), &mut g, 0, true, true);
+        (g, b.d[0].clone())
+    }
+
+    #[test]
+    fn the_backward_calls_give_the_gradients_of_the_forward_calls() {
+        // 11 samples: chunks of 2, the last one short.
+        for n in [1, 3, 11] {
+            let mut net = Net::new();
+            let x = rand_vec(n * N_IN, 7);
+            let r = rand_vec(n * 3, 9);
+            let mut c = TrainCache::default();
+            net.clone().forward(n, &x, &mut c);
+            assert_eq!(c.batch_size(), n);
+            assert_eq!(c.output().len(), n * 3);
+            let (g, dx) = backward(&net, &c, &r);
+            assert_eq!(g.len(), SPECS.len());
+            let h = 1e-2f32;
+            let check = |got: f32, up: f64, down: f64, what: String| {
+                let fd = (up - down) / (2.0 * h as f64);
+                assert!(
+                    (got as f64 - fd).abs() <= 2e-3 + 2e-2 * fd.abs(),
+                    "n = {n}: {what}: backward {got}, finite difference {fd}"
+                );
+            };
+            for (i, spec) in SPECS.iter().enumerate() {
+                let grad = g.get(spec.key).unwrap().to_vec();
+                for at in [0, grad.len() - 1, grad.len() / 2] {
+                    let mut shifted = |d: f32| {
+                        let mut m = net.clone();
+                        m.param(i, |p| p[at] += d);
+                        m.loss(n, &x, &r)
+                    };
+                    let (up, down) = (shifted(h), shifted(-h));
+                    check(grad[at], up, down, format!("{}[{at}]", spec.key));
+                }
+            }
+            // The input's gradient: through the first conv, the residual sum and the concat.
+            assert_eq!(dx.len(), n * N_IN);
+            for at in [0, 13, n * N_IN - 1] {
+                let shifted = |d: f32| {
+                    let mut y = x.clone();
+                    y[at] += d;
+                    net.loss(n, &y, &r)
+                };
+                check(dx[at], shifted(h), shifted(-h), format!("input[{at}]"));
+            }
+            // The forward updated the running statistics once.
+            net.forward(n, &x, &mut c);
+            assert_eq!(net.bn.num_batches_tracked, Some(1));
+        }
+    }
+
+    #[test]
+    fn frozen_layers_and_skipped_inputs_write_nothing() {
+        let net = Net::new();
+        let (n, x, r) = (4, rand_vec(4 * N_IN, 1), rand_vec(12, 2));
+        let mut c = TrainCache::default();
+        net.clone().forward(n, &x, &mut c);
+        let mut b = BackWork::default();
+        let mut g = Grads::new(SPECS);
+        b.begin(&c, r.iter());
+        b.linear(&net.fc, &c, (7, 8), &mut g, 6, false, false);
+        assert!(g.is_empty(), "a frozen layer has no gradient");
+        assert!(!b.have[7], "no input gradient without need_dx");
+        b.linear(&net.fc, &c, (7, 8), &mut g, 6, true, false);
+        assert_eq!(g.len(), 2);
+        let (full, _) = backward(&net, &c, &r);
+        assert_eq!(g.get("7.weight"), full.get("7.weight"));
+    }
+
+    #[test]
+    fn dropout_as_the_identity_passes_the_gradient_through() {
+        let mut c = TrainCache::default();
+        let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        c.begin("T", 3, 4, [3, 0, 2, 2]).copy_from_slice(&x);
+        let mut rng = Rng::new(1);
+        c.dropout(0.5, false, &mut rng, 0, 1, 0);
+        assert_eq!(c.acts[1], x);
+        c.dropout(0.5, true, &mut rng, 1, 2, 1);
+        let kept = c.masks[1].iter().filter(|&&m| m).count();
+        assert!(kept > 0 && kept < 12, "{kept} of 12 kept");
+        let d: Vec<f32> = (0..12).map(|i| 1.0 + i as f32).collect();
+        let mut b = BackWork::default();
+        b.begin(&c, d.iter());
+        b.dropout(0.5, &c, (1, 2, 1));
+        b.dropout(0.5, &c, (0, 1, 0));
+        for (i, &m) in c.masks[1].iter().enumerate() {
+            assert_eq!(b.d[0][i], if m { 2.0 * d[i] } else { 0.0 });
+        }
+    }
+}
