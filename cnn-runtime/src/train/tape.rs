@@ -910,7 +910,7 @@ mod tests {
             for (i, spec) in SPECS.iter().enumerate() {
                 let grad = g.get(spec.key).unwrap().to_vec();
                 for at in [0, grad.len() - 1, grad.len() / 2] {
-                    let mut shifted = |d: f32| {
+                    let shifted = |d: f32| {
                         let mut m = net.clone();
                         m.param(i, |p| p[at] += d);
                         m.loss(n, &x, &r)
