@@ -143,6 +143,94 @@ pub fn mse<D: Dimension>(
     Ok((loss, d))
 }
 
+/// The buffers a training step holds, known at compile time: `Train::TRAIN_LAYOUT`, from which
+/// [`TrainLayout::bytes`] gives the exact size for a batch size (`forward_train`/`backward`
+/// through [`Train::train_step`] on one thread; the optimizer's own state comes on top: one
+/// parameter-sized buffer for SGD with momentum, two for Adam).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainLayout {
+    /// Elements per sample of every tensor of the graph (the input first, then each layer's
+    /// output; `flatten` and `identity` have none of their own). Kept, and their gradients.
+    pub slots: &'static [usize],
+    /// Channels of each `bn` (its batch mean and `1/std` are kept).
+    pub batch_norms: &'static [usize],
+    /// Elements per sample at each `dropout` (a mask byte each).
+    pub dropouts: &'static [usize],
+    /// Elements of all parameter tensors (their gradients).
+    pub params: usize,
+    /// Parameter tensors (a presence flag each).
+    pub param_tensors: usize,
+    /// Elements of the largest weight and of the largest bias (each of the 7 other chunks of a
+    /// batch sums its weight gradient apart; a frozen layer's gradient lands in one more).
+    pub largest_weight: usize,
+    /// See [`TrainLayout::largest_weight`].
+    pub largest_bias: usize,
+    /// The convolutions' forward scratch (elements, whatever the batch size).
+    pub forward_scratch: usize,
+    /// The convolutions' backward scratch, per chunk of the batch.
+    pub backward_scratch: usize,
+    /// The fully connected layers' backward scratch per sample of a chunk (the largest
+    /// `out_features`).
+    pub backward_scratch_per_sample: usize,
+    /// Elements per sample of the output (the loss gradient).
+    pub output: usize,
+}
+
+impl TrainLayout {
+    /// Bytes of the buffers a training step holds for a batch of `n` samples: every tensor and
+    /// its gradient (`2·Σ slots·n`), one more of the largest (a second gradient being added),
+    /// batch statistics, dropout masks, parameter gradients, per-chunk partial gradients and
+    /// scratch, the output gradient, in f32 (masks and flags one byte).
+    pub const fn bytes(&self, n: usize) -> usize {
+        let (mut sum, mut largest, mut i) = (0, 0, 0);
+        while i < self.slots.len() {
+            sum += self.slots[i];
+            if self.slots[i] > largest {
+                largest = self.slots[i];
+            }
+            i += 1;
+        }
+        let (mut bn, mut i) = (0, 0);
+        while i < self.batch_norms.len() {
+            bn += 2 * self.batch_norms[i];
+            i += 1;
+        }
+        let (mut masks, mut i) = (0, 0);
+        while i < self.dropouts.len() {
+            masks += self.dropouts[i] * n;
+            i += 1;
+        }
+        let (per, chunks) = tape::chunk_plan(n);
+        let chunks_used = if chunks == 0 { 1 } else { chunks };
+        let per_chunk = self.largest_weight + self.largest_bias;
+        let partials = if chunks > 1 {
+            (chunks - 1) * per_chunk
+        } else {
+            0
+        };
+        let scratch_b = if self.backward_scratch > self.backward_scratch_per_sample * per {
+            self.backward_scratch
+        } else {
+            self.backward_scratch_per_sample * per
+        };
+        let floats = 2 * sum * n
+            + largest * n
+            + bn
+            + self.params
+            + per_chunk
+            + partials
+            + self.forward_scratch
+            + chunks_used * scratch_b
+            + self.output * n;
+        let slots = if self.slots.is_empty() {
+            1
+        } else {
+            self.slots.len()
+        };
+        4 * floats + masks + slots + self.param_tensors
+    }
+}
+
 /// What a network keeps for training beside its layers: which top-level layers are frozen,
 /// the generator of dropout masks, and the buffers a training step reuses. It takes no part in
 /// comparisons (`==` ignores it) and clones as a fresh state with the same frozen layers and
@@ -155,9 +243,31 @@ pub struct TrainState {
     work: BackWork,
     grads: Option<Grads>,
     d_out: Vec<f32>,
+    /// The batch size the buffers are reserved for.
+    reserved: usize,
 }
 
 impl TrainState {
+    /// Reserves every buffer of a step over `n` samples, exactly.
+    fn reserve(&mut self, layout: &TrainLayout, n: usize, specs: &'static [ParamSpec]) {
+        self.cache.reserve(layout, n);
+        self.work.reserve(layout, n);
+        if self.d_out.capacity() < n * layout.output {
+            self.d_out
+                .reserve_exact(n * layout.output - self.d_out.len());
+        }
+        self.grads.get_or_insert_with(|| Grads::new(specs));
+        self.reserved = self.reserved.max(n);
+    }
+
+    /// Bytes of the buffers' contents.
+    fn capacity_bytes(&self) -> usize {
+        self.cache.capacity_bytes()
+            + self.work.capacity_bytes()
+            + self.d_out.capacity() * 4
+            + self.grads.as_ref().map_or(0, Grads::capacity_bytes)
+    }
+
     /// The state of a new network: nothing frozen, dropout masks drawn from `seed`.
     pub fn new(seed: u64) -> Self {
         TrainState {
@@ -167,6 +277,7 @@ impl TrainState {
             work: BackWork::default(),
             grads: None,
             d_out: Vec::new(),
+            reserved: 0,
         }
     }
 
@@ -228,6 +339,10 @@ pub trait Train: Model + Parameters {
     /// Every learnable parameter tensor, in `state_dict` order.
     #[doc(hidden)]
     const PARAM_SPECS: &'static [ParamSpec];
+
+    /// The buffers of a training step, from the compile-time plan:
+    /// `Self::TRAIN_LAYOUT.bytes(n)` is what [`Train::train_step`] holds for a batch of `n`.
+    const TRAIN_LAYOUT: TrainLayout;
 
     /// The generated train-mode forward pass: `x` checked and copied into `cache`, then every
     /// layer, dropout masks drawn from `rng`.
@@ -343,8 +458,11 @@ pub trait Train: Model + Parameters {
         let k = *k;
         let mut st = std::mem::take(self.__train_state_mut());
         let r = (|| {
+            let n = x.dim().0;
+            if st.reserved < n || st.grads.is_none() {
+                st.reserve(&Self::TRAIN_LAYOUT, n, Self::PARAM_SPECS);
+            }
             self.__forward_train(x, true, &mut st.rng, &mut st.cache)?;
-            let n = st.cache.batch_size();
             st.d_out.resize(n * k, 0.0);
             let value = match targets.as_slice() {
                 Some(t) => loss.compute_into(n, k, st.cache.output(), t, &mut st.d_out)?,
@@ -354,9 +472,7 @@ pub trait Train: Model + Parameters {
                 }
             };
             let lowest = st.lowest_trainable(Self::PARAM_SPECS);
-            let grads = st
-                .grads
-                .get_or_insert_with(|| Grads::new(Self::PARAM_SPECS));
+            let grads = st.grads.as_mut().expect("reserved above");
             grads.clear();
             st.work.begin(&st.cache, st.d_out.iter());
             let frozen = |i: usize| st.frozen.get(i).copied().unwrap_or(false);
@@ -392,6 +508,12 @@ pub trait Train: Model + Parameters {
             st.frozen[i] = true;
         }
         Ok(())
+    }
+
+    /// Bytes the buffers of [`Train::train_step`] hold now: after a step on a batch of `n`
+    /// on one thread, exactly `Self::TRAIN_LAYOUT.bytes(n)` (the largest batch so far counts).
+    fn train_buffer_bytes(&self) -> usize {
+        self.__train_state().capacity_bytes()
     }
 
     /// Trains every layer again.

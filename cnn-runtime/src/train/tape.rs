@@ -26,6 +26,8 @@ use crate::ops::{conv_transpose, linear};
 use crate::threads::{for_each, install, num_threads};
 use crate::Error;
 
+use super::TrainLayout;
+
 /// `v` resized to `len` (grown with zeros; the contents are about to be overwritten).
 fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     v.resize(len, 0.0);
@@ -53,7 +55,27 @@ fn on_threads<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
 /// The sample chunks a weighted layer's backward splits a batch into, whatever the thread
 /// count: each chunk's weight gradient is summed apart, then the chunks' are added in order,
 /// so the result is the same bits for any number of threads.
-const CHUNKS: usize = 8;
+pub(crate) const CHUNKS: usize = 8;
+
+/// `(samples per chunk, chunks)` of a batch of `n` (one chunk of at least one sample when
+/// `n ≤ 1`).
+pub(crate) const fn chunk_plan(n: usize) -> (usize, usize) {
+    let per = n.div_ceil(CHUNKS);
+    let per = if per == 0 { 1 } else { per };
+    (per, n.div_ceil(per))
+}
+
+/// Grows `v`'s capacity to exactly `cap` if it is smaller (never shrinks).
+fn at_least<T>(v: &mut Vec<T>, cap: usize) {
+    if v.capacity() < cap {
+        v.reserve_exact(cap - v.len());
+    }
+}
+
+/// Bytes of the contents `v` has room for.
+fn held<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
 
 /// A weighted layer's backward kernel on one chunk of samples: `(n, x, dy, dx, dw, db,
 /// scratch)`, as [`conv2d_backward`] without the layer.
@@ -84,8 +106,7 @@ fn chunked(
     parts: &mut Partials,
     kernel: &ChunkKernel<'_>,
 ) {
-    let per = n.div_ceil(CHUNKS).max(1);
-    let chunks = n.div_ceil(per);
+    let (per, chunks) = chunk_plan(n);
     parts.scratch.resize_with(CHUNKS, Vec::new);
     if chunks <= 1 || in_len == 0 || out_len == 0 {
         kernel(n, x, dy, dx, dw, db, &mut parts.scratch[0]);
@@ -178,6 +199,33 @@ impl TrainCache {
     /// The network's output, `n × (elements per sample)` row-major.
     pub fn output(&self) -> &[f32] {
         self.acts.get(self.out).map_or(&[], Vec::as_slice)
+    }
+
+    /// Reserves exactly what a forward pass of `layout`'s network over `n` samples needs.
+    pub(crate) fn reserve(&mut self, layout: &TrainLayout, n: usize) {
+        self.acts.resize_with(layout.slots.len().max(1), Vec::new);
+        for (a, &len) in self.acts.iter_mut().zip(layout.slots) {
+            at_least(a, n * len);
+        }
+        self.stats
+            .resize_with(layout.batch_norms.len(), Default::default);
+        for ((m, v), &c) in self.stats.iter_mut().zip(layout.batch_norms) {
+            at_least(m, c);
+            at_least(v, c);
+        }
+        self.masks.resize_with(layout.dropouts.len(), Vec::new);
+        for (m, &len) in self.masks.iter_mut().zip(layout.dropouts) {
+            at_least(m, n * len);
+        }
+        at_least(&mut self.scratch, layout.forward_scratch);
+    }
+
+    /// Bytes of the buffers' contents (what [`TrainLayout::bytes`] counts).
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        let acts: usize = self.acts.iter().map(held).sum();
+        let stats: usize = self.stats.iter().map(|(m, v)| held(m) + held(v)).sum();
+        let masks: usize = self.masks.iter().map(held).sum();
+        acts + stats + masks + held(&self.scratch)
     }
 
     /// The name of the network that filled it.
@@ -367,6 +415,51 @@ enum Target {
 }
 
 impl BackWork {
+    /// Reserves exactly what a backward pass of `layout`'s network over `n` samples needs.
+    pub(crate) fn reserve(&mut self, layout: &TrainLayout, n: usize) {
+        let slots = layout.slots.len().max(1);
+        self.d.resize_with(slots, Vec::new);
+        for (d, &len) in self.d.iter_mut().zip(layout.slots) {
+            at_least(d, n * len);
+        }
+        at_least(&mut self.have, slots);
+        let largest = layout.slots.iter().copied().max().unwrap_or(0);
+        at_least(&mut self.tmp, n * largest);
+        at_least(&mut self.sink.0, layout.largest_weight);
+        at_least(&mut self.sink.1, layout.largest_bias);
+        let (per, chunks) = chunk_plan(n);
+        let p = &mut self.parts;
+        p.scratch.resize_with(CHUNKS, Vec::new);
+        let scratch = layout
+            .backward_scratch
+            .max(layout.backward_scratch_per_sample * per);
+        for s in &mut p.scratch[..chunks.max(1)] {
+            at_least(s, scratch);
+        }
+        if chunks > 1 {
+            p.dw.resize_with(CHUNKS, Vec::new);
+            p.db.resize_with(CHUNKS, Vec::new);
+            for c in 1..chunks {
+                at_least(&mut p.dw[c], layout.largest_weight);
+                at_least(&mut p.db[c], layout.largest_bias);
+            }
+        }
+    }
+
+    /// Bytes of the buffers' contents (what [`TrainLayout::bytes`] counts).
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        let p = &self.parts;
+        let vecs = |v: &Vec<Vec<f32>>| -> usize { v.iter().map(held).sum() };
+        vecs(&self.d)
+            + held(&self.have)
+            + held(&self.tmp)
+            + held(&self.sink.0)
+            + held(&self.sink.1)
+            + vecs(&p.dw)
+            + vecs(&p.db)
+            + vecs(&p.scratch)
+    }
+
     /// Starts a backward pass over `cache`: every slot's gradient absent, the output's set to
     /// `d_out` (copied in the iterator's order, row-major).
     pub(crate) fn begin<'a>(&mut self, cache: &TrainCache, d_out: impl Iterator<Item = &'a f32>) {
