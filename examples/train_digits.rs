@@ -26,7 +26,8 @@
 //! `cargo run --release --example train_digits [-- PATH]`
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use cnn::ndarray::{Array1, Array2, Array4, ArrayView1, ArrayView4, Axis};
@@ -183,12 +184,32 @@ fn to_safetensors(
     Ok(safetensors::serialize(views, Some(metadata))?)
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `bytes` to `path`, naming the path in the error.
+fn write(path: &Path, bytes: &[u8]) -> Result<(), Box<dyn Error>> {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
     let weights_path = match std::env::args_os().nth(1) {
         Some(path) => PathBuf::from(path),
         None => std::env::current_exe()?.with_file_name("digits_trained.safetensors"),
     };
     let predictions_path = weights_path.with_extension("predictions.safetensors");
+    if let Some(dir) = weights_path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()).into());
+        }
+    }
 
     let train = load_split(TRAIN_SPLIT)?;
     let test = load_split(TEST_SPLIT)?;
@@ -239,16 +260,16 @@ fn main() -> Result<(), Box<dyn Error>> {
         predictions.len()
     );
 
-    std::fs::write(&weights_path, net.to_safetensors())?;
+    write(&weights_path, &net.to_safetensors())?;
     let n = predictions.len();
     let predictions_bytes = predictions
         .iter()
         .flat_map(|&p| (p as i64).to_le_bytes())
         .collect();
     let logits_bytes = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(
+    write(
         &predictions_path,
-        to_safetensors(&[
+        &to_safetensors(&[
             ("predictions", Dtype::I64, vec![n], predictions_bytes),
             ("logits", Dtype::F32, vec![n, 10], logits_bytes),
         ])?,
