@@ -333,8 +333,10 @@ impl std::fmt::Debug for TrainState {
 /// with `use cnn::Train;`). The `cnn` crate's documentation has a complete example.
 ///
 /// Parameters and gradients are named by their `state_dict` keys; a frozen layer
-/// ([`Train::freeze`]) gets neither gradient nor update. All computation runs on the calling
-/// thread in a fixed order, so a step's result does not depend on the thread count.
+/// ([`Train::freeze`]) gets neither gradient nor update. Convolutions run on
+/// [`num_threads`](crate::num_threads) threads, and the weighted layers' gradients are summed
+/// over 8 fixed chunks of the batch in a fixed order, so a step's result is the same bits for
+/// any thread count.
 pub trait Train: Model + Parameters {
     /// Every learnable parameter tensor, in `state_dict` order.
     #[doc(hidden)]
