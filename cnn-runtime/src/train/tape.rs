@@ -812,6 +812,7 @@ mod tests {
     use crate::ops::linear::LinearParams;
     use crate::ops::pool::PoolKind;
     use crate::test_util::rand_vec;
+    use crate::train::TrainLayout;
 
     const N_IN: usize = 2 * 5 * 5;
 
@@ -1065,5 +1066,159 @@ mod tests {
         for (i, &m) in c.masks[1].iter().enumerate() {
             assert_eq!(b.d[0][i], if m { 2.0 * d[i] } else { 0.0 });
         }
+    }
+
+    #[test]
+    fn transposed_convolution_upsampling_and_softmax_backward() {
+        use crate::ops::conv_transpose::ConvTranspose2dParams;
+        use crate::ops::upsample::UpsampleMode;
+        // [2, 3, 3] → convtranspose(2 -> 3, k2, s2, p0, output_padding 1) → [3, 7, 7]
+        // → bilinear ×2 → [3, 14, 14] → softmax over the 3 channels.
+        let tp = ConvTranspose2dParams {
+            c_in: 2,
+            c_out: 3,
+            groups: 1,
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            output_padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [3, 3],
+            out_hw: [7, 7],
+        };
+        let up = Upsample2dParams {
+            channels: 3,
+            scale: [2, 2],
+            mode: UpsampleMode::Bilinear {
+                align_corners: false,
+            },
+            in_hw: [7, 7],
+            out_hw: [14, 14],
+        };
+        let layer = ConvTranspose2d::seeded("0", tp, true, &mut Rng::new(3));
+        let n = 3;
+        let x = rand_vec(n * 18, 4);
+        let r = rand_vec(n * 3 * 196, 5);
+        let forward = |layer: &ConvTranspose2d, x: &[f32]| {
+            let mut c = TrainCache::default();
+            c.begin("T", n, 18, [4, 0, 0, 3]).copy_from_slice(x);
+            c.conv_transpose2d(layer, 0, 1);
+            c.upsample2d(&up, 1, 2);
+            c.softmax(3, 196, 2, 3);
+            c
+        };
+        let loss = |layer: &ConvTranspose2d, x: &[f32]| -> f64 {
+            let c = forward(layer, x);
+            c.output()
+                .iter()
+                .zip(&r)
+                .map(|(&y, &r)| y as f64 * r as f64)
+                .sum()
+        };
+        let c = forward(&layer, &x);
+        assert_eq!(c.output().len(), n * 3 * 196);
+        let specs: &'static [ParamSpec] = &[
+            ParamSpec {
+                key: "0.weight",
+                shape: &[2, 3, 2, 2],
+                top: 0,
+            },
+            ParamSpec {
+                key: "0.bias",
+                shape: &[3],
+                top: 0,
+            },
+        ];
+        let mut g = Grads::new(specs);
+        let mut b = BackWork::default();
+        b.begin(&c, r.iter());
+        b.softmax(3, 196, &c, (2, 3));
+        b.upsample2d(&up, &c, (1, 2));
+        b.conv_transpose2d(&layer, &c, (0, 1), &mut g, 0, true, true);
+        let h = 1e-2f32;
+        let check = |got: f32, up: f64, down: f64, what: &str| {
+            let fd = (up - down) / (2.0 * h as f64);
+            assert!(
+                (got as f64 - fd).abs() <= 1e-3 + 2e-2 * fd.abs(),
+                "{what}: backward {got}, finite difference {fd}"
+            );
+        };
+        for (i, key) in ["0.weight", "0.bias"].iter().enumerate() {
+            let grad = g.get(key).unwrap();
+            for at in [0, grad.len() - 1] {
+                let shifted = |d: f32| {
+                    let mut l = layer.clone();
+                    if i == 0 {
+                        l.weight[at] += d;
+                    } else {
+                        l.bias.as_mut().unwrap()[at] += d;
+                    }
+                    loss(&l, &x)
+                };
+                check(grad[at], shifted(h), shifted(-h), key);
+            }
+        }
+        for at in [0, 20, n * 18 - 1] {
+            let shifted = |d: f32| {
+                let mut y = x.clone();
+                y[at] += d;
+                loss(&layer, &y)
+            };
+            check(b.d[0][at], shifted(h), shifted(-h), "input");
+        }
+    }
+
+    #[test]
+    fn reserving_makes_exactly_the_layouts_room() {
+        let layout = TrainLayout {
+            slots: &[50, 50, 50, 50, 50, 50, 100, 16, 3],
+            batch_norms: &[2],
+            dropouts: &[7, 5],
+            params: 131,
+            param_tensors: 8,
+            largest_weight: 48,
+            largest_bias: 3,
+            forward_scratch: 450,
+            backward_scratch: 486,
+            backward_scratch_per_sample: 3,
+            output: 3,
+        };
+        // By hand, n = 11: chunks of 2 samples, 6 chunks (5 partial sums).
+        let floats = 2 * 419 * 11 + 100 * 11 + 4 + 131 + 51 + 5 * 51 + 450 + 6 * 486 + 3 * 11;
+        assert_eq!(layout.bytes(11), 4 * floats + 12 * 11 + 9 + 8);
+        // n = 1: one chunk, no partial sums.
+        let floats = 2 * 419 + 100 + 4 + 131 + 51 + 450 + 486 + 3;
+        assert_eq!(layout.bytes(1), 4 * floats + 12 + 9 + 8);
+        // A per-sample scratch larger than the convolutions': 90 samples, chunks of 12.
+        let wide = TrainLayout {
+            backward_scratch_per_sample: 50,
+            ..layout
+        };
+        assert_eq!(wide.bytes(90) - layout.bytes(90), 4 * 8 * (50 * 12 - 486));
+        for n in [1, 2, 11, 90] {
+            let mut c = TrainCache::default();
+            let mut b = BackWork::default();
+            c.reserve(&layout, n);
+            b.reserve(&layout, n);
+            let grads = 4 * 131 + 8;
+            let d_out = 4 * 3 * n;
+            assert_eq!(
+                c.capacity_bytes() + b.capacity_bytes() + grads + d_out,
+                layout.bytes(n),
+                "n = {n}"
+            );
+            // Reserving again (or for fewer samples) changes nothing.
+            c.reserve(&layout, 1);
+            b.reserve(&layout, n);
+            assert_eq!(
+                c.capacity_bytes() + b.capacity_bytes() + grads + d_out,
+                layout.bytes(n)
+            );
+        }
+        assert_eq!(chunk_plan(0), (1, 0));
+        assert_eq!(chunk_plan(8), (1, 8));
+        assert_eq!(chunk_plan(9), (2, 5));
+        assert_eq!(chunk_plan(64), (8, 8));
+        assert_eq!(chunk_plan(65), (9, 8));
     }
 }
