@@ -1172,7 +1172,7 @@ mod tests {
     fn reserving_makes_exactly_the_layouts_room() {
         let layout = TrainLayout {
             slots: &[50, 50, 50, 50, 50, 50, 100, 16, 3],
-            batch_norms: &[2],
+            batch_norms: &[3],
             dropouts: &[7, 5],
             params: 131,
             param_tensors: 8,
@@ -1184,10 +1184,10 @@ mod tests {
             output: 3,
         };
         // By hand, n = 11: chunks of 2 samples, 6 chunks (5 partial sums).
-        let floats = 2 * 419 * 11 + 100 * 11 + 4 + 131 + 51 + 5 * 51 + 450 + 6 * 486 + 3 * 11;
+        let floats = 2 * 419 * 11 + 100 * 11 + 6 + 131 + 51 + 5 * 51 + 450 + 6 * 486 + 3 * 11;
         assert_eq!(layout.bytes(11), 4 * floats + 12 * 11 + 9 + 8);
         // n = 1: one chunk, no partial sums.
-        let floats = 2 * 419 + 100 + 4 + 131 + 51 + 450 + 486 + 3;
+        let floats = 2 * 419 + 100 + 6 + 131 + 51 + 450 + 486 + 3;
         assert_eq!(layout.bytes(1), 4 * floats + 12 + 9 + 8);
         // A per-sample scratch larger than the convolutions': 90 samples, chunks of 12.
         let wide = TrainLayout {
