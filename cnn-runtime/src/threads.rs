@@ -57,7 +57,13 @@ fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
 /// Runs `f` on a worker of the pool of `threads` threads, where [`for_each`] spreads work over
 /// the pool; on the calling thread (where it runs one item after the other) if the pool cannot
 /// be started.
+/// In the crate's tests, a level forced with `simd::testing::with_isa` follows `f`.
 pub(crate) fn install<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(test)]
+    let f = {
+        let forced = crate::simd::testing::forced();
+        move || crate::simd::testing::with_forced(forced, f)
+    };
     match pool(threads) {
         Some(pool) => pool.install(f),
         None => f(),
@@ -80,12 +86,18 @@ where
         items.for_each(|(i, item)| f(i, item));
         return;
     }
+    // In the crate's tests, a level forced with `simd::testing::with_isa` follows the items.
+    #[cfg(test)]
+    let forced = crate::simd::testing::forced();
     rayon::scope(|scope| {
         let f = &f;
         while let Some((i, item)) = items.next() {
             if items.peek().is_none() {
                 f(i, item);
             } else {
+                #[cfg(test)]
+                scope.spawn(move |_| crate::simd::testing::with_forced(forced, || f(i, item)));
+                #[cfg(not(test))]
                 scope.spawn(move |_| f(i, item));
             }
         }

@@ -68,6 +68,8 @@ pub(crate) fn gemm_on(
         "sgemm operand too short"
     );
     assert!(isa.available(), "sgemm level `{}` unavailable", isa.name());
+    #[cfg(test)]
+    crate::simd::testing::note(isa);
     let strides_b = if bt { (1, k) } else { (n, 1) };
     match isa {
         #[cfg(target_arch = "x86_64")]

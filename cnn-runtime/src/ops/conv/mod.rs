@@ -437,9 +437,63 @@ pub(crate) mod tests {
                 Some(Activation::Hardsigmoid) => (v / 6.0 + 0.5).clamp(0.0, 1.0),
             };
             want.push(v);
-            size.push(m);
+            size.push(m * act.map_or(1.0, lipschitz));
         }
         (want, size)
+    }
+
+    /// The most `act` can stretch an error of its input (the largest slope): an error `e`
+    /// before the activation is at most `lipschitz · e` after it.
+    pub(crate) fn lipschitz(act: Activation) -> f64 {
+        match act {
+            Activation::Relu | Activation::Relu6 | Activation::Tanh => 1.0,
+            Activation::LeakyRelu(s) => (s.abs() as f64).max(1.0),
+            Activation::Sigmoid => 0.25,
+            // max of x·σ(x)' + σ(x) is 1.0998; of GELU's slope 1.1289; of (2x + 3)/6 on [−3, 3] 1.5.
+            Activation::Silu => 1.1,
+            Activation::Gelu => 1.13,
+            Activation::Hardswish => 1.5,
+            Activation::Hardsigmoid => 1.0 / 6.0,
+        }
+    }
+
+    /// Every activation, and none: the epilogue forms the kernel tests run.
+    pub(crate) const ACTS: [Option<Activation>; 10] = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::Relu6),
+        Some(Activation::LeakyRelu(0.1)),
+        Some(Activation::Sigmoid),
+        Some(Activation::Tanh),
+        Some(Activation::Silu),
+        Some(Activation::Gelu),
+        Some(Activation::Hardswish),
+        Some(Activation::Hardsigmoid),
+    ];
+
+    /// `(bias, batch norm, residual, activation)` combinations a kernel test runs: every
+    /// combination of the first three with no activation, ReLU (applied in registers where the
+    /// kernel can) and ReLU6 (applied to whole planes), then each other activation once with a
+    /// rotating combination. With `few` (the large cases, there for their thread splits), two
+    /// forms with a residual: the batch norm and ReLU, and nothing else.
+    pub(crate) fn epilogue_forms(few: bool) -> Vec<(bool, bool, bool, Option<Activation>)> {
+        if few {
+            return vec![
+                (true, true, true, Some(Activation::Relu)),
+                (true, false, true, None),
+            ];
+        }
+        let mut forms = Vec::new();
+        for bits in 0..8 {
+            for &act in &ACTS[..3] {
+                forms.push((bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, act));
+            }
+        }
+        for (i, &act) in ACTS[3..].iter().enumerate() {
+            let bits = i * 3 + 1;
+            forms.push((bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, act));
+        }
+        forms
     }
 
     /// Asserts `|got − want| ≤ tol · (1 + mag)` element-wise, naming the first bad index: a
@@ -618,6 +672,12 @@ pub(crate) mod tests {
             Algorithm::Direct,
             &[1, 2, 3],
         ),
+        // Rows of 37: several blocks of 8 and 16 lanes (two vectors with AVX-512), and a tail.
+        (
+            (4, 9, 1, [3, 3], [1, 1], [1, 1], [1, 1], [6, 37], 2, true),
+            Algorithm::Direct,
+            &[1],
+        ),
         (
             (5, 5, 5, [3, 3], [2, 2], [1, 1], [1, 1], [9, 7], 3, true),
             Algorithm::Depthwise,
@@ -650,9 +710,14 @@ pub(crate) mod tests {
         ),
     ];
 
+    /// Every algorithm at every instruction-set level this CPU has, with every epilogue form
+    /// (bias or not, folded batch norm or not, residual or not, each activation or none),
+    /// against the f64 definition ([`naive64`], [`reference_epilogue`]) with a tolerance
+    /// relative to the size of each value's terms. The large cases (there for their thread
+    /// splits) run fewer combinations, at the best level only.
     #[test]
     fn the_residual_is_added_after_the_batch_norm_and_before_the_activation_by_every_algorithm() {
-        let acts = [None, Some(Activation::Relu), Some(Activation::Relu6)];
+        let all_levels = crate::simd::testing::levels();
         let mut seen = Vec::new();
         for (i, (case, algorithm, threads)) in RESIDUAL_CASES.iter().enumerate() {
             let p = params(case);
@@ -674,55 +739,59 @@ pub(crate) mod tests {
                 (Algorithm::Winograd, _) => 2e-6,
                 _ => 1e-6,
             };
-            // The large cases (there for their thread splits) run fewer combinations: the
-            // epilogue is the same code at every size.
             let big = threads.len() > 1;
-            for bias in [true, false] {
-                if big && !bias {
-                    continue;
-                }
+            // The thread splits do not depend on the level: the large cases run at the best.
+            let levels = if big {
+                &all_levels[..1]
+            } else {
+                &all_levels[..]
+            };
+            let hw = p.out_hw[0] * p.out_hw[1];
+            let with_bias = b.clone();
+            let ys = [true, false].map(|bias| {
+                let bias = bias.then_some(&with_bias[..]);
+                naive64(&p, n, &x, &w, bias)
+            });
+            for (bias, affine, residual, act) in epilogue_forms(big) {
+                let (y, mag) = &ys[usize::from(!bias)];
+                let affine = affine.then_some((&scale[..], &shift[..]));
+                let residual = residual.then_some(&r[..]);
                 let bias = bias.then(|| b.clone());
-                let filters = Filters::new(w.clone(), bias.clone());
-                let (y, mag) = naive64(&p, n, &x, &w, bias.as_deref());
-                let hw = p.out_hw[0] * p.out_hw[1];
-                for affine in [None, Some((&scale[..], &shift[..]))] {
-                    for residual in [Some(&r[..]), None] {
-                        if big && residual.is_none() {
-                            continue;
+                let epilogue = Epilogue {
+                    affine,
+                    act,
+                    residual,
+                };
+                let (want, size) = reference_epilogue(y, mag, p.c_out, hw, affine, residual, act);
+                for &level in levels {
+                    crate::simd::testing::with_isa(level, || {
+                        // Fresh filters: the prepared copy is made at this level.
+                        let filters = Filters::new(w.clone(), bias.clone());
+                        for &threads in *threads {
+                            let mut out = vec![f32::NAN; n * p.out_len()];
+                            crate::threads::install(threads, || {
+                                forward(
+                                    &p,
+                                    n,
+                                    &x,
+                                    &filters,
+                                    epilogue,
+                                    threads,
+                                    &mut out,
+                                    &mut Vec::new(),
+                                )
+                            });
+                            let what = format!(
+                                "{algorithm:?} {case:?} at {}, bias {}, bn {}, residual {}, \
+                                 {act:?}, {threads} threads",
+                                level.name(),
+                                bias.is_some(),
+                                affine.is_some(),
+                                residual.is_some()
+                            );
+                            assert_close_mag(&out, &want, &size, tol, &what);
                         }
-                        for act in acts {
-                            let epilogue = Epilogue {
-                                affine,
-                                act,
-                                residual,
-                            };
-                            let (want, size) =
-                                reference_epilogue(&y, &mag, p.c_out, hw, affine, residual, act);
-                            for &threads in *threads {
-                                let mut out = vec![f32::NAN; n * p.out_len()];
-                                crate::threads::install(threads, || {
-                                    forward(
-                                        &p,
-                                        n,
-                                        &x,
-                                        &filters,
-                                        epilogue,
-                                        threads,
-                                        &mut out,
-                                        &mut Vec::new(),
-                                    )
-                                });
-                                let what = format!(
-                                    "{algorithm:?} {case:?}, bias {}, bn {}, residual {}, \
-                                     {act:?}, {threads} threads",
-                                    bias.is_some(),
-                                    affine.is_some(),
-                                    residual.is_some()
-                                );
-                                assert_close_mag(&out, &want, &size, tol, &what);
-                            }
-                        }
-                    }
+                    });
                 }
             }
         }

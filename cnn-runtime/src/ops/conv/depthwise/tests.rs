@@ -117,13 +117,17 @@ fn matches_direct_convolution_over_awkward_shapes() {
         let (n, has_bias) = (case.6, case.7);
         let [x, w, b, _, _] = data(i, &p, n);
         let bias = has_bias.then_some(&b[..]);
-        let got = run(&p, n, &x, &w, bias, Epilogue::default());
-        assert_close(&got, &naive(&p, n, &x, &w, bias), 1e-5);
+        let want = naive(&p, n, &x, &w, bias);
+        crate::simd::testing::each_level(|_| {
+            let got = run(&p, n, &x, &w, bias, Epilogue::default());
+            assert_close(&got, &want, 1e-5);
+        });
     }
 }
 
 #[test]
 fn fused_epilogue_equals_applying_it_afterwards_bit_for_bit() {
+    let levels = crate::simd::testing::levels();
     let acts = [
         None,
         Some(Activation::Relu),
@@ -160,6 +164,18 @@ fn fused_epilogue_equals_applying_it_afterwards_bit_for_bit() {
                 }
                 let got = run(&p, n, &x, &w, bias, e);
                 assert_eq!(bits(&got), bits(&want), "{case:?} {act:?}");
+                // The other levels (below the best) against the f64 definition.
+                for &level in &levels[1..] {
+                    crate::simd::testing::with_isa(level, || {
+                        let got = run(&p, n, &x, &w, bias, e);
+                        let plain = run(&p, n, &x, &w, bias, Epilogue::default());
+                        let mut want = plain;
+                        for (s, sample) in want.chunks_exact_mut(p.out_len()).enumerate() {
+                            e.apply(0, s * p.c_out, sample.chunks_exact_mut(hw));
+                        }
+                        assert_eq!(bits(&got), bits(&want), "{case:?} {act:?} {level:?}");
+                    });
+                }
             }
         }
     }
