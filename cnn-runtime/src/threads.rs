@@ -16,7 +16,7 @@ pub fn num_threads() -> usize {
 }
 
 /// Sets the thread count for every later `forward_batch` call in this process; `0` restores the
-/// default of [`num_threads`].
+/// default of [`num_threads`]. The crate's tests that set it hold [`count_lock`] first.
 pub fn set_num_threads(threads: usize) {
     OVERRIDE.store(threads, Ordering::Relaxed);
 }
@@ -102,4 +102,16 @@ where
             }
         }
     });
+}
+
+/// Serialises the crate's tests that set the global thread count with [`set_num_threads`]:
+/// each holds the guard while it sets, relies on and restores the count (a poisoned lock is
+/// taken over: the test that panicked restored nothing, so the count is reset).
+#[cfg(test)]
+pub(crate) fn count_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| {
+        set_num_threads(0);
+        e.into_inner()
+    })
 }
