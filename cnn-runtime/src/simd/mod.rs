@@ -311,24 +311,27 @@ pub(crate) mod testing {
 
     /// The levels the kernel tests run: every level this CPU has, up to the process's level
     /// (so `CNN_SIMD=baseline` runs the baseline only), fastest first. The levels left out are
-    /// named on stderr, loudly, each time.
+    /// named on stderr, loudly, the first time (in the output of the test that asked first).
     pub(crate) fn levels() -> Vec<Isa> {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        let mut first = false;
+        ONCE.call_once(|| first = true);
         let top = super::isa();
         let mut run = Vec::new();
         for level in Isa::ALL {
-            if !level.available() {
-                eprintln!(
-                    "SKIPPED: the `{}` kernels are not tested: this CPU lacks them",
-                    level.name()
-                );
+            let why = if !level.available() {
+                "this CPU lacks them".to_string()
             } else if level > top {
-                eprintln!(
-                    "SKIPPED: the `{}` kernels are not tested: CNN_SIMD caps the level at `{}`",
-                    level.name(),
-                    top.name()
-                );
+                format!("CNN_SIMD caps the level at `{}`", top.name())
             } else {
                 run.push(level);
+                continue;
+            };
+            if first {
+                eprintln!(
+                    "SKIPPED: the `{}` kernels are not tested: {why}",
+                    level.name()
+                );
             }
         }
         run

@@ -951,6 +951,35 @@ pub(crate) mod tests {
         }
     }
 
+    /// A convolution with an empty output (0 rows or 0 columns; the macro never plans one,
+    /// but the kernels take any descriptor) writes nothing and reads nothing, whichever
+    /// algorithm its other sizes would pick.
+    #[test]
+    fn an_empty_output_is_a_no_op() {
+        for case in [&CASES[0], &CASES[11], &CASES[2], &CASES[21], &CASES[19]] {
+            let full = params(case);
+            for out_hw in [[0, full.out_hw[1]], [full.out_hw[0], 0]] {
+                let p = Conv2dParams { out_hw, ..full };
+                assert_ne!(p.algorithm(), Algorithm::Winograd, "{case:?}");
+                assert_ne!(p.algorithm(), Algorithm::Direct, "{case:?}");
+                let filters = Filters::new(rand_vec(p.c_out * p.fan_in(), 1), None);
+                let x = rand_vec(2 * p.in_len(), 2);
+                let mut out = [f32::NAN; 3];
+                forward(
+                    &p,
+                    2,
+                    &x,
+                    &filters,
+                    Epilogue::default(),
+                    1,
+                    &mut out[..0],
+                    &mut Vec::new(),
+                );
+                assert!(out.iter().all(|v| v.is_nan()));
+            }
+        }
+    }
+
     #[test]
     fn each_algorithm_is_chosen_for_its_shapes() {
         let p = params(&CASES[21]);
