@@ -1665,6 +1665,24 @@ mod tests {
         }
     }
 
+    /// `forward`'s results by value: the sample's values in order, `[C][H][W]` row-major.
+    #[test]
+    fn one_sample_comes_out_in_order() {
+        let x: Vec<f32> = (0..24).map(|v| v as f32 - 7.5).collect();
+        let e = Exec::from_sample(&x);
+        let boxed = e.to_boxed_chw::<2, 3, 4>();
+        for (c, plane) in boxed.iter().enumerate() {
+            for (y, row) in plane.iter().enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    assert_eq!(v, x[(c * 3 + y) * 4 + i], "[{c}][{y}][{i}]");
+                }
+            }
+        }
+        assert_eq!(e.to_array::<24>().as_slice(), &x[..]);
+        let wrong = std::panic::catch_unwind(|| e.to_array::<23>());
+        assert!(wrong.is_err(), "a wrong length is a bug, refused");
+    }
+
     /// An error in any one chunk of a batch split over threads is the call's error, whichever
     /// chunk it is (the first, a middle one, the last, shorter one); the other chunks run.
     #[test]
