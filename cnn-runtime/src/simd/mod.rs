@@ -98,16 +98,33 @@ fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            let avx2 = has!("avx2") && has!("fma");
-            if avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") {
-                return Isa::Avx512;
-            }
-            if avx2 {
-                return Isa::Avx2;
-            }
+            level_of(|feature| match feature {
+                "avx2" => has!("avx2"),
+                "fma" => has!("fma"),
+                "avx512f" => has!("avx512f"),
+                "avx512bw" => has!("avx512bw"),
+                "avx512vl" => has!("avx512vl"),
+                _ => false,
+            })
         }
+        #[cfg(not(target_arch = "x86_64"))]
         Isa::Baseline
     })
+}
+
+/// The level of a CPU that has the features `has` says (by their `is_x86_feature_detected!`
+/// names): [`Isa::Avx512`] needs AVX-512 F, BW and VL with AVX2 and FMA, [`Isa::Avx2`] AVX2
+/// and FMA. A function of the answers only, so that its tests can ask about other CPUs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn level_of(has: impl Fn(&str) -> bool) -> Isa {
+    let avx2 = has("avx2") && has("fma");
+    if avx2 && has("avx512f") && has("avx512bw") && has("avx512vl") {
+        Isa::Avx512
+    } else if avx2 {
+        Isa::Avx2
+    } else {
+        Isa::Baseline
+    }
 }
 
 /// One SIMD register of `f32` lanes, as a capability token: a value of an implementing type
@@ -360,6 +377,29 @@ mod tests {
         for level in Isa::ALL {
             assert_eq!(cap(Some(level.name())), level, "a level's name caps at it");
         }
+    }
+
+    /// Every combination of the five features: only all five make AVX-512, AVX2 needs FMA
+    /// too (a CPU with some AVX-512 subsets, as Knights Landing's F without BW and VL, is AVX2).
+    #[test]
+    fn each_level_needs_all_its_features() {
+        const FEATURES: [&str; 5] = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl"];
+        for set in 0u32..32 {
+            let has = |f: &str| {
+                FEATURES
+                    .iter()
+                    .position(|&g| g == f)
+                    .is_some_and(|i| set >> i & 1 == 1)
+            };
+            let want = match (set & 3 == 3, set >> 2 == 7) {
+                (true, true) => Isa::Avx512,
+                (true, false) => Isa::Avx2,
+                (false, _) => Isa::Baseline,
+            };
+            let names: Vec<_> = FEATURES.iter().filter(|f| has(f)).collect();
+            assert_eq!(level_of(has), want, "{names:?}");
+        }
+        assert_eq!(level_of(|_| true), Isa::Avx512);
     }
 
     /// The process's level is the environment's cap on the detected level, and the log says
