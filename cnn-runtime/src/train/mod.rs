@@ -965,6 +965,10 @@ mod tests {
         assert_eq!(ya, yb);
         let (ya2, _) = a.forward_train(x.view(), true).unwrap();
         assert_ne!(ya, ya2, "the generator moves on");
+        let mut c = a.clone();
+        let (ya3, _) = a.forward_train(x.view(), true).unwrap();
+        let (yc3, _) = c.forward_train(x.view(), true).unwrap();
+        assert_eq!(ya3, yc3, "a clone continues the same masks");
         b.set_dropout_seed(4);
         let (yb2, _) = b.forward_train(x.view(), true).unwrap();
         assert_eq!(yb2, ya, "restarted from the seed");
