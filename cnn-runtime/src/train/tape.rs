@@ -388,6 +388,41 @@ impl TrainCache {
     }
 }
 
+/// A weighted layer's backward method on [`BackWork`]: its backward kernel over [`chunked`]
+/// samples through [`BackWork::weighted`]. `$parts` gives the layer's weight, whether it has a
+/// bias, and the elements per sample of its input and output.
+macro_rules! weighted_backward {
+    ($(#[$doc:meta])* $name:ident($layer:ty, $kernel:path): |$l:ident| $parts:expr) => {
+        $(#[$doc])*
+        #[doc(hidden)]
+        #[allow(clippy::too_many_arguments)] // the layer, its slots, its gradients and switches
+        pub fn $name(
+            &mut self,
+            $l: &$layer,
+            c: &TrainCache,
+            (i, o): (usize, usize),
+            grads: &mut Grads,
+            w: usize,
+            trainable: bool,
+            need_dx: bool,
+        ) {
+            let (weight, bias, in_len, out_len) = $parts;
+            let p = &$l.params;
+            let kernel = |n: usize,
+                          x: &[f32],
+                          dy: &[f32],
+                          dx: Option<&mut [f32]>,
+                          dw: &mut [f32],
+                          db: Option<&mut [f32]>,
+                          s: &mut Vec<f32>| {
+                $kernel(p, n, x, weight, dy, dx, dw, db, s)
+            };
+            let switches = (w, bias, trainable, need_dx);
+            self.weighted(c, (i, o), grads, switches, (c.n, in_len, out_len), &kernel);
+        }
+    };
+}
+
 /// The buffers of a backward pass: the gradient of each slot, whether a consumer has written
 /// it yet, and the kernels' scratch. Kept between steps by
 /// [`Train::train_step`](crate::Train::train_step), so that a steady-state step allocates
@@ -574,111 +609,23 @@ impl BackWork {
         self.parts = parts;
     }
 
-    /// Backward of [`TrainCache::conv2d`]: the weight (and bias) gradient into parameter `w`
-    /// (and `w + 1`) unless the layer is frozen, `∂/∂i` when `need_dx`.
-    #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)] // the layer, its slots, its gradients and switches
-    pub fn conv2d(
-        &mut self,
-        layer: &Conv2d,
-        c: &TrainCache,
-        (i, o): (usize, usize),
-        grads: &mut Grads,
-        w: usize,
-        trainable: bool,
-        need_dx: bool,
-    ) {
-        let (p, n) = (&layer.params, c.n);
-        let weight = layer.filters.weight();
-        let kernel =
-            |n: usize,
-             x: &[f32],
-             dy: &[f32],
-             dx: Option<&mut [f32]>,
-             dw: &mut [f32],
-             db: Option<&mut [f32]>,
-             s: &mut Vec<f32>| { conv2d_backward(p, n, x, weight, dy, dx, dw, db, s) };
-        let bias = layer.filters.bias().is_some();
-        let lens = (n, p.in_len(), p.out_len());
-        self.weighted(
-            c,
-            (i, o),
-            grads,
-            (w, bias, trainable, need_dx),
-            lens,
-            &kernel,
-        );
+    weighted_backward! {
+        /// Backward of [`TrainCache::conv2d`]: the weight (and bias) gradient into parameter
+        /// `w` (and `w + 1`) unless the layer is frozen, `∂/∂i` when `need_dx`.
+        conv2d(Conv2d, conv2d_backward):
+            |l| (l.filters.weight(), l.filters.bias().is_some(), l.params.in_len(), l.params.out_len())
     }
 
-    /// Backward of [`TrainCache::conv_transpose2d`] (as [`BackWork::conv2d`]).
-    #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn conv_transpose2d(
-        &mut self,
-        layer: &ConvTranspose2d,
-        c: &TrainCache,
-        (i, o): (usize, usize),
-        grads: &mut Grads,
-        w: usize,
-        trainable: bool,
-        need_dx: bool,
-    ) {
-        let (p, n) = (&layer.params, c.n);
-        let weight = &layer.weight[..];
-        let kernel = |n: usize,
-                      x: &[f32],
-                      dy: &[f32],
-                      dx: Option<&mut [f32]>,
-                      dw: &mut [f32],
-                      db: Option<&mut [f32]>,
-                      s: &mut Vec<f32>| {
-            conv_transpose2d_backward(p, n, x, weight, dy, dx, dw, db, s)
-        };
-        let bias = layer.bias.is_some();
-        let lens = (n, p.in_len(), p.out_len());
-        self.weighted(
-            c,
-            (i, o),
-            grads,
-            (w, bias, trainable, need_dx),
-            lens,
-            &kernel,
-        );
+    weighted_backward! {
+        /// Backward of [`TrainCache::conv_transpose2d`] (as [`BackWork::conv2d`]).
+        conv_transpose2d(ConvTranspose2d, conv_transpose2d_backward):
+            |l| (&l.weight[..], l.bias.is_some(), l.params.in_len(), l.params.out_len())
     }
 
-    /// Backward of [`TrainCache::linear`] (as [`BackWork::conv2d`]).
-    #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn linear(
-        &mut self,
-        layer: &Linear,
-        c: &TrainCache,
-        (i, o): (usize, usize),
-        grads: &mut Grads,
-        w: usize,
-        trainable: bool,
-        need_dx: bool,
-    ) {
-        let (p, n) = (&layer.params, c.n);
-        let weight = &layer.weight[..];
-        let kernel =
-            |n: usize,
-             x: &[f32],
-             dy: &[f32],
-             dx: Option<&mut [f32]>,
-             dw: &mut [f32],
-             db: Option<&mut [f32]>,
-             s: &mut Vec<f32>| { linear_backward(p, n, x, weight, dy, dx, dw, db, s) };
-        let bias = layer.bias.is_some();
-        let lens = (n, p.in_features, p.out_features);
-        self.weighted(
-            c,
-            (i, o),
-            grads,
-            (w, bias, trainable, need_dx),
-            lens,
-            &kernel,
-        );
+    weighted_backward! {
+        /// Backward of [`TrainCache::linear`] (as [`BackWork::conv2d`]).
+        linear(Linear, linear_backward):
+            |l| (&l.weight[..], l.bias.is_some(), l.params.in_features, l.params.out_features)
     }
 
     /// Backward of [`TrainCache::batchnorm`] with statistics `s`: `∂/∂i` (always computed, the
