@@ -16,7 +16,8 @@ pub fn num_threads() -> usize {
 }
 
 /// Sets the thread count for every later `forward_batch` call in this process; `0` restores the
-/// default of [`num_threads`]. The crate's tests that set it hold `threads::count_lock` (test builds only) first.
+/// default of [`num_threads`]. The crate's tests that set it hold `threads::count_lock` (test
+/// builds only) first.
 pub fn set_num_threads(threads: usize) {
     OVERRIDE.store(threads, Ordering::Relaxed);
 }
