@@ -262,7 +262,12 @@ def main():
         for name, batch, t in cells:
             for runner in runners:
                 if runner == "ours":
-                    med, reps = ours(bench_train, name, batch, t, args.seconds)
+                    try:
+                        med, reps = ours(bench_train, name, batch, t, args.seconds)
+                    except (RuntimeError, subprocess.CalledProcessError) as e:
+                        print(f"ours failed on {name} b{batch} t{t}: {e}", file=sys.stderr,
+                              flush=True)
+                        continue
                 else:
                     if runner == "compile" and not pt.compile:
                         continue
