@@ -73,7 +73,7 @@
 pub use cnn_macros::cnn;
 pub use cnn_runtime::{
     mse, ndarray, num_threads, optim, set_num_threads, Error, Grads, LayerInfo, Loss, Model,
-    ParamVisitor, Parameters, Summary, Train, TrainCache, Workspace, WorkspaceLayout,
+    ParamVisitor, Parameters, Summary, Train, TrainCache, TrainLayout, Workspace, WorkspaceLayout,
 };
 
 /// Paths used by code that `cnn!` generates; not a public API.

@@ -239,6 +239,12 @@ fn training_allocates_nothing<O: cnn::optim::Optimizer>(mut opt: O, what: &str) 
     }
     assert_eq!(stop_counting(), 0, "{what}: allocations");
     assert!(losses.iter().all(|l| l.is_finite()), "{what}: {losses:?}");
+    // The buffers are exactly the compile-time layout's size for this batch.
+    assert_eq!(
+        net.train_buffer_bytes(),
+        TrainMix::TRAIN_LAYOUT.bytes(6),
+        "{what}: buffer bytes"
+    );
 }
 
 #[test]

@@ -278,10 +278,15 @@ fn test_unusual_strides_give_the_contiguous_result() {
 }
 
 /// Eight threads call `forward_batch` on one shared model for two seconds, on batches from 1
-/// to 33 samples, each split over four threads inside; every result equals, bit for bit, the
-/// result of the same batch on one thread.
+/// to 33 samples, with the pool at four threads; every result equals, bit for bit, the result
+/// of the same batch on one thread. At `Shared`'s 0.8 M multiply-accumulates per sample, a
+/// batch runs on its calling thread below `POOL_MIN_MACS` (20 M: up to 24 samples), and the 33
+/// samples' five chunks go to the pool's workers, several callers' chunks at once; no layer is
+/// large enough to split inside. The calls must overlap (this is a concurrency test) and every
+/// batch size must have been checked by at least two threads.
 #[test]
 fn test_eight_threads_for_two_seconds_match_one_thread() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let net = Shared::seeded(11);
     let sizes = [1, 2, 3, 7, 8, 9, 16, 17, 33];
     let inputs: Vec<Array4<f32>> = sizes.iter().map(|&n| batch(n, n as u64)).collect();
@@ -292,26 +297,43 @@ fn test_eight_threads_for_two_seconds_match_one_thread() {
         .collect();
     set_num_threads(4);
     let deadline = Instant::now() + Duration::from_secs(2);
-    let calls: usize = std::thread::scope(|s| {
+    let (in_flight, most_in_flight) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let per_thread: Vec<Vec<usize>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|t| {
                 let (net, inputs, want) = (&net, &inputs, &want);
+                let (in_flight, most) = (&in_flight, &most_in_flight);
                 s.spawn(move || {
-                    let mut calls = 0;
+                    let mut calls = vec![0; inputs.len()];
                     let mut i = t;
-                    while Instant::now() < deadline || calls < inputs.len() {
+                    // Thread t runs the sizes t, t + 3, t + 6 (mod 9) in turn, each at least
+                    // once: every size by two or three threads.
+                    while Instant::now() < deadline || calls.iter().sum::<usize>() < 3 {
                         let k = i % inputs.len();
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
                         let got = bits(&net.forward_batch(inputs[k].view()).unwrap());
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
                         assert!(got == want[k], "thread {t}, batch of {}", sizes[k]);
-                        calls += 1;
+                        calls[k] += 1;
                         i += 3;
                     }
                     calls
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     set_num_threads(0);
-    assert!(calls >= 8 * sizes.len(), "{calls} calls");
+    let most = most_in_flight.into_inner();
+    assert!(
+        most >= 2,
+        "the calls never overlapped (at most {most} at once)"
+    );
+    for (k, &n) in sizes.iter().enumerate() {
+        let threads = per_thread.iter().filter(|calls| calls[k] > 0).count();
+        assert!(threads >= 2, "batch of {n}: checked by {threads} thread(s)");
+    }
+    let calls: usize = per_thread.iter().flatten().sum();
+    eprintln!("{calls} calls, at most {most} at once");
 }

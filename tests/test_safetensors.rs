@@ -136,12 +136,71 @@ fn bits(a: &[f32]) -> Vec<u32> {
     a.iter().map(|v| v.to_bits()).collect()
 }
 
+/// `Net` computed in f64 from the tensors as written: conv, batch norm (eps 1e-5, running
+/// statistics), ReLU, flatten, linear.
+fn reference(tensors: &[T], x: &Array4<f32>) -> Vec<f64> {
+    let get = |key: &str| &tensors.iter().find(|t| t.key == key).expect(key).values;
+    let (w, b) = (get("0.weight"), get("0.bias"));
+    let (gamma, beta, mean, var) = (
+        get("1.weight"),
+        get("1.bias"),
+        get("1.running_mean"),
+        get("1.running_var"),
+    );
+    let (fw, fb) = (get("4.weight"), get("4.bias"));
+    let mut out = Vec::new();
+    for s in 0..x.shape()[0] {
+        let mut features = Vec::new();
+        for o in 0..3 {
+            for y in 0..2 {
+                for xo in 0..2 {
+                    let mut acc = b[o];
+                    for c in 0..2 {
+                        for i in 0..3 {
+                            for j in 0..3 {
+                                acc += w[((o * 2 + c) * 3 + i) * 3 + j]
+                                    * x[[s, c, y + i, xo + j]] as f64;
+                            }
+                        }
+                    }
+                    let bn = (acc - mean[o]) / (var[o] + 1e-5).sqrt() * gamma[o] + beta[o];
+                    features.push(bn.max(0.0));
+                }
+            }
+        }
+        for o in 0..2 {
+            let dot: f64 = (0..12).map(|i| fw[o * 12 + i] * features[i]).sum();
+            out.push(fb[o] + dot);
+        }
+    }
+    out
+}
+
+/// The file's values land where PyTorch's keys say: the output is the f64 network computed
+/// from the same tensors.
 #[test]
 fn test_reference_file_loads() {
-    let net = Net::from_safetensors(&file(&net_tensors())).unwrap();
-    let out = net.forward_batch(input(2).view()).unwrap();
+    let tensors = net_tensors();
+    let net = Net::from_safetensors(&file(&tensors)).unwrap();
+    let x = input(2);
+    let out = net.forward_batch(x.view()).unwrap();
     assert_eq!(out.shape(), [2, 2]);
-    assert!(out.iter().all(|v| v.is_finite()));
+    let want = reference(&tensors, &x);
+    for (got, want) in out.iter().zip(&want) {
+        assert!(
+            (*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+            "got {out:?}, f64 gives {want:?}"
+        );
+    }
+    // A swapped pair of running statistics changes the output: the test sees the keys.
+    let swapped = with(net_tensors(), "1.running_var", |t| t.values.reverse());
+    let other = Net::from_safetensors(&file(&swapped)).unwrap();
+    let out2 = other.forward_batch(x.view()).unwrap();
+    assert_ne!(out, out2);
+    let want2 = reference(&swapped, &x);
+    for (got, want) in out2.iter().zip(&want2) {
+        assert!((*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()));
+    }
 }
 
 #[test]

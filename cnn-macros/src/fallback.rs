@@ -98,6 +98,11 @@ pub fn stub(net: &Network) -> TokenStream {
             #[allow(unused_variables)]
             impl __cnn::Train for #ident {
                 const PARAM_SPECS: &'static [__cnn::ParamSpec] = &[];
+                const TRAIN_LAYOUT: __cnn::TrainLayout = __cnn::TrainLayout {
+                    slots: &[], batch_norms: &[], dropouts: &[], params: 0, param_tensors: 0,
+                    largest_weight: 0, largest_bias: 0, forward_scratch: 0, backward_scratch: 0,
+                    backward_scratch_per_sample: 0, output: 0,
+                };
                 fn __forward_train(
                     &mut self,
                     x: __cnn::ndarray::ArrayView4<'_, f32>,

@@ -207,22 +207,63 @@ mod tests {
         );
     }
 
+    /// Each malformed text is an error saying what is wrong, never a panic.
     #[test]
     fn rejects_junk_without_panicking() {
-        for s in [
-            "",
-            "{",
-            "{\"a\"",
-            "{\"a\":}",
-            "[1,",
-            "\"\\u12",
-            "{\"a\":1}x",
-            "nul",
-            "-",
-            "1e999999",
+        for (s, why) in [
+            ("", "unexpected end"),
+            ("{", "expected a string"),
+            ("{\"a\"", "expected `:`"),
+            ("{\"a\":}", "unexpected character"),
+            ("{\"a\":1", "expected `,` or `}`"),
+            ("[1,", "unexpected end"),
+            ("[1 2]", "expected `,` or `]`"),
+            ("\"\\u12", "bad \\u escape"),
+            ("\"\\q\"", "bad escape"),
+            ("\"abc", "unterminated string"),
+            ("\"\\", "unterminated escape"),
+            ("{\"a\":1}x", "trailing characters"),
+            ("nul", "unexpected character"),
+            ("-", "invalid number"),
+            ("1.2.3", "invalid number"),
         ] {
-            let _ = parse(s);
+            let err = parse(s).expect_err(s);
+            assert!(err.contains(why), "{s:?}: {err}");
         }
-        assert!(parse(&"[".repeat(10_000)).is_err());
+        let err = parse(&"[".repeat(10_000)).unwrap_err();
+        assert!(err.contains("nesting too deep"), "{err}");
+        // 64 levels are fine, 65 are not.
+        let nest = |d: usize| format!("{}{}", "[".repeat(d), "]".repeat(d));
+        assert!(parse(&nest(MAX_DEPTH + 1)).is_ok());
+        assert!(parse(&nest(MAX_DEPTH + 2)).is_err());
+    }
+
+    /// What a header can hold, read exactly: integers kept as integers (beyond f64's 2^53),
+    /// other numbers as f64 (an overflowing exponent is infinite, as Python reads it), escapes.
+    #[test]
+    fn reads_values_exactly() {
+        let v = parse(
+            r#" { "n": 18446744073709551615, "f": -1.5e3, "big": 1e999999, "t": true,
+                "s": "a\"\\\/\n\t\r\b\f\u00e9", "z": null, "e": [], "o": {} } "#,
+        )
+        .unwrap();
+        assert_eq!(v.get("n"), Some(&Json::Uint(u64::MAX)));
+        assert_eq!(v.get("f"), Some(&Json::Number(-1500.0)));
+        assert_eq!(v.get("big"), Some(&Json::Number(f64::INFINITY)));
+        assert_eq!(v.get("t"), Some(&Json::Bool(true)));
+        assert_eq!(
+            v.get("s"),
+            Some(&Json::String("a\"\\/\n\t\r\u{8}\u{c}é".into()))
+        );
+        assert_eq!(v.get("z"), Some(&Json::Null));
+        assert_eq!(v.get("e"), Some(&Json::Array(vec![])));
+        assert_eq!(v.get("o"), Some(&Json::Object(vec![])));
+        assert_eq!(v.get("missing"), None);
+        assert_eq!(Json::Null.get("n"), None);
+        assert_eq!(
+            parse("18446744073709551616"),
+            Ok(Json::Number(1.8446744073709552e19))
+        );
+        assert_eq!(parse("false"), Ok(Json::Bool(false)));
     }
 }

@@ -29,6 +29,30 @@ pub fn train_impls(net: &Network, plan: &Plan) -> TokenStream {
     let fwd = &g.fwd;
     let bwd = g.bwd.iter().rev();
     let (specs, visits) = (&g.specs, &g.visits);
+    let layout = {
+        let slots = g.slot_lens.iter().map(|&v| lit(v));
+        let bns = g.bn_channels.iter().map(|&v| lit(v));
+        let drops = g.dropout_lens.iter().map(|&v| lit(v));
+        let (params, tensors) = (lit(g.param_elements), lit(g.specs.len()));
+        let [w, b] = g.largest.map(lit);
+        let (fs, bs) = (&g.forward_scratch, &g.backward_scratch);
+        let (fc, out) = (lit(g.fc_out), lit(plan.output().len()));
+        quote! {
+            __cnn::TrainLayout {
+                slots: &[#(#slots),*],
+                batch_norms: &[#(#bns),*],
+                dropouts: &[#(#drops),*],
+                params: #params,
+                param_tensors: #tensors,
+                largest_weight: #w,
+                largest_bias: #b,
+                forward_scratch: __cnn::max_of(&[#(#fs),*]),
+                backward_scratch: __cnn::max_of(&[#(#bs),*]),
+                backward_scratch_per_sample: #fc,
+                output: #out,
+            }
+        }
+    };
     quote! {
         #[automatically_derived]
         impl __cnn::Parameters for #ident {
@@ -44,6 +68,7 @@ pub fn train_impls(net: &Network, plan: &Plan) -> TokenStream {
         #[automatically_derived]
         impl __cnn::Train for #ident {
             const PARAM_SPECS: &'static [__cnn::ParamSpec] = &[#(#specs),*];
+            const TRAIN_LAYOUT: __cnn::TrainLayout = #layout;
 
             #[allow(unused_variables)]
             fn __forward_train(
@@ -97,6 +122,18 @@ struct Gen {
     bwd: Vec<TokenStream>,
     specs: Vec<TokenStream>,
     visits: Vec<TokenStream>,
+    /// Elements per sample of each slot, per `bn` its channels, per `dropout` its elements.
+    slot_lens: Vec<usize>,
+    bn_channels: Vec<usize>,
+    dropout_lens: Vec<usize>,
+    /// Element counts of every parameter tensor: the largest weight and bias.
+    largest: [usize; 2],
+    param_elements: usize,
+    /// Constant expressions of each weighted layer's forward and backward scratch, and the
+    /// largest `fc` output (its backward scratch is per sample).
+    forward_scratch: Vec<TokenStream>,
+    backward_scratch: Vec<TokenStream>,
+    fc_out: usize,
 }
 
 /// Where the layers being generated sit: the top-level layer holding them and the slot that
@@ -119,6 +156,14 @@ impl Gen {
             bwd: Vec::new(),
             specs: Vec::new(),
             visits: Vec::new(),
+            slot_lens: vec![plan.input.iter().product()],
+            bn_channels: Vec::new(),
+            dropout_lens: Vec::new(),
+            largest: [0, 0],
+            param_elements: 0,
+            forward_scratch: Vec::new(),
+            backward_scratch: Vec::new(),
+            fc_out: 0,
         };
         for top in &plan.layers {
             for l in top.walk() {
@@ -134,6 +179,28 @@ impl Gen {
                     .map(|(name, _)| format!("{}.{name}", l.key))
                     .collect();
                 let t = lit(top.index);
+                for (name, shape) in &tensors {
+                    let len: usize = shape.iter().product();
+                    g.param_elements += len;
+                    let which = usize::from(*name == "bias");
+                    g.largest[which] = g.largest[which].max(len);
+                }
+                let desc = desc_ident(l);
+                match &l.layer.kind {
+                    LayerKind::Conv(_) => {
+                        g.forward_scratch.push(quote!(#desc.scratch_len()));
+                        g.backward_scratch
+                            .push(quote!(__cnn::backward::conv2d_backward_scratch_len(&#desc)));
+                    }
+                    LayerKind::ConvTranspose(..) => {
+                        g.forward_scratch.push(quote!(#desc.scratch_len()));
+                        g.backward_scratch.push(
+                            quote!(__cnn::backward::conv_transpose2d_backward_scratch_len(&#desc)),
+                        );
+                    }
+                    LayerKind::Linear(a) => g.fc_out = g.fc_out.max(a.out_features.v),
+                    _ => {}
+                }
                 for (key, (_, shape)) in keys.iter().zip(&tensors) {
                     let shape = shape.iter().map(|&d| lit(d));
                     g.specs.push(quote! {
@@ -148,7 +215,9 @@ impl Gen {
         g
     }
 
-    fn slot(&mut self) -> usize {
+    /// A new slot for a tensor of `len` elements per sample.
+    fn slot(&mut self, len: usize) -> usize {
+        self.slot_lens.push(len);
         self.slots += 1;
         self.slots - 1
     }
@@ -197,7 +266,7 @@ impl Gen {
             | LayerKind::Identity
             | LayerKind::Residual(_)
             | LayerKind::Concat(_) => return i,
-            _ => self.slot(),
+            _ => self.slot(l.output.len()),
         };
         let to = lit(o);
         let (fwd, bwd) = match &l.layer.kind {
@@ -216,6 +285,7 @@ impl Gen {
             LayerKind::BatchNorm(_) => {
                 let s = lit(self.bns);
                 self.bns += 1;
+                self.bn_channels.push(c);
                 (
                     quote!(__t.batchnorm(&mut self.#field, #ti, #to, #s)?;),
                     quote!(__b.batchnorm(&self.#field, __c, (#ti, #to, #s), __g, #base, #trainable, #need_dx);),
@@ -252,6 +322,7 @@ impl Gen {
             LayerKind::Dropout(p) => {
                 let (p, m) = (f32_lit(*p), lit(self.drops));
                 self.drops += 1;
+                self.dropout_lens.push(l.input.len());
                 (
                     quote!(__t.dropout(#p, __dropout, __rng, #ti, #to, #m);),
                     quote!(__b.dropout(#p, __c, (#ti, #to, #m));),
@@ -276,7 +347,7 @@ impl Gen {
                     Some(sc) => self.list(sc, i, Some(top)),
                     None => i,
                 };
-                let o = self.slot();
+                let o = self.slot(l.output.len());
                 let (b, s, o) = (lit(b), lit(s), lit(o));
                 self.fwd.push(quote!(__t.add(#b, #s, #o);));
                 self.bwd.push(quote!(__b.add(__c, (#b, #s, #o));));
@@ -295,7 +366,7 @@ impl Gen {
                         (self.list(b, i, Some(top)), c)
                     })
                     .collect();
-                let o = self.slot();
+                let o = self.slot(l.output.len());
                 let parts: Vec<TokenStream> = parts
                     .iter()
                     .map(|&(s, c)| {

@@ -1048,6 +1048,7 @@ mod tests {
             e.linear(&layer);
             Ok(())
         };
+        let _count = crate::threads::count_lock();
         for n in [0, 1, 7, 8, 9, 17, 33, 64] {
             let x = Array4::from_shape_vec((n, 3, 2, 2), rand_vec(n * 12, n as u64)).unwrap();
             let whole = run_batch(x.view(), [3, 2, 2], 5, true, usize::MAX, &run)
@@ -1664,25 +1665,69 @@ mod tests {
         }
     }
 
+    /// `forward`'s results by value: the sample's values in order, `[C][H][W]` row-major.
+    #[test]
+    fn one_sample_comes_out_in_order() {
+        let x: Vec<f32> = (0..24).map(|v| v as f32 - 7.5).collect();
+        let e = Exec::from_sample(&x);
+        let boxed = e.to_boxed_chw::<2, 3, 4>();
+        for (c, plane) in boxed.iter().enumerate() {
+            for (y, row) in plane.iter().enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    assert_eq!(v, x[(c * 3 + y) * 4 + i], "[{c}][{y}][{i}]");
+                }
+            }
+        }
+        assert_eq!(e.to_array::<24>().as_slice(), &x[..]);
+        let wrong = std::panic::catch_unwind(|| e.to_array::<23>());
+        assert!(wrong.is_err(), "a wrong length is a bug, refused");
+    }
+
+    /// An error in any one chunk of a batch split over threads is the call's error, whichever
+    /// chunk it is (the first, a middle one, the last, shorter one); the other chunks run.
     #[test]
     fn errors_from_any_chunk_are_returned() {
-        let x = Array4::<f32>::zeros((20, 1, 1, 1));
+        let _count = crate::threads::count_lock();
         crate::set_num_threads(2);
-        let run = |e: &mut Exec| {
-            if e.output().len() < CHUNK {
-                Err(Error::InputShape {
-                    expected: vec![],
+        // 20 samples valued by their index: chunks [0, 8), [8, 16), [16, 20).
+        let x = Array4::from_shape_fn((20, 1, 1, 1), |(s, ..)| s as f32);
+        for bad in 0..3 {
+            let ran = std::sync::atomic::AtomicUsize::new(0);
+            let run = |e: &mut Exec| {
+                ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let chunk = e.output()[0] as usize / CHUNK;
+                if chunk == bad {
+                    Err(Error::InputShape {
+                        expected: vec![bad],
+                        found: vec![],
+                    })
+                } else {
+                    Ok(())
+                }
+            };
+            // `macs` past POOL_MIN_MACS: the chunks go to the pool's two workers.
+            let got = run_batch(x.view(), [1, 1, 1], 1, false, usize::MAX, &run);
+            assert_eq!(
+                got.err(),
+                Some(Error::InputShape {
+                    expected: vec![bad],
                     found: vec![],
-                })
-            } else {
-                Ok(())
-            }
+                }),
+                "chunk {bad} failed"
+            );
+            assert_eq!(ran.into_inner(), 3, "every chunk ran (chunk {bad} failed)");
+        }
+        // A wrong sample shape fails before any chunk runs.
+        let ran = std::sync::atomic::AtomicUsize::new(0);
+        let run = |_: &mut Exec| {
+            ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
         };
-        assert!(run_batch(x.view(), [1, 1, 1], 1, false, usize::MAX, &run).is_err());
         assert!(matches!(
             run_batch(x.view(), [2, 1, 1], 1, false, usize::MAX, &run),
             Err(Error::InputShape { .. })
         ));
+        assert_eq!(ran.into_inner(), 0);
         crate::set_num_threads(0);
     }
 }

@@ -88,6 +88,12 @@ impl Grads {
         out.finish()
     }
 
+    /// Bytes of the gradient buffers and presence flags.
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        let data: usize = self.data.iter().map(|d| d.capacity() * 4).sum();
+        data + self.present.capacity()
+    }
+
     /// The gradient of the `i`-th parameter in `state_dict` order, when present.
     pub(crate) fn by_index(&self, i: usize) -> Option<&[f32]> {
         self.present

@@ -60,6 +60,59 @@ mod tests {
 
     const CASES: &[Case] = include!("../../testdefs/out_len_cases.rs");
 
+    /// PyTorch's output length counted window by window (window `j` starts at `j·s − p`):
+    /// without `ceil_mode` a window must end inside the padded input; with it, it must start
+    /// inside the input or the left padding, at most one stride after the last full window.
+    fn windows(i: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> Option<usize> {
+        let extent = d * (k - 1) + 1;
+        if i + 2 * p < extent {
+            return None;
+        }
+        let last_full = i + 2 * p - extent;
+        let fits = |start: usize| {
+            if ceil {
+                start < last_full + s && start < i + p
+            } else {
+                start <= last_full
+            }
+        };
+        Some((0..).take_while(|j| fits(j * s)).count())
+    }
+
+    /// Every small geometry (pooling's `ceil_mode` with padding up to half the kernel, as
+    /// PyTorch requires) against counting the windows, and the degenerate arguments.
+    #[test]
+    fn out_len_counts_the_windows() {
+        for i in 0..30 {
+            for k in 1..8 {
+                for s in 1..6 {
+                    for p in 0..5 {
+                        for d in 1..4 {
+                            for ceil in [false, true] {
+                                if ceil && (p > k / 2 || d > 1) {
+                                    continue;
+                                }
+                                assert_eq!(
+                                    out_len(i, k, s, p, d, ceil),
+                                    windows(i, k, s, p, d, ceil),
+                                    "out_len({i}, k{k}, s{s}, p{p}, d{d}, ceil={ceil})"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for ceil in [false, true] {
+            assert_eq!(out_len(5, 0, 1, 0, 1, ceil), None, "no kernel");
+            assert_eq!(out_len(5, 1, 0, 0, 1, ceil), None, "stride 0");
+            assert_eq!(out_len(5, 1, 1, 0, 0, ceil), None, "dilation 0");
+            assert_eq!(out_len(usize::MAX, 1, 1, 0, 1, ceil), Some(usize::MAX));
+            assert_eq!(out_len(usize::MAX, 1, 1, 1, 1, ceil), None, "too long");
+            assert_eq!(out_len(3, usize::MAX, 1, 0, usize::MAX, ceil), None);
+        }
+    }
+
     #[test]
     fn out_len_matches_the_shared_table() {
         for &(i, k, s, p, d, ceil, want) in CASES {

@@ -16,7 +16,7 @@ pub fn num_threads() -> usize {
 }
 
 /// Sets the thread count for every later `forward_batch` call in this process; `0` restores the
-/// default of [`num_threads`].
+/// default of [`num_threads`]. The crate's tests that set it hold [`count_lock`] first.
 pub fn set_num_threads(threads: usize) {
     OVERRIDE.store(threads, Ordering::Relaxed);
 }
@@ -57,7 +57,13 @@ fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
 /// Runs `f` on a worker of the pool of `threads` threads, where [`for_each`] spreads work over
 /// the pool; on the calling thread (where it runs one item after the other) if the pool cannot
 /// be started.
+/// In the crate's tests, a level forced with `simd::testing::with_isa` follows `f`.
 pub(crate) fn install<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(test)]
+    let f = {
+        let forced = crate::simd::testing::forced();
+        move || crate::simd::testing::with_forced(forced, f)
+    };
     match pool(threads) {
         Some(pool) => pool.install(f),
         None => f(),
@@ -80,14 +86,32 @@ where
         items.for_each(|(i, item)| f(i, item));
         return;
     }
+    // In the crate's tests, a level forced with `simd::testing::with_isa` follows the items.
+    #[cfg(test)]
+    let forced = crate::simd::testing::forced();
     rayon::scope(|scope| {
         let f = &f;
         while let Some((i, item)) = items.next() {
             if items.peek().is_none() {
                 f(i, item);
             } else {
+                #[cfg(test)]
+                scope.spawn(move |_| crate::simd::testing::with_forced(forced, || f(i, item)));
+                #[cfg(not(test))]
                 scope.spawn(move |_| f(i, item));
             }
         }
     });
+}
+
+/// Serialises the crate's tests that set the global thread count with [`set_num_threads`]:
+/// each holds the guard while it sets, relies on and restores the count (a poisoned lock is
+/// taken over: the test that panicked restored nothing, so the count is reset).
+#[cfg(test)]
+pub(crate) fn count_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| {
+        set_num_threads(0);
+        e.into_inner()
+    })
 }

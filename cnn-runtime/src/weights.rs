@@ -381,4 +381,27 @@ mod tests {
         assert!(f16_to_f32(0x7e00).is_nan());
         assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
     }
+
+    /// All 65,536 half-precision values against IEEE 754's definition computed in f64:
+    /// `(−1)^s · 2^(e − 15) · (1 + m/1024)`, subnormals `(−1)^s · m · 2^−24`, infinities, and
+    /// NaNs quieted with their payload kept in the top mantissa bits (as F16C's `vcvtph2ps`).
+    #[test]
+    fn every_half_converts_as_ieee_defines_it() {
+        for h in 0..=u16::MAX {
+            let (sign, e, m) = (h >> 15, (h >> 10) & 0x1f, (h & 0x3ff) as u32);
+            let got = f16_to_f32(h);
+            let want = match e {
+                0x1f if m != 0 => {
+                    let bits = ((sign as u32) << 31) | 0x7fc0_0000 | (m << 13);
+                    assert_eq!(got.to_bits(), bits, "NaN {h:#06x}");
+                    continue;
+                }
+                0x1f => f64::INFINITY,
+                0 => m as f64 * 2f64.powi(-24),
+                e => 2f64.powi(e as i32 - 15) * (1.0 + m as f64 / 1024.0),
+            };
+            let want = if sign == 1 { -want } else { want };
+            assert_eq!(got.to_bits(), (want as f32).to_bits(), "{h:#06x}");
+        }
+    }
 }

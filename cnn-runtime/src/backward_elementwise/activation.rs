@@ -48,21 +48,25 @@ pub fn activation_backward(act: Activation, saved: &[f32], dy: &[f32], dx: &mut 
         saved.len() == dy.len() && dy.len() == dx.len(),
         "activation_backward: slices differ in length"
     );
-    let each = |dx: &mut [f32], f: &dyn Fn(f32, f32) -> f32| {
+    /// `dx = f(saved, dy)` element-wise, `f` inlined into the loop (so it vectorises).
+    #[inline(always)]
+    fn each(saved: &[f32], dy: &[f32], dx: &mut [f32], f: impl Fn(f32, f32) -> f32) {
         for ((d, &s), &g) in dx.iter_mut().zip(saved).zip(dy) {
             *d = f(s, g);
         }
-    };
+    }
     match act {
-        Activation::Relu => each(dx, &|x, g| if x <= 0.0 { 0.0 } else { g }),
-        Activation::LeakyRelu(slope) => each(dx, &|x, g| if x > 0.0 { g } else { g * slope }),
-        Activation::Sigmoid => each(dx, &|y, g| g * (1.0 - y) * y),
-        Activation::Tanh => each(dx, &|y, g| g * (1.0 - y * y)),
-        Activation::Silu => each(dx, &|x, g| {
+        Activation::Relu => each(saved, dy, dx, |x, g| if x <= 0.0 { 0.0 } else { g }),
+        Activation::LeakyRelu(slope) => {
+            each(saved, dy, dx, |x, g| if x > 0.0 { g } else { g * slope })
+        }
+        Activation::Sigmoid => each(saved, dy, dx, |y, g| g * (1.0 - y) * y),
+        Activation::Tanh => each(saved, dy, dx, |y, g| g * (1.0 - y * y)),
+        Activation::Silu => each(saved, dy, dx, |x, g| {
             let s = sigmoid(x);
             g * s * (1.0 + x * (1.0 - s))
         }),
-        Activation::Gelu => each(dx, &|x, g| {
+        Activation::Gelu => each(saved, dy, dx, |x, g| {
             let z = x as f64;
             let cdf = 0.5 * (1.0 + erf(z * std::f64::consts::FRAC_1_SQRT_2));
             let pdf = (-0.5 * z * z).exp()
@@ -70,8 +74,13 @@ pub fn activation_backward(act: Activation, saved: &[f32], dy: &[f32], dx: &mut 
                 * std::f64::consts::FRAC_1_SQRT_2;
             (g as f64 * (cdf + z * pdf)) as f32
         }),
-        Activation::Relu6 => each(dx, &|x, g| if x <= 0.0 || x >= 6.0 { 0.0 } else { g }),
-        Activation::Hardswish => each(dx, &|x, g| {
+        Activation::Relu6 => each(
+            saved,
+            dy,
+            dx,
+            |x, g| if x <= 0.0 || x >= 6.0 { 0.0 } else { g },
+        ),
+        Activation::Hardswish => each(saved, dy, dx, |x, g| {
             if x <= -3.0 {
                 0.0
             } else if x < 3.0 {
@@ -80,7 +89,7 @@ pub fn activation_backward(act: Activation, saved: &[f32], dy: &[f32], dx: &mut 
                 g
             }
         }),
-        Activation::Hardsigmoid => each(dx, &|x, g| {
+        Activation::Hardsigmoid => each(saved, dy, dx, |x, g| {
             if x > -3.0 && x < 3.0 {
                 g * (1.0 / 6.0)
             } else {

@@ -75,6 +75,8 @@ pub(crate) fn gemm_on(
         // token promises and more than `gemm_avx512` is compiled with.
         Isa::Avx512 => unsafe {
             use crate::simd::{Avx512, Simd};
+            #[cfg(test)]
+            crate::simd::testing::note(Isa::Avx512);
             x86::gemm_avx512(
                 Avx512::new_unchecked(),
                 m,
@@ -92,6 +94,8 @@ pub(crate) fn gemm_on(
         // features.
         Isa::Avx2 => unsafe {
             use crate::simd::{Avx2, Simd};
+            #[cfg(test)]
+            crate::simd::testing::note(Isa::Avx2);
             x86::gemm_avx2(
                 Avx2::new_unchecked(),
                 m,
@@ -104,7 +108,12 @@ pub(crate) fn gemm_on(
                 accumulate,
             )
         },
-        _ => portable(m, k, n, a, b, strides_b, c, accumulate),
+        _ => {
+            // The tests count the path that ran, not the level asked for.
+            #[cfg(test)]
+            crate::simd::testing::note(Isa::Baseline);
+            portable(m, k, n, a, b, strides_b, c, accumulate)
+        }
     }
 }
 
@@ -204,9 +213,21 @@ mod tests {
         (64, 4096, 10),
     ];
 
+    /// Says on stderr, loudly, that the `path` kernels go untested here, and returns whether
+    /// they do.
+    fn skipped(path: Isa) -> bool {
+        let skip = !path.available();
+        if skip {
+            eprintln!(
+                "SKIPPED: the `{}` GEMM is not tested: this CPU lacks it",
+                path.name()
+            );
+        }
+        skip
+    }
+
     fn check_path(path: Isa) {
-        if !path.available() {
-            println!("sgemm level `{}` skipped: this CPU lacks it", path.name());
+        if skipped(path) {
             return;
         }
         for (seed, &(m, k, n)) in MKNS.iter().enumerate() {
@@ -246,16 +267,28 @@ mod tests {
         check_path(Isa::Baseline);
     }
 
+    /// `sgemm` and `sgemm_bt` run the level they are asked for (forced per thread), and its
+    /// result.
     #[test]
-    fn public_entry_points_match_naive() {
+    fn public_entry_points_match_naive_at_every_level() {
         let (m, k, n) = (17, 33, 9);
         let a = rand_vec(m * k, 1);
         let b = rand_vec(k * n, 2);
-        let mut c = vec![0.0; m * n];
-        sgemm(m, k, n, &a, &b, &mut c, false);
-        assert_close(&c, &naive(m, k, n, &a, &b, false), 1e-4);
-        sgemm_bt(m, k, n, &a, &b, &mut c, false);
-        assert_close(&c, &naive(m, k, n, &a, &b, true), 1e-4);
+        crate::simd::testing::each_level(|level| {
+            let before = crate::simd::testing::ran()[level as usize];
+            let mut c = vec![0.0; m * n];
+            sgemm(m, k, n, &a, &b, &mut c, false);
+            assert_close(&c, &naive(m, k, n, &a, &b, false), 1e-4);
+            let mut direct = vec![0.0; m * n];
+            gemm_on(level, m, k, n, &a, &b, false, &mut direct, false);
+            assert_eq!(c, direct, "sgemm at {}", level.name());
+            sgemm_bt(m, k, n, &a, &b, &mut c, false);
+            assert_close(&c, &naive(m, k, n, &a, &b, true), 1e-4);
+            gemm_on(level, m, k, n, &a, &b, true, &mut direct, false);
+            assert_eq!(c, direct, "sgemm_bt at {}", level.name());
+            let after = crate::simd::testing::ran()[level as usize];
+            assert_eq!(after - before, 4, "{} ran", level.name());
+        });
     }
 
     #[test]
@@ -273,8 +306,7 @@ mod tests {
     #[test]
     fn rows_do_not_depend_on_how_many_are_computed() {
         for path in [Isa::Avx512, Isa::Avx2] {
-            if !path.available() {
-                println!("sgemm level `{}` skipped: this CPU lacks it", path.name());
+            if skipped(path) {
                 continue;
             }
             for &(m, k, n) in &[(64, 300, 70), (20, 600, 1030), (7, 33, 10), (64, 4096, 10)] {

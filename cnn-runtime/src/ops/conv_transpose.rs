@@ -325,7 +325,7 @@ fn col2im(p: &ConvTranspose2dParams, cols: &[f32], y: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::ops::activation::Activation;
-    use crate::ops::conv::tests::{assert_close_mag, reference_epilogue};
+    use crate::ops::conv::tests::{assert_close_mag, epilogue_forms, reference_epilogue};
     use crate::test_util::{assert_close, rand_vec};
 
     /// `(c_in, c_out, groups, kernel, stride, padding, output_padding, dilation, [h, w], n,
@@ -727,7 +727,7 @@ mod tests {
             .iter()
             .map(|c| (c, &[1][..]))
             .chain([(&split, &[2, 3][..])]);
-        let acts = [None, Some(Activation::Relu), Some(Activation::Relu6)];
+        let all_levels = crate::simd::testing::levels();
         for (i, (case, threads)) in cases.enumerate() {
             let p = params(case);
             let n = case.9;
@@ -741,44 +741,53 @@ mod tests {
                 .map(|v| 4.0 * v)
                 .collect();
             let hw = p.out_hw[0] * p.out_hw[1];
-            for bias in [Some(&b[..]), None] {
-                let (y, mag) = naive64(&p, n, &x, &w, bias);
-                for affine in [None, Some((&scale[..], &shift[..]))] {
-                    for residual in [Some(&r[..]), None] {
-                        for act in acts {
-                            let epilogue = Epilogue {
-                                affine,
-                                act,
-                                residual,
-                            };
-                            let (want, size) =
-                                reference_epilogue(&y, &mag, p.c_out, hw, affine, residual, act);
-                            for &threads in threads {
-                                let mut out = vec![f32::NAN; n * p.out_len()];
-                                crate::threads::install(threads, || {
-                                    forward(
-                                        &p,
-                                        n,
-                                        &x,
-                                        &w,
-                                        bias,
-                                        epilogue,
-                                        threads,
-                                        &mut out,
-                                        &mut Vec::new(),
-                                    )
-                                });
-                                let what = format!(
-                                    "{case:?}, bias {}, bn {}, residual {}, {act:?}, \
-                                     {threads} threads",
-                                    bias.is_some(),
-                                    affine.is_some(),
-                                    residual.is_some()
-                                );
-                                assert_close_mag(&out, &want, &size, 1e-6, &what);
-                            }
+            let big = threads.len() > 1;
+            // The thread split does not depend on the level: the large case runs at the best.
+            let levels = if big {
+                &all_levels[..1]
+            } else {
+                &all_levels[..]
+            };
+            let ys = [Some(&b[..]), None].map(|bias| naive64(&p, n, &x, &w, bias));
+            for (with_bias, affine, residual, act) in epilogue_forms(big) {
+                let (y, mag) = &ys[usize::from(!with_bias)];
+                let bias = with_bias.then_some(&b[..]);
+                let affine = affine.then_some((&scale[..], &shift[..]));
+                let residual = residual.then_some(&r[..]);
+                let epilogue = Epilogue {
+                    affine,
+                    act,
+                    residual,
+                };
+                let (want, size) = reference_epilogue(y, mag, p.c_out, hw, affine, residual, act);
+                for &level in levels {
+                    crate::simd::testing::with_isa(level, || {
+                        for &threads in threads {
+                            let mut out = vec![f32::NAN; n * p.out_len()];
+                            crate::threads::install(threads, || {
+                                forward(
+                                    &p,
+                                    n,
+                                    &x,
+                                    &w,
+                                    bias,
+                                    epilogue,
+                                    threads,
+                                    &mut out,
+                                    &mut Vec::new(),
+                                )
+                            });
+                            let what = format!(
+                                "{case:?} at {}, bias {}, bn {}, residual {}, {act:?}, \
+                                 {threads} threads",
+                                level.name(),
+                                bias.is_some(),
+                                affine.is_some(),
+                                residual.is_some()
+                            );
+                            assert_close_mag(&out, &want, &size, 1e-6, &what);
                         }
-                    }
+                    });
                 }
             }
         }

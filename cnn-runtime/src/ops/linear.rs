@@ -88,9 +88,12 @@ mod tests {
             let w = rand_vec(out_features * in_features, seed + 1);
             let b = rand_vec(out_features, seed + 2);
             for bias in [Some(&b[..]), None] {
-                let mut out = vec![f32::NAN; n * out_features];
-                linear(&p, n, &x, &w, bias, &mut out);
-                assert_close(&out, &naive(&p, n, &x, &w, bias), 1e-5);
+                let want = naive(&p, n, &x, &w, bias);
+                crate::simd::testing::each_level(|_| {
+                    let mut out = vec![f32::NAN; n * out_features];
+                    linear(&p, n, &x, &w, bias, &mut out);
+                    assert_close(&out, &want, 1e-5);
+                });
             }
         }
     }

@@ -547,9 +547,12 @@ mod tests {
             for kind in [MAX, AVG_PAD, AVG] {
                 let p = params(kind, c, k, s, pad, ceil, hw);
                 let x = rand_vec(n * p.in_len(), seed as u64);
-                let mut out = vec![f32::NAN; n * p.out_len()];
-                pool2d(&p, n, &x, &mut out);
-                assert_close(&out, &naive(&p, n, &x), 1e-6);
+                let want = naive(&p, n, &x);
+                crate::simd::testing::each_level(|_| {
+                    let mut out = vec![f32::NAN; n * p.out_len()];
+                    pool2d(&p, n, &x, &mut out);
+                    assert_close(&out, &want, 1e-6);
+                });
             }
         }
     }
@@ -587,15 +590,20 @@ mod tests {
                                     x[i] = f32::NAN;
                                 }
                             }
-                            let mut out = vec![f32::NAN; n * p.out_len()];
-                            pool2d(&p, n, &x, &mut out);
-                            let what = format!("{kind:?} k{k} s{s} p{pad} ceil={ceil} {h}x{w}");
                             let want = naive(&p, n, &x);
-                            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-                                let ok = (a.is_nan() && b.is_nan())
-                                    || (a - b).abs() <= 1e-6 * (1.0 + b.abs());
-                                assert!(ok, "{what}: index {i}: got {a}, expected {b}");
-                            }
+                            crate::simd::testing::each_level(|level| {
+                                let mut out = vec![f32::NAN; n * p.out_len()];
+                                pool2d(&p, n, &x, &mut out);
+                                let what = format!(
+                                    "{kind:?} k{k} s{s} p{pad} ceil={ceil} {h}x{w} at {}",
+                                    level.name()
+                                );
+                                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                                    let ok = (a.is_nan() && b.is_nan())
+                                        || (a - b).abs() <= 1e-6 * (1.0 + b.abs());
+                                    assert!(ok, "{what}: index {i}: got {a}, expected {b}");
+                                }
+                            });
                         }
                     }
                 }

@@ -59,17 +59,36 @@ impl Isa {
 
 /// The level every kernel runs at: the best this CPU supports ([`detect`]), capped by
 /// `CNN_SIMD=avx512|avx2|baseline` (read once; other values are ignored).
+///
+/// In the crate's own tests, [`testing::with_isa`] forces a level for one thread (and the
+/// pool work it starts) instead.
 pub(crate) fn isa() -> Isa {
+    #[cfg(test)]
+    if let Some(forced) = testing::forced() {
+        return forced;
+    }
     static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        let detected = detect();
-        let cap = match std::env::var("CNN_SIMD").as_deref() {
-            Ok("baseline") => Isa::Baseline,
-            Ok("avx2") => Isa::Avx2,
-            _ => Isa::Avx512,
-        };
-        detected.min(cap)
-    })
+    *ISA.get_or_init(|| detect().min(cap(std::env::var("CNN_SIMD").ok().as_deref())))
+}
+
+/// The cap a `CNN_SIMD` value sets: `baseline` or `avx2`; anything else (`avx512`, unset,
+/// unknown) caps nothing.
+fn cap(value: Option<&str>) -> Isa {
+    match value {
+        Some("baseline") => Isa::Baseline,
+        Some("avx2") => Isa::Avx2,
+        _ => Isa::Avx512,
+    }
+}
+
+/// [`isa`], for a dispatch about to run that level's code: the crate's tests count it per
+/// thread ([`testing::ran`]), so that a test can see which path ran.
+#[inline]
+pub(crate) fn dispatch() -> Isa {
+    let level = isa();
+    #[cfg(test)]
+    testing::note(level);
+    level
 }
 
 /// The best level this CPU supports, detected once.
@@ -79,16 +98,33 @@ fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            let avx2 = has!("avx2") && has!("fma");
-            if avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") {
-                return Isa::Avx512;
-            }
-            if avx2 {
-                return Isa::Avx2;
-            }
+            level_of(|feature| match feature {
+                "avx2" => has!("avx2"),
+                "fma" => has!("fma"),
+                "avx512f" => has!("avx512f"),
+                "avx512bw" => has!("avx512bw"),
+                "avx512vl" => has!("avx512vl"),
+                _ => false,
+            })
         }
+        #[cfg(not(target_arch = "x86_64"))]
         Isa::Baseline
     })
+}
+
+/// The level of a CPU that has the features `has` says (by their `is_x86_feature_detected!`
+/// names): [`Isa::Avx512`] needs AVX-512 F, BW and VL with AVX2 and FMA, [`Isa::Avx2`] AVX2
+/// and FMA. A function of the answers only, so that its tests can ask about other CPUs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn level_of(has: impl Fn(&str) -> bool) -> Isa {
+    let avx2 = has("avx2") && has("fma");
+    if avx2 && has("avx512f") && has("avx512bw") && has("avx512vl") {
+        Isa::Avx512
+    } else if avx2 {
+        Isa::Avx2
+    } else {
+        Isa::Baseline
+    }
 }
 
 /// One SIMD register of `f32` lanes, as a capability token: a value of an implementing type
@@ -159,6 +195,7 @@ macro_rules! multiversion {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
             fn body($($arg: $ty),*) $(-> $ret)? $body
+            let level = $crate::simd::dispatch();
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
@@ -171,7 +208,7 @@ macro_rules! multiversion {
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
-                match $crate::simd::isa() {
+                match level {
                     // SAFETY: `isa()` detected every feature `avx512` is compiled with.
                     $crate::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: `isa()` detected every feature `avx2` is compiled with.
@@ -179,6 +216,8 @@ macro_rules! multiversion {
                     $crate::simd::Isa::Baseline => {}
                 }
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = level;
             body($($arg),*)
         }
     };
@@ -190,6 +229,7 @@ pub(crate) use multiversion;
 /// instruction set; `$body` sees the listed arguments and returns `()`.
 macro_rules! with_simd {
     (|$s:ident: $S:ident| $body:block, ($($arg:ident: $ty:ty),* $(,)?)) => {{
+        let level = $crate::simd::dispatch();
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
@@ -208,7 +248,7 @@ macro_rules! with_simd {
                 let $s = unsafe { <$S as $crate::simd::Simd>::new_unchecked() };
                 $body
             }
-            match $crate::simd::isa() {
+            match level {
                 // SAFETY: `isa()` detected every feature `avx512` is compiled with.
                 $crate::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
                 // SAFETY: `isa()` detected every feature `avx2` is compiled with.
@@ -216,6 +256,8 @@ macro_rules! with_simd {
                 $crate::simd::Isa::Baseline => {}
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = level;
         {
             type $S = $crate::simd::Scalar;
             let $s = $crate::simd::Scalar;
@@ -224,3 +266,245 @@ macro_rules! with_simd {
     }};
 }
 pub(crate) use with_simd;
+
+/// Test hooks: force an instruction-set level for one thread, and count which level each
+/// dispatch ran, so that the kernel tests run every path this CPU has in one process and can
+/// check that a forced path is the one that ran.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::cell::Cell;
+
+    use super::Isa;
+
+    thread_local! {
+        static FORCED: Cell<Option<Isa>> = const { Cell::new(None) };
+        static RAN: Cell<[u64; 3]> = const { Cell::new([0; 3]) };
+    }
+
+    /// The level forced on this thread, if any.
+    pub(crate) fn forced() -> Option<Isa> {
+        FORCED.with(Cell::get)
+    }
+
+    /// Runs `f` with `level` forced (or none), restoring the previous value afterwards, even
+    /// when `f` panics. [`crate::threads`] wraps the work it hands to the pool's workers in
+    /// this, so a forced level follows the work onto other threads.
+    ///
+    /// # Panics
+    /// If the CPU lacks `level`: the dispatch's `unsafe` calls rely on it.
+    pub(crate) fn with_forced<R>(level: Option<Isa>, f: impl FnOnce() -> R) -> R {
+        if let Some(level) = level {
+            assert!(level.available(), "`{}` is not on this CPU", level.name());
+        }
+        struct Restore(Option<Isa>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                FORCED.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(FORCED.with(|c| c.replace(level)));
+        f()
+    }
+
+    /// Runs `f` with every kernel it calls dispatching to `level`.
+    pub(crate) fn with_isa<R>(level: Isa, f: impl FnOnce() -> R) -> R {
+        with_forced(Some(level), f)
+    }
+
+    /// Records that a dispatch on this thread ran `level`.
+    pub(crate) fn note(level: Isa) {
+        RAN.with(|c| {
+            let mut ran = c.get();
+            ran[level as usize] += 1;
+            c.set(ran);
+        });
+    }
+
+    /// Dispatches this thread has run so far, per level, indexed by `Isa as usize`
+    /// (`Baseline`, `Avx2`, `Avx512`).
+    pub(crate) fn ran() -> [u64; 3] {
+        RAN.with(Cell::get)
+    }
+
+    /// The levels the kernel tests run: every level this CPU has, up to the process's level
+    /// (so `CNN_SIMD=baseline` runs the baseline only), fastest first. The levels left out are
+    /// named on stderr, loudly, the first time (in the output of the test that asked first).
+    pub(crate) fn levels() -> Vec<Isa> {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        let mut first = false;
+        ONCE.call_once(|| first = true);
+        let top = super::isa();
+        let mut run = Vec::new();
+        for level in Isa::ALL {
+            let why = if !level.available() {
+                "this CPU lacks them".to_string()
+            } else if level > top {
+                format!("CNN_SIMD caps the level at `{}`", top.name())
+            } else {
+                run.push(level);
+                continue;
+            };
+            if first {
+                eprintln!(
+                    "SKIPPED: the `{}` kernels are not tested: {why}",
+                    level.name()
+                );
+            }
+        }
+        run
+    }
+
+    /// Runs `f(level)` at every level of [`levels`], with that level forced.
+    pub(crate) fn each_level(mut f: impl FnMut(Isa)) {
+        for level in levels() {
+            with_isa(level, || f(level));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cnn_simd_caps_the_level() {
+        assert_eq!(cap(Some("baseline")), Isa::Baseline);
+        assert_eq!(cap(Some("avx2")), Isa::Avx2);
+        assert_eq!(cap(Some("avx512")), Isa::Avx512);
+        assert_eq!(cap(Some("AVX2")), Isa::Avx512, "the spelling is lower case");
+        assert_eq!(cap(Some("")), Isa::Avx512);
+        assert_eq!(cap(None), Isa::Avx512);
+        for level in Isa::ALL {
+            assert_eq!(cap(Some(level.name())), level, "a level's name caps at it");
+        }
+    }
+
+    /// Every combination of the five features: only all five make AVX-512, AVX2 needs FMA
+    /// too (a CPU with some AVX-512 subsets, as Knights Landing's F without BW and VL, is AVX2).
+    #[test]
+    fn each_level_needs_all_its_features() {
+        const FEATURES: [&str; 5] = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl"];
+        for set in 0u32..32 {
+            let has = |f: &str| {
+                FEATURES
+                    .iter()
+                    .position(|&g| g == f)
+                    .is_some_and(|i| set >> i & 1 == 1)
+            };
+            let want = match (set & 3 == 3, set >> 2 == 7) {
+                (true, true) => Isa::Avx512,
+                (true, false) => Isa::Avx2,
+                (false, _) => Isa::Baseline,
+            };
+            let names: Vec<_> = FEATURES.iter().filter(|f| has(f)).collect();
+            assert_eq!(level_of(has), want, "{names:?}");
+        }
+        assert_eq!(level_of(|_| true), Isa::Avx512);
+    }
+
+    /// The process's level is the environment's cap on the detected level, and the log says
+    /// which level the kernel tests of this run exercise and which they skip.
+    #[test]
+    fn the_process_runs_the_level_cnn_simd_asks_for() {
+        let asked = std::env::var("CNN_SIMD").ok();
+        let want = detect().min(cap(asked.as_deref()));
+        assert_eq!(testing::with_forced(None, isa), want, "CNN_SIMD={asked:?}");
+        if let Some(asked) = &asked {
+            if cap(Some(asked)) > detect() {
+                eprintln!(
+                    "SKIPPED: CNN_SIMD={asked} asks for more than this CPU has; running `{}`",
+                    want.name()
+                );
+            }
+        }
+        eprintln!("kernel tests run at: {:?}", testing::levels());
+    }
+
+    /// `detect` agrees with the kernel's own list of CPU flags (Linux), an independent reading
+    /// of CPUID.
+    #[test]
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    fn detection_agrees_with_proc_cpuinfo() {
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            eprintln!("SKIPPED: detection check, /proc/cpuinfo unreadable");
+            return;
+        };
+        let flags: Vec<&str> = info
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .expect("a flags line")
+            .split_whitespace()
+            .collect();
+        let has = |f: &str| flags.contains(&f);
+        let want = if has("avx2") && has("fma") {
+            if has("avx512f") && has("avx512bw") && has("avx512vl") {
+                Isa::Avx512
+            } else {
+                Isa::Avx2
+            }
+        } else {
+            Isa::Baseline
+        };
+        assert_eq!(detect(), want, "flags: {flags:?}");
+        for level in Isa::ALL {
+            assert_eq!(level.available(), level <= want, "{}", level.name());
+        }
+    }
+
+    /// Which token `with_simd!` handed its body, by its lane count.
+    fn lanes_of_with_simd() -> usize {
+        let mut lanes = 0;
+        with_lanes(&mut lanes);
+        lanes
+    }
+
+    fn with_lanes(out: &mut usize) {
+        crate::simd::with_simd!(|_s: S| { *out = S::LANES; }, (out: &mut usize))
+    }
+
+    multiversion! {
+    fn sum(v: &[f32]) -> f32 {
+        v.iter().sum()
+    }
+    }
+
+    /// A forced level is the one every kind of dispatch runs: `with_simd!` (seen by its
+    /// token's lanes), `multiversion!` and the GEMM (seen by the per-thread count), also on
+    /// the pool's workers.
+    #[test]
+    fn a_forced_level_is_the_one_that_runs() {
+        let levels = testing::levels();
+        assert!(levels.contains(&Isa::Baseline));
+        for level in Isa::ALL {
+            if !level.available() {
+                let refused = std::panic::catch_unwind(|| testing::with_isa(level, || ()));
+                assert!(refused.is_err(), "forcing a missing level must panic");
+                continue;
+            }
+            let lanes = match level {
+                Isa::Avx512 => 16,
+                Isa::Avx2 => 8,
+                Isa::Baseline => 1,
+            };
+            testing::with_isa(level, || {
+                assert_eq!(isa(), level);
+                let before = testing::ran();
+                assert_eq!(lanes_of_with_simd(), lanes, "{}", level.name());
+                assert_eq!(sum(&[1.0, 2.0, 3.5]), 6.5);
+                let mut c = [0.0; 4];
+                crate::gemm::sgemm(2, 1, 2, &[1.0, 2.0], &[3.0, 4.0], &mut c, false);
+                assert_eq!(c, [3.0, 4.0, 6.0, 8.0]);
+                let after = testing::ran();
+                for other in Isa::ALL {
+                    let runs = after[other as usize] - before[other as usize];
+                    let want = if other == level { 3 } else { 0 };
+                    assert_eq!(runs, want, "forced {}, ran {}", level.name(), other.name());
+                }
+                // On a worker of the pool, too.
+                let on_worker = crate::threads::install(2, || (isa(), lanes_of_with_simd()));
+                assert_eq!(on_worker, (level, lanes), "{} on a worker", level.name());
+            });
+        }
+        assert_eq!(testing::forced(), None, "restored");
+    }
+}

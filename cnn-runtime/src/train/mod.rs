@@ -143,6 +143,94 @@ pub fn mse<D: Dimension>(
     Ok((loss, d))
 }
 
+/// The buffers a training step holds, known at compile time: `Train::TRAIN_LAYOUT`, from which
+/// [`TrainLayout::bytes`] gives the exact size for a batch size (`forward_train`/`backward`
+/// through [`Train::train_step`] on one thread; the optimizer's own state comes on top: one
+/// parameter-sized buffer for SGD with momentum, two for Adam).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainLayout {
+    /// Elements per sample of every tensor of the graph (the input first, then each layer's
+    /// output; `flatten` and `identity` have none of their own). Kept, and their gradients.
+    pub slots: &'static [usize],
+    /// Channels of each `bn` (its batch mean and `1/std` are kept).
+    pub batch_norms: &'static [usize],
+    /// Elements per sample at each `dropout` (a mask byte each).
+    pub dropouts: &'static [usize],
+    /// Elements of all parameter tensors (their gradients).
+    pub params: usize,
+    /// Parameter tensors (a presence flag each).
+    pub param_tensors: usize,
+    /// Elements of the largest weight and of the largest bias (each of the 7 other chunks of a
+    /// batch sums its weight gradient apart; a frozen layer's gradient lands in one more).
+    pub largest_weight: usize,
+    /// See [`TrainLayout::largest_weight`].
+    pub largest_bias: usize,
+    /// The convolutions' forward scratch (elements, whatever the batch size).
+    pub forward_scratch: usize,
+    /// The convolutions' backward scratch, per chunk of the batch.
+    pub backward_scratch: usize,
+    /// The fully connected layers' backward scratch per sample of a chunk (the largest
+    /// `out_features`).
+    pub backward_scratch_per_sample: usize,
+    /// Elements per sample of the output (the loss gradient).
+    pub output: usize,
+}
+
+impl TrainLayout {
+    /// Bytes of the buffers a training step holds for a batch of `n` samples: every tensor and
+    /// its gradient (`2·Σ slots·n`), one more of the largest (a second gradient being added),
+    /// batch statistics, dropout masks, parameter gradients, per-chunk partial gradients and
+    /// scratch, the output gradient, in f32 (masks and flags one byte).
+    pub const fn bytes(&self, n: usize) -> usize {
+        let (mut sum, mut largest, mut i) = (0, 0, 0);
+        while i < self.slots.len() {
+            sum += self.slots[i];
+            if self.slots[i] > largest {
+                largest = self.slots[i];
+            }
+            i += 1;
+        }
+        let (mut bn, mut i) = (0, 0);
+        while i < self.batch_norms.len() {
+            bn += 2 * self.batch_norms[i];
+            i += 1;
+        }
+        let (mut masks, mut i) = (0, 0);
+        while i < self.dropouts.len() {
+            masks += self.dropouts[i] * n;
+            i += 1;
+        }
+        let (per, chunks) = tape::chunk_plan(n);
+        let chunks_used = if chunks == 0 { 1 } else { chunks };
+        let per_chunk = self.largest_weight + self.largest_bias;
+        let partials = if chunks > 1 {
+            (chunks - 1) * per_chunk
+        } else {
+            0
+        };
+        let scratch_b = if self.backward_scratch > self.backward_scratch_per_sample * per {
+            self.backward_scratch
+        } else {
+            self.backward_scratch_per_sample * per
+        };
+        let floats = 2 * sum * n
+            + largest * n
+            + bn
+            + self.params
+            + per_chunk
+            + partials
+            + self.forward_scratch
+            + chunks_used * scratch_b
+            + self.output * n;
+        let slots = if self.slots.is_empty() {
+            1
+        } else {
+            self.slots.len()
+        };
+        4 * floats + masks + slots + self.param_tensors
+    }
+}
+
 /// What a network keeps for training beside its layers: which top-level layers are frozen,
 /// the generator of dropout masks, and the buffers a training step reuses. It takes no part in
 /// comparisons (`==` ignores it) and clones as a fresh state with the same frozen layers and
@@ -155,9 +243,31 @@ pub struct TrainState {
     work: BackWork,
     grads: Option<Grads>,
     d_out: Vec<f32>,
+    /// The batch size the buffers are reserved for.
+    reserved: usize,
 }
 
 impl TrainState {
+    /// Reserves every buffer of a step over `n` samples, exactly.
+    fn reserve(&mut self, layout: &TrainLayout, n: usize, specs: &'static [ParamSpec]) {
+        self.cache.reserve(layout, n);
+        self.work.reserve(layout, n);
+        if self.d_out.capacity() < n * layout.output {
+            self.d_out
+                .reserve_exact(n * layout.output - self.d_out.len());
+        }
+        self.grads.get_or_insert_with(|| Grads::new(specs));
+        self.reserved = self.reserved.max(n);
+    }
+
+    /// Bytes of the buffers' contents.
+    fn capacity_bytes(&self) -> usize {
+        self.cache.capacity_bytes()
+            + self.work.capacity_bytes()
+            + self.d_out.capacity() * 4
+            + self.grads.as_ref().map_or(0, Grads::capacity_bytes)
+    }
+
     /// The state of a new network: nothing frozen, dropout masks drawn from `seed`.
     pub fn new(seed: u64) -> Self {
         TrainState {
@@ -167,6 +277,7 @@ impl TrainState {
             work: BackWork::default(),
             grads: None,
             d_out: Vec::new(),
+            reserved: 0,
         }
     }
 
@@ -222,12 +333,18 @@ impl std::fmt::Debug for TrainState {
 /// with `use cnn::Train;`). The `cnn` crate's documentation has a complete example.
 ///
 /// Parameters and gradients are named by their `state_dict` keys; a frozen layer
-/// ([`Train::freeze`]) gets neither gradient nor update. All computation runs on the calling
-/// thread in a fixed order, so a step's result does not depend on the thread count.
+/// ([`Train::freeze`]) gets neither gradient nor update. Convolutions run on
+/// [`num_threads`](crate::num_threads) threads, and the weighted layers' gradients are summed
+/// over 8 fixed chunks of the batch in a fixed order, so a step's result is the same bits for
+/// any thread count.
 pub trait Train: Model + Parameters {
     /// Every learnable parameter tensor, in `state_dict` order.
     #[doc(hidden)]
     const PARAM_SPECS: &'static [ParamSpec];
+
+    /// The buffers of a training step, from the compile-time plan:
+    /// `Self::TRAIN_LAYOUT.bytes(n)` is what [`Train::train_step`] holds for a batch of `n`.
+    const TRAIN_LAYOUT: TrainLayout;
 
     /// The generated train-mode forward pass: `x` checked and copied into `cache`, then every
     /// layer, dropout masks drawn from `rng`.
@@ -343,8 +460,11 @@ pub trait Train: Model + Parameters {
         let k = *k;
         let mut st = std::mem::take(self.__train_state_mut());
         let r = (|| {
+            let n = x.dim().0;
+            if st.reserved < n || st.grads.is_none() {
+                st.reserve(&Self::TRAIN_LAYOUT, n, Self::PARAM_SPECS);
+            }
             self.__forward_train(x, true, &mut st.rng, &mut st.cache)?;
-            let n = st.cache.batch_size();
             st.d_out.resize(n * k, 0.0);
             let value = match targets.as_slice() {
                 Some(t) => loss.compute_into(n, k, st.cache.output(), t, &mut st.d_out)?,
@@ -354,9 +474,7 @@ pub trait Train: Model + Parameters {
                 }
             };
             let lowest = st.lowest_trainable(Self::PARAM_SPECS);
-            let grads = st
-                .grads
-                .get_or_insert_with(|| Grads::new(Self::PARAM_SPECS));
+            let grads = st.grads.as_mut().expect("reserved above");
             grads.clear();
             st.work.begin(&st.cache, st.d_out.iter());
             let frozen = |i: usize| st.frozen.get(i).copied().unwrap_or(false);
@@ -392,6 +510,12 @@ pub trait Train: Model + Parameters {
             st.frozen[i] = true;
         }
         Ok(())
+    }
+
+    /// Bytes the buffers of [`Train::train_step`] hold now: after a step on a batch of `n`
+    /// on one thread, exactly `Self::TRAIN_LAYOUT.bytes(n)` (the largest batch so far counts).
+    fn train_buffer_bytes(&self) -> usize {
+        self.__train_state().capacity_bytes()
     }
 
     /// Trains every layer again.
@@ -459,4 +583,398 @@ pub fn begin_forward(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The trait's provided methods on a network written by hand (what `cnn!` generates for
+    //! `input(1, 2, 2) flatten fc(3) tanh dropout(0.5) fc(2)`), without the macro.
+
+    use super::*;
+    use crate::layers::Linear;
+    use crate::ops::activation::Activation;
+    use crate::ops::linear::LinearParams;
+    use crate::optim::{Adam, Sgd};
+    use crate::{LayerInfo, WorkspaceLayout};
+    use ndarray::{Array1, Array2, Array4, ArrayViewMut, Ix2};
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Unit {
+        fc0: Linear,
+        fc1: Linear,
+        state: TrainState,
+    }
+
+    const P0: LinearParams = LinearParams {
+        in_features: 4,
+        out_features: 3,
+    };
+    const P1: LinearParams = LinearParams {
+        in_features: 3,
+        out_features: 2,
+    };
+
+    const fn info(index: usize, key: &'static str, output: &'static [usize]) -> LayerInfo {
+        LayerInfo {
+            index,
+            key,
+            depth: 0,
+            dsl: "",
+            torch: "",
+            output,
+            params: 0,
+            macs: 0,
+        }
+    }
+
+    impl Model for Unit {
+        type Input = [[[f32; 2]; 2]; 1];
+        type Output = [f32; 2];
+        type Dim = Ix2;
+        const NAME: &'static str = "Unit";
+        const INPUT_SHAPE: [usize; 3] = [1, 2, 2];
+        const OUTPUT_SHAPE: &'static [usize] = &[2];
+        const PARAMS: usize = 23;
+        const MACS: usize = 18;
+        const LAYERS: &'static [LayerInfo] = &[
+            info(0, "0", &[4]),
+            info(1, "1", &[3]),
+            info(2, "2", &[3]),
+            info(3, "3", &[3]),
+            info(4, "4", &[2]),
+        ];
+        const WORKSPACE: WorkspaceLayout = WorkspaceLayout {
+            activations: 4,
+            scratch: 0,
+            channels: 0,
+            stack: &[],
+        };
+        const TORCH: &'static str = "";
+
+        fn from_safetensors(_: &[u8]) -> Result<Self, Error> {
+            Err(Error::Safetensors {
+                reason: "the unit network has no weight file".into(),
+            })
+        }
+
+        fn to_safetensors(&self) -> Vec<u8> {
+            let mut out = crate::weights::TensorWriter::new();
+            self.fc0.save(&mut out);
+            self.fc1.save(&mut out);
+            out.finish()
+        }
+
+        fn seeded(seed: u64) -> Self {
+            let mut rng = Rng::new(seed);
+            Unit {
+                fc0: Linear::seeded("1", P0, true, &mut rng),
+                fc1: Linear::seeded("4", P1, true, &mut rng),
+                state: TrainState::new(seed),
+            }
+        }
+
+        fn forward_batch(&self, _: ArrayView4<'_, f32>) -> Result<Array2<f32>, Error> {
+            Err(Error::Safetensors {
+                reason: "the unit network only trains".into(),
+            })
+        }
+
+        fn forward_into(
+            &self,
+            _: ArrayView4<'_, f32>,
+            _: ArrayViewMut<'_, f32, Ix2>,
+            _: &mut crate::Workspace,
+        ) -> Result<(), Error> {
+            Err(Error::Safetensors {
+                reason: "the unit network only trains".into(),
+            })
+        }
+
+        fn forward(&self, _: &Self::Input) -> Self::Output {
+            [f32::NAN; 2]
+        }
+    }
+
+    impl Parameters for Unit {
+        fn visit_params_mut(
+            &mut self,
+            f: &mut crate::grads::ParamVisitor<'_>,
+        ) -> Result<(), Error> {
+            self.fc0.visit_params(&["1.weight", "1.bias"], 0, f)?;
+            self.fc1.visit_params(&["4.weight", "4.bias"], 2, f)
+        }
+    }
+
+    impl Train for Unit {
+        const PARAM_SPECS: &'static [ParamSpec] = &[
+            ParamSpec {
+                key: "1.weight",
+                shape: &[3, 4],
+                top: 1,
+            },
+            ParamSpec {
+                key: "1.bias",
+                shape: &[3],
+                top: 1,
+            },
+            ParamSpec {
+                key: "4.weight",
+                shape: &[2, 3],
+                top: 4,
+            },
+            ParamSpec {
+                key: "4.bias",
+                shape: &[2],
+                top: 4,
+            },
+        ];
+        const TRAIN_LAYOUT: TrainLayout = TrainLayout {
+            slots: &[4, 3, 3, 3, 2],
+            batch_norms: &[],
+            dropouts: &[3],
+            params: 23,
+            param_tensors: 4,
+            largest_weight: 12,
+            largest_bias: 3,
+            forward_scratch: 0,
+            backward_scratch: 0,
+            backward_scratch_per_sample: 3,
+            output: 2,
+        };
+
+        fn __forward_train(
+            &mut self,
+            x: ArrayView4<'_, f32>,
+            dropout: bool,
+            rng: &mut Rng,
+            t: &mut TrainCache,
+        ) -> Result<(), Error> {
+            begin_forward(t, "Unit", x, [1, 2, 2], [5, 0, 1, 4])?;
+            t.linear(&self.fc0, 0, 1);
+            t.activation(Activation::Tanh, 1, 2);
+            t.dropout(0.5, dropout, rng, 2, 3, 0);
+            t.linear(&self.fc1, 3, 4);
+            Ok(())
+        }
+
+        fn __backward(
+            &self,
+            c: &TrainCache,
+            b: &mut BackWork,
+            g: &mut Grads,
+            frozen: &dyn Fn(usize) -> bool,
+            lowest: usize,
+        ) {
+            if lowest > 4 {
+                return;
+            }
+            b.linear(&self.fc1, c, (3, 4), g, 2, !frozen(4), lowest < 4);
+            if lowest > 3 {
+                return;
+            }
+            b.dropout(0.5, c, (2, 3, 0));
+            if lowest > 2 {
+                return;
+            }
+            b.activation(Activation::Tanh, c, (1, 2));
+            if lowest > 1 {
+                return;
+            }
+            b.linear(&self.fc0, c, (0, 1), g, 0, !frozen(1), false);
+        }
+
+        fn __train_state(&self) -> &TrainState {
+            &self.state
+        }
+
+        fn __train_state_mut(&mut self) -> &mut TrainState {
+            &mut self.state
+        }
+    }
+
+    fn data() -> (Array4<f32>, Array1<usize>) {
+        let x = Array4::from_shape_fn((5, 1, 2, 2), |(n, _, h, w)| {
+            ((n * 3 + h * 2 + w) % 7) as f32 / 3.0 - 1.0
+        });
+        (x, Array1::from(vec![0, 1, 1, 0, 1]))
+    }
+
+    #[test]
+    fn train_step_lowers_the_loss_and_holds_exactly_its_layout() {
+        let mut net = Unit::seeded(1);
+        let (x, y) = data();
+        let mut opt = Sgd::new(0.5).momentum(0.9);
+        let first = net
+            .train_step(x.view(), y.view(), Loss::CrossEntropy, &mut opt)
+            .unwrap();
+        assert_eq!(net.train_buffer_bytes(), Unit::TRAIN_LAYOUT.bytes(5));
+        let mut last = first;
+        for _ in 0..40 {
+            last = net
+                .train_step(x.view(), y.view(), Loss::CrossEntropy, &mut opt)
+                .unwrap();
+        }
+        assert!(last < first * 0.5, "{first} → {last}");
+        assert_eq!(net.train_buffer_bytes(), Unit::TRAIN_LAYOUT.bytes(5));
+        // A larger batch grows every buffer to exactly its size.
+        let x9 = Array4::from_shape_fn((9, 1, 2, 2), |(n, _, h, w)| (n + h + w) as f32 / 9.0);
+        let y9 = Array1::from(vec![0, 1, 0, 1, 0, 1, 0, 1, 0]);
+        net.train_step(x9.view(), y9.view(), Loss::CrossEntropy, &mut opt.clone())
+            .unwrap();
+        assert_eq!(net.train_buffer_bytes(), Unit::TRAIN_LAYOUT.bytes(9));
+        // The same step as forward_train (dropout on) + compute + backward + step.
+        let (mut a, mut b) = (net.clone(), net.clone());
+        let (mut oa, mut ob) = (opt.clone(), opt);
+        let la = a
+            .train_step(x.view(), y.view(), Loss::CrossEntropy, &mut oa)
+            .unwrap();
+        let (out, cache) = b.forward_train(x.view(), true).unwrap();
+        let (lb, d) = Loss::CrossEntropy.compute(out.view(), y.view()).unwrap();
+        let g = b.backward(&cache, d.view()).unwrap();
+        ob.step(&mut b, &g).unwrap();
+        assert_eq!(la, lb);
+        assert_eq!(a.to_safetensors(), b.to_safetensors());
+    }
+
+    #[test]
+    fn freezing_stops_the_backward_pass_below_the_lowest_trained_layer() {
+        let mut net = Unit::seeded(2);
+        let (x, y) = data();
+        assert!(matches!(
+            net.freeze([5]),
+            Err(Error::Mismatch { what: "layer", .. })
+        ));
+        assert!(net.frozen_layers().is_empty());
+        let (out, cache) = net.forward_train(x.view(), false).unwrap();
+        let (_, d) = Loss::CrossEntropy.compute(out.view(), y.view()).unwrap();
+        let all = net.backward(&cache, d.view()).unwrap();
+        assert_eq!(all.len(), 4);
+        net.freeze([1]).unwrap();
+        assert_eq!(net.frozen_layers(), [1]);
+        let top = net.backward(&cache, d.view()).unwrap();
+        assert_eq!(
+            top.iter().map(|(k, _, _)| k).collect::<Vec<_>>(),
+            ["4.weight", "4.bias"]
+        );
+        assert_eq!(top.get("4.weight"), all.get("4.weight"));
+        net.freeze([4]).unwrap();
+        assert!(net.backward(&cache, d.view()).unwrap().is_empty());
+        let before = net.to_safetensors();
+        net.train_step(x.view(), y.view(), Loss::CrossEntropy, &mut Adam::new(0.1))
+            .unwrap();
+        assert_eq!(net.to_safetensors(), before, "everything frozen");
+        net.unfreeze_all();
+        net.freeze([4]).unwrap();
+        let g = net.backward(&cache, d.view()).unwrap();
+        assert_eq!(g.get("1.weight"), all.get("1.weight"));
+        assert_eq!(g.len(), 2);
+        assert!(format!("{:?}", net.state).contains("frozen: [4]"));
+        assert_eq!(net.state.clone().frozen, net.state.frozen);
+    }
+
+    #[test]
+    fn bad_caches_gradients_and_targets_are_errors() {
+        let mut net = Unit::seeded(3);
+        let (x, y) = data();
+        let (out, cache) = net.forward_train(x.view(), false).unwrap();
+        let e = net
+            .backward(&TrainCache::default(), out.view())
+            .unwrap_err();
+        assert!(e.to_string().contains("an empty cache"), "{e}");
+        let e = net
+            .backward(&cache, Array2::zeros((5, 3)).view())
+            .unwrap_err();
+        assert!(e.to_string().contains("[5, 2]"), "{e}");
+        let wrong = Array4::<f32>::zeros((2, 1, 2, 3));
+        assert!(matches!(
+            net.forward_train(wrong.view(), false),
+            Err(Error::InputShape { .. })
+        ));
+        let mut opt = Sgd::new(0.1);
+        for (targets, what) in [
+            (vec![0, 1], "5 class indices"),
+            (vec![0, 1, 2, 0, 0], "target 2 for sample 2"),
+        ] {
+            let e = net
+                .train_step(
+                    x.view(),
+                    Array1::from(targets).view(),
+                    Loss::CrossEntropy,
+                    &mut opt,
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains(what), "{e}");
+        }
+        let w = [1.0f32, 2.0, 3.0];
+        for loss in [
+            Loss::CrossEntropyWith {
+                weight: Some(&w),
+                label_smoothing: 0.0,
+            },
+            Loss::CrossEntropyWith {
+                weight: None,
+                label_smoothing: -0.1,
+            },
+        ] {
+            assert!(matches!(
+                net.train_step(x.view(), y.view(), loss, &mut opt),
+                Err(Error::Targets { .. })
+            ));
+        }
+        // Weighted and smoothed cross-entropy is accepted and finite.
+        let loss = Loss::CrossEntropyWith {
+            weight: Some(&w[..2]),
+            label_smoothing: 0.1,
+        };
+        let l = net.train_step(x.view(), y.view(), loss, &mut opt).unwrap();
+        assert!(l.is_finite() && l > 0.0);
+        // Gradients of another network.
+        let mut other = Grads::new(&[ParamSpec {
+            key: "1.weight",
+            shape: &[3, 4],
+            top: 1,
+        }]);
+        let _ = other.weight_bias(0, false);
+        let e = opt.step(&mut net, &other).unwrap_err();
+        assert!(matches!(e, Error::Mismatch { what: "grads", .. }), "{e}");
+        let mut shaped = Grads::new(&[ParamSpec {
+            key: "1.weight",
+            shape: &[4, 4],
+            top: 1,
+        }]);
+        let _ = shaped.weight_bias(0, false);
+        assert!(opt.step(&mut net, &shaped).is_err());
+        // mse: shapes must agree.
+        let a = Array2::<f32>::zeros((2, 3));
+        assert!(matches!(
+            mse(a.view(), Array2::zeros((3, 2)).view()),
+            Err(Error::Targets { .. })
+        ));
+        let (l, d) = mse(a.view(), Array2::from_elem((2, 3), 1.0).view()).unwrap();
+        assert_eq!(l, 1.0);
+        assert!(d.iter().all(|&v| (v + 2.0 / 6.0).abs() < 1e-7));
+    }
+
+    #[test]
+    fn dropout_draws_from_the_networks_generator() {
+        let (x, _) = data();
+        let mut a = Unit::seeded(4);
+        let mut b = Unit::seeded(4);
+        let (ya, _) = a.forward_train(x.view(), true).unwrap();
+        let (yb, _) = b.forward_train(x.view(), true).unwrap();
+        assert_eq!(ya, yb);
+        let (ya2, _) = a.forward_train(x.view(), true).unwrap();
+        assert_ne!(ya, ya2, "the generator moves on");
+        let mut c = a.clone();
+        let (ya3, _) = a.forward_train(x.view(), true).unwrap();
+        let (yc3, _) = c.forward_train(x.view(), true).unwrap();
+        assert_eq!(ya3, yc3, "a clone continues the same masks");
+        b.set_dropout_seed(4);
+        let (yb2, _) = b.forward_train(x.view(), true).unwrap();
+        assert_eq!(yb2, ya, "restarted from the seed");
+        let (y0, _) = a.forward_train(x.view(), false).unwrap();
+        let (y1, _) = a.forward_train(x.view(), false).unwrap();
+        assert_eq!(y0, y1);
+        assert_eq!(TrainState::new(1), TrainState::new(2), "not compared");
+    }
 }

@@ -26,6 +26,8 @@ use crate::ops::{conv_transpose, linear};
 use crate::threads::{for_each, install, num_threads};
 use crate::Error;
 
+use super::TrainLayout;
+
 /// `v` resized to `len` (grown with zeros; the contents are about to be overwritten).
 fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     v.resize(len, 0.0);
@@ -53,7 +55,27 @@ fn on_threads<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
 /// The sample chunks a weighted layer's backward splits a batch into, whatever the thread
 /// count: each chunk's weight gradient is summed apart, then the chunks' are added in order,
 /// so the result is the same bits for any number of threads.
-const CHUNKS: usize = 8;
+pub(crate) const CHUNKS: usize = 8;
+
+/// `(samples per chunk, chunks)` of a batch of `n` (one chunk of at least one sample when
+/// `n ≤ 1`).
+pub(crate) const fn chunk_plan(n: usize) -> (usize, usize) {
+    let per = n.div_ceil(CHUNKS);
+    let per = if per == 0 { 1 } else { per };
+    (per, n.div_ceil(per))
+}
+
+/// Grows `v`'s capacity to exactly `cap` if it is smaller (never shrinks).
+fn at_least<T>(v: &mut Vec<T>, cap: usize) {
+    if v.capacity() < cap {
+        v.reserve_exact(cap - v.len());
+    }
+}
+
+/// Bytes of the contents `v` has room for.
+fn held<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
 
 /// A weighted layer's backward kernel on one chunk of samples: `(n, x, dy, dx, dw, db,
 /// scratch)`, as [`conv2d_backward`] without the layer.
@@ -84,8 +106,7 @@ fn chunked(
     parts: &mut Partials,
     kernel: &ChunkKernel<'_>,
 ) {
-    let per = n.div_ceil(CHUNKS).max(1);
-    let chunks = n.div_ceil(per);
+    let (per, chunks) = chunk_plan(n);
     parts.scratch.resize_with(CHUNKS, Vec::new);
     if chunks <= 1 || in_len == 0 || out_len == 0 {
         kernel(n, x, dy, dx, dw, db, &mut parts.scratch[0]);
@@ -178,6 +199,33 @@ impl TrainCache {
     /// The network's output, `n × (elements per sample)` row-major.
     pub fn output(&self) -> &[f32] {
         self.acts.get(self.out).map_or(&[], Vec::as_slice)
+    }
+
+    /// Reserves exactly what a forward pass of `layout`'s network over `n` samples needs.
+    pub(crate) fn reserve(&mut self, layout: &TrainLayout, n: usize) {
+        self.acts.resize_with(layout.slots.len().max(1), Vec::new);
+        for (a, &len) in self.acts.iter_mut().zip(layout.slots) {
+            at_least(a, n * len);
+        }
+        self.stats
+            .resize_with(layout.batch_norms.len(), Default::default);
+        for ((m, v), &c) in self.stats.iter_mut().zip(layout.batch_norms) {
+            at_least(m, c);
+            at_least(v, c);
+        }
+        self.masks.resize_with(layout.dropouts.len(), Vec::new);
+        for (m, &len) in self.masks.iter_mut().zip(layout.dropouts) {
+            at_least(m, n * len);
+        }
+        at_least(&mut self.scratch, layout.forward_scratch);
+    }
+
+    /// Bytes of the buffers' contents (what [`TrainLayout::bytes`] counts).
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        let acts: usize = self.acts.iter().map(held).sum();
+        let stats: usize = self.stats.iter().map(|(m, v)| held(m) + held(v)).sum();
+        let masks: usize = self.masks.iter().map(held).sum();
+        acts + stats + masks + held(&self.scratch)
     }
 
     /// The name of the network that filled it.
@@ -367,6 +415,51 @@ enum Target {
 }
 
 impl BackWork {
+    /// Reserves exactly what a backward pass of `layout`'s network over `n` samples needs.
+    pub(crate) fn reserve(&mut self, layout: &TrainLayout, n: usize) {
+        let slots = layout.slots.len().max(1);
+        self.d.resize_with(slots, Vec::new);
+        for (d, &len) in self.d.iter_mut().zip(layout.slots) {
+            at_least(d, n * len);
+        }
+        at_least(&mut self.have, slots);
+        let largest = layout.slots.iter().copied().max().unwrap_or(0);
+        at_least(&mut self.tmp, n * largest);
+        at_least(&mut self.sink.0, layout.largest_weight);
+        at_least(&mut self.sink.1, layout.largest_bias);
+        let (per, chunks) = chunk_plan(n);
+        let p = &mut self.parts;
+        p.scratch.resize_with(CHUNKS, Vec::new);
+        let scratch = layout
+            .backward_scratch
+            .max(layout.backward_scratch_per_sample * per);
+        for s in &mut p.scratch[..chunks.max(1)] {
+            at_least(s, scratch);
+        }
+        if chunks > 1 {
+            p.dw.resize_with(CHUNKS, Vec::new);
+            p.db.resize_with(CHUNKS, Vec::new);
+            for c in 1..chunks {
+                at_least(&mut p.dw[c], layout.largest_weight);
+                at_least(&mut p.db[c], layout.largest_bias);
+            }
+        }
+    }
+
+    /// Bytes of the buffers' contents (what [`TrainLayout::bytes`] counts).
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        let p = &self.parts;
+        let vecs = |v: &Vec<Vec<f32>>| -> usize { v.iter().map(held).sum() };
+        vecs(&self.d)
+            + held(&self.have)
+            + held(&self.tmp)
+            + held(&self.sink.0)
+            + held(&self.sink.1)
+            + vecs(&p.dw)
+            + vecs(&p.db)
+            + vecs(&p.scratch)
+    }
+
     /// Starts a backward pass over `cache`: every slot's gradient absent, the output's set to
     /// `d_out` (copied in the iterator's order, row-major).
     pub(crate) fn begin<'a>(&mut self, cache: &TrainCache, d_out: impl Iterator<Item = &'a f32>) {
@@ -703,5 +796,429 @@ impl BackWork {
             self.pass(slot, o, c.n, (offset, len, total));
             offset += len;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The train-mode forward and backward calls wired by hand into a small graph with every
+    //! kind of junction (a residual sum, a concat with an identity branch, a tensor read three
+    //! times), checked against central differences of the forward pass.
+
+    use super::*;
+    use crate::grads::ParamSpec;
+    use crate::ops::batchnorm::BatchNormParams;
+    use crate::ops::conv::Conv2dParams;
+    use crate::ops::linear::LinearParams;
+    use crate::ops::pool::PoolKind;
+    use crate::test_util::rand_vec;
+    use crate::train::TrainLayout;
+
+    const N_IN: usize = 2 * 5 * 5;
+
+    fn conv_params() -> Conv2dParams {
+        Conv2dParams {
+            c_in: 2,
+            c_out: 2,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [5, 5],
+            out_hw: [5, 5],
+        }
+    }
+
+    const POOL: Pool2dParams = Pool2dParams {
+        kind: PoolKind::Avg {
+            count_include_pad: true,
+        },
+        channels: 4,
+        kernel: [2, 2],
+        stride: [2, 2],
+        padding: [0, 0],
+        ceil_mode: false,
+        in_hw: [5, 5],
+        out_hw: [2, 2],
+    };
+
+    const SPECS: &[ParamSpec] = &[
+        ParamSpec {
+            key: "0.weight",
+            shape: &[2, 2, 3, 3],
+            top: 0,
+        },
+        ParamSpec {
+            key: "0.bias",
+            shape: &[2],
+            top: 0,
+        },
+        ParamSpec {
+            key: "1.weight",
+            shape: &[2],
+            top: 1,
+        },
+        ParamSpec {
+            key: "1.bias",
+            shape: &[2],
+            top: 1,
+        },
+        ParamSpec {
+            key: "3.weight",
+            shape: &[2, 2, 3, 3],
+            top: 3,
+        },
+        ParamSpec {
+            key: "3.bias",
+            shape: &[2],
+            top: 3,
+        },
+        ParamSpec {
+            key: "7.weight",
+            shape: &[3, 16],
+            top: 7,
+        },
+        ParamSpec {
+            key: "7.bias",
+            shape: &[3],
+            top: 7,
+        },
+    ];
+
+    /// The graph's layers: conv, bn, conv, fc.
+    #[derive(Clone)]
+    struct Net {
+        c0: Conv2d,
+        bn: BatchNorm2d,
+        c1: Conv2d,
+        fc: Linear,
+    }
+
+    impl Net {
+        fn new() -> Self {
+            let mut rng = Rng::new(5);
+            let bnp = BatchNormParams {
+                channels: 2,
+                hw: 25,
+                eps: 1e-5,
+                momentum: 0.1,
+                affine: true,
+                track_running_stats: true,
+            };
+            let mut bn = BatchNorm2d::seeded("1", bnp, &mut rng);
+            bn.weight = Some(vec![1.3, 0.7]);
+            bn.bias = Some(vec![0.2, -0.4]);
+            let lp = LinearParams {
+                in_features: 16,
+                out_features: 3,
+            };
+            Net {
+                c0: Conv2d::seeded("0", conv_params(), true, &mut rng),
+                bn,
+                c1: Conv2d::seeded("3", conv_params(), true, &mut rng),
+                fc: Linear::seeded("7", lp, true, &mut rng),
+            }
+        }
+
+        /// The `i`-th parameter tensor, mutably (for a finite difference).
+        fn param(&mut self, i: usize, f: impl FnOnce(&mut [f32])) {
+            match i {
+                0 | 1 => self
+                    .c0
+                    .filters
+                    .update(|w, b| f(if i == 0 { w } else { b.unwrap() })),
+                2 => f(self.bn.weight.as_mut().unwrap()),
+                3 => f(self.bn.bias.as_mut().unwrap()),
+                4 | 5 => self
+                    .c1
+                    .filters
+                    .update(|w, b| f(if i == 4 { w } else { b.unwrap() })),
+                6 => f(&mut self.fc.weight),
+                _ => f(self.fc.bias.as_mut().unwrap()),
+            }
+        }
+
+        /// The forward pass on `x` (a batch of `n`) into `c`: slots 0 (input) to 8 (output).
+        fn forward(&mut self, n: usize, x: &[f32], c: &mut TrainCache) {
+            c.begin("T", n, N_IN, [9, 1, 0, 8]).copy_from_slice(x);
+            c.conv2d(&self.c0, 0, 1);
+            c.batchnorm(&mut self.bn, 1, 2, 0).unwrap();
+            c.activation(Activation::Tanh, 2, 3);
+            c.conv2d(&self.c1, 3, 4);
+            c.add(4, 0, 5);
+            c.concat(&[(5, 2), (0, 2)], 25, 6);
+            c.pool2d(&POOL, 6, 7);
+            c.linear(&self.fc, 7, 8);
+        }
+
+        /// `Σ r·output` in f64, from a fresh copy (the forward updates running statistics).
+        fn loss(&self, n: usize, x: &[f32], r: &[f32]) -> f64 {
+            let mut c = TrainCache::default();
+            self.clone().forward(n, x, &mut c);
+            c.output()
+                .iter()
+                .zip(r)
+                .map(|(&y, &r)| y as f64 * r as f64)
+                .sum()
+        }
+    }
+
+    /// The gradients of `Σ r·output` by the backward calls: the parameters', and the input's.
+    fn backward(net: &Net, c: &TrainCache, r: &[f32]) -> (Grads, Vec<f32>) {
+        let mut b = BackWork::default();
+        let mut g = Grads::new(SPECS);
+        b.begin(c, r.iter());
+        b.linear(&net.fc, c, (7, 8), &mut g, 6, true, true);
+        b.pool2d(&POOL, c, (6, 7));
+        b.concat(c, &[(5, 2), (0, 2)], 25, 6);
+        b.add(c, (4, 0, 5));
+        b.conv2d(&net.c1, c, (3, 4), &mut g, 4, true, true);
+        b.activation(Activation::Tanh, c, (2, 3));
+        b.batchnorm(&net.bn, c, (1, 2, 0), &mut g, 2, true, true);
+        b.conv2d(&net.c0, c, (0, 1), &mut g, 0, true, true);
+        (g, b.d[0].clone())
+    }
+
+    #[test]
+    fn the_backward_calls_give_the_gradients_of_the_forward_calls() {
+        // 11 samples: chunks of 2, the last one short.
+        for n in [1, 3, 11] {
+            let mut net = Net::new();
+            let x = rand_vec(n * N_IN, 7);
+            let r = rand_vec(n * 3, 9);
+            let mut c = TrainCache::default();
+            net.clone().forward(n, &x, &mut c);
+            assert_eq!(c.batch_size(), n);
+            assert_eq!(c.output().len(), n * 3);
+            let (g, dx) = backward(&net, &c, &r);
+            assert_eq!(g.len(), SPECS.len());
+            let h = 1e-2f32;
+            let check = |got: f32, up: f64, down: f64, what: String| {
+                let fd = (up - down) / (2.0 * h as f64);
+                assert!(
+                    (got as f64 - fd).abs() <= 2e-3 + 2e-2 * fd.abs(),
+                    "n = {n}: {what}: backward {got}, finite difference {fd}"
+                );
+            };
+            for (i, spec) in SPECS.iter().enumerate() {
+                let grad = g.get(spec.key).unwrap().to_vec();
+                for at in [0, grad.len() - 1, grad.len() / 2] {
+                    let shifted = |d: f32| {
+                        let mut m = net.clone();
+                        m.param(i, |p| p[at] += d);
+                        m.loss(n, &x, &r)
+                    };
+                    let (up, down) = (shifted(h), shifted(-h));
+                    check(grad[at], up, down, format!("{}[{at}]", spec.key));
+                }
+            }
+            // The input's gradient: through the first conv, the residual sum and the concat.
+            assert_eq!(dx.len(), n * N_IN);
+            for at in [0, 13, n * N_IN - 1] {
+                let shifted = |d: f32| {
+                    let mut y = x.clone();
+                    y[at] += d;
+                    net.loss(n, &y, &r)
+                };
+                check(dx[at], shifted(h), shifted(-h), format!("input[{at}]"));
+            }
+            // The forward updated the running statistics once.
+            net.forward(n, &x, &mut c);
+            assert_eq!(net.bn.num_batches_tracked, Some(1));
+        }
+    }
+
+    #[test]
+    fn frozen_layers_and_skipped_inputs_write_nothing() {
+        let net = Net::new();
+        let (n, x, r) = (4, rand_vec(4 * N_IN, 1), rand_vec(12, 2));
+        let mut c = TrainCache::default();
+        net.clone().forward(n, &x, &mut c);
+        let mut b = BackWork::default();
+        let mut g = Grads::new(SPECS);
+        b.begin(&c, r.iter());
+        b.linear(&net.fc, &c, (7, 8), &mut g, 6, false, false);
+        assert!(g.is_empty(), "a frozen layer has no gradient");
+        assert!(!b.have[7], "no input gradient without need_dx");
+        b.linear(&net.fc, &c, (7, 8), &mut g, 6, true, false);
+        assert_eq!(g.len(), 2);
+        let (full, _) = backward(&net, &c, &r);
+        assert_eq!(g.get("7.weight"), full.get("7.weight"));
+    }
+
+    #[test]
+    fn dropout_as_the_identity_passes_the_gradient_through() {
+        let mut c = TrainCache::default();
+        let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        c.begin("T", 3, 4, [3, 0, 2, 2]).copy_from_slice(&x);
+        let mut rng = Rng::new(1);
+        c.dropout(0.5, false, &mut rng, 0, 1, 0);
+        assert_eq!(c.acts[1], x);
+        c.dropout(0.5, true, &mut rng, 1, 2, 1);
+        let kept = c.masks[1].iter().filter(|&&m| m).count();
+        assert!(kept > 0 && kept < 12, "{kept} of 12 kept");
+        let d: Vec<f32> = (0..12).map(|i| 1.0 + i as f32).collect();
+        let mut b = BackWork::default();
+        b.begin(&c, d.iter());
+        b.dropout(0.5, &c, (1, 2, 1));
+        b.dropout(0.5, &c, (0, 1, 0));
+        for (i, &m) in c.masks[1].iter().enumerate() {
+            assert_eq!(b.d[0][i], if m { 2.0 * d[i] } else { 0.0 });
+        }
+    }
+
+    #[test]
+    fn transposed_convolution_upsampling_and_softmax_backward() {
+        use crate::ops::conv_transpose::ConvTranspose2dParams;
+        use crate::ops::upsample::UpsampleMode;
+        // [2, 3, 3] → convtranspose(2 -> 3, k2, s2, p0, output_padding 1) → [3, 7, 7]
+        // → bilinear ×2 → [3, 14, 14] → softmax over the 3 channels.
+        let tp = ConvTranspose2dParams {
+            c_in: 2,
+            c_out: 3,
+            groups: 1,
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            output_padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [3, 3],
+            out_hw: [7, 7],
+        };
+        let up = Upsample2dParams {
+            channels: 3,
+            scale: [2, 2],
+            mode: UpsampleMode::Bilinear {
+                align_corners: false,
+            },
+            in_hw: [7, 7],
+            out_hw: [14, 14],
+        };
+        let layer = ConvTranspose2d::seeded("0", tp, true, &mut Rng::new(3));
+        let n = 3;
+        let x = rand_vec(n * 18, 4);
+        let r = rand_vec(n * 3 * 196, 5);
+        let forward = |layer: &ConvTranspose2d, x: &[f32]| {
+            let mut c = TrainCache::default();
+            c.begin("T", n, 18, [4, 0, 0, 3]).copy_from_slice(x);
+            c.conv_transpose2d(layer, 0, 1);
+            c.upsample2d(&up, 1, 2);
+            c.softmax(3, 196, 2, 3);
+            c
+        };
+        let loss = |layer: &ConvTranspose2d, x: &[f32]| -> f64 {
+            let c = forward(layer, x);
+            c.output()
+                .iter()
+                .zip(&r)
+                .map(|(&y, &r)| y as f64 * r as f64)
+                .sum()
+        };
+        let c = forward(&layer, &x);
+        assert_eq!(c.output().len(), n * 3 * 196);
+        let specs: &'static [ParamSpec] = &[
+            ParamSpec {
+                key: "0.weight",
+                shape: &[2, 3, 2, 2],
+                top: 0,
+            },
+            ParamSpec {
+                key: "0.bias",
+                shape: &[3],
+                top: 0,
+            },
+        ];
+        let mut g = Grads::new(specs);
+        let mut b = BackWork::default();
+        b.begin(&c, r.iter());
+        b.softmax(3, 196, &c, (2, 3));
+        b.upsample2d(&up, &c, (1, 2));
+        b.conv_transpose2d(&layer, &c, (0, 1), &mut g, 0, true, true);
+        let h = 1e-2f32;
+        let check = |got: f32, up: f64, down: f64, what: &str| {
+            let fd = (up - down) / (2.0 * h as f64);
+            assert!(
+                (got as f64 - fd).abs() <= 1e-3 + 2e-2 * fd.abs(),
+                "{what}: backward {got}, finite difference {fd}"
+            );
+        };
+        for (i, key) in ["0.weight", "0.bias"].iter().enumerate() {
+            let grad = g.get(key).unwrap();
+            for at in [0, grad.len() - 1] {
+                let shifted = |d: f32| {
+                    let mut l = layer.clone();
+                    if i == 0 {
+                        l.weight[at] += d;
+                    } else {
+                        l.bias.as_mut().unwrap()[at] += d;
+                    }
+                    loss(&l, &x)
+                };
+                check(grad[at], shifted(h), shifted(-h), key);
+            }
+        }
+        for at in [0, 20, n * 18 - 1] {
+            let shifted = |d: f32| {
+                let mut y = x.clone();
+                y[at] += d;
+                loss(&layer, &y)
+            };
+            check(b.d[0][at], shifted(h), shifted(-h), "input");
+        }
+    }
+
+    #[test]
+    fn reserving_makes_exactly_the_layouts_room() {
+        let layout = TrainLayout {
+            slots: &[50, 50, 50, 50, 50, 50, 100, 16, 3],
+            batch_norms: &[3],
+            dropouts: &[7, 5],
+            params: 131,
+            param_tensors: 8,
+            largest_weight: 48,
+            largest_bias: 3,
+            forward_scratch: 450,
+            backward_scratch: 486,
+            backward_scratch_per_sample: 3,
+            output: 3,
+        };
+        // By hand, n = 11: chunks of 2 samples, 6 chunks (5 partial sums).
+        let floats = 2 * 419 * 11 + 100 * 11 + 6 + 131 + 51 + 5 * 51 + 450 + 6 * 486 + 3 * 11;
+        assert_eq!(layout.bytes(11), 4 * floats + 12 * 11 + 9 + 8);
+        // n = 1: one chunk, no partial sums.
+        let floats = 2 * 419 + 100 + 6 + 131 + 51 + 450 + 486 + 3;
+        assert_eq!(layout.bytes(1), 4 * floats + 12 + 9 + 8);
+        // A per-sample scratch larger than the convolutions': 90 samples, chunks of 12.
+        let wide = TrainLayout {
+            backward_scratch_per_sample: 50,
+            ..layout
+        };
+        assert_eq!(wide.bytes(90) - layout.bytes(90), 4 * 8 * (50 * 12 - 486));
+        for n in [1, 2, 11, 90] {
+            let mut c = TrainCache::default();
+            let mut b = BackWork::default();
+            c.reserve(&layout, n);
+            b.reserve(&layout, n);
+            let grads = 4 * 131 + 8;
+            let d_out = 4 * 3 * n;
+            assert_eq!(
+                c.capacity_bytes() + b.capacity_bytes() + grads + d_out,
+                layout.bytes(n),
+                "n = {n}"
+            );
+            // Reserving again (or for fewer samples) changes nothing.
+            c.reserve(&layout, 1);
+            b.reserve(&layout, n);
+            assert_eq!(
+                c.capacity_bytes() + b.capacity_bytes() + grads + d_out,
+                layout.bytes(n)
+            );
+        }
+        assert_eq!(chunk_plan(0), (1, 0));
+        assert_eq!(chunk_plan(8), (1, 8));
+        assert_eq!(chunk_plan(9), (2, 5));
+        assert_eq!(chunk_plan(64), (8, 8));
+        assert_eq!(chunk_plan(65), (9, 8));
     }
 }

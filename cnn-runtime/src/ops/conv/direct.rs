@@ -314,6 +314,7 @@ mod tests {
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
 
+    /// At every instruction-set level; the epilogue forms are in `conv::tests`.
     #[test]
     fn matches_naive_convolution_over_awkward_shapes() {
         // (c_in, c_out, kernel, stride, padding, [h, w], n)
@@ -352,23 +353,25 @@ mod tests {
             let packed = pack_weights(&p, &wt);
             for bias in [Some(&b[..]), None] {
                 let want = naive(&p, n, &x, &wt, bias);
-                for threads in [1, 2, 3] {
-                    let mut got = vec![f32::NAN; n * p.out_len()];
-                    crate::threads::install(threads, || {
-                        conv2d(
-                            &p,
-                            n,
-                            &x,
-                            &packed,
-                            bias,
-                            Epilogue::default(),
-                            threads,
-                            &mut got,
-                            &mut Vec::new(),
-                        )
-                    });
-                    assert_close(&got, &want, 1e-5);
-                }
+                crate::simd::testing::each_level(|_| {
+                    for threads in [1, 2, 3] {
+                        let mut got = vec![f32::NAN; n * p.out_len()];
+                        crate::threads::install(threads, || {
+                            conv2d(
+                                &p,
+                                n,
+                                &x,
+                                &packed,
+                                bias,
+                                Epilogue::default(),
+                                threads,
+                                &mut got,
+                                &mut Vec::new(),
+                            )
+                        });
+                        assert_close(&got, &want, 1e-5);
+                    }
+                });
             }
         }
     }

@@ -454,9 +454,63 @@ pub(crate) mod tests {
                 Some(Activation::Hardsigmoid) => (v / 6.0 + 0.5).clamp(0.0, 1.0),
             };
             want.push(v);
-            size.push(m);
+            size.push(m * act.map_or(1.0, lipschitz));
         }
         (want, size)
+    }
+
+    /// The most `act` can stretch an error of its input (the largest slope): an error `e`
+    /// before the activation is at most `lipschitz · e` after it.
+    pub(crate) fn lipschitz(act: Activation) -> f64 {
+        match act {
+            Activation::Relu | Activation::Relu6 | Activation::Tanh => 1.0,
+            Activation::LeakyRelu(s) => (s.abs() as f64).max(1.0),
+            Activation::Sigmoid => 0.25,
+            // max of x·σ(x)' + σ(x) is 1.0998; of GELU's slope 1.1289; of (2x + 3)/6 on [−3, 3] 1.5.
+            Activation::Silu => 1.1,
+            Activation::Gelu => 1.13,
+            Activation::Hardswish => 1.5,
+            Activation::Hardsigmoid => 1.0 / 6.0,
+        }
+    }
+
+    /// Every activation, and none: the epilogue forms the kernel tests run.
+    pub(crate) const ACTS: [Option<Activation>; 10] = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::Relu6),
+        Some(Activation::LeakyRelu(0.1)),
+        Some(Activation::Sigmoid),
+        Some(Activation::Tanh),
+        Some(Activation::Silu),
+        Some(Activation::Gelu),
+        Some(Activation::Hardswish),
+        Some(Activation::Hardsigmoid),
+    ];
+
+    /// `(bias, batch norm, residual, activation)` combinations a kernel test runs: every
+    /// combination of the first three with no activation, ReLU (applied in registers where the
+    /// kernel can) and ReLU6 (applied to whole planes), then each other activation once with a
+    /// rotating combination. With `few` (the large cases, there for their thread splits), two
+    /// forms with a residual: the batch norm and ReLU, and nothing else.
+    pub(crate) fn epilogue_forms(few: bool) -> Vec<(bool, bool, bool, Option<Activation>)> {
+        if few {
+            return vec![
+                (true, true, true, Some(Activation::Relu)),
+                (true, false, true, None),
+            ];
+        }
+        let mut forms = Vec::new();
+        for bits in 0..8 {
+            for &act in &ACTS[..3] {
+                forms.push((bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, act));
+            }
+        }
+        for (i, &act) in ACTS[3..].iter().enumerate() {
+            let bits = i * 3 + 1;
+            forms.push((bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, act));
+        }
+        forms
     }
 
     /// Asserts `|got − want| ≤ tol · (1 + mag)` element-wise, naming the first bad index: a
@@ -635,6 +689,12 @@ pub(crate) mod tests {
             Algorithm::Direct,
             &[1, 2, 3],
         ),
+        // Rows of 37: several blocks of 8 and 16 lanes (two vectors with AVX-512), and a tail.
+        (
+            (4, 9, 1, [3, 3], [1, 1], [1, 1], [1, 1], [6, 37], 2, true),
+            Algorithm::Direct,
+            &[1],
+        ),
         (
             (5, 5, 5, [3, 3], [2, 2], [1, 1], [1, 1], [9, 7], 3, true),
             Algorithm::Depthwise,
@@ -667,9 +727,14 @@ pub(crate) mod tests {
         ),
     ];
 
+    /// Every algorithm at every instruction-set level this CPU has, with every epilogue form
+    /// (bias or not, folded batch norm or not, residual or not, each activation or none),
+    /// against the f64 definition ([`naive64`], [`reference_epilogue`]) with a tolerance
+    /// relative to the size of each value's terms. The large cases (there for their thread
+    /// splits) run fewer combinations, at the best level only.
     #[test]
     fn the_residual_is_added_after_the_batch_norm_and_before_the_activation_by_every_algorithm() {
-        let acts = [None, Some(Activation::Relu), Some(Activation::Relu6)];
+        let all_levels = crate::simd::testing::levels();
         let mut seen = Vec::new();
         for (i, (case, algorithm, threads)) in RESIDUAL_CASES.iter().enumerate() {
             let p = params(case);
@@ -691,55 +756,59 @@ pub(crate) mod tests {
                 (Algorithm::Winograd, _) => 2e-6,
                 _ => 1e-6,
             };
-            // The large cases (there for their thread splits) run fewer combinations: the
-            // epilogue is the same code at every size.
             let big = threads.len() > 1;
-            for bias in [true, false] {
-                if big && !bias {
-                    continue;
-                }
+            // The thread splits do not depend on the level: the large cases run at the best.
+            let levels = if big {
+                &all_levels[..1]
+            } else {
+                &all_levels[..]
+            };
+            let hw = p.out_hw[0] * p.out_hw[1];
+            let with_bias = b.clone();
+            let ys = [true, false].map(|bias| {
+                let bias = bias.then_some(&with_bias[..]);
+                naive64(&p, n, &x, &w, bias)
+            });
+            for (bias, affine, residual, act) in epilogue_forms(big) {
+                let (y, mag) = &ys[usize::from(!bias)];
+                let affine = affine.then_some((&scale[..], &shift[..]));
+                let residual = residual.then_some(&r[..]);
                 let bias = bias.then(|| b.clone());
-                let filters = Filters::new(w.clone(), bias.clone());
-                let (y, mag) = naive64(&p, n, &x, &w, bias.as_deref());
-                let hw = p.out_hw[0] * p.out_hw[1];
-                for affine in [None, Some((&scale[..], &shift[..]))] {
-                    for residual in [Some(&r[..]), None] {
-                        if big && residual.is_none() {
-                            continue;
+                let epilogue = Epilogue {
+                    affine,
+                    act,
+                    residual,
+                };
+                let (want, size) = reference_epilogue(y, mag, p.c_out, hw, affine, residual, act);
+                for &level in levels {
+                    crate::simd::testing::with_isa(level, || {
+                        // Fresh filters: the prepared copy is made at this level.
+                        let filters = Filters::new(w.clone(), bias.clone());
+                        for &threads in *threads {
+                            let mut out = vec![f32::NAN; n * p.out_len()];
+                            crate::threads::install(threads, || {
+                                forward(
+                                    &p,
+                                    n,
+                                    &x,
+                                    &filters,
+                                    epilogue,
+                                    threads,
+                                    &mut out,
+                                    &mut Vec::new(),
+                                )
+                            });
+                            let what = format!(
+                                "{algorithm:?} {case:?} at {}, bias {}, bn {}, residual {}, \
+                                 {act:?}, {threads} threads",
+                                level.name(),
+                                bias.is_some(),
+                                affine.is_some(),
+                                residual.is_some()
+                            );
+                            assert_close_mag(&out, &want, &size, tol, &what);
                         }
-                        for act in acts {
-                            let epilogue = Epilogue {
-                                affine,
-                                act,
-                                residual,
-                            };
-                            let (want, size) =
-                                reference_epilogue(&y, &mag, p.c_out, hw, affine, residual, act);
-                            for &threads in *threads {
-                                let mut out = vec![f32::NAN; n * p.out_len()];
-                                crate::threads::install(threads, || {
-                                    forward(
-                                        &p,
-                                        n,
-                                        &x,
-                                        &filters,
-                                        epilogue,
-                                        threads,
-                                        &mut out,
-                                        &mut Vec::new(),
-                                    )
-                                });
-                                let what = format!(
-                                    "{algorithm:?} {case:?}, bias {}, bn {}, residual {}, \
-                                     {act:?}, {threads} threads",
-                                    bias.is_some(),
-                                    affine.is_some(),
-                                    residual.is_some()
-                                );
-                                assert_close_mag(&out, &want, &size, tol, &what);
-                            }
-                        }
-                    }
+                    });
                 }
             }
         }
@@ -828,29 +897,41 @@ pub(crate) mod tests {
         }
     }
 
+    /// A scratch buffer of `scratch_len()` is never grown by the algorithm that runs (at any
+    /// level), and the result is right: an undersized `scratch_len` fails here, with no size
+    /// retyped from the kernels' formulas.
     #[test]
     fn scratch_len_covers_every_algorithm_that_applies() {
-        for case in CASES {
+        let residual_cases = RESIDUAL_CASES.iter().map(|(case, ..)| case);
+        for (seed, case) in CASES.iter().chain(residual_cases).enumerate() {
             let p = params(case);
-            let depthwise = p.groups > 1 && p.groups == p.c_in && p.groups == p.c_out;
-            let skip = p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0, 0];
-            let per_group = p.c_in / p.groups * p.kernel[0] * p.kernel[1];
-            let want = if depthwise {
-                let row = p.out_hw[1] + (p.kernel[1] - 1) * p.dilation[1] / p.stride[1] + 16;
-                (p.in_hw[0] + 2 * p.padding[0]) * p.stride[1] * row
-            } else if skip {
-                0
+            let n = case.8;
+            let x = rand_vec(n * p.in_len(), seed as u64);
+            let w = rand_vec(p.c_out * p.fan_in(), seed as u64 + 1);
+            let want = naive(&p, n, &x, &w, None);
+            let tol = if p.algorithm() == Algorithm::Winograd {
+                2e-4
             } else {
-                per_group * p.out_hw[0] * p.out_hw[1]
+                1e-5
             };
-            assert_eq!(p.im2col_len(), want, "{case:?}");
-            let winograd = winograd::applies(&p);
-            let w = winograd::scratch_len(&p);
-            let direct = direct::applies(&p);
-            let d = direct::scratch_len(&p);
-            let want = if winograd { want.max(w) } else { want };
-            let want = if direct { want.max(d) } else { want };
-            assert_eq!(p.scratch_len(), want, "{case:?}");
+            crate::simd::testing::each_level(|level| {
+                let filters = Filters::new(w.clone(), None);
+                let mut scratch = Vec::with_capacity(p.scratch_len());
+                let (at, room) = (scratch.as_ptr(), scratch.capacity());
+                let mut out = vec![f32::NAN; n * p.out_len()];
+                let e = Epilogue::default();
+                forward(&p, n, &x, &filters, e, 1, &mut out, &mut scratch);
+                assert!(
+                    scratch.as_ptr() == at && scratch.capacity() == room,
+                    "{:?} {case:?} at {}: grew to {}, scratch_len {}",
+                    p.algorithm(),
+                    level.name(),
+                    scratch.len(),
+                    p.scratch_len()
+                );
+                assert_close(&out, &want, tol);
+            });
+            assert!(p.scratch_len() >= p.im2col_len(), "{case:?}");
         }
     }
 
@@ -884,6 +965,35 @@ pub(crate) mod tests {
                 1e-5
             };
             assert_close(&out, &want, tol);
+        }
+    }
+
+    /// A convolution with an empty output (0 rows or 0 columns; the macro never plans one,
+    /// but the kernels take any descriptor) writes nothing and reads nothing, whichever
+    /// algorithm its other sizes would pick.
+    #[test]
+    fn an_empty_output_is_a_no_op() {
+        for case in [&CASES[0], &CASES[11], &CASES[2], &CASES[21], &CASES[19]] {
+            let full = params(case);
+            for out_hw in [[0, full.out_hw[1]], [full.out_hw[0], 0]] {
+                let p = Conv2dParams { out_hw, ..full };
+                assert_ne!(p.algorithm(), Algorithm::Winograd, "{case:?}");
+                assert_ne!(p.algorithm(), Algorithm::Direct, "{case:?}");
+                let filters = Filters::new(rand_vec(p.c_out * p.fan_in(), 1), None);
+                let x = rand_vec(2 * p.in_len(), 2);
+                let mut out = [f32::NAN; 3];
+                forward(
+                    &p,
+                    2,
+                    &x,
+                    &filters,
+                    Epilogue::default(),
+                    1,
+                    &mut out[..0],
+                    &mut Vec::new(),
+                );
+                assert!(out.iter().all(|v| v.is_nan()));
+            }
         }
     }
 

@@ -117,13 +117,17 @@ fn matches_direct_convolution_over_awkward_shapes() {
         let (n, has_bias) = (case.6, case.7);
         let [x, w, b, _, _] = data(i, &p, n);
         let bias = has_bias.then_some(&b[..]);
-        let got = run(&p, n, &x, &w, bias, Epilogue::default());
-        assert_close(&got, &naive(&p, n, &x, &w, bias), 1e-5);
+        let want = naive(&p, n, &x, &w, bias);
+        crate::simd::testing::each_level(|_| {
+            let got = run(&p, n, &x, &w, bias, Epilogue::default());
+            assert_close(&got, &want, 1e-5);
+        });
     }
 }
 
 #[test]
 fn fused_epilogue_equals_applying_it_afterwards_bit_for_bit() {
+    let levels = crate::simd::testing::levels();
     let acts = [
         None,
         Some(Activation::Relu),
@@ -160,6 +164,18 @@ fn fused_epilogue_equals_applying_it_afterwards_bit_for_bit() {
                 }
                 let got = run(&p, n, &x, &w, bias, e);
                 assert_eq!(bits(&got), bits(&want), "{case:?} {act:?}");
+                // The other levels (below the best) against the f64 definition.
+                for &level in &levels[1..] {
+                    crate::simd::testing::with_isa(level, || {
+                        let got = run(&p, n, &x, &w, bias, e);
+                        let plain = run(&p, n, &x, &w, bias, Epilogue::default());
+                        let mut want = plain;
+                        for (s, sample) in want.chunks_exact_mut(p.out_len()).enumerate() {
+                            e.apply(0, s * p.c_out, sample.chunks_exact_mut(hw));
+                        }
+                        assert_eq!(bits(&got), bits(&want), "{case:?} {act:?} {level:?}");
+                    });
+                }
             }
         }
     }
@@ -193,17 +209,77 @@ fn plane_ranges_give_the_bits_of_one_call() {
     }
 }
 
+/// The message of the panic `f` raises, `None` if it returns.
+fn panic_message(f: impl FnOnce()) -> Option<String> {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).err()?;
+    Some(match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast::<&str>()
+            .map_or_else(|_| String::new(), |s| s.to_string()),
+    })
+}
+
+/// An empty range returns at once (its scratch sized, nothing read), while each short slice
+/// is refused by its own check, not by an index out of bounds somewhere inside.
 #[test]
-fn an_empty_range_writes_nothing_and_a_short_input_panics() {
+fn an_empty_range_writes_nothing_and_each_short_slice_is_named() {
     let p = params(&CASES[0]);
     let none = Epilogue::default();
+    let hw = p.out_hw[0] * p.out_hw[1];
     let w = rand_vec(p.c_out * 9, 1);
-    depthwise(&p, 3, &[], &w, None, none, &mut [], &mut Vec::new());
-    let short = std::panic::catch_unwind(|| {
-        let mut out = vec![0.0; p.out_hw[0] * p.out_hw[1]];
-        depthwise(&p, 0, &[0.0; 10], &w, None, none, &mut out, &mut Vec::new());
+    let x = rand_vec(2 * p.in_hw[0] * p.in_hw[1], 2);
+    let mut scratch = Vec::new();
+    depthwise(&p, 3, &[], &w, None, none, &mut [], &mut scratch);
+    assert_eq!(scratch.len(), scratch_len(&p));
+    // Two planes from plane 1 on: the right output, and nothing past it.
+    let mut out = vec![f32::NAN; 3 * hw];
+    depthwise(&p, 1, &x, &w, None, none, &mut out[..2 * hw], &mut scratch);
+    assert!(out[..2 * hw].iter().all(|v| v.is_finite()));
+    assert!(
+        out[2 * hw..].iter().all(|v| v.is_nan()),
+        "wrote past its range"
+    );
+    let one_plane = |c: usize, x: &[f32]| {
+        let mut single = p;
+        single.c_in = 1;
+        single.c_out = 1;
+        single.groups = 1;
+        naive(&single, 1, x, &w[c * 9..(c + 1) * 9], None)
+    };
+    let plane = p.in_hw[0] * p.in_hw[1];
+    assert_close(&out[..hw], &one_plane(1, &x[..plane]), 1e-5);
+    assert_close(&out[hw..2 * hw], &one_plane(2, &x[plane..]), 1e-5);
+    let r = vec![0.0; 2 * hw];
+    let (scale, shift) = (vec![1.0; p.c_out - 1], vec![0.0; p.c_out - 1]);
+    let short = |what: &str, f: &dyn Fn(&mut [f32])| {
+        let mut out = vec![0.0; 2 * hw];
+        let msg = panic_message(|| f(&mut out)).unwrap_or_else(|| panic!("{what} passed"));
+        assert!(msg.contains(what), "{what}: {msg}");
+    };
+    let run = |x: &[f32], w: &[f32], b: Option<&[f32]>, e: Epilogue<'_>, out: &mut [f32]| {
+        depthwise(&p, 0, x, w, b, e, out, &mut Vec::new())
+    };
+    short("input too short", &|out| {
+        run(&x[..plane], &w, None, none, out)
     });
-    assert!(short.is_err(), "a short input must panic");
+    short("weight too short", &|out| run(&x, &w[..9], None, none, out));
+    short("bias too short", &|out| {
+        run(&x, &w, Some(&[0.0; 3]), none, out)
+    });
+    let e = Epilogue {
+        affine: Some((&scale, &shift)),
+        ..none
+    };
+    short("epilogue too short", &|out| run(&x, &w, None, e, out));
+    let e = Epilogue {
+        residual: Some(&r[..hw]),
+        ..none
+    };
+    short("residual too short", &|out| run(&x, &w, None, e, out));
+    short("not whole planes", &|out| {
+        run(&x, &w, None, none, &mut out[..hw + 1])
+    });
 }
 
 #[test]

@@ -278,10 +278,9 @@ fn to_channels_first(yt: &[f32], c: usize, first: usize, y: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::activation::Activation;
-    use crate::ops::conv::im2col;
+    use crate::ops::conv::tests::{assert_close_mag, naive64, reference_epilogue, ACTS};
     use crate::shape::out_len;
-    use crate::test_util::{assert_close, rand_vec};
+    use crate::test_util::rand_vec;
 
     #[test]
     fn the_tile_size_follows_the_output_size() {
@@ -307,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_im2col_convolution_over_awkward_shapes() {
+    fn matches_the_f64_definition_over_awkward_shapes_with_every_epilogue() {
         // (c_in, c_out, padding, [h, w], n, bias)
         let cases = [
             (16, 16, [1, 1], [8, 8], 1, true),
@@ -317,7 +316,7 @@ mod tests {
             (17, 19, [1, 0], [4, 11], 1, true),
             (64, 64, [1, 1], [16, 16], 1, true),
             // Several blocks of tile rows, the last one shorter.
-            (64, 64, [1, 1], [40, 36], 2, true),
+            (32, 32, [1, 1], [40, 36], 1, true),
             // Enough work to split over threads, too few tiles: the 16 GEMMs are split.
             (128, 128, [1, 1], [8, 8], 1, false),
             // F(4×4)'s own sizes: edges of 1, 2 and 3 outputs past the last whole tile.
@@ -347,47 +346,58 @@ mod tests {
             let wt = rand_vec(p.c_out * p.fan_in(), s + 1);
             let b = rand_vec(c_out, s + 2);
             let (scale, shift) = (rand_vec(c_out, s + 3), rand_vec(c_out, s + 4));
+            let r: Vec<f32> = rand_vec(n * p.out_len(), s + 5)
+                .iter()
+                .map(|v| 4.0 * v)
+                .collect();
             let bias = bias.then_some(&b[..]);
+            // The f64 definition, not another kernel: the same GEMM and epilogue on both sides
+            // would hide their errors.
+            let (y, mag) = naive64(&p, n, &x, &wt, bias);
+            let hw = p.out_hw[0] * p.out_hw[1];
+            // Every epilogue form over the table (the epilogue is one code path after the
+            // output transform): the batch norm on every other case, the residual on every
+            // third, the activations in turn.
+            let affine = (seed % 2 == 0).then_some((&scale[..], &shift[..]));
+            let residual = (seed % 3 == 1).then_some(&r[..]);
+            let act = ACTS[seed % ACTS.len()];
             let epilogue = Epilogue {
-                affine: Some((&scale, &shift)),
-                act: Some(Activation::Tanh),
-                residual: None,
+                affine,
+                act,
+                residual,
             };
-            let mut want = vec![f32::NAN; n * p.out_len()];
-            im2col::conv2d(
-                &p,
-                n,
-                &x,
-                &wt,
-                bias,
-                epilogue,
-                1,
-                &mut want,
-                &mut Vec::new(),
-            );
+            let (want, size) = reference_epilogue(&y, &mag, c_out, hw, affine, residual, act);
+            // The cases with 32 or more channels also split over threads (blocks or GEMMs).
+            let threads: &[usize] = if c_in >= 32 { &[1, 2, 3] } else { &[1] };
             for m in [2, 4] {
                 let u = transform_weights_for(m, &p, &wt);
-                for threads in [1, 2, 3] {
-                    let mut got = vec![f32::NAN; n * p.out_len()];
-                    crate::threads::install(threads, || {
-                        conv2d_with(
-                            m,
-                            &p,
-                            n,
-                            &x,
-                            &u,
-                            bias,
-                            epilogue,
-                            threads,
-                            &mut got,
-                            &mut Vec::new(),
-                        )
-                    });
-                    // F(4×4)'s larger transform constants cost about 8× F(2×2)'s rounding
-                    // error (measured up to 6e-5 here, on outputs of magnitude ~8 before the
-                    // epilogue), still far inside the PyTorch fixtures' rtol of 1e-4.
-                    assert_close(&got, &want, if m == 4 { 2e-4 } else { 5e-5 });
-                }
+                // F(4×4)'s larger transform constants cost about 8× F(2×2)'s rounding error,
+                // relative to the size of each output's terms (measured up to about 1e-6).
+                let tol = if m == 4 { 1e-5 } else { 2e-6 };
+                crate::simd::testing::each_level(|level| {
+                    for &threads in threads {
+                        let mut got = vec![f32::NAN; n * p.out_len()];
+                        crate::threads::install(threads, || {
+                            conv2d_with(
+                                m,
+                                &p,
+                                n,
+                                &x,
+                                &u,
+                                bias,
+                                epilogue,
+                                threads,
+                                &mut got,
+                                &mut Vec::new(),
+                            )
+                        });
+                        let what = format!(
+                            "F({m}) {p:?} at {}, {threads} threads, {epilogue:?}",
+                            level.name()
+                        );
+                        assert_close_mag(&got, &want, &size, tol, &what);
+                    }
+                });
             }
         }
     }
