@@ -1,10 +1,11 @@
 //! Code generation from a checked plan; cannot fail.
 
-use proc_macro2::{Literal, Span, TokenStream};
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::args::{Activation, LayerKind, PoolKind};
 use crate::ast::Network;
+use crate::names::{activation, desc_ident, f32_lit, field_ident, lit};
 use crate::shape::{Block, Plan, Planned};
 use crate::tensor::Shape;
 
@@ -411,20 +412,10 @@ struct Parts {
     run: TokenStream,
 }
 
-/// `__PARAMS_3_body_0`, the descriptor constant of the layer with key `3.body.0`.
-pub(crate) fn desc_ident(l: &Planned) -> syn::Ident {
-    format_ident!("__PARAMS_{}", l.key.replace('.', "_"))
-}
-
-/// `layer_3_body_0` for key `3.body.0`.
-pub(crate) fn field_ident(l: &Planned) -> syn::Ident {
-    format_ident!("layer_{}", l.key.replace('.', "_"))
-}
-
 fn parts(l: &Planned) -> Parts {
     let i = &l.key;
     let field = field_ident(l);
-    let desc = format_ident!("__PARAMS_{}", l.key.replace('.', "_"));
+    let desc = desc_ident(l);
     let doc = format!("`{}`: `{}`", l.key, l.layer.dsl);
     let [c, h, w] = match l.input {
         Shape::Chw { c, h, w } => [c, h, w],
@@ -684,7 +675,7 @@ fn concat_tail(branch: &[Planned]) -> Option<(usize, ConcatCall)> {
     let none = || quote!(::core::option::Option::None);
     if let Some(last) = branch.last() {
         if let LayerKind::Upsample(_) = last.layer.kind {
-            let desc = format_ident!("__PARAMS_{}", last.key.replace('.', "_"));
+            let desc = desc_ident(last);
             return Some((branch.len() - 1, ConcatCall::Upsample(desc)));
         }
     }
@@ -816,23 +807,6 @@ fn run_block(l: &Planned, block: &Block, act: Option<Activation>) -> Vec<TokenSt
     out
 }
 
-pub(crate) fn activation(act: Activation) -> TokenStream {
-    match act {
-        Activation::Relu => quote!(Relu),
-        Activation::LeakyRelu(s) => {
-            let s = f32_lit(s);
-            quote!(LeakyRelu(#s))
-        }
-        Activation::Sigmoid => quote!(Sigmoid),
-        Activation::Tanh => quote!(Tanh),
-        Activation::Silu => quote!(Silu),
-        Activation::Gelu => quote!(Gelu),
-        Activation::Relu6 => quote!(Relu6),
-        Activation::Hardswish => quote!(Hardswish),
-        Activation::Hardsigmoid => quote!(Hardsigmoid),
-    }
-}
-
 /// The equivalent PyTorch module, as a Python expression after `from torch import nn`.
 fn torch(l: &Planned) -> String {
     let c = l.input.dims()[0];
@@ -951,15 +925,6 @@ fn torch(l: &Planned) -> String {
         LayerKind::Residual(_) => "Residual".into(),
         LayerKind::Concat(_) => "Concat".into(),
     }
-}
-
-pub(crate) fn lit(n: usize) -> Literal {
-    Literal::usize_unsuffixed(n)
-}
-
-pub(crate) fn f32_lit(v: f64) -> Literal {
-    // `args` rejected values that are not finite as f32.
-    Literal::f32_suffixed(v as f32)
 }
 
 fn pair([a, b]: [usize; 2]) -> TokenStream {

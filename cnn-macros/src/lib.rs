@@ -10,6 +10,7 @@ mod embed;
 mod expand;
 mod fallback;
 mod json;
+mod names;
 mod parse;
 #[cfg(test)]
 mod proptests;

@@ -465,8 +465,10 @@ fn each_layer_descriptor_is_emitted_once() {
     ] {
         assert_eq!(out.matches(ty).count(), n, "{ty}");
     }
-    // The definition, the workspace's scratch, `from_safetensors` and `seeded`.
-    assert_eq!(out.matches("__PARAMS_0 ").count(), 4);
+    // The definition, the workspace's scratch, `from_safetensors`, `seeded`, and the training
+    // layout's forward and backward scratch.
+    assert_eq!(out.matches("__PARAMS_0 ").count(), 5);
+    assert_eq!(out.matches("__PARAMS_0)").count(), 1);
 }
 
 /// Every layer at every depth: (key, depth, name, output dims).

@@ -14,7 +14,7 @@ use quote::quote;
 
 use crate::args::LayerKind;
 use crate::ast::Network;
-use crate::expand::{activation, desc_ident, f32_lit, field_ident, lit};
+use crate::names::{activation, desc_ident, f32_lit, field_ident, lit};
 use crate::shape::{Block, Plan, Planned};
 use crate::tensor::Shape;
 

@@ -1,0 +1,146 @@
+//! Tests of the level detection, the override and the dispatch (a file of its own: they call
+//! the GEMM and the thread pool, which themselves depend on this module).
+
+use super::*;
+
+#[test]
+fn cnn_simd_caps_the_level() {
+    assert_eq!(cap(Some("baseline")), Isa::Baseline);
+    assert_eq!(cap(Some("avx2")), Isa::Avx2);
+    assert_eq!(cap(Some("avx512")), Isa::Avx512);
+    assert_eq!(cap(Some("AVX2")), Isa::Avx512, "the spelling is lower case");
+    assert_eq!(cap(Some("")), Isa::Avx512);
+    assert_eq!(cap(None), Isa::Avx512);
+    for level in Isa::ALL {
+        assert_eq!(cap(Some(level.name())), level, "a level's name caps at it");
+    }
+}
+
+/// Every combination of the five features: only all five make AVX-512, AVX2 needs FMA
+/// too (a CPU with some AVX-512 subsets, as Knights Landing's F without BW and VL, is AVX2).
+#[test]
+fn each_level_needs_all_its_features() {
+    const FEATURES: [&str; 5] = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl"];
+    for set in 0u32..32 {
+        let has = |f: &str| {
+            FEATURES
+                .iter()
+                .position(|&g| g == f)
+                .is_some_and(|i| set >> i & 1 == 1)
+        };
+        let want = match (set & 3 == 3, set >> 2 == 7) {
+            (true, true) => Isa::Avx512,
+            (true, false) => Isa::Avx2,
+            (false, _) => Isa::Baseline,
+        };
+        let names: Vec<_> = FEATURES.iter().filter(|f| has(f)).collect();
+        assert_eq!(level_of(has), want, "{names:?}");
+    }
+    assert_eq!(level_of(|_| true), Isa::Avx512);
+}
+
+/// The process's level is the environment's cap on the detected level, and the log says
+/// which level the kernel tests of this run exercise and which they skip.
+#[test]
+fn the_process_runs_the_level_cnn_simd_asks_for() {
+    let asked = std::env::var("CNN_SIMD").ok();
+    let want = detect().min(cap(asked.as_deref()));
+    assert_eq!(testing::with_forced(None, isa), want, "CNN_SIMD={asked:?}");
+    if let Some(asked) = &asked {
+        if cap(Some(asked)) > detect() {
+            eprintln!(
+                "SKIPPED: CNN_SIMD={asked} asks for more than this CPU has; running `{}`",
+                want.name()
+            );
+        }
+    }
+    eprintln!("kernel tests run at: {:?}", testing::levels());
+}
+
+/// `detect` agrees with the kernel's own list of CPU flags (Linux), an independent reading
+/// of CPUID.
+#[test]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn detection_agrees_with_proc_cpuinfo() {
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        eprintln!("SKIPPED: detection check, /proc/cpuinfo unreadable");
+        return;
+    };
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .expect("a flags line")
+        .split_whitespace()
+        .collect();
+    let has = |f: &str| flags.contains(&f);
+    let want = if has("avx2") && has("fma") {
+        if has("avx512f") && has("avx512bw") && has("avx512vl") {
+            Isa::Avx512
+        } else {
+            Isa::Avx2
+        }
+    } else {
+        Isa::Baseline
+    };
+    assert_eq!(detect(), want, "flags: {flags:?}");
+    for level in Isa::ALL {
+        assert_eq!(level.available(), level <= want, "{}", level.name());
+    }
+}
+
+/// Which token `with_simd!` handed its body, by its lane count.
+fn lanes_of_with_simd() -> usize {
+    let mut lanes = 0;
+    with_lanes(&mut lanes);
+    lanes
+}
+
+fn with_lanes(out: &mut usize) {
+    crate::simd::with_simd!(|_s: S| { *out = S::LANES; }, (out: &mut usize))
+}
+
+multiversion! {
+fn sum(v: &[f32]) -> f32 {
+    v.iter().sum()
+}
+}
+
+/// A forced level is the one every kind of dispatch runs: `with_simd!` (seen by its
+/// token's lanes), `multiversion!` and the GEMM (seen by the per-thread count), also on
+/// the pool's workers.
+#[test]
+fn a_forced_level_is_the_one_that_runs() {
+    let levels = testing::levels();
+    assert!(levels.contains(&Isa::Baseline));
+    for level in Isa::ALL {
+        if !level.available() {
+            let refused = std::panic::catch_unwind(|| testing::with_isa(level, || ()));
+            assert!(refused.is_err(), "forcing a missing level must panic");
+            continue;
+        }
+        let lanes = match level {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+            Isa::Baseline => 1,
+        };
+        testing::with_isa(level, || {
+            assert_eq!(isa(), level);
+            let before = testing::ran();
+            assert_eq!(lanes_of_with_simd(), lanes, "{}", level.name());
+            assert_eq!(sum(&[1.0, 2.0, 3.5]), 6.5);
+            let mut c = [0.0; 4];
+            crate::gemm::sgemm(2, 1, 2, &[1.0, 2.0], &[3.0, 4.0], &mut c, false);
+            assert_eq!(c, [3.0, 4.0, 6.0, 8.0]);
+            let after = testing::ran();
+            for other in Isa::ALL {
+                let runs = after[other as usize] - before[other as usize];
+                let want = if other == level { 3 } else { 0 };
+                assert_eq!(runs, want, "forced {}, ran {}", level.name(), other.name());
+            }
+            // On a worker of the pool, too.
+            let on_worker = crate::threads::install(2, || (isa(), lanes_of_with_simd()));
+            assert_eq!(on_worker, (level, lanes), "{} on a worker", level.name());
+        });
+    }
+    assert_eq!(testing::forced(), None, "restored");
+}
