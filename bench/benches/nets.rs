@@ -56,7 +56,7 @@ struct Bench<'a>(&'a mut Criterion);
 
 impl WithNet for Bench<'_> {
     type Output = ();
-    fn run<M: Model>(self, name: &str) {
+    fn run<M: cnn::Train>(self, name: &str) {
         bench_net::<M>(self.0, name)
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! - `src/bin/bench_nets.rs`: latency of `forward_batch`, one JSON line per cell; also prints the
 //!   PyTorch twins for `bench/peers.py` (`cargo run --release --bin bench_nets -- --help`);
+//! - `src/bin/bench_train.rs`: time of one training step (`Train::train_step`, cross-entropy,
+//!   SGD with momentum), one JSON line per cell, for `bench/peers_train.py`;
 //! - `benches/nets.rs`: the same networks under criterion (`cargo bench --bench nets`);
 //! - `src/bin/memory.rs`: peak heap of `forward_batch` on `vgg` (`docs/reliability.md`);
 //! - `src/bin/bench_build_nets.rs`: how long the code `cnn!` generates takes to compile, against
@@ -13,7 +15,7 @@
 //!
 //! `benches/embedded.rs` times `embedded()` on the digits model (`docs/pytorch.md`).
 
-use cnn::Model;
+use cnn::Train;
 
 /// Declares the seven benchmark networks, `Tiny`, `Lenet5`, `Vgg`, `Stem224`, `Mobile`,
 /// `Resnet18` and `Mobilenetv2`, in the
@@ -135,8 +137,10 @@ pub const NETS: [&str; 7] = [
 pub trait WithNet {
     /// What [`WithNet::run`] returns.
     type Output;
-    /// Runs on the network `M`, whose name in [`NETS`] is `name`.
-    fn run<M: Model>(self, name: &str) -> Self::Output;
+    /// Runs on the network `M`, whose name in [`NETS`] is `name`. Every `cnn!` network
+    /// implements [`Train`] (and so [`cnn::Model`]), so one bound serves the inference and the
+    /// training drivers.
+    fn run<M: Train>(self, name: &str) -> Self::Output;
 }
 
 /// Calls `f.run::<M>(name)` with `M` the network named `name`; `None` if `name` is not in
@@ -161,7 +165,7 @@ mod tests {
     struct Name;
     impl WithNet for Name {
         type Output = &'static str;
-        fn run<M: Model>(self, _: &str) -> &'static str {
+        fn run<M: Train>(self, _: &str) -> &'static str {
             M::NAME
         }
     }

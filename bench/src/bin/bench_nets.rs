@@ -180,7 +180,7 @@ struct TorchLine;
 
 impl WithNet for TorchLine {
     type Output = String;
-    fn run<M: Model>(self, name: &str) -> String {
+    fn run<M: cnn::Train>(self, name: &str) -> String {
         torch_line::<M>(name)
     }
 }
@@ -194,7 +194,7 @@ struct Cell {
 
 impl WithNet for Cell {
     type Output = String;
-    fn run<M: Model>(self, name: &str) -> String {
+    fn run<M: cnn::Train>(self, name: &str) -> String {
         cell::<M>(name, self.batch, self.threads, self.seconds)
     }
 }
