@@ -503,7 +503,7 @@ fn parts(l: &Planned) -> Parts {
                 };
             });
             let bias = a.bias;
-            p.scratch = Some(quote!(#desc.scratch_len()));
+            p.scratch = Some(quote!(#desc.forward_scratch_len()));
             p.field = Some((field.clone(), quote!(::cnn::__private::Conv2d), doc));
             p.load = quote!(#field: __cnn::Conv2d::load(&__weights, #i, #desc, #bias)?,);
             p.seeded = quote!(#field: __cnn::Conv2d::seeded(#i, #desc, #bias, &mut __rng),);

@@ -111,6 +111,17 @@ impl Conv2dParams {
         }
     }
 
+    /// Scratch elements [`forward`] needs for one sample: exactly what the
+    /// [`algorithm`](Self::algorithm) that runs uses (the inference workspace, `WORKSPACE_LEN`,
+    /// is sized by it; [`scratch_len`](Self::scratch_len) also covers im2col for training).
+    pub const fn forward_scratch_len(&self) -> usize {
+        match self.algorithm() {
+            Algorithm::Winograd => winograd::scratch_len(self),
+            Algorithm::Direct => direct::scratch_len(self),
+            Algorithm::Depthwise | Algorithm::Im2col => self.im2col_len(),
+        }
+    }
+
     /// Scratch elements one sample needs: the most of [`im2col_len`](Self::im2col_len) and
     /// what the [`algorithm`](Self::algorithm) needs beyond it (Winograd's transforms, the
     /// direct kernel's phase-split input), so that a workspace sized by it runs any kernel.
@@ -972,9 +983,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// A scratch buffer of `scratch_len()` is never grown by the algorithm that runs (at any
-    /// level), and the result is right: an undersized `scratch_len` fails here, with no size
-    /// retyped from the kernels' formulas.
+    /// A scratch buffer of `forward_scratch_len()` (what sizes `WORKSPACE_LEN`) is never grown
+    /// by the algorithm that runs (at any level), and the result is right: an undersized
+    /// figure fails here, with no size retyped from the kernels' formulas.
     #[test]
     fn scratch_len_covers_every_algorithm_that_applies() {
         let residual_cases = RESIDUAL_CASES.iter().map(|(case, ..)| case);
@@ -991,22 +1002,23 @@ pub(crate) mod tests {
             };
             crate::simd::testing::each_level(|level| {
                 let filters = Filters::new(w.clone(), None);
-                let mut scratch = Vec::with_capacity(p.scratch_len());
+                let mut scratch = Vec::with_capacity(p.forward_scratch_len());
                 let (at, room) = (scratch.as_ptr(), scratch.capacity());
                 let mut out = vec![f32::NAN; n * p.out_len()];
                 let e = Epilogue::default();
                 forward(&p, n, &x, &filters, e, 1, &mut out, &mut scratch);
                 assert!(
                     scratch.as_ptr() == at && scratch.capacity() == room,
-                    "{:?} {case:?} at {}: grew to {}, scratch_len {}",
+                    "{:?} {case:?} at {}: grew to {}, forward_scratch_len {}",
                     p.algorithm(),
                     level.name(),
                     scratch.len(),
-                    p.scratch_len()
+                    p.forward_scratch_len()
                 );
                 assert_close(&out, &want, tol);
             });
             assert!(p.scratch_len() >= p.im2col_len(), "{case:?}");
+            assert!(p.scratch_len() >= p.forward_scratch_len(), "{case:?}");
         }
     }
 
