@@ -67,14 +67,22 @@
 //!
 //! The layer language is described in `docs/dsl.md`, every compile error in `docs/errors.md`.
 
+//!
+//! Without the default `std` feature the crate is `#![no_std]` and needs no allocator: a
+//! network with `#[weights]` runs from its static [`EMBEDDED`](docs/embedded.md) value with
+//! `forward_in` on the caller's slices (see `docs/embedded.md`).
+
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use cnn_macros::cnn;
+#[cfg(feature = "std")]
 pub use cnn_runtime::{
     mse, ndarray, num_threads, optim, set_num_threads, Error, Grads, LayerInfo, Loss, Model,
     ParamVisitor, Parameters, Summary, Train, TrainCache, TrainLayout, Workspace, WorkspaceLayout,
 };
+pub use cnn_runtime::{SliceError, SliceModel};
 
 /// Paths used by code that `cnn!` generates; not a public API.
 #[doc(hidden)]

@@ -1,7 +1,10 @@
 //! `#[weights = "file.safetensors"]`: the weight file is read while the macro expands, its header
 //! checked against the planned layers, and its path handed to `include_bytes!`.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+
+use cnn_runtime::__private::{float_value, int_value};
 
 use proc_macro2::TokenStream;
 use syn::LitStr;
@@ -259,14 +262,44 @@ fn dims(shape: &[usize]) -> String {
     format!("{shape:?}")
 }
 
-/// Checks the file named by `#[weights = "…"]` against the plan; returns the absolute path
-/// for `include_bytes!`. `source_file` holds the `cnn!` call (see [`candidates`]).
+/// A weight file that passed [`check`]: where it is, and its tensors decoded.
+pub struct Embedded {
+    /// The absolute path, for `include_bytes!` (so that an edited file rebuilds the crate).
+    pub path: String,
+    /// Every float tensor as `f32`, converted as the run-time loader converts it.
+    pub floats: HashMap<String, Vec<f32>>,
+    /// Every integer scalar (`num_batches_tracked`).
+    pub ints: HashMap<String, i64>,
+}
+
+/// Decodes every tensor of a checked file (`entries` from [`read_header`]).
+fn decode(bytes: &[u8], entries: &[Entry]) -> (HashMap<String, Vec<f32>>, HashMap<String, i64>) {
+    let data = &bytes[bytes.len() - entries.iter().map(|e| e.end).max().unwrap_or(0)..];
+    let (mut floats, mut ints) = (HashMap::new(), HashMap::new());
+    for e in entries {
+        let raw = &data[e.begin..e.end];
+        let size = dtype_size(&e.dtype).unwrap_or(1);
+        if FLOAT_DTYPES.contains(&e.dtype.as_str()) {
+            let values = raw
+                .chunks_exact(size)
+                .map(|b| float_value(&e.dtype, b).unwrap_or(f32::NAN))
+                .collect();
+            floats.insert(e.key.clone(), values);
+        } else if let Some(v) = int_value(&e.dtype, raw) {
+            ints.insert(e.key.clone(), v);
+        }
+    }
+    (floats, ints)
+}
+
+/// Checks the file named by `#[weights = "…"]` against the plan and decodes it.
+/// `source_file` holds the `cnn!` call (see [`candidates`]).
 pub fn check(
     attr: &TokenStream,
     lit: &LitStr,
     plan: &Plan,
     source_file: Option<&Path>,
-) -> syn::Result<String> {
+) -> syn::Result<Embedded> {
     let rel = lit.value();
     let (path, bytes) =
         read_weights(&rel, source_file).map_err(|msg| syn::Error::new_spanned(attr, msg))?;
@@ -335,9 +368,11 @@ pub fn check(
         );
     }
     cx.check()?;
-    path.to_str().map(str::to_owned).ok_or_else(|| {
+    let path = path.to_str().map(str::to_owned).ok_or_else(|| {
         syn::Error::new_spanned(attr, format!("weight file path `{shown}` is not UTF-8"))
-    })
+    })?;
+    let (floats, ints) = decode(&bytes, &entries);
+    Ok(Embedded { path, floats, ints })
 }
 
 #[cfg(test)]
@@ -522,12 +557,14 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let lit = LitStr::new(path.to_str().unwrap(), proc_macro2::Span::call_site());
         let attr = quote::quote!(#[weights = #lit]);
-        check(&attr, &lit, &plan_of(body), None).map_err(|e| {
-            e.into_iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+        check(&attr, &lit, &plan_of(body), None)
+            .map(|e| e.path)
+            .map_err(|e| {
+                e.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
     }
 
     /// `convtranspose` weights are `[IN, OUT/groups, KH, KW]` (PyTorch's in-channels-first

@@ -5,20 +5,22 @@ use quote::{format_ident, quote};
 
 use crate::args::{Activation, LayerKind, PoolKind};
 use crate::ast::Network;
+use crate::embed::Embedded;
 use crate::names::{activation, desc_ident, f32_lit, field_ident, lit};
 use crate::shape::{Block, Plan, Planned};
 use crate::tensor::Shape;
 
 /// The user's struct, and inside `const _: () = { … };` the layer descriptors, `embedded()`,
 /// the forward pass and the `Model` impl.
-pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStream {
+pub fn network(net: &Network, plan: &Plan, embedded: Option<&Embedded>) -> TokenStream {
     let all: Vec<Parts> = plan.all().into_iter().map(parts).collect();
     let strukt = strukt(net, &all);
     let params = all.iter().filter_map(|p| p.params.as_ref());
-    let embedded = embedded.map(|path| embedded_fn(net, path));
+    let embedded = embedded.map(|file| embedded_fn(net, plan, file));
     let run = run_fn(net, plan, &all);
     let model = model_impl(net, plan, &all);
     let train = crate::train::train_impls(net, plan);
+    let workspace = workspace(plan, &all);
     quote! {
         #strukt
 
@@ -27,13 +29,21 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&str>) -> TokenStrea
 
             #(#params)*
 
+            const __WORKSPACE: __cnn::WorkspaceLayout = #workspace;
+            const _: () = ::core::assert!(
+                __WORKSPACE.stack.len() <= __cnn::MAX_STACK,
+                "cnn!: blocks nested too deeply (more than 64 saved tensors at once)"
+            );
+
             #embedded
 
             #run
 
-            #model
+            __cnn::if_std! {
+                #model
 
-            #train
+                #train
+            }
         };
     }
 }
@@ -52,33 +62,33 @@ fn strukt(net: &Network, all: &[Parts]) -> TokenStream {
         #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::cmp::PartialEq)]
         #vis struct #ident {
             #(#fields)*
-            /// Frozen layers, the dropout generator and a training step's buffers.
-            __train: ::cnn::__private::TrainState,
+            /// Frozen layers, the dropout generator and a training step's buffers (nothing
+            /// without `std`).
+            __train: ::cnn::__private::TrainSlot,
         }
     }
 }
 
-/// `Net::embedded()`, decoding the `#[weights]` file once.
-fn embedded_fn(net: &Network, path: &str) -> TokenStream {
+/// `Net::EMBEDDED` and `Net::embedded()`: the `#[weights]` file laid out at compile time as
+/// static data ([`crate::prepare`]); `include_bytes!` of the file makes an edit to it rebuild
+/// the crate.
+fn embedded_fn(net: &Network, plan: &Plan, file: &Embedded) -> TokenStream {
     let ident = &net.ident;
+    let path = &file.path;
+    let statics = crate::prepare::embedded(ident, plan, file);
     let doc = format!(
-        "The network with the weights of `{}`, embedded in the binary and checked against the layers at compile time. The first call decodes them once; later calls return the same reference.",
+        "The network with the weights of `{}`, embedded in the binary and checked against the layers at compile time: [`Self::EMBEDDED`].",
         net.weights.as_ref().map_or(String::new(), |(_, lit)| lit.value())
     );
     quote! {
+        const _: &[u8] = ::core::include_bytes!(#path);
+
+        #statics
+
         impl #ident {
             #[doc = #doc]
             pub fn embedded() -> &'static Self {
-                static __NET: ::std::sync::OnceLock<#ident> = ::std::sync::OnceLock::new();
-                __NET.get_or_init(|| {
-                    const __BYTES: &[u8] = ::core::include_bytes!(#path);
-                    match <#ident as __cnn::Model>::from_safetensors(__BYTES) {
-                        ::core::result::Result::Ok(net) => net,
-                        ::core::result::Result::Err(e) => {
-                            ::core::panic!("embedded weights passed the compile-time check, yet: {}", e)
-                        }
-                    }
-                })
+                Self::EMBEDDED
             }
         }
     }
@@ -89,11 +99,61 @@ fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
     let ident = &net.ident;
     let _ = all;
     let run = run_list(&plan.layers);
+    let [c, h, w] = plan.input;
+    let input_len = lit(c * h * w);
+    let output_len = lit(plan.output().len());
+    let docs = [
+        "Values of one input sample for [`Self::forward_in`]: `C·H·W`.",
+        "Values of one result of [`Self::forward_in`].",
+        "`f32` elements of the workspace [`Self::forward_in`] needs, computed at compile time from the planned shapes: two activation buffers, the largest layer's scratch, the batch-norm coefficients and the tensors saved by blocks, for one sample.",
+        "Inference on one sample in the caller's buffers, without allocation, without `std` and without panicking: `input` holds `INPUT_LEN` values (`[C, H, W]` row-major), `out` receives `OUTPUT_LEN` values, and `workspace` holds at least `WORKSPACE_LEN` values (its contents on entry do not matter).\n\n# Errors\n[`SliceError`](cnn::SliceError) for a slice of the wrong length, or for a `bn(track_running_stats=false)` that sees one value per channel.",
+    ];
+    let [d_in, d_out, d_ws, d_fwd] = docs;
     quote! {
         impl #ident {
-            fn __cnn_run(&self, __exec: &mut __cnn::Exec) -> ::core::result::Result<(), __cnn::Error> {
+            #[doc = #d_in]
+            pub const INPUT_LEN: usize = #input_len;
+            #[doc = #d_out]
+            pub const OUTPUT_LEN: usize = #output_len;
+            #[doc = #d_ws]
+            pub const WORKSPACE_LEN: usize = __WORKSPACE.sample_len();
+
+            #[doc = #d_fwd]
+            pub fn forward_in(
+                &self,
+                input: &[f32],
+                out: &mut [f32],
+                workspace: &mut [f32],
+            ) -> ::core::result::Result<(), __cnn::SliceError> {
+                __cnn::Bare::forward_in(
+                    &__WORKSPACE,
+                    input,
+                    out,
+                    workspace,
+                    [Self::INPUT_LEN, Self::OUTPUT_LEN],
+                    |__exec| self.__cnn_run(__exec),
+                )
+            }
+
+            fn __cnn_run<__E: __cnn::Run>(&self, __exec: &mut __E) -> ::core::result::Result<(), __E::Error> {
                 #(#run)*
                 ::core::result::Result::Ok(())
+            }
+        }
+
+        #[automatically_derived]
+        impl __cnn::SliceModel for #ident {
+            const INPUT_LEN: usize = #input_len;
+            const OUTPUT_LEN: usize = #output_len;
+            const WORKSPACE_LEN: usize = __WORKSPACE.sample_len();
+
+            fn forward_in(
+                &self,
+                input: &[f32],
+                out: &mut [f32],
+                workspace: &mut [f32],
+            ) -> ::core::result::Result<(), __cnn::SliceError> {
+                #ident::forward_in(self, input, out, workspace)
             }
         }
     }
@@ -125,7 +185,6 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
     let macs = lit(plan.layers.iter().map(|l| l.macs).sum());
     let infos = layer_infos(plan);
     let torch_seq = torch_source(plan);
-    let workspace = workspace(plan, all);
     let call_site = Span::call_site();
     let model = quote::quote_spanned!(call_site=> __cnn::Model);
     quote! {
@@ -141,11 +200,11 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
             const MACS: usize = #macs;
             const LAYERS: &'static [__cnn::LayerInfo] = &[#(#infos),*];
             const TORCH: &'static str = #torch_seq;
-            const WORKSPACE: __cnn::WorkspaceLayout = #workspace;
+            const WORKSPACE: __cnn::WorkspaceLayout = __WORKSPACE;
 
             fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
                 let __weights = __cnn::Weights::parse(bytes)?;
-                let __net = #ident { #(#load)* __train: __cnn::TrainState::default() };
+                let __net = #ident { #(#load)* __train: __cnn::TrainSlot::empty() };
                 __weights.finish()?;
                 ::core::result::Result::Ok(__net)
             }
@@ -159,7 +218,7 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
             fn seeded(seed: u64) -> Self {
                 #[allow(unused_mut, unused_variables)]
                 let mut __rng = __cnn::Rng::new(seed);
-                #ident { #(#seeded)* __train: __cnn::TrainState::new(seed) }
+                #ident { #(#seeded)* __train: __cnn::TrainSlot::seeded(seed) }
             }
 
             fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
@@ -547,6 +606,7 @@ fn parts(l: &Planned) -> Parts {
                 [h, w],
                 out_hw,
             ));
+            p.scratch = Some(quote!(#desc.scratch_len()));
             p.run = quote!(__exec.pool2d(&#desc););
         }
         LayerKind::GlobalPool(kind) => {
@@ -561,6 +621,7 @@ fn parts(l: &Planned) -> Parts {
                 [h, w],
                 [1, 1],
             ));
+            p.scratch = Some(quote!(#desc.scratch_len()));
             p.run = quote!(__exec.pool2d(&#desc););
         }
         LayerKind::Flatten

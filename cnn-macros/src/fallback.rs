@@ -21,6 +21,32 @@ pub fn stub(net: &Network) -> TokenStream {
 
             #[allow(dead_code, unused_variables, clippy::all)]
             impl #ident {
+                pub const EMBEDDED: &'static Self = &#ident;
+                pub const INPUT_LEN: usize = 0;
+                pub const OUTPUT_LEN: usize = 0;
+                pub const WORKSPACE_LEN: usize = 0;
+                pub fn forward_in(&self, input: &[f32], out: &mut [f32], workspace: &mut [f32]) -> ::core::result::Result<(), __cnn::SliceError> {
+                    ::core::unreachable!()
+                }
+                pub fn embedded() -> &'static Self {
+                    ::core::unreachable!()
+                }
+            }
+
+            #[automatically_derived]
+            #[allow(unused_variables)]
+            impl __cnn::SliceModel for #ident {
+                const INPUT_LEN: usize = 0;
+                const OUTPUT_LEN: usize = 0;
+                const WORKSPACE_LEN: usize = 0;
+                fn forward_in(&self, input: &[f32], out: &mut [f32], workspace: &mut [f32]) -> ::core::result::Result<(), __cnn::SliceError> {
+                    ::core::unreachable!()
+                }
+            }
+
+            __cnn::if_std! {
+            #[allow(dead_code, unused_variables, clippy::all)]
+            impl #ident {
                 pub fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
                     ::core::unreachable!()
                 }
@@ -28,9 +54,6 @@ pub fn stub(net: &Network) -> TokenStream {
                     ::core::unreachable!()
                 }
                 pub fn seeded(seed: u64) -> Self {
-                    ::core::unreachable!()
-                }
-                pub fn embedded() -> &'static Self {
                     ::core::unreachable!()
                 }
                 pub fn forward_batch<D: __cnn::ndarray::Dimension>(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<__cnn::ndarray::Array<f32, D>, __cnn::Error> {
@@ -128,6 +151,7 @@ pub fn stub(net: &Network) -> TokenStream {
                 fn __train_state_mut(&mut self) -> &mut __cnn::TrainState {
                     ::core::unreachable!()
                 }
+            }
             }
         };
     }

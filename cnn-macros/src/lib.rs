@@ -12,6 +12,7 @@ mod fallback;
 mod json;
 mod names;
 mod parse;
+mod prepare;
 #[cfg(test)]
 mod proptests;
 mod shape;

@@ -35,7 +35,7 @@ pub fn expand(networks: &Networks) -> TokenStream {
             Ok((plan, embedded))
         });
         match checked {
-            Ok((plan, embedded)) => out.extend(expand::network(net, &plan, embedded.as_deref())),
+            Ok((plan, embedded)) => out.extend(expand::network(net, &plan, embedded.as_ref())),
             Err(e) => {
                 out.extend(fallback::stub(net));
                 match &mut errors {

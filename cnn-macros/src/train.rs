@@ -98,11 +98,11 @@ pub fn train_impls(net: &Network, plan: &Plan) -> TokenStream {
             }
 
             fn __train_state(&self) -> &__cnn::TrainState {
-                &self.__train
+                self.__train.get()
             }
 
             fn __train_state_mut(&mut self) -> &mut __cnn::TrainState {
-                &mut self.__train
+                self.__train.get_mut()
             }
         }
     }

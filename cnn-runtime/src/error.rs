@@ -1,8 +1,11 @@
-use std::fmt;
+use core::fmt;
+#[cfg(feature = "std")]
+use std::{string::String, vec, vec::Vec};
 
 /// Everything that can go wrong at run time: loading weights and feeding inputs.
 ///
 /// Shapes are written as PyTorch prints them, `[16, 3, 3, 3]`.
+#[cfg(feature = "std")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
@@ -97,6 +100,7 @@ pub enum Error {
     },
 }
 
+#[cfg(feature = "std")]
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -140,4 +144,93 @@ impl fmt::Display for Error {
     }
 }
 
+#[cfg(feature = "std")]
 impl std::error::Error for Error {}
+
+/// What `forward_in` refuses: a slice of the wrong length, or a batch-norm layer that needs
+/// batch statistics on a single value per channel. It holds no heap data, so it exists
+/// without `std`; with `std` it converts into [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SliceError {
+    /// The input slice does not hold one sample (`C·H·W` values).
+    Input {
+        /// The network's `INPUT_LEN`.
+        expected: usize,
+        /// The slice's length.
+        found: usize,
+    },
+    /// The output slice does not hold one result.
+    Output {
+        /// The network's `OUTPUT_LEN`.
+        expected: usize,
+        /// The slice's length.
+        found: usize,
+    },
+    /// The workspace is shorter than the network's `WORKSPACE_LEN` (longer is fine).
+    Workspace {
+        /// The network's `WORKSPACE_LEN`, the least it needs.
+        expected: usize,
+        /// The slice's length.
+        found: usize,
+    },
+    /// A `bn(track_running_stats=false)` sees one value per channel (a 1×1 map of one
+    /// sample) and cannot compute batch statistics.
+    BatchStatistics {
+        /// The layer's `state_dict` key.
+        layer: &'static str,
+        /// Its channels.
+        channels: usize,
+    },
+}
+
+impl fmt::Display for SliceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SliceError::Input { expected, found } => {
+                write!(f, "input slice has {found} values, expected {expected}")
+            }
+            SliceError::Output { expected, found } => {
+                write!(f, "output slice has {found} values, expected {expected}")
+            }
+            SliceError::Workspace { expected, found } => write!(
+                f,
+                "workspace slice has {found} values, expected at least {expected}"
+            ),
+            SliceError::BatchStatistics { layer, channels } => write!(
+                f,
+                "layer {layer} `bn` needs more than one value per channel to compute batch statistics (track_running_stats=false), got input of shape [1, {channels}, 1, 1]"
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SliceError {}
+
+#[cfg(feature = "std")]
+impl From<SliceError> for Error {
+    /// The same complaint as [`Error::InputShape`], [`Error::OutputShape`],
+    /// [`Error::Mismatch`] (the workspace) or [`Error::BatchStatistics`].
+    fn from(e: SliceError) -> Self {
+        match e {
+            SliceError::Input { expected, found } => Error::InputShape {
+                expected: vec![expected],
+                found: vec![found],
+            },
+            SliceError::Output { expected, found } => Error::OutputShape {
+                expected: vec![expected],
+                found: vec![found],
+            },
+            SliceError::Workspace { expected, found } => Error::Mismatch {
+                what: "workspace",
+                expected: std::format!("at least {expected} values"),
+                found: std::format!("{found}"),
+            },
+            SliceError::BatchStatistics { layer, channels } => Error::BatchStatistics {
+                layer,
+                shape: vec![1, channels, 1, 1],
+            },
+        }
+    }
+}

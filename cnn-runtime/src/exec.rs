@@ -2,6 +2,8 @@
 
 use ndarray::{s, Array2, Array4, ArrayView4, ArrayViewMut, Axis, Dimension, Slice};
 
+use crate::bare::Run;
+pub use crate::bare::WorkspaceLayout;
 use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
 use crate::ops::activation::{self, Activation};
 use crate::ops::batchnorm;
@@ -224,6 +226,9 @@ impl Exec {
     ) -> Result<(), Error> {
         let mut affine = std::mem::take(&mut self.affine);
         let folded = match bn {
+            Some(BatchNorm2d {
+                folded: Some(_), ..
+            }) => true,
             Some(bn) => match &bn.running {
                 Some((mean, var)) => {
                     affine.resize(2 * c, 0.0);
@@ -259,9 +264,9 @@ impl Exec {
         let top = residual.then(|| self.lens.len() - 1);
         let saved = top.map(|d| std::mem::take(&mut self.stack[d]));
         let epilogue = Epilogue {
-            affine: bn.map(|_| {
-                let (scale, shift) = affine.split_at(c);
-                (scale, shift)
+            affine: bn.map(|bn| match bn.folded {
+                Some(folded) => folded,
+                None => affine.split_at(c),
             }),
             act,
             residual: top.zip(saved.as_deref()).map(|(d, r)| &r[..self.lens[d]]),
@@ -738,28 +743,120 @@ impl Exec {
     }
 }
 
+/// The generated forward code drives the batch executor through [`Run`], as it drives the
+/// single-sample [`Bare`](crate::bare::Bare); each call is the inherent method of that name.
+impl Run for Exec {
+    type Error = Error;
+    fn conv2d(&mut self, layer: &Conv2d) {
+        Exec::conv2d(self, layer)
+    }
+    fn conv2d_fused(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        Exec::conv2d_fused(self, conv, bn, act)
+    }
+    fn conv2d_residual(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        Exec::conv2d_residual(self, conv, bn, act)
+    }
+    fn conv_transpose2d(&mut self, layer: &ConvTranspose2d) {
+        Exec::conv_transpose2d(self, layer)
+    }
+    fn conv_transpose2d_fused(
+        &mut self,
+        conv: &ConvTranspose2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        Exec::conv_transpose2d_fused(self, conv, bn, act)
+    }
+    fn conv_transpose2d_residual(
+        &mut self,
+        conv: &ConvTranspose2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        Exec::conv_transpose2d_residual(self, conv, bn, act)
+    }
+    fn block_enter(&mut self) {
+        Exec::block_enter(self)
+    }
+    fn swap_top(&mut self) {
+        Exec::swap_top(self)
+    }
+    fn residual_add(&mut self, act: Option<Activation>) {
+        Exec::residual_add(self, act)
+    }
+    fn concat_enter(&mut self, out_len: usize) {
+        Exec::concat_enter(self, out_len)
+    }
+    fn concat_write(&mut self, offset: usize, channels: usize, hw: usize, total: usize) {
+        Exec::concat_write(self, offset, channels, hw, total)
+    }
+    fn conv2d_concat(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+        offset: usize,
+        total: usize,
+    ) -> Result<(), Error> {
+        Exec::conv2d_concat(self, conv, bn, act, offset, total)
+    }
+    fn conv_transpose2d_concat(
+        &mut self,
+        conv: &ConvTranspose2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+        offset: usize,
+        total: usize,
+    ) -> Result<(), Error> {
+        Exec::conv_transpose2d_concat(self, conv, bn, act, offset, total)
+    }
+    fn upsample2d_concat(&mut self, params: &Upsample2dParams, offset: usize, total: usize) {
+        Exec::upsample2d_concat(self, params, offset, total)
+    }
+    fn concat_restore(&mut self) {
+        Exec::concat_restore(self)
+    }
+    fn concat_write_input(&mut self, offset: usize, channels: usize, hw: usize, total: usize) {
+        Exec::concat_write_input(self, offset, channels, hw, total)
+    }
+    fn concat_exit(&mut self) {
+        Exec::concat_exit(self)
+    }
+    fn upsample2d(&mut self, params: &Upsample2dParams) {
+        Exec::upsample2d(self, params)
+    }
+    fn batchnorm(&mut self, layer: &BatchNorm2d) -> Result<(), Error> {
+        Exec::batchnorm(self, layer)
+    }
+    fn activation(&mut self, act: Activation) {
+        Exec::activation(self, act)
+    }
+    fn softmax(&mut self, channels: usize, spatial: usize) {
+        Exec::softmax(self, channels, spatial)
+    }
+    fn pool2d(&mut self, params: &Pool2dParams) {
+        Exec::pool2d(self, params)
+    }
+    fn linear(&mut self, layer: &Linear) {
+        Exec::linear(self, layer)
+    }
+}
+
 impl Default for Exec {
     /// An executor with no data yet; [`Exec::load`] fills it.
     fn default() -> Self {
         Self::with_data(0, Vec::new())
     }
-}
-
-/// Element counts of the buffers [`run_into`] uses for one chunk: a model's
-/// `Model::WORKSPACE`, computed by the macro from the planned shapes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkspaceLayout {
-    /// The largest activation of one sample (the input or any layer's output).
-    pub activations: usize,
-    /// The largest im2col scratch of one sample.
-    pub scratch: usize,
-    /// The most output channels of a convolution (its fused batch-norm scale and shift).
-    pub channels: usize,
-    /// For each depth `d` of the block stack, the largest per-sample length of a tensor ever
-    /// held at that depth: a block input saved by [`Exec::block_enter`] or
-    /// [`Exec::concat_enter`], a concatenation's accumulator, or a shortcut's output that
-    /// [`Exec::swap_top`] moves there. Empty for a network without blocks.
-    pub stack: &'static [usize],
 }
 
 impl WorkspaceLayout {
@@ -1101,12 +1198,12 @@ mod tests {
             );
             let r = rand_vec(24, 9);
             bn.running = Some((
-                r[..6].to_vec(),
+                r[..6].to_vec().into(),
                 r[6..12].iter().map(|v| v.abs() + 0.5).collect(),
             ));
             if affine {
-                bn.weight = Some(r[12..18].to_vec());
-                bn.bias = Some(r[18..].to_vec());
+                bn.weight = Some(r[12..18].to_vec().into());
+                bn.bias = Some(r[18..].to_vec().into());
             }
             for act in [
                 None,
@@ -1287,12 +1384,12 @@ mod tests {
             let c = channels;
             if running {
                 bn.running = Some((
-                    r[..c].to_vec(),
+                    r[..c].to_vec().into(),
                     r[c..2 * c].iter().map(|v| v.abs() + 0.5).collect(),
                 ));
             }
             bn.weight = Some(r[2 * c..3 * c].iter().map(|v| 2.0 * v).collect());
-            bn.bias = Some(r[3 * c..].to_vec());
+            bn.bias = Some(r[3 * c..].to_vec().into());
             bn
         }
 

@@ -9,15 +9,24 @@
 //!
 //! where `bias` says whether the layer has one (`nobias` / `bias=False` otherwise).
 
+#[cfg(feature = "std")]
+use std::{format, vec, vec::Vec};
+
+#[cfg(feature = "std")]
 use crate::grads::ParamVisitor;
+#[cfg(feature = "std")]
 use crate::init::Rng;
 use crate::ops::batchnorm::{self, BatchNormParams};
 use crate::ops::conv::{Conv2dParams, Filters};
 use crate::ops::conv_transpose::ConvTranspose2dParams;
 use crate::ops::linear::{self, LinearParams};
+use crate::store::Buf;
+#[cfg(feature = "std")]
 use crate::weights::{TensorWriter, Weights};
+#[cfg(feature = "std")]
 use crate::Error;
 
+#[cfg(feature = "std")]
 /// `{key}.weight` of `weight_shape` and, when `bias_len` is given, `{key}.bias` of that
 /// length: the tensors of every layer with a weight and an optional bias.
 fn read_weight_bias(
@@ -34,6 +43,7 @@ fn read_weight_bias(
     Ok((weight, bias))
 }
 
+#[cfg(feature = "std")]
 /// PyTorch's default initialisation of a weight and an optional bias: both
 /// `U(−1/√fan_in, 1/√fan_in)`, the weight drawn first.
 fn seed_weight_bias(
@@ -47,6 +57,7 @@ fn seed_weight_bias(
     (weight, bias)
 }
 
+#[cfg(feature = "std")]
 /// Visits a weight and an optional bias as parameters `base` and `base + 1`, under
 /// `keys[0]` and `keys[1]` (the generated code's constant `state_dict` keys).
 fn visit_weight_bias(
@@ -63,6 +74,7 @@ fn visit_weight_bias(
     }
 }
 
+#[cfg(feature = "std")]
 /// Writes `{key}.weight` and, when present, `{key}.bias`.
 fn write_weight_bias(
     out: &mut TensorWriter,
@@ -92,6 +104,25 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// A layer of an embedded network: tensors in static data, and `prepared` the weights in
+    /// the layout of `params.algorithm()` (Winograd's `U`, the direct kernel's packing; `None`
+    /// for the algorithms that read PyTorch's layout), all laid out by the `cnn!` macro at
+    /// compile time. Without `std`, `weight` may be empty when `prepared` is given.
+    pub const fn embedded(
+        key: &'static str,
+        params: Conv2dParams,
+        weight: &'static [f32],
+        bias: Option<&'static [f32]>,
+        prepared: Option<&'static [f32]>,
+    ) -> Self {
+        Conv2d {
+            params,
+            key,
+            filters: Filters::embedded(weight, bias, prepared),
+        }
+    }
+
+    #[cfg(feature = "std")]
     /// Reads `{key}.weight` and, when `bias`, `{key}.bias`.
     ///
     /// # Errors
@@ -111,6 +142,7 @@ impl Conv2d {
         })
     }
 
+    #[cfg(feature = "std")]
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`.
     pub fn seeded(key: &'static str, params: Conv2dParams, bias: bool, rng: &mut Rng) -> Self {
         let weight_len = params.weight_shape().iter().product();
@@ -127,6 +159,7 @@ impl Conv2d {
         }
     }
 
+    #[cfg(feature = "std")]
     /// Writes the tensors under `{key}.weight` and `{key}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
         write_weight_bias(
@@ -138,6 +171,7 @@ impl Conv2d {
         );
     }
 
+    #[cfg(feature = "std")]
     /// Calls `f` on the weight (parameter `base`, key `keys[0]`) and the bias (`base + 1`,
     /// `keys[1]`), for an optimizer; the kernel's copy of the weights is made again on next use.
     ///
@@ -163,12 +197,31 @@ pub struct ConvTranspose2d {
     /// The `state_dict` key prefix.
     key: &'static str,
     /// `[c_in, c_out/groups, KH, KW]` row-major.
-    pub(crate) weight: Vec<f32>,
+    pub(crate) weight: Buf,
     /// `[c_out]`, absent for `nobias`.
-    pub(crate) bias: Option<Vec<f32>>,
+    pub(crate) bias: Option<Buf>,
 }
 
 impl ConvTranspose2d {
+    /// A layer of an embedded network, its tensors in static data.
+    pub const fn embedded(
+        key: &'static str,
+        params: ConvTranspose2dParams,
+        weight: &'static [f32],
+        bias: Option<&'static [f32]>,
+    ) -> Self {
+        ConvTranspose2d {
+            params,
+            key,
+            weight: Buf::Static(weight),
+            bias: match bias {
+                Some(b) => Some(Buf::Static(b)),
+                None => None,
+            },
+        }
+    }
+
+    #[cfg(feature = "std")]
     /// Reads `{key}.weight` and, when `bias`, `{key}.bias`.
     ///
     /// # Errors
@@ -184,11 +237,12 @@ impl ConvTranspose2d {
         Ok(ConvTranspose2d {
             params,
             key,
-            weight,
-            bias,
+            weight: weight.into(),
+            bias: bias.map(Buf::from),
         })
     }
 
+    #[cfg(feature = "std")]
     /// PyTorch's default initialisation: weight and bias `U(−1/√fan_in, 1/√fan_in)`, where
     /// PyTorch computes `fan_in` from the weight's dimension 1, `c_out/groups · KH · KW`.
     pub fn seeded(
@@ -206,11 +260,12 @@ impl ConvTranspose2d {
         ConvTranspose2d {
             params,
             key,
-            weight,
-            bias,
+            weight: weight.into(),
+            bias: bias.map(Buf::from),
         }
     }
 
+    #[cfg(feature = "std")]
     /// Writes the tensors under `{key}.weight` and `{key}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
         write_weight_bias(
@@ -222,6 +277,7 @@ impl ConvTranspose2d {
         );
     }
 
+    #[cfg(feature = "std")]
     /// Calls `f` on the weight (parameter `base`, key `keys[0]`) and the bias (`base + 1`,
     /// `keys[1]`), for an optimizer.
     ///
@@ -239,23 +295,75 @@ impl ConvTranspose2d {
 
 /// PyTorch: `nn.BatchNorm2d`, parameters `weight`, `bias` (if affine), buffers `running_mean`,
 /// `running_var`, `num_batches_tracked` (if tracking running statistics).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct BatchNorm2d {
     /// The shape and options, fixed at compile time.
     pub(crate) params: BatchNormParams,
     /// The `state_dict` key prefix, for error messages.
     pub(crate) key: &'static str,
     /// `[C]` scale, when affine.
-    pub(crate) weight: Option<Vec<f32>>,
+    pub(crate) weight: Option<Buf>,
     /// `[C]` shift, when affine.
-    pub(crate) bias: Option<Vec<f32>>,
+    pub(crate) bias: Option<Buf>,
     /// `[C]` running mean and variance, when tracking running statistics.
-    pub(crate) running: Option<(Vec<f32>, Vec<f32>)>,
+    pub(crate) running: Option<(Buf, Buf)>,
     /// Training steps PyTorch counted, kept for the round trip.
     pub(crate) num_batches_tracked: Option<i64>,
+    /// The eval-mode map `y·scale + shift` per channel (`[C]` each), computed at compile time
+    /// for an embedded network from the tensors above (`ops::batchnorm::scale_shift`), so that
+    /// a convolution before it applies it in its epilogue without computing it; dropped when
+    /// the tensors change (training).
+    pub(crate) folded: Option<(&'static [f32], &'static [f32])>,
+}
+
+/// The tensors and options; `folded` is derived from them (and absent outside an embedded
+/// network), so it takes no part.
+impl PartialEq for BatchNorm2d {
+    fn eq(&self, other: &Self) -> bool {
+        self.params == other.params
+            && self.key == other.key
+            && self.weight == other.weight
+            && self.bias == other.bias
+            && self.running == other.running
+            && self.num_batches_tracked == other.num_batches_tracked
+    }
 }
 
 impl BatchNorm2d {
+    /// A layer of an embedded network: `tensors` are `[weight, bias, running_mean,
+    /// running_var]` in static data (each `None` where the options have none; without `std`
+    /// they may be empty when `folded` is given), and `folded` the eval-mode `(scale, shift)`
+    /// per channel, computed by the `cnn!` macro at compile time when the layer tracks running
+    /// statistics.
+    pub const fn embedded(
+        key: &'static str,
+        params: BatchNormParams,
+        tensors: [Option<&'static [f32]>; 4],
+        num_batches_tracked: Option<i64>,
+        folded: Option<(&'static [f32], &'static [f32])>,
+    ) -> Self {
+        const fn buf(t: Option<&'static [f32]>) -> Option<Buf> {
+            match t {
+                Some(t) => Some(Buf::Static(t)),
+                None => None,
+            }
+        }
+        let [weight, bias, mean, var] = tensors;
+        BatchNorm2d {
+            params,
+            key,
+            weight: buf(weight),
+            bias: buf(bias),
+            running: match (mean, var) {
+                (Some(m), Some(v)) => Some((Buf::Static(m), Buf::Static(v))),
+                _ => None,
+            },
+            num_batches_tracked,
+            folded,
+        }
+    }
+
+    #[cfg(feature = "std")]
     /// Reads the parameters and buffers the options call for.
     ///
     /// # Errors
@@ -268,8 +376,8 @@ impl BatchNorm2d {
         let c = [params.channels];
         let (weight, bias) = if params.affine {
             (
-                Some(w.f32(&format!("{key}.weight"), &c)?),
-                Some(w.f32(&format!("{key}.bias"), &c)?),
+                Some(w.f32(&format!("{key}.weight"), &c)?.into()),
+                Some(w.f32(&format!("{key}.bias"), &c)?.into()),
             )
         } else {
             (None, None)
@@ -277,8 +385,8 @@ impl BatchNorm2d {
         let (running, num_batches_tracked) = if params.track_running_stats {
             (
                 Some((
-                    w.f32(&format!("{key}.running_mean"), &c)?,
-                    w.f32(&format!("{key}.running_var"), &c)?,
+                    w.f32(&format!("{key}.running_mean"), &c)?.into(),
+                    w.f32(&format!("{key}.running_var"), &c)?.into(),
                 )),
                 Some(w.int_scalar(&format!("{key}.num_batches_tracked"))?),
             )
@@ -292,9 +400,11 @@ impl BatchNorm2d {
             bias,
             running,
             num_batches_tracked,
+            folded: None,
         })
     }
 
+    #[cfg(feature = "std")]
     /// PyTorch's initial state: weight 1, bias 0, running mean 0, running variance 1. Draws
     /// nothing from `rng` (the state is constant); it is there for the holders' one convention.
     pub fn seeded(key: &'static str, params: BatchNormParams, _rng: &mut Rng) -> Self {
@@ -302,15 +412,17 @@ impl BatchNorm2d {
         BatchNorm2d {
             params,
             key,
-            weight: params.affine.then(|| vec![1.0; c]),
-            bias: params.affine.then(|| vec![0.0; c]),
+            weight: params.affine.then(|| vec![1.0; c].into()),
+            bias: params.affine.then(|| vec![0.0; c].into()),
             running: params
                 .track_running_stats
-                .then(|| (vec![0.0; c], vec![1.0; c])),
+                .then(|| (vec![0.0; c].into(), vec![1.0; c].into())),
             num_batches_tracked: params.track_running_stats.then_some(0),
+            folded: None,
         }
     }
 
+    #[cfg(feature = "std")]
     /// Writes the tensors under their `state_dict` keys.
     pub fn save(&self, out: &mut TensorWriter) {
         let (i, c) = (self.key, [self.params.channels]);
@@ -327,6 +439,7 @@ impl BatchNorm2d {
         }
     }
 
+    #[cfg(feature = "std")]
     /// Calls `f` on the weight (parameter `base`, key `keys[0]`) and the bias (`base + 1`,
     /// `keys[1]`) of an affine batch norm, for an optimizer; nothing without them.
     ///
@@ -338,12 +451,14 @@ impl BatchNorm2d {
         base: usize,
         f: &mut ParamVisitor<'_>,
     ) -> Result<(), Error> {
+        self.folded = None;
         match (&mut self.weight, &mut self.bias) {
             (Some(w), Some(b)) => visit_weight_bias(keys, base, w, Some(b), f),
             _ => Ok(()),
         }
     }
 
+    #[cfg(feature = "std")]
     /// Training mode on a batch of `n`: `y` normalised with the batch statistics, `mean` and
     /// `inv_std` (`[channels]`) kept for the backward pass, and, when the layer tracks them,
     /// the running statistics updated and `num_batches_tracked` counted up, as PyTorch.
@@ -372,34 +487,45 @@ impl BatchNorm2d {
             y,
             self.weight.as_deref(),
             self.bias.as_deref(),
-            self.running
-                .as_mut()
-                .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice())),
+            self.running.as_mut().map(|(m, v)| (&mut m[..], &mut v[..])),
             mean,
             inv_std,
         );
+        self.folded = None;
         if let Some(t) = &mut self.num_batches_tracked {
             *t += 1;
         }
         Ok(())
     }
 
+    #[cfg(feature = "std")]
     /// Normalises a batch of `n` samples in place.
     ///
     /// # Errors
     /// [`Error::BatchStatistics`] when batch statistics are needed and there is only one value
     /// per channel (`n·H·W = 1`).
+    #[cfg(feature = "std")]
     pub(crate) fn forward(&self, n: usize, x: &mut [f32]) -> Result<(), Error> {
+        if self.normalise(n, x) {
+            Ok(())
+        } else {
+            // n ≥ 1 here, so H·W = 1: the map is 1×1.
+            Err(Error::BatchStatistics {
+                layer: self.key,
+                shape: vec![n, self.params.channels, 1, 1],
+            })
+        }
+    }
+
+    /// Normalises a batch of `n` samples in place; `false` (and `x` untouched) when batch
+    /// statistics are needed and there is only one value per channel (`n·H·W = 1`).
+    pub(crate) fn normalise(&self, n: usize, x: &mut [f32]) -> bool {
         let p = &self.params;
         if n == 0 {
-            return Ok(());
+            return true;
         }
         if self.running.is_none() && n * p.hw <= 1 {
-            // n ≥ 1 here, so H·W = 1: the map is 1×1.
-            return Err(Error::BatchStatistics {
-                layer: self.key,
-                shape: vec![n, p.channels, 1, 1],
-            });
+            return false;
         }
         batchnorm::batchnorm(
             p,
@@ -407,11 +533,14 @@ impl BatchNorm2d {
             x,
             self.weight.as_deref(),
             self.bias.as_deref(),
-            self.running
-                .as_ref()
-                .map(|(m, v)| (m.as_slice(), v.as_slice())),
+            self.running.as_ref().map(|(m, v)| (&m[..], &v[..])),
         );
-        Ok(())
+        true
+    }
+
+    /// The `state_dict` key prefix.
+    pub(crate) fn key(&self) -> &'static str {
+        self.key
     }
 }
 
@@ -423,12 +552,31 @@ pub struct Linear {
     /// The `state_dict` key prefix.
     key: &'static str,
     /// `[out_features, in_features]` row-major.
-    pub(crate) weight: Vec<f32>,
+    pub(crate) weight: Buf,
     /// `[out_features]`, absent for `nobias`.
-    pub(crate) bias: Option<Vec<f32>>,
+    pub(crate) bias: Option<Buf>,
 }
 
 impl Linear {
+    /// A layer of an embedded network, its tensors in static data.
+    pub const fn embedded(
+        key: &'static str,
+        params: LinearParams,
+        weight: &'static [f32],
+        bias: Option<&'static [f32]>,
+    ) -> Self {
+        Linear {
+            params,
+            key,
+            weight: Buf::Static(weight),
+            bias: match bias {
+                Some(b) => Some(Buf::Static(b)),
+                None => None,
+            },
+        }
+    }
+
+    #[cfg(feature = "std")]
     /// Reads `{key}.weight` and, when `bias`, `{key}.bias`.
     ///
     /// # Errors
@@ -444,11 +592,12 @@ impl Linear {
         Ok(Linear {
             params,
             key,
-            weight,
-            bias,
+            weight: weight.into(),
+            bias: bias.map(Buf::from),
         })
     }
 
+    #[cfg(feature = "std")]
     /// PyTorch's default initialisation: weight and bias `U(−1/√in, 1/√in)`.
     pub fn seeded(key: &'static str, params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
         let (o, i) = (params.out_features, params.in_features);
@@ -456,17 +605,19 @@ impl Linear {
         Linear {
             params,
             key,
-            weight,
-            bias,
+            weight: weight.into(),
+            bias: bias.map(Buf::from),
         }
     }
 
+    #[cfg(feature = "std")]
     /// Writes the tensors under `{key}.weight` and `{key}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
         let shape = [self.params.out_features, self.params.in_features];
         write_weight_bias(out, self.key, &shape, &self.weight, self.bias.as_deref());
     }
 
+    #[cfg(feature = "std")]
     /// Calls `f` on the weight (parameter `base`, key `keys[0]`) and the bias (`base + 1`,
     /// `keys[1]`), for an optimizer.
     ///

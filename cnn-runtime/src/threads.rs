@@ -1,10 +1,17 @@
 //! How many threads `forward_batch` may use.
 
+//!
+//! Without `std` there are no threads: [`for_each`] runs the items one after the other.
+
+#[cfg(feature = "std")]
 use std::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(feature = "std")]
 use std::sync::{Arc, Mutex, OnceLock};
 
+#[cfg(feature = "std")]
 static OVERRIDE: AtomicUsize = AtomicUsize::new(0);
 
+#[cfg(feature = "std")]
 /// The thread count `forward_batch` splits a batch over: the value of [`set_num_threads`] if
 /// called, else the environment variable `CNN_NUM_THREADS` (read once), else all cores
 /// (`std::thread::available_parallelism`).
@@ -15,6 +22,7 @@ pub fn num_threads() -> usize {
     }
 }
 
+#[cfg(feature = "std")]
 /// Sets the thread count for every later `forward_batch` call in this process; `0` restores the
 /// default of [`num_threads`]. The crate's tests that set it hold `threads::count_lock` (test
 /// builds only) first.
@@ -22,6 +30,7 @@ pub fn set_num_threads(threads: usize) {
     OVERRIDE.store(threads, Ordering::Relaxed);
 }
 
+#[cfg(feature = "std")]
 fn default_threads() -> usize {
     static DEFAULT: OnceLock<usize> = OnceLock::new();
     *DEFAULT.get_or_init(|| {
@@ -33,6 +42,7 @@ fn default_threads() -> usize {
     })
 }
 
+#[cfg(feature = "std")]
 /// The worker pool of `threads` threads that batches and large layers split over, built on
 /// first use and rebuilt when the thread count changes (`None` if the operating system refuses
 /// to start the threads). Its threads live as long as the process (or until the count changes),
@@ -55,6 +65,7 @@ fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
     Some(pool)
 }
 
+#[cfg(feature = "std")]
 /// Runs `f` on a worker of the pool of `threads` threads, where [`for_each`] spreads work over
 /// the pool; on the calling thread (where it runs one item after the other) if the pool cannot
 /// be started.
@@ -71,6 +82,7 @@ pub(crate) fn install<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> 
     }
 }
 
+#[cfg(feature = "std")]
 /// Runs `f(i, item)` for every item: spread over the workers of the current pool when
 /// `threads > 1` (the caller's share of the threads) and the caller is one of them, the last
 /// item on the calling worker; otherwise one after the other. Returns when all calls have
@@ -115,4 +127,18 @@ pub(crate) fn count_lock() -> std::sync::MutexGuard<'static, ()> {
         set_num_threads(0);
         e.into_inner()
     })
+}
+
+/// Without `std`: runs `f(i, item)` for every item, one after the other (`threads` is 1 in
+/// every call there).
+#[cfg(not(feature = "std"))]
+pub(crate) fn for_each<T, I, F>(_threads: usize, items: I, f: F)
+where
+    I: IntoIterator<Item = T>,
+    F: Fn(usize, T),
+{
+    items
+        .into_iter()
+        .enumerate()
+        .for_each(|(i, item)| f(i, item));
 }

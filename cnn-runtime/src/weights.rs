@@ -102,7 +102,7 @@ impl<'a> Weights<'a> {
                 .collect(),
             Dtype::F16 => data
                 .chunks_exact(2)
-                .map(|b| f16_to_f32(u16::from_le_bytes(b.try_into().unwrap())))
+                .map(|b| crate::store::f16_to_f32(u16::from_le_bytes(b.try_into().unwrap())))
                 .collect(),
             Dtype::BF16 => data
                 .chunks_exact(2)
@@ -237,25 +237,6 @@ fn duplicate_key(header: &str) -> Option<String> {
         .map(|w| String::from_utf16_lossy(&w[0]))
 }
 
-/// IEEE 754 half precision to single precision, exact for every input.
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let mant = (h & 0x3ff) as u32;
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: m · 2^-24, renormalised.
-            let value = m as f32 * (1.0 / 16_777_216.0);
-            return if sign != 0 { -value } else { value };
-        }
-        (0x1f, 0) => sign | 0x7f80_0000,
-        (0x1f, m) => sign | 0x7fc0_0000 | (m << 13),
-        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
-}
-
 /// Builds a safetensors file in memory, in the order tensors are added.
 #[derive(Debug, Default)]
 pub struct TensorWriter {
@@ -314,6 +295,7 @@ impl TensorWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::f16_to_f32;
 
     fn file() -> Vec<u8> {
         let mut w = TensorWriter::new();

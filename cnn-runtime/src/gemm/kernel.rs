@@ -96,7 +96,7 @@ unsafe fn write_partial(buf: &[[f32; MAX_NR]], c: *mut f32, rsc: usize, nr: usiz
     for (i, buf) in buf.iter().enumerate() {
         // SAFETY: the caller guarantees row `i` of C holds `nr` valid columns, and `c` is not
         // borrowed elsewhere while the kernel runs.
-        let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * rsc), nr) };
+        let row = unsafe { core::slice::from_raw_parts_mut(c.add(i * rsc), nr) };
         if load_c {
             row.iter_mut().zip(buf).for_each(|(c, &x)| *c += x);
         } else {

@@ -5,9 +5,12 @@
 //! [`Isa::Baseline`], `matrixmultiply::sgemm` runs. The level is the one every kernel runs at,
 //! [`crate::simd::isa`] (so `CNN_SIMD` pins it here too).
 
+mod bare;
+#[cfg(feature = "std")]
 mod blis;
+#[cfg(feature = "std")]
 mod kernel;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
 mod x86;
 
 use crate::simd::{isa, Isa};
@@ -69,6 +72,13 @@ pub(crate) fn gemm_on(
     );
     assert!(isa.available(), "sgemm level `{}` unavailable", isa.name());
     let strides_b = if bt { (1, k) } else { (n, 1) };
+    #[cfg(not(feature = "std"))]
+    {
+        // No packing buffers without `std`: loops vectorised for the target's features.
+        let _ = isa;
+        bare::gemm(m, k, n, a, b, strides_b, c, accumulate);
+    }
+    #[cfg(feature = "std")]
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available()` asserted every feature of AVX-512 above, which is what the
@@ -119,6 +129,7 @@ pub(crate) fn gemm_on(
 
 /// `matrixmultiply::sgemm` with B's element `(p, j)` at `b[p·rsb + j·csb]`.
 #[allow(clippy::too_many_arguments)] // sgemm's own signature plus B's strides
+#[cfg(feature = "std")]
 fn portable(
     m: usize,
     k: usize,

@@ -1,5 +1,8 @@
 //! Element-wise activations and softmax over channels.
 
+#[cfg(not(feature = "std"))]
+use crate::math::Float as _;
+
 use crate::simd::multiversion;
 
 /// An element-wise activation.
@@ -58,7 +61,7 @@ pub fn activation(act: Activation, x: &mut [f32]) {
         Activation::Gelu => {
             for v in x {
                 let z = *v as f64;
-                *v = (0.5 * z * (1.0 + erf(z * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+                *v = (0.5 * z * (1.0 + erf(z * core::f64::consts::FRAC_1_SQRT_2))) as f32;
             }
         }
         Activation::Relu6 => {
@@ -121,13 +124,13 @@ pub(crate) fn erf(x: f64) -> f64 {
             sum += term;
             denom += 2.0;
         }
-        std::f64::consts::FRAC_2_SQRT_PI * (-a * a).exp() * sum
+        core::f64::consts::FRAC_2_SQRT_PI * (-a * a).exp() * sum
     } else if a < 6.0 {
         let mut f = a;
         for k in (1..=CF_DEPTH).rev() {
             f = a + (k as f64 * 0.5) / f;
         }
-        1.0 - std::f64::consts::FRAC_2_SQRT_PI * 0.5 * (-a * a).exp() / f
+        1.0 - core::f64::consts::FRAC_2_SQRT_PI * 0.5 * (-a * a).exp() / f
     } else if a >= 6.0 {
         1.0
     } else {

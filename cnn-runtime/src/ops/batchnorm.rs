@@ -1,5 +1,8 @@
 //! Batch normalisation in inference mode, or with batch statistics.
 
+#[cfg(not(feature = "std"))]
+use crate::math::Float as _;
+
 /// Shape and options of a `BatchNorm2d` layer, emitted by the `cnn!` macro as a `const`.
 ///
 /// PyTorch: `nn.BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)`.

@@ -30,6 +30,7 @@
 
 use super::conv::Epilogue;
 use crate::simd::multiversion;
+use crate::store::Scratch;
 use crate::tuning::{MIN_MACS_PER_SPLIT, MIN_ROWS_PER_THREAD};
 
 /// Shape of a `ConvTranspose2d` layer, computed once by the `cnn!` macro and emitted as a
@@ -155,7 +156,7 @@ pub fn forward(
     epilogue: Epilogue<'_>,
     threads: usize,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut (impl Scratch + ?Sized),
 ) {
     let (in_len, out_len) = (p.in_len(), p.out_len());
     let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
@@ -181,10 +182,9 @@ pub fn forward(
     if n == 0 || plane == 0 || p.c_out == 0 {
         return;
     }
-    if scratch.len() < p.scratch_len() {
-        scratch.resize(p.scratch_len(), 0.0);
-    }
-    let (wt, cols) = scratch.split_at_mut(p.weight_len());
+    let (wt, cols) = scratch
+        .at_least(p.scratch_len())
+        .split_at_mut(p.weight_len());
     let direct = p.writes_directly();
 
     // weight: (G, C/G, O/G·KH·KW) → wt: (G, O/G·KH·KW, C/G)
@@ -252,7 +252,7 @@ pub fn forward(
             let cols_len = if direct { 0 } else { c_out_g * taps * n_cols };
             let cols_blocks = cols[..cols_len]
                 .chunks_mut((per * taps * n_cols).max(1))
-                .chain(std::iter::repeat_with(<&mut [f32]>::default));
+                .chain(core::iter::repeat_with(<&mut [f32]>::default));
             let blocks = yg
                 .chunks_mut(per * plane)
                 .zip(wtg.chunks((per * taps * k).max(1)))

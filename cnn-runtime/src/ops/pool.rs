@@ -1,6 +1,9 @@
 //! Max and average pooling, windowed and global, as one kernel with the kind as data.
 
-use std::cell::Cell;
+#[cfg(feature = "std")]
+use std::{cell::Cell, vec::Vec};
+
+use crate::store::Scratch;
 
 use crate::simd::multiversion;
 
@@ -52,15 +55,26 @@ impl Pool2dParams {
     pub const fn out_len(&self) -> usize {
         self.channels * self.out_hw[0] * self.out_hw[1]
     }
+
+    /// Scratch elements [`pool2d_in`] needs: a ring of `KH` horizontally reduced rows and one
+    /// divisor per output column.
+    pub const fn scratch_len(&self) -> usize {
+        let kh = if self.kernel[0] > 1 {
+            self.kernel[0]
+        } else {
+            1
+        };
+        (kh + 1) * self.out_hw[1]
+    }
 }
 
+#[cfg(feature = "std")]
 thread_local! {
     /// The separable kernel's scratch, reused across calls: a ring of `KH` horizontally reduced
     /// input rows, then one divisor per output column.
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-multiversion! {
 /// `out[n, c, y, x] = reduce over the window starting at (y·SH − PH, x·SW − PW)` of `input`.
 ///
 /// + `n`: the batch size
@@ -74,7 +88,20 @@ multiversion! {
 ///
 /// # Panics
 /// If a slice is shorter than the layout above.
+#[cfg(feature = "std")]
 pub fn pool2d(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32]) {
+    let mut scratch = SCRATCH.with(Cell::take);
+    let len = p.scratch_len();
+    pool2d_in(p, n, input, out, &mut scratch.at_least(len)[..len]);
+    SCRATCH.with(|s| s.set(scratch));
+}
+
+multiversion! {
+/// [`pool2d`] with the caller's scratch of at least [`Pool2dParams::scratch_len`] elements.
+///
+/// # Panics
+/// If a slice is shorter than its layout.
+pub fn pool2d_in(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32], scratch: &mut [f32]) {
     let planes = n * p.channels;
     let (hw_in, hw_out) = (p.in_hw[0] * p.in_hw[1], p.out_hw[0] * p.out_hw[1]);
     assert!(input.len() >= planes * hw_in, "pool2d input too short");
@@ -110,13 +137,11 @@ pub fn pool2d(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32]) {
         }
         return;
     }
-    let mut scratch = SCRATCH.with(Cell::take);
     // Specialise the window loop on the kind, so `accum` is resolved outside it.
     match p.kind {
-        PoolKind::Max => pool_separable(PoolKind::Max, p, input, out, &mut scratch),
-        avg @ PoolKind::Avg { .. } => pool_separable(avg, p, input, out, &mut scratch),
+        PoolKind::Max => pool_separable(PoolKind::Max, p, input, out, scratch),
+        avg @ PoolKind::Avg { .. } => pool_separable(avg, p, input, out, scratch),
     }
-    SCRATCH.with(|s| s.set(scratch));
 }
 }
 
@@ -237,7 +262,7 @@ fn pool_separable(
     p: &Pool2dParams,
     input: &[f32],
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut [f32],
 ) {
     let [kh, kw] = p.kernel;
     let [sh, sw] = p.stride;
@@ -246,10 +271,8 @@ fn pool_separable(
     let [h_out, w_out] = p.out_hw;
     let planes = out.len() / (h_out * w_out);
     let kh = kh.max(1);
-    if scratch.len() < (kh + 1) * w_out {
-        scratch.resize((kh + 1) * w_out, 0.0);
-    }
-    let (ring, divisor) = scratch[..(kh + 1) * w_out].split_at_mut(kh * w_out);
+    let (ring, divisor) =
+        scratch.at_least((kh + 1) * w_out)[..(kh + 1) * w_out].split_at_mut(kh * w_out);
     // The column factor of each output's divisor.
     for (ox, d) in divisor.iter_mut().enumerate() {
         let (c0, c1, padded) = window(ox, kw, sw, pw, w_in);

@@ -21,6 +21,9 @@
 //! that is an integer in f32 to just below it (another pixel pair, the same blend to rounding).
 //! No evaluation order we tried reproduces all of its bits, so the tests compare within `1e-6`.
 
+#[cfg(not(feature = "std"))]
+use crate::math::Float as _;
+
 /// How [`upsample2d`] fills the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpsampleMode {

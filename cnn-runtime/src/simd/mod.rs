@@ -16,6 +16,7 @@
 //! and `gemm` crates). Every method is `#[inline(always)]`, so it compiles to the bare
 //! instruction inside the `#[target_feature]` function that the dispatch calls.
 
+#[cfg(feature = "std")]
 use std::sync::OnceLock;
 
 mod scalar;
@@ -67,10 +68,16 @@ pub(crate) fn isa() -> Isa {
     if let Some(forced) = testing::forced() {
         return forced;
     }
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| detect().min(cap(std::env::var("CNN_SIMD").ok().as_deref())))
+    #[cfg(feature = "std")]
+    {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| detect().min(cap(std::env::var("CNN_SIMD").ok().as_deref())))
+    }
+    #[cfg(not(feature = "std"))]
+    detect()
 }
 
+#[cfg(feature = "std")]
 /// The cap a `CNN_SIMD` value sets: `baseline` or `avx2`; anything else (`avx512`, unset,
 /// unknown) caps nothing.
 fn cap(value: Option<&str>) -> Isa {
@@ -91,7 +98,28 @@ pub(crate) fn dispatch() -> Isa {
     level
 }
 
+/// Without `std` there is no run-time detection: the level the target is compiled for
+/// (`-C target-feature` / `-C target-cpu`), which every CPU that runs the binary has.
+#[cfg(not(feature = "std"))]
+const fn detect() -> Isa {
+    let avx2 = cfg!(all(target_feature = "avx2", target_feature = "fma"));
+    if avx2
+        && cfg!(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512vl"
+        ))
+    {
+        Isa::Avx512
+    } else if avx2 {
+        Isa::Avx2
+    } else {
+        Isa::Baseline
+    }
+}
+
 /// The best level this CPU supports, detected once.
+#[cfg(feature = "std")]
 fn detect() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
     *DETECTED.get_or_init(|| {
@@ -115,7 +143,10 @@ fn detect() -> Isa {
 /// The level of a CPU that has the features `has` says (by their `is_x86_feature_detected!`
 /// names): [`Isa::Avx512`] needs AVX-512 F, BW and VL with AVX2 and FMA, [`Isa::Avx2`] AVX2
 /// and FMA. A function of the answers only, so that its tests can ask about other CPUs.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(
+    any(not(target_arch = "x86_64"), not(feature = "std")),
+    allow(dead_code)
+)]
 fn level_of(has: impl Fn(&str) -> bool) -> Isa {
     let avx2 = has("avx2") && has("fma");
     if avx2 && has("avx512f") && has("avx512bw") && has("avx512vl") {

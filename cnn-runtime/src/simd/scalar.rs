@@ -1,5 +1,8 @@
 //! One `f32` lane in plain Rust: the tails of the vector loops, and CPUs without AVX2.
 
+#[cfg(not(feature = "std"))]
+use crate::math::Float as _;
+
 use super::Simd;
 
 /// The one-lane token; it needs no CPU feature, so anyone may create it.

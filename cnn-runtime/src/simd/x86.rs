@@ -1,7 +1,7 @@
 //! The x86_64 vector tokens: [`Avx512`] (16 lanes in a `zmm` register) and [`Avx2`] (8 lanes
 //! in a `ymm` register, with FMA).
 
-use std::arch::x86_64::*;
+use core::arch::x86_64::*;
 
 use super::Simd;
 

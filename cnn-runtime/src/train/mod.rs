@@ -298,6 +298,45 @@ impl TrainState {
     }
 }
 
+/// A network's [`TrainState`], made on first use: absent in a new or embedded network (so that
+/// an embedded network can be a constant), set by `seeded` or the first training call. Takes
+/// no part in comparisons, as the state itself.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default)]
+pub struct TrainSlot(Option<Box<TrainState>>);
+
+impl TrainSlot {
+    /// No state yet (a fresh one, seed 0, on first use).
+    pub const fn empty() -> Self {
+        TrainSlot(None)
+    }
+
+    /// The state of a new network seeded with `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        TrainSlot(Some(Box::new(TrainState::new(seed))))
+    }
+
+    /// The state, or a fresh one's when there is none yet.
+    pub fn get(&self) -> &TrainState {
+        static FRESH: std::sync::OnceLock<TrainState> = std::sync::OnceLock::new();
+        match &self.0 {
+            Some(state) => state,
+            None => FRESH.get_or_init(TrainState::default),
+        }
+    }
+
+    /// The state, made now when there is none yet.
+    pub fn get_mut(&mut self) -> &mut TrainState {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for TrainSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 impl Default for TrainState {
     fn default() -> Self {
         TrainState::new(0)

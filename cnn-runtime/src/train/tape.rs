@@ -854,8 +854,8 @@ mod tests {
                 track_running_stats: true,
             };
             let mut bn = BatchNorm2d::seeded("1", bnp, &mut rng);
-            bn.weight = Some(vec![1.3, 0.7]);
-            bn.bias = Some(vec![0.2, -0.4]);
+            bn.weight = Some(vec![1.3, 0.7].into());
+            bn.bias = Some(vec![0.2, -0.4].into());
             let lp = LinearParams {
                 in_features: 16,
                 out_features: 3,

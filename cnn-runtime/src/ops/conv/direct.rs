@@ -8,8 +8,12 @@
 //! reads are contiguous, and the weights are packed once per layer as `[c_out / R, taps, R]`.
 //! With `R = 8` and 32 columns the accumulators take 16 AVX-512 registers.
 
+#[cfg(feature = "std")]
+use std::vec::Vec;
+
 use super::{Conv2dParams, Epilogue, PostOp};
 use crate::simd::Simd;
+use crate::store::Scratch;
 use crate::tuning::{DIRECT_MAX_C_IN, DIRECT_MIN_MACS_PER_SPLIT};
 
 /// Output channels per register block.
@@ -49,6 +53,7 @@ pub const fn weight_len(p: &Conv2dParams) -> usize {
 
 /// Packs PyTorch's `[c_out, c_in, KH, KW]` weights as `[⌈c_out / R⌉, C·KH·KW, R]`, zero for
 /// the channels past `c_out` in the last block.
+#[cfg(feature = "std")]
 pub fn pack_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
     let mut packed = Vec::new();
     pack_weights_into(p, weight, &mut packed);
@@ -57,10 +62,21 @@ pub fn pack_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
 
 /// [`pack_weights`] into `packed`, reusing its allocation (training updates the weights every
 /// step).
+#[cfg(feature = "std")]
 pub(crate) fn pack_weights_into(p: &Conv2dParams, weight: &[f32], packed: &mut Vec<f32>) {
-    let k = p.fan_in();
     packed.clear();
     packed.resize(weight_len(p), 0.0);
+    pack_weights_to(p, weight, packed);
+}
+
+/// [`pack_weights`] into `packed`, which holds exactly [`weight_len`] values.
+///
+/// # Panics
+/// If `packed` or `weight` is shorter than its layout.
+pub(crate) fn pack_weights_to(p: &Conv2dParams, weight: &[f32], packed: &mut [f32]) {
+    let k = p.fan_in();
+    let packed = &mut packed[..weight_len(p)];
+    packed.fill(0.0);
     for (o, filter) in weight.chunks_exact(k).take(p.c_out).enumerate() {
         let block = &mut packed[(o / R) * k * R..(o / R + 1) * k * R];
         for (t, &w) in filter.iter().enumerate() {
@@ -85,7 +101,7 @@ pub fn conv2d(
     epilogue: Epilogue<'_>,
     threads: usize,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut (impl Scratch + ?Sized),
 ) {
     assert!(applies(p), "direct convolution does not apply");
     assert!(packed.len() >= weight_len(p), "packed weights too short");
@@ -95,10 +111,7 @@ pub fn conv2d(
         assert!(b.len() >= p.c_out, "conv2d bias too short");
     }
     epilogue.check(p.c_out, n * p.out_len());
-    if scratch.len() < scratch_len(p) {
-        scratch.resize(scratch_len(p), 0.0);
-    }
-    let phases = &mut scratch[..scratch_len(p)];
+    let phases = &mut scratch.at_least(scratch_len(p))[..scratch_len(p)];
     // The padding, and the slack past the last column, stay zero for every sample.
     phases.fill(0.0);
     let plane = p.out_hw[0] * p.out_hw[1];
@@ -213,11 +226,11 @@ fn blocks<S: Simd, const V: usize>(
         // norm stays in registers, then `Epilogue::after` adds the residual and activates
         // each finished plane.
         let posts: [PostOp; R] =
-            std::array::from_fn(|r| epilogue.channel(bias, (first + b * R + r).min(p.c_out - 1)));
+            core::array::from_fn(|r| epilogue.channel(bias, (first + b * R + r).min(p.c_out - 1)));
         let in_registers = posts[0].act.is_none();
         let relu = posts[0].relu;
         let fold = in_registers && posts[0].affine.is_some();
-        let b0: [f32; R] = std::array::from_fn(|r| match posts[r].bias {
+        let b0: [f32; R] = core::array::from_fn(|r| match posts[r].bias {
             Some(v) if r < live => v,
             _ => 0.0,
         });

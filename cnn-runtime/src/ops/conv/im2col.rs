@@ -3,6 +3,7 @@
 
 use super::{Conv2dParams, Epilogue};
 use crate::simd::multiversion;
+use crate::store::Scratch;
 use crate::tuning::{MIN_MACS_PER_SPLIT, MIN_ROWS_PER_THREAD};
 
 /// Scratch elements of one sample's im2col matrix `[C/G·KH·KW, OH·OW]`, 0 when [`skips`].
@@ -51,7 +52,7 @@ pub fn conv2d(
     epilogue: Epilogue<'_>,
     threads: usize,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut (impl Scratch + ?Sized),
 ) {
     let (in_len, out_len) = (p.in_len(), p.out_len());
     let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
@@ -68,9 +69,7 @@ pub fn conv2d(
         return;
     }
     let skip = skips(p);
-    if scratch.len() < scratch_len(p) {
-        scratch.resize(scratch_len(p), 0.0);
-    }
+    let scratch = scratch.at_least(scratch_len(p));
 
     // LOOP over samples
     for s in 0..n {

@@ -18,7 +18,10 @@ pub mod im2col;
 mod phases;
 pub mod winograd;
 
-use std::sync::OnceLock;
+#[cfg(feature = "std")]
+use std::{boxed::Box, sync::OnceLock, vec::Vec};
+
+use crate::store::{Buf, Scratch};
 
 use crate::ops::activation::{activation, Activation};
 use crate::simd::multiversion;
@@ -95,6 +98,16 @@ impl Conv2dParams {
             Algorithm::Depthwise
         } else {
             Algorithm::Im2col
+        }
+    }
+
+    /// Elements of the weights in the layout of [`algorithm`](Self::algorithm) (what
+    /// [`prepare_into`] writes), 0 where it reads PyTorch's layout.
+    pub const fn prepared_len(&self) -> usize {
+        match self.algorithm() {
+            Algorithm::Winograd => winograd::weight_len(self),
+            Algorithm::Direct => direct::weight_len(self),
+            Algorithm::Depthwise | Algorithm::Im2col => 0,
         }
     }
 
@@ -295,13 +308,24 @@ fn bias_affine_relu(row: &mut [f32], bias: Option<f32>, a: Option<f32>, b: f32, 
 }
 
 /// PyTorch's tensors of one convolution, and a copy of the weights in the layout its
-/// [`Algorithm`] reads (Winograd's `U`, the direct kernel's packing), made on first use.
+/// [`Algorithm`] reads (Winograd's `U`, the direct kernel's packing): made at compile time for
+/// an embedded network, otherwise on first use.
 #[derive(Debug, Clone)]
 pub struct Filters {
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    prepared: OnceLock<(Conv2dParams, Vec<f32>)>,
+    weight: Buf,
+    bias: Option<Buf>,
+    /// The kernel's layout, laid out by the `cnn!` macro (an embedded network).
+    fixed: Option<&'static [f32]>,
+    /// The kernel's layout, made on first use (or after training changed the weights). Boxed,
+    /// and absent in an embedded network, so that the struct has no interior mutability of
+    /// its own and an embedded network can be a constant (`EMBEDDED`).
+    #[cfg(feature = "std")]
+    prepared: Option<Box<Lazy>>,
 }
+
+/// The weights in a kernel's layout and the convolution they were made for, made on first use.
+#[cfg(feature = "std")]
+type Lazy = OnceLock<(Conv2dParams, Vec<f32>)>;
 
 impl PartialEq for Filters {
     fn eq(&self, other: &Self) -> bool {
@@ -311,11 +335,32 @@ impl PartialEq for Filters {
 
 impl Filters {
     /// `weight: [c_out, c_in/groups, KH, KW]` and `bias: [c_out]`, PyTorch's layouts.
+    #[cfg(feature = "std")]
     pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
         Filters {
-            weight,
-            bias,
-            prepared: OnceLock::new(),
+            weight: Buf::Owned(weight),
+            bias: bias.map(Buf::Owned),
+            fixed: None,
+            prepared: Some(Box::default()),
+        }
+    }
+
+    /// Static tensors of an embedded network, with `prepared` the weights already in the
+    /// layout of the layer's algorithm (`None` where it reads PyTorch's layout).
+    pub const fn embedded(
+        weight: &'static [f32],
+        bias: Option<&'static [f32]>,
+        prepared: Option<&'static [f32]>,
+    ) -> Self {
+        Filters {
+            weight: Buf::Static(weight),
+            bias: match bias {
+                Some(b) => Some(Buf::Static(b)),
+                None => None,
+            },
+            fixed: prepared,
+            #[cfg(feature = "std")]
+            prepared: None,
         }
     }
 
@@ -330,10 +375,17 @@ impl Filters {
     }
 
     /// Lets `f` update the weight and the bias in place (training), then brings the copy in
-    /// the algorithm's layout up to date, in its own buffer (no allocation).
+    /// the algorithm's layout up to date, in its own buffer (no allocation after the first
+    /// step; an embedded network's static copy is replaced by one on the heap).
+    #[cfg(feature = "std")]
     pub(crate) fn update<R>(&mut self, f: impl FnOnce(&mut [f32], Option<&mut [f32]>) -> R) -> R {
         let r = f(&mut self.weight, self.bias.as_deref_mut());
-        if let Some((p, mut w)) = self.prepared.take() {
+        let lazy = self.prepared.get_or_insert_with(Box::default);
+        if self.fixed.take().is_some() {
+            // The static copy is stale: the next use makes one from the new weights.
+            **lazy = OnceLock::new();
+        }
+        if let Some((p, mut w)) = lazy.take() {
             match p.algorithm() {
                 Algorithm::Winograd => {
                     winograd::transform_weights_in_place(&p, &self.weight, &mut w)
@@ -341,7 +393,7 @@ impl Filters {
                 Algorithm::Direct => direct::pack_weights_into(&p, &self.weight, &mut w),
                 Algorithm::Depthwise | Algorithm::Im2col => {}
             }
-            let _ = self.prepared.set((p, w));
+            let _ = lazy.set((p, w));
         }
         r
     }
@@ -349,19 +401,42 @@ impl Filters {
     /// The weights in the layout `p.algorithm()` reads.
     ///
     /// # Panics
-    /// If an earlier call prepared them for other parameters.
+    /// If an earlier call prepared them for other parameters; without `std`, if an algorithm
+    /// that needs its own layout has none (the macro always lays it out).
     fn for_kernel(&self, p: &Conv2dParams) -> &[f32] {
-        let prepare = |make: fn(&Conv2dParams, &[f32]) -> Vec<f32>| {
-            let (q, w) = self.prepared.get_or_init(|| (*p, make(p, &self.weight)));
-            assert_eq!(q, p, "filters prepared for another convolution");
-            w.as_slice()
-        };
         match p.algorithm() {
-            Algorithm::Winograd => prepare(winograd::transform_weights),
-            Algorithm::Direct => prepare(direct::pack_weights),
             Algorithm::Depthwise | Algorithm::Im2col => &self.weight,
+            Algorithm::Winograd | Algorithm::Direct => match self.fixed {
+                Some(fixed) => fixed,
+                #[cfg(feature = "std")]
+                None => {
+                    let make = match p.algorithm() {
+                        Algorithm::Winograd => winograd::transform_weights,
+                        _ => direct::pack_weights,
+                    };
+                    let lazy = self.prepared.as_ref().expect("filters without a layout");
+                    let (q, w) = lazy.get_or_init(|| (*p, make(p, &self.weight)));
+                    assert_eq!(q, p, "filters prepared for another convolution");
+                    w.as_slice()
+                }
+                #[cfg(not(feature = "std"))]
+                None => panic!("embedded filters without their prepared layout"),
+            },
         }
     }
+}
+
+/// The weights of `p` in the layout its algorithm reads, written into `out` (which must hold
+/// [`Conv2dParams::prepared_len`] values): what [`Filters`] makes on first use, and what the
+/// `cnn!` macro lays out at compile time for an embedded network. `false` (nothing written)
+/// for the algorithms that read PyTorch's layout.
+pub fn prepare_into(p: &Conv2dParams, weight: &[f32], out: &mut [f32]) -> bool {
+    match p.algorithm() {
+        Algorithm::Winograd => winograd::transform_weights_to(p, weight, out),
+        Algorithm::Direct => direct::pack_weights_to(p, weight, out),
+        Algorithm::Depthwise | Algorithm::Im2col => return false,
+    }
+    true
 }
 
 /// `out[n, o, y, x] = epilogue(bias[o] + Σ_{c,i,j} weight[o, c, i, j] · input[n, g·C/G + c, y·s − p + i·d, x·s − p + j·d])`
@@ -388,7 +463,7 @@ pub fn forward(
     epilogue: Epilogue<'_>,
     threads: usize,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut (impl Scratch + ?Sized),
 ) {
     let (w, b) = (filters.for_kernel(p), filters.bias());
     match p.algorithm() {
@@ -448,7 +523,7 @@ pub(crate) mod tests {
                 Some(Activation::Tanh) => v.tanh(),
                 Some(Activation::Silu) => v / (1.0 + (-v).exp()),
                 Some(Activation::Gelu) => {
-                    0.5 * v * (1.0 + crate::ops::activation::erf(v / std::f64::consts::SQRT_2))
+                    0.5 * v * (1.0 + crate::ops::activation::erf(v / core::f64::consts::SQRT_2))
                 }
                 Some(Activation::Hardswish) => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
                 Some(Activation::Hardsigmoid) => (v / 6.0 + 0.5).clamp(0.0, 1.0),
@@ -839,7 +914,7 @@ pub(crate) mod tests {
         let before: Vec<u32> = row.iter().map(|v| v.to_bits()).collect();
         op.apply(&mut row);
         e.after(7, &mut row);
-        e.apply(0, 0, std::iter::once(&mut row[..]));
+        e.apply(0, 0, core::iter::once(&mut row[..]));
         assert_eq!(row.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), before);
         e.check(5, 100);
     }

@@ -10,6 +10,7 @@ use super::phases::{copy, copy_row};
 use super::{Conv2dParams, Epilogue, PostOp};
 use crate::ops::activation::activation;
 use crate::simd::Simd;
+use crate::store::Scratch;
 use crate::tuning::DEPTHWISE_MIN_MACS_PER_SPLIT;
 
 /// Output columns one register block holds per row.
@@ -46,7 +47,7 @@ pub fn conv2d(
     epilogue: Epilogue<'_>,
     threads: usize,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut (impl Scratch + ?Sized),
 ) {
     let (in_len, out_len) = (p.in_len(), p.out_len());
     assert!(input.len() >= n * in_len, "conv2d input too short");
@@ -62,13 +63,10 @@ pub fn conv2d(
     // LOOP over runs of whole planes, one per thread, each with its own padded-plane scratch
     let per = planes.div_ceil(parts);
     let len = scratch_len(p).max(1);
-    if scratch.len() < parts * len {
-        scratch.resize(parts * len, 0.0);
-    }
     let runs = x
         .chunks(per * hw_in)
         .zip(y.chunks_mut(per * hw_out))
-        .zip(scratch.chunks_exact_mut(len));
+        .zip(scratch.at_least(parts * len).chunks_exact_mut(len));
     crate::threads::for_each(parts, runs, |i, ((x, y), phases)| {
         checked_planes(p, i * per, x, weight, bias, epilogue, y, phases);
     });
@@ -100,12 +98,10 @@ pub fn depthwise(
     bias: Option<&[f32]>,
     epilogue: Epilogue<'_>,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut (impl Scratch + ?Sized),
 ) {
     let len = scratch_len(p);
-    if scratch.len() < len {
-        scratch.resize(len, 0.0);
-    }
+    let scratch = scratch.at_least(len);
     checked_planes(
         p,
         first_plane,

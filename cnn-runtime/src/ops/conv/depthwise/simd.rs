@@ -111,7 +111,7 @@ fn merged_plane<S: Simd, const KH: usize, const KW: usize, const SH: usize, cons
     check_columns(g, V * S::LANES);
     let taps = &taps[..KH * KW];
     let w: [[S::V; KW]; KH] =
-        std::array::from_fn(|a| std::array::from_fn(|b| s.splat(&taps[a * KW + b])));
+        core::array::from_fn(|a| core::array::from_fn(|b| s.splat(&taps[a * KW + b])));
     let e = post_vectors(s, &post);
     let done = y.len() / (ROWS * g.w_out) * ROWS;
     let mut blocks = y.chunks_exact_mut(ROWS * g.w_out);
@@ -171,7 +171,7 @@ unsafe fn merged_block<
                 // SAFETY: the loads stay in row `j < window` of `win`, at most
                 // `start(b) + x0 + V·LANES ≤ rs` floats into it (`check_columns`, and
                 // `x0 ≤ OW + LANES − V·LANES`).
-                let x: [S::V; V] = std::array::from_fn(|v| unsafe {
+                let x: [S::V; V] = core::array::from_fn(|v| unsafe {
                     s.load(win.as_ptr().add(j * g.rs + g.starts[b] + x0 + v * S::LANES))
                 });
                 // LOOP over the block's output rows that read input row `j`

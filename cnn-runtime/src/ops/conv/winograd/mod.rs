@@ -19,16 +19,19 @@
 
 mod transform;
 
-use self::transform::{
-    transform_input, transform_output, transform_weights_for, transform_weights_into,
-};
+use self::transform::{transform_input, transform_output};
+#[cfg(feature = "std")]
+use self::transform::{transform_weights_for, transform_weights_into};
 use super::{Conv2dParams, Epilogue};
 use crate::simd::multiversion;
+use crate::store::Scratch;
 use crate::tuning::{
     winograd_out_tile, LAYOUT_BLOCK, MIN_MACS_PER_SPLIT, WINOGRAD_BLOCK_BYTES,
     WINOGRAD_MIN_BLOCK_TILES, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIDE,
     WINOGRAD_MIN_TILES_PER_BLOCK,
 };
+#[cfg(feature = "std")]
+use std::vec::Vec;
 
 /// Whether `p` runs with Winograd ([`Algorithm::Winograd`](super::Algorithm::Winograd)): a 3×3 kernel,
 /// stride 1, no dilation, one group, and enough channels and tiles for the transforms to pay.
@@ -84,12 +87,27 @@ pub(super) const fn weight_len_for(m: usize, p: &Conv2dParams) -> usize {
 /// B operands), for the tile size [`out_tile`] picks.
 ///
 /// + `weight`: `[c_out, c_in, 3, 3]` (PyTorch's layout)
+#[cfg(feature = "std")]
 pub fn transform_weights(p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
     transform_weights_for(out_tile(p), p, weight)
 }
 
+/// Elements of [`transform_weights`]' result, `[α², c_in, c_out]`.
+pub const fn weight_len(p: &Conv2dParams) -> usize {
+    weight_len_for(out_tile(p), p)
+}
+
+/// [`transform_weights`] into `u`, which holds at least [`weight_len`] values.
+///
+/// # Panics
+/// If `u` or `weight` is shorter than its layout.
+pub(crate) fn transform_weights_to(p: &Conv2dParams, weight: &[f32], u: &mut [f32]) {
+    transform::transform_weights_to(out_tile(p), p, weight, u)
+}
+
 /// [`transform_weights`] into `u`, reusing its allocation (training updates the weights every
 /// step).
+#[cfg(feature = "std")]
 pub(crate) fn transform_weights_in_place(p: &Conv2dParams, weight: &[f32], u: &mut Vec<f32>) {
     transform_weights_into(out_tile(p), p, weight, u)
 }
@@ -114,7 +132,7 @@ pub fn conv2d(
     epilogue: Epilogue<'_>,
     threads: usize,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut (impl Scratch + ?Sized),
 ) {
     conv2d_with(
         out_tile(p),
@@ -142,7 +160,7 @@ fn conv2d_with(
     epilogue: Epilogue<'_>,
     threads: usize,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut (impl Scratch + ?Sized),
 ) {
     let (c_in, c_out, xis) = (p.c_in, p.c_out, positions(m_t));
     let ([h, w], [oh, ow]) = (p.in_hw, p.out_hw);
@@ -156,16 +174,13 @@ fn conv2d_with(
     );
     assert!(input.len() >= n * p.in_len(), "winograd input too short");
     assert!(out.len() >= n * p.out_len(), "winograd output too short");
-    if scratch.len() < len {
-        scratch.resize(len, 0.0);
-    }
-    let (vm, rest) = scratch[..len].split_at_mut(xis * t * (c_in + c_out));
+    let (vm, rest) = scratch.at_least(len)[..len].split_at_mut(xis * t * (c_in + c_out));
     let (xt, yt) = rest.split_at_mut(h * w * c_in);
     let big = t * c_in * c_out * xis >= MIN_MACS_PER_SPLIT;
     let threads = if big { threads.max(1) } else { 1 };
     // Tile rows per block: the block's transformed input and products fit the cache budget,
     // and with threads every thread gets a block.
-    let row_bytes = xis * tw * (c_in + c_out) * std::mem::size_of::<f32>();
+    let row_bytes = xis * tw * (c_in + c_out) * core::mem::size_of::<f32>();
     let mut rows = (WINOGRAD_BLOCK_BYTES / row_bytes)
         .max(WINOGRAD_MIN_BLOCK_TILES.div_ceil(tw))
         .clamp(1, th);

@@ -1,6 +1,9 @@
 //! The Winograd transforms: the filters' `U = G g Gᵀ` (in f64, once per layer), the inputs'
 //! `Bᵀ d B` and the products' `Aᵀ m A`, the latter two on whole SIMD vectors of channels.
 
+#[cfg(feature = "std")]
+use std::vec::Vec;
+
 use super::weight_len_for;
 use crate::ops::conv::Conv2dParams;
 use crate::simd::{Scalar, Simd};
@@ -22,6 +25,7 @@ fn g_times(m: usize, [a, b, c]: [f64; 3]) -> [f64; 6] {
 }
 
 /// [`transform_weights`](super::transform_weights) with output tiles of side `m`.
+#[cfg(feature = "std")]
 pub(super) fn transform_weights_for(m: usize, p: &Conv2dParams, weight: &[f32]) -> Vec<f32> {
     let mut u = Vec::new();
     transform_weights_into(m, p, weight, &mut u);
@@ -29,17 +33,27 @@ pub(super) fn transform_weights_for(m: usize, p: &Conv2dParams, weight: &[f32]) 
 }
 
 /// [`transform_weights_for`] into `u` (resized; no allocation when it is already large enough).
+#[cfg(feature = "std")]
 pub(super) fn transform_weights_into(m: usize, p: &Conv2dParams, weight: &[f32], u: &mut Vec<f32>) {
-    let (c_in, c_out, a) = (p.c_in, p.c_out, m + 2);
     u.clear();
     u.resize(weight_len_for(m, p), 0.0);
+    transform_weights_to(m, p, weight, u);
+}
+
+/// [`transform_weights_for`] into `u`, which holds at least [`weight_len_for`] values.
+///
+/// # Panics
+/// If `u` or `weight` is shorter than its layout.
+pub(super) fn transform_weights_to(m: usize, p: &Conv2dParams, weight: &[f32], u: &mut [f32]) {
+    let (c_in, c_out, a) = (p.c_in, p.c_out, m + 2);
+    let u = &mut u[..weight_len_for(m, p)];
     for o in 0..c_out {
         for c in 0..c_in {
             let g = &weight[(o * c_in + c) * 9..(o * c_in + c + 1) * 9];
             let g = |i: usize, j: usize| f64::from(g[i * 3 + j]);
             // G g: α×3, G applied to each column of the filter.
             let cols: [[f64; 6]; 3] =
-                std::array::from_fn(|j| g_times(m, [g(0, j), g(1, j), g(2, j)]));
+                core::array::from_fn(|j| g_times(m, [g(0, j), g(1, j), g(2, j)]));
             for i in 0..a {
                 // (G g) Gᵀ: G applied to row i of G g.
                 let row = g_times(m, [cols[0][i], cols[1][i], cols[2][i]]);

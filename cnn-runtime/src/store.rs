@@ -1,0 +1,188 @@
+//! Where a layer's tensors live: static read-only data (weights embedded at compile time) or,
+//! with `std`, the heap (loaded, initialised or trained weights); and the scratch buffers the
+//! kernels borrow.
+
+#[cfg(feature = "std")]
+use std::vec::Vec;
+
+/// The values of one tensor, `[f32]` either way: `Static` for data the `cnn!` macro laid out at
+/// compile time (no copy, no allocation, usable in a `static`), `Owned` for data made at run
+/// time. Writing to a `Static` tensor (training an embedded network) copies it to the heap
+/// first.
+#[derive(Clone)]
+pub enum Buf {
+    /// Read-only data in the binary.
+    Static(&'static [f32]),
+    /// Data on the heap.
+    #[cfg(feature = "std")]
+    Owned(Vec<f32>),
+}
+
+impl Buf {
+    /// The values.
+    pub fn as_slice(&self) -> &[f32] {
+        match self {
+            Buf::Static(s) => s,
+            #[cfg(feature = "std")]
+            Buf::Owned(v) => v,
+        }
+    }
+
+    /// The values, writable: a `Static` tensor is copied to the heap first.
+    #[cfg(feature = "std")]
+    pub fn make_mut(&mut self) -> &mut [f32] {
+        if let Buf::Static(s) = *self {
+            *self = Buf::Owned(s.to_vec());
+        }
+        match self {
+            Buf::Owned(v) => v,
+            Buf::Static(_) => unreachable!("made owned just above"),
+        }
+    }
+}
+
+impl core::ops::Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        self.as_slice()
+    }
+}
+
+/// Writing copies a `Static` tensor to the heap first ([`Buf::make_mut`]), as `Cow::to_mut`.
+#[cfg(feature = "std")]
+impl core::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        self.make_mut()
+    }
+}
+
+impl core::fmt::Debug for Buf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(self.as_slice(), f)
+    }
+}
+
+impl PartialEq for Buf {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+#[cfg(feature = "std")]
+impl FromIterator<f32> for Buf {
+    fn from_iter<I: IntoIterator<Item = f32>>(iter: I) -> Self {
+        Buf::Owned(iter.into_iter().collect())
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<Vec<f32>> for Buf {
+    fn from(v: Vec<f32>) -> Self {
+        Buf::Owned(v)
+    }
+}
+
+/// A kernel's scratch space: a `Vec` that grows as needed (the batch executor's), or a slice of
+/// the caller's workspace that must already be long enough (`forward_in`'s).
+pub trait Scratch {
+    /// At least `len` elements.
+    ///
+    /// # Panics
+    /// For a slice shorter than `len` (the workspace size is checked before any kernel runs).
+    fn at_least(&mut self, len: usize) -> &mut [f32];
+}
+
+#[cfg(feature = "std")]
+impl Scratch for Vec<f32> {
+    fn at_least(&mut self, len: usize) -> &mut [f32] {
+        // Never shrunk: a later layer would pay to zero it again on growth.
+        if self.len() < len {
+            self.resize(len, 0.0);
+        }
+        self
+    }
+}
+
+impl Scratch for [f32] {
+    fn at_least(&mut self, len: usize) -> &mut [f32] {
+        assert!(self.len() >= len, "scratch too short");
+        self
+    }
+}
+
+/// 64-byte aligned storage for embedded bytes (`Aligned(*b"…")`), so that [`f32s`] may view
+/// them as `f32`s and the kernels read whole cache lines.
+#[repr(C, align(64))]
+pub struct Aligned<const N: usize>(pub [u8; N]);
+
+/// The `len` little-endian `f32`s at byte `start` of an embedded blob: the `cnn!` macro emits a
+/// network's prepared tensors as one [`Aligned`] byte string and each tensor as a constant view
+/// into it. Refuses (a compile error, since it runs in a constant) a range outside the blob, a
+/// start that is not a multiple of 4, or a big-endian target.
+pub const fn f32s<const N: usize>(
+    blob: &'static Aligned<N>,
+    start: usize,
+    len: usize,
+) -> &'static [f32] {
+    const {
+        assert!(
+            cfg!(target_endian = "little"),
+            "embedded weights are little-endian f32: this target is big-endian"
+        )
+    };
+    assert!(start.is_multiple_of(4), "embedded tensor: misaligned");
+    assert!(
+        len <= N / 4 && start <= N - 4 * len,
+        "embedded tensor: outside its blob"
+    );
+    // SAFETY: the blob is `'static` and immutable; `start..start + 4·len` lies inside it
+    // (checked above) at a multiple of 4 from its 64-aligned start, so the pointer is aligned
+    // for `f32`; every bit pattern is a valid `f32`, and on a little-endian target (checked
+    // above) the bytes read as the values the macro wrote.
+    unsafe { core::slice::from_raw_parts(blob.0.as_ptr().add(start).cast::<f32>(), len) }
+}
+
+/// IEEE 754 half precision to single precision, exact for every input.
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let mant = (h & 0x3ff) as u32;
+    let bits = match (exp, mant) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: m · 2^-24, renormalised.
+            let value = m as f32 * (1.0 / 16_777_216.0);
+            return if sign != 0 { -value } else { value };
+        }
+        (0x1f, 0) => sign | 0x7f80_0000,
+        (0x1f, m) => sign | 0x7fc0_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// One little-endian value of a safetensors float dtype (`F32`, `F64`, `F16`, `BF16`) as
+/// `f32`, converted as the run-time loader converts it; `None` for another dtype or a length
+/// that does not match it. The `cnn!` macro decodes embedded weights with it.
+pub fn float_value(dtype: &str, bytes: &[u8]) -> Option<f32> {
+    Some(match (dtype, bytes.len()) {
+        ("F32", 4) => f32::from_le_bytes(bytes.try_into().ok()?),
+        ("F64", 8) => f64::from_le_bytes(bytes.try_into().ok()?) as f32,
+        ("F16", 2) => f16_to_f32(u16::from_le_bytes(bytes.try_into().ok()?)),
+        ("BF16", 2) => f32::from_bits(u32::from(u16::from_le_bytes(bytes.try_into().ok()?)) << 16),
+        _ => return None,
+    })
+}
+
+/// One little-endian value of a safetensors integer dtype (`I64`, `I32`, `I16`, `I8`, `U8`)
+/// as `i64`, as the run-time loader reads `num_batches_tracked`; `None` otherwise.
+pub fn int_value(dtype: &str, bytes: &[u8]) -> Option<i64> {
+    Some(match (dtype, bytes.len()) {
+        ("I64", 8) => i64::from_le_bytes(bytes.try_into().ok()?),
+        ("I32", 4) => i64::from(i32::from_le_bytes(bytes.try_into().ok()?)),
+        ("I16", 2) => i64::from(i16::from_le_bytes(bytes.try_into().ok()?)),
+        ("I8", 1) => i64::from(bytes[0] as i8),
+        ("U8", 1) => i64::from(bytes[0]),
+        _ => return None,
+    })
+}
