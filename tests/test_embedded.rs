@@ -32,6 +32,13 @@ cnn! {
     }
 }
 
+cnn! {
+    /// Batch statistics over a 1×1 map: one value per channel for a single sample.
+    struct OnePixel {
+        input(4, 1, 1) conv(4 -> 3, k1) bn(track_running_stats=false) fc(2)
+    }
+}
+
 /// The embedded value of `Digits` is a constant usable in a `static`, as on a microcontroller.
 static NET: &Digits = Digits::EMBEDDED;
 
@@ -215,5 +222,27 @@ fn wrong_slices_are_refused_with_the_lengths() {
     assert!(
         e.to_string().starts_with("workspace: expected at least"),
         "{e}"
+    );
+}
+
+#[test]
+fn batch_statistics_of_one_value_are_refused_not_computed() {
+    let net = OnePixel::seeded(0);
+    let mut ws = vec![0.0; OnePixel::WORKSPACE_LEN];
+    let mut out = [f32::NAN; 2];
+    let e = net.forward_in(&[0.5; 4], &mut out, &mut ws).unwrap_err();
+    assert_eq!(
+        e,
+        SliceError::BatchStatistics {
+            layer: "1",
+            channels: 3
+        }
+    );
+    assert!(e.to_string().contains("[1, 3, 1, 1]"), "{e}");
+    let batch = Array4::from_elem((1, 4, 1, 1), 0.5);
+    assert_eq!(
+        net.forward_batch(batch.view()).unwrap_err(),
+        cnn::Error::from(e),
+        "forward_batch and forward_in refuse alike"
     );
 }

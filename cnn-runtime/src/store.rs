@@ -186,3 +186,74 @@ pub fn int_value(dtype: &str, bytes: &[u8]) -> Option<i64> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static BLOB: Aligned<16> = Aligned([
+        0, 0, 128, 63, // 1.0
+        0, 0, 0, 192, // -2.0
+        0, 0, 192, 127, // NaN
+        0, 0, 0, 0, // 0.0
+    ]);
+
+    #[test]
+    fn f32s_views_the_blob_at_any_multiple_of_four() {
+        assert_eq!(f32s(&BLOB, 0, 2), [1.0, -2.0]);
+        assert_eq!(f32s(&BLOB, 4, 1), [-2.0]);
+        assert_eq!(f32s(&BLOB, 12, 1), [0.0]);
+        assert!(f32s(&BLOB, 8, 1)[0].is_nan());
+        assert_eq!(f32s(&BLOB, 16, 0), [0.0f32; 0]);
+        for (start, len) in [(2, 1), (0, 5), (12, 2), (20, 0)] {
+            let r = std::panic::catch_unwind(|| f32s(&BLOB, start, len));
+            assert!(r.is_err(), "start {start}, len {len} accepted");
+        }
+    }
+
+    #[test]
+    fn a_static_buffer_is_copied_on_first_write() {
+        static DATA: [f32; 3] = [1.0, 2.0, 3.0];
+        let mut b = Buf::Static(&DATA);
+        let c = b.clone();
+        b.make_mut()[1] = 5.0;
+        assert_eq!(*b, [1.0, 5.0, 3.0]);
+        assert_eq!(*c, [1.0, 2.0, 3.0]);
+        assert_eq!(DATA, [1.0, 2.0, 3.0]);
+        assert!(matches!(b, Buf::Owned(_)));
+        assert_eq!(Buf::from(vec![1.0, 2.0, 3.0]), c);
+        assert_ne!(b, c);
+    }
+
+    #[test]
+    fn a_slice_scratch_must_be_long_enough_and_a_vec_grows() {
+        let mut s = [0.0f32; 4];
+        assert_eq!(s.at_least(4).len(), 4);
+        assert!(std::panic::catch_unwind(move || {
+            let mut s = [0.0f32; 4];
+            s.at_least(5).len()
+        })
+        .is_err());
+        let mut v = vec![7.0f32; 2];
+        assert_eq!(v.at_least(5).len(), 5);
+        assert_eq!(v.at_least(3).len(), 5, "never shrunk");
+        assert_eq!(v[..2], [7.0, 7.0]);
+    }
+
+    #[test]
+    fn dtypes_decode_as_the_loader_reads_them() {
+        assert_eq!(float_value("F32", &1.5f32.to_le_bytes()), Some(1.5));
+        assert_eq!(float_value("F64", &(-0.25f64).to_le_bytes()), Some(-0.25));
+        assert_eq!(float_value("F16", &0x3c00u16.to_le_bytes()), Some(1.0));
+        assert_eq!(float_value("BF16", &0xc040u16.to_le_bytes()), Some(-3.0));
+        assert_eq!(float_value("F32", &[0, 0]), None);
+        assert_eq!(float_value("I32", &[0, 0, 0, 0]), None);
+        assert_eq!(int_value("I64", &(-3i64).to_le_bytes()), Some(-3));
+        assert_eq!(int_value("I32", &7i32.to_le_bytes()), Some(7));
+        assert_eq!(int_value("I16", &(-2i16).to_le_bytes()), Some(-2));
+        assert_eq!(int_value("I8", &[0xff]), Some(-1));
+        assert_eq!(int_value("U8", &[0xff]), Some(255));
+        assert_eq!(int_value("I64", &[0; 4]), None);
+        assert_eq!(int_value("F32", &[0; 4]), None);
+    }
+}

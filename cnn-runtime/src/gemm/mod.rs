@@ -263,6 +263,39 @@ mod tests {
         }
     }
 
+    /// The GEMM of `no_std` builds (no packing buffers), on the same shapes, with B row-major
+    /// and transposed, overwriting and accumulating; its result does not depend on `m` (each
+    /// row of C sums in order), and it leaves C past `m·n` alone.
+    #[test]
+    fn bare_matches_naive_over_awkward_shapes() {
+        for (seed, &(m, k, n)) in MKNS.iter().enumerate() {
+            let a = rand_vec(m * k, seed as u64);
+            let b = rand_vec(k * n, seed as u64 + 100);
+            for bt in [false, true] {
+                let strides = if bt { (1, k) } else { (n, 1) };
+                let want = naive(m, k, n, &a, &b, bt);
+                for accumulate in [false, true] {
+                    let init = rand_vec(m * n + 3, 7);
+                    let mut c = init.clone();
+                    bare::gemm(m, k, n, &a, &b, strides, &mut c, accumulate);
+                    let mut want = want.clone();
+                    if accumulate {
+                        want.iter_mut().zip(&init).for_each(|(w, i)| *w += i);
+                    }
+                    let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
+                    assert_close(&c[..m * n], &want, tol);
+                    assert_eq!(c[m * n..], init[m * n..], "m={m} k={k} n={n}: wrote past C");
+                    // Row by row (m = 1): the same bits.
+                    for i in 0..m {
+                        let mut row = init[i * n..(i + 1) * n].to_vec();
+                        bare::gemm(1, k, n, &a[i * k..], &b, strides, &mut row, accumulate);
+                        assert_eq!(row, c[i * n..(i + 1) * n], "m={m} k={k} n={n} row {i}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn avx512_matches_naive_over_awkward_shapes() {
         check_path(Isa::Avx512);
