@@ -5,6 +5,9 @@
 //! scikit-learn's 8x8 digits and saved `models/digits.safetensors` plus the test split.
 //!
 //! `cargo run --release --example digits`
+//!
+//! With `--predictions` it prints only the predicted class of each test image, one per line
+//! (`embedded/run.sh` compares them with the C program's that links the `no_std` model).
 
 use cnn::{cnn, Model};
 use safetensors::SafeTensors;
@@ -49,6 +52,13 @@ fn draw(image: &[[f32; 8]; 8]) -> Vec<String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let predictions_only = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--predictions") => true,
+        Some(other) => {
+            return Err(format!("unknown argument {other:?} (only --predictions)").into())
+        }
+    };
     let net: &'static Digits = Digits::embedded();
     let split = SafeTensors::deserialize(TEST_SPLIT)?;
     let pixels = f32s(split.tensor("images")?.data());
@@ -68,6 +78,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let predicted = (0..10)
             .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
             .unwrap_or(0) as i64;
+        if predictions_only {
+            println!("{predicted}");
+            continue;
+        }
         correct += usize::from(predicted == label);
         agree += usize::from(predicted == torch);
         if shown.len() < 4 && (i % 37 == 0 || predicted != label) {
@@ -75,6 +89,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    if predictions_only {
+        return Ok(());
+    }
     for (rows, label, predicted) in &shown {
         for row in rows {
             println!("  |{row}|");
