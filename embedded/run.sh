@@ -11,7 +11,9 @@
 # 3. fails if the library defines or references an allocator (malloc, free, __rust_alloc, …) or
 #    anything of Rust's `std` or `alloc`, or if the part of it the program links needs any C
 #    function outside a short list (memcpy, memset, …, abort);
-# 4. prints the code and read-only data that the library contributes to the linked program.
+# 4. prints the code and read-only data that the library contributes to the linked program;
+# 5. rebuilds the library for each SIMD level this CPU has (-C target-feature: AVX2, AVX-512)
+#    and requires the same 450 predictions from each.
 #
 # Needs cargo (the toolchain of rust-toolchain.toml), gcc, and binutils (nm, objdump, size).
 # Build products go to the cargo target directory (CARGO_TARGET_DIR if set), under digits-c/.
@@ -179,3 +181,35 @@ nm --size-sort -S -C "$out/digits-c" | awk '$3 ~ /^[rR]$/' | tail -2 |
   while read -r _ size _ name; do printf '  %8d bytes  %s\n' "$((16#$size))" "$name"; done
 echo "the whole program (C code, C runtime start-up and the library), as size reports it:"
 size "$out/digits-c" | sed 's/^/  /'
+
+echo "=== the same library compiled for each SIMD level this CPU has ==="
+# Without `std` there is no run-time CPU detection: the kernels run at the level the target is
+# compiled for (docs/embedded.md). Rebuild the library with each x86-64 level this CPU can run,
+# in its own target directory, and require the same 450 predictions again; say loudly which
+# levels go untested here.
+flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true) "
+has() {
+  local f
+  for f in "$@"; do [[ $flags == *" $f "* ]] || return 1; done
+}
+for level in avx2 avx512; do
+  case $level in
+    avx2) features="+avx2,+fma" && has avx2 fma && ok=1 || ok=0 ;;
+    avx512) features="+avx2,+fma,+avx512f,+avx512bw,+avx512vl" &&
+      has avx2 fma avx512f avx512bw avx512vl && ok=1 || ok=0 ;;
+  esac
+  if [ "$ok" = 0 ]; then
+    echo "=== SKIPPED: the no_std library at $level: this CPU lacks it, NOT tested here ===" >&2
+    continue
+  fi
+  dir=$target_dir/digits-c-$level
+  RUSTFLAGS="-C target-feature=$features" CARGO_TARGET_DIR="$dir" \
+    cargo build --release --locked --quiet --manifest-path "$pkg/Cargo.toml"
+  gcc "$out/main.o" "$dir/release/libcnn_digits_c.a" -Wl,--gc-sections -o "$out/digits-c-$level"
+  "$out/digits-c-$level" "$root/models/digits_test.safetensors" >"$out/predictions-c-$level.txt"
+  if ! diff -u "$out/predictions-rust.txt" "$out/predictions-c-$level.txt" >&2; then
+    echo "run.sh: FAILED: the no_std library at $level predicts differently" >&2
+    exit 1
+  fi
+  echo "the no_std library at $level ($features): the same $n predictions"
+done
