@@ -97,7 +97,7 @@ impl Exec {
     }
 
     /// The current activations, `[n, …]` row-major.
-    fn output(&self) -> &[f32] {
+    pub(crate) fn output(&self) -> &[f32] {
         &self.cur[..self.len]
     }
 
