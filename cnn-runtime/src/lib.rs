@@ -22,6 +22,8 @@ mod backward;
 #[cfg(feature = "std")]
 mod backward_elementwise;
 mod bare;
+#[cfg(test)]
+mod bare_tests;
 mod error;
 #[cfg(feature = "std")]
 mod exec;

@@ -1,0 +1,250 @@
+//! The single-sample executor ([`crate::bare::Bare`]) against the batch executor
+//! ([`crate::exec::Exec`]) on one sample: the same calls must give the same bits (a module of
+//! its own, so that neither executor's file imports the other's).
+
+use crate::bare::{Bare, Run, WorkspaceLayout};
+use crate::error::SliceError;
+use crate::exec::Exec;
+use crate::init::Rng;
+use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
+use crate::ops::activation::Activation;
+use crate::ops::batchnorm::BatchNormParams;
+use crate::ops::conv::{Algorithm, Conv2dParams};
+use crate::ops::conv_transpose::ConvTranspose2dParams;
+use crate::ops::linear::LinearParams;
+use crate::ops::pool::Pool2dParams;
+use crate::ops::pool::PoolKind;
+use crate::ops::upsample::Upsample2dParams;
+use crate::ops::upsample::UpsampleMode;
+use crate::test_util::rand_vec;
+
+fn conv(c_in: usize, c_out: usize, k: usize, hw: usize, seed: u64) -> Conv2d {
+    let p = Conv2dParams {
+        c_in,
+        c_out,
+        groups: 1,
+        kernel: [k, k],
+        stride: [1, 1],
+        padding: [k / 2, k / 2],
+        dilation: [1, 1],
+        in_hw: [hw, hw],
+        out_hw: [hw, hw],
+    };
+    Conv2d::seeded("c", p, true, &mut Rng::new(seed))
+}
+
+/// A batch norm with random running statistics and affine parameters, or without running
+/// statistics.
+fn bn(channels: usize, hw: usize, running: bool, seed: u64) -> BatchNorm2d {
+    let params = BatchNormParams {
+        channels,
+        hw,
+        eps: 1e-3,
+        momentum: 0.1,
+        affine: true,
+        track_running_stats: running,
+    };
+    let mut bn = BatchNorm2d::seeded("b", params, &mut Rng::new(seed));
+    let r = rand_vec(4 * channels, seed);
+    let c = channels;
+    bn.running = running.then(|| {
+        (
+            r[..c].to_vec().into(),
+            r[c..2 * c].iter().map(|v| v.abs() + 0.5).collect(),
+        )
+    });
+    bn.weight = Some(r[2 * c..3 * c].iter().map(|v| 2.0 * v).collect());
+    bn.bias = Some(r[3 * c..].to_vec().into());
+    bn
+}
+
+/// Every layer and block call of [`Run`] on one 3×8×8 sample: direct, im2col and Winograd
+/// convolutions; folded, unfolded and batch-statistics batch norms; a residual with a
+/// shortcut ending in a fused convolution and one without ending in an add; a concatenation
+/// with a convolution, a pooled-and-upsampled and an identity branch; a transposed
+/// convolution; pooling, softmax, linear and a standalone batch norm.
+struct Net {
+    a: Conv2d,
+    bn_a: BatchNorm2d,
+    shortcut: Conv2d,
+    b: Conv2d,
+    bn_b: BatchNorm2d,
+    c: Conv2d,
+    bn_c: BatchNorm2d,
+    d: Conv2d,
+    t: ConvTranspose2d,
+    bn_t: BatchNorm2d,
+    e: Conv2d,
+    fc: Linear,
+    bn_fc: BatchNorm2d,
+}
+
+const DOWN: Pool2dParams = Pool2dParams {
+    kind: PoolKind::Max,
+    channels: 16,
+    kernel: [2, 2],
+    stride: [2, 2],
+    padding: [0, 0],
+    ceil_mode: false,
+    in_hw: [8, 8],
+    out_hw: [4, 4],
+};
+const UP: Upsample2dParams = Upsample2dParams {
+    channels: 16,
+    scale: [2, 2],
+    mode: UpsampleMode::Bilinear {
+        align_corners: false,
+    },
+    in_hw: [4, 4],
+    out_hw: [8, 8],
+};
+const AVG: Pool2dParams = Pool2dParams {
+    kind: PoolKind::Avg {
+        count_include_pad: true,
+    },
+    channels: 8,
+    kernel: [3, 3],
+    stride: [2, 2],
+    padding: [1, 1],
+    ceil_mode: false,
+    in_hw: [16, 16],
+    out_hw: [8, 8],
+};
+
+impl Net {
+    fn new() -> Net {
+        let tp = ConvTranspose2dParams {
+            c_in: 36,
+            c_out: 8,
+            groups: 1,
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            output_padding: [0, 0],
+            dilation: [1, 1],
+            in_hw: [8, 8],
+            out_hw: [16, 16],
+        };
+        let fc = LinearParams {
+            in_features: 8 * 64,
+            out_features: 10,
+        };
+        let net = Net {
+            a: conv(3, 12, 3, 8, 1),
+            bn_a: bn(12, 64, true, 2),
+            shortcut: conv(12, 16, 1, 8, 3),
+            b: conv(12, 16, 3, 8, 4),
+            bn_b: bn(16, 64, false, 5),
+            c: conv(16, 16, 3, 8, 6),
+            bn_c: bn(16, 64, true, 7),
+            d: conv(16, 4, 1, 8, 8),
+            t: ConvTranspose2d::seeded("t", tp, true, &mut Rng::new(9)),
+            bn_t: bn(8, 256, true, 10),
+            e: conv(8, 8, 3, 16, 11),
+            fc: Linear::seeded("f", fc, true, &mut Rng::new(12)),
+            bn_fc: bn(10, 1, true, 13),
+        };
+        let algorithms = [&net.a, &net.b, &net.c].map(|c| c.params.algorithm());
+        assert_eq!(
+            algorithms,
+            [Algorithm::Direct, Algorithm::Im2col, Algorithm::Winograd]
+        );
+        net
+    }
+
+    /// The calls, in the order generated code would make them.
+    fn run<E: Run>(&self, e: &mut E) -> Result<(), E::Error> {
+        e.conv2d_fused(&self.a, Some(&self.bn_a), Some(Activation::Relu))?;
+        e.block_enter();
+        e.conv2d(&self.shortcut);
+        e.swap_top();
+        e.conv2d_fused(&self.b, Some(&self.bn_b), Some(Activation::Relu))?;
+        e.conv2d_residual(&self.c, Some(&self.bn_c), Some(Activation::Relu))?;
+        e.concat_enter(36 * 64);
+        e.conv2d_concat(&self.d, None, Some(Activation::Silu), 0, 36)?;
+        e.concat_restore();
+        e.pool2d(&DOWN);
+        e.upsample2d_concat(&UP, 4, 36);
+        e.concat_write_input(20, 16, 64, 36);
+        e.concat_exit();
+        e.conv_transpose2d_fused(&self.t, Some(&self.bn_t), None)?;
+        e.block_enter();
+        e.conv2d_fused(&self.e, None, Some(Activation::Tanh))?;
+        e.residual_add(Some(Activation::Gelu));
+        e.pool2d(&AVG);
+        e.softmax(8, 64);
+        e.linear(&self.fc);
+        e.batchnorm(&self.bn_fc)?;
+        e.activation(Activation::Sigmoid);
+        Ok(())
+    }
+}
+
+/// The script's workspace, from the layers' own size functions.
+const LAYOUT: WorkspaceLayout = WorkspaceLayout {
+    activations: 36 * 64, // the concatenation's output (the transposed conv's is 8·256)
+    scratch: 0,           // set in `layout()`
+    channels: 16,
+    stack: &[8 * 256, 36 * 64], // the last residual input; the concat accumulator
+};
+
+fn layout(net: &Net) -> WorkspaceLayout {
+    let convs = [&net.a, &net.shortcut, &net.b, &net.c, &net.d, &net.e];
+    let scratch = convs
+        .iter()
+        .map(|c| c.params.forward_scratch_len())
+        .chain([
+            net.t.params.scratch_len(),
+            DOWN.scratch_len(),
+            AVG.scratch_len(),
+        ])
+        .max()
+        .unwrap();
+    WorkspaceLayout { scratch, ..LAYOUT }
+}
+
+/// `Bare` computes the same bits as the batch executor on one sample, through every call,
+/// in a workspace of exactly `sample_len()` values (and writes nothing past them in a
+/// longer one); one value fewer is refused before anything runs.
+#[test]
+fn bare_matches_the_batch_executor_bit_for_bit() {
+    let net = Net::new();
+    let layout = layout(&net);
+    crate::simd::testing::each_level(|level| {
+        for seed in 0..3 {
+            let x = rand_vec(3 * 64, 100 + seed);
+            let mut exec = Exec::from_sample(&x);
+            net.run(&mut exec).unwrap();
+            let want: Vec<u32> = exec.output().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(want.len(), 10);
+
+            let mut ws = vec![f32::NAN; layout.sample_len() + 32];
+            ws[layout.sample_len()..].fill(-3.25);
+            let mut out = [f32::NAN; 10];
+            let bare = Bare::forward_in(&layout, &x, &mut out, &mut ws, [192, 10], |b| net.run(b));
+            bare.unwrap();
+            let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{} seed {seed}", level.name());
+            assert!(
+                ws[layout.sample_len()..].iter().all(|&v| v == -3.25),
+                "wrote past the workspace"
+            );
+        }
+    });
+    let x = vec![0.5; 192];
+    let mut out = [0.0; 10];
+    let mut short = vec![0.0; layout.sample_len() - 1];
+    let ran = core::cell::Cell::new(false);
+    let e = Bare::forward_in(&layout, &x, &mut out, &mut short, [192, 10], |b| {
+        ran.set(true);
+        net.run(b)
+    });
+    assert_eq!(
+        e,
+        Err(SliceError::Workspace {
+            expected: layout.sample_len(),
+            found: layout.sample_len() - 1
+        })
+    );
+    assert!(!ran.get());
+}
