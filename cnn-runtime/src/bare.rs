@@ -78,6 +78,19 @@ pub trait SliceModel {
     ) -> Result<(), SliceError>;
 }
 
+/// The largest of `values` (0 for none), usable in constants.
+pub const fn max_of(values: &[usize]) -> usize {
+    let mut max = 0;
+    let mut i = 0;
+    while i < values.len() {
+        if values[i] > max {
+            max = values[i];
+        }
+        i += 1;
+    }
+    max
+}
+
 /// The deepest block stack [`Bare`] keeps (a residual block takes one level, a concatenation
 /// two); generated code refuses deeper nesting at compile time.
 pub const MAX_STACK: usize = 64;
@@ -306,29 +319,8 @@ impl<'w> Bare<'w> {
         layer: impl FnOnce(&[f32], &mut [f32], &mut [f32], Epilogue<'_>),
     ) -> Result<usize, SliceError> {
         let top = residual.then(|| self.top());
-        let mut unfolded = None;
-        let affine: Option<(&[f32], &[f32])> = match bn {
-            None => None,
-            Some(bn) => match (bn.folded, &bn.running) {
-                (Some(folded), _) => Some(folded),
-                (None, Some((mean, var))) => {
-                    let (scale, shift) = self.affine[..2 * c].split_at_mut(c);
-                    batchnorm::scale_shift(
-                        &bn.params,
-                        bn.weight.as_deref(),
-                        bn.bias.as_deref(),
-                        (mean, var),
-                        scale,
-                        shift,
-                    );
-                    Some((&*scale, &*shift))
-                }
-                (None, None) => {
-                    unfolded = Some(bn);
-                    None
-                }
-            },
-        };
+        let unfolded = bn.filter(|bn| bn.folded.is_none() && bn.running.is_none());
+        let affine = folded(bn, c, self.affine);
         let start: usize = top.map_or(0, |d| self.sizes[..d].iter().sum());
         let residual_slice = top.map(|d| &self.stack[start..start + self.lens[d]]);
         let epilogue = match unfolded {
@@ -422,25 +414,7 @@ impl<'w> Bare<'w> {
             return Ok(());
         }
         let (a, b) = self.fill_slot(in_len, [offset, c, hw, total]);
-        let affine = match bn {
-            None => None,
-            Some(bn) => match (bn.folded, &bn.running) {
-                (Some(folded), _) => Some(folded),
-                (None, Some((mean, var))) => {
-                    let (scale, shift) = self.affine[..2 * c].split_at_mut(c);
-                    batchnorm::scale_shift(
-                        &bn.params,
-                        bn.weight.as_deref(),
-                        bn.bias.as_deref(),
-                        (mean, var),
-                        scale,
-                        shift,
-                    );
-                    Some((&*scale, &*shift))
-                }
-                (None, None) => unreachable!("handled above"),
-            },
-        };
+        let affine = folded(bn, c, self.affine);
         let epilogue = Epilogue {
             affine,
             act,
@@ -454,6 +428,32 @@ impl<'w> Bare<'w> {
         );
         Ok(())
     }
+}
+
+/// The eval-mode `(scale, shift)` of `bn` over `c` channels: the compile-time coefficients of
+/// an embedded network, else computed from the running statistics into `room` (`2·c` values);
+/// `None` without a batch norm or without running statistics (batch statistics, a step of
+/// its own).
+fn folded<'a>(
+    bn: Option<&'a BatchNorm2d>,
+    c: usize,
+    room: &'a mut [f32],
+) -> Option<(&'a [f32], &'a [f32])> {
+    let bn = bn?;
+    if let Some(folded) = bn.folded {
+        return Some(folded);
+    }
+    let (mean, var) = bn.running.as_ref()?;
+    let (scale, shift) = room[..2 * c].split_at_mut(c);
+    batchnorm::scale_shift(
+        &bn.params,
+        bn.weight.as_deref(),
+        bn.bias.as_deref(),
+        (mean, var),
+        scale,
+        shift,
+    );
+    Some((scale, shift))
 }
 
 impl Run for Bare<'_> {

@@ -8,7 +8,6 @@ use crate::exec::Exec;
 use crate::init::Rng;
 use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
 use crate::ops::activation::Activation;
-use crate::ops::batchnorm::BatchNormParams;
 use crate::ops::conv::{Algorithm, Conv2dParams};
 use crate::ops::conv_transpose::ConvTranspose2dParams;
 use crate::ops::linear::LinearParams;
@@ -16,7 +15,7 @@ use crate::ops::pool::Pool2dParams;
 use crate::ops::pool::PoolKind;
 use crate::ops::upsample::Upsample2dParams;
 use crate::ops::upsample::UpsampleMode;
-use crate::test_util::rand_vec;
+use crate::test_util::{batch_norm as bn, rand_vec};
 
 fn conv(c_in: usize, c_out: usize, k: usize, hw: usize, seed: u64) -> Conv2d {
     let p = Conv2dParams {
@@ -31,31 +30,6 @@ fn conv(c_in: usize, c_out: usize, k: usize, hw: usize, seed: u64) -> Conv2d {
         out_hw: [hw, hw],
     };
     Conv2d::seeded("c", p, true, &mut Rng::new(seed))
-}
-
-/// A batch norm with random running statistics and affine parameters, or without running
-/// statistics.
-fn bn(channels: usize, hw: usize, running: bool, seed: u64) -> BatchNorm2d {
-    let params = BatchNormParams {
-        channels,
-        hw,
-        eps: 1e-3,
-        momentum: 0.1,
-        affine: true,
-        track_running_stats: running,
-    };
-    let mut bn = BatchNorm2d::seeded("b", params, &mut Rng::new(seed));
-    let r = rand_vec(4 * channels, seed);
-    let c = channels;
-    bn.running = running.then(|| {
-        (
-            r[..c].to_vec().into(),
-            r[c..2 * c].iter().map(|v| v.abs() + 0.5).collect(),
-        )
-    });
-    bn.weight = Some(r[2 * c..3 * c].iter().map(|v| 2.0 * v).collect());
-    bn.bias = Some(r[3 * c..].to_vec().into());
-    bn
 }
 
 /// Every layer and block call of [`Run`] on one 3×8×8 sample: direct, im2col and Winograd

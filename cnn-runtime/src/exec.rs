@@ -126,92 +126,6 @@ impl Exec {
         self.len = len;
     }
 
-    /// `nn.Conv2d`.
-    pub fn conv2d(&mut self, layer: &Conv2d) {
-        self.conv(layer, Epilogue::default());
-    }
-
-    /// `nn.Conv2d`, then (optionally) `nn.BatchNorm2d` with running statistics and an
-    /// activation, applied while each output is in cache; the same numbers as running them one
-    /// after the other.
-    pub fn conv2d_fused(
-        &mut self,
-        conv: &Conv2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-    ) -> Result<(), Error> {
-        self.fused(conv.params.c_out, bn, act, false, |exec, epilogue| {
-            exec.conv(conv, epilogue);
-        })
-    }
-
-    /// The end of a residual block: `nn.Conv2d`, then (optionally) `nn.BatchNorm2d`, then the
-    /// saved tensor on top of the stack added, then `act`, i.e. PyTorch's
-    /// `act(bn(conv(x)) + r)`; pops `r`. With running statistics the batch norm is folded and
-    /// the sum and activation are applied to each output plane while it is in cache; a `bn`
-    /// without running statistics runs the steps one after the other.
-    ///
-    /// # Errors
-    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
-    ///
-    /// # Panics
-    /// If the stack is empty or its top is not shaped like the convolution's output (a bug in
-    /// generated code).
-    pub fn conv2d_residual(
-        &mut self,
-        conv: &Conv2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-    ) -> Result<(), Error> {
-        self.check_residual(conv.params.out_len());
-        let result = self.fused(conv.params.c_out, bn, act, true, |exec, epilogue| {
-            exec.conv(conv, epilogue);
-        });
-        self.pop();
-        result
-    }
-
-    /// `nn.ConvTranspose2d`.
-    pub fn conv_transpose2d(&mut self, layer: &ConvTranspose2d) {
-        self.conv_transpose(layer, Epilogue::default());
-    }
-
-    /// `nn.ConvTranspose2d`, then (optionally) `nn.BatchNorm2d` with running statistics and
-    /// an activation, fused as in [`conv2d_fused`](Self::conv2d_fused).
-    pub fn conv_transpose2d_fused(
-        &mut self,
-        conv: &ConvTranspose2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-    ) -> Result<(), Error> {
-        self.fused(conv.params.c_out, bn, act, false, |exec, epilogue| {
-            exec.conv_transpose(conv, epilogue);
-        })
-    }
-
-    /// The end of a residual block with a transposed convolution: `act(bn(convT(x)) + r)`,
-    /// as [`conv2d_residual`](Self::conv2d_residual); pops `r`.
-    ///
-    /// # Errors
-    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
-    ///
-    /// # Panics
-    /// If the stack is empty or its top is not shaped like the convolution's output (a bug in
-    /// generated code).
-    pub fn conv_transpose2d_residual(
-        &mut self,
-        conv: &ConvTranspose2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-    ) -> Result<(), Error> {
-        self.check_residual(conv.params.out_len());
-        let result = self.fused(conv.params.c_out, bn, act, true, |exec, epilogue| {
-            exec.conv_transpose(conv, epilogue);
-        });
-        self.pop();
-        result
-    }
-
     /// Runs `layer(self, epilogue)` for a layer of `c` output channels with `bn` folded into
     /// its epilogue, then (with `residual`) the top of the stack added, and `act` last; a `bn`
     /// without running statistics (which needs the whole batch), the sum and the activation
@@ -347,10 +261,190 @@ impl Exec {
         }
     }
 
+    /// Runs `f(self, x, y)` for each sample: `x` its `in_len` values of the current tensor, `y`
+    /// its channels `offset..offset + channels` of the accumulator on top of the stack, with
+    /// `[offset, channels, hw, total]`. The accumulator is lent out of the stack meanwhile.
+    ///
+    /// # Panics
+    /// If the stack is empty or its top is not `[n, total, hw]` (a bug in generated code).
+    fn fill_slot(
+        &mut self,
+        in_len: usize,
+        [offset, channels, hw, total]: [usize; 4],
+        mut f: impl FnMut(&mut Self, &[f32], &mut [f32]),
+    ) {
+        let d = self.lens.len().checked_sub(1).expect("concat: empty stack");
+        let (part, whole) = (channels * hw, total * hw);
+        assert!(
+            offset + channels <= total
+                && self.lens[d] == self.n * whole
+                && self.len == self.n * in_len,
+            "concat: the branch does not fit the concatenation"
+        );
+        let mut acc = std::mem::take(&mut self.stack[d]);
+        let cur = std::mem::take(&mut self.cur);
+        // LOOP over samples: each writes its own channel slice of the accumulator.
+        for (x, y) in cur[..self.len]
+            .chunks_exact(in_len.max(1))
+            .zip(acc[..self.n * whole].chunks_exact_mut(whole.max(1)))
+        {
+            f(self, x, &mut y[offset * hw..offset * hw + part]);
+        }
+        self.cur = cur;
+        self.stack[d] = acc;
+    }
+
+    /// One transposed convolution with `epilogue`.
+    fn conv_transpose(&mut self, conv: &ConvTranspose2d, epilogue: Epilogue<'_>) {
+        let (n, threads, p) = (self.n, self.threads, &conv.params);
+        self.step(p.out_len(), |x, y, s| {
+            conv_transpose::forward(
+                p,
+                n,
+                x,
+                &conv.weight,
+                conv.bias.as_deref(),
+                epilogue,
+                threads,
+                y,
+                s,
+            );
+        });
+    }
+
+    /// One convolution with `epilogue`.
+    fn conv(&mut self, conv: &Conv2d, epilogue: Epilogue<'_>) {
+        let (n, threads, p) = (self.n, self.threads, &conv.params);
+        self.step(p.out_len(), |x, y, s| {
+            conv::forward(p, n, x, &conv.filters, epilogue, threads, y, s);
+        });
+    }
+
+    /// One sample's flat result by value.
+    ///
+    /// # Panics
+    /// If the current tensor does not hold `K` values (a bug in generated code).
+    pub fn to_array<const K: usize>(&self) -> [f32; K] {
+        let mut out = [0.0; K];
+        out.copy_from_slice(self.output());
+        out
+    }
+
+    /// One sample's feature map, on the heap. Only one `[[f32; W]; H]` plane passes through
+    /// the stack while the box is built.
+    ///
+    /// # Panics
+    /// If the current tensor does not hold `C·H·W` values (a bug in generated code).
+    pub fn to_boxed_chw<const C: usize, const H: usize, const W: usize>(
+        &self,
+    ) -> Box<[[[f32; W]; H]; C]> {
+        let mut planes = vec![[[0.0f32; W]; H]; C].into_boxed_slice();
+        planes
+            .as_flattened_mut()
+            .as_flattened_mut()
+            .copy_from_slice(self.output());
+        match planes.try_into() {
+            Ok(boxed) => boxed,
+            Err(_) => unreachable!("the vector has exactly C planes"),
+        }
+    }
+}
+
+/// The generated forward code drives the batch executor through [`Run`], as it drives the
+/// single-sample [`Bare`](crate::bare::Bare): one method per layer or block step.
+impl Run for Exec {
+    type Error = Error;
+
+    /// `nn.Conv2d`.
+    fn conv2d(&mut self, layer: &Conv2d) {
+        self.conv(layer, Epilogue::default());
+    }
+
+    /// `nn.Conv2d`, then (optionally) `nn.BatchNorm2d` with running statistics and an
+    /// activation, applied while each output is in cache; the same numbers as running them one
+    /// after the other.
+    fn conv2d_fused(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        self.fused(conv.params.c_out, bn, act, false, |exec, epilogue| {
+            exec.conv(conv, epilogue);
+        })
+    }
+
+    /// The end of a residual block: `nn.Conv2d`, then (optionally) `nn.BatchNorm2d`, then the
+    /// saved tensor on top of the stack added, then `act`, i.e. PyTorch's
+    /// `act(bn(conv(x)) + r)`; pops `r`. With running statistics the batch norm is folded and
+    /// the sum and activation are applied to each output plane while it is in cache; a `bn`
+    /// without running statistics runs the steps one after the other.
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    ///
+    /// # Panics
+    /// If the stack is empty or its top is not shaped like the convolution's output (a bug in
+    /// generated code).
+    fn conv2d_residual(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        self.check_residual(conv.params.out_len());
+        let result = self.fused(conv.params.c_out, bn, act, true, |exec, epilogue| {
+            exec.conv(conv, epilogue);
+        });
+        self.pop();
+        result
+    }
+
+    /// `nn.ConvTranspose2d`.
+    fn conv_transpose2d(&mut self, layer: &ConvTranspose2d) {
+        self.conv_transpose(layer, Epilogue::default());
+    }
+
+    /// `nn.ConvTranspose2d`, then (optionally) `nn.BatchNorm2d` with running statistics and
+    /// an activation, fused as in [`conv2d_fused`](Self::conv2d_fused).
+    fn conv_transpose2d_fused(
+        &mut self,
+        conv: &ConvTranspose2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        self.fused(conv.params.c_out, bn, act, false, |exec, epilogue| {
+            exec.conv_transpose(conv, epilogue);
+        })
+    }
+
+    /// The end of a residual block with a transposed convolution: `act(bn(convT(x)) + r)`,
+    /// as [`conv2d_residual`](Self::conv2d_residual); pops `r`.
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    ///
+    /// # Panics
+    /// If the stack is empty or its top is not shaped like the convolution's output (a bug in
+    /// generated code).
+    fn conv_transpose2d_residual(
+        &mut self,
+        conv: &ConvTranspose2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+    ) -> Result<(), Error> {
+        self.check_residual(conv.params.out_len());
+        let result = self.fused(conv.params.c_out, bn, act, true, |exec, epilogue| {
+            exec.conv_transpose(conv, epilogue);
+        });
+        self.pop();
+        result
+    }
+
     /// Starts a residual block: pushes a copy of the current tensor (the block's input x)
     /// onto the stack of saved tensors. The current tensor stays as it is, the input of the
     /// block's first layer (the shortcut's or the body's).
-    pub fn block_enter(&mut self) {
+    fn block_enter(&mut self) {
         let d = self.push_len(self.len);
         self.stack[d][..self.len].copy_from_slice(&self.cur[..self.len]);
     }
@@ -362,7 +456,7 @@ impl Exec {
     ///
     /// # Panics
     /// If the stack is empty (a bug in generated code).
-    pub fn swap_top(&mut self) {
+    fn swap_top(&mut self) {
         let d = self
             .lens
             .len()
@@ -388,7 +482,7 @@ impl Exec {
     /// # Panics
     /// If the stack is empty or its top is not shaped like the current tensor (a bug in
     /// generated code).
-    pub fn residual_add(&mut self, act: Option<Activation>) {
+    fn residual_add(&mut self, act: Option<Activation>) {
         self.add_top(act);
         self.pop();
     }
@@ -396,7 +490,7 @@ impl Exec {
     /// Starts a concatenation (`torch.cat(dim=1)` of branches that all read x): pushes a copy
     /// of the current tensor (the block input x), then an accumulator of `out_len` values per
     /// sample (the concatenation's output, `total_channels · H · W`) which the branches fill.
-    pub fn concat_enter(&mut self, out_len: usize) {
+    fn concat_enter(&mut self, out_len: usize) {
         self.block_enter();
         // Unspecified contents: the branches write every channel.
         self.push_len(self.n * out_len);
@@ -409,7 +503,7 @@ impl Exec {
     /// # Panics
     /// If the current tensor or the accumulator does not have these shapes (a bug in
     /// generated code).
-    pub fn concat_write(
+    fn concat_write(
         &mut self,
         channel_offset: usize,
         channels: usize,
@@ -445,7 +539,7 @@ impl Exec {
     /// # Panics
     /// If the stack is empty or its top is not `[n, total_channels, OH·OW]` (a bug in
     /// generated code).
-    pub fn conv2d_concat(
+    fn conv2d_concat(
         &mut self,
         conv: &Conv2d,
         bn: Option<&BatchNorm2d>,
@@ -479,7 +573,7 @@ impl Exec {
     ///
     /// # Panics
     /// As [`conv2d_concat`](Self::conv2d_concat).
-    pub fn conv_transpose2d_concat(
+    fn conv_transpose2d_concat(
         &mut self,
         conv: &ConvTranspose2d,
         bn: Option<&BatchNorm2d>,
@@ -512,7 +606,7 @@ impl Exec {
     ///
     /// # Panics
     /// As [`conv2d_concat`](Self::conv2d_concat).
-    pub fn upsample2d_concat(
+    fn upsample2d_concat(
         &mut self,
         params: &Upsample2dParams,
         channel_offset: usize,
@@ -525,45 +619,12 @@ impl Exec {
         });
     }
 
-    /// Runs `f(self, x, y)` for each sample: `x` its `in_len` values of the current tensor, `y`
-    /// its channels `offset..offset + channels` of the accumulator on top of the stack, with
-    /// `[offset, channels, hw, total]`. The accumulator is lent out of the stack meanwhile.
-    ///
-    /// # Panics
-    /// If the stack is empty or its top is not `[n, total, hw]` (a bug in generated code).
-    fn fill_slot(
-        &mut self,
-        in_len: usize,
-        [offset, channels, hw, total]: [usize; 4],
-        mut f: impl FnMut(&mut Self, &[f32], &mut [f32]),
-    ) {
-        let d = self.lens.len().checked_sub(1).expect("concat: empty stack");
-        let (part, whole) = (channels * hw, total * hw);
-        assert!(
-            offset + channels <= total
-                && self.lens[d] == self.n * whole
-                && self.len == self.n * in_len,
-            "concat: the branch does not fit the concatenation"
-        );
-        let mut acc = std::mem::take(&mut self.stack[d]);
-        let cur = std::mem::take(&mut self.cur);
-        // LOOP over samples: each writes its own channel slice of the accumulator.
-        for (x, y) in cur[..self.len]
-            .chunks_exact(in_len.max(1))
-            .zip(acc[..self.n * whole].chunks_exact_mut(whole.max(1)))
-        {
-            f(self, x, &mut y[offset * hw..offset * hw + part]);
-        }
-        self.cur = cur;
-        self.stack[d] = acc;
-    }
-
     /// Starts the next branch of a concatenation: the current tensor becomes a copy of the
     /// block input x (the entry under the accumulator).
     ///
     /// # Panics
     /// If the stack holds fewer than two entries (a bug in generated code).
-    pub fn concat_restore(&mut self) {
+    fn concat_restore(&mut self) {
         let len = self.entry(1).len();
         self.grow_pair(len);
         let d = self.lens.len() - 2;
@@ -578,7 +639,7 @@ impl Exec {
     /// # Panics
     /// If the stack holds fewer than two entries or they do not have these shapes (a bug in
     /// generated code).
-    pub fn concat_write_input(
+    fn concat_write_input(
         &mut self,
         channel_offset: usize,
         channels: usize,
@@ -603,7 +664,7 @@ impl Exec {
     ///
     /// # Panics
     /// If the stack holds fewer than two entries (a bug in generated code).
-    pub fn concat_exit(&mut self) {
+    fn concat_exit(&mut self) {
         let len = self.entry(0).len();
         assert!(self.lens.len() >= 2, "concat_exit: no concatenation open");
         self.grow_pair(len);
@@ -614,27 +675,9 @@ impl Exec {
         self.pop();
     }
 
-    /// One transposed convolution with `epilogue`.
-    fn conv_transpose(&mut self, conv: &ConvTranspose2d, epilogue: Epilogue<'_>) {
-        let (n, threads, p) = (self.n, self.threads, &conv.params);
-        self.step(p.out_len(), |x, y, s| {
-            conv_transpose::forward(
-                p,
-                n,
-                x,
-                &conv.weight,
-                conv.bias.as_deref(),
-                epilogue,
-                threads,
-                y,
-                s,
-            );
-        });
-    }
-
     /// `nn.Upsample` (nearest or bilinear, integer factors). With spare threads and a large
     /// enough output, runs of whole planes go to different threads (the result does not change).
-    pub fn upsample2d(&mut self, params: &Upsample2dParams) {
+    fn upsample2d(&mut self, params: &Upsample2dParams) {
         let (n, threads) = (self.n, self.threads);
         let in_plane = params.in_hw[0] * params.in_hw[1];
         let out_plane = params.out_hw[0] * params.out_hw[1];
@@ -657,34 +700,26 @@ impl Exec {
         });
     }
 
-    /// One convolution with `epilogue`.
-    fn conv(&mut self, conv: &Conv2d, epilogue: Epilogue<'_>) {
-        let (n, threads, p) = (self.n, self.threads, &conv.params);
-        self.step(p.out_len(), |x, y, s| {
-            conv::forward(p, n, x, &conv.filters, epilogue, threads, y, s);
-        });
-    }
-
     /// `nn.BatchNorm2d`, in place.
     ///
     /// # Errors
     /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
-    pub fn batchnorm(&mut self, layer: &BatchNorm2d) -> Result<(), Error> {
+    fn batchnorm(&mut self, layer: &BatchNorm2d) -> Result<(), Error> {
         layer.forward(self.n, &mut self.cur[..self.len])
     }
 
     /// An element-wise activation, in place.
-    pub fn activation(&mut self, act: Activation) {
+    fn activation(&mut self, act: Activation) {
         activation::activation(act, &mut self.cur[..self.len]);
     }
 
     /// `nn.Softmax(dim=1)` over `channels`, each with `spatial` positions (1 when flat).
-    pub fn softmax(&mut self, channels: usize, spatial: usize) {
+    fn softmax(&mut self, channels: usize, spatial: usize) {
         activation::softmax(self.n, channels, spatial, &mut self.cur[..self.len]);
     }
 
     /// Max, average or global pooling.
-    pub fn pool2d(&mut self, params: &Pool2dParams) {
+    fn pool2d(&mut self, params: &Pool2dParams) {
         let (n, threads) = (self.n, self.threads);
         let in_plane = params.in_hw[0] * params.in_hw[1];
         let out_plane = params.out_hw[0] * params.out_hw[1];
@@ -708,147 +743,9 @@ impl Exec {
     }
 
     /// `nn.Linear`.
-    pub fn linear(&mut self, layer: &Linear) {
+    fn linear(&mut self, layer: &Linear) {
         let n = self.n;
         self.step(layer.params.out_features, |x, y, _| layer.forward(n, x, y));
-    }
-
-    /// One sample's flat result by value.
-    ///
-    /// # Panics
-    /// If the current tensor does not hold `K` values (a bug in generated code).
-    pub fn to_array<const K: usize>(&self) -> [f32; K] {
-        let mut out = [0.0; K];
-        out.copy_from_slice(self.output());
-        out
-    }
-
-    /// One sample's feature map, on the heap. Only one `[[f32; W]; H]` plane passes through
-    /// the stack while the box is built.
-    ///
-    /// # Panics
-    /// If the current tensor does not hold `C·H·W` values (a bug in generated code).
-    pub fn to_boxed_chw<const C: usize, const H: usize, const W: usize>(
-        &self,
-    ) -> Box<[[[f32; W]; H]; C]> {
-        let mut planes = vec![[[0.0f32; W]; H]; C].into_boxed_slice();
-        planes
-            .as_flattened_mut()
-            .as_flattened_mut()
-            .copy_from_slice(self.output());
-        match planes.try_into() {
-            Ok(boxed) => boxed,
-            Err(_) => unreachable!("the vector has exactly C planes"),
-        }
-    }
-}
-
-/// The generated forward code drives the batch executor through [`Run`], as it drives the
-/// single-sample [`Bare`](crate::bare::Bare); each call is the inherent method of that name.
-impl Run for Exec {
-    type Error = Error;
-    fn conv2d(&mut self, layer: &Conv2d) {
-        Exec::conv2d(self, layer)
-    }
-    fn conv2d_fused(
-        &mut self,
-        conv: &Conv2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-    ) -> Result<(), Error> {
-        Exec::conv2d_fused(self, conv, bn, act)
-    }
-    fn conv2d_residual(
-        &mut self,
-        conv: &Conv2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-    ) -> Result<(), Error> {
-        Exec::conv2d_residual(self, conv, bn, act)
-    }
-    fn conv_transpose2d(&mut self, layer: &ConvTranspose2d) {
-        Exec::conv_transpose2d(self, layer)
-    }
-    fn conv_transpose2d_fused(
-        &mut self,
-        conv: &ConvTranspose2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-    ) -> Result<(), Error> {
-        Exec::conv_transpose2d_fused(self, conv, bn, act)
-    }
-    fn conv_transpose2d_residual(
-        &mut self,
-        conv: &ConvTranspose2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-    ) -> Result<(), Error> {
-        Exec::conv_transpose2d_residual(self, conv, bn, act)
-    }
-    fn block_enter(&mut self) {
-        Exec::block_enter(self)
-    }
-    fn swap_top(&mut self) {
-        Exec::swap_top(self)
-    }
-    fn residual_add(&mut self, act: Option<Activation>) {
-        Exec::residual_add(self, act)
-    }
-    fn concat_enter(&mut self, out_len: usize) {
-        Exec::concat_enter(self, out_len)
-    }
-    fn concat_write(&mut self, offset: usize, channels: usize, hw: usize, total: usize) {
-        Exec::concat_write(self, offset, channels, hw, total)
-    }
-    fn conv2d_concat(
-        &mut self,
-        conv: &Conv2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-        offset: usize,
-        total: usize,
-    ) -> Result<(), Error> {
-        Exec::conv2d_concat(self, conv, bn, act, offset, total)
-    }
-    fn conv_transpose2d_concat(
-        &mut self,
-        conv: &ConvTranspose2d,
-        bn: Option<&BatchNorm2d>,
-        act: Option<Activation>,
-        offset: usize,
-        total: usize,
-    ) -> Result<(), Error> {
-        Exec::conv_transpose2d_concat(self, conv, bn, act, offset, total)
-    }
-    fn upsample2d_concat(&mut self, params: &Upsample2dParams, offset: usize, total: usize) {
-        Exec::upsample2d_concat(self, params, offset, total)
-    }
-    fn concat_restore(&mut self) {
-        Exec::concat_restore(self)
-    }
-    fn concat_write_input(&mut self, offset: usize, channels: usize, hw: usize, total: usize) {
-        Exec::concat_write_input(self, offset, channels, hw, total)
-    }
-    fn concat_exit(&mut self) {
-        Exec::concat_exit(self)
-    }
-    fn upsample2d(&mut self, params: &Upsample2dParams) {
-        Exec::upsample2d(self, params)
-    }
-    fn batchnorm(&mut self, layer: &BatchNorm2d) -> Result<(), Error> {
-        Exec::batchnorm(self, layer)
-    }
-    fn activation(&mut self, act: Activation) {
-        Exec::activation(self, act)
-    }
-    fn softmax(&mut self, channels: usize, spatial: usize) {
-        Exec::softmax(self, channels, spatial)
-    }
-    fn pool2d(&mut self, params: &Pool2dParams) {
-        Exec::pool2d(self, params)
-    }
-    fn linear(&mut self, layer: &Linear) {
-        Exec::linear(self, layer)
     }
 }
 
@@ -872,19 +769,6 @@ impl WorkspaceLayout {
         }
         4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels + CHUNK * stack)
     }
-}
-
-/// The largest of `values` (0 for none), usable in constants.
-pub const fn max_of(values: &[usize]) -> usize {
-    let mut max = 0;
-    let mut i = 0;
-    while i < values.len() {
-        if values[i] > max {
-            max = values[i];
-        }
-        i += 1;
-    }
-    max
 }
 
 /// Preallocated buffers for `Model::forward_into`: after the first call with a given model,
@@ -1317,9 +1201,10 @@ mod tests {
     /// references, and the executor's buffers for the allocation checks.
     mod blocks {
         use super::*;
-        use crate::ops::batchnorm::BatchNormParams;
+        use crate::bare::max_of;
         use crate::ops::conv::Conv2dParams;
         use crate::ops::conv_transpose::ConvTranspose2dParams;
+        use crate::test_util::batch_norm;
 
         /// A convolution `c_in → c_out`, kernel `k`, stride `s`, padding `k / 2`, on `[h, w]`.
         pub(super) fn conv(
@@ -1368,31 +1253,6 @@ mod tests {
             ConvTranspose2d::seeded("0", p, true, &mut Rng::new(c as u64 + 77))
         }
 
-        /// A batch norm of `channels` on maps of `hw` values, with random running statistics
-        /// and affine parameters, or without running statistics (batch statistics).
-        fn bn(channels: usize, hw: usize, running: bool, seed: u64) -> BatchNorm2d {
-            let params = BatchNormParams {
-                channels,
-                hw,
-                eps: 1e-3,
-                momentum: 0.1,
-                affine: true,
-                track_running_stats: running,
-            };
-            let mut bn = BatchNorm2d::seeded("1", params, &mut Rng::new(seed));
-            let r = rand_vec(4 * channels, seed);
-            let c = channels;
-            if running {
-                bn.running = Some((
-                    r[..c].to_vec().into(),
-                    r[c..2 * c].iter().map(|v| v.abs() + 0.5).collect(),
-                ));
-            }
-            bn.weight = Some(r[2 * c..3 * c].iter().map(|v| 2.0 * v).collect());
-            bn.bias = Some(r[3 * c..].to_vec().into());
-            bn
-        }
-
         /// `f` on a fresh executor holding `x` (`n` samples): one layer's reference output.
         fn apply(n: usize, x: &[f32], f: impl FnOnce(&mut Exec)) -> Vec<f32> {
             let mut e = Exec::with_data(n, x.to_vec());
@@ -1434,7 +1294,7 @@ mod tests {
             let x = rand_vec(n * 3 * 35, 21);
             let conv = conv(3, 4, 3, 1, hw);
             for norm in [None, Some(true), Some(false)] {
-                let bn = norm.map(|running| bn(4, 35, running, 8));
+                let bn = norm.map(|running| batch_norm(4, 35, running, 8));
                 for act in [None, Some(Activation::Relu), Some(Activation::Silu)] {
                     let mut e = Exec::with_data(n, x.clone());
                     e.concat_enter(7 * 35);
@@ -1473,7 +1333,7 @@ mod tests {
                 out_hw: hw,
             };
             for norm in [None, Some(true), Some(false)] {
-                let bn = norm.map(|running| bn(4, 35, running, 9));
+                let bn = norm.map(|running| batch_norm(4, 35, running, 9));
                 let mut e = Exec::with_data(n, x.clone());
                 e.concat_enter(10 * 35);
                 e.conv_transpose2d_concat(&conv_t, bn.as_ref(), Some(Activation::Relu), 0, 10)
@@ -1511,7 +1371,7 @@ mod tests {
             ];
             for transposed in [false, true] {
                 for norm in [None, Some(true), Some(false)] {
-                    let bn = norm.map(|running| bn(4, 42, running, 5));
+                    let bn = norm.map(|running| batch_norm(4, 42, running, 5));
                     for act in acts {
                         let mut e = Exec::with_data(n, x.clone());
                         e.block_enter();
@@ -1551,7 +1411,7 @@ mod tests {
             // shortcut: 1×1 stride 2, 3 → 8; body: 3×3 stride 2, 3 → 8, then 8 → 8.
             let shortcut = conv(3, 8, 1, 2, hw);
             let (b1, b2) = (conv(3, 8, 3, 2, hw), conv(8, 8, 3, 1, [3, 3]));
-            let norm = bn(8, 9, true, 3);
+            let norm = batch_norm(8, 9, true, 3);
             let s = apply(n, &x, |e| e.conv2d(&shortcut));
             let body = apply(n, &x, |e| {
                 e.conv2d(&b1);

@@ -214,10 +214,7 @@ impl ConvTranspose2d {
             params,
             key,
             weight: Buf::Static(weight),
-            bias: match bias {
-                Some(b) => Some(Buf::Static(b)),
-                None => None,
-            },
+            bias: Buf::from_static(bias),
         }
     }
 
@@ -342,18 +339,12 @@ impl BatchNorm2d {
         num_batches_tracked: Option<i64>,
         folded: Option<(&'static [f32], &'static [f32])>,
     ) -> Self {
-        const fn buf(t: Option<&'static [f32]>) -> Option<Buf> {
-            match t {
-                Some(t) => Some(Buf::Static(t)),
-                None => None,
-            }
-        }
         let [weight, bias, mean, var] = tensors;
         BatchNorm2d {
             params,
             key,
-            weight: buf(weight),
-            bias: buf(bias),
+            weight: Buf::from_static(weight),
+            bias: Buf::from_static(bias),
             running: match (mean, var) {
                 (Some(m), Some(v)) => Some((Buf::Static(m), Buf::Static(v))),
                 _ => None,
@@ -569,10 +560,7 @@ impl Linear {
             params,
             key,
             weight: Buf::Static(weight),
-            bias: match bias {
-                Some(b) => Some(Buf::Static(b)),
-                None => None,
-            },
+            bias: Buf::from_static(bias),
         }
     }
 

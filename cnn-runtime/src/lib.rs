@@ -82,9 +82,9 @@ pub mod __private {
     pub mod backward_elementwise {
         pub use crate::backward_elementwise::*;
     }
-    pub use crate::bare::{Bare, Run, WorkspaceLayout, MAX_STACK};
+    pub use crate::bare::{max_of, Bare, Run, WorkspaceLayout, MAX_STACK};
     #[cfg(feature = "std")]
-    pub use crate::exec::{max_of, run_batch, run_into, BatchOutput, Exec};
+    pub use crate::exec::{run_batch, run_into, BatchOutput, Exec};
     #[cfg(feature = "std")]
     pub use crate::grads::ParamSpec;
     #[cfg(feature = "std")]
@@ -121,20 +121,6 @@ pub mod __private {
         TrainCache, TrainLayout, Workspace,
     };
     pub use crate::{SliceError, SliceModel};
-
-    /// The largest of `values` (0 for none), usable in constants.
-    #[cfg(not(feature = "std"))]
-    pub const fn max_of(values: &[usize]) -> usize {
-        let mut max = 0;
-        let mut i = 0;
-        while i < values.len() {
-            if values[i] > max {
-                max = values[i];
-            }
-            i += 1;
-        }
-        max
-    }
 
     /// Emits its input with `std` (the feature of this crate, not of the calling crate) and
     /// nothing without: generated code wraps what needs `std` (the `Model` and `Train`

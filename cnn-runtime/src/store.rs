@@ -19,6 +19,14 @@ pub enum Buf {
 }
 
 impl Buf {
+    /// `Some(Static(t))` for `Some(t)`: an optional tensor of an embedded network.
+    pub const fn from_static(t: Option<&'static [f32]>) -> Option<Buf> {
+        match t {
+            Some(t) => Some(Buf::Static(t)),
+            None => None,
+        }
+    }
+
     /// The values.
     pub fn as_slice(&self) -> &[f32] {
         match self {

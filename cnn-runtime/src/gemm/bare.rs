@@ -20,19 +20,12 @@ pub(crate) fn gemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "sgemm operand too short"
-    );
-    if m == 0 || n == 0 {
+    if super::degenerate([m, k, n], a, b, c, accumulate) {
         return;
     }
     let (a, c) = (&a[..m * k], &mut c[..m * n]);
     if !accumulate {
         c.fill(0.0);
-    }
-    if k == 0 {
-        return;
     }
     if csb == 1 {
         let b = &b[..(k - 1) * rsb + n];

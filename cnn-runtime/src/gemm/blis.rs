@@ -140,20 +140,10 @@ pub(super) fn gemm<K: Kernel>(
     accumulate: bool,
 ) {
     assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "sgemm operand too short"
-    );
-    assert!(
         (rsb, csb) == (n, 1) || (rsb, csb) == (1, k),
         "sgemm strides"
     );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c[..m * n].fill(0.0);
-        }
+    if super::degenerate([m, k, n], a, b, c, accumulate) {
         return;
     }
     if csb != 1 {

@@ -15,6 +15,32 @@ mod x86;
 
 use crate::simd::{isa, Isa};
 
+/// The checks and the empty cases every GEMM starts with: panics if an operand is shorter than
+/// its matrix; with no row or column there is nothing to do, and with `k = 0` the product is
+/// zero (C is zeroed unless accumulating). `true` when that was all.
+fn degenerate(
+    [m, k, n]: [usize; 3],
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) -> bool {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm operand too short"
+    );
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return true;
+    }
+    false
+}
+
 /// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)`; all row-major and contiguous. On the x86_64
 /// paths row `i` of C is bit-identical whatever `m` is.
 ///
@@ -140,20 +166,10 @@ fn portable(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "sgemm operand too short"
-    );
-    if m == 0 || n == 0 {
+    if degenerate([m, k, n], a, b, c, accumulate) {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            c[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: the assert bounds every offset the strides reach: A at (k, 1) up to m·k,
+    // SAFETY: the assert in `degenerate` bounds every offset the strides reach: A at (k, 1) up to m·k,
     // B at (n, 1) or (1, k) up to k·n, C at (n, 1) up to m·n. `c` is a unique borrow, so it
     // cannot alias `a` or `b`.
     unsafe {

@@ -365,10 +365,7 @@ impl Filters {
     ) -> Self {
         Filters {
             weight: Buf::Static(weight),
-            bias: match bias {
-                Some(b) => Some(Buf::Static(b)),
-                None => None,
-            },
+            bias: Buf::from_static(bias),
             fixed: prepared,
             #[cfg(feature = "std")]
             prepared: None,
