@@ -440,10 +440,16 @@ fn test_summary() {
         lines[0..].iter().any(|l| l.contains("nn.Linear(4096, 10)")),
         "{text}"
     );
-    let last = lines.last().unwrap();
+    let total = lines[lines.len() - 2];
     assert!(
-        last.contains("41450") && last.contains("parameters"),
+        total.contains("41450") && total.contains("parameters"),
         "{text}"
     );
-    assert!(last.contains("483328"), "{text}");
+    assert!(total.contains("483328"), "{text}");
+    // The footer's last line: the RAM and flash figures (tests/test_budget.rs checks them).
+    let last = lines.last().unwrap();
+    let ram = format!("RAM: {} bytes", TinyNet::RAM_BYTES);
+    assert!(last.starts_with(&ram), "{text}");
+    let flash = format!("flash: about {} bytes", TinyNet::FLASH_BYTES);
+    assert!(last.contains(&flash), "{text}");
 }

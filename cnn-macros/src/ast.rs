@@ -19,9 +19,32 @@ pub struct Network {
     pub attrs: Vec<Attribute>,
     /// `#[weights = "file.safetensors"]`: the attribute's tokens and the path.
     pub weights: Option<(TokenStream, LitStr)>,
+    /// `#[budget(ram = "64K", flash = "256K", macs = 5_000_000)]`, decoded; its errors (a
+    /// malformed value, an unknown or repeated key, a second `#[budget]`) are kept here so that
+    /// they are reported with this network's other errors and the network gets a stub.
+    pub budget: syn::Result<Option<Budget>>,
     pub vis: Visibility,
     pub ident: Ident,
     pub body: syn::Result<Vec<Item>>,
+}
+
+/// The limits of a `#[budget(...)]` attribute; at least one is set.
+pub struct Budget {
+    /// RAM in bytes: what `forward_in` needs (workspace, input and output).
+    pub ram: Option<Limit>,
+    /// Flash in bytes: the weights and the code estimate.
+    pub flash: Option<Limit>,
+    /// Multiply-accumulates per sample.
+    pub macs: Option<Limit>,
+}
+
+/// One limit of a `#[budget]`.
+pub struct Limit {
+    pub value: usize,
+    /// `ram = "64K"` as written, for messages.
+    pub text: String,
+    /// The `key = value` tokens, where an overrun points.
+    pub tokens: TokenStream,
 }
 
 /// One entry of the layer list: `name`, `name(args)`, or a block `name(args) { items }`.

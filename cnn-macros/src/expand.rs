@@ -5,22 +5,30 @@ use quote::{format_ident, quote};
 
 use crate::args::{Activation, LayerKind, PoolKind};
 use crate::ast::Network;
+use crate::budget::Figures;
 use crate::embed::Embedded;
 use crate::names::{activation, desc_ident, f32_lit, field_ident, lit};
 use crate::shape::{Block, Plan, Planned};
 use crate::tensor::Shape;
 
-/// The user's struct, and inside `const _: () = { … };` the layer descriptors, `embedded()`,
-/// the forward pass and the `Model` impl.
-pub fn network(net: &Network, plan: &Plan, embedded: Option<&Embedded>) -> TokenStream {
+/// The user's struct, and inside `const _: () = { … };` the layer descriptors, `embedded()`
+/// (with the statics `prepare` made), the forward pass and the `Model` impl; the workspace
+/// and the `RAM_BYTES` / `FLASH_BYTES` figures come from `budget`.
+pub fn network(
+    net: &Network,
+    plan: &Plan,
+    embedded: Option<(&Embedded, &TokenStream)>,
+    figures: &Figures,
+) -> TokenStream {
     let all: Vec<Parts> = plan.all().into_iter().map(parts).collect();
     let strukt = strukt(net, &all);
     let params = all.iter().filter_map(|p| p.params.as_ref());
-    let embedded = embedded.map(|file| embedded_fn(net, plan, file));
-    let run = run_fn(net, plan, &all);
-    let model = model_impl(net, plan, &all);
+    let embedded = embedded.map(|(file, statics)| embedded_fn(net, file, statics));
+    let run = run_fn(net, plan, figures);
+    let model = model_impl(net, plan, &all, figures);
     let train = crate::train::train_impls(net, plan);
-    let workspace = workspace(plan, &all);
+    let workspace = workspace(figures);
+    let ws_len = lit(figures.workspace);
     quote! {
         #strukt
 
@@ -33,6 +41,10 @@ pub fn network(net: &Network, plan: &Plan, embedded: Option<&Embedded>) -> Token
             const _: () = ::core::assert!(
                 __WORKSPACE.stack.len() <= __cnn::MAX_STACK,
                 "cnn!: blocks nested too deeply (more than 64 saved tensors at once)"
+            );
+            const _: () = ::core::assert!(
+                __WORKSPACE.sample_len() == #ws_len,
+                "cnn!: the macro's workspace figure disagrees with WorkspaceLayout::sample_len"
             );
 
             #embedded
@@ -72,10 +84,9 @@ fn strukt(net: &Network, all: &[Parts]) -> TokenStream {
 /// `Net::EMBEDDED` and `Net::embedded()`: the `#[weights]` file laid out at compile time as
 /// static data ([`crate::prepare`]); `include_bytes!` of the file makes an edit to it rebuild
 /// the crate.
-fn embedded_fn(net: &Network, plan: &Plan, file: &Embedded) -> TokenStream {
+fn embedded_fn(net: &Network, file: &Embedded, statics: &TokenStream) -> TokenStream {
     let ident = &net.ident;
     let path = &file.path;
-    let statics = crate::prepare::embedded(ident, plan, file);
     let doc = format!(
         "The network with the weights of `{}`, embedded in the binary and checked against the layers at compile time: [`Self::EMBEDDED`].",
         net.weights.as_ref().map_or(String::new(), |(_, lit)| lit.value())
@@ -95,10 +106,11 @@ fn embedded_fn(net: &Network, plan: &Plan, file: &Embedded) -> TokenStream {
 }
 
 /// `__cnn_run`, the forward pass over one `Exec`: one call per layer, fused where it can.
-fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
+fn run_fn(net: &Network, plan: &Plan, figures: &Figures) -> TokenStream {
     let ident = &net.ident;
-    let _ = all;
     let run = run_list(&plan.layers);
+    let ws_len = lit(figures.workspace);
+    let (ram, flash) = (lit(figures.ram), lit(figures.flash));
     let [c, h, w] = plan.input;
     let input_len = lit(c * h * w);
     let output_len = lit(plan.output().len());
@@ -107,8 +119,10 @@ fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
         "Values of one result of [`Self::forward_in`].",
         "`f32` elements of the workspace [`Self::forward_in`] needs, computed at compile time from the planned shapes: two activation buffers, the largest layer's scratch, the batch-norm coefficients and the tensors saved by blocks, for one sample.",
         "Inference on one sample in the caller's buffers, without allocation, without `std` and without panicking: `input` holds `INPUT_LEN` values (`[C, H, W]` row-major), `out` receives `OUTPUT_LEN` values, and `workspace` holds at least `WORKSPACE_LEN` values (its contents on entry do not matter).\n\n# Errors\n[`SliceError`](cnn::SliceError) for a slice of the wrong length, or for a `bn(track_running_stats=false)` that sees one value per channel.",
+        "Bytes of RAM [`Self::forward_in`] needs: `4 × (WORKSPACE_LEN + INPUT_LEN + OUTPUT_LEN)`, the workspace, input and output as `f32`, exactly (the figure `#[budget(ram = …)]` limits).",
+        "Bytes of flash this network takes, about: its weights (with `#[weights]`, the static data `EMBEDDED` reads, laid out for the kernels; else 4 bytes per parameter) plus an estimate of the code of the kernels it uses, measured for x86-64 release `no_std` builds (other targets differ). The figure `#[budget(flash = …)]` limits.",
     ];
-    let [d_in, d_out, d_ws, d_fwd] = docs;
+    let [d_in, d_out, d_ws, d_fwd, d_ram, d_flash] = docs;
     quote! {
         impl #ident {
             #[doc = #d_in]
@@ -116,7 +130,11 @@ fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
             #[doc = #d_out]
             pub const OUTPUT_LEN: usize = #output_len;
             #[doc = #d_ws]
-            pub const WORKSPACE_LEN: usize = __WORKSPACE.sample_len();
+            pub const WORKSPACE_LEN: usize = #ws_len;
+            #[doc = #d_ram]
+            pub const RAM_BYTES: usize = #ram;
+            #[doc = #d_flash]
+            pub const FLASH_BYTES: usize = #flash;
 
             #[doc = #d_fwd]
             pub fn forward_in(
@@ -145,7 +163,7 @@ fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
         impl __cnn::SliceModel for #ident {
             const INPUT_LEN: usize = #input_len;
             const OUTPUT_LEN: usize = #output_len;
-            const WORKSPACE_LEN: usize = __WORKSPACE.sample_len();
+            const WORKSPACE_LEN: usize = #ws_len;
 
             fn forward_in(
                 &self,
@@ -160,8 +178,9 @@ fn run_fn(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
 }
 
 /// `impl Model for Net`.
-fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
+fn model_impl(net: &Network, plan: &Plan, all: &[Parts], figures: &Figures) -> TokenStream {
     let ident = &net.ident;
+    let (ram, weights, flash) = (lit(figures.ram), lit(figures.weights), lit(figures.flash));
     let name = ident.to_string();
     let [c, h, w] = plan.input.map(lit);
     let input_ty = quote!([[[f32; #w]; #h]; #c]);
@@ -201,6 +220,9 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts]) -> TokenStream {
             const LAYERS: &'static [__cnn::LayerInfo] = &[#(#infos),*];
             const TORCH: &'static str = #torch_seq;
             const WORKSPACE: __cnn::WorkspaceLayout = __WORKSPACE;
+            const RAM_BYTES: usize = #ram;
+            const WEIGHT_BYTES: usize = #weights;
+            const FLASH_BYTES: usize = #flash;
 
             fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
                 let __weights = __cnn::Weights::parse(bytes)?;
@@ -395,64 +417,19 @@ fn torch_list(layers: &[Planned], level: usize) -> String {
     format!("nn.Sequential(\n{}{close})", body.concat())
 }
 
-/// `Model::WORKSPACE`: the largest activation, im2col scratch and conv output channel count.
-fn workspace(plan: &Plan, all: &[Parts]) -> TokenStream {
-    let activations = lit(plan
-        .all()
-        .into_iter()
-        .map(|l| l.output.len())
-        .fold(plan.input.iter().product(), usize::max));
-    let mut stack = Vec::new();
-    stack_sizes(&plan.layers, 0, &mut stack);
-    let stack = stack.into_iter().map(lit);
-    let scratch = all.iter().filter_map(|p| p.scratch.as_ref());
-    let channels = lit(plan
-        .all()
-        .into_iter()
-        .map(|l| match &l.layer.kind {
-            LayerKind::Conv(a) | LayerKind::ConvTranspose(a, _) => a.c_out.v,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0));
+/// `Model::WORKSPACE` as literals, from the layout `budget` computed with the runtime's own
+/// `scratch_len` functions: the largest activation, scratch and conv output channel count, and
+/// the block stack.
+fn workspace(figures: &Figures) -> TokenStream {
+    let l = &figures.layout;
+    let (activations, scratch, channels) = (lit(l.activations), lit(l.scratch), lit(l.channels));
+    let stack = l.stack.iter().map(|&s| lit(s));
     quote! {
         __cnn::WorkspaceLayout {
             activations: #activations,
-            scratch: __cnn::max_of(&[#(#scratch),*]),
+            scratch: #scratch,
             channels: #channels,
             stack: &[#(#stack),*],
-        }
-    }
-}
-
-/// The largest tensor (elements per sample) each depth of the executor's stack holds: a residual
-/// keeps its input there (then its shortcut's output), a concat its input and, one deeper, its
-/// output as the branches fill it.
-fn stack_sizes(layers: &[Planned], depth: usize, sizes: &mut Vec<usize>) {
-    fn hold(sizes: &mut Vec<usize>, d: usize, len: usize) {
-        if sizes.len() <= d {
-            sizes.resize(d + 1, 0);
-        }
-        sizes[d] = sizes[d].max(len);
-    }
-    for l in layers {
-        match &l.block {
-            None => {}
-            Some(Block::Residual { body, shortcut }) => {
-                hold(sizes, depth, l.input.len());
-                if let Some(sc) = shortcut {
-                    hold(sizes, depth, l.output.len());
-                    stack_sizes(sc, depth + 1, sizes);
-                }
-                stack_sizes(body, depth + 1, sizes);
-            }
-            Some(Block::Concat(branches)) => {
-                hold(sizes, depth, l.input.len());
-                hold(sizes, depth + 1, l.output.len());
-                for b in branches {
-                    stack_sizes(b, depth + 2, sizes);
-                }
-            }
         }
     }
 }
@@ -462,8 +439,6 @@ fn stack_sizes(layers: &[Planned], depth: usize, sizes: &mut Vec<usize>) {
 struct Parts {
     /// `const __PARAMS_{index}: …Params = …;`, the layer's descriptor, emitted once.
     params: Option<TokenStream>,
-    /// A constant expression for the layer's im2col scratch, in elements.
-    scratch: Option<TokenStream>,
     field: Option<(syn::Ident, TokenStream, String)>,
     load: TokenStream,
     seeded: TokenStream,
@@ -503,7 +478,6 @@ fn parts(l: &Planned) -> Parts {
                 };
             });
             let bias = a.bias;
-            p.scratch = Some(quote!(#desc.forward_scratch_len()));
             p.field = Some((field.clone(), quote!(::cnn::__private::Conv2d), doc));
             p.load = quote!(#field: __cnn::Conv2d::load(&__weights, #i, #desc, #bias)?,);
             p.seeded = quote!(#field: __cnn::Conv2d::seeded(#i, #desc, #bias, &mut __rng),);
@@ -529,7 +503,6 @@ fn parts(l: &Planned) -> Parts {
                 };
             });
             let bias = a.bias;
-            p.scratch = Some(quote!(#desc.scratch_len()));
             p.field = Some((
                 field.clone(),
                 quote!(::cnn::__private::ConvTranspose2d),
@@ -606,7 +579,6 @@ fn parts(l: &Planned) -> Parts {
                 [h, w],
                 out_hw,
             ));
-            p.scratch = Some(quote!(#desc.scratch_len()));
             p.run = quote!(__exec.pool2d(&#desc););
         }
         LayerKind::GlobalPool(kind) => {
@@ -621,7 +593,6 @@ fn parts(l: &Planned) -> Parts {
                 [h, w],
                 [1, 1],
             ));
-            p.scratch = Some(quote!(#desc.scratch_len()));
             p.run = quote!(__exec.pool2d(&#desc););
         }
         LayerKind::Flatten

@@ -25,6 +25,8 @@ pub fn stub(net: &Network) -> TokenStream {
                 pub const INPUT_LEN: usize = 0;
                 pub const OUTPUT_LEN: usize = 0;
                 pub const WORKSPACE_LEN: usize = 0;
+                pub const RAM_BYTES: usize = 0;
+                pub const FLASH_BYTES: usize = 0;
                 pub fn forward_in(&self, input: &[f32], out: &mut [f32], workspace: &mut [f32]) -> ::core::result::Result<(), __cnn::SliceError> {
                     ::core::unreachable!()
                 }

@@ -4,6 +4,9 @@
 
 mod args;
 mod ast;
+mod budget;
+#[cfg(test)]
+mod budget_tests;
 mod check;
 mod ctxt;
 mod embed;

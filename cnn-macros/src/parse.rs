@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! networks := network*
-//! network  := attribute* visibility   // `#[weights = "file"]` is ours, the rest pass through
+//! network  := attribute* visibility   // `#[weights = "file"]` and `#[budget(...)]` are ours,
+//!                                       // the rest pass through
 //!              "struct" IDENT "{" items "}"
 //! items    := (item ","?)*
 //! item     := IDENT ( "(" (arg ("," arg)* ","?)? ")" )? ( "{" items "}" )?
@@ -14,6 +15,7 @@
 //!           | IDENT                     // k3, p1, nobias, ceil
 //!           | value                     // 2, 0.2, (3, 5)
 //! value    := LITERAL | "-" LITERAL | "(" value ("," value)* ","? ")" | IDENT
+//! budget   := "#" "[" "budget" "(" (IDENT "=" LITERAL ","?)* ")" "]"
 //! ```
 //!
 //! Only token structure is checked here; names and values are decoded in `args`.
@@ -27,7 +29,9 @@ use syn::{
     MetaNameValue, Token, Visibility,
 };
 
-use crate::ast::{Arg, Braced, Item, Network, Networks, Value};
+use crate::ast::{Arg, Braced, Budget, Item, Limit, Network, Networks, Value};
+use crate::budget::{parse_count, parse_size};
+use crate::suggest;
 
 impl Parse for Networks {
     fn parse(input: ParseStream) -> syn::Result<Self> {
@@ -46,7 +50,12 @@ impl Parse for Network {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let mut attrs = Vec::new();
         let mut weights = None;
+        let mut budgets = Vec::new();
         for attr in input.call(Attribute::parse_outer)? {
+            if attr.path().is_ident("budget") {
+                budgets.push(attr);
+                continue;
+            }
             if !attr.path().is_ident("weights") {
                 attrs.push(attr);
                 continue;
@@ -72,6 +81,7 @@ impl Parse for Network {
             };
             weights = Some((tokens, path));
         }
+        let budget = budget(&budgets);
         let vis: Visibility = input.parse()?;
         input.parse::<Token![struct]>()?;
         let ident: Ident = input.parse()?;
@@ -81,6 +91,7 @@ impl Parse for Network {
         Ok(Network {
             attrs,
             weights,
+            budget,
             vis,
             ident,
             body,
@@ -216,4 +227,139 @@ fn parse_tuple(input: ParseStream) -> syn::Result<Value> {
         content.parse::<Token![,]>()?;
     }
     Ok(Value::Tuple { elems, tokens })
+}
+
+/// The limit keys of `#[budget(...)]`.
+const BUDGET_KEYS: [&str; 3] = ["ram", "flash", "macs"];
+
+const BUDGET_USAGE: &str =
+    "expected `#[budget(ram = \"64K\", flash = \"256K\", macs = 5_000_000)]` (any of the three keys)";
+
+/// Decodes the `#[budget]` attributes of one network (at most one is allowed), collecting
+/// every error: a second attribute, a malformed value, an unknown or repeated key.
+fn budget(attrs: &[Attribute]) -> syn::Result<Option<Budget>> {
+    let Some(first) = attrs.first() else {
+        return Ok(None);
+    };
+    let mut errors: Vec<syn::Error> = attrs[1..]
+        .iter()
+        .map(|a| {
+            syn::Error::new_spanned(
+                a,
+                "duplicate `#[budget]` attribute: put every limit in one `#[budget(...)]`",
+            )
+        })
+        .collect();
+    let mut out = Budget {
+        ram: None,
+        flash: None,
+        macs: None,
+    };
+    match budget_entries(first) {
+        Err(e) => errors.push(e),
+        Ok(entries) if entries.is_empty() => errors.push(syn::Error::new_spanned(
+            first,
+            format!("`#[budget]` sets no limit; {BUDGET_USAGE}"),
+        )),
+        Ok(entries) => {
+            let mut seen: Vec<String> = Vec::new();
+            for (key, lit) in entries {
+                let name = key.to_string();
+                if !BUDGET_KEYS.contains(&name.as_str()) {
+                    let hint = match suggest::hint(&name, BUDGET_KEYS) {
+                        h if h.is_empty() => "; the keys are `ram`, `flash` and `macs`".into(),
+                        h => h,
+                    };
+                    errors.push(syn::Error::new(
+                        key.span(),
+                        format!("unknown `#[budget]` key `{name}`{hint}"),
+                    ));
+                    continue;
+                }
+                if seen.contains(&name) {
+                    errors.push(syn::Error::new(
+                        key.span(),
+                        format!("duplicate `{name}` in `#[budget]`"),
+                    ));
+                    continue;
+                }
+                seen.push(name.clone());
+                let value = if name == "macs" {
+                    parse_count(&lit)
+                } else {
+                    parse_size(&lit)
+                };
+                let value = match value {
+                    Ok(value) => value,
+                    Err(msg) => {
+                        errors.push(syn::Error::new(
+                            lit.span(),
+                            format!("`{name}` in `#[budget]`: {msg}"),
+                        ));
+                        continue;
+                    }
+                };
+                let limit = Some(Limit {
+                    value,
+                    text: format!("{name} = {}", lit.to_token_stream()),
+                    tokens: quote::quote!(#key = #lit),
+                });
+                match name.as_str() {
+                    "ram" => out.ram = limit,
+                    "flash" => out.flash = limit,
+                    _ => out.macs = limit,
+                }
+            }
+        }
+    }
+    let mut errors = errors.into_iter();
+    match errors.next() {
+        None => Ok(Some(out)),
+        Some(mut first) => {
+            first.extend(errors);
+            Err(first)
+        }
+    }
+}
+
+/// The `key = literal` pairs inside `#[budget(...)]`, in order.
+fn budget_entries(attr: &Attribute) -> syn::Result<Vec<(Ident, Lit)>> {
+    let Meta::List(list) = &attr.meta else {
+        return Err(syn::Error::new_spanned(attr, BUDGET_USAGE));
+    };
+    if !matches!(list.delimiter, syn::MacroDelimiter::Paren(_)) {
+        return Err(syn::Error::new_spanned(attr, BUDGET_USAGE));
+    }
+    let parser = |input: ParseStream| -> syn::Result<Vec<(Ident, Lit)>> {
+        let mut entries = Vec::new();
+        while !input.is_empty() {
+            if !input.peek(Ident::peek_any) {
+                return Err(input.error(BUDGET_USAGE));
+            }
+            let key = input.call(Ident::parse_any)?;
+            if !input.peek(Token![=]) {
+                return Err(input.error(format!(
+                    "expected `=` and a value after `{key}`, as in `{key} = {}`",
+                    if key == "macs" {
+                        "5_000_000"
+                    } else {
+                        "\"64K\""
+                    }
+                )));
+            }
+            input.parse::<Token![=]>()?;
+            if !input.peek(Lit) {
+                return Err(input.error(
+                    "expected a literal: a size such as `\"64K\"` or `65536`, or a count such as `5_000_000`",
+                ));
+            }
+            entries.push((key, input.parse()?));
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(entries)
+    };
+    parser.parse2(list.tokens.clone())
 }

@@ -1,16 +1,27 @@
-//! parse -> check -> shape -> expand, over `proc_macro2` types so unit tests can drive it.
+//! parse -> check -> shape -> (embed, prepare) -> budget -> expand, over `proc_macro2` types
+//! so unit tests can drive it.
 
 use proc_macro2::TokenStream;
 
 use crate::ast::{Network, Networks};
 use crate::ctxt::Ctxt;
 use crate::shape::Plan;
-use crate::{check, embed, expand, fallback, shape};
+use crate::{budget, check, embed, expand, fallback, prepare, shape};
 
-/// Checks one network and plans its shapes, reporting every error found.
+/// Checks one network and plans its shapes, reporting every error found (a malformed
+/// `#[budget]` with the rest).
 pub fn plan(net: &Network) -> syn::Result<Plan> {
-    let items = net.body.as_ref().map_err(Clone::clone)?;
+    let items = net.body.as_ref().map_err(|e| {
+        let mut e = e.clone();
+        if let Err(b) = &net.budget {
+            e.combine(b.clone());
+        }
+        e
+    })?;
     let mut cx = Ctxt::new();
+    if let Err(e) = &net.budget {
+        cx.push(e.clone());
+    }
     let planned = check::input_and_layers(&mut cx, net, items)
         .and_then(|(input, layers)| shape::plan(&mut cx, input, layers));
     cx.check()?;
@@ -32,10 +43,23 @@ pub fn expand(networks: &Networks) -> TokenStream {
                 )?),
                 None => None,
             };
-            Ok((plan, embedded))
+            let statics = embedded
+                .as_ref()
+                .map(|file| prepare::embedded(&net.ident, &plan, file));
+            let figures = budget::figures(net, &plan, statics.as_ref().map(|s| s.1))?;
+            if let Ok(Some(limits)) = &net.budget {
+                budget::check(net, limits, &figures, &plan)?;
+            }
+            let embedded = embedded.zip(statics.map(|s| s.0));
+            Ok((plan, embedded, figures))
         });
         match checked {
-            Ok((plan, embedded)) => out.extend(expand::network(net, &plan, embedded.as_ref())),
+            Ok((plan, embedded, figures)) => out.extend(expand::network(
+                net,
+                &plan,
+                embedded.as_ref().map(|(file, statics)| (file, statics)),
+                &figures,
+            )),
             Err(e) => {
                 out.extend(fallback::stub(net));
                 match &mut errors {

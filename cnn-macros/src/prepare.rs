@@ -67,8 +67,9 @@ fn hw(s: Shape) -> [usize; 2] {
     }
 }
 
-/// The statics, and `impl Net { pub const EMBEDDED: &'static Self = … }`.
-pub fn embedded(ident: &syn::Ident, plan: &Plan, file: &Embedded) -> TokenStream {
+/// The statics, and `impl Net { pub const EMBEDDED: &'static Self = … }`; and the bytes of
+/// `__CORE`, what a `no_std` build keeps in flash (the weight part of `#[budget(flash)]`).
+pub fn embedded(ident: &syn::Ident, plan: &Plan, file: &Embedded) -> (TokenStream, usize) {
     let mut blobs = Blobs::default();
     let floats = |key: &str| -> &[f32] { file.floats.get(key).map_or(&[], Vec::as_slice) };
     let mut fields = Vec::new();
@@ -173,9 +174,10 @@ pub fn embedded(ident: &syn::Ident, plan: &Plan, file: &Embedded) -> TokenStream
         let bytes = Literal::byte_string(&b.bytes);
         quote!(static #name: __cnn::Aligned<#n> = __cnn::Aligned(*#bytes);)
     };
+    let core_bytes = blobs.core.bytes.len();
     let (core, std) = (blob(&blobs.core, "__CORE"), blob(&blobs.std, "__STD"));
     let doc = "The network with its embedded weights as static read-only data, laid out at compile time as the kernels read them: no decoding, no allocation, no first-use cost. Usable without `std` (`forward_in`).";
-    quote! {
+    let tokens = quote! {
         #core
         __cnn::if_std! { #std }
 
@@ -186,7 +188,8 @@ pub fn embedded(ident: &syn::Ident, plan: &Plan, file: &Embedded) -> TokenStream
                 __train: __cnn::TrainSlot::empty(),
             };
         }
-    }
+    };
+    (tokens, core_bytes)
 }
 
 /// `Some(x)` / `None` as tokens.

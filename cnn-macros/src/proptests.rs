@@ -303,6 +303,34 @@ fn network() -> BoxedStrategy<Vec<Tok>> {
         1 => prop::sample::select(vec![quote!(#[weights(3)]), quote!(#[weights = 3]), quote!(#[weights])])
             .prop_map(stream_toks),
         1 => tree().prop_map(|t| vec![p('#'), Tok::Group('[', vec![t])]),
+        2 => (
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec!["ram", "flash", "macs", "rom", "ram"]),
+                    prop_oneof![
+                        2 => literal(),
+                        2 => prop::sample::select(vec![
+                            "\"64K\"", "64K", "1M", "\"99999999999999999999G\"", "18446744073709551615",
+                            "16777216G", "1.5M", "\"1.5M\"", "\"64k\"", "\"_1\"", "0", "\"\"", "\"1KiB\"",
+                        ])
+                        .prop_map(|t| Lit::Text(t.into())),
+                    ],
+                ),
+                0..4,
+            ),
+            prop::sample::select(vec!['(', '[', '{']),
+        )
+            .prop_map(|(entries, delim)| {
+                let mut inner = Vec::new();
+                for (key, value) in entries {
+                    inner.extend([Tok::Ident(key.into()), p('='), Tok::Lit(value), p(',')]);
+                }
+                let attr = vec![Tok::Ident("budget".into()), Tok::Group(delim, inner)];
+                vec![p('#'), Tok::Group('[', attr)]
+            }),
+        1 => tree().prop_map(|t| {
+            vec![p('#'), Tok::Group('[', vec![Tok::Ident("budget".into()), Tok::Group('(', vec![t])])]
+        }),
     ];
     let input = prop_oneof![
         3 => (literal(), literal(), literal()).prop_map(|(c, h, w)| {

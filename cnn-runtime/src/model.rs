@@ -38,6 +38,23 @@ pub trait Model: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     const WORKSPACE: WorkspaceLayout;
     /// Bytes of a [`Workspace`] for this model (`WORKSPACE.bytes()`).
     const WORKSPACE_BYTES: usize = Self::WORKSPACE.bytes();
+    /// Bytes of RAM one sample's `forward_in` needs, exactly: `4 × (WORKSPACE_LEN +
+    /// INPUT_LEN + OUTPUT_LEN)`, the workspace ([`WorkspaceLayout::sample_len`]), the input and
+    /// the output as `f32`. The figure `#[budget(ram = …)]` limits; `cnn!` sets it to the
+    /// value it checked.
+    const RAM_BYTES: usize = 4
+        * (Self::WORKSPACE.sample_len()
+            + Self::INPUT_SHAPE[0] * Self::INPUT_SHAPE[1] * Self::INPUT_SHAPE[2]
+            + product(Self::OUTPUT_SHAPE));
+    /// Bytes of weights in flash: with `#[weights]`, the static data `EMBEDDED` reads (laid
+    /// out for the kernels: Winograd's transformed filters, packed panels, folded batch norms,
+    /// 64-byte aligned), else 4 bytes per parameter (the default).
+    const WEIGHT_BYTES: usize = 4 * Self::PARAMS;
+    /// Bytes of flash, about: [`WEIGHT_BYTES`](Self::WEIGHT_BYTES) plus `cnn!`'s estimate of the
+    /// code of the kernels the network uses, measured for x86-64 release `no_std` builds
+    /// (other targets differ). The figure `#[budget(flash = …)]` limits. The default (for a
+    /// hand-written implementation) counts the weights only.
+    const FLASH_BYTES: usize = Self::WEIGHT_BYTES;
     /// The equivalent PyTorch module. For a network without blocks, a Python expression that
     /// evaluates to an `nn.Sequential` after `import torch` and `from torch import nn`; for one
     /// with `residual`/`concat` blocks, Python source (to `exec` after those imports) that
@@ -95,8 +112,22 @@ pub trait Model: Sized + Clone + fmt::Debug + Send + Sync + 'static {
             name: Self::NAME,
             input: Self::INPUT_SHAPE,
             layers: Self::LAYERS,
+            ram_bytes: Self::RAM_BYTES,
+            weight_bytes: Self::WEIGHT_BYTES,
+            flash_bytes: Self::FLASH_BYTES,
         }
     }
+}
+
+/// The product of `dims`, usable in constants.
+const fn product(dims: &[usize]) -> usize {
+    let mut p = 1;
+    let mut i = 0;
+    while i < dims.len() {
+        p *= dims[i];
+        i += 1;
+    }
+    p
 }
 
 /// One layer of a network as the macro planned it.
@@ -132,6 +163,12 @@ pub struct Summary {
     pub input: [usize; 3],
     /// The layers, in order.
     pub layers: &'static [LayerInfo],
+    /// [`Model::RAM_BYTES`]: what `forward_in` needs (workspace, input and output), exactly.
+    pub ram_bytes: usize,
+    /// [`Model::WEIGHT_BYTES`]: the weights in flash.
+    pub weight_bytes: usize,
+    /// [`Model::FLASH_BYTES`]: the weights plus the code estimate (x86-64).
+    pub flash_bytes: usize,
 }
 
 impl fmt::Display for Summary {
@@ -184,6 +221,12 @@ impl fmt::Display for Summary {
         let top = || self.layers.iter().filter(|l| l.depth == 0);
         let params: usize = top().map(|l| l.params).sum();
         let macs: usize = top().map(|l| l.macs).sum();
-        write!(f, "total: {params} parameters, {macs} MACs per sample")
+        writeln!(f, "total: {params} parameters, {macs} MACs per sample")?;
+        let code = self.flash_bytes.saturating_sub(self.weight_bytes);
+        write!(
+            f,
+            "RAM: {} bytes (forward_in: workspace, input and output); flash: about {} bytes (weights {} + code {}, an x86-64 estimate)",
+            self.ram_bytes, self.flash_bytes, self.weight_bytes, code
+        )
     }
 }
