@@ -17,7 +17,7 @@ use quote::ToTokens;
 use syn::Lit;
 
 use cnn_runtime::__private::{
-    Algorithm, Conv2dParams, ConvTranspose2dParams, Pool2dParams, PoolKind as RtPoolKind,
+    Conv2dParams, ConvTranspose2dParams, Pool2dParams, PoolKind as RtPoolKind,
 };
 
 use crate::args::{ConvArgs, LayerKind, PoolKind};
@@ -345,10 +345,8 @@ fn stack_sizes(layers: &[Planned], depth: usize, sizes: &mut Vec<usize>) {
 pub enum Kernel {
     Executor,
     ConvCommon,
-    Direct,
-    Winograd,
-    Im2col,
-    Depthwise,
+    ConvAlgorithms,
+    BatchNorm,
     Gemm,
     ConvTranspose,
     Linear,
@@ -356,76 +354,78 @@ pub enum Kernel {
     Activation,
     Math,
     Softmax,
-    BatchNorm,
     Upsample,
     Blocks,
 }
 
 /// Bytes of `.text` per kernel in an x86-64 release `no_std` build (SSE2 baseline, no
-/// `target-feature`s, `panic = "abort"`, Rust 1.95.0): **an estimate, for x86-64 only** (a
-/// Cortex-M build differs, typically smaller with Thumb-2, and AVX builds larger).
+/// `target-feature`s, no LTO, `panic = "abort"`, Rust 1.95.0): **an estimate, for x86-64
+/// only**; a Cortex-M build differs (Thumb-2 is typically smaller), and so do LTO and AVX
+/// builds.
 ///
-/// Measured on 2026-12-05 from a `no_std` static library (`crate-type = ["staticlib"]`,
-/// `cnn` with `default-features = false`, built with `-C symbol-mangling-version=v0` so that
-/// closures and `threads::for_each` instances name their kernel): `nm -C -S --defined-only`
-/// over the `cnn_runtime` objects of the `.a`, each symbol's size added to the kernel its path
-/// names (`ops::conv::winograd::…` → Winograd, `<Bare as Run>::conv2d_residual` → blocks, …;
-/// libcore helpers instantiated in the runtime and the `SliceError` message go to the
-/// executor). The `libm` functions the kernels call are counted where they are called: `exp`,
-/// `expf`, `expm1`, `expm1f`, `tanh`, `tanhf` as [`Kernel::Math`] (activations and softmax),
-/// `fma`/`fmaf` and their software fallback with the direct kernel (its scalar tail), `floor`,
-/// `floorf` with upsampling. Code that only prepares weights (Winograd's `U`, the direct
-/// packing, the batch-norm fold, ~5.2 KB) runs in the macro and is not counted. Not counted
-/// either: `memcpy`/`memset` and the panic machinery of libcore, which any binary has.
-pub const CODE_SIZES: [(Kernel, &str, usize); 16] = [
-    (Kernel::Executor, "executor", 4_961),
-    (Kernel::ConvCommon, "conv dispatch and epilogue", 8_599),
-    (Kernel::Direct, "direct conv", 15_992),
-    (Kernel::Winograd, "Winograd conv", 23_374),
-    (Kernel::Im2col, "im2col conv", 8_670),
-    (Kernel::Depthwise, "depthwise conv", 16_357),
-    (Kernel::Gemm, "GEMM", 2_747),
-    (Kernel::ConvTranspose, "convtranspose", 15_106),
+/// Measured on 2026-12-05 by linking: a `no_std` static library (`crate-type =
+/// ["staticlib"]`, `cnn` with `default-features = false`, `-C symbol-mangling-version=v0` so
+/// that closures and `threads::for_each` instances name their kernel) holding the digits network
+/// and a network with every other layer kind (residual, concat, depthwise, `convtranspose`,
+/// `upsample`, `bn`, `softmax`), each linked alone into a C program with `gcc
+/// -Wl,--gc-sections`; `nm -C -S` over the program, each symbol added to the kernel its path
+/// names (`tools/code_sizes.py`). The two programs hold 104,464 and 128,754 bytes of code
+/// symbols; this table estimates them at 104,676 and 128,929.
+///
+/// What the linker keeps is per executor call, not per layer: `conv::forward` chooses the
+/// algorithm at run time, so any `conv` links all four algorithms (direct 14,821, Winograd
+/// 23,177, im2col 8,670, depthwise 15,867, and `fmaf` 710 for the direct kernel's scalar
+/// path), and the fused call links the batch-norm kernel. The executor's row holds libcore's
+/// formatting and panic helpers (about 5 KB, which any `no_std` binary with bounds checks
+/// has); `residual/concat` includes the extra libcore code the block calls link. `libm`'s
+/// `exp`, `expf`, `expm1f`, `tanhf` are [`Kernel::Math`], `floorf` is counted with upsampling.
+/// The weight preparation (Winograd's `U`, the direct packing) runs in the macro and is not
+/// linked.
+pub const CODE_SIZES: [(Kernel, &str, usize); 13] = [
+    (Kernel::Executor, "executor", 5_556),
+    (Kernel::ConvCommon, "conv dispatch and epilogue", 7_372),
+    (Kernel::ConvAlgorithms, "conv algorithms", 63_245),
+    (Kernel::BatchNorm, "batch norm", 2_750),
+    (Kernel::Gemm, "GEMM", 2_459),
+    (Kernel::ConvTranspose, "convtranspose", 11_243),
     (Kernel::Linear, "linear", 560),
     (Kernel::Pool, "pooling", 18_192),
-    (Kernel::Activation, "activations", 1_907),
-    (Kernel::Math, "exp/tanh (libm)", 3_040),
+    (Kernel::Activation, "activations", 1_859),
+    (Kernel::Math, "exp/tanh (libm)", 2_024),
     (Kernel::Softmax, "softmax", 579),
-    (Kernel::BatchNorm, "batch norm", 3_540),
-    (Kernel::Upsample, "upsample", 6_026),
-    (Kernel::Blocks, "residual/concat", 5_433),
+    (Kernel::Upsample, "upsample", 5_878),
+    (Kernel::Blocks, "residual/concat", 7_036),
 ];
 
 /// The generated `forward_in` and `__cnn_run` of one network (inlined into its caller): a base
-/// and a few instructions per layer call, from two networks in the same library (digits: 656
-/// bytes; digits with 12 more layers: 784).
-pub const GLUE_BASE: usize = 592;
+/// and a few instructions per planned layer, fitted to the two programs above (digits: 656
+/// bytes for 9 layers; the other network: 721 for 16).
+pub const GLUE_BASE: usize = 560;
 /// See [`GLUE_BASE`].
-pub const GLUE_PER_LAYER: usize = 16;
+pub const GLUE_PER_LAYER: usize = 11;
 
 /// The kernels `plan` uses, sorted, each once.
 pub fn kernels(plan: &Plan) -> Vec<Kernel> {
     let mut used = vec![Kernel::Executor];
     for l in plan.all() {
         match &l.layer.kind {
-            LayerKind::Conv(a) => {
-                used.push(Kernel::ConvCommon);
-                let p = conv2d_params(l, a);
-                used.extend(match p.algorithm() {
-                    Algorithm::Winograd => [Kernel::Winograd, Kernel::Gemm].as_slice(),
-                    Algorithm::Direct => &[Kernel::Direct],
-                    Algorithm::Depthwise => &[Kernel::Depthwise],
-                    Algorithm::Im2col => &[Kernel::Im2col, Kernel::Gemm],
-                });
-            }
-            LayerKind::ConvTranspose(..) => {
-                used.extend([Kernel::ConvCommon, Kernel::ConvTranspose, Kernel::Gemm]);
-            }
+            // `conv::forward` picks the algorithm at run time: all four are linked.
+            LayerKind::Conv(_) => used.extend([
+                Kernel::ConvCommon,
+                Kernel::ConvAlgorithms,
+                Kernel::BatchNorm,
+                Kernel::Gemm,
+            ]),
+            LayerKind::ConvTranspose(..) => used.extend([
+                Kernel::ConvCommon,
+                Kernel::ConvTranspose,
+                Kernel::BatchNorm,
+                Kernel::Gemm,
+            ]),
             LayerKind::Linear(_) => used.extend([Kernel::Linear, Kernel::Gemm]),
             LayerKind::Pool(_) | LayerKind::GlobalPool(_) => used.push(Kernel::Pool),
             LayerKind::Activation(_) => used.extend([Kernel::Activation, Kernel::Math]),
             LayerKind::Softmax => used.extend([Kernel::Softmax, Kernel::Math]),
-            // Counted even when it folds into a convolution: an estimate errs high.
             LayerKind::BatchNorm(_) => used.push(Kernel::BatchNorm),
             LayerKind::Upsample(_) => used.push(Kernel::Upsample),
             LayerKind::Residual(_) | LayerKind::Concat(_) => used.push(Kernel::Blocks),

@@ -92,7 +92,7 @@ pub mod __private {
     pub use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
     pub use crate::ops::activation::Activation;
     pub use crate::ops::batchnorm::{scale_shift, BatchNormParams};
-    pub use crate::ops::conv::{prepare_into, Algorithm, Conv2dParams};
+    pub use crate::ops::conv::{prepare_into, Conv2dParams};
     pub use crate::ops::conv_transpose::ConvTranspose2dParams;
     pub use crate::ops::linear::LinearParams;
     pub use crate::ops::pool::{Pool2dParams, PoolKind};
