@@ -341,7 +341,7 @@ fn every_overrun_is_reported_with_its_parts() {
         parts[1].contains("weights 136 (4 bytes × parameters)"),
         "{msg}"
     );
-    assert!(parts[1].contains("executor 5,556"), "{msg}");
+    assert!(parts[1].contains("executor 5,690"), "{msg}");
     assert!(
         parts[2].contains(
             "needs 32 multiply-accumulates per sample, over its budget of 31 (`macs = 31`)"
