@@ -2,23 +2,28 @@
 """Bytes of code per kernel in a linked no_std program: the measurement behind CODE_SIZES in
 cnn-macros/src/budget.rs (run by hand, never by CI).
 
-Build a no_std static library holding the networks (crate-type = ["staticlib"], cnn with
-default-features = false, panic = "abort"), with v0 symbol names so that closures and
-threads::for_each instances name their kernel:
-
-    RUSTFLAGS="-C symbol-mangling-version=v0" cargo build --release
-
-link it alone into a C program that calls one network's forward_in, dropping what is not
-reached:
+CODE_SIZES is measured by difference. For each network below, make a no_std static library
+(crate-type = ["staticlib"], cnn with default-features = false, panic = "abort", no LTO) that
+holds only that network, with #[weights] (write the file with `Net::seeded(1).to_safetensors()`
+in a std program) and `static NET: &Net = Net::EMBEDDED`, and one `extern "C"` function that
+calls `NET.forward_in`; link it alone into a C program that calls that function:
 
     gcc -O2 main.c target/release/libnet.a -Wl,--gc-sections -o net -lm
 
-and sum the code symbols per kernel:
+and sum its code symbols (`nm -S net`, types t and T). The base is `input(16, 8, 8) fc(10)`;
+each kernel's row is what one more layer adds: `relu`, `conv(4 -> 16, k3, p1)` (direct),
+`conv(16 -> 16, k3, p1)` (Winograd), `conv(16 -> 16, k3, s2, p1)` (im2col),
+`conv(16 -> 16, k3, p1, groups=16)` (depthwise), `bn`, `maxpool(2)`, `softmax`,
+`upsample(2)`, `convtranspose(16 -> 8, k2, s2)`, and `residual { conv }` or
+`concat { branch { conv } branch {} }` against the Winograd network.
+
+This script splits one program's code symbols by kernel, to see where the bytes are (build
+with RUSTFLAGS="-C symbol-mangling-version=v0" so that closures and threads::for_each
+instances name their kernel):
 
     nm -S -C net | awk '$3 ~ /[tT]/' > syms.txt && python3 tools/code_sizes.py syms.txt
 
-"other" is libcore (formatting, panics), libm and the C program's own entry point: split it by
-hand (budget.rs says how).
+"other" is libcore (formatting, panics), libm and the C program's own functions.
 """
 import re
 import sys

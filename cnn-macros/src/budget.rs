@@ -344,62 +344,57 @@ fn stack_sizes(layers: &[Planned], depth: usize, sizes: &mut Vec<usize>) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kernel {
     Executor,
-    ConvCommon,
-    ConvAlgorithms,
+    Conv,
     BatchNorm,
     Gemm,
     ConvTranspose,
     Linear,
     Pool,
     Activation,
-    Math,
     Softmax,
     Upsample,
     Blocks,
 }
 
-/// Bytes of `.text` per kernel in an x86-64 release `no_std` build (SSE2 baseline, no
-/// `target-feature`s, no LTO, `panic = "abort"`, Rust 1.95.0): **an estimate, for x86-64
-/// only**; a Cortex-M build differs (Thumb-2 is typically smaller), and so do LTO and AVX
-/// builds.
+/// Bytes of code each kernel adds to a linked x86-64 release `no_std` program (SSE2 baseline,
+/// no `target-feature`s, no LTO, `panic = "abort"`, Rust 1.95.0): **an estimate, for x86-64
+/// only**. A Cortex-M build differs (Thumb-2 is typically smaller), and so do AVX builds and
+/// LTO (which const-propagates the embedded descriptors: the digits program drops from 104 KB
+/// to 67 KB of code).
 ///
-/// Measured on 2026-12-05 by linking: a `no_std` static library (`crate-type =
-/// ["staticlib"]`, `cnn` with `default-features = false`, `-C symbol-mangling-version=v0` so
-/// that closures and `threads::for_each` instances name their kernel) holding the digits network
-/// and a network with every other layer kind (residual, concat, depthwise, `convtranspose`,
-/// `upsample`, `bn`, `softmax`), each linked alone into a C program with `gcc
-/// -Wl,--gc-sections`; `nm -C -S` over the program, each symbol added to the kernel its path
-/// names (`tools/code_sizes.py`). The two programs hold 104,597 and 128,754 bytes of code
-/// symbols; this table estimates them at 104,832 and 128,817.
+/// Measured on 2026-12-05 by difference: one `no_std` static library per network (`cnn` with
+/// `default-features = false`, `#[weights]` and `static NET = Net::EMBEDDED`, one `extern "C"`
+/// function calling `forward_in`), each linked alone into a C program with `gcc
+/// -Wl,--gc-sections`, its code symbols summed (`nm -S`, `tools/code_sizes.py` splits them by
+/// kernel). The base network `input(16, 8, 8) fc(10)` holds 7,031 bytes (executor, linear,
+/// GEMM, glue); each other row is what one more layer of that kind adds to it (`relu`,
+/// `conv` of each algorithm, `bn`, `maxpool`, `softmax`, `upsample`, `convtranspose`, a
+/// `residual` or `concat` around a `conv`). Checks: digits 104,361 bytes measured, 104,079
+/// estimated; the same with `bn` (TinyNet) 104,251 and 104,046; a network with every block and
+/// layer kind 128,730 and 130,786.
 ///
-/// What the linker keeps is per executor call, not per layer: `conv::forward` chooses the
-/// algorithm at run time, so any `conv` links all four algorithms (direct 14,821, Winograd
-/// 23,177, im2col 8,670, depthwise 15,867, and `fmaf` 732 for the direct kernel's scalar
-/// path), and the fused call links the batch-norm kernel. The executor's row holds libcore's
-/// formatting and panic helpers (about 5 KB, which any `no_std` binary with bounds checks
-/// has); `residual/concat` includes the extra libcore code the block calls link. `libm`'s
-/// `exp`, `expf`, `expm1f`, `tanhf` are [`Kernel::Math`], `floorf` is counted with upsampling.
-/// The weight preparation (Winograd's `U`, the direct packing) runs in the macro and is not
-/// linked.
-pub const CODE_SIZES: [(Kernel, &str, usize); 13] = [
-    (Kernel::Executor, "executor", 5_690),
-    (Kernel::ConvCommon, "conv dispatch and epilogue", 7_372),
-    (Kernel::ConvAlgorithms, "conv algorithms", 63_267),
+/// What the linker keeps follows the executor's calls, not the layers: `conv::forward` picks
+/// the algorithm at run time, so any `conv` links all four algorithms (a direct, a Winograd, an
+/// im2col and a depthwise network each add the same 74,871 bytes: direct about 15 KB,
+/// Winograd 23 KB, im2col 9 KB, depthwise 16 KB, the dispatch and epilogue the rest), and its
+/// fused call links the batch-norm kernel. Activations are one function, with `libm`'s `exp`,
+/// `expf`, `expm1f`, `tanhf`.
+pub const CODE_SIZES: [(Kernel, &str, usize); 11] = [
+    (Kernel::Executor, "executor", 3_430),
+    (Kernel::Conv, "conv (all four algorithms)", 72_110),
     (Kernel::BatchNorm, "batch norm", 2_750),
     (Kernel::Gemm, "GEMM", 2_459),
-    (Kernel::ConvTranspose, "convtranspose", 11_243),
+    (Kernel::ConvTranspose, "convtranspose", 13_517),
     (Kernel::Linear, "linear", 560),
-    (Kernel::Pool, "pooling", 18_192),
-    (Kernel::Activation, "activations", 1_859),
-    (Kernel::Math, "exp/tanh (libm)", 2_024),
-    (Kernel::Softmax, "softmax", 579),
-    (Kernel::Upsample, "upsample", 5_878),
-    (Kernel::Blocks, "residual/concat", 6_768),
+    (Kernel::Pool, "pooling", 18_225),
+    (Kernel::Activation, "activations", 3_886),
+    (Kernel::Softmax, "softmax", 1_095),
+    (Kernel::Upsample, "upsample", 5_886),
+    (Kernel::Blocks, "residual/concat", 6_703),
 ];
 
 /// The generated `forward_in` and `__cnn_run` of one network (inlined into its caller): a base
-/// and a few instructions per planned layer, fitted to the two programs above (digits: 656
-/// bytes for 9 layers; the other network: 721 for 16).
+/// and a few instructions per planned layer (fitted to the programs above).
 pub const GLUE_BASE: usize = 560;
 /// See [`GLUE_BASE`].
 pub const GLUE_PER_LAYER: usize = 11;
@@ -409,23 +404,16 @@ pub fn kernels(plan: &Plan) -> Vec<Kernel> {
     let mut used = vec![Kernel::Executor];
     for l in plan.all() {
         match &l.layer.kind {
-            // `conv::forward` picks the algorithm at run time: all four are linked.
-            LayerKind::Conv(_) => used.extend([
-                Kernel::ConvCommon,
-                Kernel::ConvAlgorithms,
-                Kernel::BatchNorm,
-                Kernel::Gemm,
-            ]),
-            LayerKind::ConvTranspose(..) => used.extend([
-                Kernel::ConvCommon,
-                Kernel::ConvTranspose,
-                Kernel::BatchNorm,
-                Kernel::Gemm,
-            ]),
+            // `conv::forward` picks the algorithm at run time: all four are linked, and the
+            // fused call links the batch-norm kernel.
+            LayerKind::Conv(_) => used.extend([Kernel::Conv, Kernel::BatchNorm, Kernel::Gemm]),
+            LayerKind::ConvTranspose(..) => {
+                used.extend([Kernel::ConvTranspose, Kernel::BatchNorm, Kernel::Gemm]);
+            }
             LayerKind::Linear(_) => used.extend([Kernel::Linear, Kernel::Gemm]),
             LayerKind::Pool(_) | LayerKind::GlobalPool(_) => used.push(Kernel::Pool),
-            LayerKind::Activation(_) => used.extend([Kernel::Activation, Kernel::Math]),
-            LayerKind::Softmax => used.extend([Kernel::Softmax, Kernel::Math]),
+            LayerKind::Activation(_) => used.push(Kernel::Activation),
+            LayerKind::Softmax => used.push(Kernel::Softmax),
             LayerKind::BatchNorm(_) => used.push(Kernel::BatchNorm),
             LayerKind::Upsample(_) => used.push(Kernel::Upsample),
             LayerKind::Residual(_) | LayerKind::Concat(_) => used.push(Kernel::Blocks),

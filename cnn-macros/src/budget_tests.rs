@@ -286,14 +286,12 @@ fn kernels_follow_the_algorithms() {
         kernels(&plan),
         [
             Kernel::Executor,
-            Kernel::ConvCommon,
-            Kernel::ConvAlgorithms,
+            Kernel::Conv,
             Kernel::BatchNorm,
             Kernel::Gemm,
             Kernel::Linear,
             Kernel::Pool,
             Kernel::Activation,
-            Kernel::Math,
         ]
     );
     let f = figures(&net, &plan, Some(1000)).unwrap();
@@ -341,7 +339,7 @@ fn every_overrun_is_reported_with_its_parts() {
         parts[1].contains("weights 136 (4 bytes × parameters)"),
         "{msg}"
     );
-    assert!(parts[1].contains("executor 5,690"), "{msg}");
+    assert!(parts[1].contains("executor 3,430"), "{msg}");
     assert!(
         parts[2].contains(
             "needs 32 multiply-accumulates per sample, over its budget of 31 (`macs = 31`)"

@@ -3,7 +3,7 @@
 use cnn::cnn;
 
 cnn! {
-    /// RAM 78,376 bytes, flash about 272,296 bytes (weights 167,464), 337,536 MACs.
+    /// RAM 78,376 bytes, flash about 271,543 bytes (weights 167,464), 337,536 MACs.
     #[weights = "../../models/digits.safetensors"]
     #[budget(ram = "80K", flash = "272K", macs = 337_536)]
     pub struct Digits {
