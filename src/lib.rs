@@ -70,7 +70,10 @@
 //!
 //! Without the default `std` feature the crate is `#![no_std]` and needs no allocator: a
 //! network with `#[weights]` runs from its static [`EMBEDDED`](docs/embedded.md) value with
-//! `forward_in` on the caller's slices (see `docs/embedded.md`).
+//! `forward_in` on the caller's slices (see `docs/embedded.md`). `#[budget(ram = "64K",
+//! flash = "256K", macs = 5_000_000)]` on a network makes an overrun of its exact RAM
+//! (`Net::RAM_BYTES`), its flash (`Net::FLASH_BYTES`: weights plus an x86-64 code estimate) or
+//! its MACs a compile error (`docs/dsl.md`, section Budgets).
 
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
