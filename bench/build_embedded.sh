@@ -22,6 +22,9 @@
 #      data of `include_bytes!` of the file, 4-byte little-endian floats, into a
 #      `static [f32; N]`; raw decode only, no layout, no batch-norm folding, so a lower bound
 #      for const evaluation);
+#    - `emb_opt`, binaries `<net>_weights_opt` (e: b's source, in a crate with
+#      `[profile.release.build-override] opt-level = 3`, so that the macro, and cnn-runtime's
+#      layout functions it calls, run optimised; cargo builds proc macros at opt-level 0);
 #    - `nostd_<net>` (c: `#![no_std]` staticlib, `default-features = false`, `panic = "abort"`,
 #      a `#[panic_handler]`, an `extern "C"` function running `Net::EMBEDDED.forward_in`).
 # 3. RUNS rounds; each round touches the source and times an incremental release build of every
@@ -280,8 +283,20 @@ EOF
     } | put "$d/src/lib.rs"
 done
 
+# Case e: b again, in a crate whose proc macros (and their dependencies, cnn-runtime among them)
+# are optimised: `[profile.release.build-override] opt-level = 3` (cargo's default is 0).
+mkdir -p "$WORK/emb_opt/src/bin"
+{
+    sed 's/^name = "emb_std"$/name = "emb_opt"/' "$WORK/emb_std/Cargo.toml"
+    printf '[profile.release.build-override]\nopt-level = 3\n'
+} | put "$WORK/emb_opt/Cargo.toml"
+for net in "${NETS[@]}"; do
+    put "$WORK/emb_opt/src/bin/${net}_weights_opt.rs" <"$WORK/emb_std/src/bin/${net}_weights.rs"
+done
+
 # Untimed first builds: every dependency, and every case once.
 cargo build -q --release --manifest-path "$WORK/emb_std/Cargo.toml" --bins
+cargo build -q --release --manifest-path "$WORK/emb_opt/Cargo.toml" --bins
 for net in "${NETS[@]}"; do
     cargo build -q --release --manifest-path "$WORK/nostd_$net/Cargo.toml"
 done
@@ -290,12 +305,13 @@ done
 # case name: "<net> <a|b|c|d>"; a source file to touch and the cargo arguments.
 cases=()
 for net in "${NETS[@]}"; do
-    cases+=("$net a" "$net b" "$net c")
+    cases+=("$net a" "$net b" "$net e" "$net c")
 done
 for net in "${CONST_NETS[@]}"; do cases+=("$net d"); done
 source_of() {
     case $2 in
         a) echo "$WORK/emb_std/src/bin/$1_seeded.rs" ;;
+        e) echo "$WORK/emb_opt/src/bin/$1_weights_opt.rs" ;;
         b) echo "$WORK/emb_std/src/bin/$1_weights.rs" ;;
         c) echo "$WORK/nostd_$1/src/lib.rs" ;;
         d) echo "$WORK/emb_std/src/bin/$1_const.rs" ;;
@@ -305,6 +321,7 @@ source_of() {
 build_args() {
     case $2 in
         a) args=(--manifest-path "$WORK/emb_std/Cargo.toml" --bin "$1_seeded") ;;
+        e) args=(--manifest-path "$WORK/emb_opt/Cargo.toml" --bin "$1_weights_opt") ;;
         b) args=(--manifest-path "$WORK/emb_std/Cargo.toml" --bin "$1_weights") ;;
         c) args=(--manifest-path "$WORK/nostd_$1/Cargo.toml") ;;
         d) args=(--manifest-path "$WORK/emb_std/Cargo.toml" --bin "$1_const") ;;
@@ -356,6 +373,7 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
         rss=$(field "$net" "$kind" 7 | median)
         case $kind in
             a) label="a: seeded, no \`#[weights]\`"; art="$CARGO_TARGET_DIR/release/${net}_seeded" ;;
+            e) label="e: as b, proc macros built with opt-level 3"; art="$CARGO_TARGET_DIR/release/${net}_weights_opt" ;;
             b) label="b: \`#[weights]\`, std binary"; art="$CARGO_TARGET_DIR/release/${net}_weights" ;;
             c) label="c: \`#[weights]\`, no_std staticlib"; art="$CARGO_TARGET_DIR/release/libnostd_$net.a" ;;
             d) label="d: const-eval prototype (raw decode only)"; art="$CARGO_TARGET_DIR/release/${net}_const" ;;
