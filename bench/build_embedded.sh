@@ -13,7 +13,9 @@
 # 1. A release program `gen` declares the three networks without `#[weights]`, writes
 #    `Net::seeded(0).to_safetensors()` of vgg and resnet18 to $WORK/*.safetensors (digits uses
 #    the committed file), and times `Net::from_safetensors(bytes)` on each file (what the old
-#    `embedded()` paid on its first call), against reading `Net::EMBEDDED`, which costs nothing.
+#    `embedded()` paid on its first call) and the first and second `forward_in` of the decoded
+#    network (the first prepares the kernels' layouts). Binaries `<net>_first` (below) time the
+#    first and second `forward_in` of `Net::EMBEDDED`, which has nothing to decode or prepare.
 # 2. Crates depending on `cnn = { path = <repo> }` (all dependencies built once, untimed):
 #    - `emb_std`, binaries `<net>_seeded` (a: no `#[weights]`, `Net::seeded(0)`) and
 #      `<net>_weights` (b: `#[weights]`, `Net::EMBEDDED`), each running `forward_in` once on
@@ -38,8 +40,9 @@
 # and prints the table from that run's runs.txt; files whose content is unchanged are not
 # rewritten, so nothing is rebuilt.
 #
-# Output: every run in $WORK/runs.txt, the decode timings in $WORK/decode.txt, and a Markdown
-# table (medians) on stdout and in $WORK/table.md. Needs cargo, GNU time, nm and size.
+# Output: every run in $WORK/runs.txt, the decode timings in $WORK/decode.txt and
+# $WORK/first.txt, and Markdown
+# tables (medians) on stdout and in $WORK/table.md. Needs cargo, GNU time, nm and size.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
