@@ -697,6 +697,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn max_of_is_the_largest_value() {
+        assert_eq!(max_of(&[]), 0);
+        assert_eq!(max_of(&[3]), 3);
+        assert_eq!(max_of(&[2, 9, 4]), 9);
+        assert_eq!(max_of(&[9, 2, 4]), 9);
+        assert_eq!(max_of(&[2, 4, 9]), 9);
+    }
+
+    #[test]
     fn lengths_are_checked_before_anything_runs() {
         let layout = WorkspaceLayout {
             activations: 8,
@@ -741,6 +750,37 @@ mod tests {
                 expected: 4,
                 found: 6
             })
+        );
+        // The deepest block stack Bare keeps is allowed, one deeper is refused.
+        static DEEP: [usize; MAX_STACK + 1] = [1; MAX_STACK + 1];
+        let at = |depth: usize| WorkspaceLayout {
+            activations: 8,
+            scratch: 0,
+            channels: 0,
+            stack: &DEEP[..depth],
+        };
+        let mut big = vec![0.0; 16 + MAX_STACK + 1];
+        let mut out6 = [0.0; 6];
+        let ok = Bare::forward_in(
+            &at(MAX_STACK),
+            &[1.0; 6],
+            &mut out6,
+            &mut big,
+            [6, 6],
+            |_| Ok(()),
+        );
+        assert_eq!(ok, Ok(()));
+        let refused = Bare::forward_in(
+            &at(MAX_STACK + 1),
+            &[1.0; 6],
+            &mut out6,
+            &mut big,
+            [6, 6],
+            |_| Ok(()),
+        );
+        assert!(
+            matches!(refused, Err(SliceError::Workspace { .. })),
+            "{refused:?}"
         );
         // The identity (input and output of one length) copies the input out.
         let mut out6 = [0.0; 6];

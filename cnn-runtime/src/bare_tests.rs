@@ -72,6 +72,16 @@ const UP: Upsample2dParams = Upsample2dParams {
     in_hw: [4, 4],
     out_hw: [8, 8],
 };
+const SAME: Pool2dParams = Pool2dParams {
+    kind: PoolKind::Max,
+    channels: 36,
+    kernel: [3, 3],
+    stride: [1, 1],
+    padding: [1, 1],
+    ceil_mode: false,
+    in_hw: [8, 8],
+    out_hw: [8, 8],
+};
 const AVG: Pool2dParams = Pool2dParams {
     kind: PoolKind::Avg {
         count_include_pad: true,
@@ -88,7 +98,7 @@ const AVG: Pool2dParams = Pool2dParams {
 impl Net {
     fn new() -> Net {
         let tp = ConvTranspose2dParams {
-            c_in: 36,
+            c_in: 72,
             c_out: 8,
             groups: 1,
             kernel: [2, 2],
@@ -141,6 +151,14 @@ impl Net {
         e.upsample2d_concat(&UP, 4, 36);
         e.concat_write_input(20, 16, 64, 36);
         e.concat_exit();
+        // A concatenation whose branch ends in a layer that cannot write into its slice.
+        e.concat_enter(72 * 64);
+        e.pool2d(&SAME);
+        e.concat_write(0, 36, 64, 72);
+        e.concat_restore();
+        e.activation(Activation::Hardswish);
+        e.concat_write(36, 36, 64, 72);
+        e.concat_exit();
         e.conv_transpose2d_fused(&self.t, Some(&self.bn_t), None)?;
         e.block_enter();
         e.conv2d_fused(&self.e, None, Some(Activation::Tanh))?;
@@ -156,10 +174,10 @@ impl Net {
 
 /// The script's workspace, from the layers' own size functions.
 const LAYOUT: WorkspaceLayout = WorkspaceLayout {
-    activations: 36 * 64, // the concatenation's output (the transposed conv's is 8·256)
+    activations: 72 * 64, // the second concatenation's output
     scratch: 0,           // set in `layout()`
     channels: 16,
-    stack: &[8 * 256, 36 * 64], // the last residual input; the concat accumulator
+    stack: &[36 * 64, 72 * 64], // the second concat's input and accumulator
 };
 
 fn layout(net: &Net) -> WorkspaceLayout {

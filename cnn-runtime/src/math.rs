@@ -76,6 +76,12 @@ mod tests {
             assert!(ulps(Float::tanh(x), x.tanh()) <= 2, "tanh {x}");
             let y = f64::from(x);
             assert_eq!(Float::sqrt(y.abs()), y.abs().sqrt(), "sqrt {y}");
+            assert_eq!(Float::floor(y), y.floor(), "floor {y}");
+            assert_eq!(
+                Float::mul_add(y, 1.7, -0.3),
+                y.mul_add(1.7, -0.3),
+                "fma {y}"
+            );
             assert!(
                 (Float::exp(y) - y.exp()).abs() <= 4.0 * f64::EPSILON * y.exp(),
                 "exp {y}"

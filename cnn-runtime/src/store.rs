@@ -253,6 +253,9 @@ mod tests {
         assert_eq!(float_value("F32", &1.5f32.to_le_bytes()), Some(1.5));
         assert_eq!(float_value("F64", &(-0.25f64).to_le_bytes()), Some(-0.25));
         assert_eq!(float_value("F16", &0x3c00u16.to_le_bytes()), Some(1.0));
+        // Subnormal halves keep their sign.
+        assert_eq!(f16_to_f32(0x8001), -5.960_464_5e-8);
+        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8);
         assert_eq!(float_value("BF16", &0xc040u16.to_le_bytes()), Some(-3.0));
         assert_eq!(float_value("F32", &[0, 0]), None);
         assert_eq!(float_value("I32", &[0, 0, 0, 0]), None);
