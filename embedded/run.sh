@@ -182,6 +182,12 @@ nm --size-sort -S -C "$out/digits-c" | awk '$3 ~ /^[rR]$/' | tail -2 |
 echo "the whole program (C code, C runtime start-up and the library), as size reports it:"
 size "$out/digits-c" | sed 's/^/  /'
 
+ymm=$(objdump -d "$out/digits-c" | grep -c '%[yz]mm' || true)
+if [ "$ymm" != 0 ]; then
+  echo "run.sh: FAILED: the baseline build has $ymm AVX register instructions" >&2
+  exit 1
+fi
+
 echo "=== the same library compiled for each SIMD level this CPU has ==="
 # Without `std` there is no run-time CPU detection: the kernels run at the level the target is
 # compiled for (docs/embedded.md). Rebuild the library with each x86-64 level this CPU can run,
@@ -211,5 +217,16 @@ for level in avx2 avx512; do
     echo "run.sh: FAILED: the no_std library at $level predicts differently" >&2
     exit 1
   fi
-  echo "the no_std library at $level ($features): the same $n predictions"
+  # That level's kernels are the ones linked: the AVX2 build uses ymm registers and no zmm, the
+  # AVX-512 build zmm (the baseline build above neither).
+  ymm=$(objdump -d "$out/digits-c-$level" | grep -c '%ymm' || true)
+  zmm=$(objdump -d "$out/digits-c-$level" | grep -c '%zmm' || true)
+  case $level in
+    avx2) [ "$ymm" -gt 1000 ] && [ "$zmm" = 0 ] ;;
+    avx512) [ "$zmm" -gt 1000 ] ;;
+  esac || {
+    echo "run.sh: FAILED: the $level build has $ymm ymm and $zmm zmm instructions" >&2
+    exit 1
+  }
+  echo "the no_std library at $level ($features): the same $n predictions ($ymm ymm, $zmm zmm instructions)"
 done

@@ -782,6 +782,23 @@ mod tests {
             matches!(refused, Err(SliceError::Workspace { .. })),
             "{refused:?}"
         );
+        // Activation buffers that cannot hold the input (or the output) are refused; exactly
+        // large enough is fine.
+        let small = WorkspaceLayout {
+            activations: 5,
+            scratch: 0,
+            channels: 0,
+            stack: &[],
+        };
+        let mut ws12 = [0.0; 12];
+        let r = Bare::forward_in(&small, &[1.0; 6], &mut out6, &mut ws12, [6, 6], |_| Ok(()));
+        assert!(matches!(r, Err(SliceError::Workspace { .. })), "{r:?}");
+        let exact = WorkspaceLayout {
+            activations: 6,
+            ..small
+        };
+        let r = Bare::forward_in(&exact, &[1.0; 6], &mut out6, &mut ws12, [6, 6], |_| Ok(()));
+        assert_eq!(r, Ok(()));
         // The identity (input and output of one length) copies the input out.
         let mut out6 = [0.0; 6];
         let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];

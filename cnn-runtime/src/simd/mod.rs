@@ -102,6 +102,13 @@ pub(crate) fn dispatch() -> Isa {
 /// (`-C target-feature` / `-C target-cpu`), which every CPU that runs the binary has.
 #[cfg(not(feature = "std"))]
 const fn detect() -> Isa {
+    target_level()
+}
+
+/// The level of `-C target-feature` / `-C target-cpu`: what every CPU that runs a `no_std` build
+/// has.
+#[cfg(not(feature = "std"))]
+const fn target_level() -> Isa {
     let avx2 = cfg!(all(target_feature = "avx2", target_feature = "fma"));
     if avx2
         && cfg!(all(
