@@ -49,6 +49,8 @@ struct Net {
     t: ConvTranspose2d,
     bn_t: BatchNorm2d,
     e: Conv2d,
+    g: Conv2d,
+    bn_g: BatchNorm2d,
     fc: Linear,
     bn_fc: BatchNorm2d,
 }
@@ -98,7 +100,7 @@ const AVG: Pool2dParams = Pool2dParams {
 impl Net {
     fn new() -> Net {
         let tp = ConvTranspose2dParams {
-            c_in: 72,
+            c_in: 76,
             c_out: 8,
             groups: 1,
             kernel: [2, 2],
@@ -125,6 +127,8 @@ impl Net {
             t: ConvTranspose2d::seeded("t", tp, true, &mut Rng::new(9)),
             bn_t: bn(8, 256, true, 10),
             e: conv(8, 8, 3, 16, 11),
+            g: conv(36, 4, 1, 8, 14),
+            bn_g: bn(4, 64, false, 15),
             fc: Linear::seeded("f", fc, true, &mut Rng::new(12)),
             bn_fc: bn(10, 1, true, 13),
         };
@@ -152,12 +156,15 @@ impl Net {
         e.concat_write_input(20, 16, 64, 36);
         e.concat_exit();
         // A concatenation whose branch ends in a layer that cannot write into its slice.
-        e.concat_enter(72 * 64);
+        e.concat_enter(76 * 64);
         e.pool2d(&SAME);
-        e.concat_write(0, 36, 64, 72);
+        e.concat_write(0, 36, 64, 76);
         e.concat_restore();
         e.activation(Activation::Hardswish);
-        e.concat_write(36, 36, 64, 72);
+        e.concat_write(36, 36, 64, 76);
+        e.concat_restore();
+        // Batch statistics: the convolution runs, then the batch norm, then the copy.
+        e.conv2d_concat(&self.g, Some(&self.bn_g), Some(Activation::Relu), 72, 76)?;
         e.concat_exit();
         e.conv_transpose2d_fused(&self.t, Some(&self.bn_t), None)?;
         e.block_enter();
@@ -174,14 +181,22 @@ impl Net {
 
 /// The script's workspace, from the layers' own size functions.
 const LAYOUT: WorkspaceLayout = WorkspaceLayout {
-    activations: 72 * 64, // the second concatenation's output
+    activations: 76 * 64, // the second concatenation's output
     scratch: 0,           // set in `layout()`
     channels: 16,
-    stack: &[36 * 64, 72 * 64], // the second concat's input and accumulator
+    stack: &[36 * 64, 76 * 64], // the second concat's input and accumulator
 };
 
 fn layout(net: &Net) -> WorkspaceLayout {
-    let convs = [&net.a, &net.shortcut, &net.b, &net.c, &net.d, &net.e];
+    let convs = [
+        &net.a,
+        &net.shortcut,
+        &net.b,
+        &net.c,
+        &net.d,
+        &net.e,
+        &net.g,
+    ];
     let scratch = convs
         .iter()
         .map(|c| c.params.forward_scratch_len())
