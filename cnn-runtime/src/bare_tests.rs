@@ -34,9 +34,11 @@ fn conv(c_in: usize, c_out: usize, k: usize, hw: usize, seed: u64) -> Conv2d {
 
 /// Every layer and block call of [`Run`] on one 3×8×8 sample: direct, im2col and Winograd
 /// convolutions; folded, unfolded and batch-statistics batch norms; a residual with a
-/// shortcut ending in a fused convolution and one without ending in an add; a concatenation
-/// with a convolution, a pooled-and-upsampled and an identity branch; a transposed
-/// convolution; pooling, softmax, linear and a standalone batch norm.
+/// shortcut ending in a fused convolution and one without ending in an add, and one ending in a
+/// transposed convolution; a concatenation with a convolution, a pooled-and-upsampled and an
+/// identity branch, and one whose branches end in a pool, an activation (copied in), a
+/// convolution with batch statistics and a transposed convolution; transposed convolutions
+/// plain and fused; pooling, softmax, linear and a standalone batch norm.
 struct Net {
     a: Conv2d,
     bn_a: BatchNorm2d,
@@ -51,6 +53,10 @@ struct Net {
     e: Conv2d,
     g: Conv2d,
     bn_g: BatchNorm2d,
+    u: ConvTranspose2d,
+    bn_u: BatchNorm2d,
+    v: ConvTranspose2d,
+    bn_v: BatchNorm2d,
     fc: Linear,
     bn_fc: BatchNorm2d,
 }
@@ -100,7 +106,7 @@ const AVG: Pool2dParams = Pool2dParams {
 impl Net {
     fn new() -> Net {
         let tp = ConvTranspose2dParams {
-            c_in: 76,
+            c_in: 80,
             c_out: 8,
             groups: 1,
             kernel: [2, 2],
@@ -110,6 +116,24 @@ impl Net {
             dilation: [1, 1],
             in_hw: [8, 8],
             out_hw: [16, 16],
+        };
+        // 3×3, padding 1, stride 1: the same 8×8 size, to end a concat branch.
+        let up = ConvTranspose2dParams {
+            c_in: 36,
+            c_out: 4,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            in_hw: [8, 8],
+            out_hw: [8, 8],
+            ..tp
+        };
+        let same16 = ConvTranspose2dParams {
+            c_in: 8,
+            c_out: 8,
+            in_hw: [16, 16],
+            out_hw: [16, 16],
+            ..up
         };
         let fc = LinearParams {
             in_features: 8 * 64,
@@ -129,6 +153,10 @@ impl Net {
             e: conv(8, 8, 3, 16, 11),
             g: conv(36, 4, 1, 8, 14),
             bn_g: bn(4, 64, false, 15),
+            u: ConvTranspose2d::seeded("u", up, true, &mut Rng::new(16)),
+            bn_u: bn(4, 64, true, 17),
+            v: ConvTranspose2d::seeded("v", same16, true, &mut Rng::new(18)),
+            bn_v: bn(8, 256, true, 19),
             fc: Linear::seeded("f", fc, true, &mut Rng::new(12)),
             bn_fc: bn(10, 1, true, 13),
         };
@@ -156,20 +184,25 @@ impl Net {
         e.concat_write_input(20, 16, 64, 36);
         e.concat_exit();
         // A concatenation whose branch ends in a layer that cannot write into its slice.
-        e.concat_enter(76 * 64);
+        e.concat_enter(80 * 64);
         e.pool2d(&SAME);
-        e.concat_write(0, 36, 64, 76);
+        e.concat_write(0, 36, 64, 80);
         e.concat_restore();
         e.activation(Activation::Hardswish);
-        e.concat_write(36, 36, 64, 76);
+        e.concat_write(36, 36, 64, 80);
         e.concat_restore();
         // Batch statistics: the convolution runs, then the batch norm, then the copy.
-        e.conv2d_concat(&self.g, Some(&self.bn_g), Some(Activation::Relu), 72, 76)?;
+        e.conv2d_concat(&self.g, Some(&self.bn_g), Some(Activation::Relu), 72, 80)?;
+        e.concat_restore();
+        e.conv_transpose2d_concat(&self.u, Some(&self.bn_u), Some(Activation::Relu6), 76, 80)?;
         e.concat_exit();
         e.conv_transpose2d_fused(&self.t, Some(&self.bn_t), None)?;
         e.block_enter();
         e.conv2d_fused(&self.e, None, Some(Activation::Tanh))?;
         e.residual_add(Some(Activation::Gelu));
+        e.block_enter();
+        e.conv_transpose2d(&self.v);
+        e.conv_transpose2d_residual(&self.v, Some(&self.bn_v), Some(Activation::Relu))?;
         e.pool2d(&AVG);
         e.softmax(8, 64);
         e.linear(&self.fc);
@@ -181,10 +214,10 @@ impl Net {
 
 /// The script's workspace, from the layers' own size functions.
 const LAYOUT: WorkspaceLayout = WorkspaceLayout {
-    activations: 76 * 64, // the second concatenation's output
+    activations: 80 * 64, // the second concatenation's output
     scratch: 0,           // set in `layout()`
     channels: 16,
-    stack: &[36 * 64, 76 * 64], // the second concat's input and accumulator
+    stack: &[36 * 64, 80 * 64], // the second concat's input and accumulator
 };
 
 fn layout(net: &Net) -> WorkspaceLayout {
@@ -202,6 +235,8 @@ fn layout(net: &Net) -> WorkspaceLayout {
         .map(|c| c.params.forward_scratch_len())
         .chain([
             net.t.params.scratch_len(),
+            net.u.params.scratch_len(),
+            net.v.params.scratch_len(),
             DOWN.scratch_len(),
             AVG.scratch_len(),
         ])
