@@ -38,7 +38,7 @@ fn conv(c_in: usize, c_out: usize, k: usize, hw: usize, seed: u64) -> Conv2d {
 /// transposed convolution; a concatenation with a convolution, a pooled-and-upsampled and an
 /// identity branch, and one whose branches end in a pool, an activation (copied in), a
 /// convolution with batch statistics and a transposed convolution; transposed convolutions
-/// plain and fused; pooling, softmax, linear and a standalone batch norm.
+/// plain and fused; pooling, upsampling, softmax, linear and a standalone batch norm.
 struct Net {
     a: Conv2d,
     bn_a: BatchNorm2d,
@@ -89,6 +89,13 @@ const SAME: Pool2dParams = Pool2dParams {
     ceil_mode: false,
     in_hw: [8, 8],
     out_hw: [8, 8],
+};
+const NEAR: Upsample2dParams = Upsample2dParams {
+    channels: 8,
+    scale: [2, 2],
+    mode: UpsampleMode::Nearest,
+    in_hw: [8, 8],
+    out_hw: [16, 16],
 };
 const AVG: Pool2dParams = Pool2dParams {
     kind: PoolKind::Avg {
@@ -203,6 +210,8 @@ impl Net {
         e.block_enter();
         e.conv_transpose2d(&self.v);
         e.conv_transpose2d_residual(&self.v, Some(&self.bn_v), Some(Activation::Relu))?;
+        e.pool2d(&AVG);
+        e.upsample2d(&NEAR);
         e.pool2d(&AVG);
         e.softmax(8, 64);
         e.linear(&self.fc);
