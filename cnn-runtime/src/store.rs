@@ -231,6 +231,15 @@ mod tests {
         assert!(matches!(b, Buf::Owned(_)));
         assert_eq!(Buf::from(vec![1.0, 2.0, 3.0]), c);
         assert_ne!(b, c);
+        // Writing through `DerefMut` copies too, and Debug shows the values.
+        let mut d = Buf::from_static(Some(&DATA)).unwrap();
+        assert!(matches!(d, Buf::Static(_)));
+        d[2] = -4.0;
+        assert_eq!(*d, [1.0, 2.0, -4.0]);
+        assert!(matches!(d, Buf::Owned(_)));
+        assert_eq!(format!("{d:?}"), "[1.0, 2.0, -4.0]");
+        assert_eq!(format!("{c:?}"), "[1.0, 2.0, 3.0]");
+        assert!(Buf::from_static(None).is_none());
     }
 
     #[test]
