@@ -65,13 +65,16 @@ pub(crate) fn gemm(
             i += 1;
         }
     } else {
-        // B is read down its columns: dot products of a row of A with a column of B.
+        // B transposed (`rsb` = 1): column j of B is the contiguous row j of the `[n×k]`
+        // matrix, and each C value a dot product of two contiguous rows.
+        debug_assert_eq!(rsb, 1, "B's strides are (n, 1) or (1, k)");
         for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
             let a_row = &a[i * k..(i + 1) * k];
             for (j, v) in c_row.iter_mut().enumerate() {
+                let b_col = &b[j * csb..j * csb + k];
                 let mut sum = 0.0;
-                for (p, &x) in a_row.iter().enumerate() {
-                    sum += x * b[p * rsb + j * csb];
+                for (&x, &y) in a_row.iter().zip(b_col) {
+                    sum += x * y;
                 }
                 *v += sum;
             }
