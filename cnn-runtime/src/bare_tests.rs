@@ -6,6 +6,7 @@ use crate::bare::{Bare, Run, WorkspaceLayout};
 use crate::error::SliceError;
 use crate::exec::Exec;
 use crate::init::Rng;
+use crate::layers::batch_norm as bn;
 use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
 use crate::ops::activation::Activation;
 use crate::ops::conv::{Algorithm, Conv2dParams};
@@ -15,7 +16,7 @@ use crate::ops::pool::Pool2dParams;
 use crate::ops::pool::PoolKind;
 use crate::ops::upsample::Upsample2dParams;
 use crate::ops::upsample::UpsampleMode;
-use crate::test_util::{batch_norm as bn, rand_vec};
+use crate::test_util::rand_vec;
 
 fn conv(c_in: usize, c_out: usize, k: usize, hw: usize, seed: u64) -> Conv2d {
     let p = Conv2dParams {

@@ -1202,9 +1202,9 @@ mod tests {
     mod blocks {
         use super::*;
         use crate::bare::max_of;
+        use crate::layers::batch_norm;
         use crate::ops::conv::Conv2dParams;
         use crate::ops::conv_transpose::ConvTranspose2dParams;
-        use crate::test_util::batch_norm;
 
         /// A convolution `c_in → c_out`, kernel `k`, stride `s`, padding `k / 2`, on `[h, w]`.
         pub(super) fn conv(

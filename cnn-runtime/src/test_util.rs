@@ -41,36 +41,6 @@ pub(crate) fn rand_vec(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
 }
 
-/// A batch norm of `channels` on maps of `hw` values, with random running statistics
-/// and affine parameters, or without running statistics (batch statistics).
-pub(crate) fn batch_norm(
-    channels: usize,
-    hw: usize,
-    running: bool,
-    seed: u64,
-) -> crate::layers::BatchNorm2d {
-    let params = crate::ops::batchnorm::BatchNormParams {
-        channels,
-        hw,
-        eps: 1e-3,
-        momentum: 0.1,
-        affine: true,
-        track_running_stats: running,
-    };
-    let mut bn = crate::layers::BatchNorm2d::seeded("1", params, &mut crate::init::Rng::new(seed));
-    let r = rand_vec(4 * channels, seed);
-    let c = channels;
-    if running {
-        bn.running = Some((
-            r[..c].to_vec().into(),
-            r[c..2 * c].iter().map(|v| v.abs() + 0.5).collect(),
-        ));
-    }
-    bn.weight = Some(r[2 * c..3 * c].iter().map(|v| 2.0 * v).collect());
-    bn.bias = Some(r[3 * c..].to_vec().into());
-    bn
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
