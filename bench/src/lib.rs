@@ -158,6 +158,38 @@ pub fn with_net<F: WithNet>(name: &str, f: F) -> Option<F::Output> {
     })
 }
 
+/// `--batch` / `--threads` values of the drivers: comma-separated positive integers.
+///
+/// # Errors
+/// A value that is not a positive integer, naming `flag`.
+pub fn parse_list(flag: &str, v: &str) -> Result<Vec<usize>, String> {
+    v.split(',')
+        .map(|x| match x.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("`{flag}` expects positive integers, found `{v}`")),
+        })
+        .collect()
+}
+
+/// `--net` values of the drivers: comma-separated names of [`NETS`], or `all` for `all`.
+///
+/// # Errors
+/// An unknown name.
+pub fn parse_nets(v: &str, all: &[&str]) -> Result<Vec<String>, String> {
+    if v == "all" {
+        return Ok(all.iter().map(|s| s.to_string()).collect());
+    }
+    v.split(',')
+        .map(|x| {
+            if NETS.contains(&x) {
+                Ok(x.to_string())
+            } else {
+                Err(format!("unknown net `{x}`"))
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cnn::ndarray::Array4;
 use cnn::Model;
-use cnn_bench::{with_net, WithNet, NETS};
+use cnn_bench::{parse_list, parse_nets, with_net, WithNet, NETS};
 
 struct Args {
     nets: Vec<String>,
@@ -28,30 +28,6 @@ struct Args {
 
 const USAGE: &str = "usage: bench_nets [--net NET|all] [--batch N[,N…]] [--threads T[,T…]] \
                      [--seconds S] [--torch NET|all]\n  NET: tiny, lenet5, vgg, stem224, mobile, resnet18, mobilenetv2";
-
-fn parse_list(flag: &str, v: &str) -> Result<Vec<usize>, String> {
-    v.split(',')
-        .map(|x| match x.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("`{flag}` expects positive integers, found `{v}`")),
-        })
-        .collect()
-}
-
-fn parse_nets(v: &str) -> Result<Vec<String>, String> {
-    if v == "all" {
-        return Ok(NETS.iter().map(|s| s.to_string()).collect());
-    }
-    v.split(',')
-        .map(|x| {
-            if NETS.contains(&x) {
-                Ok(x.to_string())
-            } else {
-                Err(format!("unknown net `{x}`"))
-            }
-        })
-        .collect()
-}
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -73,7 +49,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--net" | "--torch" => {
                 all = value == "all";
-                args.nets = parse_nets(&value)?;
+                args.nets = parse_nets(&value, &NETS)?;
                 args.torch = flag == "--torch";
             }
             "--batch" => args.batches = parse_list(&flag, &value)?,

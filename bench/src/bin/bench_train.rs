@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use cnn::ndarray::{Array1, Array4};
 use cnn::optim::Sgd;
 use cnn::{Loss, Train};
-use cnn_bench::{with_net, WithNet, NETS};
+use cnn_bench::{parse_list, parse_nets, with_net, WithNet};
 
 /// The networks of `--net all`: the five of the issue.
 const TRAIN_NETS: [&str; 5] = ["tiny", "lenet5", "vgg", "stem224", "mobile"];
@@ -49,30 +49,6 @@ const USAGE: &str = "usage: bench_train [--net NET[,NETâ€¦]|all] [--batch N[,Nâ€
                      (all), resnet18, mobilenetv2\n  default batch: 64 (stem224: 16); default \
                      threads: 1,2";
 
-fn parse_list(flag: &str, v: &str) -> Result<Vec<usize>, String> {
-    v.split(',')
-        .map(|x| match x.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("`{flag}` expects positive integers, found `{v}`")),
-        })
-        .collect()
-}
-
-fn parse_nets(v: &str) -> Result<Vec<String>, String> {
-    if v == "all" {
-        return Ok(TRAIN_NETS.iter().map(|s| s.to_string()).collect());
-    }
-    v.split(',')
-        .map(|x| {
-            if NETS.contains(&x) {
-                Ok(x.to_string())
-            } else {
-                Err(format!("unknown net `{x}`"))
-            }
-        })
-        .collect()
-}
-
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         nets: vec!["vgg".into()],
@@ -89,7 +65,7 @@ fn parse_args() -> Result<Args, String> {
             .next()
             .ok_or_else(|| format!("`{flag}` expects a value"))?;
         match flag.as_str() {
-            "--net" => args.nets = parse_nets(&value)?,
+            "--net" => args.nets = parse_nets(&value, &TRAIN_NETS)?,
             "--batch" => args.batches = parse_list(&flag, &value)?,
             "--threads" => args.threads = parse_list(&flag, &value)?,
             "--seconds" => {
