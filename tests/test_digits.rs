@@ -3,7 +3,7 @@
 //! Produced by `tools/train_digits.py` (PyTorch 2.15, scikit-learn's 8x8 digits, seed 0):
 //! `models/digits.safetensors` and the test split with PyTorch's logits and predictions.
 
-use cnn::{cnn, Model};
+use cnn::{cnn, Model, Precision};
 use safetensors::SafeTensors;
 
 cnn! {
@@ -92,4 +92,35 @@ fn the_torch_twin_is_the_trained_architecture() {
         .unwrap();
     let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
     assert_eq!(meta["torch"].as_str().unwrap(), Digits::TORCH);
+}
+
+#[test]
+fn in_bf16_the_predictions_differ_on_at_most_two_images() {
+    let st = SafeTensors::deserialize(SPLIT).unwrap();
+    let torch = i64s(&st, "predictions");
+    let net = Digits::embedded().clone().with_precision(Precision::Bf16);
+    assert_eq!(net.precision(), Precision::Bf16);
+    assert_eq!(Digits::embedded().precision(), Precision::F32);
+    let f32_logits = Digits::embedded().forward_batch(batch().view()).unwrap();
+    let logits = net.forward_batch(batch().view()).unwrap();
+    assert_ne!(logits, f32_logits, "bf16 computed exactly as f32");
+    let mut differ = Vec::new();
+    let mut worst = 0.0f32;
+    for (i, (row, f)) in logits.outer_iter().zip(f32_logits.outer_iter()).enumerate() {
+        let predicted = (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap() as i64;
+        if predicted != torch[i] {
+            differ.push(i);
+        }
+        let scale = f.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (&ours, &exact) in row.iter().zip(f.iter()) {
+            worst = worst.max((ours - exact).abs() / (1.0 + scale));
+        }
+    }
+    eprintln!("bf16: {} of {} predictions differ ({differ:?}); worst logit error {worst:.2e} of the row's largest", differ.len(), torch.len());
+    assert!(
+        differ.len() <= 2,
+        "images {differ:?} changed prediction in bf16"
+    );
+    // Four layers in bf16: 2⁻⁸ per layer of the row's scale at most.
+    assert!(worst <= 4.0 * 2f32.powi(-8), "worst logit error {worst}");
 }

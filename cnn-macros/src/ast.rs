@@ -23,6 +23,9 @@ pub struct Network {
     /// malformed value, an unknown or repeated key, a second `#[budget]`) are kept here so that
     /// they are reported with this network's other errors and the network gets a stub.
     pub budget: syn::Result<Option<Budget>>,
+    /// `#[precision(bf16)]` (`true`) or `#[precision(f32)]` / none (`false`), its errors kept
+    /// as the budget's.
+    pub bf16: syn::Result<bool>,
     pub vis: Visibility,
     pub ident: Ident,
     pub body: syn::Result<Vec<Item>>,

@@ -206,6 +206,16 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts], figures: &Figures) -> T
     let torch_seq = torch_source(plan);
     let call_site = Span::call_site();
     let model = quote::quote_spanned!(call_site=> __cnn::Model);
+    let by_precision: Vec<&syn::Ident> = all.iter().filter_map(|p| p.precision.as_ref()).collect();
+    let get_precision = match by_precision.first() {
+        Some(f) => quote!(self.#f.precision()),
+        None => quote!(__cnn::Precision::F32),
+    };
+    let declared = if net.bf16.as_ref().is_ok_and(|b| *b) {
+        quote!(<Self as __cnn::Model>::set_precision(&mut __net, __cnn::Precision::Bf16);)
+    } else {
+        TokenStream::new()
+    };
     quote! {
         #[automatically_derived]
         impl #model for #ident {
@@ -226,8 +236,10 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts], figures: &Figures) -> T
 
             fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, __cnn::Error> {
                 let __weights = __cnn::Weights::parse(bytes)?;
-                let __net = #ident { #(#load)* __train: __cnn::TrainSlot::empty() };
+                #[allow(unused_mut)]
+                let mut __net = #ident { #(#load)* __train: __cnn::TrainSlot::empty() };
                 __weights.finish()?;
+                #declared
                 ::core::result::Result::Ok(__net)
             }
 
@@ -240,7 +252,19 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts], figures: &Figures) -> T
             fn seeded(seed: u64) -> Self {
                 #[allow(unused_mut, unused_variables)]
                 let mut __rng = __cnn::Rng::new(seed);
-                #ident { #(#seeded)* __train: __cnn::TrainSlot::seeded(seed) }
+                #[allow(unused_mut)]
+                let mut __net = #ident { #(#seeded)* __train: __cnn::TrainSlot::seeded(seed) };
+                #declared
+                __net
+            }
+
+            fn set_precision(&mut self, precision: __cnn::Precision) {
+                let _ = precision;
+                #(self.#by_precision.set_precision(precision);)*
+            }
+
+            fn precision(&self) -> __cnn::Precision {
+                #get_precision
             }
 
             fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
@@ -444,6 +468,8 @@ struct Parts {
     seeded: TokenStream,
     save: TokenStream,
     run: TokenStream,
+    /// The field of a layer that can multiply in bf16 (a convolution or a linear layer).
+    precision: Option<syn::Ident>,
 }
 
 fn parts(l: &Planned) -> Parts {
@@ -483,6 +509,7 @@ fn parts(l: &Planned) -> Parts {
             p.seeded = quote!(#field: __cnn::Conv2d::seeded(#i, #desc, #bias, &mut __rng),);
             p.save = quote!(self.#field.save(&mut __out););
             p.run = quote!(__exec.conv2d(&self.#field););
+            p.precision = Some(field.clone());
         }
         LayerKind::ConvTranspose(a, op) => {
             let (c_in, c_out, groups) = (lit(a.c_in.v), lit(a.c_out.v), lit(a.groups.v));
@@ -558,6 +585,7 @@ fn parts(l: &Planned) -> Parts {
             p.seeded = quote!(#field: __cnn::Linear::seeded(#i, #desc, #bias, &mut __rng),);
             p.save = quote!(self.#field.save(&mut __out););
             p.run = quote!(__exec.linear(&self.#field););
+            p.precision = Some(field.clone());
         }
         LayerKind::Activation(act) => {
             let act = activation(*act);

@@ -106,6 +106,12 @@ pub fn stub(net: &Network) -> TokenStream {
                 fn forward(&self, x: &Self::Input) -> Self::Output {
                     ::core::unreachable!()
                 }
+                fn set_precision(&mut self, precision: __cnn::Precision) {
+                    ::core::unreachable!()
+                }
+                fn precision(&self) -> __cnn::Precision {
+                    ::core::unreachable!()
+                }
             }
 
             #[automatically_derived]

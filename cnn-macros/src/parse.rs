@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! networks := network*
-//! network  := attribute* visibility   // `#[weights = "file"]` and `#[budget(...)]` are ours,
+//! network  := attribute* visibility   // `#[weights]`, `#[budget]`, `#[precision]` are ours,
 //!                                       // the rest pass through
 //!              "struct" IDENT "{" items "}"
 //! items    := (item ","?)*
@@ -16,6 +16,7 @@
 //!           | value                     // 2, 0.2, (3, 5)
 //! value    := LITERAL | "-" LITERAL | "(" value ("," value)* ","? ")" | IDENT
 //! budget   := "#" "[" "budget" "(" (IDENT "=" LITERAL ","?)* ")" "]"
+//! precision := "#" "[" "precision" "(" ("bf16" | "f32") ")" "]"
 //! ```
 //!
 //! Only token structure is checked here; names and values are decoded in `args`.
@@ -51,9 +52,14 @@ impl Parse for Network {
         let mut attrs = Vec::new();
         let mut weights = None;
         let mut budgets = Vec::new();
+        let mut precisions = Vec::new();
         for attr in input.call(Attribute::parse_outer)? {
             if attr.path().is_ident("budget") {
                 budgets.push(attr);
+                continue;
+            }
+            if attr.path().is_ident("precision") {
+                precisions.push(attr);
                 continue;
             }
             if !attr.path().is_ident("weights") {
@@ -82,6 +88,7 @@ impl Parse for Network {
             weights = Some((tokens, path));
         }
         let budget = budget(&budgets);
+        let bf16 = precision(&precisions);
         let vis: Visibility = input.parse()?;
         input.parse::<Token![struct]>()?;
         let ident: Ident = input.parse()?;
@@ -92,6 +99,7 @@ impl Parse for Network {
             attrs,
             weights,
             budget,
+            bf16,
             vis,
             ident,
             body,
@@ -237,6 +245,49 @@ const BUDGET_USAGE: &str =
 
 /// Decodes the `#[budget]` attributes of one network (at most one is allowed), collecting
 /// every error: a second attribute, a malformed value, an unknown or repeated key.
+/// What `#[precision(…)]` accepts.
+const PRECISION_USAGE: &str = "expected `#[precision(bf16)]` or `#[precision(f32)]` (the default)";
+
+/// `#[precision(bf16)]` → `true`, `#[precision(f32)]` or none → `false`; a second attribute,
+/// another form or another name is an error on the attribute (or the name).
+fn precision(attrs: &[Attribute]) -> syn::Result<bool> {
+    let Some(first) = attrs.first() else {
+        return Ok(false);
+    };
+    let mut errors: Vec<syn::Error> = attrs[1..]
+        .iter()
+        .map(|a| syn::Error::new_spanned(a, "duplicate `#[precision]` attribute"))
+        .collect();
+    let mut bf16 = false;
+    match &first.meta {
+        Meta::List(list) if matches!(list.delimiter, syn::MacroDelimiter::Paren(_)) => {
+            match syn::parse2::<Ident>(list.tokens.clone()) {
+                Ok(name) if name == "bf16" => bf16 = true,
+                Ok(name) if name == "f32" => {}
+                Ok(name) => {
+                    let hint = match suggest::hint(&name.to_string(), ["bf16", "f32"]) {
+                        h if h.is_empty() => "; the precisions are `bf16` and `f32`".into(),
+                        h => h,
+                    };
+                    errors.push(syn::Error::new(
+                        name.span(),
+                        format!("unknown precision `{name}`{hint}"),
+                    ));
+                }
+                Err(_) => errors.push(syn::Error::new_spanned(first, PRECISION_USAGE)),
+            }
+        }
+        _ => errors.push(syn::Error::new_spanned(first, PRECISION_USAGE)),
+    }
+    match errors.into_iter().reduce(|mut a, b| {
+        a.combine(b);
+        a
+    }) {
+        Some(e) => Err(e),
+        None => Ok(bf16),
+    }
+}
+
 fn budget(attrs: &[Attribute]) -> syn::Result<Option<Budget>> {
     let Some(first) = attrs.first() else {
         return Ok(None);

@@ -16,10 +16,16 @@ pub fn plan(net: &Network) -> syn::Result<Plan> {
         if let Err(b) = &net.budget {
             e.combine(b.clone());
         }
+        if let Err(b) = &net.bf16 {
+            e.combine(b.clone());
+        }
         e
     })?;
     let mut cx = Ctxt::new();
     if let Err(e) = &net.budget {
+        cx.push(e.clone());
+    }
+    if let Err(e) = &net.bf16 {
         cx.push(e.clone());
     }
     let planned = check::input_and_layers(&mut cx, net, items)

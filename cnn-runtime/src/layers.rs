@@ -25,6 +25,7 @@ use crate::store::Buf;
 use crate::weights::{TensorWriter, Weights};
 #[cfg(feature = "std")]
 use crate::Error;
+use crate::Precision;
 
 #[cfg(feature = "std")]
 /// `{key}.weight` of `weight_shape` and, when `bias_len` is given, `{key}.bias` of that
@@ -120,6 +121,19 @@ impl Conv2d {
             key,
             filters: Filters::embedded(weight, bias, prepared),
         }
+    }
+
+    /// What the layer multiplies in.
+    pub fn precision(&self) -> Precision {
+        self.filters.precision()
+    }
+
+    /// Makes the layer multiply in `precision` (see [`Precision`]; only Winograd and im2col
+    /// convolutions multiply in bf16, the others stay f32); the bf16 copy of the weights is
+    /// made on next use.
+    #[cfg(feature = "std")]
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.filters.set_precision(precision);
     }
 
     #[cfg(feature = "std")]
@@ -546,9 +560,42 @@ pub struct Linear {
     pub(crate) weight: Buf,
     /// `[out_features]`, absent for `nobias`.
     pub(crate) bias: Option<Buf>,
+    /// What the layer multiplies in.
+    precision: Precision,
+    /// With [`Precision::Bf16`], `weightᵀ` packed for the bf16 GEMM, made on first use.
+    #[cfg(feature = "std")]
+    bf16: crate::gemm::bf16::Cache,
 }
 
 impl Linear {
+    /// A layer with these tensors, in f32.
+    fn with(key: &'static str, params: LinearParams, weight: Buf, bias: Option<Buf>) -> Self {
+        Linear {
+            params,
+            key,
+            weight,
+            bias,
+            precision: Precision::F32,
+            #[cfg(feature = "std")]
+            bf16: Default::default(),
+        }
+    }
+
+    /// What the layer multiplies in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Makes the layer multiply in `precision` (see [`Precision`]); the bf16 copy of the
+    /// weight is made on next use.
+    #[cfg(feature = "std")]
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        if precision == Precision::Bf16 {
+            self.bf16.enable();
+        }
+    }
+
     /// A layer of an embedded network, its tensors in static data.
     pub const fn embedded(
         key: &'static str,
@@ -561,6 +608,9 @@ impl Linear {
             key,
             weight: Buf::Static(weight),
             bias: Buf::from_static(bias),
+            precision: Precision::F32,
+            #[cfg(feature = "std")]
+            bf16: crate::gemm::bf16::Cache::EMPTY,
         }
     }
 
@@ -577,12 +627,12 @@ impl Linear {
     ) -> Result<Self, Error> {
         let (o, i) = (params.out_features, params.in_features);
         let (weight, bias) = read_weight_bias(w, key, &[o, i], bias.then_some(o))?;
-        Ok(Linear {
-            params,
+        Ok(Linear::with(
             key,
-            weight: weight.into(),
-            bias: bias.map(Buf::from),
-        })
+            params,
+            weight.into(),
+            bias.map(Buf::from),
+        ))
     }
 
     #[cfg(feature = "std")]
@@ -590,12 +640,7 @@ impl Linear {
     pub fn seeded(key: &'static str, params: LinearParams, bias: bool, rng: &mut Rng) -> Self {
         let (o, i) = (params.out_features, params.in_features);
         let (weight, bias) = seed_weight_bias(rng, o * i, bias.then_some(o), i);
-        Linear {
-            params,
-            key,
-            weight: weight.into(),
-            bias: bias.map(Buf::from),
-        }
+        Linear::with(key, params, weight.into(), bias.map(Buf::from))
     }
 
     #[cfg(feature = "std")]
@@ -617,11 +662,24 @@ impl Linear {
         base: usize,
         f: &mut ParamVisitor<'_>,
     ) -> Result<(), Error> {
+        self.bf16.clear();
         visit_weight_bias(keys, base, &mut self.weight, self.bias.as_deref_mut(), f)
     }
 
-    /// Runs the layer on a batch of `n` samples.
+    /// Runs the layer on a batch of `n` samples, in its precision.
     pub(crate) fn forward(&self, n: usize, input: &[f32], out: &mut [f32]) {
+        #[cfg(feature = "std")]
+        if self.precision == Precision::Bf16 {
+            let p = &self.params;
+            let w16 = self.bf16.get(|| {
+                let (k, m) = (p.in_features, p.out_features);
+                let mut packed = vec![0; crate::gemm::bf16::packed_len(k, m)];
+                crate::gemm::bf16::pack_b(k, m, &self.weight, (1, k), &mut packed);
+                packed
+            });
+            linear::linear_bf16(p, n, input, &w16, self.bias.as_deref(), out);
+            return;
+        }
         linear::linear(
             &self.params,
             n,

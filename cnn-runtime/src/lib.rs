@@ -39,6 +39,7 @@ mod model;
 mod ops;
 #[cfg(feature = "std")]
 pub mod optim;
+mod precision;
 mod shape;
 mod simd;
 mod store;
@@ -63,6 +64,7 @@ pub use grads::{Grads, ParamVisitor, Parameters};
 pub use model::{LayerInfo, Model, Summary};
 #[cfg(feature = "std")]
 pub use ndarray;
+pub use precision::{ParsePrecisionError, Precision};
 #[cfg(feature = "std")]
 pub use threads::{num_threads, set_num_threads};
 #[cfg(feature = "std")]
@@ -120,7 +122,14 @@ pub mod __private {
         ndarray, Error, Grads, LayerInfo, Model, ParamVisitor, Parameters, Summary, Train,
         TrainCache, TrainLayout, Workspace,
     };
-    pub use crate::{SliceError, SliceModel};
+    pub use crate::{Precision, SliceError, SliceModel};
+
+    /// The bf16 GEMM's path on this CPU and `CNN_SIMD`: `avx512bf16` (`vdpbf16ps`), or the
+    /// level whose FMAs compute the same sums (`avx512`, `avx2`, `baseline`); for the
+    /// benchmarks' reports.
+    pub fn bf16_path() -> &'static str {
+        crate::simd::bf16_path().name()
+    }
 
     /// Emits its input with `std` (the feature of this crate, not of the calling crate) and
     /// nothing without: generated code wraps what needs `std` (the `Model` and `Train`

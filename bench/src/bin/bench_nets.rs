@@ -4,7 +4,12 @@
 //! cargo run --release --bin bench_nets -- --net vgg --batch 1 --threads 1 --seconds 2
 //! cargo run --release --bin bench_nets -- --net all            # batch 1,64 × threads 1,2
 //! cargo run --release --bin bench_nets -- --torch all          # the PyTorch twins, as JSON
+//! cargo run --release --bin bench_nets -- --net vgg --batch 64 --precision bf16
 //! ```
+//!
+//! `--precision bf16|f32` (default f32) runs the network in that `cnn::Precision`; the line
+//! names it (`precision`) and, in bf16, the GEMM path (`bf16_path`: `avx512bf16` for
+//! `vdpbf16ps`, else the level of the exact FMA equivalent).
 //!
 //! `--batch` and `--threads` take comma lists. Each cell warms up, then calls `forward_batch`
 //! until `--seconds` have passed (at least 3 calls) and reports the median and minimum per call.
@@ -15,7 +20,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use cnn::ndarray::Array4;
-use cnn::Model;
+use cnn::{Model, Precision};
 use cnn_bench::{parse_list, parse_nets, with_net, WithNet, NETS};
 
 struct Args {
@@ -24,10 +29,11 @@ struct Args {
     threads: Vec<usize>,
     seconds: f64,
     torch: bool,
+    precision: Precision,
 }
 
 const USAGE: &str = "usage: bench_nets [--net NET|all] [--batch N[,N…]] [--threads T[,T…]] \
-                     [--seconds S] [--torch NET|all]\n  NET: tiny, lenet5, vgg, stem224, mobile, resnet18, mobilenetv2";
+                     [--seconds S] [--torch NET|all] [--precision f32|bf16]\n  NET: tiny, lenet5, vgg, stem224, mobile, resnet18, mobilenetv2";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -36,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
         threads: Vec::new(),
         seconds: 2.0,
         torch: false,
+        precision: Precision::F32,
     };
     let mut all = false;
     let mut it = std::env::args().skip(1);
@@ -53,6 +60,9 @@ fn parse_args() -> Result<Args, String> {
                 args.torch = flag == "--torch";
             }
             "--batch" => args.batches = parse_list(&flag, &value)?,
+            "--precision" => {
+                args.precision = value.parse().map_err(|e| format!("`--precision`: {e}"))?
+            }
             "--threads" => args.threads = parse_list(&flag, &value)?,
             "--seconds" => {
                 args.seconds = value
@@ -76,8 +86,12 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// Per-call latencies of `forward_batch` on a `batch`-sample input.
-fn time_net<M: Model>(batch: usize, seconds: f64) -> Result<Vec<f64>, cnn::Error> {
-    let net = M::seeded(42);
+fn time_net<M: Model>(
+    batch: usize,
+    seconds: f64,
+    precision: Precision,
+) -> Result<Vec<f64>, cnn::Error> {
+    let net = M::seeded(42).with_precision(precision);
     let [c, h, w] = M::INPUT_SHAPE;
     let x = Array4::from_shape_fn((batch, c, h, w), |(n, c, y, x)| {
         (((n * 31 + c * 17 + y * 7 + x * 3) % 29) as f32 / 14.0) - 1.0
@@ -123,9 +137,10 @@ fn torch_line<M: Model>(name: &str) -> String {
     )
 }
 
-fn cell<M: Model>(name: &str, batch: usize, threads: usize, seconds: f64) -> String {
+fn cell<M: Model>(name: &str, c: &Cell) -> String {
+    let (batch, threads) = (c.batch, c.threads);
     cnn::set_num_threads(threads);
-    let mut times = match time_net::<M>(batch, seconds) {
+    let mut times = match time_net::<M>(batch, c.seconds, c.precision) {
         Ok(t) => t,
         Err(e) => {
             return format!(
@@ -147,6 +162,13 @@ fn cell<M: Model>(name: &str, batch: usize, threads: usize, seconds: f64) -> Str
         cnn::num_threads(),
         json_str(&gemm),
     );
+    line.push_str(&format!(",\"precision\":{}", json_str(c.precision.name())));
+    if c.precision == Precision::Bf16 {
+        line.push_str(&format!(
+            ",\"bf16_path\":{}",
+            json_str(cnn::__private::bf16_path())
+        ));
+    }
     line.push('}');
     line
 }
@@ -166,12 +188,13 @@ struct Cell {
     batch: usize,
     threads: usize,
     seconds: f64,
+    precision: Precision,
 }
 
 impl WithNet for Cell {
     type Output = String;
     fn run<M: cnn::Train>(self, name: &str) -> String {
-        cell::<M>(name, self.batch, self.threads, self.seconds)
+        cell::<M>(name, &self)
     }
 }
 
@@ -202,6 +225,7 @@ fn main() -> ExitCode {
                     batch,
                     threads,
                     seconds: args.seconds,
+                    precision: args.precision,
                 };
                 let line = with_net(name, cell).expect("`parse_nets` checked the name");
                 println!("{line}");

@@ -7,6 +7,8 @@
 
 mod bare;
 #[cfg(feature = "std")]
+pub(crate) mod bf16;
+#[cfg(feature = "std")]
 mod blis;
 #[cfg(feature = "std")]
 mod kernel;

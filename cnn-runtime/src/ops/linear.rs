@@ -33,6 +33,43 @@ pub fn linear(
     assert!(weight.len() >= m * k, "linear weight too short");
     assert!(out.len() >= n * m, "linear output too short");
     let out = &mut out[..n * m];
+    start_with_bias(out, m, bias);
+    // input: (N, I)  weightᵀ: (I, O)  out: (N, O). `sgemm_bt` computes each row of C the same
+    // way whatever N, so a sample's result does not depend on the batch it came in.
+    crate::gemm::sgemm_bt(n, k, m, input, weight, out, bias.is_some());
+}
+
+/// [`linear`] in bf16: `w16` is `weightᵀ` packed by `gemm::bf16::pack_b` (`[in_features,
+/// out_features]`); the input is rounded to bf16 and the sums are f32.
+///
+/// # Panics
+/// If a slice is shorter than its layout.
+#[cfg(feature = "std")]
+pub(crate) fn linear_bf16(
+    p: &LinearParams,
+    n: usize,
+    input: &[f32],
+    w16: &[u32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    use crate::gemm::bf16;
+    let (k, m) = (p.in_features, p.out_features);
+    assert!(input.len() >= n * k, "linear input too short");
+    assert!(
+        w16.len() >= bf16::packed_len(k, m),
+        "linear weight too short"
+    );
+    assert!(out.len() >= n * m, "linear output too short");
+    let out = &mut out[..n * m];
+    start_with_bias(out, m, bias);
+    bf16::with_pairs(input, n, k, |a| {
+        bf16::gemm(n, k, m, a, bf16::B::Packed(w16), out, bias.is_some())
+    });
+}
+
+/// Every row of `out` (`m` columns) set to the bias, when there is one.
+fn start_with_bias(out: &mut [f32], m: usize, bias: Option<&[f32]>) {
     if let Some(b) = bias {
         assert!(b.len() >= m, "linear bias too short");
         if m > 0 {
@@ -41,9 +78,6 @@ pub fn linear(
             }
         }
     }
-    // input: (N, I)  weightᵀ: (I, O)  out: (N, O). `sgemm_bt` computes each row of C the same
-    // way whatever N, so a sample's result does not depend on the batch it came in.
-    crate::gemm::sgemm_bt(n, k, m, input, weight, out, bias.is_some());
 }
 
 #[cfg(test)]

@@ -88,6 +88,68 @@ fn cap(value: Option<&str>) -> Isa {
     }
 }
 
+/// How the bf16 GEMM (`gemm::bf16`) computes its dot products of pairs. Every path gives the
+/// same bits; they differ in speed only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bf16Path {
+    /// `vdpbf16ps` (AVX512_BF16), at [`Isa::Avx512`] on a CPU that has it.
+    Dot,
+    /// Two FMAs per pair at that level, the exact software equivalent of `vdpbf16ps`.
+    Fma(Isa),
+}
+
+impl Bf16Path {
+    /// The path's name: `avx512bf16`, or the level's.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Bf16Path::Dot => "avx512bf16",
+            Bf16Path::Fma(level) => level.name(),
+        }
+    }
+}
+
+/// The bf16 path at the current level ([`isa`]): `vdpbf16ps` at [`Isa::Avx512`] when the CPU
+/// has AVX512_BF16 and `CNN_SIMD` does not name a level below `avx512bf16` (so
+/// `CNN_SIMD=avx512` runs the FMA path at AVX-512), otherwise the FMA path of the level.
+pub(crate) fn bf16_path() -> Bf16Path {
+    let level = isa();
+    if level == Isa::Avx512 && bf16_dot_allowed() {
+        Bf16Path::Dot
+    } else {
+        Bf16Path::Fma(level)
+    }
+}
+
+/// Whether this CPU has AVX512_BF16 on top of [`Isa::Avx512`].
+pub(crate) fn bf16_dot_available() -> bool {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            Isa::Avx512.available() && std::arch::is_x86_feature_detected!("avx512bf16")
+        })
+    }
+    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
+    false
+}
+
+/// [`bf16_dot_available`], unless `CNN_SIMD` names `avx512` or a lower level.
+fn bf16_dot_allowed() -> bool {
+    #[cfg(feature = "std")]
+    {
+        static ALLOWED: OnceLock<bool> = OnceLock::new();
+        *ALLOWED.get_or_init(|| {
+            let capped = matches!(
+                std::env::var("CNN_SIMD").ok().as_deref(),
+                Some("avx512" | "avx2" | "baseline")
+            );
+            bf16_dot_available() && !capped
+        })
+    }
+    #[cfg(not(feature = "std"))]
+    false
+}
+
 /// [`isa`], for a dispatch about to run that level's code: the crate's tests count it per
 /// thread ([`testing::ran`]), so that a test can see which path ran.
 #[inline]
@@ -317,6 +379,23 @@ pub(crate) mod testing {
     thread_local! {
         static FORCED: Cell<Option<Isa>> = const { Cell::new(None) };
         static RAN: Cell<[u64; 3]> = const { Cell::new([0; 3]) };
+        static RAN_BF16: Cell<Vec<super::Bf16Path>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// Records that the bf16 GEMM ran on `path` on this thread.
+    pub(crate) fn note_bf16(path: super::Bf16Path) {
+        RAN_BF16.with(|c| {
+            let mut ran = c.take();
+            if !ran.contains(&path) {
+                ran.push(path);
+            }
+            c.set(ran);
+        });
+    }
+
+    /// The bf16 paths that ran on this thread since the last call, emptied.
+    pub(crate) fn take_ran_bf16() -> Vec<super::Bf16Path> {
+        RAN_BF16.with(Cell::take)
     }
 
     /// The level forced on this thread, if any.

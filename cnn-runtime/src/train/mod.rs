@@ -732,6 +732,12 @@ mod tests {
         fn forward(&self, _: &Self::Input) -> Self::Output {
             [f32::NAN; 2]
         }
+
+        fn set_precision(&mut self, _: crate::Precision) {}
+
+        fn precision(&self) -> crate::Precision {
+            crate::Precision::F32
+        }
     }
 
     impl Parameters for Unit {

@@ -54,12 +54,108 @@ pub fn conv2d(
     out: &mut [f32],
     scratch: &mut (impl Scratch + ?Sized),
 ) {
+    assert!(
+        weight.len() >= p.c_out * p.fan_in(),
+        "conv2d weight too short"
+    );
+    conv2d_with(
+        p,
+        n,
+        input,
+        Rows::F32(weight),
+        bias,
+        epilogue,
+        threads,
+        out,
+        scratch,
+    )
+}
+
+/// [`conv2d`] in bf16: `w16` is the weight's rows `[c_out, C/G·KH·KW]` as bf16 pairs
+/// (`gemm::bf16::pairs_into`); the im2col matrix is rounded to bf16 as the GEMM packs it, and
+/// the sums are f32.
+#[cfg(feature = "std")]
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the epilogue
+pub(crate) fn conv2d_bf16(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    w16: &[u32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+) {
+    let k2 = crate::gemm::bf16::pairs(p.fan_in());
+    assert!(w16.len() >= p.c_out * k2, "conv2d weight too short");
+    conv2d_with(
+        p,
+        n,
+        input,
+        Rows::Bf16(w16),
+        bias,
+        epilogue,
+        threads,
+        out,
+        scratch,
+    )
+}
+
+/// The weight rows `[c_out, k]` as the GEMM reads them.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// f32, `k` per row.
+    F32(&'a [f32]),
+    /// bf16 pairs, `⌈k/2⌉` per row.
+    #[cfg(feature = "std")]
+    Bf16(&'a [u32]),
+}
+
+impl<'a> Rows<'a> {
+    /// Rows `first..first + rows` of a matrix with `k` columns.
+    fn rows(self, first: usize, rows: usize, k: usize) -> Rows<'a> {
+        match self {
+            Rows::F32(w) => Rows::F32(&w[first * k..(first + rows) * k]),
+            #[cfg(feature = "std")]
+            Rows::Bf16(w) => {
+                let k2 = crate::gemm::bf16::pairs(k);
+                Rows::Bf16(&w[first * k2..(first + rows) * k2])
+            }
+        }
+    }
+
+    /// `y[m × n] = self[m × k] · cols[k × n]`.
+    fn gemm(self, m: usize, k: usize, n: usize, cols: &[f32], y: &mut [f32]) {
+        match self {
+            Rows::F32(w) => crate::gemm::sgemm(m, k, n, w, cols, y, false),
+            #[cfg(feature = "std")]
+            Rows::Bf16(w) => {
+                use crate::gemm::bf16;
+                bf16::gemm(m, k, n, w, bf16::B::F32(cols, (n, 1)), y, false)
+            }
+        }
+    }
+}
+
+/// [`conv2d`] with the weights as `weight` holds them.
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the epilogue
+fn conv2d_with(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    weight: Rows<'_>,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+) {
     let (in_len, out_len) = (p.in_len(), p.out_len());
     let (c_in_g, c_out_g) = (p.c_in / p.groups, p.c_out / p.groups);
     let (m, k, n_cols) = (c_out_g, p.fan_in(), p.out_hw[0] * p.out_hw[1]);
     let hw_in = p.in_hw[0] * p.in_hw[1];
     assert!(input.len() >= n * in_len, "conv2d input too short");
-    assert!(weight.len() >= p.c_out * k, "conv2d weight too short");
     assert!(out.len() >= n * out_len, "conv2d output too short");
     if let Some(b) = bias {
         assert!(b.len() >= p.c_out, "conv2d bias too short");
@@ -79,7 +175,7 @@ pub fn conv2d(
         for g in 0..p.groups {
             let xg = &x[g * c_in_g * hw_in..(g + 1) * c_in_g * hw_in];
             let yg = &mut y[g * m * n_cols..(g + 1) * m * n_cols];
-            let wg = &weight[g * m * k..(g + 1) * m * k];
+            let wg = weight.rows(g * m, m, k);
             let cols = if skip {
                 xg
             } else {
@@ -89,10 +185,10 @@ pub fn conv2d(
             };
             // Rows `first..` of this group's output: GEMM, then bias and epilogue in one pass
             // (and the residual and activation while the plane is in cache).
-            let rows = |first: usize, w: &[f32], y: &mut [f32]| {
+            let rows = |first: usize, y: &mut [f32]| {
                 let m = y.len() / n_cols;
                 // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
-                crate::gemm::sgemm(m, k, n_cols, w, cols, y, false);
+                wg.rows(first, m, k).gemm(m, k, n_cols, cols, y);
                 let c0 = g * c_out_g + first;
                 for (o, row) in y.chunks_exact_mut(n_cols).enumerate() {
                     epilogue.channel(bias, c0 + o).apply(row);
@@ -101,13 +197,13 @@ pub fn conv2d(
             };
             let parts = threads.min(m / MIN_ROWS_PER_THREAD).max(1);
             if parts == 1 || m * k * n_cols < MIN_MACS_PER_SPLIT {
-                rows(0, wg, yg);
+                rows(0, yg);
                 continue;
             }
             // LOOP over output-channel blocks, one per thread; the im2col matrix is shared.
             let per = m.div_ceil(parts);
-            let blocks = yg.chunks_mut(per * n_cols).zip(wg.chunks(per * k));
-            crate::threads::for_each(parts, blocks, |i, (y, w)| rows(i * per, w, y));
+            let blocks = yg.chunks_mut(per * n_cols);
+            crate::threads::for_each(parts, blocks, |i, y| rows(i * per, y));
         }
     }
 }

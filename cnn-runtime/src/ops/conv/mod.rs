@@ -22,6 +22,9 @@ pub mod winograd;
 use std::{boxed::Box, sync::OnceLock, vec::Vec};
 
 use crate::store::{Buf, Scratch};
+use crate::Precision;
+#[cfg(feature = "std")]
+use std::vec;
 
 use crate::ops::activation::{activation, Activation};
 use crate::simd::multiversion;
@@ -332,6 +335,12 @@ pub struct Filters {
     /// its own and an embedded network can be a constant (`EMBEDDED`).
     #[cfg(feature = "std")]
     prepared: Option<Box<Lazy>>,
+    /// What the layer multiplies in.
+    precision: Precision,
+    /// With [`Precision::Bf16`], the weights as the bf16 GEMM reads them (Winograd's `U`
+    /// packed per position, im2col's rows as pairs), made on first use.
+    #[cfg(feature = "std")]
+    bf16: crate::gemm::bf16::Cache,
 }
 
 /// The weights in a kernel's layout and the convolution they were made for, made on first use.
@@ -353,6 +362,8 @@ impl Filters {
             bias: bias.map(Buf::Owned),
             fixed: None,
             prepared: Some(Box::default()),
+            precision: Precision::F32,
+            bf16: Default::default(),
         }
     }
 
@@ -369,7 +380,40 @@ impl Filters {
             fixed: prepared,
             #[cfg(feature = "std")]
             prepared: None,
+            precision: Precision::F32,
+            #[cfg(feature = "std")]
+            bf16: crate::gemm::bf16::Cache::EMPTY,
         }
+    }
+
+    /// What the layer multiplies in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Makes the layer multiply in `precision`; the bf16 copy of the weights is made on the
+    /// next use in bf16 (and kept when switching back and forth).
+    #[cfg(feature = "std")]
+    pub(crate) fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        if precision == Precision::Bf16 {
+            self.bf16.enable();
+        }
+    }
+
+    /// With [`Precision::Bf16`] and an algorithm that multiplies in bf16 (Winograd, im2col),
+    /// the weights in the bf16 GEMM's layout; `None` otherwise.
+    ///
+    /// # Panics
+    /// As [`for_kernel`](Self::for_kernel).
+    #[cfg(feature = "std")]
+    fn for_bf16(&self, p: &Conv2dParams) -> Option<std::borrow::Cow<'_, [u32]>> {
+        if self.precision != Precision::Bf16
+            || !matches!(p.algorithm(), Algorithm::Winograd | Algorithm::Im2col)
+        {
+            return None;
+        }
+        Some(self.bf16.get(|| bf16_weights(p, self.for_kernel(p))))
     }
 
     /// `[c_out, c_in/groups, KH, KW]` row-major.
@@ -393,6 +437,8 @@ impl Filters {
             // The static copy is stale: the next use makes one from the new weights.
             **lazy = OnceLock::new();
         }
+        // Made again from the new weights on next use.
+        self.bf16.clear();
         if let Some((p, mut w)) = lazy.take() {
             match p.algorithm() {
                 Algorithm::Winograd => {
@@ -430,6 +476,32 @@ impl Filters {
                 #[cfg(not(feature = "std"))]
                 None => panic!("embedded filters without their prepared layout"),
             },
+        }
+    }
+}
+
+/// The weights of `p` in the bf16 GEMM's layout, from `w`, the layout [`Filters::for_kernel`]
+/// gives: Winograd's `U[ξ]` (`[c_in, c_out]` each) packed one position after another, or
+/// im2col's `[c_out, C/G·KH·KW]` rows as pairs.
+#[cfg(feature = "std")]
+fn bf16_weights(p: &Conv2dParams, w: &[f32]) -> Vec<u32> {
+    use crate::gemm::bf16;
+    match p.algorithm() {
+        Algorithm::Winograd => {
+            let (c_in, c_out) = (p.c_in, p.c_out);
+            let per = bf16::packed_len(c_in, c_out);
+            let xis = winograd::weight_len(p) / (c_in * c_out);
+            let mut out = vec![0; xis * per];
+            for (u, dst) in w.chunks_exact(c_in * c_out).zip(out.chunks_exact_mut(per)) {
+                bf16::pack_b(c_in, c_out, u, (c_out, 1), dst);
+            }
+            out
+        }
+        _ => {
+            let k = p.fan_in();
+            let mut out = vec![0; p.c_out * bf16::pairs(k)];
+            bf16::pairs_into(w, p.c_out, k, &mut out);
+            out
         }
     }
 }
@@ -474,6 +546,16 @@ pub fn forward(
     scratch: &mut (impl Scratch + ?Sized),
 ) {
     let (w, b) = (filters.for_kernel(p), filters.bias());
+    #[cfg(feature = "std")]
+    if let Some(w16) = filters.for_bf16(p) {
+        match p.algorithm() {
+            Algorithm::Winograd => {
+                winograd::conv2d_bf16(p, n, input, &w16, b, epilogue, threads, out, scratch)
+            }
+            _ => im2col::conv2d_bf16(p, n, input, &w16, b, epilogue, threads, out, scratch),
+        }
+        return;
+    }
     match p.algorithm() {
         Algorithm::Winograd => winograd::conv2d(p, n, input, w, b, epilogue, threads, out, scratch),
         Algorithm::Direct => direct::conv2d(p, n, input, w, b, epilogue, threads, out, scratch),
@@ -1102,5 +1184,113 @@ pub(crate) mod tests {
             wrong.is_err(),
             "filters prepared for `p` must not run `other`"
         );
+    }
+
+    /// In bf16 each algorithm that multiplies in bf16 (Winograd F(2×2) and F(4×4), im2col with
+    /// groups, strides, dilation and 1×1) stays within its bf16 tolerance of the f64
+    /// definition, at every level, with every epilogue form in turn; the bf16 GEMM is the path
+    /// that ran, and the direct and depthwise kernels ignore the precision (bit-identical to f32).
+    #[test]
+    fn bf16_stays_within_its_tolerance_of_the_f64_definition() {
+        use crate::simd::{bf16_path, testing::take_ran_bf16, Bf16Path};
+        // (c_in, c_out, groups, kernel, stride, padding, [h, w], n): the first three run
+        // Winograd (F(2×2) below 12 outputs a side, F(4×4) from 12), the rest im2col, then a
+        // direct stem and a depthwise convolution, which stay f32.
+        type Case = (usize, usize, usize, usize, usize, usize, [usize; 2], usize);
+        let cases: [Case; 9] = [
+            (16, 24, 1, 3, 1, 1, [7, 9], 2),
+            (32, 17, 1, 3, 1, 1, [14, 13], 1),
+            (64, 64, 1, 3, 1, 1, [16, 16], 1),
+            (24, 40, 1, 3, 2, 1, [11, 10], 2),
+            (32, 48, 4, 3, 1, 1, [9, 9], 1),
+            (33, 65, 1, 1, 1, 0, [5, 7], 3),
+            (17, 9, 1, 5, 2, 2, [12, 11], 1),
+            (3, 16, 1, 7, 2, 3, [20, 20], 1),
+            (16, 16, 16, 3, 1, 1, [9, 9], 2),
+        ];
+        for (seed, &(c_in, c_out, groups, k, stride, pad, [h, w], n)) in cases.iter().enumerate() {
+            let out = |side| out_len(side, k, stride, pad, 1, false).unwrap();
+            let p = Conv2dParams {
+                c_in,
+                c_out,
+                groups,
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [pad, pad],
+                dilation: [1, 1],
+                in_hw: [h, w],
+                out_hw: [out(h), out(w)],
+            };
+            let s = seed as u64 * 11 + 5;
+            let x = rand_vec(n * p.in_len(), s);
+            let wt = rand_vec(p.c_out * p.fan_in(), s + 1);
+            let b = rand_vec(c_out, s + 2);
+            let (scale, shift) = (rand_vec(c_out, s + 3), rand_vec(c_out, s + 4));
+            let r = rand_vec(n * p.out_len(), s + 5);
+            let (y, mag) = tests::naive64(&p, n, &x, &wt, Some(&b));
+            let act = ACTS[seed % ACTS.len()];
+            let affine = (seed % 2 == 0).then_some((&scale[..], &shift[..]));
+            let residual = (seed % 3 == 1).then_some(&r[..]);
+            let epilogue = Epilogue {
+                affine,
+                act,
+                residual,
+            };
+            let hw = p.out_hw[0] * p.out_hw[1];
+            let (want, size) = reference_epilogue(&y, &mag, c_out, hw, affine, residual, act);
+            let mut f32_filters = Filters::new(wt.clone(), Some(b.clone()));
+            let mut filters = f32_filters.clone();
+            filters.set_precision(Precision::Bf16);
+            f32_filters.set_precision(Precision::F32);
+            let bf16 = matches!(p.algorithm(), Algorithm::Winograd | Algorithm::Im2col);
+            // Both operands rounded to 8 bits: 2⁻⁸ of the terms' size per product. Winograd
+            // rounds the transformed operands, whose constants (up to 8 in F(4×4)'s output
+            // transform) stretch that further.
+            let tol = match (p.algorithm(), winograd::out_tile(&p)) {
+                (Algorithm::Winograd, 4) => 2f64.powi(-4),
+                (Algorithm::Winograd, _) => 2f64.powi(-6),
+                _ => 2f64.powi(-7),
+            };
+            crate::simd::testing::each_level(|level| {
+                for threads in [1, 2] {
+                    let run = |f: &Filters| {
+                        let mut got = vec![f32::NAN; n * p.out_len()];
+                        let mut call =
+                            || forward(&p, n, &x, f, epilogue, threads, &mut got, &mut Vec::new());
+                        // One thread on this one, so that it records the path that ran.
+                        if threads == 1 {
+                            call()
+                        } else {
+                            crate::threads::install(threads, call)
+                        }
+                        got
+                    };
+                    take_ran_bf16();
+                    let got = run(&filters);
+                    let ran = take_ran_bf16();
+                    let what = format!("bf16 {:?} {p:?} at {}", p.algorithm(), level.name());
+                    if !bf16 {
+                        assert!(ran.is_empty(), "{what}: ran the bf16 GEMM");
+                        let exact = run(&f32_filters);
+                        assert!(got
+                            .iter()
+                            .zip(&exact)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()));
+                        continue;
+                    }
+                    // The calling thread's GEMMs, on the level's path.
+                    let path = bf16_path();
+                    assert!(
+                        threads > 1 || ran == [path],
+                        "{what}: ran {ran:?}, not {path:?}"
+                    );
+                    assert!(level != crate::simd::Isa::Avx2 || path == Bf16Path::Fma(level));
+                    assert_close_mag(&got, &want, &size, tol, &what);
+                    // And it is not f32: some output moved.
+                    let exact = run(&f32_filters);
+                    assert!(got != exact, "{what}: bf16 gave the f32 result");
+                }
+            });
+        }
     }
 }

@@ -139,6 +139,37 @@ pub fn conv2d(
         p,
         n,
         input,
+        U::F32(u),
+        bias,
+        epilogue,
+        threads,
+        out,
+        scratch,
+    )
+}
+
+/// [`conv2d`] in bf16: `u16` is [`transform_weights`]' `U`, each position's `[c_in, c_out]`
+/// packed by `gemm::bf16::pack_b`, one after another; the transformed input is rounded to
+/// bf16 for the α² GEMMs, which sum in f32. The transforms and the epilogue stay f32.
+#[cfg(feature = "std")]
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the epilogue
+pub(crate) fn conv2d_bf16(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    u16: &[u32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+) {
+    let u = U::Bf16(u16);
+    conv2d_with(
+        out_tile(p),
+        p,
+        n,
+        input,
         u,
         bias,
         epilogue,
@@ -148,6 +179,67 @@ pub fn conv2d(
     )
 }
 
+/// The transformed weights, as the α² GEMMs read them.
+#[derive(Clone, Copy)]
+enum U<'a> {
+    /// `[α², c_in, c_out]` f32.
+    F32(&'a [f32]),
+    /// Each position's `[c_in, c_out]` packed for the bf16 GEMM, one after another.
+    #[cfg(feature = "std")]
+    Bf16(&'a [u32]),
+}
+
+impl U<'_> {
+    /// Whether the weights hold `xis` positions of `c_in × c_out`.
+    fn covers(self, xis: usize, c_in: usize, c_out: usize) -> bool {
+        match self {
+            U::F32(u) => u.len() >= xis * c_in * c_out,
+            #[cfg(feature = "std")]
+            U::Bf16(u) => u.len() >= xis * crate::gemm::bf16::packed_len(c_in, c_out),
+        }
+    }
+
+    /// In bf16, rewrites the transformed input `v: [ξ, rows, c_in]` in place, each position's
+    /// block as pairs at its start, as [`gemm`](Self::gemm) reads it; nothing in f32.
+    fn prepare_input(self, v: &mut [f32], rows: usize, c_in: usize) {
+        #[cfg(feature = "std")]
+        if let U::Bf16(_) = self {
+            for block in v.chunks_exact_mut(rows * c_in) {
+                crate::gemm::bf16::pairs_in_place(crate::gemm::bf16::bits_mut(block), rows, c_in);
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        let _ = (v, rows, c_in);
+    }
+
+    /// `M[ξ] (rows × c_out) = V[ξ] (rows × c_in) · U[ξ] (c_in × c_out)`, with `v_xi` position
+    /// ξ's block of the input as [`prepare_input`](Self::prepare_input) left it.
+    fn gemm(
+        self,
+        xi: usize,
+        rows: usize,
+        c_in: usize,
+        c_out: usize,
+        v_xi: &[f32],
+        m_xi: &mut [f32],
+    ) {
+        match self {
+            U::F32(u) => {
+                let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
+                crate::gemm::sgemm(rows, c_in, c_out, v_xi, u_xi, m_xi, false);
+            }
+            #[cfg(feature = "std")]
+            U::Bf16(u) => {
+                use crate::gemm::bf16;
+                let per = bf16::packed_len(c_in, c_out);
+                let a = &bf16::bits(v_xi)[..rows * bf16::pairs(c_in)];
+                let b = bf16::B::Packed(&u[xi * per..(xi + 1) * per]);
+                bf16::gemm(rows, c_in, c_out, a, b, m_xi, false);
+            }
+        }
+    }
+}
+
 /// [`conv2d`] with output tiles of side `m` (2 or 4) and `u` transformed for them.
 #[allow(clippy::too_many_arguments)] // conv2d's arguments and the tile size
 fn conv2d_with(
@@ -155,7 +247,7 @@ fn conv2d_with(
     p: &Conv2dParams,
     n: usize,
     input: &[f32],
-    u: &[f32],
+    u: U<'_>,
     bias: Option<&[f32]>,
     epilogue: Epilogue<'_>,
     threads: usize,
@@ -168,10 +260,7 @@ fn conv2d_with(
     let t = th * tw;
     let len = scratch_len_for(m_t, p);
     epilogue.check(c_out, n * p.out_len());
-    assert!(
-        u.len() >= weight_len_for(m_t, p),
-        "winograd weights too short"
-    );
+    assert!(u.covers(xis, c_in, c_out), "winograd weights too short");
     assert!(input.len() >= n * p.in_len(), "winograd input too short");
     assert!(out.len() >= n * p.out_len(), "winograd output too short");
     let (vm, rest) = scratch.at_least(len)[..len].split_at_mut(xis * t * (c_in + c_out));
@@ -213,11 +302,11 @@ fn conv2d_with(
                 let (ty0, ty1) = (b * rows, ((b + 1) * rows).min(th));
                 let tb = (ty1 - ty0) * tw;
                 transform_input(m_t, p, xt, ty0, ty1, v);
+                u.prepare_input(&mut v[..xis * tb * c_in], tb, c_in);
                 // LOOP over the α² tile positions: V[ξ] (tb × C) · U[ξ] (C × O)
                 for (xi, m_xi) in m.chunks_exact_mut(tb * c_out).enumerate() {
                     let v_xi = &v[xi * tb * c_in..(xi + 1) * tb * c_in];
-                    let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
-                    crate::gemm::sgemm(tb, c_in, c_out, v_xi, u_xi, m_xi, false);
+                    u.gemm(xi, tb, c_in, c_out, v_xi, m_xi);
                 }
                 transform_output(m_t, p, m, ty0, ty1, bias, yt_part);
             });
@@ -225,14 +314,15 @@ fn conv2d_with(
             // Few tiles: one block, its GEMMs split over threads.
             let (v, m) = vm.split_at_mut(xis * t * c_in);
             transform_input(m_t, p, xt, 0, th, v);
+            u.prepare_input(v, t, c_in);
+            let v = &*v;
             let per = xis.div_ceil(threads.min(xis));
             let parts = m.chunks_mut(per * t * c_out);
             crate::threads::for_each(threads, parts, |b, part| {
                 for (i, m_xi) in part.chunks_exact_mut(t * c_out).enumerate() {
                     let xi = b * per + i;
                     let v_xi = &v[xi * t * c_in..(xi + 1) * t * c_in];
-                    let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
-                    crate::gemm::sgemm(t, c_in, c_out, v_xi, u_xi, m_xi, false);
+                    u.gemm(xi, t, c_in, c_out, v_xi, m_xi);
                 }
             });
             transform_output(m_t, p, m, 0, th, bias, yt);
@@ -398,7 +488,7 @@ mod tests {
                                 &p,
                                 n,
                                 &x,
-                                &u,
+                                U::F32(&u),
                                 bias,
                                 epilogue,
                                 threads,

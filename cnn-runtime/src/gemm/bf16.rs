@@ -1,0 +1,661 @@
+//! bf16 GEMM with f32 accumulation: the multiplications of a network declared with
+//! `Precision::Bf16` (Winograd's α² GEMMs, im2col convolutions, linear layers).
+//!
+//! Operands are rounded to bf16 (round to nearest even; subnormals flush to zero, NaN stays NaN)
+//! and stored as **pairs**: one `u32` holds the bf16 values of two consecutive `k`, the even one
+//! in the low half, which is the operand layout of AVX512_BF16's `vdpbf16ps`.
+//!
+//! + A is row-major pairs `[m, k₂]` with `k₂ = ⌈k/2⌉` (an odd `k` is padded with a zero);
+//! + B is packed once into panels of [`NR`] columns, `[⌈n/NR⌉, k₂, NR]` ([`pack_b`]): the weights
+//!   at load, or an im2col matrix per call.
+//!
+//! Every element of C is one chain of f32 roundings over the pairs in order:
+//! `c ← c + a₂ₚ₊₁·b₂ₚ₊₁`, then `c ← c + a₂ₚ·b₂ₚ` (a product of two bf16 values is exact in
+//! f32, so each step rounds once). That is `vdpbf16ps` bit for bit (checked on this CPU by
+//! the tests when it has the instruction), and what the FMA paths compute at every level, so
+//! every path ([`Bf16Path`]) gives the same bits; the level only changes the speed.
+
+use std::borrow::Cow;
+use std::boxed::Box;
+use std::cell::Cell;
+use std::vec::Vec;
+
+use crate::simd::{bf16_path, Bf16Path, Isa, Scalar, Simd};
+
+/// Columns of a packed panel of B: four `zmm` vectors of 16 pairs on AVX-512.
+pub(crate) const NR: usize = 64;
+
+/// Rows of a tile of C at every level.
+const MR: usize = 6;
+
+/// `x` rounded to bf16 (round to nearest, ties to even), as its 16 bits. NaN stays a (quiet)
+/// NaN, infinities stay, values that round past the largest bf16 become infinite, and
+/// subnormals flush to a zero of their sign (which `vdpbf16ps` would read as zero anyway).
+#[inline]
+pub(crate) fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    if b & 0x7f80_0000 == 0 {
+        return ((b >> 16) & 0x8000) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 value of bf16 bits (exact).
+#[cfg(test)]
+pub(crate) fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// `x` rounded to bf16 and back: what a bf16 operand contributes.
+#[cfg(test)]
+pub(crate) fn round_bf16(x: f32) -> f32 {
+    from_bf16(to_bf16(x))
+}
+
+/// The pair `(even, odd)`: `even` in the low half.
+#[inline]
+fn pair(even: f32, odd: f32) -> u32 {
+    to_bf16(even) as u32 | (to_bf16(odd) as u32) << 16
+}
+
+/// Pairs per row for `k` values: `⌈k/2⌉`.
+pub(crate) const fn pairs(k: usize) -> usize {
+    k.div_ceil(2)
+}
+
+/// `u32` elements of a packed B of `k` rows and `n` columns.
+pub(crate) const fn packed_len(k: usize, n: usize) -> usize {
+    pairs(k) * n.div_ceil(NR) * NR
+}
+
+/// Rows `[rows, k]` of row-major f32 `src` as pairs `[rows, ⌈k/2⌉]` into `dst`.
+///
+/// # Panics
+/// If a slice is shorter than its matrix.
+pub(crate) fn pairs_into(src: &[f32], rows: usize, k: usize, dst: &mut [u32]) {
+    let k2 = pairs(k);
+    assert!(
+        src.len() >= rows * k && dst.len() >= rows * k2,
+        "bf16 pairs too short"
+    );
+    if k == 0 {
+        return;
+    }
+    // LOOP over rows
+    for (row, out) in src.chunks_exact(k).zip(dst.chunks_exact_mut(k2)).take(rows) {
+        let mut it = row.chunks_exact(2);
+        for (o, p) in out.iter_mut().zip(&mut it) {
+            *o = pair(p[0], p[1]);
+        }
+        if let [last] = it.remainder() {
+            out[k2 - 1] = pair(*last, 0.0);
+        }
+    }
+}
+
+/// Rows `[rows, k]` of f32 values, stored as their bits in `v`, rewritten in place as pairs
+/// `[rows, ⌈k/2⌉]` at the start of `v` (each pair is written at or before the values it is
+/// made of, after they are read).
+///
+/// # Panics
+/// If `v` is shorter than `rows·k`.
+pub(crate) fn pairs_in_place(v: &mut [u32], rows: usize, k: usize) {
+    let k2 = pairs(k);
+    assert!(v.len() >= rows * k, "bf16 pairs too short");
+    let f = |i: usize, v: &[u32]| f32::from_bits(v[i]);
+    // LOOP over rows, then pairs: write index r·k₂ + p ≤ read index r·k + 2p
+    for r in 0..rows {
+        for p in 0..k2 {
+            let at = r * k + 2 * p;
+            let odd = if 2 * p + 1 < k { f(at + 1, v) } else { 0.0 };
+            v[r * k2 + p] = pair(f(at, v), odd);
+        }
+    }
+}
+
+/// The bits of `v` (f32 scratch reused for pairs).
+pub(crate) fn bits_mut(v: &mut [f32]) -> &mut [u32] {
+    // SAFETY: `f32` and `u32` have the same size and alignment and every bit pattern is a
+    // valid `u32`; the result reborrows `v` uniquely for its lifetime.
+    unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u32>(), v.len()) }
+}
+
+/// The bits of `v`.
+pub(crate) fn bits(v: &[f32]) -> &[u32] {
+    // SAFETY: as `bits_mut`, shared.
+    unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u32>(), v.len()) }
+}
+
+/// Packs B (`k` rows, `n` columns, element `(p, j)` at `b[p·rsb + j·csb]`) into panels of
+/// [`NR`] columns, `dst[(jp·k₂ + p)·NR + j'] = (B[2p, j], B[2p+1, j])` for column
+/// `j = jp·NR + j'`, zero past row `k` and column `n`.
+///
+/// # Panics
+/// If `b` is shorter than its matrix or `dst` than [`packed_len`].
+pub(crate) fn pack_b(k: usize, n: usize, b: &[f32], (rsb, csb): (usize, usize), dst: &mut [u32]) {
+    let k2 = pairs(k);
+    assert!(dst.len() >= packed_len(k, n), "bf16 packed B too short");
+    if k == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        b.len() > (k - 1) * rsb + (n - 1) * csb,
+        "bf16 B operand too short"
+    );
+    // LOOP over panels
+    for (jp, panel) in dst
+        .chunks_exact_mut(k2 * NR)
+        .take(n.div_ceil(NR))
+        .enumerate()
+    {
+        let j0 = jp * NR;
+        let cols = NR.min(n - j0);
+        // LOOP over pairs of rows
+        for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+            let (r0, r1) = (2 * p * rsb, (2 * p + 1 < k).then_some((2 * p + 1) * rsb));
+            for (jj, o) in row[..cols].iter_mut().enumerate() {
+                let at = (j0 + jj) * csb;
+                *o = pair(b[r0 + at], r1.map_or(0.0, |r1| b[r1 + at]));
+            }
+            row[cols..].fill(0);
+        }
+    }
+}
+
+/// A way to compute `acc + a₂ₚ₊₁·b₂ₚ₊₁ + a₂ₚ·b₂ₚ` on vectors of pairs, in that order, rounding
+/// after each addition.
+trait Dot: Copy {
+    /// The f32 vector type the accumulators live in.
+    type S: Simd;
+    /// A vector of `LANES` pairs.
+    type P: Copy;
+    /// The f32 token.
+    fn simd(self) -> Self::S;
+    /// `LANES` pairs from `p`.
+    ///
+    /// # Safety
+    /// `p` is valid for `LANES` reads.
+    unsafe fn load(self, p: *const u32) -> Self::P;
+    /// The pair at `p` in every lane.
+    ///
+    /// # Safety
+    /// `p` is valid for one read.
+    unsafe fn splat(self, p: *const u32) -> Self::P;
+    /// `acc + a.odd·b.odd`, rounded, `+ a.even·b.even`, rounded, lane by lane.
+    fn dot(self, acc: <Self::S as Simd>::V, a: Self::P, b: Self::P) -> <Self::S as Simd>::V;
+}
+
+/// Scalar pairs through two `mul_add`s (exact products, one rounding each).
+#[derive(Clone, Copy)]
+struct ScalarDot;
+
+/// The two halves of a pair as f32: `(even, odd)`.
+#[inline(always)]
+fn halves(p: u32) -> (f32, f32) {
+    (f32::from_bits(p << 16), f32::from_bits(p & 0xffff_0000))
+}
+
+impl Dot for ScalarDot {
+    type S = Scalar;
+    type P = u32;
+    #[inline(always)]
+    fn simd(self) -> Scalar {
+        Scalar
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const u32) -> u32 {
+        // SAFETY: the caller guarantees one readable `u32`.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn splat(self, p: *const u32) -> u32 {
+        // SAFETY: as `load`.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    fn dot(self, acc: f32, a: u32, b: u32) -> f32 {
+        let ((ae, ao), (be, bo)) = (halves(a), halves(b));
+        // The products are exact, so `acc + a·b` rounds once, as a fused multiply-add does.
+        let acc = acc + ao * bo;
+        acc + ae * be
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+
+    use super::Dot;
+    use crate::simd::{Avx2, Avx512, Simd};
+
+    /// AVX-512F: the halves of each pair as two f32 vectors, two FMAs.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512Fma(pub(super) Avx512);
+
+    /// AVX512_BF16: one `vdpbf16ps` per vector of pairs.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512Dot(pub(super) Avx512);
+
+    /// AVX2 + FMA: the halves of each pair as two f32 vectors, two FMAs.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx2Fma(pub(super) Avx2);
+
+    /// The mask of a pair's odd (high) half.
+    const HIGH: i32 = 0xffff_0000_u32 as i32;
+
+    impl Dot for Avx512Fma {
+        type S = Avx512;
+        type P = __m512i;
+        #[inline(always)]
+        fn simd(self) -> Avx512 {
+            self.0
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const u32) -> __m512i {
+            // SAFETY: the token proves AVX-512F; the caller guarantees 16 readable `u32`.
+            unsafe { _mm512_loadu_si512(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn splat(self, p: *const u32) -> __m512i {
+            // SAFETY: the token proves AVX-512F; the caller guarantees one readable `u32`.
+            unsafe { _mm512_set1_epi32(p.cast::<i32>().read_unaligned()) }
+        }
+        #[inline(always)]
+        fn dot(self, acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+            // SAFETY: the token proves AVX-512F.
+            unsafe {
+                let high = _mm512_set1_epi32(HIGH);
+                let (ao, bo) = (_mm512_and_si512(a, high), _mm512_and_si512(b, high));
+                let (ae, be) = (_mm512_slli_epi32::<16>(a), _mm512_slli_epi32::<16>(b));
+                let acc = _mm512_fmadd_ps(_mm512_castsi512_ps(ao), _mm512_castsi512_ps(bo), acc);
+                _mm512_fmadd_ps(_mm512_castsi512_ps(ae), _mm512_castsi512_ps(be), acc)
+            }
+        }
+    }
+
+    impl Dot for Avx512Dot {
+        type S = Avx512;
+        type P = __m512i;
+        #[inline(always)]
+        fn simd(self) -> Avx512 {
+            self.0
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const u32) -> __m512i {
+            // SAFETY: as `Avx512Fma::load`.
+            unsafe { _mm512_loadu_si512(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn splat(self, p: *const u32) -> __m512i {
+            // SAFETY: as `Avx512Fma::splat`.
+            unsafe { _mm512_set1_epi32(p.cast::<i32>().read_unaligned()) }
+        }
+        #[inline(always)]
+        fn dot(self, acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+            // SAFETY: this token is only made by `gemm_dot`, whose `target_feature` includes
+            // avx512bf16 and which runs only where `Bf16Path::Dot` was detected.
+            unsafe {
+                _mm512_dpbf16_ps(
+                    acc,
+                    core::mem::transmute::<__m512i, __m512bh>(a),
+                    core::mem::transmute::<__m512i, __m512bh>(b),
+                )
+            }
+        }
+    }
+
+    impl Dot for Avx2Fma {
+        type S = Avx2;
+        type P = __m256i;
+        #[inline(always)]
+        fn simd(self) -> Avx2 {
+            self.0
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const u32) -> __m256i {
+            // SAFETY: the token proves AVX2; the caller guarantees 8 readable `u32`.
+            unsafe { _mm256_loadu_si256(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn splat(self, p: *const u32) -> __m256i {
+            // SAFETY: the token proves AVX2; the caller guarantees one readable `u32`.
+            unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
+        }
+        #[inline(always)]
+        fn dot(self, acc: __m256, a: __m256i, b: __m256i) -> __m256 {
+            // SAFETY: the token proves AVX2 and FMA.
+            unsafe {
+                let high = _mm256_set1_epi32(HIGH);
+                let (ao, bo) = (_mm256_and_si256(a, high), _mm256_and_si256(b, high));
+                let (ae, be) = (_mm256_slli_epi32::<16>(a), _mm256_slli_epi32::<16>(b));
+                let acc = _mm256_fmadd_ps(_mm256_castsi256_ps(ao), _mm256_castsi256_ps(bo), acc);
+                _mm256_fmadd_ps(_mm256_castsi256_ps(ae), _mm256_castsi256_ps(be), acc)
+            }
+        }
+    }
+
+    /// [`super::gemm_with`] with `vdpbf16ps`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL and AVX512_BF16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+    pub(super) unsafe fn gemm_dot(g: super::Gemm<'_>, c: &mut [f32]) {
+        // SAFETY: the caller guarantees AVX-512, the token's features.
+        let s = unsafe { Avx512::new_unchecked() };
+        super::gemm_with::<Avx512Dot, 4>(Avx512Dot(s), g, c)
+    }
+
+    /// [`super::gemm_with`] with AVX-512F FMAs.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub(super) unsafe fn gemm_avx512(g: super::Gemm<'_>, c: &mut [f32]) {
+        // SAFETY: the caller guarantees AVX-512, the token's features.
+        let s = unsafe { Avx512::new_unchecked() };
+        super::gemm_with::<Avx512Fma, 4>(Avx512Fma(s), g, c)
+    }
+
+    /// [`super::gemm_with`] with AVX2 FMAs.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gemm_avx2(g: super::Gemm<'_>, c: &mut [f32]) {
+        // SAFETY: the caller guarantees AVX2 and FMA, the token's features.
+        let s = unsafe { Avx2::new_unchecked() };
+        super::gemm_with::<Avx2Fma, 2>(Avx2Fma(s), g, c)
+    }
+}
+
+/// Where B comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum B<'a> {
+    /// Already packed by [`pack_b`] (weights).
+    Packed(&'a [u32]),
+    /// f32, element `(p, j)` at `b[p·rsb + j·csb]`, packed one panel at a time per call.
+    F32(&'a [f32], (usize, usize)),
+}
+
+/// One product `C[m×n] ← (C +) A·B`, C row-major with row stride `n`.
+#[derive(Clone, Copy)]
+pub(crate) struct Gemm<'a> {
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &'a [u32],
+    b: B<'a>,
+    accumulate: bool,
+}
+
+thread_local! {
+    /// One packed panel of an f32 B, kept per thread so that steady-state calls do not allocate.
+    static PANEL: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    /// An A operand converted to pairs by [`with_pairs`].
+    static PAIRS: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Calls `f` with the rows `[rows, k]` of `src` as pairs ([`pairs_into`]), in a buffer kept
+/// per thread (no allocation in steady state).
+pub(crate) fn with_pairs<R>(src: &[f32], rows: usize, k: usize, f: impl FnOnce(&[u32]) -> R) -> R {
+    let len = rows * pairs(k);
+    let mut buf = PAIRS.take();
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    pairs_into(src, rows, k, &mut buf[..len]);
+    let r = f(&buf[..len]);
+    PAIRS.set(buf);
+    r
+}
+
+/// A copy of a weight in the bf16 GEMM's layout, made on first use. It lives in a boxed cell
+/// that only a `&mut` method creates ([`Cache::enable`]), so that a layer without one has no
+/// interior mutability and can sit in a constant (an embedded network); such a layer makes
+/// its copy on every call instead. A cache: two always compare equal, a clone starts empty.
+#[derive(Debug, Default)]
+pub(crate) struct Cache(Option<Box<std::sync::OnceLock<Vec<u32>>>>);
+
+impl Clone for Cache {
+    fn clone(&self) -> Self {
+        Cache(self.0.as_ref().map(|_| Box::default()))
+    }
+}
+
+impl PartialEq for Cache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Cache {
+    /// No cell: the copy is made on every call until [`enable`](Self::enable).
+    pub(crate) const EMPTY: Cache = Cache(None);
+
+    /// Gives the cache its cell, so that the copy is made once.
+    pub(crate) fn enable(&mut self) {
+        self.0.get_or_insert_with(Box::default);
+    }
+
+    /// The copy, made by `make` if there is none yet (every time without a cell).
+    pub(crate) fn get(&self, make: impl FnOnce() -> Vec<u32>) -> Cow<'_, [u32]> {
+        match &self.0 {
+            Some(cell) => Cow::Borrowed(cell.get_or_init(make)),
+            None => Cow::Owned(make()),
+        }
+    }
+
+    /// Drops the copy (the weight changed).
+    pub(crate) fn clear(&mut self) {
+        if let Some(cell) = &mut self.0 {
+            **cell = std::sync::OnceLock::new();
+        }
+    }
+}
+
+/// `C[m×n] ← A·B (+ C if accumulate)` with A as pairs `[m, ⌈k/2⌉]` ([`pairs_into`]) and f32
+/// accumulation, on the path [`bf16_path`] picks; every path gives the same bits. Row `i` of C
+/// does not depend on `m`.
+///
+/// # Panics
+/// If a slice is shorter than its matrix.
+#[allow(clippy::too_many_arguments)] // the GEMM's own signature
+pub(crate) fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[u32],
+    b: B<'_>,
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    gemm_on(
+        bf16_path(),
+        Gemm {
+            m,
+            k,
+            n,
+            a,
+            b,
+            accumulate,
+        },
+        c,
+    )
+}
+
+/// [`gemm`] on a given path.
+///
+/// # Panics
+/// If a slice is shorter than its matrix or the CPU lacks the path's features.
+fn gemm_on(path: Bf16Path, g: Gemm<'_>, c: &mut [f32]) {
+    let (k2, n) = (pairs(g.k), g.n);
+    assert!(
+        g.a.len() >= g.m * k2 && c.len() >= g.m * n,
+        "bf16 gemm operand too short"
+    );
+    match g.b {
+        B::Packed(b) => assert!(b.len() >= packed_len(g.k, n), "bf16 packed B too short"),
+        B::F32(b, (rsb, csb)) => assert!(
+            g.k == 0 || n == 0 || b.len() > (g.k - 1) * rsb + (n - 1) * csb,
+            "bf16 B operand too short"
+        ),
+    }
+    if g.m == 0 || n == 0 {
+        return;
+    }
+    if g.k == 0 {
+        if !g.accumulate {
+            c[..g.m * n].fill(0.0);
+        }
+        return;
+    }
+    #[cfg(test)]
+    crate::simd::testing::note_bf16(path);
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Bf16Path::Dot => {
+            assert!(crate::simd::bf16_dot_available(), "vdpbf16ps unavailable");
+            // SAFETY: asserted just above: AVX-512 and AVX512_BF16.
+            unsafe { x86::gemm_dot(g, c) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Bf16Path::Fma(Isa::Avx512) => {
+            assert!(Isa::Avx512.available(), "avx512 unavailable");
+            // SAFETY: asserted just above.
+            unsafe { x86::gemm_avx512(g, c) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Bf16Path::Fma(Isa::Avx2) => {
+            assert!(Isa::Avx2.available(), "avx2 unavailable");
+            // SAFETY: asserted just above.
+            unsafe { x86::gemm_avx2(g, c) }
+        }
+        _ => gemm_with::<ScalarDot, 16>(ScalarDot, g, c),
+    }
+}
+
+/// The loop nest: panel by panel of B (packed here when it is f32), tiles of `MR` rows by
+/// `NV·LANES` columns. `NV·LANES` divides [`NR`].
+#[inline(always)]
+fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
+    let (m, k2, n) = (g.m, pairs(g.k), g.n);
+    let width = NV * D::S::LANES;
+    debug_assert_eq!(NR % width, 0);
+    let mut buf = PANEL.take();
+    if matches!(g.b, B::F32(..)) && buf.len() < k2 * NR {
+        buf.resize(k2 * NR, 0);
+    }
+    let c_ptr = c.as_mut_ptr();
+    // LOOP over panels of B
+    for jp in 0..n.div_ceil(NR) {
+        let panel: &[u32] = match g.b {
+            B::Packed(b) => &b[jp * k2 * NR..(jp + 1) * k2 * NR],
+            B::F32(b, (rsb, csb)) => {
+                let cols = NR.min(n - jp * NR);
+                let panel = &mut buf[..k2 * NR];
+                pack_b(g.k, cols, &b[jp * NR * csb..], (rsb, csb), panel);
+                panel
+            }
+        };
+        // LOOP over column strips of the panel
+        for j0 in (jp * NR..(jp * NR + NR).min(n)).step_by(width) {
+            let nr = width.min(n - j0);
+            let b_ptr = panel[j0 - jp * NR..].as_ptr();
+            // LOOP over row tiles of A and C
+            for i in (0..m).step_by(MR) {
+                let mr = MR.min(m - i);
+                let args = (
+                    d,
+                    k2,
+                    g.a[i * k2..].as_ptr(),
+                    k2,
+                    b_ptr,
+                    c_ptr.wrapping_add(i * n + j0),
+                    n,
+                    nr,
+                    g.accumulate,
+                );
+                // SAFETY: A rows `i..i + mr ≤ m` hold `k₂` pairs each (asserted in `gemm_on`);
+                // the strip has `k₂` rows of `NR` pairs with `j0 − jp·NR + width ≤ NR` readable
+                // from `b_ptr`; C rows `i..i + mr`, columns `j0..j0 + nr ≤ n` lie inside `c`, a
+                // unique borrow.
+                unsafe {
+                    match mr {
+                        6 => tile::<D, 6, NV>(args),
+                        5 => tile::<D, 5, NV>(args),
+                        4 => tile::<D, 4, NV>(args),
+                        3 => tile::<D, 3, NV>(args),
+                        2 => tile::<D, 2, NV>(args),
+                        _ => tile::<D, 1, NV>(args),
+                    }
+                }
+            }
+        }
+    }
+    PANEL.set(buf);
+}
+
+/// A tile's arguments: the token, `k₂`, A's first row and its stride, B's strip, C's tile and
+/// its stride, the columns to write, whether to add to C.
+type TileArgs<D> = (
+    D,
+    usize,
+    *const u32,
+    usize,
+    *const u32,
+    *mut f32,
+    usize,
+    usize,
+    bool,
+);
+
+/// `C[R×nr] ← (C +) A[R×k₂] · B[k₂×NV·LANES]` with `R·NV` accumulators in registers over the
+/// whole `k₂` loop (B's strip rows lie [`NR`] pairs apart).
+///
+/// # Safety
+/// `a` is valid for `R` rows of stride `rsa` with `k₂` pairs; `b` for `k₂` rows of `NV·LANES`
+/// pairs, `NR` apart; `c` for `R` rows of stride `rsc` and `nr ≤ NV·LANES` columns.
+#[inline(always)]
+unsafe fn tile<D: Dot, const R: usize, const NV: usize>(
+    (d, k2, a, rsa, b, c, rsc, nr, load_c): TileArgs<D>,
+) {
+    let s = d.simd();
+    let lanes = D::S::LANES;
+    let mut acc = [[s.zero(); NV]; R];
+    let (mut a, mut b) = (a, b);
+    // LOOP over pairs of k
+    for _ in 0..k2 {
+        // SAFETY: `b` points at one of the `k₂` rows of the strip, each with `NV·LANES` pairs.
+        let bv: [D::P; NV] = core::array::from_fn(|v| unsafe { d.load(b.add(v * lanes)) });
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: row `r < R` of A holds `k₂` pairs; `a` is at one of them.
+            let ar = unsafe { d.splat(a.add(r * rsa)) };
+            for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                *acc = d.dot(*acc, ar, bv);
+            }
+        }
+        a = a.wrapping_add(1);
+        b = b.wrapping_add(NR);
+    }
+    let mut row = [0.0f32; NR];
+    // LOOP over the tile's rows: through a buffer, then the `nr` valid columns
+    for (r, acc) in acc.iter().enumerate() {
+        for (v, &x) in acc.iter().enumerate() {
+            // SAFETY: `row` holds `NR ≥ NV·LANES` floats.
+            unsafe { s.store(row.as_mut_ptr().add(v * lanes), x) };
+        }
+        // SAFETY: row `r < R` of C holds `nr` valid columns from `c`, borrowed by no one else.
+        let out = unsafe { core::slice::from_raw_parts_mut(c.add(r * rsc), nr) };
+        if load_c {
+            out.iter_mut().zip(&row).for_each(|(o, &x)| *o += x);
+        } else {
+            out.copy_from_slice(&row[..nr]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

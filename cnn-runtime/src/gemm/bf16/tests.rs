@@ -1,0 +1,250 @@
+//! The bf16 GEMM against an f64 reference over awkward shapes, every path against every other
+//! bit for bit, and the rounding by hand.
+
+use super::*;
+use crate::simd::testing::take_ran_bf16;
+use crate::test_util::rand_vec;
+
+/// Every bf16 path this CPU runs, loudly naming the ones it cannot.
+fn paths() -> Vec<Bf16Path> {
+    let mut run = Vec::new();
+    if crate::simd::bf16_dot_available() {
+        run.push(Bf16Path::Dot);
+    } else {
+        eprintln!("SKIPPED: the `avx512bf16` bf16 GEMM is not tested: this CPU lacks AVX512_BF16");
+    }
+    for level in Isa::ALL {
+        if level.available() {
+            run.push(Bf16Path::Fma(level));
+        } else {
+            eprintln!(
+                "SKIPPED: the `{}` bf16 GEMM is not tested: this CPU lacks it",
+                level.name()
+            );
+        }
+    }
+    run
+}
+
+/// `(m, k, n)`: empty matrices, odd `k`, every row remainder of the 6-row tiles, columns short
+/// of, equal to and past a panel, and the shapes of Winograd's and the benchmark nets' GEMMs.
+const MKNS: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (0, 4, 4),
+    (4, 0, 7),
+    (5, 7, 0),
+    (7, 3, 17),
+    (6, 2, 64),
+    (13, 33, 65),
+    (2, 64, 130),
+    (11, 17, 9),
+    (48, 64, 64),
+    (40, 128, 100),
+    (1, 300, 3),
+    (25, 96, 192),
+];
+
+/// `Σ_p a[i, p]·B(p, j)` in f64 over the operands rounded to bf16 (`round`) or as they are, and
+/// the sum of the terms' magnitudes.
+fn reference(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    round: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let r = |x: f32| {
+        if round {
+            round_bf16(x) as f64
+        } else {
+            x as f64
+        }
+    };
+    let mut want = vec![0.0; m * n];
+    let mut mag = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for p in 0..k {
+                let t = r(a[i * k + p]) * r(b[p * n + j]);
+                want[i * n + j] += t;
+                mag[i * n + j] += t.abs();
+            }
+        }
+    }
+    (want, mag)
+}
+
+fn run(
+    path: Bf16Path,
+    (m, k, n): (usize, usize, usize),
+    a: &[u32],
+    b: B<'_>,
+    c: &mut [f32],
+    acc: bool,
+) {
+    gemm_on(
+        path,
+        Gemm {
+            m,
+            k,
+            n,
+            a,
+            b,
+            accumulate: acc,
+        },
+        c,
+    );
+}
+
+#[test]
+fn rounds_to_nearest_even_and_keeps_specials() {
+    let one = 1.0f32;
+    // Halfway between 1 and 1 + 2⁻⁷: ties to the even 1.
+    assert_eq!(to_bf16(one + 2f32.powi(-8)), 0x3f80);
+    // Halfway between 1 + 2⁻⁷ (odd) and 1 + 2⁻⁶: ties to the even one above.
+    assert_eq!(to_bf16(one + 3.0 * 2f32.powi(-8)), 0x3f82);
+    // Just past halfway rounds up, just short rounds down.
+    assert_eq!(to_bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
+    assert_eq!(to_bf16(f32::from_bits(0x3f80_7fff)), 0x3f80);
+    assert_eq!(to_bf16(-2.5), 0xc020);
+    assert_eq!(to_bf16(f32::MAX), 0x7f80, "past the largest bf16: infinity");
+    assert_eq!(to_bf16(f32::NEG_INFINITY), 0xff80);
+    assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+    // A NaN whose payload sits in the low half only must not become infinity.
+    assert!(from_bf16(to_bf16(f32::from_bits(0x7f80_0001))).is_nan());
+    assert_eq!(to_bf16(1e-39), 0x0000, "subnormals flush to zero");
+    assert_eq!(to_bf16(-1e-39), 0x8000);
+    assert_eq!(
+        to_bf16(f32::MIN_POSITIVE),
+        0x0080,
+        "the smallest normal stays"
+    );
+    assert_eq!(round_bf16(3.0), 3.0);
+    assert_eq!(pair(1.0, -2.0), 0xc000_3f80);
+}
+
+#[test]
+fn pairs_pad_an_odd_row_with_zero() {
+    let src = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let mut dst = [u32::MAX; 4];
+    pairs_into(&src, 2, 3, &mut dst);
+    assert_eq!(
+        dst,
+        [
+            pair(1.0, 2.0),
+            pair(3.0, 0.0),
+            pair(4.0, 5.0),
+            pair(6.0, 0.0)
+        ]
+    );
+    assert_eq!(packed_len(3, 65), 2 * 128);
+    let mut packed = vec![u32::MAX; packed_len(3, 2)];
+    // B = [[1, 2], [3, 4], [5, 6]]
+    pack_b(3, 2, &src, (2, 1), &mut packed);
+    assert_eq!(&packed[..3], &[pair(1.0, 3.0), pair(2.0, 4.0), 0]);
+    assert_eq!(&packed[NR..NR + 3], &[pair(5.0, 0.0), pair(6.0, 0.0), 0]);
+    assert!(packed[2..NR]
+        .iter()
+        .chain(&packed[NR + 2..])
+        .all(|&p| p == 0));
+}
+
+#[test]
+fn matches_the_f64_reference_on_every_path_bit_identically() {
+    let all = paths();
+    for (seed, &(m, k, n)) in MKNS.iter().enumerate() {
+        let s = seed as u64 * 7;
+        // Values of different sizes, so that the rounding of the sums matters.
+        let a: Vec<f32> = rand_vec(m * k, s).iter().map(|v| v * 3.0).collect();
+        let b = rand_vec(k * n, s + 1);
+        let c0: Vec<f32> = rand_vec(m * n, s + 2);
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let mut ap = vec![0; m * pairs(k)];
+        pairs_into(&a, m, k, &mut ap);
+        let mut bp = vec![0; packed_len(k, n)];
+        pack_b(k, n, &b, (n, 1), &mut bp);
+        let (want, mag) = reference((m, k, n), &a, &b, true);
+        let (exact, _) = reference((m, k, n), &a, &b, false);
+        let mut first: Option<Vec<f32>> = None;
+        for &path in &all {
+            for (what, src) in [
+                ("packed", B::Packed(&bp)),
+                ("f32", B::F32(&b, (n, 1))),
+                ("f32 transposed", B::F32(&bt, (1, k))),
+            ] {
+                let mut c = vec![f32::NAN; m * n];
+                run(path, (m, k, n), &ap, src, &mut c, false);
+                assert_eq!(
+                    take_ran_bf16(),
+                    if m * n * k == 0 { vec![] } else { vec![path] }
+                );
+                let at = format!("{m}x{k}x{n} B {what} on {}", path.name());
+                for i in 0..m * n {
+                    // f32 accumulation of exact products: k roundings of at most 2⁻²⁴ each.
+                    let tol = 1e-6 * (1.0 + k as f64 / 8.0) * (1.0 + mag[i]);
+                    assert!(
+                        (c[i] as f64 - want[i]).abs() <= tol,
+                        "{at}: c[{i}] = {}, f64 of the bf16 operands {}",
+                        c[i],
+                        want[i]
+                    );
+                    // Against the unrounded operands: two roundings of 2⁻⁹ per product.
+                    assert!((c[i] as f64 - exact[i]).abs() <= (1.0 + mag[i]) * 2f64.powi(-7));
+                }
+                match &first {
+                    None => first = Some(c.clone()),
+                    Some(f) => assert!(
+                        f.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{at}: not bit-identical to {}",
+                        all[0].name()
+                    ),
+                }
+                let mut acc = c0.clone();
+                run(path, (m, k, n), &ap, src, &mut acc, true);
+                take_ran_bf16();
+                for i in 0..m * n {
+                    assert_eq!(acc[i], c0[i] + c[i], "{at}: accumulate at {i}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_row_does_not_depend_on_the_rows_computed_with_it() {
+    let (m, k, n) = (13, 40, 70);
+    let a = rand_vec(m * k, 3);
+    let b = rand_vec(k * n, 4);
+    let mut ap = vec![0; m * pairs(k)];
+    pairs_into(&a, m, k, &mut ap);
+    let mut whole = vec![0.0; m * n];
+    gemm(m, k, n, &ap, B::F32(&b, (n, 1)), &mut whole, false);
+    for i in 0..m {
+        let mut row = vec![0.0; n];
+        gemm(
+            1,
+            k,
+            n,
+            &ap[i * pairs(k)..],
+            B::F32(&b, (n, 1)),
+            &mut row,
+            false,
+        );
+        assert_eq!(row, whole[i * n..(i + 1) * n], "row {i}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "bf16 gemm operand too short")]
+fn a_short_c_is_refused() {
+    let ap = vec![0; 4];
+    let bp = vec![0; packed_len(2, 3)];
+    gemm(4, 2, 3, &ap, B::Packed(&bp), &mut [0.0; 11], false);
+}
+
+#[test]
+#[should_panic(expected = "bf16 packed B too short")]
+fn a_short_packed_b_is_refused() {
+    let ap = vec![0; 4];
+    let bp = vec![0; packed_len(2, 3) - 1];
+    gemm(4, 2, 3, &ap, B::Packed(&bp), &mut [0.0; 12], false);
+}
