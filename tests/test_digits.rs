@@ -14,6 +14,15 @@ cnn! {
     }
 }
 
+cnn! {
+    #[weights = "models/digits.safetensors"]
+    #[precision(bf16)]
+    struct DigitsBf16 {
+        input(1, 8, 8)
+        conv(1 -> 16, k3, p1) relu conv(16 -> 32, k3, p1) relu maxpool(2) fc(64) relu fc(10)
+    }
+}
+
 const SPLIT: &[u8] = include_bytes!("../models/digits_test.safetensors");
 const WEIGHTS: &[u8] = include_bytes!("../models/digits.safetensors");
 
@@ -123,4 +132,30 @@ fn in_bf16_the_predictions_differ_on_at_most_two_images() {
     );
     // Four layers in bf16: 2⁻⁸ per layer of the row's scale at most.
     assert!(worst <= 4.0 * 2f32.powi(-8), "worst logit error {worst}");
+}
+
+#[test]
+fn a_network_declared_bf16_starts_in_bf16_everywhere() {
+    let runtime = Digits::embedded().clone().with_precision(Precision::Bf16);
+    let want = runtime.forward_batch(batch().view()).unwrap();
+    // The constant (its bf16 weights made per call), a clone of it (made once), and the
+    // network loaded or seeded at run time all compute in bf16, bit for bit as set at run time.
+    assert_eq!(DigitsBf16::EMBEDDED.precision(), Precision::Bf16);
+    assert_eq!(
+        DigitsBf16::EMBEDDED.forward_batch(batch().view()).unwrap(),
+        want
+    );
+    let clone = DigitsBf16::EMBEDDED.clone();
+    for _ in 0..2 {
+        assert_eq!(clone.forward_batch(batch().view()).unwrap(), want);
+    }
+    let loaded = DigitsBf16::from_safetensors(WEIGHTS).unwrap();
+    assert_eq!(loaded.precision(), Precision::Bf16);
+    assert_eq!(loaded.forward_batch(batch().view()).unwrap(), want);
+    assert_eq!(DigitsBf16::seeded(1).precision(), Precision::Bf16);
+    let back = loaded.with_precision(Precision::F32);
+    assert_eq!(
+        back.forward_batch(batch().view()).unwrap(),
+        Digits::embedded().forward_batch(batch().view()).unwrap()
+    );
 }

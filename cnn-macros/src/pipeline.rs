@@ -49,9 +49,9 @@ pub fn expand(networks: &Networks) -> TokenStream {
                 )?),
                 None => None,
             };
-            let statics = embedded
-                .as_ref()
-                .map(|file| prepare::embedded(&net.ident, &plan, file));
+            let statics = embedded.as_ref().map(|file| {
+                prepare::embedded(&net.ident, &plan, file, net.bf16.as_ref().is_ok_and(|b| *b))
+            });
             let figures = budget::figures(net, &plan, statics.as_ref().map(|s| s.1))?;
             if let Ok(Some(limits)) = &net.budget {
                 budget::check(net, limits, &figures, &plan)?;

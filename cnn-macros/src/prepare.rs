@@ -69,7 +69,17 @@ fn hw(s: Shape) -> [usize; 2] {
 
 /// The statics, and `impl Net { pub const EMBEDDED: &'static Self = … }`; and the bytes of
 /// `__CORE`, what a `no_std` build keeps in flash (the weight part of `#[budget(flash)]`).
-pub fn embedded(ident: &syn::Ident, plan: &Plan, file: &Embedded) -> (TokenStream, usize) {
+pub fn embedded(
+    ident: &syn::Ident,
+    plan: &Plan,
+    file: &Embedded,
+    bf16: bool,
+) -> (TokenStream, usize) {
+    let precision = if bf16 {
+        quote!(__cnn::Precision::Bf16)
+    } else {
+        quote!(__cnn::Precision::F32)
+    };
     let mut blobs = Blobs::default();
     let floats = |key: &str| -> &[f32] { file.floats.get(key).map_or(&[], Vec::as_slice) };
     let mut fields = Vec::new();
@@ -105,7 +115,7 @@ pub fn embedded(ident: &syn::Ident, plan: &Plan, file: &Embedded) -> (TokenStrea
                     )
                 };
                 let bias = optional(a.bias.then(|| blobs.core(t("bias"))));
-                quote!(__cnn::Conv2d::embedded(#key, #desc, #weight, #bias, #prepared))
+                quote!(__cnn::Conv2d::embedded(#key, #desc, #weight, #bias, #prepared).with_precision(#precision))
             }
             LayerKind::ConvTranspose(a, _) => {
                 let weight = blobs.core(t("weight"));
@@ -115,7 +125,7 @@ pub fn embedded(ident: &syn::Ident, plan: &Plan, file: &Embedded) -> (TokenStrea
             LayerKind::Linear(a) => {
                 let weight = blobs.core(t("weight"));
                 let bias = optional(a.bias.then(|| blobs.core(t("bias"))));
-                quote!(__cnn::Linear::embedded(#key, #desc, #weight, #bias))
+                quote!(__cnn::Linear::embedded(#key, #desc, #weight, #bias).with_precision(#precision))
             }
             LayerKind::BatchNorm(a) => {
                 let c = l.input.dims()[0];

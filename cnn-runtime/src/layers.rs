@@ -128,6 +128,14 @@ impl Conv2d {
         self.filters.precision()
     }
 
+    /// The layer multiplying in `precision`, for constants (an embedded network declared
+    /// `#[precision(bf16)]`): without the cell [`set_precision`](Self::set_precision) gives it,
+    /// a constant makes its bf16 weights on every call; a clone of it keeps them.
+    pub const fn with_precision(mut self, precision: Precision) -> Self {
+        self.filters.mark_precision(precision);
+        self
+    }
+
     /// Makes the layer multiply in `precision` (see [`Precision`]; only Winograd and im2col
     /// convolutions multiply in bf16, the others stay f32); the bf16 copy of the weights is
     /// made on next use.
@@ -584,6 +592,13 @@ impl Linear {
     /// What the layer multiplies in.
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The layer multiplying in `precision`, for constants: as
+    /// [`Conv2d::with_precision`].
+    pub const fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// Makes the layer multiply in `precision` (see [`Precision`]); the bf16 copy of the

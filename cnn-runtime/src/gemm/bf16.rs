@@ -20,7 +20,7 @@ use std::boxed::Box;
 use std::cell::Cell;
 use std::vec::Vec;
 
-use crate::simd::{bf16_path, Bf16Path, Isa, Scalar, Simd};
+use crate::simd::{bf16_path, multiversion, Bf16Path, Isa, Scalar, Simd};
 
 /// Columns of a packed panel of B: four `zmm` vectors of 16 pairs on AVX-512.
 pub(crate) const NR: usize = 64;
@@ -30,17 +30,22 @@ const MR: usize = 6;
 
 /// `x` rounded to bf16 (round to nearest, ties to even), as its 16 bits. NaN stays a (quiet)
 /// NaN, infinities stay, values that round past the largest bf16 become infinite, and
-/// subnormals flush to a zero of their sign (which `vdpbf16ps` would read as zero anyway).
-#[inline]
+/// subnormals flush to a zero of their sign: Intel's `VCVTNEPS2BF16`, which `vdpbf16ps`'s
+/// reading of subnormals as zero matches. Branch-free, so that loops of it vectorise.
+#[inline(always)]
 pub(crate) fn to_bf16(x: f32) -> u16 {
     let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
-    if b & 0x7f80_0000 == 0 {
-        return ((b >> 16) & 0x8000) as u16;
-    }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    let subnormal = b & 0x7f80_0000 == 0;
+    let r = if nan {
+        (b >> 16) | 0x40
+    } else if subnormal {
+        (b >> 16) & 0x8000
+    } else {
+        rounded
+    };
+    r as u16
 }
 
 /// The f32 value of bf16 bits (exact).
@@ -71,7 +76,9 @@ pub(crate) const fn packed_len(k: usize, n: usize) -> usize {
     pairs(k) * n.div_ceil(NR) * NR
 }
 
-/// Rows `[rows, k]` of row-major f32 `src` as pairs `[rows, ⌈k/2⌉]` into `dst`.
+/// Rows `[rows, k]` of row-major f32 `src` as pairs `[rows, ⌈k/2⌉]` into `dst`: each row's
+/// bf16 values in order (two per `u32`, the first in the low half), and a zero after an odd
+/// row.
 ///
 /// # Panics
 /// If a slice is shorter than its matrix.
@@ -84,49 +91,28 @@ pub(crate) fn pairs_into(src: &[f32], rows: usize, k: usize, dst: &mut [u32]) {
     if k == 0 {
         return;
     }
+    let halves = halves_mut(&mut dst[..rows * k2]);
     // LOOP over rows
-    for (row, out) in src.chunks_exact(k).zip(dst.chunks_exact_mut(k2)).take(rows) {
-        let mut it = row.chunks_exact(2);
-        for (o, p) in out.iter_mut().zip(&mut it) {
-            *o = pair(p[0], p[1]);
-        }
-        if let [last] = it.remainder() {
-            out[k2 - 1] = pair(*last, 0.0);
-        }
+    for (row, out) in src.chunks_exact(k).zip(halves.chunks_exact_mut(2 * k2)) {
+        convert(row, &mut out[..k]);
+        out[k..].fill(0);
     }
 }
 
-/// Rows `[rows, k]` of f32 values, stored as their bits in `v`, rewritten in place as pairs
-/// `[rows, ⌈k/2⌉]` at the start of `v` (each pair is written at or before the values it is
-/// made of, after they are read).
-///
-/// # Panics
-/// If `v` is shorter than `rows·k`.
-pub(crate) fn pairs_in_place(v: &mut [u32], rows: usize, k: usize) {
-    let k2 = pairs(k);
-    assert!(v.len() >= rows * k, "bf16 pairs too short");
-    let f = |i: usize, v: &[u32]| f32::from_bits(v[i]);
-    // LOOP over rows, then pairs: write index r·k₂ + p ≤ read index r·k + 2p
-    for r in 0..rows {
-        for p in 0..k2 {
-            let at = r * k + 2 * p;
-            let odd = if 2 * p + 1 < k { f(at + 1, v) } else { 0.0 };
-            v[r * k2 + p] = pair(f(at, v), odd);
-        }
+multiversion! {
+/// `out[i] = to_bf16(x[i])`, vectorised.
+fn convert(x: &[f32], out: &mut [u16]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = to_bf16(v);
     }
 }
-
-/// The bits of `v` (f32 scratch reused for pairs).
-pub(crate) fn bits_mut(v: &mut [f32]) -> &mut [u32] {
-    // SAFETY: `f32` and `u32` have the same size and alignment and every bit pattern is a
-    // valid `u32`; the result reborrows `v` uniquely for its lifetime.
-    unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u32>(), v.len()) }
 }
 
-/// The bits of `v`.
-pub(crate) fn bits(v: &[f32]) -> &[u32] {
-    // SAFETY: as `bits_mut`, shared.
-    unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u32>(), v.len()) }
+/// `v` as its `u16` halves in memory order (on x86, the low half of each `u32` first).
+fn halves_mut(v: &mut [u32]) -> &mut [u16] {
+    // SAFETY: `u16` needs less alignment than `u32` and every bit pattern is valid; the
+    // result covers the same bytes and reborrows `v` uniquely.
+    unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u16>(), 2 * v.len()) }
 }
 
 /// Packs B (`k` rows, `n` columns, element `(p, j)` at `b[p·rsb + j·csb]`) into panels of
@@ -415,13 +401,15 @@ pub(crate) fn with_pairs<R>(src: &[f32], rows: usize, k: usize, f: impl FnOnce(&
 /// A copy of a weight in the bf16 GEMM's layout, made on first use. It lives in a boxed cell
 /// that only a `&mut` method creates ([`Cache::enable`]), so that a layer without one has no
 /// interior mutability and can sit in a constant (an embedded network); such a layer makes
-/// its copy on every call instead. A cache: two always compare equal, a clone starts empty.
+/// its copy on every call instead. A cache: two always compare equal, and a clone starts
+/// empty, with a cell.
 #[derive(Debug, Default)]
 pub(crate) struct Cache(Option<Box<std::sync::OnceLock<Vec<u32>>>>);
 
 impl Clone for Cache {
+    /// An empty cache with its cell: a clone of a constant converts once.
     fn clone(&self) -> Self {
-        Cache(self.0.as_ref().map(|_| Box::default()))
+        Cache(Some(Box::default()))
     }
 }
 
@@ -639,6 +627,17 @@ unsafe fn tile<D: Dot, const R: usize, const NV: usize>(
         }
         a = a.wrapping_add(1);
         b = b.wrapping_add(NR);
+    }
+    if nr == NV * lanes {
+        // LOOP over the tile's rows: whole vectors straight to C
+        for (r, acc) in acc.iter().enumerate() {
+            for (v, &x) in acc.iter().enumerate() {
+                let at = c.wrapping_add(r * rsc + v * lanes);
+                // SAFETY: row `r < R` of C holds `nr = NV·LANES` valid columns from `c`.
+                unsafe { s.store(at, if load_c { s.add(s.load(at), x) } else { x }) };
+            }
+        }
+        return;
     }
     let mut row = [0.0f32; NR];
     // LOOP over the tile's rows: through a buffer, then the `nr` valid columns

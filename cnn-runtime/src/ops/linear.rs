@@ -133,6 +133,51 @@ mod tests {
     }
 
     #[test]
+    fn in_bf16_matches_the_f64_sum_of_the_rounded_operands_at_every_level() {
+        use crate::gemm::bf16::{pack_b, packed_len, round_bf16};
+        for (seed, &(n, k, m)) in [(1, 1, 1), (3, 7, 5), (4, 64, 33), (6, 513, 70), (9, 2, 129)]
+            .iter()
+            .enumerate()
+        {
+            let p = LinearParams {
+                in_features: k,
+                out_features: m,
+            };
+            let s = seed as u64 * 3 + 100;
+            let (x, w, b) = (
+                rand_vec(n * k, s),
+                rand_vec(m * k, s + 1),
+                rand_vec(m, s + 2),
+            );
+            let mut w16 = vec![0; packed_len(k, m)];
+            pack_b(k, m, &w, (1, k), &mut w16);
+            for bias in [Some(&b[..]), None] {
+                crate::simd::testing::each_level(|level| {
+                    let mut out = vec![f32::NAN; n * m];
+                    linear_bf16(&p, n, &x, &w16, bias, &mut out);
+                    for i in 0..n {
+                        for o in 0..m {
+                            let (mut want, mut mag) = (bias.map_or(0.0, |b| b[o] as f64), 0.0);
+                            for j in 0..k {
+                                let t = round_bf16(x[i * k + j]) as f64
+                                    * round_bf16(w[o * k + j]) as f64;
+                                want += t;
+                                mag += t.abs();
+                            }
+                            let got = out[i * m + o] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + mag + want.abs()),
+                                "{n}x{k}x{m} at {}: [{i}, {o}] = {got}, want {want}",
+                                level.name()
+                            );
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    #[test]
     fn by_hand() {
         let p = LinearParams {
             in_features: 2,

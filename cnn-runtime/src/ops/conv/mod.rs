@@ -391,6 +391,11 @@ impl Filters {
         self.precision
     }
 
+    /// Sets the precision without a cache cell (a constant: see `gemm::bf16::Cache`).
+    pub(crate) const fn mark_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
     /// Makes the layer multiply in `precision`; the bf16 copy of the weights is made on the
     /// next use in bf16 (and kept when switching back and forth).
     #[cfg(feature = "std")]

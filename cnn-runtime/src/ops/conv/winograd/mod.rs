@@ -199,21 +199,8 @@ impl U<'_> {
         }
     }
 
-    /// In bf16, rewrites the transformed input `v: [ξ, rows, c_in]` in place, each position's
-    /// block as pairs at its start, as [`gemm`](Self::gemm) reads it; nothing in f32.
-    fn prepare_input(self, v: &mut [f32], rows: usize, c_in: usize) {
-        #[cfg(feature = "std")]
-        if let U::Bf16(_) = self {
-            for block in v.chunks_exact_mut(rows * c_in) {
-                crate::gemm::bf16::pairs_in_place(crate::gemm::bf16::bits_mut(block), rows, c_in);
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        let _ = (v, rows, c_in);
-    }
-
-    /// `M[ξ] (rows × c_out) = V[ξ] (rows × c_in) · U[ξ] (c_in × c_out)`, with `v_xi` position
-    /// ξ's block of the input as [`prepare_input`](Self::prepare_input) left it.
+    /// `M[ξ] (rows × c_out) = V[ξ] (rows × c_in) · U[ξ] (c_in × c_out)`; in bf16, `V[ξ]` is
+    /// rounded into a buffer of pairs first.
     fn gemm(
         self,
         xi: usize,
@@ -232,9 +219,10 @@ impl U<'_> {
             U::Bf16(u) => {
                 use crate::gemm::bf16;
                 let per = bf16::packed_len(c_in, c_out);
-                let a = &bf16::bits(v_xi)[..rows * bf16::pairs(c_in)];
                 let b = bf16::B::Packed(&u[xi * per..(xi + 1) * per]);
-                bf16::gemm(rows, c_in, c_out, a, b, m_xi, false);
+                bf16::with_pairs(v_xi, rows, c_in, |a| {
+                    bf16::gemm(rows, c_in, c_out, a, b, m_xi, false)
+                });
             }
         }
     }
@@ -302,7 +290,6 @@ fn conv2d_with(
                 let (ty0, ty1) = (b * rows, ((b + 1) * rows).min(th));
                 let tb = (ty1 - ty0) * tw;
                 transform_input(m_t, p, xt, ty0, ty1, v);
-                u.prepare_input(&mut v[..xis * tb * c_in], tb, c_in);
                 // LOOP over the α² tile positions: V[ξ] (tb × C) · U[ξ] (C × O)
                 for (xi, m_xi) in m.chunks_exact_mut(tb * c_out).enumerate() {
                     let v_xi = &v[xi * tb * c_in..(xi + 1) * tb * c_in];
@@ -314,8 +301,6 @@ fn conv2d_with(
             // Few tiles: one block, its GEMMs split over threads.
             let (v, m) = vm.split_at_mut(xis * t * c_in);
             transform_input(m_t, p, xt, 0, th, v);
-            u.prepare_input(v, t, c_in);
-            let v = &*v;
             let per = xis.div_ceil(threads.min(xis));
             let parts = m.chunks_mut(per * t * c_out);
             crate::threads::for_each(threads, parts, |b, part| {
