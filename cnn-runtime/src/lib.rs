@@ -48,6 +48,7 @@ mod test_util;
 mod threads;
 #[cfg(feature = "std")]
 mod train;
+mod transpose;
 mod tuning;
 #[cfg(feature = "std")]
 mod weights;

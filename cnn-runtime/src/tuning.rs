@@ -74,7 +74,3 @@ pub(crate) const WINOGRAD_MIN_BLOCK_TILES: usize = 48;
 
 /// Tiles below which a block is too short a GEMM for a thread of its own.
 pub(crate) const WINOGRAD_MIN_TILES_PER_BLOCK: usize = 32;
-
-/// Positions per block of Winograd's layout changes: a block's rows of the channel-last side
-/// stay in L1 while every channel visits them.
-pub(crate) const LAYOUT_BLOCK: usize = 16;

@@ -84,7 +84,7 @@ pub fn conv2d_backward(
                 .chunks_exact((m * k).max(1))
                 .zip(wt.chunks_exact_mut((m * k).max(1)))
             {
-                super::transpose(m, k, wg, wtg);
+                crate::transpose::dense(m, k, wg, wtg);
             }
             Some((&*wt, dx))
         }

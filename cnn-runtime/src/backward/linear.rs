@@ -66,7 +66,7 @@ pub fn linear_backward(
         scratch.resize(len, 0.0);
     }
     let dyt = &mut scratch[..len];
-    super::transpose(n, m, dy, dyt);
+    crate::transpose::dense(n, m, dy, dyt);
     // dyᵀ: (O, N)  x: (N, I)  dw: (O, I)
     crate::gemm::sgemm(m, n, k, dyt, x, dw, false);
 }

@@ -61,19 +61,6 @@ fn channel_sums(n: usize, channels: usize, plane: usize, dy: &[f32], db: &mut [f
 }
 }
 
-/// `to[j, i] = from[i, j]` for `from: [rows, cols]` row-major.
-fn transpose(rows: usize, cols: usize, from: &[f32], to: &mut [f32]) {
-    if cols == 0 {
-        return;
-    }
-    // LOOP over rows of `from`
-    for (i, row) in from.chunks_exact(cols).take(rows).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            to[j * rows + i] = v;
-        }
-    }
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;

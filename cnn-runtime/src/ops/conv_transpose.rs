@@ -194,7 +194,7 @@ pub fn forward(
             .chunks_exact(k * m)
             .zip(wt.chunks_exact_mut(m * k))
         {
-            transpose(k, m, wg, wtg);
+            crate::transpose::dense(k, m, wg, wtg);
         }
     }
 
@@ -260,16 +260,6 @@ pub fn forward(
             crate::threads::for_each(parts, blocks, |i, ((y, wt), cols)| {
                 channels(s, g, i * per, xg, wt, cols, y)
             });
-        }
-    }
-}
-
-/// `to[j, i] = from[i, j]` for `from: [rows, cols]` row-major.
-fn transpose(rows: usize, cols: usize, from: &[f32], to: &mut [f32]) {
-    // LOOP over rows of `from`
-    for (i, row) in from.chunks_exact(cols).take(rows).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            to[j * rows + i] = v;
         }
     }
 }

@@ -284,6 +284,20 @@ pub(crate) trait Simd: Copy {
     /// # Safety
     /// `p` is valid for `n` writes.
     unsafe fn store_first(self, p: *mut f32, v: Self::V, n: usize);
+
+    /// Transposes a `LANES × LANES` block: `to[j·to_stride + i] = from[i·from_stride + j]`
+    /// for `i, j < LANES`.
+    ///
+    /// # Safety
+    /// For each `i < LANES`, `from + i·from_stride` is valid for `LANES` reads and
+    /// `to + i·to_stride` for `LANES` writes, and the two blocks do not overlap.
+    unsafe fn transpose_block(
+        self,
+        from: *const f32,
+        from_stride: usize,
+        to: *mut f32,
+        to_stride: usize,
+    );
 }
 
 /// Defines `fn name(args) -> ret { body }` that runs `body` compiled for [`isa`].

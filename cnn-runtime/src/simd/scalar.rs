@@ -68,4 +68,9 @@ impl Simd for Scalar {
             unsafe { *p = v }
         }
     }
+    #[inline(always)]
+    unsafe fn transpose_block(self, from: *const f32, _: usize, to: *mut f32, _: usize) {
+        // SAFETY: the caller guarantees one readable float at `from`, one writable at `to`.
+        unsafe { *to = *from }
+    }
 }

@@ -77,6 +77,61 @@ impl Simd for Avx512 {
         // nor faulted on).
         unsafe { _mm512_mask_storeu_ps(p, mask, v) }
     }
+    #[inline(always)]
+    unsafe fn transpose_block(self, from: *const f32, fs: usize, to: *mut f32, ts: usize) {
+        // Rows r[i] = from row i. Four rounds of shuffles (as oneDNN's and MLAS's 16×16
+        // transposes): pairs of rows interleaved, then pairs of pairs, then 128-bit lanes twice.
+        // SAFETY: the token proves AVX-512F; the caller guarantees 16 rows of 16 readable
+        // floats at `from + i·fs`.
+        let r: [__m512; 16] =
+            core::array::from_fn(|i| unsafe { _mm512_loadu_ps(from.add(i * fs)) });
+        // t[2k] = r[2k][0] r[2k+1][0] r[2k][1] r[2k+1][1] per 128-bit lane; t[2k+1] the upper pairs.
+        // SAFETY: the token proves AVX-512F.
+        let t: [__m512; 16] = core::array::from_fn(|i| unsafe {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        // u[4q + j], per 128-bit lane l: column 4l + j of rows 4q..4q+4.
+        // SAFETY: the token proves AVX-512F.
+        let u: [__m512; 16] = core::array::from_fn(|i| unsafe {
+            let (q, j) = (i / 4, i % 4);
+            let (a, b) = (t[4 * q + j / 2], t[4 * q + 2 + j / 2]);
+            if j % 2 == 0 {
+                _mm512_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm512_shuffle_ps::<0xEE>(a, b)
+            }
+        });
+        // v[8h + j] (h: rows 8h..8h+8; j < 4: columns j and j + 8; j ≥ 4: j and j + 8 too,
+        // from lanes 1 and 3): rows 8h..8h+4 then 8h+4..8h+8 of those two columns.
+        // SAFETY: the token proves AVX-512F.
+        let v: [__m512; 16] = core::array::from_fn(|i| unsafe {
+            let (h, j) = (i / 8, i % 8);
+            let (a, b) = (u[8 * h + j % 4], u[8 * h + 4 + j % 4]);
+            if j < 4 {
+                _mm512_shuffle_f32x4::<0x88>(a, b)
+            } else {
+                _mm512_shuffle_f32x4::<0xDD>(a, b)
+            }
+        });
+        // Column c: c < 8 from the even lanes of v[c] and v[c + 8], c ≥ 8 from their odd lanes.
+        for c in 0..16 {
+            let (a, b) = (v[c % 8], v[c % 8 + 8]);
+            // SAFETY: AVX-512F; the caller guarantees 16 writable floats at `to + c·ts`.
+            unsafe {
+                let col = if c < 8 {
+                    _mm512_shuffle_f32x4::<0x88>(a, b)
+                } else {
+                    _mm512_shuffle_f32x4::<0xDD>(a, b)
+                };
+                _mm512_storeu_ps(to.add(c * ts), col)
+            }
+        }
+    }
 }
 
 /// Proof that the CPU has AVX2 and FMA ([`super::Isa::Avx2`]); 8 lanes in a `ymm` register.
@@ -151,6 +206,45 @@ impl Simd for Avx2 {
         // SAFETY: AVX; the masked store writes only the `n` floats the caller made writable
         // and does not fault on the others.
         unsafe { _mm256_maskstore_ps(p, mask, v) }
+    }
+    #[inline(always)]
+    unsafe fn transpose_block(self, from: *const f32, fs: usize, to: *mut f32, ts: usize) {
+        // SAFETY: the token proves AVX; the caller guarantees 8 rows of 8 readable floats at
+        // `from + i·fs`.
+        let r: [__m256; 8] = core::array::from_fn(|i| unsafe { _mm256_loadu_ps(from.add(i * fs)) });
+        // t[2k], t[2k+1]: rows 2k and 2k+1 interleaved, low and high pairs of each 128-bit lane.
+        // SAFETY: the token proves AVX.
+        let t: [__m256; 8] = core::array::from_fn(|i| unsafe {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm256_unpacklo_ps(a, b)
+            } else {
+                _mm256_unpackhi_ps(a, b)
+            }
+        });
+        // u[4q + j]: columns j (low lane) and j + 4 (high lane) of rows 4q..4q+4.
+        // SAFETY: the token proves AVX.
+        let u: [__m256; 8] = core::array::from_fn(|i| unsafe {
+            let (q, j) = (i / 4, i % 4);
+            let (a, b) = (t[4 * q + j / 2], t[4 * q + 2 + j / 2]);
+            if j % 2 == 0 {
+                _mm256_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm256_shuffle_ps::<0xEE>(a, b)
+            }
+        });
+        for c in 0..8 {
+            let (a, b) = (u[c % 4], u[c % 4 + 4]);
+            // SAFETY: AVX; the caller guarantees 8 writable floats at `to + c·ts`.
+            unsafe {
+                let col = if c < 4 {
+                    _mm256_permute2f128_ps::<0x20>(a, b)
+                } else {
+                    _mm256_permute2f128_ps::<0x31>(a, b)
+                };
+                _mm256_storeu_ps(to.add(c * ts), col)
+            }
+        }
     }
 }
 

@@ -23,12 +23,10 @@ use self::transform::{transform_input, transform_output};
 #[cfg(feature = "std")]
 use self::transform::{transform_weights_for, transform_weights_into};
 use super::{Conv2dParams, Epilogue};
-use crate::simd::multiversion;
 use crate::store::Scratch;
 use crate::tuning::{
-    winograd_out_tile, LAYOUT_BLOCK, MIN_MACS_PER_SPLIT, WINOGRAD_BLOCK_BYTES,
-    WINOGRAD_MIN_BLOCK_TILES, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIDE,
-    WINOGRAD_MIN_TILES_PER_BLOCK,
+    winograd_out_tile, MIN_MACS_PER_SPLIT, WINOGRAD_BLOCK_BYTES, WINOGRAD_MIN_BLOCK_TILES,
+    WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIDE, WINOGRAD_MIN_TILES_PER_BLOCK,
 };
 #[cfg(feature = "std")]
 use std::vec::Vec;
@@ -324,45 +322,17 @@ fn conv2d_with(
     }
 }
 
-multiversion! {
-/// Positions `first..first + xt.len() / C` of `[C, H·W]` (`hw` = H·W) into `xt: [·, C]`, in
-/// blocks of [`LAYOUT_BLOCK`] positions.
+/// Positions `first..first + xt.len() / C` of `[C, H·W]` (`hw` = H·W) into `xt: [·, C]`.
 fn to_channels_last(x: &[f32], hw: usize, c: usize, first: usize, xt: &mut [f32]) {
     let len = xt.len() / c;
-    // LOOP over blocks of positions
-    for (b, block) in xt.chunks_mut(LAYOUT_BLOCK * c).enumerate() {
-        let i0 = first + b * LAYOUT_BLOCK;
-        let rows = block.len() / c;
-        // LOOP over channels: one contiguous run of the plane into a column of the block
-        for (ch, plane) in x.chunks_exact(hw).take(c).enumerate() {
-            for (i, &v) in plane[i0..i0 + rows].iter().enumerate() {
-                block[i * c + ch] = v;
-            }
-        }
-    }
-    debug_assert!(first + len <= hw);
-}
+    crate::transpose::transpose(c, len, &x[first..], hw, xt, c);
 }
 
-multiversion! {
-/// Channels `first..` of `yt: [H·W, C]` into `y: [·, H·W]` (as many channels as `y` holds),
-/// in blocks of [`LAYOUT_BLOCK`] positions.
+/// Channels `first..` of `yt: [H·W, C]` into `y: [·, H·W]` (as many channels as `y` holds).
 fn to_channels_first(yt: &[f32], c: usize, first: usize, y: &mut [f32]) {
     let hw = yt.len() / c;
     let channels = y.len() / hw;
-    // LOOP over blocks of positions
-    for i0 in (0..hw).step_by(LAYOUT_BLOCK) {
-        let rows = LAYOUT_BLOCK.min(hw - i0);
-        let block = &yt[i0 * c..(i0 + rows) * c];
-        // LOOP over channels: a column of the block into one contiguous run of the plane
-        for ch in 0..channels {
-            let dst = &mut y[ch * hw + i0..ch * hw + i0 + rows];
-            for (i, v) in dst.iter_mut().enumerate() {
-                *v = block[i * c + first + ch];
-            }
-        }
-    }
-}
+    crate::transpose::transpose(hw, channels, &yt[first..], c, y, hw);
 }
 
 #[cfg(test)]

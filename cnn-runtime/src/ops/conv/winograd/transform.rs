@@ -80,6 +80,40 @@ macro_rules! by_vectors {
     }};
 }
 
+/// `[e(0), e(1), …, e(5)]` with `$i` bound to each index in turn: an array of six built from
+/// its values, with no zero-filled scratch behind it (at AVX-512 the 6×6 tiles do not fit the
+/// registers, and an array initialised then overwritten cost a `memset` per tile).
+macro_rules! six {
+    ($i:ident => $e:expr) => {
+        [
+            {
+                let $i = 0;
+                $e
+            },
+            {
+                let $i = 1;
+                $e
+            },
+            {
+                let $i = 2;
+                $e
+            },
+            {
+                let $i = 3;
+                $e
+            },
+            {
+                let $i = 4;
+                $e
+            },
+            {
+                let $i = 5;
+                $e
+            },
+        ]
+    };
+}
+
 /// `Bᵀ d` for one column `d` of an α×α input tile (α = m + 2; entries past α unused).
 #[inline(always)]
 fn bt<S: Simd>(s: S, m: usize, d: [S::V; 6]) -> [S::V; 6] {
@@ -176,32 +210,29 @@ fn input_tiles<S: Simd, const M: usize>(
             let t = (ty - ty0) * tw + tx;
             // LOOP over vectors of channels
             for c in (c0..c1).step_by(n) {
-                // d[j][i]: column j, row i of the tile
-                let mut d = [[zero; 6]; 6];
+                // bd[j] = Bᵀ d_j for column j of the tile d (zero outside the input and past α)
+                let bd: [[S::V; 6]; 6] = six!(j => {
+                    let ix = (m * tx + j).wrapping_sub(pw);
+                    if j < a && ix < w {
+                        bt(s, m, six!(i => {
+                            let iy = (m * ty + i).wrapping_sub(ph);
+                            if i < a && iy < h {
+                                let at = (iy * w + ix) * c_in + c;
+                                // SAFETY: the slice is bounds-checked to hold the LANES floats
+                                // read.
+                                unsafe { s.load(xt[at..at + n].as_ptr()) }
+                            } else {
+                                zero
+                            }
+                        }))
+                    } else {
+                        [zero; 6]
+                    }
+                });
+                // LOOP over rows i of Bᵀ d: times B
+                #[allow(clippy::needless_range_loop)] // `i` indexes inside `six!`
                 for i in 0..a {
-                    let iy = (m * ty + i).wrapping_sub(ph);
-                    if iy >= h {
-                        continue;
-                    }
-                    for (j, col) in d.iter_mut().enumerate().take(a) {
-                        let ix = (m * tx + j).wrapping_sub(pw);
-                        if ix < w {
-                            let at = (iy * w + ix) * c_in + c;
-                            // SAFETY: the slice is bounds-checked to hold the LANES floats read.
-                            col[i] = unsafe { s.load(xt[at..at + n].as_ptr()) };
-                        }
-                    }
-                }
-                // Bᵀ d, column by column; then rows of (Bᵀ d) times B
-                let mut bd = [[zero; 6]; 6];
-                for (j, col) in d.iter().enumerate().take(a) {
-                    let r = bt(s, m, *col);
-                    for i in 0..a {
-                        bd[i][j] = r[i];
-                    }
-                }
-                for (i, row) in bd.iter().enumerate().take(a) {
-                    let r = bt(s, m, *row);
+                    let r = bt(s, m, six!(j => bd[j][i]));
                     for (j, &val) in r.iter().enumerate().take(a) {
                         let at = ((i * a + j) * t_all + t) * c_in + c;
                         // SAFETY: the slice is bounds-checked to hold the LANES floats written.
@@ -266,34 +297,36 @@ fn output_tiles<S: Simd, const M: usize>(
             let t = (ty - ty0) * tw + tx;
             // LOOP over vectors of output channels
             for o in (o0..o1).step_by(n) {
-                // e[j][i]: column j, row i of the α×α products
-                let mut e = [[zero; 6]; 6];
-                for i in 0..a {
-                    for (j, col) in e.iter_mut().enumerate().take(a) {
-                        let at = ((i * a + j) * t_all + t) * c_out + o;
-                        // SAFETY: the slice is bounds-checked to hold the LANES floats read.
-                        col[i] = unsafe { s.load(prods[at..at + n].as_ptr()) };
-                    }
-                }
                 let bv = match bias {
                     // SAFETY: the slice is bounds-checked to hold the LANES floats read.
                     Some(b) => unsafe { s.load(b[o..o + n].as_ptr()) },
                     None => zero,
                 };
-                // Aᵀ e, column by column: m×α; then rows of that times A: m×m
-                let mut ae = [[zero; 6]; 4];
-                for (j, col) in e.iter().enumerate().take(a) {
-                    let r = at(s, m, *col);
-                    for i in 0..m {
-                        ae[i][j] = r[i];
+                // ae[j] = Aᵀ e_j for column j of the α×α products e (m values; zero past α)
+                let ae: [[S::V; 4]; 6] = six!(j => {
+                    if j < a {
+                        at(s, m, six!(i => {
+                            if i < a {
+                                let at = ((i * a + j) * t_all + t) * c_out + o;
+                                // SAFETY: the slice is bounds-checked to hold the LANES floats
+                                // read.
+                                unsafe { s.load(prods[at..at + n].as_ptr()) }
+                            } else {
+                                zero
+                            }
+                        }))
+                    } else {
+                        [zero; 4]
                     }
-                }
-                for (i, row) in ae.iter().enumerate().take(m) {
+                });
+                // LOOP over rows i of Aᵀ e: times A
+                #[allow(clippy::needless_range_loop)] // `i` indexes inside `six!`
+                for i in 0..m {
                     if m * ty + i >= oh {
                         break;
                     }
                     let oy = m * (ty - ty0) + i;
-                    let r = at(s, m, *row);
+                    let r = at(s, m, six!(j => ae[j][i]));
                     for (j, &val) in r.iter().enumerate().take(m) {
                         let ox = m * tx + j;
                         if ox >= ow {
