@@ -20,7 +20,7 @@ use std::boxed::Box;
 use std::cell::Cell;
 use std::vec::Vec;
 
-use crate::simd::{bf16_path, multiversion, Bf16Path, Isa, Scalar, Simd};
+use crate::simd::{bf16_path, Bf16Path, Isa, Scalar, Simd};
 
 /// Columns of a packed panel of B: four `zmm` vectors of 16 pairs on AVX-512.
 pub(crate) const NR: usize = 64;
@@ -28,25 +28,7 @@ pub(crate) const NR: usize = 64;
 /// Rows of a tile of C at every level.
 const MR: usize = 6;
 
-/// `x` rounded to bf16 (round to nearest, ties to even), as its 16 bits. NaN stays a (quiet)
-/// NaN, infinities stay, values that round past the largest bf16 become infinite, and
-/// subnormals flush to a zero of their sign: Intel's `VCVTNEPS2BF16`, which `vdpbf16ps`'s
-/// reading of subnormals as zero matches. Branch-free, so that loops of it vectorise.
-#[inline(always)]
-pub(crate) fn to_bf16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
-    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
-    let subnormal = b & 0x7f80_0000 == 0;
-    let r = if nan {
-        (b >> 16) | 0x40
-    } else if subnormal {
-        (b >> 16) & 0x8000
-    } else {
-        rounded
-    };
-    r as u16
-}
+pub(crate) use crate::simd::to_bf16;
 
 /// The f32 value of bf16 bits (exact).
 #[cfg(test)]
@@ -99,17 +81,46 @@ pub(crate) fn pairs_into(src: &[f32], rows: usize, k: usize, dst: &mut [u32]) {
     }
 }
 
-multiversion! {
-/// `out[i] = to_bf16(x[i])`, vectorised.
-fn convert(x: &[f32], out: &mut [u16]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = to_bf16(v);
-    }
+/// `out[i] = to_bf16(x[i])` for `i < min(x.len(), out.len())`, whole vectors by
+/// [`Simd::store_bf16`](crate::simd::Simd::store_bf16).
+pub(crate) fn convert(x: &[f32], out: &mut [u16]) {
+    crate::simd::with_simd!(
+        |s: S| {
+            let n = x.len().min(out.len());
+            let whole = n & !(S::LANES - 1); // LANES is a power of two
+            // LOOP over whole vectors
+            for (o, v) in out[..whole]
+                .chunks_exact_mut(S::LANES)
+                .zip(x[..whole].chunks_exact(S::LANES))
+            {
+                // SAFETY: both chunks hold LANES values.
+                unsafe { s.store_bf16(o.as_mut_ptr(), s.load(v.as_ptr())) }
+            }
+            for (o, &v) in out[whole..n].iter_mut().zip(&x[whole..n]) {
+                *o = to_bf16(v);
+            }
+        },
+        (x: &[f32], out: &mut [u16])
+    )
 }
+
+/// f32 scratch as `u32` pairs over the same bytes (a kernel keeps its bf16 operands in the
+/// f32 scratch it is given).
+pub(crate) fn f32_as_pairs(v: &[f32]) -> &[u32] {
+    // SAFETY: `u32` has the size and alignment of `f32` and every bit pattern is valid; the
+    // result covers the same bytes and borrows `v`.
+    unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u32>(), v.len()) }
+}
+
+/// [`f32_as_pairs`], mutable.
+pub(crate) fn f32_as_pairs_mut(v: &mut [f32]) -> &mut [u32] {
+    // SAFETY: as in `f32_as_pairs`; any bits written through the result are a valid `f32`
+    // too, and the result reborrows `v` uniquely.
+    unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u32>(), v.len()) }
 }
 
 /// `v` as its `u16` halves in memory order (on x86, the low half of each `u32` first).
-fn halves_mut(v: &mut [u32]) -> &mut [u16] {
+pub(crate) fn halves_mut(v: &mut [u32]) -> &mut [u16] {
     // SAFETY: `u16` needs less alignment than `u32` and every bit pattern is valid; the
     // result covers the same bytes and reborrows `v` uniquely.
     unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u16>(), 2 * v.len()) }

@@ -285,6 +285,12 @@ pub(crate) trait Simd: Copy {
     /// `p` is valid for `n` writes.
     unsafe fn store_first(self, p: *mut f32, v: Self::V, n: usize);
 
+    /// Writes the `LANES` values of `v` rounded to bf16 ([`to_bf16`]) to `p`.
+    ///
+    /// # Safety
+    /// `p` is valid for `LANES` writes of `u16`.
+    unsafe fn store_bf16(self, p: *mut u16, v: Self::V);
+
     /// Transposes a `LANES × LANES` block: `to[j·to_stride + i] = from[i·from_stride + j]`
     /// for `i, j < LANES`.
     ///
@@ -298,6 +304,27 @@ pub(crate) trait Simd: Copy {
         to: *mut f32,
         to_stride: usize,
     );
+}
+
+/// `x` rounded to bf16 (round to nearest, ties to even), as its 16 bits. NaN stays a (quiet)
+/// NaN, infinities stay, values that round past the largest bf16 become infinite, and
+/// subnormals flush to a zero of their sign: Intel's `VCVTNEPS2BF16`, which `vdpbf16ps`'s
+/// reading of subnormals as zero matches. Branch-free, so that loops of it vectorise; the
+/// vector tokens' [`Simd::store_bf16`] compute the same bits.
+#[inline(always)]
+pub(crate) fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    let subnormal = b & 0x7f80_0000 == 0;
+    let r = if nan {
+        (b >> 16) | 0x40
+    } else if subnormal {
+        (b >> 16) & 0x8000
+    } else {
+        rounded
+    };
+    r as u16
 }
 
 /// Defines `fn name(args) -> ret { body }` that runs `body` compiled for [`isa`].

@@ -69,6 +69,11 @@ impl Simd for Scalar {
         }
     }
     #[inline(always)]
+    unsafe fn store_bf16(self, p: *mut u16, v: f32) {
+        // SAFETY: the caller guarantees one writable `u16` at `p`.
+        unsafe { *p = super::to_bf16(v) }
+    }
+    #[inline(always)]
     unsafe fn transpose_block(self, from: *const f32, _: usize, to: *mut f32, _: usize) {
         // SAFETY: the caller guarantees one readable float at `from`, one writable at `to`.
         unsafe { *to = *from }

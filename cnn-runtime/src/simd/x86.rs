@@ -78,6 +78,28 @@ impl Simd for Avx512 {
         unsafe { _mm512_mask_storeu_ps(p, mask, v) }
     }
     #[inline(always)]
+    unsafe fn store_bf16(self, p: *mut u16, v: __m512) {
+        // SAFETY: the token proves AVX-512F and BW (the 32 → 16-bit narrowing); the caller
+        // guarantees 16 writable `u16` at `p`. The lanes compute `to_bf16`'s three cases and
+        // pick one per lane.
+        unsafe {
+            let b = _mm512_castps_si512(v);
+            let high = _mm512_srli_epi32::<16>(b);
+            let odd = _mm512_and_si512(high, _mm512_set1_epi32(1));
+            let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
+            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
+            let magnitude = _mm512_and_si512(b, _mm512_set1_epi32(0x7fff_ffff));
+            let nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f80_0000));
+            let exponent = _mm512_and_si512(b, _mm512_set1_epi32(0x7f80_0000));
+            let subnormal = _mm512_cmpeq_epi32_mask(exponent, _mm512_setzero_si512());
+            let signed_zero = _mm512_and_si512(high, _mm512_set1_epi32(0x8000));
+            let quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+            let r = _mm512_mask_blend_epi32(subnormal, rounded, signed_zero);
+            let r = _mm512_mask_blend_epi32(nan, r, quiet);
+            _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(r))
+        }
+    }
+    #[inline(always)]
     unsafe fn transpose_block(self, from: *const f32, fs: usize, to: *mut f32, ts: usize) {
         // Rows r[i] = from row i. Four rounds of shuffles (as oneDNN's and MLAS's 16×16
         // transposes): pairs of rows interleaved, then pairs of pairs, then 128-bit lanes twice.
@@ -206,6 +228,31 @@ impl Simd for Avx2 {
         // SAFETY: AVX; the masked store writes only the `n` floats the caller made writable
         // and does not fault on the others.
         unsafe { _mm256_maskstore_ps(p, mask, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_bf16(self, p: *mut u16, v: __m256) {
+        // SAFETY: the token proves AVX2; the caller guarantees 8 writable `u16` at `p`. The
+        // lanes compute `to_bf16`'s three cases and pick one per lane; every result is below
+        // 2^16, so the signed-saturating pack keeps it.
+        unsafe {
+            let b = _mm256_castps_si256(v);
+            let high = _mm256_srli_epi32::<16>(b);
+            let odd = _mm256_and_si256(high, _mm256_set1_epi32(1));
+            let bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
+            let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(b, bias));
+            let magnitude = _mm256_and_si256(b, _mm256_set1_epi32(0x7fff_ffff));
+            let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f80_0000));
+            let exponent = _mm256_and_si256(b, _mm256_set1_epi32(0x7f80_0000));
+            let subnormal = _mm256_cmpeq_epi32(exponent, _mm256_setzero_si256());
+            let signed_zero = _mm256_and_si256(high, _mm256_set1_epi32(0x8000));
+            let quiet = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
+            let r = _mm256_blendv_epi8(rounded, signed_zero, subnormal);
+            let r = _mm256_blendv_epi8(r, quiet, nan);
+            // Per 128-bit lane [r0..r3, r0..r3 | r4..r7, r4..r7]; quadwords 0 and 2 in order.
+            let packed = _mm256_packus_epi32(r, r);
+            let ordered = _mm256_permute4x64_epi64::<0b00_00_10_00>(packed);
+            _mm_storeu_si128(p.cast(), _mm256_castsi256_si128(ordered))
+        }
     }
     #[inline(always)]
     unsafe fn transpose_block(self, from: *const f32, fs: usize, to: *mut f32, ts: usize) {

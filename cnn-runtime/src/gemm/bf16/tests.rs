@@ -122,6 +122,70 @@ fn rounds_to_nearest_even_and_keeps_specials() {
     assert_eq!(pair(1.0, -2.0), 0xc000_3f80);
 }
 
+/// The vector conversion (`Simd::store_bf16` behind `convert`) gives `to_bf16`'s bits at every
+/// level: every rounding case (below, at and past the halfway point, even and odd), NaNs
+/// with payloads high and low, infinities, overflow, subnormals and zeros of each sign, and
+/// random bit patterns, at every position of a vector and in the scalar tail.
+#[test]
+fn the_vector_conversion_gives_the_scalar_bits_at_every_level() {
+    let mut bits: Vec<u32> = vec![
+        0x3f80_8000,
+        0x3f81_8000,
+        0x3f80_7fff,
+        0x3f80_8001,
+        0x3f81_7fff,
+        0x3f81_8001,
+        0x7f80_0000,
+        0xff80_0000,
+        0x7f80_0001,
+        0xff80_0001,
+        0x7fc0_0000,
+        0x7fff_ffff,
+        0xffff_ffff,
+        0x7f7f_ffff,
+        0xff7f_ffff,
+        0x7f7f_8000,
+        0x0000_0001,
+        0x8000_0001,
+        0x007f_ffff,
+        0x807f_ffff,
+        0x0080_0000,
+        0x8080_0000,
+        0x0000_0000,
+        0x8000_0000,
+        0x0080_8000,
+        0x0081_8000,
+        0x4049_0fdb,
+        0xc049_0fdb,
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    bits.extend((0..4000).map(|_| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 32) as u32
+    }));
+    let x: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+    let want: Vec<u16> = x.iter().map(|&v| to_bf16(v)).collect();
+    crate::simd::testing::each_level(|level| {
+        // Every offset, so that each special value meets every lane and the tail.
+        for start in 0..17 {
+            let mut got = vec![0xdead_u16; x.len() - start + 1];
+            convert(&x[start..], &mut got);
+            for (i, (&g, &w)) in got.iter().zip(&want[start..]).enumerate() {
+                assert_eq!(
+                    g,
+                    w,
+                    "{:#010x} at {}: {g:#06x}, want {w:#06x}",
+                    bits[start + i],
+                    level.name()
+                );
+            }
+            assert_eq!(*got.last().unwrap(), 0xdead, "past the input: untouched");
+        }
+    });
+}
+
 #[test]
 fn pairs_pad_an_odd_row_with_zero() {
     let src = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];

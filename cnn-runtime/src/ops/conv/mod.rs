@@ -1198,14 +1198,19 @@ pub(crate) mod tests {
     #[test]
     fn bf16_stays_within_its_tolerance_of_the_f64_definition() {
         use crate::simd::{bf16_path, testing::take_ran_bf16, Bf16Path};
-        // (c_in, c_out, groups, kernel, stride, padding, [h, w], n): the first three run
-        // Winograd (F(2×2) below 12 outputs a side, F(4×4) from 12), the rest im2col, then a
-        // direct stem and a depthwise convolution, which stay f32.
+        // (c_in, c_out, groups, kernel, stride, padding, [h, w], n): the first six run
+        // Winograd (F(2×2) below 12 outputs a side, F(4×4) from 12; odd `c_in` pads each row
+        // of pairs, and leaves channels past the last vector to the scalar tail), the rest
+        // im2col, then a direct stem and a depthwise convolution, which stay f32.
         type Case = (usize, usize, usize, usize, usize, usize, [usize; 2], usize);
-        let cases: [Case; 9] = [
+        let cases: [Case; 12] = [
             (16, 24, 1, 3, 1, 1, [7, 9], 2),
             (32, 17, 1, 3, 1, 1, [14, 13], 1),
             (64, 64, 1, 3, 1, 1, [16, 16], 1),
+            (19, 24, 1, 3, 1, 1, [9, 7], 2),
+            (9, 12, 1, 3, 1, 1, [13, 12], 1),
+            // 8 rows of F(4×4) tiles in blocks of 7: a short last block.
+            (32, 32, 1, 3, 1, 1, [32, 32], 1),
             (24, 40, 1, 3, 2, 1, [11, 10], 2),
             (32, 48, 4, 3, 1, 1, [9, 9], 1),
             (33, 65, 1, 1, 1, 0, [5, 7], 3),
@@ -1260,8 +1265,11 @@ pub(crate) mod tests {
                 for threads in [1, 2] {
                     let run = |f: &Filters| {
                         let mut got = vec![f32::NAN; n * p.out_len()];
+                        // Scratch full of NaN: a value the kernel reads without writing it
+                        // (the padding of a pair, say) shows.
+                        let mut scratch = vec![f32::NAN; p.scratch_len()];
                         let mut call =
-                            || forward(&p, n, &x, f, epilogue, threads, &mut got, &mut Vec::new());
+                            || forward(&p, n, &x, f, epilogue, threads, &mut got, &mut scratch);
                         // One thread on this one, so that it records the path that ran.
                         if threads == 1 {
                             call()

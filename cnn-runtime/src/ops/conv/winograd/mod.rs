@@ -197,17 +197,44 @@ impl U<'_> {
         }
     }
 
-    /// `M[ξ] (rows × c_out) = V[ξ] (rows × c_in) · U[ξ] (c_in × c_out)`; in bf16, `V[ξ]` is
-    /// rounded into a buffer of pairs first.
-    fn gemm(
+    /// f32 elements of scratch per row (tile) of the transformed input `V`: `c_in` values, or
+    /// in bf16 ⌈`c_in`/2⌉ pairs.
+    fn v_row(self, c_in: usize) -> usize {
+        match self {
+            U::F32(_) => c_in,
+            #[cfg(feature = "std")]
+            U::Bf16(_) => crate::gemm::bf16::pairs(c_in),
+        }
+    }
+
+    /// The transformed input `V: [α², tiles, ·]` of tile rows `ty0..ty1`, in f32 or, for the
+    /// bf16 GEMM, as its pairs (rounded by the transform itself).
+    #[allow(clippy::too_many_arguments)] // transform_input's arguments
+    fn transform_input(
         self,
-        xi: usize,
-        rows: usize,
-        c_in: usize,
-        c_out: usize,
-        v_xi: &[f32],
-        m_xi: &mut [f32],
+        m_t: usize,
+        p: &Conv2dParams,
+        xt: &[f32],
+        ty0: usize,
+        ty1: usize,
+        v: &mut [f32],
     ) {
+        match self {
+            U::F32(_) => transform_input(m_t, p, xt, ty0, ty1, v),
+            #[cfg(feature = "std")]
+            U::Bf16(_) => {
+                use crate::gemm::bf16;
+                let halves = bf16::halves_mut(bf16::f32_as_pairs_mut(v));
+                transform::transform_input_bf16(m_t, p, xt, ty0, ty1, halves)
+            }
+        }
+    }
+
+    /// `M[ξ] (rows × c_out) = V[ξ] (rows × c_in) · U[ξ] (c_in × c_out)`, `v` holding every
+    /// position's `V` as [`U::transform_input`] wrote it.
+    fn gemm(self, xi: usize, rows: usize, c_in: usize, c_out: usize, v: &[f32], m_xi: &mut [f32]) {
+        let per_v = rows * self.v_row(c_in);
+        let v_xi = &v[xi * per_v..(xi + 1) * per_v];
         match self {
             U::F32(u) => {
                 let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
@@ -218,9 +245,7 @@ impl U<'_> {
                 use crate::gemm::bf16;
                 let per = bf16::packed_len(c_in, c_out);
                 let b = bf16::B::Packed(&u[xi * per..(xi + 1) * per]);
-                bf16::with_pairs(v_xi, rows, c_in, |a| {
-                    bf16::gemm(rows, c_in, c_out, a, b, m_xi, false)
-                });
+                bf16::gemm(rows, c_in, c_out, bf16::f32_as_pairs(v_xi), b, m_xi, false)
             }
         }
     }
@@ -250,6 +275,9 @@ fn conv2d_with(
     assert!(input.len() >= n * p.in_len(), "winograd input too short");
     assert!(out.len() >= n * p.out_len(), "winograd output too short");
     let (vm, rest) = scratch.at_least(len)[..len].split_at_mut(xis * t * (c_in + c_out));
+    // V then M, exactly: a longer M would give the last block more products than its tiles.
+    let v_row = u.v_row(c_in);
+    let vm = &mut vm[..xis * t * (v_row + c_out)];
     let (xt, yt) = rest.split_at_mut(h * w * c_in);
     let big = t * c_in * c_out * xis >= MIN_MACS_PER_SPLIT;
     let threads = if big { threads.max(1) } else { 1 };
@@ -263,7 +291,7 @@ fn conv2d_with(
         rows = rows.min(th.div_ceil(threads));
     }
     let split_tiles = threads == 1 || rows * tw >= WINOGRAD_MIN_TILES_PER_BLOCK;
-    let (v_block, m_block) = (xis * rows * tw * c_in, xis * rows * tw * c_out);
+    let (v_block, m_block) = (xis * rows * tw * v_row, xis * rows * tw * c_out);
     // LOOP over samples
     for (s, (x, y)) in input
         .chunks_exact(p.in_len())
@@ -279,7 +307,7 @@ fn conv2d_with(
         });
         if split_tiles {
             // LOOP over blocks of tile rows, shared out over threads
-            let (vs, ms) = vm.split_at_mut(xis * t * c_in);
+            let (vs, ms) = vm.split_at_mut(xis * t * v_row);
             let blocks = vs
                 .chunks_mut(v_block)
                 .zip(ms.chunks_mut(m_block))
@@ -287,25 +315,22 @@ fn conv2d_with(
             crate::threads::for_each(threads, blocks, |b, ((v, m), yt_part)| {
                 let (ty0, ty1) = (b * rows, ((b + 1) * rows).min(th));
                 let tb = (ty1 - ty0) * tw;
-                transform_input(m_t, p, xt, ty0, ty1, v);
+                u.transform_input(m_t, p, xt, ty0, ty1, v);
                 // LOOP over the α² tile positions: V[ξ] (tb × C) · U[ξ] (C × O)
                 for (xi, m_xi) in m.chunks_exact_mut(tb * c_out).enumerate() {
-                    let v_xi = &v[xi * tb * c_in..(xi + 1) * tb * c_in];
-                    u.gemm(xi, tb, c_in, c_out, v_xi, m_xi);
+                    u.gemm(xi, tb, c_in, c_out, v, m_xi);
                 }
                 transform_output(m_t, p, m, ty0, ty1, bias, yt_part);
             });
         } else {
             // Few tiles: one block, its GEMMs split over threads.
-            let (v, m) = vm.split_at_mut(xis * t * c_in);
-            transform_input(m_t, p, xt, 0, th, v);
+            let (v, m) = vm.split_at_mut(xis * t * v_row);
+            u.transform_input(m_t, p, xt, 0, th, v);
             let per = xis.div_ceil(threads.min(xis));
             let parts = m.chunks_mut(per * t * c_out);
             crate::threads::for_each(threads, parts, |b, part| {
                 for (i, m_xi) in part.chunks_exact_mut(t * c_out).enumerate() {
-                    let xi = b * per + i;
-                    let v_xi = &v[xi * t * c_in..(xi + 1) * t * c_in];
-                    u.gemm(xi, t, c_in, c_out, v_xi, m_xi);
+                    u.gemm(b * per + i, t, c_in, c_out, v, m_xi);
                 }
             });
             transform_output(m_t, p, m, 0, th, bias, yt);

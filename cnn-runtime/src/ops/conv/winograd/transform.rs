@@ -167,6 +167,31 @@ fn at<S: Simd>(s: S, m: usize, v: [S::V; 6]) -> [S::V; 4] {
     }
 }
 
+/// What the input transform writes: f32 values, or the bf16 halves the bf16 GEMM reads.
+pub(super) trait Element: Copy {
+    /// Writes the `LANES` values of `v` at `p`.
+    ///
+    /// # Safety
+    /// `p` is valid for `LANES` writes.
+    unsafe fn put<S: Simd>(s: S, p: *mut Self, v: S::V);
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    unsafe fn put<S: Simd>(s: S, p: *mut f32, v: S::V) {
+        // SAFETY: the caller's guarantee.
+        unsafe { s.store(p, v) }
+    }
+}
+
+impl Element for u16 {
+    #[inline(always)]
+    unsafe fn put<S: Simd>(s: S, p: *mut u16, v: S::V) {
+        // SAFETY: the caller's guarantee.
+        unsafe { s.store_bf16(p, v) }
+    }
+}
+
 /// `V[ξ, t, c] = (Bᵀ d B)[ξ]` for the α×α tile `d` of channel `c` at tile `t` of tile rows
 /// `ty0..ty1` (zero outside the input), from the channel-last input `xt: [H, W, C]`.
 pub(super) fn transform_input(
@@ -177,14 +202,51 @@ pub(super) fn transform_input(
     ty1: usize,
     v: &mut [f32],
 ) {
-    if m == 2 {
-        by_vectors!(input_tiles::<2>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
-    } else {
-        by_vectors!(input_tiles::<4>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [f32]))
+    input_f32(m, p, xt, ty0, ty1, v, p.c_in)
+}
+
+/// [`transform_input`] rounded to bf16, each row of `C` values padded with a zero to an even
+/// length (`v: [α², tiles, 2·⌈C/2⌉]`): the bf16 GEMM's pairs, written by the transform itself.
+#[cfg(feature = "std")]
+pub(super) fn transform_input_bf16(
+    m: usize,
+    p: &Conv2dParams,
+    xt: &[f32],
+    ty0: usize,
+    ty1: usize,
+    v: &mut [u16],
+) {
+    let row = 2 * crate::gemm::bf16::pairs(p.c_in);
+    input_bf16(m, p, xt, ty0, ty1, v, row);
+    if row > p.c_in {
+        let rows = (m + 2) * (m + 2) * (ty1 - ty0) * p.out_hw[1].div_ceil(m);
+        // LOOP over rows: the padding half of the last pair
+        for r in v.chunks_exact_mut(row).take(rows) {
+            r[p.c_in] = 0;
+        }
     }
 }
 
-/// [`transform_input`] for channels `c0..c1`, `S::LANES` at a time (`c1 − c0` a multiple).
+/// Defines `fn $name(m, p, xt, ty0, ty1, v: &mut [$t], row)`: [`transform_input`] into rows
+/// of `row` ≥ C elements of `$t` (a function per element type: the dispatch's inner
+/// functions cannot be generic over it).
+macro_rules! transform_input_to {
+    ($name:ident, $t:ty) => {
+        fn $name(m: usize, p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [$t], row: usize) {
+            if m == 2 {
+                by_vectors!(input_tiles::<2>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [$t], row: usize))
+            } else {
+                by_vectors!(input_tiles::<4>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [$t], row: usize))
+            }
+        }
+    };
+}
+transform_input_to!(input_f32, f32);
+#[cfg(feature = "std")]
+transform_input_to!(input_bf16, u16);
+
+/// [`transform_input`] for channels `c0..c1`, `S::LANES` at a time (`c1 − c0` a multiple),
+/// into rows of `row` elements.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // transform_input's arguments, the token and the channel range
 fn input_tiles<S: Simd, const M: usize>(
@@ -193,7 +255,8 @@ fn input_tiles<S: Simd, const M: usize>(
     xt: &[f32],
     ty0: usize,
     ty1: usize,
-    v: &mut [f32],
+    v: &mut [impl Element],
+    row: usize,
     c0: usize,
     c1: usize,
 ) {
@@ -234,9 +297,9 @@ fn input_tiles<S: Simd, const M: usize>(
                 for i in 0..a {
                     let r = bt(s, m, six!(j => bd[j][i]));
                     for (j, &val) in r.iter().enumerate().take(a) {
-                        let at = ((i * a + j) * t_all + t) * c_in + c;
-                        // SAFETY: the slice is bounds-checked to hold the LANES floats written.
-                        unsafe { s.store(v[at..at + n].as_mut_ptr(), val) };
+                        let at = ((i * a + j) * t_all + t) * row + c;
+                        // SAFETY: the slice is bounds-checked to hold the LANES values written.
+                        unsafe { Element::put(s, v[at..at + n].as_mut_ptr(), val) };
                     }
                 }
             }
