@@ -253,3 +253,52 @@ impl fmt::Display for Summary {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn layer(key: &'static str, depth: usize, params: usize, macs: usize) -> LayerInfo {
+        LayerInfo {
+            index: 0,
+            key,
+            depth,
+            dsl: "x",
+            torch: "nn.X()",
+            output: &[2, 3],
+            params,
+            macs,
+        }
+    }
+
+    /// The totals count each top-level entry once: a block's figures already hold the layers
+    /// inside it, which the table lists indented.
+    #[test]
+    fn the_summary_totals_the_top_level_only() {
+        static LAYERS: [LayerInfo; 4] = [
+            layer("0", 0, 10, 100),
+            layer("1", 0, 7, 30),
+            layer("1.body.0", 1, 7, 30),
+            layer("2", 0, 5, 1),
+        ];
+        let s = Summary {
+            name: "Net",
+            input: [1, 4, 4],
+            layers: &LAYERS,
+            ram_bytes: 123,
+            weight_bytes: 88,
+            flash_bytes: 1000,
+        };
+        let text = s.to_string();
+        assert!(text.starts_with("Net (input [1, 4, 4])\n"), "{text}");
+        assert!(
+            text.contains("total: 22 parameters, 131 MACs per sample"),
+            "{text}"
+        );
+        assert!(
+            text.contains("RAM: 123 bytes (forward_in: workspace, input and output); flash: about 1000 bytes (weights 88 + code 912"),
+            "{text}"
+        );
+        assert!(text.contains("\n  1.body.0 "), "indented by depth: {text}");
+    }
+}

@@ -67,3 +67,30 @@ impl core::fmt::Display for ParsePrecisionError {
 
 #[cfg(feature = "std")]
 impl std::error::Error for ParsePrecisionError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_nothing_else_parses() {
+        for p in [Precision::F32, Precision::Bf16] {
+            assert_eq!(p.name().parse::<Precision>(), Ok(p));
+            assert_eq!(p.to_string(), p.name());
+        }
+        assert_eq!(Precision::F32.name(), "f32");
+        assert_eq!(Precision::Bf16.name(), "bf16");
+        assert_eq!(Precision::default(), Precision::F32);
+        for bad in ["", "F32", "bf16 ", "fp16", "f64"] {
+            assert_eq!(
+                bad.parse::<Precision>(),
+                Err(ParsePrecisionError),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            ParsePrecisionError.to_string(),
+            "unknown precision, expected `f32` or `bf16`"
+        );
+    }
+}

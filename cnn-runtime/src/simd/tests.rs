@@ -144,3 +144,29 @@ fn a_forced_level_is_the_one_that_runs() {
     }
     assert_eq!(testing::forced(), None, "restored");
 }
+
+/// The bf16 GEMM takes `vdpbf16ps` exactly when the CPU has AVX512_BF16 (checked against the
+/// kernel's flags on Linux), the level is AVX-512, and `CNN_SIMD` names no level (which
+/// forces the FMA path of that level).
+#[test]
+fn the_bf16_path_is_the_dot_product_where_the_cpu_has_it_and_cnn_simd_allows() {
+    let asked = std::env::var("CNN_SIMD").ok();
+    let capped = matches!(asked.as_deref(), Some("avx512" | "avx2" | "baseline"));
+    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
+        let flag = info.split_whitespace().any(|f| f == "avx512_bf16");
+        assert_eq!(bf16_dot_available(), flag && Isa::Avx512.available());
+    }
+    let level = testing::with_forced(None, isa);
+    let want = if bf16_dot_available() && !capped && level == Isa::Avx512 {
+        Bf16Path::Dot
+    } else {
+        Bf16Path::Fma(level)
+    };
+    assert_eq!(
+        testing::with_forced(None, bf16_path),
+        want,
+        "CNN_SIMD={asked:?}"
+    );
+    assert_eq!(Bf16Path::Dot.name(), "avx512bf16");
+    assert_eq!(Bf16Path::Fma(Isa::Avx2).name(), "avx2");
+}

@@ -1023,4 +1023,13 @@ mod tests {
         assert_eq!(y0, y1);
         assert_eq!(TrainState::new(1), TrainState::new(2), "not compared");
     }
+
+    /// `Model::RAM_BYTES`' default: 4 bytes for each float of the workspace, the input
+    /// (1×2×2) and the output (2).
+    #[test]
+    fn ram_bytes_count_the_workspace_the_input_and_the_output() {
+        assert_eq!(Unit::RAM_BYTES, 4 * (Unit::WORKSPACE.sample_len() + 4 + 2));
+        assert_eq!(Unit::WEIGHT_BYTES, 4 * 23);
+        assert_eq!(Unit::FLASH_BYTES, Unit::WEIGHT_BYTES);
+    }
 }
