@@ -8,6 +8,7 @@ looked up in cargo's target directory, so `CARGO_TARGET_DIR` is honoured.
 
     python3 bench/peers.py                       # 5 nets x batch 1,64 x threads 1,2, 3 rounds
     python3 bench/peers.py --seconds 1 --rounds 2 --nets vgg,stem224 --json out.json
+    python3 bench/peers.py --precision bf16      # ours in bf16 against OpenVINO bf16 and ORT
 
 The nets come from our own binary: `bench_nets --torch all` prints each net's `Model::TORCH`
 expression (the PyTorch twin the `cnn!` macro generates), so both sides run the same layers. The
@@ -18,6 +19,12 @@ out, since our runtime and the PyTorch fixtures are f32. Every round visits ever
 turn, so that a noisy neighbour hits all runners alike; each runner reports the median latency of
 one call over `--seconds`, and the table shows the median over rounds. The ratio is ours / best
 peer: below 1.0 we are faster. `--threads` sets our runtime's thread count too.
+
+`--precision bf16` runs our nets in bf16 (`bench_nets --precision bf16`, the networks'
+`set_precision`) against OpenVINO with INFERENCE_PRECISION_HINT=bf16 (`openvino-bf16`) and ONNX
+Runtime (f32: its CPU provider has no bf16 convolutions); there the ratio is ours / best peer of
+any precision. The script prints the CPU model and its SIMD flags first (and writes them to the
+JSON), since every figure belongs to one machine.
 """
 
 import argparse
@@ -35,8 +42,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The `bench_nets` binary of the `cnn-bench` package (this directory); set by `main`.
 OURS = None
 PEERS = ["onnxruntime", "openvino", "pytorch", "openvino-bf16"]
-# Peers whose numerics differ from f32: shown, but not counted as the best peer.
+# The peers of `--precision bf16`.
+BF16_PEERS = ["onnxruntime", "openvino-bf16"]
+# Peers whose numerics differ from f32: shown, but not counted as the best peer in f32 runs.
 NOT_F32 = {"openvino-bf16"}
+# The flags of /proc/cpuinfo that decide which kernels run, ours and the peers'.
+SIMD_FLAGS = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+              "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"]
 
 
 def parse_args():
@@ -46,7 +58,10 @@ def parse_args():
     p.add_argument("--threads", default="1,2")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per runner and cell")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--peers", help=f"default: {','.join(PEERS)}; with --precision bf16, "
+                                   f"{','.join(BF16_PEERS)}")
+    p.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                   help="our nets' precision (bench_nets --precision)")
     p.add_argument("--no-build", action="store_true", help="use the existing bench_nets binary")
     p.add_argument("--json", help="also write every measurement here")
     p.add_argument("--baseline", metavar="BINARY",
@@ -185,6 +200,9 @@ class Peers:
                       "NUM_STREAMS": 1}
             if peer == "openvino":
                 config["INFERENCE_PRECISION_HINT"] = "f32"
+            elif {"avx512_bf16", "amx_bf16"} & set(cpu()[1]):
+                # Its default on such a CPU anyway; said explicitly.
+                config["INFERENCE_PRECISION_HINT"] = "bf16"
             compiled = core.compile_model(self.onnx_path(name, batch), "CPU", config)
             req = compiled.create_infer_request()
             fn = lambda: req.infer({0: x})
@@ -201,10 +219,24 @@ class Peers:
         return fn
 
 
-def ours(name, batch, threads, seconds, binary=None):
+def cpu():
+    """The CPU model and which of SIMD_FLAGS it has (Linux's /proc/cpuinfo; else the platform)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith("flags")), []))
+    return model, [f for f in SIMD_FLAGS if f in flags]
+
+
+def ours(name, batch, threads, seconds, binary=None, precision="f32"):
     out = subprocess.run(
         [binary or OURS, "--net", name, "--batch", str(batch), "--threads", str(threads),
-         "--seconds", str(seconds)],
+         "--seconds", str(seconds), "--precision", precision],
         check=True, capture_output=True, text=True,
     ).stdout
     d = json.loads(out.splitlines()[-1])
@@ -220,7 +252,13 @@ def main():
     names = args.nets.split(",")
     batches = [int(b) for b in args.batches.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
-    peers = [p for p in args.peers.split(",") if p]
+    bf16 = args.precision == "bf16"
+    peers = [p for p in (args.peers or ",".join(BF16_PEERS if bf16 else PEERS)).split(",") if p]
+    # In bf16 every peer counts; in f32 only the f32 ones.
+    excluded = set() if bf16 else NOT_F32
+    model, flags = cpu()
+    print(f"CPU: {model}; flags: {' '.join(flags) or 'none of ' + ' '.join(SIMD_FLAGS)}; "
+          f"ours in {args.precision}", flush=True)
     global OURS
     OURS = existing() if args.no_build else build()
     nets = our_nets(names)
@@ -234,9 +272,11 @@ def main():
             for name, batch, t in cells:
                 for runner in ["ours"] + baseline + peers:
                     if runner == "ours":
-                        med, reps, ran_on[name, batch, t] = ours(name, batch, t, args.seconds)
+                        med, reps, ran_on[name, batch, t] = ours(name, batch, t, args.seconds,
+                                                                 precision=args.precision)
                     elif runner == "baseline":
-                        med, reps, _ = ours(name, batch, t, args.seconds, args.baseline)
+                        med, reps, _ = ours(name, batch, t, args.seconds, args.baseline,
+                                            args.precision)
                     else:
                         fn = peer_set.runner(runner, name, batch, t)
                         peer_set.torch.set_num_threads(t)
@@ -250,7 +290,7 @@ def main():
         return statistics.median(v) if v else None
 
     print(f"\nmedian ms per call (median over {args.rounds} rounds of {args.seconds} s each); "
-          f"ratio = ours / best f32 peer\n")
+          + ("ratio = ours (bf16) / best peer\n" if bf16 else "ratio = ours / best f32 peer\n"))
     extra = " baseline | ours / baseline |" if baseline else ""
     peer_cols = "".join(f" {p} |" for p in peers)
     best_cols = " best peer | ratio |" if peers else ""
@@ -260,7 +300,7 @@ def main():
     for name, batch, t in cells:
         o = cell_ms(name, batch, t, "ours")
         ps = {p: cell_ms(name, batch, t, p) for p in peers}
-        best = min(((v, p) for p, v in ps.items() if v is not None and p not in NOT_F32),
+        best = min(((v, p) for p, v in ps.items() if v is not None and p not in excluded),
                    default=(None, "–"))
         ratio = f"{o / best[0]:.2f}" if o is not None and best[0] else "–"
         base = ""
@@ -275,7 +315,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({
-                "machine": platform.processor() or platform.machine(),
+                "machine": model, "flags": flags, "precision": args.precision,
                 "seconds": args.seconds, "rounds": args.rounds,
                 "results": [{"net": n, "batch": b, "threads": t, "runner": r, "median_ms": v}
                             for (n, b, t, r), v in results.items()],
