@@ -153,13 +153,49 @@ pub(crate) fn pack_b(k: usize, n: usize, b: &[f32], (rsb, csb): (usize, usize), 
         // LOOP over pairs of rows
         for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
             let (r0, r1) = (2 * p * rsb, (2 * p + 1 < k).then_some((2 * p + 1) * rsb));
-            for (jj, o) in row[..cols].iter_mut().enumerate() {
-                let at = (j0 + jj) * csb;
-                *o = pair(b[r0 + at], r1.map_or(0.0, |r1| b[r1 + at]));
+            if csb == 1 {
+                // Rows of B contiguous: whole vectors of columns at once.
+                let even = &b[r0 + j0..r0 + j0 + cols];
+                let odd = r1.map(|r1| &b[r1 + j0..r1 + j0 + cols]);
+                pair_rows(even, odd, &mut row[..cols]);
+            } else {
+                for (jj, o) in row[..cols].iter_mut().enumerate() {
+                    let at = (j0 + jj) * csb;
+                    *o = pair(b[r0 + at], r1.map_or(0.0, |r1| b[r1 + at]));
+                }
             }
             row[cols..].fill(0);
         }
     }
+}
+
+/// `out[j] = pair(even[j], odd[j])` (`odd` zero when absent) for `j < out.len()`, whole
+/// vectors by [`Simd::store_bf16_pairs`].
+///
+/// # Panics
+/// If `even` or `odd` is shorter than `out`.
+fn pair_rows(even: &[f32], odd: Option<&[f32]>, out: &mut [u32]) {
+    let n = out.len();
+    let (even, odd) = (&even[..n], odd.map(|o| &o[..n]));
+    crate::simd::with_simd!(
+        |s: S| {
+            let whole = n & !(S::LANES - 1); // LANES is a power of two
+            let zero = s.zero();
+            // LOOP over whole vectors
+            for j in (0..whole).step_by(S::LANES) {
+                // SAFETY: j + LANES ≤ n, and every slice holds n values.
+                unsafe {
+                    let e = s.load(even.as_ptr().add(j));
+                    let o = odd.map_or(zero, |o| s.load(o.as_ptr().add(j)));
+                    s.store_bf16_pairs(out.as_mut_ptr().add(j), e, o)
+                }
+            }
+            for j in whole..n {
+                out[j] = pair(even[j], odd.map_or(0.0, |o| o[j]));
+            }
+        },
+        (even: &[f32], odd: Option<&[f32]>, out: &mut [u32], n: usize)
+    )
 }
 
 /// A way to compute `acc + a₂ₚ₊₁·b₂ₚ₊₁ + a₂ₚ·b₂ₚ` on vectors of pairs, in that order, rounding

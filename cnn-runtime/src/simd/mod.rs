@@ -291,6 +291,13 @@ pub(crate) trait Simd: Copy {
     /// `p` is valid for `LANES` writes of `u16`.
     unsafe fn store_bf16(self, p: *mut u16, v: Self::V);
 
+    /// Writes `LANES` pairs `to_bf16(even[i]) | to_bf16(odd[i]) << 16` to `p` (the bf16 GEMM's
+    /// packed operands).
+    ///
+    /// # Safety
+    /// `p` is valid for `LANES` writes of `u32`.
+    unsafe fn store_bf16_pairs(self, p: *mut u32, even: Self::V, odd: Self::V);
+
     /// Transposes a `LANES × LANES` block: `to[j·to_stride + i] = from[i·from_stride + j]`
     /// for `i, j < LANES`.
     ///

@@ -74,6 +74,12 @@ impl Simd for Scalar {
         unsafe { *p = super::to_bf16(v) }
     }
     #[inline(always)]
+    unsafe fn store_bf16_pairs(self, p: *mut u32, even: f32, odd: f32) {
+        let pair = super::to_bf16(even) as u32 | (super::to_bf16(odd) as u32) << 16;
+        // SAFETY: the caller guarantees one writable `u32` at `p`.
+        unsafe { *p = pair }
+    }
+    #[inline(always)]
     unsafe fn transpose_block(self, from: *const f32, _: usize, to: *mut f32, _: usize) {
         // SAFETY: the caller guarantees one readable float at `from`, one writable at `to`.
         unsafe { *to = *from }

@@ -80,23 +80,15 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn store_bf16(self, p: *mut u16, v: __m512) {
         // SAFETY: the token proves AVX-512F and BW (the 32 → 16-bit narrowing); the caller
-        // guarantees 16 writable `u16` at `p`. The lanes compute `to_bf16`'s three cases and
-        // pick one per lane.
+        // guarantees 16 writable `u16` at `p`.
+        unsafe { _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(bf16_bits_512(v))) }
+    }
+    #[inline(always)]
+    unsafe fn store_bf16_pairs(self, p: *mut u32, even: __m512, odd: __m512) {
+        // SAFETY: the token proves AVX-512F; the caller guarantees 16 writable `u32` at `p`.
         unsafe {
-            let b = _mm512_castps_si512(v);
-            let high = _mm512_srli_epi32::<16>(b);
-            let odd = _mm512_and_si512(high, _mm512_set1_epi32(1));
-            let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
-            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
-            let magnitude = _mm512_and_si512(b, _mm512_set1_epi32(0x7fff_ffff));
-            let nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f80_0000));
-            let exponent = _mm512_and_si512(b, _mm512_set1_epi32(0x7f80_0000));
-            let subnormal = _mm512_cmpeq_epi32_mask(exponent, _mm512_setzero_si512());
-            let signed_zero = _mm512_and_si512(high, _mm512_set1_epi32(0x8000));
-            let quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
-            let r = _mm512_mask_blend_epi32(subnormal, rounded, signed_zero);
-            let r = _mm512_mask_blend_epi32(nan, r, quiet);
-            _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(r))
+            let high = _mm512_slli_epi32::<16>(bf16_bits_512(odd));
+            _mm512_storeu_si512(p.cast(), _mm512_or_si512(bf16_bits_512(even), high))
         }
     }
     #[inline(always)]
@@ -231,27 +223,22 @@ impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn store_bf16(self, p: *mut u16, v: __m256) {
-        // SAFETY: the token proves AVX2; the caller guarantees 8 writable `u16` at `p`. The
-        // lanes compute `to_bf16`'s three cases and pick one per lane; every result is below
-        // 2^16, so the signed-saturating pack keeps it.
+        // SAFETY: the token proves AVX2; the caller guarantees 8 writable `u16` at `p`. Every
+        // lane is below 2^16, so the signed-saturating pack keeps it.
         unsafe {
-            let b = _mm256_castps_si256(v);
-            let high = _mm256_srli_epi32::<16>(b);
-            let odd = _mm256_and_si256(high, _mm256_set1_epi32(1));
-            let bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
-            let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(b, bias));
-            let magnitude = _mm256_and_si256(b, _mm256_set1_epi32(0x7fff_ffff));
-            let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f80_0000));
-            let exponent = _mm256_and_si256(b, _mm256_set1_epi32(0x7f80_0000));
-            let subnormal = _mm256_cmpeq_epi32(exponent, _mm256_setzero_si256());
-            let signed_zero = _mm256_and_si256(high, _mm256_set1_epi32(0x8000));
-            let quiet = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
-            let r = _mm256_blendv_epi8(rounded, signed_zero, subnormal);
-            let r = _mm256_blendv_epi8(r, quiet, nan);
+            let r = bf16_bits_256(v);
             // Per 128-bit lane [r0..r3, r0..r3 | r4..r7, r4..r7]; quadwords 0 and 2 in order.
             let packed = _mm256_packus_epi32(r, r);
             let ordered = _mm256_permute4x64_epi64::<0b00_00_10_00>(packed);
             _mm_storeu_si128(p.cast(), _mm256_castsi256_si128(ordered))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_bf16_pairs(self, p: *mut u32, even: __m256, odd: __m256) {
+        // SAFETY: the token proves AVX2; the caller guarantees 8 writable `u32` at `p`.
+        unsafe {
+            let high = _mm256_slli_epi32::<16>(bf16_bits_256(odd));
+            _mm256_storeu_si256(p.cast(), _mm256_or_si256(bf16_bits_256(even), high))
         }
     }
     #[inline(always)]
@@ -300,4 +287,53 @@ impl Simd for Avx2 {
 pub(crate) fn prefetch(p: *const f32) {
     // SAFETY: SSE is part of x86_64, and a prefetch never faults, whatever the address.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+}
+
+/// `to_bf16` of each lane, in the low 16 bits of its 32 (the high bits zero): the three cases
+/// (rounded, a quiet NaN, a flushed subnormal) computed and one picked per lane.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[inline(always)]
+unsafe fn bf16_bits_512(v: __m512) -> __m512i {
+    // SAFETY: the caller guarantees AVX-512F.
+    unsafe {
+        let b = _mm512_castps_si512(v);
+        let high = _mm512_srli_epi32::<16>(b);
+        let odd = _mm512_and_si512(high, _mm512_set1_epi32(1));
+        let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
+        let magnitude = _mm512_and_si512(b, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f80_0000));
+        let exponent = _mm512_and_si512(b, _mm512_set1_epi32(0x7f80_0000));
+        let subnormal = _mm512_cmpeq_epi32_mask(exponent, _mm512_setzero_si512());
+        let signed_zero = _mm512_and_si512(high, _mm512_set1_epi32(0x8000));
+        let quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+        let r = _mm512_mask_blend_epi32(subnormal, rounded, signed_zero);
+        _mm512_mask_blend_epi32(nan, r, quiet)
+    }
+}
+
+/// [`bf16_bits_512`] on 8 lanes.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline(always)]
+unsafe fn bf16_bits_256(v: __m256) -> __m256i {
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let b = _mm256_castps_si256(v);
+        let high = _mm256_srli_epi32::<16>(b);
+        let odd = _mm256_and_si256(high, _mm256_set1_epi32(1));
+        let bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
+        let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(b, bias));
+        let magnitude = _mm256_and_si256(b, _mm256_set1_epi32(0x7fff_ffff));
+        let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f80_0000));
+        let exponent = _mm256_and_si256(b, _mm256_set1_epi32(0x7f80_0000));
+        let subnormal = _mm256_cmpeq_epi32(exponent, _mm256_setzero_si256());
+        let signed_zero = _mm256_and_si256(high, _mm256_set1_epi32(0x8000));
+        let quiet = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
+        let r = _mm256_blendv_epi8(rounded, signed_zero, subnormal);
+        _mm256_blendv_epi8(r, quiet, nan)
+    }
 }

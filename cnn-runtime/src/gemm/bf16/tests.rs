@@ -186,6 +186,43 @@ fn the_vector_conversion_gives_the_scalar_bits_at_every_level() {
     });
 }
 
+/// `pack_b` at every level, rows contiguous (the vector path) or not, against `pair` element
+/// by element: odd `k` (the last pair's odd half zero), columns off the vector width and the
+/// panel, and the specials of the conversion.
+#[test]
+fn packing_gives_the_scalar_pairs_at_every_level() {
+    for (k, n) in [(1, 1), (3, 17), (4, 64), (5, 70), (8, 129), (7, 15)] {
+        let mut b = rand_vec(k * n, (k * 131 + n) as u64);
+        let specials = [f32::NAN, -0.0, 1e-39, f32::MAX, f32::from_bits(0x3f80_8000)];
+        for (x, s) in b.iter_mut().step_by(7).zip(specials.iter().cycle()) {
+            *x = *s;
+        }
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        crate::simd::testing::each_level(|level| {
+            for (src, strides) in [(&b, (n, 1)), (&bt, (1, k))] {
+                let mut got = vec![u32::MAX; packed_len(k, n)];
+                pack_b(k, n, src, strides, &mut got);
+                for (i, &g) in got.iter().enumerate() {
+                    let (jp, p, jj) = (i / (pairs(k) * NR), i / NR % pairs(k), i % NR);
+                    let j = jp * NR + jj;
+                    let at = |r: usize| b[r * n + j];
+                    let want = if j >= n {
+                        0
+                    } else {
+                        pair(at(2 * p), if 2 * p + 1 < k { at(2 * p + 1) } else { 0.0 })
+                    };
+                    assert_eq!(
+                        g,
+                        want,
+                        "k {k}, n {n}, strides {strides:?} at {}: pair {p} of column {j}",
+                        level.name()
+                    );
+                }
+            }
+        });
+    }
+}
+
 #[test]
 fn pairs_pad_an_odd_row_with_zero() {
     let src = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
