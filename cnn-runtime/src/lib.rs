@@ -24,6 +24,7 @@ mod backward_elementwise;
 mod bare;
 #[cfg(test)]
 mod bare_tests;
+mod cache;
 mod error;
 #[cfg(feature = "std")]
 mod exec;

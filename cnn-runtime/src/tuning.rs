@@ -1,7 +1,8 @@
 //! Every tuning threshold of the runtime: when work is split over threads, how a batch is
 //! chunked, and which convolution algorithm and Winograd tile a layer gets. The values were
-//! measured on the benchmark machines named next to them; the kernels' own register and cache
-//! block sizes stay with the kernels (`gemm::x86`, `ops::conv::direct::R`).
+//! measured on the benchmark machines named next to them; the blocks that must fit a cache
+//! are functions of the cache sizes CPUID reports ([`crate::cache`]), and the kernels' own
+//! register blocks stay with the kernels (`gemm::x86`, `ops::conv::direct::R`).
 
 // ---- Batches (`exec.rs`) ----
 
@@ -65,8 +66,33 @@ pub(crate) const fn winograd_out_tile(out_hw: [usize; 2]) -> usize {
     }
 }
 
-/// Bytes of transformed input and products per block of tile rows: about half of L2.
-pub(crate) const WINOGRAD_BLOCK_BYTES: usize = 512 << 10;
+/// Bytes of transformed input and products per block of tile rows, for a level-2 cache of
+/// `l2` bytes ([`crate::cache::caches`]): half of it (512 KiB on Zen 4's 1 MiB, measured
+/// there against a quarter and three quarters), within 128 KiB to 4 MiB.
+pub(crate) const fn winograd_block_bytes(l2: usize) -> usize {
+    let half = l2 / 2;
+    if half < 128 << 10 {
+        128 << 10
+    } else if half > 4 << 20 {
+        4 << 20
+    } else {
+        half
+    }
+}
+
+/// Columns of B the f32 GEMM packs at once (a multiple of `nr`), for a level-2 cache of `l2`
+/// bytes and blocks of `kc` steps: the packed `kc × nc` block takes half of L2 (512 columns of
+/// 256 steps on Zen 4's 1 MiB), between 2 and 64 micro-panels.
+pub(crate) const fn gemm_nc(l2: usize, kc: usize, nr: usize) -> usize {
+    let fit = l2 / 2 / (kc * 4) / nr * nr;
+    if fit < 2 * nr {
+        2 * nr
+    } else if fit > 64 * nr {
+        64 * nr
+    } else {
+        fit
+    }
+}
 
 /// Tiles a block has at least (when the sample has them), however wide the channels: fewer
 /// rows make the GEMMs too short to pay for streaming their B operands.
@@ -74,3 +100,41 @@ pub(crate) const WINOGRAD_MIN_BLOCK_TILES: usize = 48;
 
 /// Tiles below which a block is too short a GEMM for a thread of its own.
 pub(crate) const WINOGRAD_MIN_TILES_PER_BLOCK: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache-sized blocks over the L2 sizes of the machines seen (Ice Lake client's
+    /// 512 KiB, Zen 4's 1 MiB, Ice Lake server's 1.25 MiB, Sapphire Rapids' 2 MiB) and past
+    /// both ends: half of L2 where that is in range, the bounds elsewhere; the GEMM's block
+    /// whole micro-panels that fit.
+    #[test]
+    fn cache_blocks_take_half_of_l2_within_their_bounds() {
+        const KIB: usize = 1 << 10;
+        for (l2, winograd) in [
+            (64 * KIB, 128 * KIB),
+            (512 * KIB, 256 * KIB),
+            (1024 * KIB, 512 * KIB),
+            (1280 * KIB, 640 * KIB),
+            (2048 * KIB, 1024 * KIB),
+            (32 << 20, 4 << 20),
+        ] {
+            assert_eq!(winograd_block_bytes(l2), winograd, "L2 {l2}");
+            for (kc, nr) in [(256, 64), (256, 16), (100, 24)] {
+                let nc = gemm_nc(l2, kc, nr);
+                assert_eq!(nc % nr, 0, "L2 {l2}, nr {nr}: whole panels");
+                assert!((2 * nr..=64 * nr).contains(&nc), "L2 {l2}, nr {nr}: {nc}");
+                let fits = |cols: usize| kc * cols * 4 <= l2 / 2;
+                assert!(nc == 2 * nr || fits(nc), "L2 {l2}, nr {nr}: {nc} too wide");
+                assert!(
+                    nc == 64 * nr || !fits(nc + nr),
+                    "L2 {l2}, nr {nr}: {nc} too narrow"
+                );
+            }
+        }
+        // Zen 4, where the constants these replace were measured: unchanged.
+        assert_eq!(gemm_nc(1 << 20, 256, 64), 512);
+        assert_eq!(gemm_nc(1 << 20, 256, 16), 512);
+    }
+}

@@ -1,4 +1,5 @@
-//! The BLIS loop nest around a micro-kernel: block C into `NC` columns, k into `KC` steps and
+//! The BLIS loop nest around a micro-kernel: block C into `NC` columns (sized to the CPU's
+//! L2, [`crate::tuning::gemm_nc`]), k into `KC` steps and
 //! A into `MC` rows, pack each `KC×NC` block of B once into a thread-local buffer, and sweep
 //! `MR×NR` tiles. A is read in place: the kernel broadcasts its elements, so packing it would
 //! only copy the (constant) weights on every call.
@@ -20,8 +21,6 @@ pub(super) trait Kernel {
     const KC: usize;
     /// Rows of A swept over one packed block of B: an `MC×KC` block of A stays in L2.
     const MC: usize;
-    /// Columns of B packed at once: a `KC×NC` block of B stays in L2.
-    const NC: usize;
     /// Rows of A per [`Kernel::dots`] block.
     const DR: usize;
     /// Rows of B per [`Kernel::dots`] block.
@@ -157,7 +156,9 @@ pub(super) fn gemm<K: Kernel>(
     let direct_b = m <= 3 * K::MR || (k * n <= 1 << 16 && n <= 512);
     // k in equal blocks of at most KC, so that no block is a short tail
     let kc_max = k.div_ceil(k.div_ceil(K::KC));
-    let nc_max = K::NC.min(n).next_multiple_of(K::NR);
+    // Columns of B packed at once: the `KC×NC` block stays in half of this CPU's L2.
+    let nc_block = crate::tuning::gemm_nc(crate::cache::caches().l2, K::KC, K::NR);
+    let nc_max = nc_block.min(n).next_multiple_of(K::NR);
     let mut b_buf = PACK_B.take();
     let b_pack = aligned(
         &mut b_buf,
@@ -170,8 +171,8 @@ pub(super) fn gemm<K: Kernel>(
     let c_ptr = c.as_mut_ptr();
 
     // LOOP over column blocks of C and B
-    for jc in (0..n).step_by(K::NC) {
-        let nc = K::NC.min(n - jc);
+    for jc in (0..n).step_by(nc_block) {
+        let nc = nc_block.min(n - jc);
         // LOOP over k blocks
         for pc in (0..k).step_by(kc_max) {
             let kc = kc_max.min(k - pc);

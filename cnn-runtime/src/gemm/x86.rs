@@ -67,7 +67,6 @@ impl Kernel for Avx512Kernel {
     const NR: usize = 64;
     const KC: usize = 256;
     const MC: usize = 24 * 6;
-    const NC: usize = 512;
     const DR: usize = 4;
     const DQ: usize = 4;
 
@@ -123,7 +122,6 @@ impl Kernel for Avx2Kernel {
     const NR: usize = 16;
     const KC: usize = 256;
     const MC: usize = 24 * 6;
-    const NC: usize = 512;
     const DR: usize = 4;
     const DQ: usize = 4;
 

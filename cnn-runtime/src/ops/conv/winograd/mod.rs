@@ -25,7 +25,7 @@ use self::transform::{transform_weights_for, transform_weights_into};
 use super::{Conv2dParams, Epilogue};
 use crate::store::Scratch;
 use crate::tuning::{
-    winograd_out_tile, MIN_MACS_PER_SPLIT, WINOGRAD_BLOCK_BYTES, WINOGRAD_MIN_BLOCK_TILES,
+    winograd_block_bytes, winograd_out_tile, MIN_MACS_PER_SPLIT, WINOGRAD_MIN_BLOCK_TILES,
     WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIDE, WINOGRAD_MIN_TILES_PER_BLOCK,
 };
 #[cfg(feature = "std")]
@@ -284,7 +284,7 @@ fn conv2d_with(
     // Tile rows per block: the block's transformed input and products fit the cache budget,
     // and with threads every thread gets a block.
     let row_bytes = xis * tw * (c_in + c_out) * core::mem::size_of::<f32>();
-    let mut rows = (WINOGRAD_BLOCK_BYTES / row_bytes)
+    let mut rows = (winograd_block_bytes(crate::cache::caches().l2) / row_bytes)
         .max(WINOGRAD_MIN_BLOCK_TILES.div_ceil(tw))
         .clamp(1, th);
     if threads > 1 {
