@@ -318,13 +318,13 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn load(self, p: *const u32) -> __m512i {
-            // SAFETY: as `Avx512Fma::load`.
-            unsafe { _mm512_loadu_si512(p.cast()) }
+            // SAFETY: the caller's guarantee, passed on (the same loads as the FMA path).
+            unsafe { Avx512Fma(self.0).load(p) }
         }
         #[inline(always)]
         unsafe fn splat(self, p: *const u32) -> __m512i {
-            // SAFETY: as `Avx512Fma::splat`.
-            unsafe { _mm512_set1_epi32(p.cast::<i32>().read_unaligned()) }
+            // SAFETY: as `load`.
+            unsafe { Avx512Fma(self.0).splat(p) }
         }
         #[inline(always)]
         fn dot(self, acc: __m512, a: __m512i, b: __m512i) -> __m512 {
