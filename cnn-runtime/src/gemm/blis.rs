@@ -90,6 +90,17 @@ fn aligned(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// How many rows ahead `pack_b` prefetches B.
 const PREFETCH_ROWS: usize = 4;
 
+/// Hints row `p + PREFETCH_ROWS` of B (row stride `rsb`, `nc` columns) into cache: rows lie
+/// `rsb` apart, too far for the hardware prefetcher to follow. Only a hint: any address is
+/// allowed and nothing is read, so it changes speed, never a result.
+#[inline(always)]
+fn prefetch_ahead<S: Simd>(s: S, b: &[f32], p: usize, rsb: usize, nc: usize) {
+    let ahead = b.as_ptr().wrapping_add((p + PREFETCH_ROWS) * rsb);
+    for j in (0..nc).step_by(16) {
+        s.prefetch(ahead.wrapping_add(j));
+    }
+}
+
 /// Packs `kc` rows × `nc` columns of a row-major B (row stride `rsb`) into `NR`-column
 /// micro-panels `dst[s·kc·NR + p·NR + j']` for column `j = s·NR + j'`, zero past column `nc`.
 #[inline(always)]
@@ -98,11 +109,7 @@ fn pack_b<K: Kernel>(s: K::S, kc: usize, nc: usize, b: &[f32], rsb: usize, dst: 
     // LOOP over k: one row of B streams into all micro-panels
     for p in 0..kc {
         let src = &b[p * rsb..p * rsb + nc];
-        // Rows lie `rsb` apart, too far for the hardware prefetcher to follow.
-        let ahead = b.as_ptr().wrapping_add((p + PREFETCH_ROWS) * rsb);
-        for j in (0..nc).step_by(16) {
-            s.prefetch(ahead.wrapping_add(j));
-        }
+        prefetch_ahead(s, b, p, rsb, nc);
         for s in 0..full {
             let at = s * kc * K::NR + p * K::NR;
             dst[at..at + K::NR].copy_from_slice(&src[s * K::NR..(s + 1) * K::NR]);

@@ -6,6 +6,18 @@ use crate::simd::Simd;
 /// The widest tile, `NV·LANES`, that a partial write-back can buffer.
 const MAX_NR: usize = 64;
 
+/// Hints the `rows` rows of `width` floats of a C tile (row stride `rsc`) into cache, so that
+/// they arrive while the k loop runs. Only a hint: any address is allowed and nothing is read.
+#[inline(always)]
+fn prefetch_tile<S: Simd>(s: S, c: *mut f32, rsc: usize, rows: usize, width: usize) {
+    // LOOP over the tile's rows: its first and last element
+    for i in 0..rows {
+        let row = c.wrapping_add(i * rsc);
+        s.prefetch(row);
+        s.prefetch(row.wrapping_add(width - 1));
+    }
+}
+
 /// `C[MR×nr] ← (C +) A[MR×kc] · B̃[kc×nr]`: `MR` rows of A broadcast against `NV` vectors of B
 /// per step, `MR·NV` accumulators held in registers for the whole `kc` loop.
 ///
@@ -31,12 +43,7 @@ pub(super) unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
     load_c: bool,
 ) {
     assert!(NV * S::LANES <= MAX_NR, "tile wider than MAX_NR");
-    // LOOP over the tile's rows: fetch C while the k loop runs
-    for i in 0..MR {
-        let row = c.wrapping_add(i * rsc);
-        s.prefetch(row);
-        s.prefetch(row.wrapping_add(NV * S::LANES - 1));
-    }
+    prefetch_tile(s, c, rsc, MR, NV * S::LANES);
     let mut acc = [[s.zero(); NV]; MR];
     let (mut a, mut b) = (a, b);
     // LOOP over k: one rank-1 update of the tile per step
