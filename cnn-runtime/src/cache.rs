@@ -65,19 +65,10 @@ fn from_cpuid() -> Option<Caches> {
         // "AuthenticAMD", "HygonGenuine"
         (0x6874_7541, 0x6974_6e65, 0x444d_4163) | (0x6f67_7948, 0x6e65_476e, 0x656e_6975)
     );
-    let leaf = if amd {
-        let extended = __cpuid(0x8000_0000).eax;
-        let topology = extended >= 0x8000_0001 && __cpuid(0x8000_0001).ecx >> 22 & 1 == 1;
-        if extended < 0x8000_001D || !topology {
-            return None;
-        }
-        0x8000_001D
-    } else {
-        if vendor.eax < 4 {
-            return None;
-        }
-        4
-    };
+    // (A leaf past the highest answers with another leaf's values: cache_leaf looks at the
+    // feature bits only when the highest extended leaf reaches past them.)
+    let features = __cpuid(0x8000_0001).ecx;
+    let leaf = cache_leaf(amd, vendor.eax, __cpuid(0x8000_0000).eax, features)?;
     let mut c = Caches {
         l1d: 0,
         l2: 0,
@@ -92,6 +83,19 @@ fn from_cpuid() -> Option<Caches> {
         c = with_cache(c, r.eax, r.ebx, r.ecx);
     }
     (c.l1d > 0 && c.l2 > 0).then_some(c)
+}
+
+/// The CPUID leaf that lists the caches, if the CPU has it: 0x8000_001D on AMD (and Hygon)
+/// when the highest extended leaf (`extended`) reaches it and the topology extensions are on
+/// (bit 22 of leaf 0x8000_0001's ECX, `features`), else leaf 4 when the highest basic leaf
+/// (`basic`) reaches it.
+fn cache_leaf(amd: bool, basic: u32, extended: u32, features: u32) -> Option<u32> {
+    if amd {
+        let topology = features >> 22 & 1 == 1;
+        (extended >= 0x8000_001D && topology).then_some(0x8000_001D)
+    } else {
+        (basic >= 4).then_some(4)
+    }
 }
 
 /// `c` with the cache one CPUID sub-leaf describes (`eax`: type in bits 0–4, 1 data, 2
@@ -167,6 +171,40 @@ mod tests {
         let c = with_cache(empty, 0x143, 0x01c0_103f, 0x7ff);
         assert_eq!(c.l2, 2 << 20);
         assert_eq!(with_cache(empty, 0x183, 0x01c0_003f, 0x7ff), empty);
+    }
+
+    #[test]
+    fn the_cache_leaf_follows_the_vendor_and_the_highest_leaves() {
+        // Leaf 0x8000_0001's ECX as a KVM guest on Zen 4 reports it (bit 22 among others).
+        let zen4 = 0x0040_03f3;
+        let topology = 1 << 22;
+        assert_eq!(cache_leaf(true, 0x10, 0x8000_0028, zen4), Some(0x8000_001D));
+        assert_eq!(
+            cache_leaf(true, 0x10, 0x8000_001D, topology),
+            Some(0x8000_001D)
+        );
+        assert_eq!(
+            cache_leaf(true, 0x10, 0x8000_001C, topology),
+            None,
+            "leaf missing"
+        );
+        assert_eq!(
+            cache_leaf(true, 0x10, 0x8000_0028, zen4 & !topology),
+            None,
+            "no topology"
+        );
+        assert_eq!(
+            cache_leaf(true, 0x10, 0x8000_0028, 1 << 21 | 1 << 23),
+            None,
+            "bit 22 only"
+        );
+        assert_eq!(cache_leaf(false, 0x20, 0x8000_0008, 0), Some(4));
+        assert_eq!(cache_leaf(false, 4, 0, 0), Some(4));
+        assert_eq!(
+            cache_leaf(false, 3, 0x8000_0028, topology),
+            None,
+            "leaf 4 missing"
+        );
     }
 
     /// CPUID agrees with the kernel's own reading of this CPU's caches (Linux sysfs), an

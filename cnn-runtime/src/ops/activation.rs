@@ -588,6 +588,21 @@ mod tests {
             &[(1.0 / (1.0 + e)) as f32, (e / (1.0 + e)) as f32, 0.0],
             1e-6,
         );
+        // Each position subtracts the max over its own channels (position 1's is channel 1,
+        // 1000, which any other value would overflow with): `[c, s]` at `c·2 + s`.
+        let mut y = [0.5, -1000.0, 0.25, 1000.0, 0.0, 999.0];
+        softmax(1, 3, 2, &mut y);
+        let q = [0.5f64.exp(), 0.25f64.exp(), 1.0];
+        let d = q[0] + q[1] + q[2];
+        let want = [
+            q[0] / d,
+            0.0,
+            q[1] / d,
+            1.0 / (1.0 + e),
+            q[2] / d,
+            e / (1.0 + e),
+        ];
+        assert_close(&y, &want.map(|v| v as f32), 1e-6);
         let mut y = [f32::NAN, 1.0, 2.0];
         softmax(1, 3, 1, &mut y);
         assert!(y.iter().all(|v| v.is_nan()), "{y:?}");

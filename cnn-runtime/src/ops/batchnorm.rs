@@ -243,4 +243,31 @@ mod tests {
         let want = [-1.5, -0.5, 0.5, 1.5].map(|d: f64| (d * s + 0.5) as f32);
         assert_close(&x, &want, 1e-6);
     }
+
+    /// Values far from zero with a spread 10⁷ times smaller, and a mean that f64 cannot hold
+    /// exactly (1e9 + 128/3): the two-pass variance `Σ(v − m)²/n` stays exact to f32, where
+    /// `Σv²/n − m²` or anything that lets the rounding of `m` count `n` times does not.
+    /// Checked against the variance computed exactly: d = (v − 1e9)/64 takes 0, 1, 1 in turn,
+    /// so the variance is 64²·(2/3 − 4/9) = 64²·2/9.
+    #[test]
+    fn batch_statistics_of_values_far_from_zero_are_exact() {
+        let (n, c, hw) = (2, 3, 30);
+        let mut x = vec![0.0f32; n * c * hw];
+        for (i, v) in x.iter_mut().enumerate() {
+            let d = [0.0, 1.0, 1.0][(i % hw) % 3];
+            *v = 1e9 + 64.0 * d;
+        }
+        let var = 64.0f64 * 64.0 * 2.0 / 9.0;
+        let eps = 1e-5f32;
+        for ch in 0..c {
+            let (mean, invstd) = batch_stats(&x, n, c, hw, ch, eps);
+            assert_eq!(mean, (1e9f64 + 128.0 / 3.0) as f32, "channel {ch}");
+            let want = 1.0 / (var + eps as f64).sqrt();
+            let rel = (invstd as f64 - want).abs() / want;
+            assert!(
+                rel < 1e-6,
+                "channel {ch}: 1/σ {invstd}, want {want} ({rel:e} off)"
+            );
+        }
+    }
 }

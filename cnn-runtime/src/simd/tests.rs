@@ -168,5 +168,10 @@ fn the_bf16_path_is_the_dot_product_where_the_cpu_has_it_and_cnn_simd_allows() {
         "CNN_SIMD={asked:?}"
     );
     assert_eq!(Bf16Path::Dot.name(), "avx512bf16");
+    // The benchmarks' report of it.
+    assert_eq!(
+        testing::with_forced(None, crate::__private::bf16_path),
+        want.name()
+    );
     assert_eq!(Bf16Path::Fma(Isa::Avx2).name(), "avx2");
 }
