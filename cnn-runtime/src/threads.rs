@@ -102,6 +102,8 @@ where
     // In the crate's tests, a level forced with `simd::testing::with_isa` follows the items.
     #[cfg(test)]
     let forced = crate::simd::testing::forced();
+    #[cfg(test)]
+    SPREAD.set(SPREAD.get() + 1);
     rayon::scope(|scope| {
         let f = &f;
         while let Some((i, item)) = items.next() {
@@ -115,6 +117,20 @@ where
             }
         }
     });
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Calls of [`for_each`] on this thread that shared their items out over the pool.
+    static SPREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Test hook: how many calls of [`for_each`] on this thread shared their items out over the
+/// pool since the last call (then 0 again), so that a test can check that a layer large enough
+/// to split over threads did, and a small one did not.
+#[cfg(test)]
+pub(crate) fn take_spread() -> usize {
+    SPREAD.replace(0)
 }
 
 /// Serialises the crate's tests that set the global thread count with [`set_num_threads`]:

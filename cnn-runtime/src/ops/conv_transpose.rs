@@ -754,7 +754,7 @@ mod tests {
                     crate::simd::testing::with_isa(level, || {
                         for &threads in threads {
                             let mut out = vec![f32::NAN; n * p.out_len()];
-                            crate::threads::install(threads, || {
+                            let spread = crate::threads::install(threads, || {
                                 forward(
                                     &p,
                                     n,
@@ -765,8 +765,11 @@ mod tests {
                                     threads,
                                     &mut out,
                                     &mut Vec::new(),
-                                )
+                                );
+                                crate::threads::take_spread()
                             });
+                            // The large case is there for its split: it must happen.
+                            assert_eq!(spread > 0, threads > 1, "{case:?}: {threads} threads");
                             let what = format!(
                                 "{case:?} at {}, bias {}, bn {}, residual {}, {act:?}, \
                                  {threads} threads",

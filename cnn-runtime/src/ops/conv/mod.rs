@@ -870,8 +870,21 @@ pub(crate) mod tests {
             Algorithm::Depthwise,
             &[1],
         ),
+        // Large enough to split over threads (it used to be 6 channels of 7×37, which never
+        // did: the split check below found it).
         (
-            (6, 6, 6, [3, 3], [1, 1], [1, 1], [1, 1], [7, 37], 2, true),
+            (
+                32,
+                32,
+                32,
+                [3, 3],
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                [16, 37],
+                2,
+                true,
+            ),
             Algorithm::Depthwise,
             &[1, 2],
         ),
@@ -956,7 +969,7 @@ pub(crate) mod tests {
                         let filters = Filters::new(w.clone(), bias.clone());
                         for &threads in *threads {
                             let mut out = vec![f32::NAN; n * p.out_len()];
-                            crate::threads::install(threads, || {
+                            let spread = crate::threads::install(threads, || {
                                 forward(
                                     &p,
                                     n,
@@ -966,8 +979,15 @@ pub(crate) mod tests {
                                     threads,
                                     &mut out,
                                     &mut Vec::new(),
-                                )
+                                );
+                                crate::threads::take_spread()
                             });
+                            // The large cases are there for their splits: they must happen.
+                            assert_eq!(
+                                spread > 0,
+                                threads > 1,
+                                "{algorithm:?} {case:?}: {threads} threads"
+                            );
                             let what = format!(
                                 "{algorithm:?} {case:?} at {}, bias {}, bn {}, residual {}, \
                                  {act:?}, {threads} threads",
