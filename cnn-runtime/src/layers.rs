@@ -731,3 +731,36 @@ pub(crate) fn batch_norm(channels: usize, hw: usize, running: bool, seed: u64) -
     bn.bias = Some(r[3 * c..].to_vec().into());
     bn
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    /// In bf16 a layer packs its weight once, on first use, and keeps it: `set_precision`
+    /// gives the cache its cell. In f32 it has none (nothing to keep).
+    #[test]
+    fn a_layer_set_to_bf16_packs_its_weight_once() {
+        let p = LinearParams {
+            in_features: 5,
+            out_features: 3,
+        };
+        let weight: Vec<f32> = (0..15).map(|i| i as f32 / 7.0 - 1.0).collect();
+        let mut fc = Linear::with("0", p, Buf::Owned(weight.clone()), None);
+        fc.set_precision(Precision::F32);
+        assert!(
+            matches!(fc.bf16.get(Vec::new), Cow::Owned(_)),
+            "no cell in f32"
+        );
+        fc.set_precision(Precision::Bf16);
+        let mut out = [0.0f32; 6];
+        fc.forward(2, &[0.5; 10], &mut out);
+        let mut want = vec![0; crate::gemm::bf16::packed_len(5, 3)];
+        crate::gemm::bf16::pack_b(5, 3, &weight, (1, 5), &mut want);
+        match fc.bf16.get(|| panic!("packed a second time")) {
+            Cow::Borrowed(kept) => assert_eq!(kept, &want[..]),
+            Cow::Owned(_) => panic!("the packed weight was not kept"),
+        }
+    }
+}

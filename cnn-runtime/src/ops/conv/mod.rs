@@ -1324,6 +1324,16 @@ pub(crate) mod tests {
                     assert!(got != exact, "{what}: bf16 gave the f32 result");
                 }
             });
+            // The bf16 weights were made once and kept (set_precision gave the cache its
+            // cell); f32 filters keep none.
+            if bf16 {
+                let kept = filters.bf16.get(|| panic!("bf16 weights made again"));
+                assert!(matches!(kept, std::borrow::Cow::Borrowed(_)));
+            }
+            assert!(matches!(
+                f32_filters.bf16.get(Vec::new),
+                std::borrow::Cow::Owned(_)
+            ));
         }
     }
 }
