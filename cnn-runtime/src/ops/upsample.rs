@@ -166,11 +166,11 @@ impl Axis {
         }
     }
 
-    /// PyTorch's `nearest_idx`.
+    /// PyTorch's `nearest_idx` (`dst < len_out`).
     #[inline]
     fn nearest(&self, dst: usize) -> usize {
         if self.len_out == self.len_in {
-            dst.min(self.len_in - 1)
+            dst
         } else if self.len_out == 2 * self.len_in {
             dst >> 1
         } else {
