@@ -762,5 +762,15 @@ mod tests {
             Cow::Borrowed(kept) => assert_eq!(kept, &want[..]),
             Cow::Owned(_) => panic!("the packed weight was not kept"),
         }
+        // A layer made for a constant has no cell (it packs on every call); its clone does.
+        let constant =
+            Linear::with("0", p, Buf::Owned(weight), None).with_precision(Precision::Bf16);
+        assert!(matches!(constant.bf16.get(Vec::new), Cow::Owned(_)));
+        let copy = constant.clone();
+        copy.forward(2, &[0.5; 10], &mut out);
+        assert!(matches!(
+            copy.bf16.get(|| panic!("the clone packed again")),
+            Cow::Borrowed(_)
+        ));
     }
 }

@@ -30,6 +30,18 @@ pub(crate) const MIN_MACS_PER_SPLIT: usize = 4 << 20;
 /// across threads.
 pub(crate) const MIN_ROWS_PER_THREAD: usize = 8;
 
+/// Threads an im2col or transposed convolution's `rows` output channels (per group) go to:
+/// at most `threads`, each with at least [`MIN_ROWS_PER_THREAD`] rows, at least one.
+pub(crate) const fn row_parts(threads: usize, rows: usize) -> usize {
+    let most = rows / MIN_ROWS_PER_THREAD;
+    let parts = if threads < most { threads } else { most };
+    if parts == 0 {
+        1
+    } else {
+        parts
+    }
+}
+
 /// Multiply-accumulates below which a direct convolution stays on one thread: its blocks of 8
 /// channels are cheaper to hand out than the im2col GEMM's rows.
 pub(crate) const DIRECT_MIN_MACS_PER_SPLIT: usize = 1 << 20;
@@ -104,6 +116,24 @@ pub(crate) const WINOGRAD_MIN_TILES_PER_BLOCK: usize = 32;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_thread_gets_at_least_its_rows() {
+        for (threads, rows, want) in [
+            (4, 100, 4),
+            (4, 20, 2),
+            (2, 16, 2),
+            (2, 15, 1),
+            (3, 7, 1),
+            (1, 64, 1),
+            (0, 64, 1),
+            (8, 0, 1),
+        ] {
+            let parts = row_parts(threads, rows);
+            assert_eq!(parts, want, "{threads} threads, {rows} rows");
+            assert!(parts == 1 || parts * MIN_ROWS_PER_THREAD <= rows);
+        }
+    }
 
     /// The cache-sized blocks over the L2 sizes of the machines seen (Ice Lake client's
     /// 512 KiB, Zen 4's 1 MiB, Ice Lake server's 1.25 MiB, Sapphire Rapids' 2 MiB) and past

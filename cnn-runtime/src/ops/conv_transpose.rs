@@ -31,7 +31,7 @@
 use super::conv::Epilogue;
 use crate::simd::multiversion;
 use crate::store::Scratch;
-use crate::tuning::{MIN_MACS_PER_SPLIT, MIN_ROWS_PER_THREAD};
+use crate::tuning::{row_parts, MIN_MACS_PER_SPLIT};
 
 /// Shape of a `ConvTranspose2d` layer, computed once by the `cnn!` macro and emitted as a
 /// `const`.
@@ -231,7 +231,7 @@ pub fn forward(
         }
     };
 
-    let parts = threads.min(c_out_g / MIN_ROWS_PER_THREAD).max(1);
+    let parts = row_parts(threads, c_out_g);
     let split = parts > 1 && m * k * n_cols >= MIN_MACS_PER_SPLIT;
     // LOOP over samples
     for s in 0..n {

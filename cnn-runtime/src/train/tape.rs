@@ -1142,7 +1142,11 @@ mod tests {
             ..layout
         };
         assert_eq!(wide.bytes(90) - layout.bytes(90), 4 * 8 * (50 * 12 - 486));
-        for n in [1, 2, 11, 90] {
+        for (layout, n) in [1, 2, 11, 90]
+            .map(|n| (layout, n))
+            .into_iter()
+            .chain([(wide, 90)])
+        {
             let mut c = TrainCache::default();
             let mut b = BackWork::default();
             c.reserve(&layout, n);

@@ -4,7 +4,7 @@
 use super::{Conv2dParams, Epilogue};
 use crate::simd::multiversion;
 use crate::store::Scratch;
-use crate::tuning::{MIN_MACS_PER_SPLIT, MIN_ROWS_PER_THREAD};
+use crate::tuning::{row_parts, MIN_MACS_PER_SPLIT};
 
 /// Scratch elements of one sample's im2col matrix `[C/G·KH·KW, OH·OW]`, 0 when [`skips`].
 pub const fn scratch_len(p: &Conv2dParams) -> usize {
@@ -195,7 +195,7 @@ fn conv2d_with(
                     epilogue.after(s * p.c_out + c0 + o, row);
                 }
             };
-            let parts = threads.min(m / MIN_ROWS_PER_THREAD).max(1);
+            let parts = row_parts(threads, m);
             if parts == 1 || m * k * n_cols < MIN_MACS_PER_SPLIT {
                 rows(0, yg);
                 continue;

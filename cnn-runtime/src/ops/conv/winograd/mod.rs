@@ -251,6 +251,28 @@ impl U<'_> {
     }
 }
 
+/// Tile rows per block of a layer with `[th, tw]` tiles of `xis` positions and `channels`
+/// input plus output channels: the block's transformed input and products (f32) fit `budget`
+/// bytes, with at least [`WINOGRAD_MIN_BLOCK_TILES`] tiles (GEMMs too short otherwise) and at
+/// most the layer; with threads, every thread gets a block.
+fn block_rows(
+    xis: usize,
+    [th, tw]: [usize; 2],
+    channels: usize,
+    threads: usize,
+    budget: usize,
+) -> usize {
+    let row_bytes = xis * tw * channels * core::mem::size_of::<f32>();
+    let rows = (budget / row_bytes)
+        .max(WINOGRAD_MIN_BLOCK_TILES.div_ceil(tw))
+        .clamp(1, th);
+    if threads > 1 {
+        rows.min(th.div_ceil(threads))
+    } else {
+        rows
+    }
+}
+
 /// [`conv2d`] with output tiles of side `m` (2 or 4) and `u` transformed for them.
 #[allow(clippy::too_many_arguments)] // conv2d's arguments and the tile size
 fn conv2d_with(
@@ -281,15 +303,14 @@ fn conv2d_with(
     let (xt, yt) = rest.split_at_mut(h * w * c_in);
     let big = t * c_in * c_out * xis >= MIN_MACS_PER_SPLIT;
     let threads = if big { threads.max(1) } else { 1 };
-    // Tile rows per block: the block's transformed input and products fit the cache budget,
-    // and with threads every thread gets a block.
-    let row_bytes = xis * tw * (c_in + c_out) * core::mem::size_of::<f32>();
-    let mut rows = (winograd_block_bytes(crate::cache::caches().l2) / row_bytes)
-        .max(WINOGRAD_MIN_BLOCK_TILES.div_ceil(tw))
-        .clamp(1, th);
-    if threads > 1 {
-        rows = rows.min(th.div_ceil(threads));
-    }
+    let l2 = crate::cache::caches().l2;
+    let rows = block_rows(
+        xis,
+        [th, tw],
+        c_in + c_out,
+        threads,
+        winograd_block_bytes(l2),
+    );
     let split_tiles = threads == 1 || rows * tw >= WINOGRAD_MIN_TILES_PER_BLOCK;
     let (v_block, m_block) = (xis * rows * tw * v_row, xis * rows * tw * c_out);
     // LOOP over samples
@@ -366,6 +387,41 @@ mod tests {
     use crate::ops::conv::tests::{assert_close_mag, naive64, reference_epilogue, ACTS};
     use crate::shape::out_len;
     use crate::test_util::rand_vec;
+
+    /// A block's transformed data fits the budget unless the minimum of tiles needs more; it
+    /// holds at least that minimum (or the whole layer), and with threads each gets a block.
+    #[test]
+    fn blocks_of_tiles_fit_the_cache_budget() {
+        let f32s = core::mem::size_of::<f32>();
+        // (xis, [th, tw], channels, threads, budget, rows)
+        for (xis, tiles, channels, threads, budget, want) in [
+            // vgg's 64 + 64 channels at 32×32 (F(4×4), 8×8 tiles, 144 KiB a row): in 1 MiB
+            // 7 rows; in 512 KiB the minimum of 48 tiles, 6 rows; with 2 threads 4 each.
+            (36, [8, 8], 128, 1, 1 << 20, 7),
+            (36, [8, 8], 128, 1, 512 << 10, 6),
+            (36, [8, 8], 128, 2, 512 << 10, 4),
+            // Wide channels: one row would overflow, the minimum of 48 tiles wins.
+            (36, [30, 16], 1024, 1, 512 << 10, 3),
+            // Small layers: the whole layer.
+            (16, [3, 4], 32, 1, 512 << 10, 3),
+            (16, [3, 4], 32, 4, 512 << 10, 1),
+        ] {
+            let rows = block_rows(xis, tiles, channels, threads, budget);
+            assert_eq!(
+                rows, want,
+                "{xis} positions, {tiles:?} tiles, {channels} channels"
+            );
+            let [th, tw] = tiles;
+            let bytes = rows * xis * tw * channels * f32s;
+            let minimum = WINOGRAD_MIN_BLOCK_TILES.div_ceil(tw).min(th);
+            assert!(
+                bytes <= budget || rows <= minimum,
+                "{rows} rows: {bytes} bytes"
+            );
+            assert!((1..=th).contains(&rows));
+            assert!(threads <= 1 || rows <= th.div_ceil(threads));
+        }
+    }
 
     #[test]
     fn the_tile_size_follows_the_output_size() {
