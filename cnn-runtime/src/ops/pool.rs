@@ -729,6 +729,34 @@ mod tests {
         assert_eq!(out, [1.0, 3.0, 5.0, 3.0]);
     }
 
+    /// `interior` is exactly the outputs whose windows lie inside the input (by brute force
+    /// over small axes): the border the generic path takes is no wider than it must be.
+    #[test]
+    fn interior_is_exactly_the_whole_windows() {
+        for k in 1..6 {
+            for s in 1..5 {
+                for p in 0..k {
+                    for len in 1..24 {
+                        if len + 2 * p < k {
+                            continue;
+                        }
+                        let out = (len + 2 * p - k) / s + 1;
+                        let whole: Vec<usize> = (0..out)
+                            .filter(|&o| o * s >= p && o * s - p + k <= len)
+                            .collect();
+                        let (lo, hi) = interior(k, s, p, len, out);
+                        let want = match (whole.first(), whole.last()) {
+                            (Some(&a), Some(&b)) => (a, b + 1),
+                            _ => (lo, lo),
+                        };
+                        assert_eq!((lo, hi), want, "k {k}, s {s}, p {p}, len {len}");
+                        assert!(whole.len() == hi - lo, "contiguous");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn max_propagates_nan() {
         let x = [f32::NAN, 1.0, 2.0, 3.0, 4.0, f32::NAN, 9.0, 8.0];
