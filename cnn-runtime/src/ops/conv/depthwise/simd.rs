@@ -269,3 +269,41 @@ unsafe fn general_block<S: Simd, const R: usize, const V: usize>(
         unsafe { store_rows::<S, R, V>(s, &acc, e, g.w_out, x0, y) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 3×3, stride-1 geometry (reach 2) with `w_out` outputs and phase rows of `row`.
+    fn geometry(w_out: usize, row: usize) -> Geometry {
+        Geometry {
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            dh: 1,
+            sw: 1,
+            dw: 1,
+            w_out,
+            row,
+            rs: row,
+            starts: [0; MAX_KW],
+        }
+    }
+
+    /// The check the blocks' unchecked loads rely on passes at its limits and refuses each way
+    /// a block could leave its phase row: a row one float short of the reach, a block wider
+    /// than the outputs plus a vector, a block wider than `MAX_COLS`.
+    #[test]
+    fn blocks_leaving_their_phase_row_are_refused() {
+        check_columns(&geometry(20, 20 + 2 + LANES), MAX_COLS);
+        check_columns(&geometry(10, 10 + 2 + LANES), 10 + LANES);
+        for (g, cols) in [
+            (geometry(20, 20 + 1 + LANES), LANES),
+            (geometry(10, 40), 10 + LANES + 1),
+            (geometry(40, 100), MAX_COLS + 1),
+        ] {
+            let refused = std::panic::catch_unwind(|| check_columns(&g, cols)).is_err();
+            assert!(refused, "{cols} columns, w_out {}, row {}", g.w_out, g.row);
+        }
+    }
+}
