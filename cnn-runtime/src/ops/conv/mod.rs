@@ -970,6 +970,8 @@ pub(crate) mod tests {
                         for &threads in *threads {
                             let mut out = vec![f32::NAN; n * p.out_len()];
                             let spread = crate::threads::install(threads, || {
+                                // (Nothing left over from an earlier call on this worker.)
+                                crate::threads::take_spread();
                                 forward(
                                     &p,
                                     n,
