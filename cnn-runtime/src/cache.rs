@@ -74,12 +74,10 @@ fn from_cpuid() -> Option<Caches> {
         l2: 0,
         l3: 0,
     };
-    // LOOP over the caches, until the null type
+    // LOOP over the sub-leaves: one per cache, then null ones (type 0), which `with_cache`
+    // passes over
     for sub in 0..16 {
         let r = __cpuid_count(leaf, sub);
-        if r.eax & 0x1f == 0 {
-            break;
-        }
         c = with_cache(c, r.eax, r.ebx, r.ecx);
     }
     (c.l1d > 0 && c.l2 > 0).then_some(c)
@@ -167,10 +165,12 @@ mod tests {
                 l3: 105 << 20
             }
         );
-        // A partitioned cache counts every partition; a level-4 cache is not ours to use.
+        // A partitioned cache counts every partition; a level-4 cache is not ours to use, nor
+        // a null sub-leaf (type 0, past the last cache).
         let c = with_cache(empty, 0x143, 0x01c0_103f, 0x7ff);
         assert_eq!(c.l2, 2 << 20);
         assert_eq!(with_cache(empty, 0x183, 0x01c0_003f, 0x7ff), empty);
+        assert_eq!(with_cache(c, 0x140, 0x01c0_003f, 0x7ff), c);
     }
 
     #[test]

@@ -683,7 +683,7 @@ impl Run for Exec {
         let out_plane = params.out_hw[0] * params.out_hw[1];
         let planes = n * params.channels;
         self.step(params.out_len(), |x, y, _| {
-            if threads < 2 || planes < 2 || planes * out_plane < POOL_MIN_SPLIT {
+            if !split_planes(threads, planes, out_plane) {
                 upsample::upsample2d(params, n, x, y);
                 return;
             }
@@ -725,7 +725,7 @@ impl Run for Exec {
         let out_plane = params.out_hw[0] * params.out_hw[1];
         let planes = n * params.channels;
         self.step(params.out_len(), |x, y, _| {
-            if threads < 2 || planes < 2 || planes * in_plane < POOL_MIN_SPLIT {
+            if !split_planes(threads, planes, in_plane) {
                 pool::pool2d(params, n, x, y);
                 return;
             }
@@ -1006,9 +1006,36 @@ pub fn run_batch(
     }
 }
 
+/// Whether a pooling or upsampling layer of `planes` planes, `plane` elements each (input
+/// for pooling, output for upsampling), runs on `threads` threads: with two of each, and
+/// [`POOL_MIN_SPLIT`] elements in all. The values do not depend on it.
+fn split_planes(threads: usize, planes: usize, plane: usize) -> bool {
+    threads >= 2 && planes >= 2 && planes * plane >= POOL_MIN_SPLIT
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pooling_splits_over_threads_from_two_threads_two_planes_and_enough_elements() {
+        let half = POOL_MIN_SPLIT / 2;
+        for (threads, planes, plane, want) in [
+            (2, 2, half, true),
+            (2, 2, half - 1, false),
+            (4, 64, POOL_MIN_SPLIT / 64, true),
+            (1, 100, POOL_MIN_SPLIT, false),
+            (2, 1, POOL_MIN_SPLIT, false),
+            (2, 0, POOL_MIN_SPLIT, false),
+            (3, 3, POOL_MIN_SPLIT, true),
+        ] {
+            assert_eq!(
+                split_planes(threads, planes, plane),
+                want,
+                "{threads} threads, {planes} planes of {plane}"
+            );
+        }
+    }
     use crate::init::Rng;
     use crate::ops::linear::LinearParams;
     use crate::test_util::rand_vec;
