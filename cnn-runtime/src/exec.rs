@@ -979,8 +979,7 @@ pub fn run_batch(
         CACHED.with(|c| c.set(Some(exec)));
         result
     };
-    let small = n.saturating_mul(macs) < POOL_MIN_MACS;
-    if available == 1 || (threads == 1 && small) {
+    if on_caller(available, threads, n.saturating_mul(macs)) {
         // On the calling thread: handing a small network to a worker (waking it, then waking
         // the caller) costs more than splitting its layers saves.
         work(0, &mut data, 1)?;
@@ -1006,6 +1005,14 @@ pub fn run_batch(
     }
 }
 
+/// Whether `run_batch` runs on the calling thread rather than the pool: with one thread in
+/// all (`available`), or with one chunk's worth of threads (`threads`) and fewer than
+/// [`POOL_MIN_MACS`] multiply-accumulates for the whole batch (`macs`). The values do not
+/// depend on it.
+fn on_caller(available: usize, threads: usize, macs: usize) -> bool {
+    available == 1 || (threads == 1 && macs < POOL_MIN_MACS)
+}
+
 /// Whether a pooling or upsampling layer of `planes` planes, `plane` elements each (input
 /// for pooling, output for upsampling), runs on `threads` threads: with two of each, and
 /// [`POOL_MIN_SPLIT`] elements in all. The values do not depend on it.
@@ -1016,6 +1023,25 @@ fn split_planes(threads: usize, planes: usize, plane: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_batches_stay_on_the_calling_thread() {
+        let small = POOL_MIN_MACS - 1;
+        for (available, threads, macs, want) in [
+            (1, 1, usize::MAX, true),
+            (1, 4, usize::MAX, true),
+            (2, 1, small, true),
+            (2, 1, POOL_MIN_MACS, false),
+            (2, 2, small, false),
+            (4, 1, 0, true),
+        ] {
+            assert_eq!(
+                on_caller(available, threads, macs),
+                want,
+                "{available}, {threads}, {macs}"
+            );
+        }
+    }
 
     #[test]
     fn pooling_splits_over_threads_from_two_threads_two_planes_and_enough_elements() {

@@ -178,6 +178,7 @@ mod tests {
         w.copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         b.unwrap().copy_from_slice(&[7.0, 8.0]);
         assert_eq!(g.len(), 2);
+        assert!(!g.is_empty());
         assert_eq!(g.get("0.weight"), Some(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0][..]));
         assert_eq!(g.get("0.bias"), Some(&[7.0, 8.0][..]));
         assert_eq!(g.get("2.weight"), None);
