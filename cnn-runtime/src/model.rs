@@ -300,5 +300,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\n  1.body.0 "), "indented by depth: {text}");
+        // The rules under the header and under the rows are as wide as the columns.
+        let lines: Vec<&str> = text.lines().collect();
+        let width = lines[1].chars().count();
+        assert!(lines[2].chars().all(|c| c == '-'), "{text}");
+        assert_eq!(lines[2].len(), width, "{text}");
+        assert_eq!(lines[7], lines[2], "{text}");
+        assert!(
+            lines[3..7].iter().all(|l| l.chars().count() == width),
+            "{text}"
+        );
     }
 }
