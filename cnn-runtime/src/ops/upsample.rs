@@ -92,7 +92,7 @@ pub fn upsample2d(p: &Upsample2dParams, n: usize, input: &[f32], out: &mut [f32]
         out.len() >= planes * out_plane,
         "upsample2d output too short"
     );
-    if out_plane == 0 || planes == 0 {
+    if out_plane == 0 {
         return;
     }
     if in_plane == 0 {

@@ -1217,6 +1217,17 @@ pub(crate) mod tests {
     /// groups, strides, dilation and 1×1) stays within its bf16 tolerance of the f64
     /// definition, at every level, with every epilogue form in turn; the bf16 GEMM is the path
     /// that ran, and the direct and depthwise kernels ignore the precision (bit-identical to f32).
+    /// Two filters are equal when their weights and biases are (the prepared copies aside).
+    #[test]
+    fn filters_are_equal_when_weight_and_bias_are() {
+        let f = |w: f32, b: Option<f32>| Filters::new(vec![w; 4], b.map(|b| vec![b; 2]));
+        assert!(f(1.0, Some(2.0)) == f(1.0, Some(2.0)));
+        assert!(f(1.0, None) == f(1.0, None));
+        assert!(f(1.0, Some(2.0)) != f(1.0, Some(3.0)), "bias differs");
+        assert!(f(1.0, Some(2.0)) != f(0.5, Some(2.0)), "weight differs");
+        assert!(f(1.0, None) != f(1.0, Some(2.0)), "bias absent");
+    }
+
     #[test]
     fn bf16_stays_within_its_tolerance_of_the_f64_definition() {
         use crate::simd::{bf16_path, testing::take_ran_bf16, Bf16Path};
