@@ -42,6 +42,13 @@ pub(crate) const fn row_parts(threads: usize, rows: usize) -> usize {
     }
 }
 
+/// Whether an im2col or transposed convolution of `macs` multiply-accumulates (per sample and
+/// group) splits over `parts` threads (from [`row_parts`]): with two or more, from
+/// [`MIN_MACS_PER_SPLIT`]. The values do not depend on it.
+pub(crate) const fn splits(parts: usize, macs: usize) -> bool {
+    parts > 1 && macs >= MIN_MACS_PER_SPLIT
+}
+
 /// Multiply-accumulates below which a direct convolution stays on one thread: its blocks of 8
 /// channels are cheaper to hand out than the im2col GEMM's rows.
 pub(crate) const DIRECT_MIN_MACS_PER_SPLIT: usize = 1 << 20;
@@ -116,6 +123,15 @@ pub(crate) const WINOGRAD_MIN_TILES_PER_BLOCK: usize = 32;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn convolutions_split_from_two_parts_and_enough_work() {
+        assert!(splits(2, MIN_MACS_PER_SPLIT));
+        assert!(splits(8, usize::MAX));
+        assert!(!splits(2, MIN_MACS_PER_SPLIT - 1));
+        assert!(!splits(1, usize::MAX));
+        assert!(!splits(0, usize::MAX));
+    }
 
     #[test]
     fn each_thread_gets_at_least_its_rows() {

@@ -31,7 +31,7 @@
 use super::conv::Epilogue;
 use crate::simd::multiversion;
 use crate::store::Scratch;
-use crate::tuning::{row_parts, MIN_MACS_PER_SPLIT};
+use crate::tuning::{row_parts, splits};
 
 /// Shape of a `ConvTranspose2d` layer, computed once by the `cnn!` macro and emitted as a
 /// `const`.
@@ -232,7 +232,7 @@ pub fn forward(
     };
 
     let parts = row_parts(threads, c_out_g);
-    let split = parts > 1 && m * k * n_cols >= MIN_MACS_PER_SPLIT;
+    let split = splits(parts, m * k * n_cols);
     // LOOP over samples
     for s in 0..n {
         let x = &input[s * in_len..(s + 1) * in_len];
@@ -317,6 +317,7 @@ mod tests {
     use crate::ops::activation::Activation;
     use crate::ops::conv::tests::{assert_close_mag, epilogue_forms, reference_epilogue};
     use crate::test_util::{assert_close, rand_vec};
+    use crate::tuning::MIN_MACS_PER_SPLIT;
 
     /// `(c_in, c_out, groups, kernel, stride, padding, output_padding, dilation, [h, w], n,
     /// bias)`.

@@ -4,7 +4,7 @@
 use super::{Conv2dParams, Epilogue};
 use crate::simd::multiversion;
 use crate::store::Scratch;
-use crate::tuning::{row_parts, MIN_MACS_PER_SPLIT};
+use crate::tuning::{row_parts, splits};
 
 /// Scratch elements of one sample's im2col matrix `[C/G·KH·KW, OH·OW]`, 0 when [`skips`].
 pub const fn scratch_len(p: &Conv2dParams) -> usize {
@@ -196,7 +196,7 @@ fn conv2d_with(
                 }
             };
             let parts = row_parts(threads, m);
-            if parts == 1 || m * k * n_cols < MIN_MACS_PER_SPLIT {
+            if !splits(parts, m * k * n_cols) {
                 rows(0, yg);
                 continue;
             }
@@ -266,6 +266,7 @@ mod tests {
     use crate::ops::activation::Activation;
     use crate::ops::conv::tests::{params, CASES};
     use crate::test_util::rand_vec;
+    use crate::tuning::MIN_MACS_PER_SPLIT;
 
     /// [`conv2d`] without an epilogue, on one thread.
     fn plain(
