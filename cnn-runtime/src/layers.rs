@@ -136,9 +136,8 @@ impl Conv2d {
         self
     }
 
-    /// Makes the layer multiply in `precision` (see [`Precision`]; only Winograd and im2col
-    /// convolutions multiply in bf16, the others stay f32); the bf16 copy of the weights is
-    /// made on next use.
+    /// Makes the layer multiply in `precision` (see [`Precision`]; depthwise convolutions stay
+    /// f32); the bf16 copy of the weights is made on next use.
     #[cfg(feature = "std")]
     pub fn set_precision(&mut self, precision: Precision) {
         self.filters.set_precision(precision);
@@ -772,5 +771,52 @@ mod tests {
             copy.bf16.get(|| panic!("the clone packed again")),
             Cow::Borrowed(_)
         ));
+    }
+
+    /// Each layer reports the precision it was set to, at run time and for constants, and
+    /// its bf16 copy does not enter equality: a layer equals its clone, packed or not.
+    #[test]
+    fn layers_report_their_precision_and_equal_their_clones() {
+        let p = LinearParams {
+            in_features: 4,
+            out_features: 2,
+        };
+        let mut fc = Linear::with("0", p, Buf::Owned(vec![0.25; 8]), None);
+        assert_eq!(fc.precision(), Precision::F32);
+        fc.set_precision(Precision::Bf16);
+        assert_eq!(fc.precision(), Precision::Bf16);
+        let fresh = fc.clone();
+        fc.forward(1, &[1.0; 4], &mut [0.0; 2]);
+        assert!(
+            fc == fresh && fresh == fc.clone(),
+            "the bf16 copy entered equality"
+        );
+        let constant = Linear::with("0", p, Buf::Owned(vec![0.25; 8]), None);
+        assert_eq!(
+            constant.with_precision(Precision::Bf16).precision(),
+            Precision::Bf16
+        );
+
+        let cp = Conv2dParams {
+            c_in: 2,
+            c_out: 3,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [6, 6],
+            out_hw: [6, 6],
+        };
+        let mut conv = Conv2d::seeded("1", cp, true, &mut Rng::new(7));
+        assert_eq!(conv.precision(), Precision::F32);
+        conv.set_precision(Precision::Bf16);
+        assert_eq!(conv.precision(), Precision::Bf16);
+        assert!(conv == conv.clone());
+        let constant = Conv2d::seeded("1", cp, true, &mut Rng::new(7));
+        assert_eq!(
+            constant.with_precision(Precision::Bf16).precision(),
+            Precision::Bf16
+        );
     }
 }

@@ -330,6 +330,18 @@ mod tests {
     }
 
     /// dx, dweight and dbias against central differences of the f64 forward, affine and not.
+    /// `dx` one value short of `n × channels × H × W` is refused by name.
+    #[test]
+    #[should_panic(expected = "batchnorm_backward: x, dy or dx too short")]
+    fn backward_refuses_a_short_dx() {
+        let (n, c, hw) = (2, 3, 4);
+        let p = params(c, hw, false);
+        let x = rand_vec(n * c * hw, 1);
+        let mut dx = vec![0.0; n * c * hw - 1];
+        let (mean, inv_std) = (vec![0.0; c], vec![1.0; c]);
+        batchnorm_backward(&p, n, &x, &x, None, &mean, &inv_std, &mut dx, None);
+    }
+
     #[test]
     fn backward_matches_finite_differences() {
         for (i, &(c, hw, n)) in CASES.iter().enumerate() {

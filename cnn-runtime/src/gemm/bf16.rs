@@ -175,27 +175,34 @@ pub(crate) fn pack_b(k: usize, n: usize, b: &[f32], (rsb, csb): (usize, usize), 
 /// # Panics
 /// If `even` or `odd` is shorter than `out`.
 fn pair_rows(even: &[f32], odd: Option<&[f32]>, out: &mut [u32]) {
+    crate::simd::with_simd!(
+        |s: S| { pair_rows_with::<S>(s, even, odd, out) },
+        (even: &[f32], odd: Option<&[f32]>, out: &mut [u32])
+    )
+}
+
+/// [`pair_rows`] with `S` vectors, inlined into a caller that dispatched once.
+///
+/// # Panics
+/// If `even` or `odd` is shorter than `out`.
+#[inline(always)]
+pub(crate) fn pair_rows_with<S: Simd>(s: S, even: &[f32], odd: Option<&[f32]>, out: &mut [u32]) {
     let n = out.len();
     let (even, odd) = (&even[..n], odd.map(|o| &o[..n]));
-    crate::simd::with_simd!(
-        |s: S| {
-            let whole = n & !(S::LANES - 1); // LANES is a power of two
-            let zero = s.zero();
-            // LOOP over whole vectors
-            for j in (0..whole).step_by(S::LANES) {
-                // SAFETY: j + LANES ≤ n, and every slice holds n values.
-                unsafe {
-                    let e = s.load(even.as_ptr().add(j));
-                    let o = odd.map_or(zero, |o| s.load(o.as_ptr().add(j)));
-                    s.store_bf16_pairs(out.as_mut_ptr().add(j), e, o)
-                }
-            }
-            for j in whole..n {
-                out[j] = pair(even[j], odd.map_or(0.0, |o| o[j]));
-            }
-        },
-        (even: &[f32], odd: Option<&[f32]>, out: &mut [u32], n: usize)
-    )
+    let whole = n & !(S::LANES - 1); // LANES is a power of two
+    let zero = s.zero();
+    // LOOP over whole vectors
+    for j in (0..whole).step_by(S::LANES) {
+        // SAFETY: j + LANES ≤ n, and every slice holds n values.
+        unsafe {
+            let e = s.load(even.as_ptr().add(j));
+            let o = odd.map_or(zero, |o| s.load(o.as_ptr().add(j)));
+            s.store_bf16_pairs(out.as_mut_ptr().add(j), e, o)
+        }
+    }
+    for j in whole..n {
+        out[j] = pair(even[j], odd.map_or(0.0, |o| o[j]));
+    }
 }
 
 /// A way to compute `acc + a₂ₚ₊₁·b₂ₚ₊₁ + a₂ₚ·b₂ₚ` on vectors of pairs, in that order, rounding
@@ -411,6 +418,11 @@ pub(crate) enum B<'a> {
     Packed(&'a [u32]),
     /// f32, element `(p, j)` at `b[p·rsb + j·csb]`, packed one panel at a time per call.
     F32(&'a [f32], (usize, usize)),
+    /// Written one panel at a time by the function: `fill(j0, panel)` writes the panel of
+    /// columns `j0..j0 + NR` in [`pack_b`]'s layout (`k₂` rows of [`NR`] pairs, zero past
+    /// row `k` and column `n`): a B that is never whole in memory (the direct convolution's
+    /// taps, gathered from its input).
+    Fill(&'a (dyn Fn(usize, &mut [u32]) + Sync)),
 }
 
 /// One product `C[m×n] ← (C +) A·B`, C row-major with row stride `n`.
@@ -537,6 +549,7 @@ fn gemm_on(path: Bf16Path, g: Gemm<'_>, c: &mut [f32]) {
             g.k == 0 || n == 0 || b.len() > (g.k - 1) * rsb + (n - 1) * csb,
             "bf16 B operand too short"
         ),
+        B::Fill(_) => {}
     }
     if g.m == 0 || n == 0 {
         return;
@@ -580,7 +593,7 @@ fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
     let width = NV * D::S::LANES;
     debug_assert_eq!(NR % width, 0);
     let mut buf = PANEL.take();
-    if matches!(g.b, B::F32(..)) && buf.len() < k2 * NR {
+    if matches!(g.b, B::F32(..) | B::Fill(_)) && buf.len() < k2 * NR {
         buf.resize(k2 * NR, 0);
     }
     let c_ptr = c.as_mut_ptr();
@@ -592,6 +605,11 @@ fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
                 let cols = NR.min(n - jp * NR);
                 let panel = &mut buf[..k2 * NR];
                 pack_b(g.k, cols, &b[jp * NR * csb..], (rsb, csb), panel);
+                panel
+            }
+            B::Fill(fill) => {
+                let panel = &mut buf[..k2 * NR];
+                fill(jp * NR, panel);
                 panel
             }
         };

@@ -873,6 +873,42 @@ mod tests {
         assert_eq!(first, second);
     }
 
+    /// No input channels: no products, every output value is its channel's bias (the weight
+    /// transpose has nothing to do and must not be asked to).
+    #[test]
+    fn no_input_channels_gives_the_bias() {
+        let p = params(&(
+            0,
+            2,
+            1,
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            [2, 3],
+            1,
+            true,
+        ));
+        let plane = p.out_hw[0] * p.out_hw[1];
+        let mut out = vec![f32::NAN; 2 * plane];
+        let e = Epilogue::default();
+        let bias = [0.25, -4.0];
+        forward(
+            &p,
+            1,
+            &[],
+            &[],
+            Some(&bias),
+            e,
+            1,
+            &mut out,
+            &mut Vec::new(),
+        );
+        assert_eq!(&out[..plane], &vec![0.25; plane][..]);
+        assert_eq!(&out[plane..], &vec![-4.0; plane][..]);
+    }
+
     #[test]
     fn hand_computed_2x2_stride_2() {
         // x = [[1, 2], [3, 4]], w = [[1, 10], [100, 1000]], k2 s2: each input value stamps

@@ -1113,6 +1113,17 @@ mod tests {
             };
             check(b.d[0][at], shifted(h), shifted(-h), "input");
         }
+        // Frozen: no gradients kept, the same input gradient. The weight and bias gradients
+        // go to the sink, sized by their own shapes (the bias has c_out = 3 values, the
+        // weight's first dimension is c_in = 2).
+        let mut frozen = Grads::new(specs);
+        let mut bf = BackWork::default();
+        bf.begin(&c, r.iter());
+        bf.softmax(3, 196, &c, (2, 3));
+        bf.upsample2d(&up, &c, (1, 2));
+        bf.conv_transpose2d(&layer, &c, (0, 1), &mut frozen, 0, false, true);
+        assert!(frozen.is_empty());
+        assert_eq!(bf.d[0], b.d[0]);
     }
 
     #[test]

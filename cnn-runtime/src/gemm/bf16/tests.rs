@@ -265,12 +265,18 @@ fn matches_the_f64_reference_on_every_path_bit_identically() {
         pack_b(k, n, &b, (n, 1), &mut bp);
         let (want, mag) = reference((m, k, n), &a, &b, true);
         let (exact, _) = reference((m, k, n), &a, &b, false);
+        // Panels written on demand (here copied from the packed B).
+        let fill = |j0: usize, panel: &mut [u32]| {
+            let k2 = pairs(k);
+            panel.copy_from_slice(&bp[j0 / NR * k2 * NR..(j0 / NR + 1) * k2 * NR]);
+        };
         let mut first: Option<Vec<f32>> = None;
         for &path in &all {
             for (what, src) in [
                 ("packed", B::Packed(&bp)),
                 ("f32", B::F32(&b, (n, 1))),
                 ("f32 transposed", B::F32(&bt, (1, k))),
+                ("filled", B::Fill(&fill)),
             ] {
                 let mut c = vec![f32::NAN; m * n];
                 run(path, (m, k, n), &ap, src, &mut c, false);

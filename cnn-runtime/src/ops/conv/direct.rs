@@ -142,6 +142,118 @@ pub fn conv2d(
     }
 }
 
+/// [`conv2d`] in bf16 (f32 accumulation): the phase-split input is gathered, one panel of
+/// output columns at a time, straight into the bf16 GEMM's pairs of taps (an im2col matrix
+/// that is never whole in memory and never stored in f32), times `w16`, the weights' rows
+/// `[c_out, C·KH·KW]` as pairs ([`pairs_into`](crate::gemm::bf16::pairs_into)); then bias and
+/// epilogue per output channel. Same scratch as [`conv2d`]. With `threads > 1` (on a worker of
+/// the pool) large layers split their output channels.
+///
+/// # Panics
+/// If a slice is shorter than its layout.
+#[cfg(feature = "std")]
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the epilogue
+pub(crate) fn conv2d_bf16(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    w16: &[u32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+) {
+    use crate::gemm::bf16;
+    use crate::tuning::{row_parts, splits};
+    let (k, plane) = (p.fan_in(), p.out_hw[0] * p.out_hw[1]);
+    let k2 = bf16::pairs(k);
+    assert!(applies(p), "direct convolution does not apply");
+    assert!(w16.len() >= p.c_out * k2, "conv2d weight too short");
+    assert!(input.len() >= n * p.in_len(), "conv2d input too short");
+    assert!(out.len() >= n * p.out_len(), "conv2d output too short");
+    if let Some(b) = bias {
+        assert!(b.len() >= p.c_out, "conv2d bias too short");
+    }
+    epilogue.check(p.c_out, n * p.out_len());
+    let phases = &mut scratch.at_least(scratch_len(p))[..scratch_len(p)];
+    // The padding, and the slack past the last column, stay zero for every sample.
+    phases.fill(0.0);
+    let parts = row_parts(threads, p.c_out);
+    let split = splits(parts, p.macs());
+    // LOOP over samples
+    for (sample, (x, y)) in input
+        .chunks_exact(p.in_len())
+        .zip(out.chunks_exact_mut(p.out_len()))
+        .take(n)
+        .enumerate()
+    {
+        split_phases(p, x, phases);
+        let phases = &*phases;
+        let fill = |j0: usize, panel: &mut [u32]| fill_panel(p, phases, j0, panel);
+        // Output channels `first..` (as many as `y` holds): GEMM, then bias and epilogue.
+        let rows = |first: usize, y: &mut [f32]| {
+            let m = y.len() / plane;
+            let w = &w16[first * k2..(first + m) * k2];
+            bf16::gemm(m, k, plane, w, bf16::B::Fill(&fill), y, false);
+            for (o, row) in y.chunks_exact_mut(plane).enumerate() {
+                epilogue.channel(bias, first + o).apply(row);
+                epilogue.after(sample * p.c_out + first + o, row);
+            }
+        };
+        let y = &mut y[..p.out_len()];
+        if split {
+            // LOOP over output-channel blocks, one per thread; each gathers its own panels.
+            let per = p.c_out.div_ceil(parts);
+            let blocks = y.chunks_mut(per * plane);
+            crate::threads::for_each(parts, blocks, |i, y| rows(i * per, y));
+        } else {
+            rows(0, y);
+        }
+    }
+}
+
+/// One panel of the bf16 GEMM's B for [`conv2d_bf16`]: output positions `j0..j0 + NR` (of
+/// `OH·OW`, row-major) of every tap `t = (c·KH + ki)·KW + kj`, as pairs of taps `(2q, 2q + 1)`
+/// per row `q` of the panel, zero past the last tap and the last position. Tap `t` at output
+/// `(oy, ox)` reads `phase[c, oy·SH + ki, kj mod SW, ox + kj / SW]`: along an output row, a
+/// contiguous run of the phase row.
+#[cfg(feature = "std")]
+fn fill_panel(p: &Conv2dParams, phases: &[f32], j0: usize, panel: &mut [u32]) {
+    crate::simd::with_simd!(
+        |s: S| {
+            use crate::gemm::bf16::{pair_rows_with, NR};
+            let [kh, kw] = p.kernel;
+            let [sh, sw] = p.stride;
+            let (k, row, ow) = (p.fan_in(), phase_row(p), p.out_hw[1]);
+            let padded_h = p.in_hw[0] + 2 * p.padding[0];
+            let cols = NR.min(p.out_hw[0] * ow - j0);
+            // Where tap `t` reads output (0, 0); output row `oy` is `oy·SH·SW·row` further.
+            let tap = |t: usize| {
+                let (c, ki, kj) = (t / (kh * kw), t / kw % kh, t % kw);
+                ((c * padded_h + ki) * sw + kj % sw) * row + kj / sw
+            };
+            // LOOP over pairs of taps (the panel's rows)
+            for (q, dst) in panel.chunks_exact_mut(NR).take(k.div_ceil(2)).enumerate() {
+                let (even, odd) = (tap(2 * q), (2 * q + 1 < k).then(|| tap(2 * q + 1)));
+                let mut j = j0;
+                // LOOP over the output rows the panel's columns cross
+                while j < j0 + cols {
+                    let (oy, ox) = (j / ow, j % ow);
+                    let len = (ow - ox).min(j0 + cols - j);
+                    let at = oy * sh * sw * row + ox;
+                    let e = &phases[even + at..even + at + len];
+                    let o = odd.map(|o| &phases[o + at..o + at + len]);
+                    pair_rows_with::<S>(s, e, o, &mut dst[j - j0..j - j0 + len]);
+                    j += len;
+                }
+                dst[cols..].fill(0);
+            }
+        },
+        (p: &Conv2dParams, phases: &[f32], j0: usize, panel: &mut [u32])
+    )
+}
+
 crate::simd::multiversion! {
 /// Fills `phases` (see [`scratch_len`]) from one sample `x: [C, H, W]`, zero in the padding,
 /// which must hold zeros already (the padding is the same for every sample).

@@ -406,19 +406,21 @@ impl Filters {
         }
     }
 
-    /// With [`Precision::Bf16`] and an algorithm that multiplies in bf16 (Winograd, im2col),
+    /// With [`Precision::Bf16`] and an algorithm that multiplies in bf16 (all but depthwise),
     /// the weights in the bf16 GEMM's layout; `None` otherwise.
     ///
     /// # Panics
     /// As [`for_kernel`](Self::for_kernel).
     #[cfg(feature = "std")]
     fn for_bf16(&self, p: &Conv2dParams) -> Option<std::borrow::Cow<'_, [u32]>> {
-        if self.precision != Precision::Bf16
-            || !matches!(p.algorithm(), Algorithm::Winograd | Algorithm::Im2col)
-        {
+        if self.precision != Precision::Bf16 || p.algorithm() == Algorithm::Depthwise {
             return None;
         }
-        Some(self.bf16.get(|| bf16_weights(p, self.for_kernel(p))))
+        Some(self.bf16.get(|| match p.algorithm() {
+            // The direct kernel's packing is not the GEMM's: its rows come from PyTorch's.
+            Algorithm::Direct => bf16_weights(p, &self.weight),
+            _ => bf16_weights(p, self.for_kernel(p)),
+        }))
     }
 
     /// `[c_out, c_in/groups, KH, KW]` row-major.
@@ -485,9 +487,9 @@ impl Filters {
     }
 }
 
-/// The weights of `p` in the bf16 GEMM's layout, from `w`, the layout [`Filters::for_kernel`]
-/// gives: Winograd's `U[ξ]` (`[c_in, c_out]` each) packed one position after another, or
-/// im2col's `[c_out, C/G·KH·KW]` rows as pairs.
+/// The weights of `p` in the bf16 GEMM's layout, from `w`: Winograd's `U[ξ]` (`[c_in, c_out]`
+/// each, as [`Filters::for_kernel`] gives them) packed one position after another, or, for
+/// im2col and the direct kernel, PyTorch's `[c_out, C/G·KH·KW]` rows as pairs.
 #[cfg(feature = "std")]
 fn bf16_weights(p: &Conv2dParams, w: &[f32]) -> Vec<u32> {
     use crate::gemm::bf16;
@@ -556,6 +558,9 @@ pub fn forward(
         match p.algorithm() {
             Algorithm::Winograd => {
                 winograd::conv2d_bf16(p, n, input, &w16, b, epilogue, threads, out, scratch)
+            }
+            Algorithm::Direct => {
+                direct::conv2d_bf16(p, n, input, &w16, b, epilogue, threads, out, scratch)
             }
             _ => im2col::conv2d_bf16(p, n, input, &w16, b, epilogue, threads, out, scratch),
         }
@@ -1213,10 +1218,6 @@ pub(crate) mod tests {
         );
     }
 
-    /// In bf16 each algorithm that multiplies in bf16 (Winograd F(2×2) and F(4×4), im2col with
-    /// groups, strides, dilation and 1×1) stays within its bf16 tolerance of the f64
-    /// definition, at every level, with every epilogue form in turn; the bf16 GEMM is the path
-    /// that ran, and the direct and depthwise kernels ignore the precision (bit-identical to f32).
     /// Two filters are equal when their weights and biases are (the prepared copies aside).
     #[test]
     fn filters_are_equal_when_weight_and_bias_are() {
@@ -1228,20 +1229,34 @@ pub(crate) mod tests {
         assert!(f(1.0, None) != f(1.0, Some(2.0)), "bias absent");
     }
 
+    /// In bf16 each algorithm that multiplies in bf16 (Winograd F(2×2) and F(4×4), im2col with
+    /// groups, strides, dilation and 1×1, the direct kernel over its gathered taps) stays
+    /// within its bf16 tolerance of the f64 definition, at every level, with every epilogue
+    /// form in turn; the bf16 GEMM is the path that ran, and the depthwise kernel ignores the
+    /// precision (bit-identical to f32).
     #[test]
     fn bf16_stays_within_its_tolerance_of_the_f64_definition() {
         use crate::simd::{bf16_path, testing::take_ran_bf16, Bf16Path};
         // (c_in, c_out, groups, kernel, stride, padding, [h, w], n): the first six run
         // Winograd (F(2×2) below 12 outputs a side, F(4×4) from 12; odd `c_in` pads each row
-        // of pairs, and leaves channels past the last vector to the scalar tail), the rest
-        // im2col, then a direct stem and a depthwise convolution, which stay f32.
+        // of pairs, and leaves channels past the last vector to the scalar tail), then four
+        // im2col, five direct (an odd number of taps, output rows that cross the GEMM's panels
+        // of 64 columns, strides 2 to 4, one large enough to split over threads) and a
+        // depthwise convolution, which stays f32.
         type Case = (usize, usize, usize, usize, usize, usize, [usize; 2], usize);
-        let cases: [Case; 12] = [
+        use Algorithm::{Depthwise, Direct, Im2col, Winograd};
+        let algorithms = [
+            [Winograd; 6].as_slice(),
+            &[Im2col; 4],
+            &[Direct; 5],
+            &[Depthwise],
+        ];
+        let cases: [Case; 16] = [
             (16, 24, 1, 3, 1, 1, [7, 9], 2),
             (32, 17, 1, 3, 1, 1, [14, 13], 1),
             (64, 64, 1, 3, 1, 1, [16, 16], 1),
             (19, 24, 1, 3, 1, 1, [9, 7], 2),
-            (9, 12, 1, 3, 1, 1, [13, 12], 1),
+            (17, 20, 1, 3, 1, 1, [13, 12], 1),
             // 8 rows of F(4×4) tiles in blocks of 7: a short last block.
             (32, 32, 1, 3, 1, 1, [32, 32], 1),
             (24, 40, 1, 3, 2, 1, [11, 10], 2),
@@ -1249,8 +1264,13 @@ pub(crate) mod tests {
             (33, 65, 1, 1, 1, 0, [5, 7], 3),
             (17, 9, 1, 5, 2, 2, [12, 11], 1),
             (3, 16, 1, 7, 2, 3, [20, 20], 1),
+            (1, 9, 1, 5, 1, 2, [13, 70], 2),
+            (2, 11, 1, 5, 3, 2, [17, 23], 2),
+            (5, 7, 1, 2, 4, 0, [18, 21], 1),
+            (3, 64, 1, 7, 2, 3, [64, 64], 1),
             (16, 16, 16, 3, 1, 1, [9, 9], 2),
         ];
+        let algorithms = algorithms.concat();
         for (seed, &(c_in, c_out, groups, k, stride, pad, [h, w], n)) in cases.iter().enumerate() {
             let out = |side| out_len(side, k, stride, pad, 1, false).unwrap();
             let p = Conv2dParams {
@@ -1285,7 +1305,10 @@ pub(crate) mod tests {
             let mut filters = f32_filters.clone();
             filters.set_precision(Precision::Bf16);
             f32_filters.set_precision(Precision::F32);
-            let bf16 = matches!(p.algorithm(), Algorithm::Winograd | Algorithm::Im2col);
+            assert_eq!(p.algorithm(), algorithms[seed], "case {seed}");
+            let bf16 = p.algorithm() != Algorithm::Depthwise;
+            // The large direct case splits its output channels over threads.
+            let large = p.algorithm() == Algorithm::Direct && c_out == 64;
             // Both operands rounded to 8 bits: 2⁻⁸ of the terms' size per product. Winograd
             // rounds the transformed operands, whose constants (up to 8 in F(4×4)'s output
             // transform) stretch that further.
@@ -1301,13 +1324,19 @@ pub(crate) mod tests {
                         // Scratch full of NaN: a value the kernel reads without writing it
                         // (the padding of a pair, say) shows.
                         let mut scratch = vec![f32::NAN; p.scratch_len()];
-                        let mut call =
-                            || forward(&p, n, &x, f, epilogue, threads, &mut got, &mut scratch);
+                        let mut call = || {
+                            crate::threads::take_spread();
+                            forward(&p, n, &x, f, epilogue, threads, &mut got, &mut scratch);
+                            crate::threads::take_spread()
+                        };
                         // One thread on this one, so that it records the path that ran.
-                        if threads == 1 {
+                        let spread = if threads == 1 {
                             call()
                         } else {
                             crate::threads::install(threads, call)
+                        };
+                        if large && f.precision == Precision::Bf16 {
+                            assert_eq!(spread > 0, threads > 1, "{p:?}: {threads} threads");
                         }
                         got
                     };

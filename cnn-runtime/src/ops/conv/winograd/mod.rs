@@ -446,6 +446,54 @@ mod tests {
         );
     }
 
+    /// Weights one value short of `positions × c_in × c_out` are refused before any work
+    /// (and the sum `positions + c_in·c_out` is not the bound).
+    #[test]
+    #[should_panic(expected = "winograd weights too short")]
+    fn weights_one_value_short_are_refused() {
+        let p = Conv2dParams {
+            c_in: 4,
+            c_out: 4,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [4, 4],
+            out_hw: [4, 4],
+        };
+        let (m_t, n) = (out_tile(&p), 1);
+        let u = vec![0.0; weight_len_for(m_t, &p) - 1];
+        let input = vec![1.0; p.in_len()];
+        let mut out = vec![0.0; p.out_len()];
+        let e = Epilogue::default();
+        conv2d(&p, n, &input, &u, None, e, 1, &mut out, &mut Vec::new());
+    }
+
+    /// In bf16: one `u32` short of `positions × packed_len(c_in, c_out)`.
+    #[test]
+    #[cfg(feature = "std")]
+    #[should_panic(expected = "winograd weights too short")]
+    fn bf16_weights_one_pair_short_are_refused() {
+        let p = Conv2dParams {
+            c_in: 5,
+            c_out: 4,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [4, 4],
+            out_hw: [4, 4],
+        };
+        let xis = positions(out_tile(&p));
+        let u = vec![0; xis * crate::gemm::bf16::packed_len(5, 4) - 1];
+        let input = vec![1.0; p.in_len()];
+        let mut out = vec![0.0; p.out_len()];
+        let e = Epilogue::default();
+        conv2d_bf16(&p, 1, &input, &u, None, e, 1, &mut out, &mut Vec::new());
+    }
+
     #[test]
     fn matches_the_f64_definition_over_awkward_shapes_with_every_epilogue() {
         // (c_in, c_out, padding, [h, w], n, bias)
