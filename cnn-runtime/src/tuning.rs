@@ -62,6 +62,13 @@ pub(crate) const DEPTHWISE_MIN_MACS_PER_SPLIT: usize = 1 << 18;
 /// enough work per im2col element.
 pub(crate) const DIRECT_MAX_C_IN: usize = 8;
 
+/// Fewest taps (`C·KH·KW`) for which a direct convolution multiplies in bf16 (through the bf16
+/// GEMM, its taps gathered per panel) rather than staying f32: a short `k` leaves the GEMM
+/// little work per store and a separate epilogue pass. Measured on Zen 4 (2026-12-05, batch
+/// 64): stem224's 7×7 stem (147 taps) went from 44% to 34% of the network's bf16 time (GEMM
+/// and gathering), vgg's 3×3 stem (27 taps) from 4.4% to about 7%.
+pub(crate) const DIRECT_BF16_MIN_TAPS: usize = 64;
+
 /// Fewest input and output channels for Winograd: below, the transforms cost more than the
 /// multiplications they save.
 pub(crate) const WINOGRAD_MIN_CHANNELS: usize = 16;

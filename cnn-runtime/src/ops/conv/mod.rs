@@ -104,6 +104,17 @@ impl Conv2dParams {
         }
     }
 
+    /// Whether the convolution multiplies in bf16 when its layer is set to
+    /// [`Precision::Bf16`]: Winograd, im2col, and direct convolutions of at least
+    /// `DIRECT_BF16_MIN_TAPS` taps; depthwise convolutions and shorter direct ones stay f32.
+    pub const fn multiplies_in_bf16(&self) -> bool {
+        match self.algorithm() {
+            Algorithm::Winograd | Algorithm::Im2col => true,
+            Algorithm::Direct => self.fan_in() >= crate::tuning::DIRECT_BF16_MIN_TAPS,
+            Algorithm::Depthwise => false,
+        }
+    }
+
     /// Elements of the weights in the layout of [`algorithm`](Self::algorithm) (what
     /// [`prepare_into`] writes), 0 where it reads PyTorch's layout.
     pub const fn prepared_len(&self) -> usize {
@@ -413,7 +424,7 @@ impl Filters {
     /// As [`for_kernel`](Self::for_kernel).
     #[cfg(feature = "std")]
     fn for_bf16(&self, p: &Conv2dParams) -> Option<std::borrow::Cow<'_, [u32]>> {
-        if self.precision != Precision::Bf16 || p.algorithm() == Algorithm::Depthwise {
+        if self.precision != Precision::Bf16 || !p.multiplies_in_bf16() {
             return None;
         }
         Some(self.bf16.get(|| match p.algorithm() {
@@ -1218,6 +1229,33 @@ pub(crate) mod tests {
         );
     }
 
+    /// In bf16, a direct convolution multiplies in bf16 from 64 taps on (8×8 at one input
+    /// channel, 4 channels of 4×4), not at 63 (7×9) or 27 (vgg's 3×3 RGB stem).
+    #[test]
+    fn direct_convolutions_multiply_in_bf16_from_64_taps() {
+        let p = |c_in: usize, kernel: [usize; 2]| Conv2dParams {
+            c_in,
+            c_out: 8,
+            groups: 1,
+            kernel,
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            in_hw: [80, 80],
+            out_hw: [81 - kernel[0], 81 - kernel[1]],
+        };
+        for (c_in, kernel, bf16) in [
+            (1, [8, 8], true),
+            (4, [4, 4], true),
+            (1, [7, 9], false),
+            (3, [3, 3], false),
+        ] {
+            let p = p(c_in, kernel);
+            assert_eq!(p.algorithm(), Algorithm::Direct, "{p:?}");
+            assert_eq!(p.multiplies_in_bf16(), bf16, "{p:?}");
+        }
+    }
+
     /// Two filters are equal when their weights and biases are (the prepared copies aside).
     #[test]
     fn filters_are_equal_when_weight_and_bias_are() {
@@ -1241,17 +1279,18 @@ pub(crate) mod tests {
         // Winograd (F(2×2) below 12 outputs a side, F(4×4) from 12; odd `c_in` pads each row
         // of pairs, and leaves channels past the last vector to the scalar tail), then four
         // im2col, five direct (an odd number of taps, output rows that cross the GEMM's panels
-        // of 64 columns, strides 2 to 4, one large enough to split over threads) and a
-        // depthwise convolution, which stays f32.
+        // of 64 columns, strides 2 to 4, one large enough to split over threads); the last two
+        // stay f32: a direct convolution of fewer than DIRECT_BF16_MIN_TAPS taps and a
+        // depthwise one.
         type Case = (usize, usize, usize, usize, usize, usize, [usize; 2], usize);
         use Algorithm::{Depthwise, Direct, Im2col, Winograd};
         let algorithms = [
             [Winograd; 6].as_slice(),
             &[Im2col; 4],
-            &[Direct; 5],
+            &[Direct; 6],
             &[Depthwise],
         ];
-        let cases: [Case; 16] = [
+        let cases: [Case; 17] = [
             (16, 24, 1, 3, 1, 1, [7, 9], 2),
             (32, 17, 1, 3, 1, 1, [14, 13], 1),
             (64, 64, 1, 3, 1, 1, [16, 16], 1),
@@ -1264,10 +1303,11 @@ pub(crate) mod tests {
             (33, 65, 1, 1, 1, 0, [5, 7], 3),
             (17, 9, 1, 5, 2, 2, [12, 11], 1),
             (3, 16, 1, 7, 2, 3, [20, 20], 1),
-            (1, 9, 1, 5, 1, 2, [13, 70], 2),
-            (2, 11, 1, 5, 3, 2, [17, 23], 2),
-            (5, 7, 1, 2, 4, 0, [18, 21], 1),
+            (3, 9, 1, 5, 1, 2, [13, 70], 2),
+            (4, 11, 1, 5, 3, 2, [17, 23], 2),
+            (5, 7, 1, 4, 4, 0, [18, 21], 1),
             (3, 64, 1, 7, 2, 3, [64, 64], 1),
+            (3, 8, 1, 3, 2, 1, [9, 9], 1),
             (16, 16, 16, 3, 1, 1, [9, 9], 2),
         ];
         let algorithms = algorithms.concat();
@@ -1306,7 +1346,8 @@ pub(crate) mod tests {
             filters.set_precision(Precision::Bf16);
             f32_filters.set_precision(Precision::F32);
             assert_eq!(p.algorithm(), algorithms[seed], "case {seed}");
-            let bf16 = p.algorithm() != Algorithm::Depthwise;
+            let bf16 = seed < 15;
+            assert_eq!(p.multiplies_in_bf16(), bf16, "case {seed}");
             // The large direct case splits its output channels over threads.
             let large = p.algorithm() == Algorithm::Direct && c_out == 64;
             // Both operands rounded to 8 bits: 2⁻⁸ of the terms' size per product. Winograd
