@@ -138,9 +138,15 @@ fn in_bf16_the_predictions_differ_on_at_most_two_images() {
 fn a_network_declared_bf16_starts_in_bf16_everywhere() {
     let runtime = Digits::embedded().clone().with_precision(Precision::Bf16);
     let want = runtime.forward_batch(batch().view()).unwrap();
-    // The constant (its bf16 weights made per call), a clone of it (made once), and the
-    // network loaded or seeded at run time all compute in bf16, bit for bit as set at run time.
+    // The constant (its bf16 weights laid out by the macro), a clone of it, and the network
+    // loaded or seeded at run time all compute in bf16, bit for bit as set at run time.
     assert_eq!(DigitsBf16::EMBEDDED.precision(), Precision::Bf16);
+    // The constant converts nothing at run time: its three layers that multiply in bf16 (the
+    // Winograd convolution and both fc; the 9-tap first convolution stays f32) carry their
+    // bf16 weights in static data, and the f32 constant none.
+    let statics = |net: &dyn std::fmt::Debug| format!("{net:?}").matches("Static(").count();
+    assert_eq!(statics(DigitsBf16::EMBEDDED), 3);
+    assert_eq!(statics(Digits::EMBEDDED), 0);
     assert_eq!(
         DigitsBf16::EMBEDDED.forward_batch(batch().view()).unwrap(),
         want

@@ -11,7 +11,10 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use cnn_runtime::__private::{prepare_into, scale_shift, BatchNormParams, Conv2dParams};
+use cnn_runtime::__private::{
+    bf16_weight_into, bf16_weight_len, bf16_weights_into, bf16_weights_len, prepare_into,
+    scale_shift, BatchNormParams, Conv2dParams, LinearParams,
+};
 
 use crate::args::LayerKind;
 use crate::embed::Embedded;
@@ -28,11 +31,16 @@ struct Blob {
 impl Blob {
     /// Appends `values` at the next 64-byte boundary; returns `(start byte, length)`.
     fn push(&mut self, values: &[f32]) -> (usize, usize) {
+        self.push_words(values.iter().map(|v| v.to_bits()), values.len())
+    }
+
+    /// Appends `len` 32-bit `words` (little-endian) at the next 64-byte boundary; returns
+    /// `(start byte, length)`.
+    fn push_words(&mut self, words: impl Iterator<Item = u32>, len: usize) -> (usize, usize) {
         self.bytes.resize(self.bytes.len().next_multiple_of(64), 0);
         let start = self.bytes.len();
-        self.bytes
-            .extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        (start, values.len())
+        self.bytes.extend(words.flat_map(u32::to_le_bytes));
+        (start, len)
     }
 }
 
@@ -56,6 +64,14 @@ impl Blobs {
         let (start, len) = self.std.push(values);
         let (start, len) = (lit(start), lit(len));
         quote!(__cnn::std_or!({ __cnn::f32s(&__STD, #start, #len) } { &[] }))
+    }
+
+    /// bf16 weights (pairs) in `__STD` with `std` (bf16 runs only with it), an empty slice
+    /// without: `.with_bf16_weights(…)` for the layer's constructor.
+    fn bf16(&mut self, pairs: &[u32]) -> TokenStream {
+        let (start, len) = self.std.push_words(pairs.iter().copied(), pairs.len());
+        let (start, len) = (lit(start), lit(len));
+        quote!(.with_bf16_weights(__cnn::std_or!({ __cnn::u32s(&__STD, #start, #len) } { &[] })))
     }
 }
 
@@ -102,7 +118,14 @@ pub fn embedded(
                     out_hw: hw(l.output),
                 };
                 let mut prepared = vec![0.0; p.prepared_len()];
-                let (weight, prepared) = if prepare_into(&p, t("weight"), &mut prepared) {
+                let made = prepare_into(&p, t("weight"), &mut prepared);
+                // In bf16, the GEMM's copy of the weights too (none where the layer stays f32).
+                let w16 = (bf16 && p.multiplies_in_bf16()).then(|| {
+                    let mut w16 = vec![0; bf16_weights_len(&p)];
+                    bf16_weights_into(&p, t("weight"), &prepared, &mut w16);
+                    blobs.bf16(&w16)
+                });
+                let (weight, prepared) = if made {
                     let prepared = blobs.core(&prepared);
                     (
                         blobs.std_only(t("weight")),
@@ -115,7 +138,7 @@ pub fn embedded(
                     )
                 };
                 let bias = optional(a.bias.then(|| blobs.core(t("bias"))));
-                quote!(__cnn::Conv2d::embedded(#key, #desc, #weight, #bias, #prepared).with_precision(#precision))
+                quote!(__cnn::Conv2d::embedded(#key, #desc, #weight, #bias, #prepared).with_precision(#precision) #w16)
             }
             LayerKind::ConvTranspose(a, _) => {
                 let weight = blobs.core(t("weight"));
@@ -123,9 +146,18 @@ pub fn embedded(
                 quote!(__cnn::ConvTranspose2d::embedded(#key, #desc, #weight, #bias))
             }
             LayerKind::Linear(a) => {
+                let w16 = bf16.then(|| {
+                    let p = LinearParams {
+                        in_features: l.input.len(),
+                        out_features: a.out_features.v,
+                    };
+                    let mut w16 = vec![0; bf16_weight_len(&p)];
+                    bf16_weight_into(&p, t("weight"), &mut w16);
+                    blobs.bf16(&w16)
+                });
                 let weight = blobs.core(t("weight"));
                 let bias = optional(a.bias.then(|| blobs.core(t("bias"))));
-                quote!(__cnn::Linear::embedded(#key, #desc, #weight, #bias).with_precision(#precision))
+                quote!(__cnn::Linear::embedded(#key, #desc, #weight, #bias).with_precision(#precision) #w16)
             }
             LayerKind::BatchNorm(a) => {
                 let c = l.input.dims()[0];

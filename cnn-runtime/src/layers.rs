@@ -136,6 +136,20 @@ impl Conv2d {
         self
     }
 
+    /// The layer with its weights in the bf16 GEMM's layout made ahead of time, `w16` as
+    /// `bf16_weights_into` (in the hidden `__private` module) writes them for this layer:
+    /// an embedded network declared `#[precision(bf16)]` gets them from the `cnn!` macro in
+    /// static data, so that it converts nothing at run time. They are dropped (and made again
+    /// from the weights on first use) when training changes the weights.
+    ///
+    /// # Panics
+    /// If the layer has made its own bf16 copy (it was set to bf16 at run time); on first use
+    /// in bf16, if `w16` is shorter than that layout.
+    pub const fn with_bf16_weights(mut self, w16: &'static [u32]) -> Self {
+        self.filters.mark_bf16(w16);
+        self
+    }
+
     /// Makes the layer multiply in `precision` (see [`Precision`]; depthwise convolutions stay
     /// f32); the bf16 copy of the weights is made on next use.
     #[cfg(feature = "std")]
@@ -600,6 +614,24 @@ impl Linear {
         self
     }
 
+    /// The layer with its weight in the bf16 GEMM's layout made ahead of time, `w16` as
+    /// `bf16_weight_into` (in the hidden `__private` module) writes it: as
+    /// [`Conv2d::with_bf16_weights`].
+    ///
+    /// # Panics
+    /// If the layer has made its own bf16 copy (it was set to bf16 at run time); on first use
+    /// in bf16, if `w16` is shorter than that layout.
+    #[cfg_attr(not(feature = "std"), allow(unused_mut))]
+    pub const fn with_bf16_weights(mut self, w16: &'static [u32]) -> Self {
+        #[cfg(feature = "std")]
+        {
+            self.bf16.set_fixed(w16);
+        }
+        #[cfg(not(feature = "std"))]
+        let _ = w16;
+        self
+    }
+
     /// Makes the layer multiply in `precision` (see [`Precision`]); the bf16 copy of the
     /// weight is made on next use.
     #[cfg(feature = "std")]
@@ -686,9 +718,8 @@ impl Linear {
         if self.precision == Precision::Bf16 {
             let p = &self.params;
             let w16 = self.bf16.get(|| {
-                let (k, m) = (p.in_features, p.out_features);
-                let mut packed = vec![0; crate::gemm::bf16::packed_len(k, m)];
-                crate::gemm::bf16::pack_b(k, m, &self.weight, (1, k), &mut packed);
+                let mut packed = vec![0; linear::bf16_weight_len(p)];
+                linear::bf16_weight_into(p, &self.weight, &mut packed);
                 packed
             });
             linear::linear_bf16(p, n, input, &w16, self.bias.as_deref(), out);
@@ -771,6 +802,108 @@ mod tests {
             copy.bf16.get(|| panic!("the clone packed again")),
             Cow::Borrowed(_)
         ));
+    }
+
+    /// bf16 weights made ahead of time (the `cnn!` macro's, for an embedded network) are the
+    /// ones a constant multiplies by, in place of its own conversion; a clone shares them;
+    /// once training changes the weights, the layer makes its own from the new ones.
+    #[test]
+    fn bf16_weights_made_ahead_of_time_are_used_until_the_weights_change() {
+        let p = LinearParams {
+            in_features: 5,
+            out_features: 3,
+        };
+        let weight: Vec<f32> = (0..15).map(|i| i as f32 / 7.0 - 1.0).collect();
+        let mut made = vec![0; linear::bf16_weight_len(&p)];
+        linear::bf16_weight_into(&p, &weight, &mut made);
+        let made: &'static [u32] = Box::leak(made.into_boxed_slice());
+        let x = [0.5, -1.0, 2.0, 0.25, 1.5];
+        let run = |fc: &Linear| {
+            let mut out = [0.0f32; 3];
+            fc.forward(1, &x, &mut out);
+            out
+        };
+        let constant = |w16: &'static [u32]| {
+            Linear::with("0", p, Buf::Owned(weight.clone()), None)
+                .with_precision(Precision::Bf16)
+                .with_bf16_weights(w16)
+        };
+        let mut own = Linear::with("0", p, Buf::Owned(weight.clone()), None);
+        own.set_precision(Precision::Bf16);
+        let fc = constant(made);
+        assert_eq!(run(&fc), run(&own));
+        match fc.bf16.get(|| panic!("converted at run time")) {
+            Cow::Borrowed(w) => assert!(std::ptr::eq(w, made)),
+            Cow::Owned(_) => panic!("not the static copy"),
+        }
+        // Zeros in place of the weights: the product is zero, so they are what it used.
+        let zeros: &'static [u32] = Box::leak(vec![0; made.len()].into_boxed_slice());
+        assert_eq!(run(&constant(zeros)), [0.0; 3]);
+        let mut copy = constant(zeros).clone();
+        assert_eq!(run(&copy), [0.0; 3], "a clone keeps the static copy");
+        // A training step changes the weights: the static copy is dropped, the next use
+        // converts the new weights (here the same ones) and keeps them.
+        copy.visit_params(&["0.weight"], 0, &mut |_, _, _| Ok(()))
+            .unwrap();
+        assert_eq!(run(&copy), run(&own));
+        assert!(matches!(
+            copy.bf16.get(|| panic!("converted twice")),
+            Cow::Borrowed(_)
+        ));
+        // A layer that made its own copy is not a constant.
+        let set_at_run_time = std::panic::catch_unwind(|| own.clone().with_bf16_weights(made));
+        assert!(set_at_run_time.is_err());
+    }
+
+    /// The same for a convolution, with the weights laid out as `bf16_weights_into` writes
+    /// them for each algorithm that multiplies in bf16.
+    #[test]
+    fn a_convolution_multiplies_by_its_bf16_weights_made_ahead_of_time() {
+        use crate::ops::conv::{bf16_weights_into, bf16_weights_len, prepare_into};
+        // Winograd, im2col (stride 2), direct (a 7×7 RGB stem).
+        for (seed, (c_in, k, stride)) in [(16, 3, 1), (16, 3, 2), (3, 7, 2)].into_iter().enumerate()
+        {
+            let cp = Conv2dParams {
+                c_in,
+                c_out: 16,
+                groups: 1,
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [k / 2, k / 2],
+                dilation: [1, 1],
+                in_hw: [12, 12],
+                out_hw: [12 / stride, 12 / stride],
+            };
+            assert!(cp.multiplies_in_bf16());
+            let layer = || Conv2d::seeded("0", cp, true, &mut Rng::new(seed as u64));
+            let mut own = layer();
+            own.set_precision(Precision::Bf16);
+            let w = own.filters.weight().to_vec();
+            let mut prepared = vec![0.0; cp.prepared_len()];
+            prepare_into(&cp, &w, &mut prepared);
+            let mut made = vec![0; bf16_weights_len(&cp)];
+            bf16_weights_into(&cp, &w, &prepared, &mut made);
+            let made: &'static [u32] = Box::leak(made.into_boxed_slice());
+            let constant = |w16| {
+                layer()
+                    .with_precision(Precision::Bf16)
+                    .with_bf16_weights(w16)
+            };
+            let x = crate::test_util::rand_vec(cp.in_len(), 4);
+            let run = |c: &Conv2d| {
+                let mut out = vec![f32::NAN; cp.out_len()];
+                let e = crate::ops::conv::Epilogue::default();
+                crate::ops::conv::forward(&cp, 1, &x, &c.filters, e, 1, &mut out, &mut Vec::new());
+                out
+            };
+            let want = run(&own);
+            assert_eq!(run(&constant(made)), want, "{cp:?}");
+            let zeros: &'static [u32] = Box::leak(vec![0; made.len()].into_boxed_slice());
+            let bias = own.filters.bias().unwrap().to_vec();
+            let plane = cp.out_hw[0] * cp.out_hw[1];
+            let only_bias: Vec<f32> = bias.iter().flat_map(|&b| vec![b; plane]).collect();
+            assert_eq!(run(&constant(zeros)), only_bias, "{cp:?}");
+        }
     }
 
     /// Each layer reports the precision it was set to, at run time and for constants, and

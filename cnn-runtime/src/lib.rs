@@ -96,12 +96,12 @@ pub mod __private {
     pub use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
     pub use crate::ops::activation::Activation;
     pub use crate::ops::batchnorm::{scale_shift, BatchNormParams};
-    pub use crate::ops::conv::{prepare_into, Conv2dParams};
+    pub use crate::ops::conv::{bf16_weights_into, bf16_weights_len, prepare_into, Conv2dParams};
     pub use crate::ops::conv_transpose::ConvTranspose2dParams;
-    pub use crate::ops::linear::LinearParams;
+    pub use crate::ops::linear::{bf16_weight_into, bf16_weight_len, LinearParams};
     pub use crate::ops::pool::{Pool2dParams, PoolKind};
     pub use crate::ops::upsample::{Upsample2dParams, UpsampleMode};
-    pub use crate::store::{f32s, float_value, int_value, Aligned};
+    pub use crate::store::{f32s, float_value, int_value, u32s, Aligned};
     #[cfg(feature = "std")]
     pub use crate::train::{begin_forward, BackWork, TrainSlot, TrainState};
 

@@ -150,6 +150,19 @@ pub const fn f32s<const N: usize>(
     unsafe { core::slice::from_raw_parts(blob.0.as_ptr().add(start).cast::<f32>(), len) }
 }
 
+/// The `len` little-endian `u32`s at byte `start` of an embedded blob: an embedded network's
+/// bf16 weights (pairs of bf16 values, [`f32s`]'s rules).
+pub const fn u32s<const N: usize>(
+    blob: &'static Aligned<N>,
+    start: usize,
+    len: usize,
+) -> &'static [u32] {
+    let f = f32s(blob, start, len);
+    // SAFETY: `f` is a `'static` immutable slice of `len` `f32`s; `u32` has the size and
+    // alignment of `f32` and every bit pattern is a valid `u32`.
+    unsafe { core::slice::from_raw_parts(f.as_ptr().cast::<u32>(), len) }
+}
+
 /// IEEE 754 half precision to single precision, exact for every input.
 pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
@@ -205,6 +218,17 @@ mod tests {
         0, 0, 192, 127, // NaN
         0, 0, 0, 0, // 0.0
     ]);
+
+    #[test]
+    fn u32s_views_the_same_bytes_as_little_endian_words() {
+        assert_eq!(u32s(&BLOB, 0, 2), [0x3f80_0000, 0xc000_0000]);
+        assert_eq!(u32s(&BLOB, 8, 2), [0x7fc0_0000, 0]);
+        assert_eq!(u32s(&BLOB, 16, 0), [0u32; 0]);
+        for (start, len) in [(2, 1), (0, 5), (12, 2)] {
+            let r = std::panic::catch_unwind(|| u32s(&BLOB, start, len));
+            assert!(r.is_err(), "start {start}, len {len} accepted");
+        }
+    }
 
     #[test]
     fn f32s_views_the_blob_at_any_multiple_of_four() {

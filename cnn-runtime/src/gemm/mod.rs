@@ -8,6 +8,7 @@
 mod bare;
 #[cfg(feature = "std")]
 pub(crate) mod bf16;
+pub(crate) mod bf16_pack;
 #[cfg(feature = "std")]
 mod blis;
 #[cfg(feature = "std")]

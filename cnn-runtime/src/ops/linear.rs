@@ -39,7 +39,24 @@ pub fn linear(
     crate::gemm::sgemm_bt(n, k, m, input, weight, out, bias.is_some());
 }
 
-/// [`linear`] in bf16: `w16` is `weightᵀ` packed by `gemm::bf16::pack_b` (`[in_features,
+/// `u32` elements of [`bf16_weight_into`]'s layout.
+pub const fn bf16_weight_len(p: &LinearParams) -> usize {
+    crate::gemm::bf16_pack::packed_len(p.in_features, p.out_features)
+}
+
+/// `weight: [out_features, in_features]` in the bf16 GEMM's layout, into `out`
+/// ([`bf16_weight_len`] values): `weightᵀ` packed as B. What a layer in bf16 makes on first
+/// use, and what the `cnn!` macro lays out at compile time for an embedded network declared
+/// `#[precision(bf16)]`.
+///
+/// # Panics
+/// If a slice is shorter than its layout.
+pub fn bf16_weight_into(p: &LinearParams, weight: &[f32], out: &mut [u32]) {
+    let (k, m) = (p.in_features, p.out_features);
+    crate::gemm::bf16_pack::pack_b(k, m, weight, (1, k), out);
+}
+
+/// [`linear`] in bf16: `w16` is `weightᵀ` packed by [`bf16_weight_into`] (`[in_features,
 /// out_features]`); the input is rounded to bf16 and the sums are f32.
 ///
 /// # Panics

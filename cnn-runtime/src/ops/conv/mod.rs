@@ -402,6 +402,17 @@ impl Filters {
         self.precision
     }
 
+    /// Gives the layer its bf16 weights made at compile time (a constant: see
+    /// `gemm::bf16::Cache`); without `std`, where nothing runs in bf16, nothing.
+    pub(crate) const fn mark_bf16(&mut self, w16: &'static [u32]) {
+        #[cfg(feature = "std")]
+        {
+            self.bf16.set_fixed(w16);
+        }
+        #[cfg(not(feature = "std"))]
+        let _ = w16;
+    }
+
     /// Sets the precision without a cache cell (a constant: see `gemm::bf16::Cache`).
     pub(crate) const fn mark_precision(&mut self, precision: Precision) {
         self.precision = precision;
@@ -427,11 +438,10 @@ impl Filters {
         if self.precision != Precision::Bf16 || !p.multiplies_in_bf16() {
             return None;
         }
-        Some(self.bf16.get(|| match p.algorithm() {
-            // The direct kernel's packing is not the GEMM's: its rows come from PyTorch's.
-            Algorithm::Direct => bf16_weights(p, &self.weight),
-            _ => bf16_weights(p, self.for_kernel(p)),
-        }))
+        Some(
+            self.bf16
+                .get(|| bf16_weights(p, &self.weight, self.for_kernel(p))),
+        )
     }
 
     /// `[c_out, c_in/groups, KH, KW]` row-major.
@@ -498,29 +508,55 @@ impl Filters {
     }
 }
 
-/// The weights of `p` in the bf16 GEMM's layout, from `w`: Winograd's `U[ξ]` (`[c_in, c_out]`
-/// each, as [`Filters::for_kernel`] gives them) packed one position after another, or, for
-/// im2col and the direct kernel, PyTorch's `[c_out, C/G·KH·KW]` rows as pairs.
+/// [`bf16_weights_into`] into a new vector.
 #[cfg(feature = "std")]
-fn bf16_weights(p: &Conv2dParams, w: &[f32]) -> Vec<u32> {
-    use crate::gemm::bf16;
+fn bf16_weights(p: &Conv2dParams, weight: &[f32], prepared: &[f32]) -> Vec<u32> {
+    let mut out = vec![0; bf16_weights_len(p)];
+    bf16_weights_into(p, weight, prepared, &mut out);
+    out
+}
+
+/// `u32` elements of [`bf16_weights_into`]'s layout for `p` (0 where `p` does not
+/// [multiply in bf16](Conv2dParams::multiplies_in_bf16)).
+pub const fn bf16_weights_len(p: &Conv2dParams) -> usize {
+    use crate::gemm::bf16_pack::{packed_len, pairs};
+    if !p.multiplies_in_bf16() {
+        return 0;
+    }
+    match p.algorithm() {
+        Algorithm::Winograd => {
+            let xis = winograd::weight_len(p) / (p.c_in * p.c_out);
+            xis * packed_len(p.c_in, p.c_out)
+        }
+        _ => p.c_out * pairs(p.fan_in()),
+    }
+}
+
+/// The weights of `p` in the bf16 GEMM's layout, into `out` ([`bf16_weights_len`] values):
+/// Winograd's `U[ξ]` (`[c_in, c_out]` each, from `prepared`, what [`prepare_into`] wrote) packed
+/// one position after another, or, for im2col and the direct kernel, `weight`'s rows
+/// (PyTorch's `[c_out, C/G·KH·KW]`) as pairs. What a layer in bf16 makes on first use, and what
+/// the `cnn!` macro lays out at compile time for an embedded network declared
+/// `#[precision(bf16)]`. Nothing is written where `p` does not multiply in bf16.
+///
+/// # Panics
+/// If a slice is shorter than its layout.
+pub fn bf16_weights_into(p: &Conv2dParams, weight: &[f32], prepared: &[f32], out: &mut [u32]) {
+    use crate::gemm::bf16_pack::{pack_b, packed_len, pairs_into};
+    let out = &mut out[..bf16_weights_len(p)];
+    if out.is_empty() {
+        return;
+    }
     match p.algorithm() {
         Algorithm::Winograd => {
             let (c_in, c_out) = (p.c_in, p.c_out);
-            let per = bf16::packed_len(c_in, c_out);
-            let xis = winograd::weight_len(p) / (c_in * c_out);
-            let mut out = vec![0; xis * per];
-            for (u, dst) in w.chunks_exact(c_in * c_out).zip(out.chunks_exact_mut(per)) {
-                bf16::pack_b(c_in, c_out, u, (c_out, 1), dst);
+            let per = packed_len(c_in, c_out);
+            let u = &prepared[..winograd::weight_len(p)];
+            for (u, dst) in u.chunks_exact(c_in * c_out).zip(out.chunks_exact_mut(per)) {
+                pack_b(c_in, c_out, u, (c_out, 1), dst);
             }
-            out
         }
-        _ => {
-            let k = p.fan_in();
-            let mut out = vec![0; p.c_out * bf16::pairs(k)];
-            bf16::pairs_into(w, p.c_out, k, &mut out);
-            out
-        }
+        _ => pairs_into(weight, p.c_out, p.fan_in(), out),
     }
 }
 
