@@ -181,6 +181,7 @@ pub(crate) fn conv2d_bf16(
     phases.fill(0.0);
     let parts = row_parts(threads, p.c_out);
     let split = splits(parts, p.macs());
+    let taps = tap_offsets(p);
     // LOOP over samples
     for (sample, (x, y)) in input
         .chunks_exact(p.in_len())
@@ -190,7 +191,7 @@ pub(crate) fn conv2d_bf16(
     {
         split_phases(p, x, phases);
         let phases = &*phases;
-        let fill = |j0: usize, panel: &mut [u32]| fill_panel(p, phases, j0, panel);
+        let fill = |j0: usize, panel: &mut [u32]| fill_panel(p, phases, &taps, j0, panel);
         // Output channels `first..` (as many as `y` holds): GEMM, then bias and epilogue.
         let rows = |first: usize, y: &mut [f32]| {
             let m = y.len() / plane;
@@ -213,44 +214,59 @@ pub(crate) fn conv2d_bf16(
     }
 }
 
-/// One panel of the bf16 GEMM's B for [`conv2d_bf16`]: output positions `j0..j0 + NR` (of
-/// `OH·OW`, row-major) of every tap `t = (c·KH + ki)·KW + kj`, as pairs of taps `(2q, 2q + 1)`
-/// per row `q` of the panel, zero past the last tap and the last position. Tap `t` at output
-/// `(oy, ox)` reads `phase[c, oy·SH + ki, kj mod SW, ox + kj / SW]`: along an output row, a
-/// contiguous run of the phase row.
+/// Where each tap `t = (c·KH + ki)·KW + kj` reads output `(0, 0)` in the phase-split input:
+/// `phase[c, ki, kj mod SW, kj / SW]` (output row `oy` is `oy·SH·SW·row` further).
 #[cfg(feature = "std")]
-fn fill_panel(p: &Conv2dParams, phases: &[f32], j0: usize, panel: &mut [u32]) {
+fn tap_offsets(p: &Conv2dParams) -> Vec<usize> {
+    let [kh, kw] = p.kernel;
+    let (sw, row) = (p.stride[1], phase_row(p));
+    let padded_h = p.in_hw[0] + 2 * p.padding[0];
+    (0..p.fan_in())
+        .map(|t| {
+            let (c, ki, kj) = (t / (kh * kw), t / kw % kh, t % kw);
+            ((c * padded_h + ki) * sw + kj % sw) * row + kj / sw
+        })
+        .collect()
+}
+
+/// One panel of the bf16 GEMM's B for [`conv2d_bf16`]: output positions `j0..j0 + NR` (of
+/// `OH·OW`, row-major) of every tap, as pairs of taps `(2q, 2q + 1)` per row `q` of the panel,
+/// zero past the last tap and the last position. Tap `t` at output `(oy, ox)` reads
+/// `phases[taps[t] + oy·SH·SW·row + ox]`: along an output row, a contiguous run.
+#[cfg(feature = "std")]
+fn fill_panel(p: &Conv2dParams, phases: &[f32], taps: &[usize], j0: usize, panel: &mut [u32]) {
     crate::simd::with_simd!(
         |s: S| {
             use crate::gemm::bf16::{pair_rows_with, NR};
-            let [kh, kw] = p.kernel;
-            let [sh, sw] = p.stride;
-            let (k, row, ow) = (p.fan_in(), phase_row(p), p.out_hw[1]);
-            let padded_h = p.in_hw[0] + 2 * p.padding[0];
+            let (row, ow) = (phase_row(p), p.out_hw[1]);
+            let step = p.stride[0] * p.stride[1] * row;
             let cols = NR.min(p.out_hw[0] * ow - j0);
-            // Where tap `t` reads output (0, 0); output row `oy` is `oy·SH·SW·row` further.
-            let tap = |t: usize| {
-                let (c, ki, kj) = (t / (kh * kw), t / kw % kh, t % kw);
-                ((c * padded_h + ki) * sw + kj % sw) * row + kj / sw
-            };
+            // The output rows the panel's columns cross: (first column in the panel, offset
+            // in the phases, length).
+            let mut runs = [(0, 0, 0); NR];
+            let mut n_runs = 0;
+            let mut j = j0;
+            while j < j0 + cols {
+                let (oy, ox) = (j / ow, j % ow);
+                let len = (ow - ox).min(j0 + cols - j);
+                runs[n_runs] = (j - j0, oy * step + ox, len);
+                n_runs += 1;
+                j += len;
+            }
+            let runs = &runs[..n_runs];
             // LOOP over pairs of taps (the panel's rows)
-            for (q, dst) in panel.chunks_exact_mut(NR).take(k.div_ceil(2)).enumerate() {
-                let (even, odd) = (tap(2 * q), (2 * q + 1 < k).then(|| tap(2 * q + 1)));
-                let mut j = j0;
-                // LOOP over the output rows the panel's columns cross
-                while j < j0 + cols {
-                    let (oy, ox) = (j / ow, j % ow);
-                    let len = (ow - ox).min(j0 + cols - j);
-                    let at = oy * sh * sw * row + ox;
+            for (dst, pair) in panel.chunks_exact_mut(NR).zip(taps.chunks(2)) {
+                let (even, odd) = (pair[0], pair.get(1).copied());
+                // LOOP over the runs
+                for &(d, at, len) in runs {
                     let e = &phases[even + at..even + at + len];
                     let o = odd.map(|o| &phases[o + at..o + at + len]);
-                    pair_rows_with::<S>(s, e, o, &mut dst[j - j0..j - j0 + len]);
-                    j += len;
+                    pair_rows_with::<S>(s, e, o, &mut dst[d..d + len]);
                 }
                 dst[cols..].fill(0);
             }
         },
-        (p: &Conv2dParams, phases: &[f32], j0: usize, panel: &mut [u32])
+        (p: &Conv2dParams, phases: &[f32], taps: &[usize], j0: usize, panel: &mut [u32])
     )
 }
 
