@@ -103,17 +103,8 @@ pub fn conv2d(
     out: &mut [f32],
     scratch: &mut (impl Scratch + ?Sized),
 ) {
-    assert!(applies(p), "direct convolution does not apply");
+    let phases = checked_phases(p, n, input, bias, epilogue, out, scratch);
     assert!(packed.len() >= weight_len(p), "packed weights too short");
-    assert!(input.len() >= n * p.in_len(), "conv2d input too short");
-    assert!(out.len() >= n * p.out_len(), "conv2d output too short");
-    if let Some(b) = bias {
-        assert!(b.len() >= p.c_out, "conv2d bias too short");
-    }
-    epilogue.check(p.c_out, n * p.out_len());
-    let phases = &mut scratch.at_least(scratch_len(p))[..scratch_len(p)];
-    // The padding, and the slack past the last column, stay zero for every sample.
-    phases.fill(0.0);
     let plane = p.out_hw[0] * p.out_hw[1];
     let blocks = p.c_out.div_ceil(R);
     let parts = if p.macs() >= DIRECT_MIN_MACS_PER_SPLIT {
@@ -142,6 +133,33 @@ pub fn conv2d(
     }
 }
 
+/// The checks both forms of the direct convolution start with (a convolution it applies to,
+/// input, output, bias and epilogue long enough for `n` samples), and the phase-split input's
+/// scratch, zeroed: the padding, and the slack past the last column, stay zero for every sample.
+///
+/// # Panics
+/// If a check fails.
+fn checked_phases<'s>(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    out: &[f32],
+    scratch: &'s mut (impl Scratch + ?Sized),
+) -> &'s mut [f32] {
+    assert!(applies(p), "direct convolution does not apply");
+    assert!(input.len() >= n * p.in_len(), "conv2d input too short");
+    assert!(out.len() >= n * p.out_len(), "conv2d output too short");
+    if let Some(b) = bias {
+        assert!(b.len() >= p.c_out, "conv2d bias too short");
+    }
+    epilogue.check(p.c_out, n * p.out_len());
+    let phases = &mut scratch.at_least(scratch_len(p))[..scratch_len(p)];
+    phases.fill(0.0);
+    phases
+}
+
 /// [`conv2d`] in bf16 (f32 accumulation): the phase-split input is gathered, one panel of
 /// output columns at a time, straight into the bf16 GEMM's pairs of taps (an im2col matrix
 /// that is never whole in memory and never stored in f32), times `w16`, the weights' rows
@@ -168,17 +186,8 @@ pub(crate) fn conv2d_bf16(
     use crate::tuning::{row_parts, splits};
     let (k, plane) = (p.fan_in(), p.out_hw[0] * p.out_hw[1]);
     let k2 = bf16::pairs(k);
-    assert!(applies(p), "direct convolution does not apply");
+    let phases = checked_phases(p, n, input, bias, epilogue, out, scratch);
     assert!(w16.len() >= p.c_out * k2, "conv2d weight too short");
-    assert!(input.len() >= n * p.in_len(), "conv2d input too short");
-    assert!(out.len() >= n * p.out_len(), "conv2d output too short");
-    if let Some(b) = bias {
-        assert!(b.len() >= p.c_out, "conv2d bias too short");
-    }
-    epilogue.check(p.c_out, n * p.out_len());
-    let phases = &mut scratch.at_least(scratch_len(p))[..scratch_len(p)];
-    // The padding, and the slack past the last column, stay zero for every sample.
-    phases.fill(0.0);
     let parts = row_parts(threads, p.c_out);
     let split = splits(parts, p.macs());
     let taps = tap_offsets(p);

@@ -446,13 +446,10 @@ mod tests {
         );
     }
 
-    /// Weights one value short of `positions × c_in × c_out` are refused before any work
-    /// (and the sum `positions + c_in·c_out` is not the bound).
-    #[test]
-    #[should_panic(expected = "winograd weights too short")]
-    fn weights_one_value_short_are_refused() {
-        let p = Conv2dParams {
-            c_in: 4,
+    /// A 3×3 convolution of `c_in → 4` channels on 4×4.
+    fn small(c_in: usize) -> Conv2dParams {
+        Conv2dParams {
+            c_in,
             c_out: 4,
             groups: 1,
             kernel: [3, 3],
@@ -461,7 +458,15 @@ mod tests {
             dilation: [1, 1],
             in_hw: [4, 4],
             out_hw: [4, 4],
-        };
+        }
+    }
+
+    /// Weights one value short of `positions × c_in × c_out` are refused before any work
+    /// (and the sum `positions + c_in·c_out` is not the bound).
+    #[test]
+    #[should_panic(expected = "winograd weights too short")]
+    fn weights_one_value_short_are_refused() {
+        let p = small(4);
         let (m_t, n) = (out_tile(&p), 1);
         let u = vec![0.0; weight_len_for(m_t, &p) - 1];
         let input = vec![1.0; p.in_len()];
@@ -475,17 +480,7 @@ mod tests {
     #[cfg(feature = "std")]
     #[should_panic(expected = "winograd weights too short")]
     fn bf16_weights_one_pair_short_are_refused() {
-        let p = Conv2dParams {
-            c_in: 5,
-            c_out: 4,
-            groups: 1,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1, 1],
-            dilation: [1, 1],
-            in_hw: [4, 4],
-            out_hw: [4, 4],
-        };
+        let p = small(5);
         let xis = positions(out_tile(&p));
         let u = vec![0; xis * crate::gemm::bf16::packed_len(5, 4) - 1];
         let input = vec![1.0; p.in_len()];
