@@ -247,5 +247,8 @@ mod tests {
         }
         assert_eq!(caches(), want);
         assert_eq!(caches(), caches(), "read once, then kept");
+        // From CPUID itself, not the fallback (which equals the sizes of some CPUs).
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(from_cpuid(), Some(want));
     }
 }

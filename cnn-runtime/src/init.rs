@@ -38,3 +38,29 @@ impl Rng {
         (0..len).map(|_| self.uniform(-bound, bound)).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PyTorch's default bound `1/√fan_in`: every sample within it, the extremes close to it,
+    /// both signs; no fan-in gives zeros.
+    #[test]
+    fn fan_in_uniform_fills_plus_minus_one_over_root_fan_in() {
+        let mut rng = Rng::new(11);
+        for fan_in in [1usize, 9, 147, 1000] {
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let v = rng.fan_in_uniform(2000, fan_in);
+            assert_eq!(v.len(), 2000);
+            assert!(v.iter().all(|x| x.abs() <= bound), "fan_in {fan_in}");
+            let (lo, hi) = v
+                .iter()
+                .fold((0f32, 0f32), |(l, h), &x| (l.min(x), h.max(x)));
+            assert!(
+                hi > 0.95 * bound && lo < -0.95 * bound,
+                "fan_in {fan_in}: {lo}..{hi}"
+            );
+        }
+        assert!(rng.fan_in_uniform(5, 0).iter().all(|&x| x == 0.0));
+    }
+}

@@ -906,6 +906,37 @@ mod tests {
         }
     }
 
+    /// A transposed convolution hands its weight and bias to the optimiser under their keys and
+    /// indices, and takes what it writes.
+    #[test]
+    fn a_transposed_convolution_visits_its_weight_and_bias() {
+        use crate::ops::conv_transpose::ConvTranspose2dParams;
+        let p = ConvTranspose2dParams {
+            c_in: 2,
+            c_out: 3,
+            groups: 1,
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            output_padding: [0, 0],
+            dilation: [1, 1],
+            in_hw: [2, 2],
+            out_hw: [4, 4],
+        };
+        let mut layer = ConvTranspose2d::seeded("4", p, true, &mut Rng::new(1));
+        let mut seen = Vec::new();
+        layer
+            .visit_params(&["4.weight", "4.bias"], 7, &mut |i, key, v| {
+                seen.push((i, key, v.len()));
+                v.fill(i as f32);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, [(7, "4.weight", 24), (8, "4.bias", 3)]);
+        assert!(layer.weight.iter().all(|&w| w == 7.0));
+        assert_eq!(layer.bias.as_deref(), Some(&[8.0; 3][..]));
+    }
+
     /// Each layer reports the precision it was set to, at run time and for constants, and
     /// its bf16 copy does not enter equality: a layer equals its clone, packed or not.
     #[test]

@@ -822,6 +822,69 @@ mod tests {
         assert_eq!(cos.lr(), 0.001);
     }
 
+    /// One 2×3 weight and its 2 biases, for [`Optimizer::step`].
+    struct Net([f32; 6], [f32; 2]);
+
+    impl Parameters for Net {
+        fn visit_params_mut(&mut self, f: &mut crate::ParamVisitor<'_>) -> Result<(), Error> {
+            f(0, "0.weight", &mut self.0)?;
+            f(1, "0.bias", &mut self.1)
+        }
+    }
+
+    const SPECS: &[crate::grads::ParamSpec] = &[
+        crate::grads::ParamSpec {
+            key: "0.weight",
+            shape: &[2, 3],
+            top: 0,
+        },
+        crate::grads::ParamSpec {
+            key: "0.bias",
+            shape: &[2],
+            top: 0,
+        },
+    ];
+
+    /// `step` updates each parameter by its gradient, and refuses gradients made for another
+    /// network (another key, or another size, at the same index) before changing anything.
+    #[test]
+    fn a_step_takes_the_gradients_of_this_network_only() {
+        let mut grads = crate::Grads::new(SPECS);
+        let (w, b) = grads.weight_bias(0, true);
+        w.fill(1.0);
+        b.unwrap().fill(-2.0);
+        let mut net = Net([0.0; 6], [0.0; 2]);
+        Sgd::new(0.5).step(&mut net, &grads).unwrap();
+        assert_eq!((net.0, net.1), ([-0.5; 6], [1.0; 2]));
+        for other in [
+            &[
+                crate::grads::ParamSpec {
+                    key: "1.weight",
+                    shape: &[2, 3],
+                    top: 1,
+                },
+                SPECS[1],
+            ][..],
+            &[
+                crate::grads::ParamSpec {
+                    key: "0.weight",
+                    shape: &[3, 3],
+                    top: 0,
+                },
+                SPECS[1],
+            ][..],
+        ] {
+            let other: &'static [crate::grads::ParamSpec] =
+                Box::leak(other.to_vec().into_boxed_slice());
+            let mut g = crate::Grads::new(other);
+            let (w, _) = g.weight_bias(0, true);
+            w.fill(1.0);
+            let e = Sgd::new(0.5).step(&mut net, &g).unwrap_err();
+            assert!(matches!(e, Error::Mismatch { what: "grads", .. }), "{e}");
+            assert_eq!(net.0, [-0.5; 6], "a refused step changes nothing");
+        }
+    }
+
     #[test]
     fn bad_hyperparameters_and_lengths_are_errors() {
         let mut p = [1.0f32; 3];
