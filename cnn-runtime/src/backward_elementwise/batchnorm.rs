@@ -330,6 +330,18 @@ mod tests {
     }
 
     /// dx, dweight and dbias against central differences of the f64 forward, affine and not.
+    /// In the forward, `y` one value short of `n × channels × H × W` is refused by name.
+    #[test]
+    #[should_panic(expected = "batchnorm_train_forward: x or y too short")]
+    fn train_forward_refuses_a_short_output() {
+        let (n, c, hw) = (2, 3, 4);
+        let p = params(c, hw, false);
+        let x = rand_vec(n * c * hw, 1);
+        let mut y = vec![0.0; n * c * hw - 1];
+        let (mut mean, mut inv_std) = (vec![0.0; c], vec![0.0; c]);
+        batchnorm_train_forward(&p, n, &x, &mut y, None, None, None, &mut mean, &mut inv_std);
+    }
+
     /// `dx` one value short of `n × channels × H × W` is refused by name.
     #[test]
     #[should_panic(expected = "batchnorm_backward: x, dy or dx too short")]
