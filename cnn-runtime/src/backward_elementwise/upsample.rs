@@ -87,7 +87,8 @@ pub fn upsample2d_backward(p: &Upsample2dParams, n: usize, dy: &[f32], dx: &mut 
     );
     let dx = &mut dx[..planes * in_plane];
     dx.fill(0.0);
-    if in_plane == 0 || out_plane == 0 {
+    // An empty input plane has an empty output plane (`OH·OW = H·SH·W·SW`, scales ≥ 1).
+    if in_plane == 0 {
         return;
     }
     let ys = Axis::new(h_in, h_out, p.scale[0]);
