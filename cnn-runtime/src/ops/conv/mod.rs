@@ -1292,6 +1292,34 @@ pub(crate) mod tests {
         }
     }
 
+    /// The bf16 weights' lengths, by hand: Winograd F(4×4) 16 → 24 is 36 positions of 8 pairs
+    /// × one 64-column panel; F(2×2) 16 → 70 is 16 positions of 8 pairs × two panels; an
+    /// 81-tap im2col 3×3 of 9 → 10 channels (stride 2) is 10 rows of 41 pairs; a 9-tap direct
+    /// stem stays f32 (none).
+    #[test]
+    fn bf16_weight_lengths_by_hand() {
+        let conv = |c_in, c_out, stride: usize, side: usize| Conv2dParams {
+            c_in,
+            c_out,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [stride, stride],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [side * stride, side * stride],
+            out_hw: [side, side],
+        };
+        for (p, algorithm, len) in [
+            (conv(16, 24, 1, 32), Algorithm::Winograd, 36 * 8 * 64),
+            (conv(16, 70, 1, 8), Algorithm::Winograd, 16 * 8 * 128),
+            (conv(9, 10, 2, 9), Algorithm::Im2col, 10 * 41),
+            (conv(1, 8, 1, 9), Algorithm::Direct, 0),
+        ] {
+            assert_eq!(p.algorithm(), algorithm, "{p:?}");
+            assert_eq!(bf16_weights_len(&p), len, "{p:?}");
+        }
+    }
+
     /// Two filters are equal when their weights and biases are (the prepared copies aside).
     #[test]
     fn filters_are_equal_when_weight_and_bias_are() {
