@@ -1343,7 +1343,8 @@ pub(crate) mod tests {
         // Winograd (F(2×2) below 12 outputs a side, F(4×4) from 12; odd `c_in` pads each row
         // of pairs, and leaves channels past the last vector to the scalar tail), then four
         // im2col, five direct (an odd number of taps, output rows that cross the GEMM's panels
-        // of 64 columns, strides 2 to 4, one large enough to split over threads); the last two
+        // of 64 columns, strides 2 to 4, a batch of 3 with a residual, one large enough to split over
+        // threads); the last two
         // stay f32: a direct convolution of fewer than DIRECT_BF16_MIN_TAPS taps and a
         // depthwise one.
         type Case = (usize, usize, usize, usize, usize, usize, [usize; 2], usize);
@@ -1369,7 +1370,7 @@ pub(crate) mod tests {
             (3, 16, 1, 7, 2, 3, [20, 20], 1),
             (3, 9, 1, 5, 1, 2, [13, 70], 2),
             (4, 11, 1, 5, 3, 2, [17, 23], 2),
-            (5, 7, 1, 4, 4, 0, [18, 21], 1),
+            (5, 7, 1, 4, 4, 0, [18, 21], 3),
             (3, 64, 1, 7, 2, 3, [64, 64], 1),
             (3, 8, 1, 3, 2, 1, [9, 9], 1),
             (16, 16, 16, 3, 1, 1, [9, 9], 2),
