@@ -1343,10 +1343,9 @@ pub(crate) mod tests {
         // Winograd (F(2×2) below 12 outputs a side, F(4×4) from 12; odd `c_in` pads each row
         // of pairs, and leaves channels past the last vector to the scalar tail), then four
         // im2col, five direct (an odd number of taps, output rows that cross the GEMM's panels
-        // of 64 columns, strides 2 to 4, a batch of 3 with a residual, one large enough to split over
-        // threads); the last two
-        // stay f32: a direct convolution of fewer than DIRECT_BF16_MIN_TAPS taps and a
-        // depthwise one.
+        // of 64 columns, strides 2 to 4, a batch of 3 with a residual, one large enough to
+        // split over threads); the last two stay f32: a direct convolution of fewer than
+        // DIRECT_BF16_MIN_TAPS taps and a depthwise one.
         type Case = (usize, usize, usize, usize, usize, usize, [usize; 2], usize);
         use Algorithm::{Depthwise, Direct, Im2col, Winograd};
         let algorithms = [
