@@ -906,6 +906,35 @@ mod tests {
         }
     }
 
+    /// Two batch norms are equal when their tensors and options are, the eval-mode fold aside.
+    #[test]
+    fn batch_norms_are_equal_when_their_tensors_are() {
+        let p = BatchNormParams {
+            channels: 2,
+            hw: 4,
+            eps: 1e-5,
+            momentum: 0.1,
+            affine: true,
+            track_running_stats: true,
+        };
+        let bn = BatchNorm2d::seeded("1", p, &mut Rng::new(2));
+        assert!(bn == bn.clone());
+        let mut folded = bn.clone();
+        folded.folded = Some((&[1.0, 1.0], &[0.0, 0.0]));
+        assert!(folded == bn, "the fold is derived, not compared");
+        let differ = |f: &dyn Fn(&mut BatchNorm2d)| {
+            let mut other = bn.clone();
+            f(&mut other);
+            assert!(other != bn);
+        };
+        differ(&|b| b.weight = Some(vec![2.0, 2.0].into()));
+        differ(&|b| b.bias = Some(vec![0.5, 0.5].into()));
+        differ(&|b| b.running = Some((vec![1.0, 0.0].into(), vec![1.0, 1.0].into())));
+        differ(&|b| b.num_batches_tracked = Some(7));
+        differ(&|b| b.params.eps = 1e-3);
+        differ(&|b| b.key = "2");
+    }
+
     /// A transposed convolution hands its weight and bias to the optimiser under their keys and
     /// indices, and takes what it writes.
     #[test]
