@@ -438,10 +438,15 @@ impl Filters {
         if self.precision != Precision::Bf16 || !p.multiplies_in_bf16() {
             return None;
         }
-        Some(
-            self.bf16
-                .get(|| bf16_weights(p, &self.weight, self.for_kernel(p))),
-        )
+        Some(self.bf16.get(|| {
+            // Only Winograd's bf16 weights come from its prepared `U`: asking the direct
+            // kernel for its f32 packing would make (and keep) one it never uses in bf16.
+            let prepared = match p.algorithm() {
+                Algorithm::Winograd => self.for_kernel(p),
+                _ => &[],
+            };
+            bf16_weights(p, &self.weight, prepared)
+        }))
     }
 
     /// `[c_out, c_in/groups, KH, KW]` row-major.
@@ -533,9 +538,9 @@ pub const fn bf16_weights_len(p: &Conv2dParams) -> usize {
 }
 
 /// The weights of `p` in the bf16 GEMM's layout, into `out` ([`bf16_weights_len`] values):
-/// Winograd's `U[ξ]` (`[c_in, c_out]` each, from `prepared`, what [`prepare_into`] wrote) packed
-/// one position after another, or, for im2col and the direct kernel, `weight`'s rows
-/// (PyTorch's `[c_out, C/G·KH·KW]`) as pairs. What a layer in bf16 makes on first use, and what
+/// Winograd's `U[ξ]` (`[c_in, c_out]` each, from `prepared`, what [`prepare_into`] wrote; read
+/// for Winograd only) packed one position after another, or, for im2col and the direct kernel,
+/// `weight`'s rows (PyTorch's `[c_out, C/G·KH·KW]`) as pairs. What a layer in bf16 makes on first use, and what
 /// the `cnn!` macro lays out at compile time for an embedded network declared
 /// `#[precision(bf16)]`. Nothing is written where `p` does not multiply in bf16.
 ///
