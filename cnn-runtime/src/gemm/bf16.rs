@@ -288,6 +288,8 @@ pub(crate) struct Gemm<'a> {
     n: usize,
     a: &'a [u32],
     b: B<'a>,
+    /// C's row stride (≥ n).
+    ldc: usize,
     accumulate: bool,
 }
 
@@ -410,6 +412,24 @@ pub(crate) fn gemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
+    gemm_strided(m, k, n, a, b, (c, n), accumulate)
+}
+
+/// [`gemm`] with C's rows `ldc ≥ n` values apart (`c: (C, ldc)`); the values between rows are
+/// not touched.
+///
+/// # Panics
+/// If a slice is shorter than its matrix, or `ldc < n`.
+#[allow(clippy::too_many_arguments)] // the GEMM's own signature
+pub(crate) fn gemm_strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[u32],
+    b: B<'_>,
+    (c, ldc): (&mut [f32], usize),
+    accumulate: bool,
+) {
     gemm_on(
         bf16_path(),
         Gemm {
@@ -418,6 +438,7 @@ pub(crate) fn gemm(
             n,
             a,
             b,
+            ldc,
             accumulate,
         },
         c,
@@ -430,8 +451,9 @@ pub(crate) fn gemm(
 /// If a slice is shorter than its matrix or the CPU lacks the path's features.
 fn gemm_on(path: Bf16Path, g: Gemm<'_>, c: &mut [f32]) {
     let (k2, n) = (pairs(g.k), g.n);
+    assert!(g.ldc >= n, "bf16 gemm C stride shorter than its rows");
     assert!(
-        g.a.len() >= g.m * k2 && c.len() >= g.m * n,
+        g.a.len() >= g.m * k2 && (g.m == 0 || c.len() >= (g.m - 1) * g.ldc + n),
         "bf16 gemm operand too short"
     );
     match g.b {
@@ -447,7 +469,10 @@ fn gemm_on(path: Bf16Path, g: Gemm<'_>, c: &mut [f32]) {
     }
     if g.k == 0 {
         if !g.accumulate {
-            c[..g.m * n].fill(0.0);
+            // LOOP over rows of C
+            for row in c.chunks_mut(g.ldc).take(g.m) {
+                row[..n].fill(0.0);
+            }
         }
         return;
     }
@@ -517,15 +542,15 @@ fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
                     g.a[i * k2..].as_ptr(),
                     k2,
                     b_ptr,
-                    c_ptr.wrapping_add(i * n + j0),
-                    n,
+                    c_ptr.wrapping_add(i * g.ldc + j0),
+                    g.ldc,
                     nr,
                     g.accumulate,
                 );
                 // SAFETY: A rows `i..i + mr ≤ m` hold `k₂` pairs each (asserted in `gemm_on`);
                 // the strip has `k₂` rows of `NR` pairs with `j0 − jp·NR + width ≤ NR` readable
-                // from `b_ptr`; C rows `i..i + mr`, columns `j0..j0 + nr ≤ n` lie inside `c`, a
-                // unique borrow.
+                // from `b_ptr`; C rows `i..i + mr` (`ldc` apart), columns `j0..j0 + nr ≤ n` lie
+                // inside `c` (asserted: `(m − 1)·ldc + n` values), a unique borrow.
                 unsafe {
                     match mr {
                         6 => tile::<D, 6, NV>(args),

@@ -5,7 +5,7 @@ use std::{cell::Cell, vec::Vec};
 
 use crate::store::Scratch;
 
-use crate::simd::multiversion;
+use crate::simd::{with_simd, Simd};
 
 /// Which reduction a pooling window applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,12 +96,27 @@ pub fn pool2d(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32]) {
     SCRATCH.with(|s| s.set(scratch));
 }
 
-multiversion! {
 /// [`pool2d`] with the caller's scratch of at least [`Pool2dParams::scratch_len`] elements.
 ///
 /// # Panics
 /// If a slice is shorter than its layout.
 pub fn pool2d_in(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+    with_simd!(
+        |s: S| { pool2d_with::<S>(s, p, n, input, out, scratch) },
+        (p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32], scratch: &mut [f32])
+    )
+}
+
+/// [`pool2d_in`] with the vectors of `S`.
+#[inline(always)]
+fn pool2d_with<S: Simd>(
+    s: S,
+    p: &Pool2dParams,
+    n: usize,
+    input: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
     let planes = n * p.channels;
     let (hw_in, hw_out) = (p.in_hw[0] * p.in_hw[1], p.out_hw[0] * p.out_hw[1]);
     assert!(input.len() >= planes * hw_in, "pool2d input too short");
@@ -124,25 +139,20 @@ pub fn pool2d_in(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32], scr
     }
     let [h, w] = p.in_hw;
     let [oh, ow] = p.out_hw;
-    if p.kernel == [2, 2]
-        && p.stride == [2, 2]
-        && p.padding == [0, 0]
-        && 2 * oh <= h
-        && 2 * ow <= w
+    if p.kernel == [2, 2] && p.stride == [2, 2] && p.padding == [0, 0] && 2 * oh <= h && 2 * ow <= w
     {
         // The common pool(2): every window is whole, so every divisor is 4.
         match p.kind {
-            PoolKind::Max => pool_2x2(PoolKind::Max, p, input, out),
-            avg @ PoolKind::Avg { .. } => pool_2x2(avg, p, input, out),
+            PoolKind::Max => pool_2x2(s, PoolKind::Max, p, input, out),
+            avg @ PoolKind::Avg { .. } => pool_2x2(s, avg, p, input, out),
         }
         return;
     }
     // Specialise the window loop on the kind, so `accum` is resolved outside it.
     match p.kind {
-        PoolKind::Max => pool_separable(PoolKind::Max, p, input, out, scratch),
-        avg @ PoolKind::Avg { .. } => pool_separable(avg, p, input, out, scratch),
+        PoolKind::Max => pool_separable(s, PoolKind::Max, p, input, out, scratch),
+        avg @ PoolKind::Avg { .. } => pool_separable(s, avg, p, input, out, scratch),
     }
-}
 }
 
 impl PoolKind {
@@ -176,6 +186,24 @@ impl PoolKind {
                 }
             }
             PoolKind::Avg { .. } => acc + v,
+        }
+    }
+
+    /// [`PoolKind::first`] on every lane of `v`.
+    #[inline(always)]
+    fn first_v<S: Simd>(self, s: S, v: S::V) -> S::V {
+        match self {
+            PoolKind::Max => v,
+            PoolKind::Avg { .. } => s.add(s.zero(), v),
+        }
+    }
+
+    /// [`PoolKind::accum`] on every lane.
+    #[inline(always)]
+    fn accum_v<S: Simd>(self, s: S, acc: S::V, v: S::V) -> S::V {
+        match self {
+            PoolKind::Max => s.max_fold(acc, v),
+            PoolKind::Avg { .. } => s.add(acc, v),
         }
     }
 
@@ -224,29 +252,62 @@ fn interior(k: usize, s: usize, p: usize, len: usize, out: usize) -> (usize, usi
     (lo, hi.min(out).max(lo))
 }
 
-/// Pool(2, stride 2) with every window whole, folded in the generic kernel's order.
+/// The starts of `lanes`-wide vectors covering `0..len` (`len ≥ lanes`): whole vectors, then,
+/// when `lanes` does not divide `len`, one ending at `len` that overlaps the one before. The
+/// kernels below write outputs that depend on their inputs alone, so the overlap rewrites the
+/// same values instead of leaving a scalar tail.
 #[inline(always)]
-fn pool_2x2(kind: PoolKind, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
+fn vector_starts(len: usize, lanes: usize) -> impl Iterator<Item = usize> {
+    let whole = len / lanes;
+    let last = (!len.is_multiple_of(lanes)).then(|| len - lanes);
+    (0..whole).map(move |i| i * lanes).chain(last)
+}
+
+/// Pool(2, stride 2) with every window whole, folded in the generic kernel's order; each
+/// vector of outputs from the deinterleaved columns of its two input rows.
+#[inline(always)]
+fn pool_2x2<S: Simd>(s: S, kind: PoolKind, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
     let [h, w] = p.in_hw;
     let [oh, ow] = p.out_hw;
+    let n = S::LANES;
+    let quarter = s.splat(&0.25);
     // LOOP over (sample, channel) planes
     for (x, y) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
         // LOOP over output rows
         for (oy, row) in y.chunks_exact_mut(ow).enumerate() {
             let r0 = &x[2 * oy * w..2 * oy * w + 2 * ow];
             let r1 = &x[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
-            // LOOP over output columns
-            for ((o, a), b) in row
-                .iter_mut()
-                .zip(r0.chunks_exact(2))
-                .zip(r1.chunks_exact(2))
-            {
-                let acc = kind.accum(kind.accum(kind.init(), a[0]), a[1]);
-                let acc = kind.accum(kind.accum(acc, b[0]), b[1]);
-                *o = match kind {
-                    PoolKind::Max => acc,
-                    PoolKind::Avg { .. } => acc * 0.25,
-                };
+            if ow < n {
+                // LOOP over output columns (fewer than a vector)
+                for ((o, a), b) in row
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    let acc = kind.accum(kind.first(a[0]), a[1]);
+                    let acc = kind.accum(kind.accum(acc, b[0]), b[1]);
+                    *o = match kind {
+                        PoolKind::Max => acc,
+                        PoolKind::Avg { .. } => acc * 0.25,
+                    };
+                }
+                continue;
+            }
+            // LOOP over vectors of output columns
+            for ox in vector_starts(ow, n) {
+                // SAFETY: `ox + n ≤ ow`, so the `2n` values read from `2·ox` lie inside each
+                // row of `2·ow`, and the `n` written inside `row`.
+                unsafe {
+                    let (a0, a1) = s.load_deinterleaved(r0[2 * ox..2 * (ox + n)].as_ptr());
+                    let (b0, b1) = s.load_deinterleaved(r1[2 * ox..2 * (ox + n)].as_ptr());
+                    let acc = kind.accum_v(s, kind.first_v(s, a0), a1);
+                    let acc = kind.accum_v(s, kind.accum_v(s, acc, b0), b1);
+                    let acc = match kind {
+                        PoolKind::Max => acc,
+                        PoolKind::Avg { .. } => s.mul(acc, quarter),
+                    };
+                    s.store(row[ox..ox + n].as_mut_ptr(), acc);
+                }
             }
         }
     }
@@ -257,7 +318,8 @@ fn pool_2x2(kind: PoolKind, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
 /// keep the row-major order within a window, so max pooling picks the same element as a
 /// window-by-window fold.
 #[inline(always)]
-fn pool_separable(
+fn pool_separable<S: Simd>(
+    s: S,
     kind: PoolKind,
     p: &Pool2dParams,
     input: &[f32],
@@ -292,7 +354,14 @@ fn pool_separable(
             // LOOP over input rows new to this window
             for r in next.max(r0)..r1 {
                 let slot = &mut ring[free * w_out..(free + 1) * w_out];
-                reduce_row(kind, &x[r * w_in..(r + 1) * w_in], [kw, sw, pw], cols, slot);
+                reduce_row(
+                    s,
+                    kind,
+                    &x[r * w_in..(r + 1) * w_in],
+                    [kw, sw, pw],
+                    cols,
+                    slot,
+                );
                 free = if free + 1 == kh { 0 } else { free + 1 };
             }
             next = next.max(r1);
@@ -306,9 +375,30 @@ fn pool_separable(
                 };
                 &ring[s * w_out..(s + 1) * w_out]
             };
+            let n = S::LANES;
             match r1 - r0 {
                 0 => y_row.fill(kind.init()),
                 1 => y_row.copy_from_slice(slot(0)),
+                rows @ 2..=3 if w_out >= n => {
+                    let (a, b, c) = (slot(0), slot(1), slot(rows - 1));
+                    // LOOP over vectors of output columns
+                    for i in vector_starts(w_out, n) {
+                        // SAFETY: `i + n ≤ w_out`, the length of every row here.
+                        unsafe {
+                            let acc = kind.accum_v(
+                                s,
+                                s.load(a[i..i + n].as_ptr()),
+                                s.load(b[i..i + n].as_ptr()),
+                            );
+                            let acc = if rows == 3 {
+                                kind.accum_v(s, acc, s.load(c[i..i + n].as_ptr()))
+                            } else {
+                                acc
+                            };
+                            s.store(y_row[i..i + n].as_mut_ptr(), acc);
+                        }
+                    }
+                }
                 3 => {
                     let (a, b, c) = (slot(0), slot(1), slot(2));
                     for (((o, &a), &b), &c) in y_row.iter_mut().zip(a).zip(b).zip(c) {
@@ -341,7 +431,8 @@ fn pool_separable(
 /// `out[ox]` = the fold of input row `x` over the columns of window `ox`, for `[KW, SW, PW]`;
 /// `cols` are the interior outputs (see [`interior`]).
 #[inline(always)]
-fn reduce_row(
+fn reduce_row<S: Simd>(
+    s: S,
     kind: PoolKind,
     x: &[f32],
     [kw, sw, pw]: [usize; 3],
@@ -362,7 +453,27 @@ fn reduce_row(
     let start = lo * sw - pw;
     let x = &x[start..start + (n - 1) * sw + kw];
     let out = &mut out[lo..hi];
+    let lanes = S::LANES;
     match (kw, sw) {
+        (2..=3, 2) if n >= lanes => {
+            // LOOP over vectors of outputs: taps `x[2i]`, `x[2i+1]` and (for three) the odd
+            // half of the values from `x[2i+1]`, i.e. `x[2i+2]`.
+            for i in vector_starts(n, lanes) {
+                // SAFETY: `i + lanes ≤ n` and `x` holds `2n + kw − 2` values, so the `2·lanes`
+                // read from `2i` (and for three taps from `2i + 1`) lie inside it; the
+                // `lanes` written lie inside `out`.
+                unsafe {
+                    let (e, o) = s.load_deinterleaved(x[2 * i..2 * (i + lanes)].as_ptr());
+                    let mut acc = kind.accum_v(s, kind.first_v(s, e), o);
+                    if kw == 3 {
+                        let at = 2 * i + 1;
+                        let (_, third) = s.load_deinterleaved(x[at..at + 2 * lanes].as_ptr());
+                        acc = kind.accum_v(s, acc, third);
+                    }
+                    s.store(out[i..i + lanes].as_mut_ptr(), acc);
+                }
+            }
+        }
         (3, 2) => {
             // Pairs `x[2i], x[2i+1]` first, then the third taps `x[2i+2]`: both loops load
             // whole vectors and deinterleave them.
@@ -581,9 +692,10 @@ mod tests {
     }
 
     /// Every `(kernel, stride, padding)` a fast path or a specialised row loop takes, and a few
-    /// that take none, on every width 1..=40 (narrower and wider than any vector, odd and even)
-    /// and a few heights, with and without `ceil_mode`, for every kind; max pooling also sees
-    /// NaNs sprinkled through the input.
+    /// that take none, on every width 1..=72 (narrower than a vector, one and several whole
+    /// vectors of 16 outputs, and a last vector overlapping the one before; odd and even) and a
+    /// few heights, with and without `ceil_mode`, for every kind; max pooling also sees NaNs
+    /// sprinkled through the input and signed zeros, and must match bit for bit.
     #[test]
     fn fast_paths_match_naive_over_widths() {
         let windows: [(usize, usize, usize); 8] = [
@@ -597,7 +709,7 @@ mod tests {
             (4, 4, 1),
         ];
         for (seed, &(k, s, pad)) in windows.iter().enumerate() {
-            for w in 1..=40 {
+            for w in 1..=72 {
                 for h in [1, 2, 3, 4, 7, 12] {
                     for ceil in [false, true] {
                         let ok = |len| out_len(len, k, s, pad, 1, ceil).is_some_and(|o| o > 0);
@@ -612,6 +724,13 @@ mod tests {
                                 for i in (w * h / 3..x.len()).step_by(7 + w) {
                                     x[i] = f32::NAN;
                                 }
+                                // Ties of −0 and +0 where every value around is negative.
+                                for i in (0..x.len()).step_by(5) {
+                                    x[i] = -x[i].abs();
+                                }
+                                for i in (1..x.len()).step_by(3) {
+                                    x[i] = if i % 2 == 0 { 0.0 } else { -0.0 };
+                                }
                             }
                             let want = naive(&p, n, &x);
                             crate::simd::testing::each_level(|level| {
@@ -622,8 +741,11 @@ mod tests {
                                     level.name()
                                 );
                                 for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-                                    let ok = (a.is_nan() && b.is_nan())
-                                        || (a - b).abs() <= 1e-6 * (1.0 + b.abs());
+                                    let ok = if kind == MAX {
+                                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+                                    } else {
+                                        (a - b).abs() <= 1e-6 * (1.0 + b.abs())
+                                    };
                                     assert!(ok, "{what}: index {i}: got {a}, expected {b}");
                                 }
                             });

@@ -264,6 +264,18 @@ pub(crate) trait Simd: Copy {
     /// `max(0, v)` is PyTorch's ReLU, NaN and −0 included.
     fn max(self, a: Self::V, b: Self::V) -> Self::V;
 
+    /// One step of PyTorch's max fold, per lane: `v` if `v > acc` or `v` is NaN, else `acc`
+    /// (so a NaN anywhere wins, the last one seen, and a tie keeps the earlier value: `−0`
+    /// against `+0` included).
+    fn max_fold(self, acc: Self::V, v: Self::V) -> Self::V;
+
+    /// The `2·LANES` values from `p` split into their even-indexed and odd-indexed halves:
+    /// `(p[0], p[2], …)` and `(p[1], p[3], …)`.
+    ///
+    /// # Safety
+    /// `p` is valid for `2·LANES` reads.
+    unsafe fn load_deinterleaved(self, p: *const f32) -> (Self::V, Self::V);
+
     /// Hints the cache line holding `p` into L1; any address, nothing is read.
     fn prefetch(self, p: *const f32);
 

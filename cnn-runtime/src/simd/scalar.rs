@@ -50,6 +50,19 @@ impl Simd for Scalar {
         }
     }
     #[inline(always)]
+    fn max_fold(self, acc: f32, v: f32) -> f32 {
+        if v > acc || v.is_nan() {
+            v
+        } else {
+            acc
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(self, p: *const f32) -> (f32, f32) {
+        // SAFETY: the caller guarantees two readable floats at `p`.
+        unsafe { (*p, *p.add(1)) }
+    }
+    #[inline(always)]
     fn prefetch(self, _: *const f32) {}
     #[inline(always)]
     unsafe fn load(self, p: *const f32) -> f32 {

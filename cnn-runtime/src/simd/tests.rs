@@ -175,3 +175,78 @@ fn the_bf16_path_is_the_dot_product_where_the_cpu_has_it_and_cnn_simd_allows() {
     );
     assert_eq!(Bf16Path::Fma(Isa::Avx2).name(), "avx2");
 }
+
+/// `max_fold` over `x` lane by lane (`acc[i]` folded with `v[i]`), and `load_deinterleaved`
+/// of `x`, at the dispatched level: whole vectors, then one lane at a time.
+fn fold_and_split(acc: &[f32], v: &[f32], folded: &mut [f32], even: &mut [f32], odd: &mut [f32]) {
+    crate::simd::with_simd!(|s: S| {
+        fn run<S: Simd>(s: S, acc: &[f32], v: &[f32], folded: &mut [f32], even: &mut [f32], odd: &mut [f32]) {
+            let n = S::LANES;
+            for i in (0..acc.len() / n).map(|i| i * n) {
+                // SAFETY: `i + n ≤ len` of every slice, and `v` holds twice as many values.
+                unsafe {
+                    let r = s.max_fold(s.load(acc[i..].as_ptr()), s.load(v[i..].as_ptr()));
+                    s.store(folded[i..i + n].as_mut_ptr(), r);
+                    let (e, o) = s.load_deinterleaved(v[2 * i..2 * i + 2 * n].as_ptr());
+                    s.store(even[i..i + n].as_mut_ptr(), e);
+                    s.store(odd[i..i + n].as_mut_ptr(), o);
+                }
+            }
+        }
+        run::<S>(s, acc, v, folded, even, odd);
+    }, (acc: &[f32], v: &[f32], folded: &mut [f32], even: &mut [f32], odd: &mut [f32]))
+}
+
+/// Every level's `max_fold` is PyTorch's `v > acc || isnan(v) ? v : acc` bit for bit (NaN
+/// payloads, infinities and signed zeros included), and `load_deinterleaved` splits even and
+/// odd positions.
+#[test]
+fn max_fold_and_deinterleave_agree_at_every_level() {
+    let specials = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::from_bits(0x7fc0_1234),
+        f32::from_bits(0xffc0_0001),
+        f32::MIN_POSITIVE / 2.0,
+        3.5,
+    ];
+    // Every ordered pair of specials, 16-lane aligned blocks of them.
+    let pairs: Vec<(f32, f32)> = specials
+        .iter()
+        .flat_map(|&a| specials.iter().map(move |&b| (a, b)))
+        .collect();
+    let len = pairs.len().next_multiple_of(16);
+    let acc: Vec<f32> = (0..len).map(|i| pairs[i % pairs.len()].0).collect();
+    let v: Vec<f32> = (0..2 * len).map(|i| pairs[i % pairs.len()].1).collect();
+    crate::simd::testing::each_level(|level| {
+        let (mut folded, mut even, mut odd) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+        fold_and_split(&acc, &v, &mut folded, &mut even, &mut odd);
+        for i in 0..len {
+            let (a, b) = (acc[i], v[i]);
+            let want = if b > a || b.is_nan() { b } else { a };
+            assert_eq!(
+                folded[i].to_bits(),
+                want.to_bits(),
+                "{}: max_fold({a:?}, {b:?})",
+                level.name()
+            );
+            assert_eq!(
+                even[i].to_bits(),
+                v[2 * i].to_bits(),
+                "{}: even {i}",
+                level.name()
+            );
+            assert_eq!(
+                odd[i].to_bits(),
+                v[2 * i + 1].to_bits(),
+                "{}: odd {i}",
+                level.name()
+            );
+        }
+    });
+}

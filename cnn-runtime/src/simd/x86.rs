@@ -56,6 +56,30 @@ impl Simd for Avx512 {
         unsafe { _mm512_max_ps(a, b) }
     }
     #[inline(always)]
+    fn max_fold(self, acc: __m512, v: __m512) -> __m512 {
+        // `maxps(v, acc)` is `v > acc ? v : acc` and gives `acc` when either is NaN; the lanes
+        // where `v` is NaN then take `v`.
+        // SAFETY: the token proves AVX-512F.
+        unsafe {
+            let m = _mm512_max_ps(v, acc);
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            _mm512_mask_mov_ps(m, nan, v)
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(self, p: *const f32) -> (__m512, __m512) {
+        // SAFETY: the token proves AVX-512F; the caller guarantees 32 readable floats at `p`.
+        unsafe {
+            let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            (
+                _mm512_permutex2var_ps(a, even, b),
+                _mm512_permutex2var_ps(a, odd, b),
+            )
+        }
+    }
+    #[inline(always)]
     fn prefetch(self, p: *const f32) {
         prefetch(p)
     }
@@ -196,6 +220,32 @@ impl Simd for Avx2 {
     fn max(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: the token proves AVX.
         unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn max_fold(self, acc: __m256, v: __m256) -> __m256 {
+        // As `Avx512::max_fold`, with a blend on the NaN lanes of `v`.
+        // SAFETY: the token proves AVX.
+        unsafe {
+            let m = _mm256_max_ps(v, acc);
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+            _mm256_blendv_ps(m, v, nan)
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(self, p: *const f32) -> (__m256, __m256) {
+        // Within each 128-bit lane, `shufps` takes two values of `a` then two of `b`; the
+        // 64-bit permutation then puts `a`'s four before `b`'s.
+        // SAFETY: the token proves AVX2; the caller guarantees 16 readable floats at `p`.
+        unsafe {
+            let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            let order = |v: __m256| {
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+            };
+            (
+                order(_mm256_shuffle_ps::<0b10_00_10_00>(a, b)),
+                order(_mm256_shuffle_ps::<0b11_01_11_01>(a, b)),
+            )
+        }
     }
     #[inline(always)]
     fn prefetch(self, p: *const f32) {

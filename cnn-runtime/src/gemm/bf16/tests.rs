@@ -89,6 +89,7 @@ fn run(
             n,
             a,
             b,
+            ldc: n,
             accumulate: acc,
         },
         c,
@@ -354,4 +355,61 @@ fn a_short_packed_b_is_refused() {
     let ap = vec![0; 4];
     let bp = vec![0; packed_len(2, 3) - 1];
     gemm(4, 2, 3, &ap, B::Packed(&bp), &mut [0.0; 12], false);
+}
+
+/// With C's rows `ldc > n` apart, every path writes the dense result's rows there (and
+/// accumulates onto them), and leaves the values between rows alone; `k = 0` zeroes only the
+/// rows.
+#[test]
+fn a_strided_c_gets_the_dense_rows_and_nothing_between() {
+    for &(m, k, n) in &[(7, 33, 70), (13, 0, 5), (1, 4, 64), (6, 9, 17)] {
+        let ldc = n + 5;
+        let a = rand_vec(m * k, 21);
+        let b = rand_vec(k * n, 22);
+        let mut ap = vec![0; m * pairs(k)];
+        pairs_into(&a, m, k, &mut ap);
+        let c0 = rand_vec(m * ldc, 23);
+        for &path in &paths() {
+            let mut dense = vec![f32::NAN; m * n];
+            run(path, (m, k, n), &ap, B::F32(&b, (n, 1)), &mut dense, false);
+            for acc in [false, true] {
+                let mut c = c0.clone();
+                let g = Gemm {
+                    m,
+                    k,
+                    n,
+                    a: &ap,
+                    b: B::F32(&b, (n, 1)),
+                    ldc,
+                    accumulate: acc,
+                };
+                gemm_on(path, g, &mut c[..(m - 1) * ldc + n]);
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let (got, before) = (c[i * ldc + j], c0[i * ldc + j]);
+                        let want = match (j < n, acc) {
+                            (false, _) => before,
+                            (true, false) => dense[i * n + j],
+                            (true, true) => before + dense[i * n + j],
+                        };
+                        assert_eq!(
+                            got,
+                            want,
+                            "{m}x{k}x{n} on {}, accumulate {acc}: ({i}, {j})",
+                            path.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    take_ran_bf16();
+}
+
+#[test]
+#[should_panic(expected = "bf16 gemm C stride shorter than its rows")]
+fn a_c_stride_shorter_than_a_row_is_refused() {
+    let ap = vec![0; 4];
+    let bp = vec![0; packed_len(2, 3)];
+    gemm_strided(4, 2, 3, &ap, B::Packed(&bp), (&mut [0.0; 12], 2), false);
 }

@@ -320,6 +320,11 @@ fn conv2d_with(
         .take(n)
         .enumerate()
     {
+        if threads == 1 {
+            let (v, m) = vm.split_at_mut(xis * t * v_row);
+            one_thread(m_t, p, (x, s), u, rows, bias, epilogue, y, v, m, xt, yt);
+            continue;
+        }
         // LOOP over blocks of input rows: to channel-last
         let in_rows = h.div_ceil(threads);
         let xt_rows = xt.chunks_mut(in_rows * w * c_in);
@@ -341,7 +346,7 @@ fn conv2d_with(
                 for (xi, m_xi) in m.chunks_exact_mut(tb * c_out).enumerate() {
                     u.gemm(xi, tb, c_in, c_out, v, m_xi);
                 }
-                transform_output(m_t, p, m, ty0, ty1, bias, yt_part);
+                transform_output(m_t, p, (m, None), ty0, ty1, bias, yt_part);
             });
         } else {
             // Few tiles: one block, its GEMMs split over threads.
@@ -354,7 +359,7 @@ fn conv2d_with(
                     u.gemm(b * per + i, t, c_in, c_out, v, m_xi);
                 }
             });
-            transform_output(m_t, p, m, 0, th, bias, yt);
+            transform_output(m_t, p, (m, None), 0, th, bias, yt);
         }
         // LOOP over blocks of output channels: to channels-first, then the epilogue
         let per = c_out.div_ceil(threads);
@@ -365,6 +370,98 @@ fn conv2d_with(
             let first = i * per;
             epilogue.apply(first, s * c_out + first, y_part.chunks_exact_mut(oh * ow));
         });
+    }
+}
+
+/// [`conv2d_with`] of one sample on one thread: `x` is sample `sample` of the batch (which
+/// picks its residual planes) and `y` its output `[c_out, OH·OW]`. Each block of tile rows works in the same
+/// (first) part of `v`, `m` and `yt`, so they stay in cache from block to block; the input
+/// rows a block reads go channel-last just before its input transform, and its output goes
+/// channels-first, with the epilogue, right after its output transform, while both are still
+/// in cache (not in passes over the whole sample).
+#[allow(clippy::too_many_arguments)] // conv2d_with's arguments, split into their parts
+fn one_thread(
+    m_t: usize,
+    p: &Conv2dParams,
+    (x, sample): (&[f32], usize),
+    u: U<'_>,
+    rows: usize,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    y: &mut [f32],
+    v: &mut [f32],
+    m: &mut [f32],
+    xt: &mut [f32],
+    yt: &mut [f32],
+) {
+    let (c_in, c_out, xis) = (p.c_in, p.c_out, positions(m_t));
+    let ([h, w], [oh, ow]) = (p.in_hw, p.out_hw);
+    let (th, tw, hw) = (oh.div_ceil(m_t), ow.div_ceil(m_t), oh * ow);
+    // Input rows already channel-last.
+    let mut ready = 0;
+    // LOOP over blocks of tile rows
+    for ty0 in (0..th).step_by(rows) {
+        let ty1 = (ty0 + rows).min(th);
+        // The block's tiles read input rows up to m·ty1 + 1 − PH.
+        let need = (m_t * ty1 + 2).saturating_sub(p.padding[0]).min(h);
+        if need > ready {
+            to_channels_last(
+                x,
+                h * w,
+                c_in,
+                ready * w,
+                &mut xt[ready * w * c_in..need * w * c_in],
+            );
+            ready = need;
+        }
+        let tb = (ty1 - ty0) * tw;
+        let m = &mut m[..xis * tb * c_out];
+        u.transform_input(m_t, p, xt, ty0, ty1, v);
+        // LOOP over the α² tile positions: V[ξ] (tb × C) · U[ξ] (C × O)
+        let strides = match u {
+            U::F32(_) => {
+                for (xi, m_xi) in m.chunks_exact_mut(tb * c_out).enumerate() {
+                    u.gemm(xi, tb, c_in, c_out, v, m_xi);
+                }
+                None
+            }
+            #[cfg(feature = "std")]
+            U::Bf16(u16) => {
+                use crate::gemm::bf16;
+                let per_v = tb * u.v_row(c_in);
+                let per = bf16::packed_len(c_in, c_out);
+                for xi in 0..xis {
+                    let b = bf16::B::Packed(&u16[xi * per..(xi + 1) * per]);
+                    let a = bf16::f32_as_pairs(&v[xi * per_v..(xi + 1) * per_v]);
+                    bf16::gemm_strided(
+                        tb,
+                        c_in,
+                        c_out,
+                        a,
+                        b,
+                        (&mut m[xi * c_out..], xis * c_out),
+                        false,
+                    );
+                }
+                Some([c_out, xis * c_out])
+            }
+        };
+        let (oy0, oy1) = (m_t * ty0, (m_t * ty1).min(oh));
+        let band = (oy1 - oy0) * ow;
+        let yt = &mut yt[..band * c_out];
+        transform_output(m_t, p, (m, strides), ty0, ty1, bias, yt);
+        crate::transpose::transpose(band, c_out, yt, c_out, &mut y[oy0 * ow..], hw);
+        // LOOP over output channels: the epilogue on the block's rows of each plane
+        for o in 0..c_out {
+            let at = o * hw + oy0 * ow;
+            epilogue.channel(None, o).apply(&mut y[at..at + band]);
+        }
+    }
+    if epilogue.residual.is_some() {
+        // LOOP over output channels: the residual and the activation, on whole planes
+        for (o, plane) in y.chunks_exact_mut(hw).take(c_out).enumerate() {
+            epilogue.after(sample * c_out + o, plane);
+        }
     }
 }
 

@@ -313,7 +313,7 @@ fn input_tiles<S: Simd, const M: usize>(
 pub(super) fn transform_output(
     m: usize,
     p: &Conv2dParams,
-    prods: &[f32],
+    (prods, strides): (&[f32], Option<[usize; 2]>),
     ty0: usize,
     ty1: usize,
     bias: Option<&[f32]>,
@@ -323,13 +323,13 @@ pub(super) fn transform_output(
         by_vectors!(
             output_tiles::<2>,
             p.c_out,
-            (p: &Conv2dParams, prods: &[f32], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
+            (p: &Conv2dParams, prods: &[f32], strides: Option<[usize; 2]>, ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
         )
     } else {
         by_vectors!(
             output_tiles::<4>,
             p.c_out,
-            (p: &Conv2dParams, prods: &[f32], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
+            (p: &Conv2dParams, prods: &[f32], strides: Option<[usize; 2]>, ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
         )
     }
 }
@@ -341,6 +341,7 @@ fn output_tiles<S: Simd, const M: usize>(
     s: S,
     p: &Conv2dParams,
     prods: &[f32],
+    strides: Option<[usize; 2]>,
     ty0: usize,
     ty1: usize,
     bias: Option<&[f32]>,
@@ -352,6 +353,7 @@ fn output_tiles<S: Simd, const M: usize>(
     let (m, a) = (M, M + 2);
     let tw = ow.div_ceil(m);
     let (c_out, t_all) = (p.c_out, (ty1 - ty0) * tw);
+    let [xs, ts] = strides.unwrap_or([t_all * c_out, c_out]);
     let n = S::LANES;
     let zero = s.zero();
     // LOOP over tiles
@@ -370,7 +372,7 @@ fn output_tiles<S: Simd, const M: usize>(
                     if j < a {
                         at(s, m, six!(i => {
                             if i < a {
-                                let at = ((i * a + j) * t_all + t) * c_out + o;
+                                let at = (i * a + j) * xs + t * ts + o;
                                 // SAFETY: the slice is bounds-checked to hold the LANES floats
                                 // read.
                                 unsafe { s.load(prods[at..at + n].as_ptr()) }
