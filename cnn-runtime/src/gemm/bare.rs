@@ -20,7 +20,7 @@ pub(crate) fn gemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    if super::degenerate([m, k, n], a, b, c, accumulate) {
+    if super::degenerate([m, k, n], (a, k), b, (c, n), accumulate) {
         return;
     }
     let (a, c) = (&a[..m * k], &mut c[..m * n]);
@@ -79,5 +79,29 @@ pub(crate) fn gemm(
                 *v += sum;
             }
         }
+    }
+}
+
+/// [`gemm`] with A's and C's rows `lda` and `ldc` apart: one row at a time (each row of C sums
+/// in the same order as in [`gemm`], so the bits are the same).
+///
+/// # Panics
+/// If a slice is shorter than its matrix, or a stride shorter than its row.
+#[cfg_attr(feature = "std", allow(dead_code))] // with `std` only the tests call it
+pub(crate) fn gemm_strided(
+    [m, k, n]: [usize; 3],
+    (a, lda): (&[f32], usize),
+    b: &[f32],
+    strides_b: (usize, usize),
+    (c, ldc): (&mut [f32], usize),
+    accumulate: bool,
+) {
+    if super::degenerate([m, k, n], (a, lda), b, (c, ldc), accumulate) {
+        return;
+    }
+    // LOOP over rows of A and C
+    for i in 0..m {
+        let c_row = &mut c[i * ldc..i * ldc + n];
+        gemm(1, k, n, &a[i * lda..], b, strides_b, c_row, accumulate);
     }
 }

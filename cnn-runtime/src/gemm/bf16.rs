@@ -288,6 +288,8 @@ pub(crate) struct Gemm<'a> {
     n: usize,
     a: &'a [u32],
     b: B<'a>,
+    /// A's row stride in pairs (≥ ⌈k/2⌉).
+    lda: usize,
     /// C's row stride (≥ n).
     ldc: usize,
     accumulate: bool,
@@ -412,20 +414,20 @@ pub(crate) fn gemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    gemm_strided(m, k, n, a, b, (c, n), accumulate)
+    gemm_strided(m, k, n, (a, pairs(k)), b, (c, n), accumulate)
 }
 
-/// [`gemm`] with C's rows `ldc ≥ n` values apart (`c: (C, ldc)`); the values between rows are
-/// not touched.
+/// [`gemm`] with A's rows `lda ≥ ⌈k/2⌉` pairs apart and C's rows `ldc ≥ n` values apart
+/// (`a: (A, lda)`, `c: (C, ldc)`); the values between rows are neither read nor written.
 ///
 /// # Panics
-/// If a slice is shorter than its matrix, or `ldc < n`.
+/// If a slice is shorter than its matrix, or a stride shorter than its row.
 #[allow(clippy::too_many_arguments)] // the GEMM's own signature
 pub(crate) fn gemm_strided(
     m: usize,
     k: usize,
     n: usize,
-    a: &[u32],
+    (a, lda): (&[u32], usize),
     b: B<'_>,
     (c, ldc): (&mut [f32], usize),
     accumulate: bool,
@@ -438,6 +440,7 @@ pub(crate) fn gemm_strided(
             n,
             a,
             b,
+            lda,
             ldc,
             accumulate,
         },
@@ -451,9 +454,13 @@ pub(crate) fn gemm_strided(
 /// If a slice is shorter than its matrix or the CPU lacks the path's features.
 fn gemm_on(path: Bf16Path, g: Gemm<'_>, c: &mut [f32]) {
     let (k2, n) = (pairs(g.k), g.n);
-    assert!(g.ldc >= n, "bf16 gemm C stride shorter than its rows");
     assert!(
-        g.a.len() >= g.m * k2 && (g.m == 0 || c.len() >= (g.m - 1) * g.ldc + n),
+        g.ldc >= n && g.lda >= k2,
+        "bf16 gemm stride shorter than its rows"
+    );
+    let rows = |ld: usize, len: usize| if g.m == 0 { 0 } else { (g.m - 1) * ld + len };
+    assert!(
+        g.a.len() >= rows(g.lda, k2) && c.len() >= rows(g.ldc, n),
         "bf16 gemm operand too short"
     );
     match g.b {
@@ -539,15 +546,15 @@ fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
                 let args = (
                     d,
                     k2,
-                    g.a[i * k2..].as_ptr(),
-                    k2,
+                    g.a[i * g.lda..].as_ptr(),
+                    g.lda,
                     b_ptr,
                     c_ptr.wrapping_add(i * g.ldc + j0),
                     g.ldc,
                     nr,
                     g.accumulate,
                 );
-                // SAFETY: A rows `i..i + mr ≤ m` hold `k₂` pairs each (asserted in `gemm_on`);
+                // SAFETY: A rows `i..i + mr ≤ m` (`lda` apart) hold `k₂` pairs each (asserted in `gemm_on`);
                 // the strip has `k₂` rows of `NR` pairs with `j0 − jp·NR + width ≤ NR` readable
                 // from `b_ptr`; C rows `i..i + mr` (`ldc` apart), columns `j0..j0 + nr ≤ n` lie
                 // inside `c` (asserted: `(m − 1)·ldc + n` values), a unique borrow.

@@ -19,17 +19,20 @@ mod x86;
 use crate::simd::{isa, Isa};
 
 /// The checks and the empty cases every GEMM starts with: panics if an operand is shorter than
-/// its matrix; with no row or column there is nothing to do, and with `k = 0` the product is
-/// zero (C is zeroed unless accumulating). `true` when that was all.
+/// its matrix (A's rows `lda ≥ k` apart, C's `ldc ≥ n`); with no row or column there is nothing
+/// to do, and with `k = 0` the product is zero (C's rows are zeroed unless accumulating). `true`
+/// when that was all.
 fn degenerate(
     [m, k, n]: [usize; 3],
-    a: &[f32],
+    (a, lda): (&[f32], usize),
     b: &[f32],
-    c: &mut [f32],
+    (c, ldc): (&mut [f32], usize),
     accumulate: bool,
 ) -> bool {
+    assert!(lda >= k && ldc >= n, "sgemm strides shorter than the rows");
+    let rows = |ld: usize, len: usize| if m == 0 { 0 } else { (m - 1) * ld + len };
     assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        a.len() >= rows(lda, k) && b.len() >= k * n && c.len() >= rows(ldc, n),
         "sgemm operand too short"
     );
     if m == 0 || n == 0 {
@@ -37,7 +40,10 @@ fn degenerate(
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            // LOOP over rows of C
+            for row in c.chunks_mut(ldc).take(m) {
+                row[..n].fill(0.0);
+            }
         }
         return true;
     }
@@ -79,6 +85,24 @@ pub(crate) fn sgemm_bt(
     gemm_on(isa(), m, k, n, a, b, true, c, accumulate);
 }
 
+/// [`sgemm`] with A's rows `lda ≥ k` values apart and C's `ldc ≥ n` (`a: (A, lda)`,
+/// `c: (C, ldc)`); the values between rows are neither read nor written. Row `i` of C is
+/// bit-identical to [`sgemm`]'s.
+///
+/// # Panics
+/// If a slice is shorter than its matrix, or a stride shorter than its row.
+pub(crate) fn sgemm_strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (&[f32], usize),
+    b: &[f32],
+    c: (&mut [f32], usize),
+    accumulate: bool,
+) {
+    gemm_strided_on(isa(), [m, k, n], a, b, false, c, accumulate);
+}
+
 /// [`sgemm`] (`bt = false`) or [`sgemm_bt`] (`bt = true`) at a given instruction-set level.
 ///
 /// # Panics
@@ -95,17 +119,33 @@ pub(crate) fn gemm_on(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "sgemm operand too short"
-    );
+    gemm_strided_on(isa, [m, k, n], (a, k), b, bt, (c, n), accumulate)
+}
+
+/// [`gemm_on`] with A's and C's row strides, as [`sgemm_strided`].
+///
+/// # Panics
+/// If a slice is shorter than its matrix, a stride shorter than its row, or the CPU lacks the
+/// level's features.
+fn gemm_strided_on(
+    isa: Isa,
+    [m, k, n]: [usize; 3],
+    (a, lda): (&[f32], usize),
+    b: &[f32],
+    bt: bool,
+    (c, ldc): (&mut [f32], usize),
+    accumulate: bool,
+) {
+    if degenerate([m, k, n], (a, lda), b, (c, ldc), accumulate) {
+        return;
+    }
     assert!(isa.available(), "sgemm level `{}` unavailable", isa.name());
     let strides_b = if bt { (1, k) } else { (n, 1) };
     #[cfg(not(feature = "std"))]
     {
         // No packing buffers without `std`: loops vectorised for the target's features.
         let _ = isa;
-        bare::gemm(m, k, n, a, b, strides_b, c, accumulate);
+        bare::gemm_strided([m, k, n], (a, lda), b, strides_b, (c, ldc), accumulate);
     }
     #[cfg(feature = "std")]
     match isa {
@@ -118,13 +158,11 @@ pub(crate) fn gemm_on(
             crate::simd::testing::note(Isa::Avx512);
             x86::gemm_avx512(
                 Avx512::new_unchecked(),
-                m,
-                k,
-                n,
-                a,
+                [m, k, n],
+                (a, lda),
                 b,
                 strides_b,
-                c,
+                (c, ldc),
                 accumulate,
             )
         },
@@ -137,13 +175,11 @@ pub(crate) fn gemm_on(
             crate::simd::testing::note(Isa::Avx2);
             x86::gemm_avx2(
                 Avx2::new_unchecked(),
-                m,
-                k,
-                n,
-                a,
+                [m, k, n],
+                (a, lda),
                 b,
                 strides_b,
-                c,
+                (c, ldc),
                 accumulate,
             )
         },
@@ -151,30 +187,28 @@ pub(crate) fn gemm_on(
             // The tests count the path that ran, not the level asked for.
             #[cfg(test)]
             crate::simd::testing::note(Isa::Baseline);
-            portable(m, k, n, a, b, strides_b, c, accumulate)
+            portable([m, k, n], (a, lda), b, strides_b, (c, ldc), accumulate)
         }
     }
 }
 
-/// `matrixmultiply::sgemm` with B's element `(p, j)` at `b[p·rsb + j·csb]`.
-#[allow(clippy::too_many_arguments)] // sgemm's own signature plus B's strides
+/// `matrixmultiply::sgemm` with B's element `(p, j)` at `b[p·rsb + j·csb]` and A's and C's
+/// rows `lda` and `ldc` apart.
 #[cfg(feature = "std")]
 fn portable(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
+    [m, k, n]: [usize; 3],
+    (a, lda): (&[f32], usize),
     b: &[f32],
     (rsb, csb): (usize, usize),
-    c: &mut [f32],
+    (c, ldc): (&mut [f32], usize),
     accumulate: bool,
 ) {
-    if degenerate([m, k, n], a, b, c, accumulate) {
+    if degenerate([m, k, n], (a, lda), b, (c, ldc), accumulate) {
         return;
     }
-    // SAFETY: the assert in `degenerate` bounds every offset the strides reach: A at (k, 1) up to m·k,
-    // B at (n, 1) or (1, k) up to k·n, C at (n, 1) up to m·n. `c` is a unique borrow, so it
-    // cannot alias `a` or `b`.
+    // SAFETY: the assert in `degenerate` bounds every offset the strides reach: A at (lda, 1)
+    // up to (m − 1)·lda + k, B at (n, 1) or (1, k) up to k·n, C at (ldc, 1) up to
+    // (m − 1)·ldc + n. `c` is a unique borrow, so it cannot alias `a` or `b`.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -182,14 +216,14 @@ fn portable(
             n,
             1.0,
             a.as_ptr(),
-            k as isize,
+            lda as isize,
             1,
             b.as_ptr(),
             rsb as isize,
             csb as isize,
             if accumulate { 1.0 } else { 0.0 },
             c.as_mut_ptr(),
-            n as isize,
+            ldc as isize,
             1,
         )
     }
@@ -304,6 +338,32 @@ mod tests {
                     let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
                     assert_close(&c[..m * n], &want, tol);
                     assert_eq!(c[m * n..], init[m * n..], "m={m} k={k} n={n}: wrote past C");
+                    // With A's and C's rows apart: the same bits, nothing written between.
+                    let (lda, ldc) = (k + 3, n + 2);
+                    let mut sa = vec![f32::NAN; m * lda];
+                    for i in 0..m {
+                        sa[i * lda..i * lda + k].copy_from_slice(&a[i * k..(i + 1) * k]);
+                    }
+                    let mut sc = vec![9.0; m * ldc];
+                    for i in 0..m {
+                        sc[i * ldc..i * ldc + n].copy_from_slice(&init[i * n..(i + 1) * n]);
+                    }
+                    bare::gemm_strided(
+                        [m, k, n],
+                        (&sa, lda),
+                        &b,
+                        strides,
+                        (&mut sc, ldc),
+                        accumulate,
+                    );
+                    for i in 0..m {
+                        assert_eq!(
+                            sc[i * ldc..i * ldc + n],
+                            c[i * n..(i + 1) * n],
+                            "strided row {i}"
+                        );
+                        assert_eq!(sc[i * ldc + n..(i + 1) * ldc], [9.0; 2], "between rows {i}");
+                    }
                     // Row by row (m = 1): the same bits.
                     for i in 0..m {
                         let mut row = init[i * n..(i + 1) * n].to_vec();
@@ -364,6 +424,66 @@ mod tests {
             gemm_on(path, m, k, n, &a, &b, false, &mut c, false);
             assert_eq!(&c[m * n..], &[7.0; 5], "{}", path.name());
         }
+    }
+
+    /// With A's rows `lda > k` and C's `ldc > n` apart (`sgemm_strided`, Winograd's tile-major
+    /// operands), every level writes the dense call's rows bit for bit, accumulating too, and
+    /// nothing between them; `k = 0` zeroes only the rows.
+    #[test]
+    fn strided_rows_equal_the_dense_rows_at_every_level() {
+        for &(m, k, n) in &[
+            (13, 300, 31),
+            (7, 40, 47),
+            (6, 3, 17),
+            (4, 0, 7),
+            (29, 11, 65),
+        ] {
+            let (lda, ldc) = (k + 5, n + 3);
+            let a = rand_vec(m * k, 8);
+            let b = rand_vec(k * n, 9);
+            let mut sa = vec![f32::NAN; m * lda];
+            for i in 0..m {
+                sa[i * lda..i * lda + k].copy_from_slice(&a[i * k..(i + 1) * k]);
+            }
+            let init = rand_vec(m * ldc, 10);
+            for path in Isa::ALL.into_iter().filter(|p| p.available()) {
+                for accumulate in [false, true] {
+                    let mut dense: Vec<f32> =
+                        (0..m * n).map(|i| init[i / n * ldc + i % n]).collect();
+                    gemm_on(path, m, k, n, &a, &b, false, &mut dense, accumulate);
+                    let mut c = init.clone();
+                    let len = (m - 1) * ldc + n;
+                    gemm_strided_on(
+                        path,
+                        [m, k, n],
+                        (&sa, lda),
+                        &b,
+                        false,
+                        (&mut c[..len], ldc),
+                        accumulate,
+                    );
+                    for i in 0..m {
+                        let what = format!(
+                            "{} {m}x{k}x{n} accumulate {accumulate} row {i}",
+                            path.name()
+                        );
+                        assert_eq!(c[i * ldc..i * ldc + n], dense[i * n..(i + 1) * n], "{what}");
+                        assert_eq!(
+                            c[i * ldc + n..(i + 1) * ldc],
+                            init[i * ldc + n..(i + 1) * ldc],
+                            "{what}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "sgemm strides shorter than the rows")]
+    fn a_stride_shorter_than_a_row_panics() {
+        let mut c = vec![0.0; 6];
+        sgemm_strided(2, 3, 2, (&[0.0; 6], 2), &[0.0; 6], (&mut c, 2), false);
     }
 
     #[test]

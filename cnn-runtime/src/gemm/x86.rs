@@ -169,34 +169,28 @@ impl Kernel for Avx2Kernel {
 /// [`blis::gemm`] compiled for AVX-512F, the only feature its kernel uses; the token proves
 /// it (and the rest of [`Isa::Avx512`](crate::simd::Isa::Avx512)).
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)] // sgemm's own signature plus B's strides
 pub(super) fn gemm_avx512(
     s: Avx512,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
+    mkn: [usize; 3],
+    a: (&[f32], usize),
     b: &[f32],
     strides_b: (usize, usize),
-    c: &mut [f32],
+    c: (&mut [f32], usize),
     accumulate: bool,
 ) {
-    blis::gemm::<Avx512Kernel>(s, m, k, n, a, b, strides_b, c, accumulate)
+    blis::gemm::<Avx512Kernel>(s, mkn, a, b, strides_b, c, accumulate)
 }
 
 /// [`blis::gemm`] compiled for AVX2 and FMA; the token proves them.
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)] // sgemm's own signature plus B's strides
 pub(super) fn gemm_avx2(
     s: Avx2,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
+    mkn: [usize; 3],
+    a: (&[f32], usize),
     b: &[f32],
     strides_b: (usize, usize),
-    c: &mut [f32],
+    c: (&mut [f32], usize),
     accumulate: bool,
 ) {
-    blis::gemm::<Avx2Kernel>(s, m, k, n, a, b, strides_b, c, accumulate)
+    blis::gemm::<Avx2Kernel>(s, mkn, a, b, strides_b, c, accumulate)
 }

@@ -89,6 +89,7 @@ fn run(
             n,
             a,
             b,
+            lda: pairs(k),
             ldc: n,
             accumulate: acc,
         },
@@ -357,17 +358,23 @@ fn a_short_packed_b_is_refused() {
     gemm(4, 2, 3, &ap, B::Packed(&bp), &mut [0.0; 12], false);
 }
 
-/// With C's rows `ldc > n` apart, every path writes the dense result's rows there (and
-/// accumulates onto them), and leaves the values between rows alone; `k = 0` zeroes only the
-/// rows.
+/// With A's rows `lda > ⌈k/2⌉` pairs and C's `ldc > n` values apart, every path writes the
+/// dense result's rows (and accumulates onto them), and leaves the values between rows alone;
+/// `k = 0` zeroes only the rows.
 #[test]
-fn a_strided_c_gets_the_dense_rows_and_nothing_between() {
+fn strided_a_and_c_give_the_dense_rows_and_nothing_between() {
     for &(m, k, n) in &[(7, 33, 70), (13, 0, 5), (1, 4, 64), (6, 9, 17)] {
-        let ldc = n + 5;
+        let (k2, ldc) = (pairs(k), n + 5);
+        let lda = k2 + 3;
         let a = rand_vec(m * k, 21);
         let b = rand_vec(k * n, 22);
-        let mut ap = vec![0; m * pairs(k)];
+        let mut ap = vec![0; m * k2];
         pairs_into(&a, m, k, &mut ap);
+        // The same pairs with garbage (NaN pairs) between the rows.
+        let mut sa = vec![0x7fc0_7fc0; m * lda];
+        for i in 0..m {
+            sa[i * lda..i * lda + k2].copy_from_slice(&ap[i * k2..(i + 1) * k2]);
+        }
         let c0 = rand_vec(m * ldc, 23);
         for &path in &paths() {
             let mut dense = vec![f32::NAN; m * n];
@@ -378,8 +385,9 @@ fn a_strided_c_gets_the_dense_rows_and_nothing_between() {
                     m,
                     k,
                     n,
-                    a: &ap,
+                    a: &sa,
                     b: B::F32(&b, (n, 1)),
+                    lda,
                     ldc,
                     accumulate: acc,
                 };
@@ -407,9 +415,33 @@ fn a_strided_c_gets_the_dense_rows_and_nothing_between() {
 }
 
 #[test]
-#[should_panic(expected = "bf16 gemm C stride shorter than its rows")]
+#[should_panic(expected = "bf16 gemm stride shorter than its rows")]
 fn a_c_stride_shorter_than_a_row_is_refused() {
     let ap = vec![0; 4];
     let bp = vec![0; packed_len(2, 3)];
-    gemm_strided(4, 2, 3, &ap, B::Packed(&bp), (&mut [0.0; 12], 2), false);
+    gemm_strided(
+        4,
+        2,
+        3,
+        (&ap, 1),
+        B::Packed(&bp),
+        (&mut [0.0; 12], 2),
+        false,
+    );
+}
+
+#[test]
+#[should_panic(expected = "bf16 gemm stride shorter than its rows")]
+fn an_a_stride_shorter_than_a_row_is_refused() {
+    let ap = vec![0; 8];
+    let bp = vec![0; packed_len(4, 3)];
+    gemm_strided(
+        4,
+        4,
+        3,
+        (&ap, 1),
+        B::Packed(&bp),
+        (&mut [0.0; 12], 3),
+        false,
+    );
 }

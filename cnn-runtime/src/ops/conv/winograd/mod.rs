@@ -57,8 +57,8 @@ const fn positions(m: usize) -> usize {
     (m + 2) * (m + 2)
 }
 
-/// Scratch elements for one sample: the transformed input `[α², T, c_in]`, the products
-/// `[α², T, c_out]`, and channel-last copies of the input `[H, W, c_in]` and output
+/// Scratch elements for one sample: the transformed input `[T, α², c_in]`, the products
+/// `[T, α², c_out]` (or `[α², T, c_out]`), and channel-last copies of the input `[H, W, c_in]` and output
 /// `[OH, OW, c_out]`.
 pub const fn scratch_len(p: &Conv2dParams) -> usize {
     scratch_len_for(out_tile(p), p)
@@ -207,7 +207,7 @@ impl U<'_> {
         }
     }
 
-    /// The transformed input `V: [α², tiles, ·]` of tile rows `ty0..ty1`, in f32 or, for the
+    /// The transformed input `V: [tiles, α², ·]` of tile rows `ty0..ty1`, in f32 or, for the
     /// bf16 GEMM, as its pairs (rounded by the transform itself).
     #[allow(clippy::too_many_arguments)] // transform_input's arguments
     fn transform_input(
@@ -231,23 +231,52 @@ impl U<'_> {
     }
 
     /// `M[ξ] (rows × c_out) = V[ξ] (rows × c_in) · U[ξ] (c_in × c_out)`, `v` holding every
-    /// position's `V` as [`U::transform_input`] wrote it.
-    fn gemm(self, xi: usize, rows: usize, c_in: usize, c_out: usize, v: &[f32], m_xi: &mut [f32]) {
-        let per_v = rows * self.v_row(c_in);
-        let v_xi = &v[xi * per_v..(xi + 1) * per_v];
+    /// position's `V` as [`U::transform_input`] wrote it (tile-major, `[rows, α², ·]`) and
+    /// `m_xi` starting at `M[ξ]`'s first row, its rows `ldc` apart.
+    #[allow(clippy::too_many_arguments)] // the GEMM's sizes and operands
+    fn gemm(
+        self,
+        xi: usize,
+        [rows, c_in, c_out]: [usize; 3],
+        xis: usize,
+        v: &[f32],
+        (m_xi, ldc): (&mut [f32], usize),
+    ) {
+        let row = self.v_row(c_in);
+        let (v_xi, lda) = (&v[xi * row..], xis * row);
         match self {
             U::F32(u) => {
                 let u_xi = &u[xi * c_in * c_out..(xi + 1) * c_in * c_out];
-                crate::gemm::sgemm(rows, c_in, c_out, v_xi, u_xi, m_xi, false);
+                let (a, c) = ((v_xi, lda), (m_xi, ldc));
+                crate::gemm::sgemm_strided(rows, c_in, c_out, a, u_xi, c, false);
             }
             #[cfg(feature = "std")]
             U::Bf16(u) => {
                 use crate::gemm::bf16;
                 let per = bf16::packed_len(c_in, c_out);
                 let b = bf16::B::Packed(&u[xi * per..(xi + 1) * per]);
-                bf16::gemm(rows, c_in, c_out, bf16::f32_as_pairs(v_xi), b, m_xi, false)
+                let (a, c) = ((bf16::f32_as_pairs(v_xi), lda), (m_xi, ldc));
+                bf16::gemm_strided(rows, c_in, c_out, a, b, c, false)
             }
         }
+    }
+
+    /// The α² GEMMs of a block of `rows` tiles into `m` laid out tile-major, `[rows, α², c_out]`
+    /// (each tile's products contiguous for the output transform); returns the layout's
+    /// strides `[ξ, tile]` for [`transform_output`].
+    fn gemms(
+        self,
+        [rows, c_in, c_out]: [usize; 3],
+        xis: usize,
+        v: &[f32],
+        m: &mut [f32],
+    ) -> [usize; 2] {
+        // LOOP over the α² tile positions: V[ξ] (rows × C) · U[ξ] (C × O)
+        for xi in 0..xis {
+            let m_xi = (&mut m[xi * c_out..], xis * c_out);
+            self.gemm(xi, [rows, c_in, c_out], xis, v, m_xi);
+        }
+        [c_out, xis * c_out]
     }
 }
 
@@ -342,11 +371,8 @@ fn conv2d_with(
                 let (ty0, ty1) = (b * rows, ((b + 1) * rows).min(th));
                 let tb = (ty1 - ty0) * tw;
                 u.transform_input(m_t, p, xt, ty0, ty1, v);
-                // LOOP over the α² tile positions: V[ξ] (tb × C) · U[ξ] (C × O)
-                for (xi, m_xi) in m.chunks_exact_mut(tb * c_out).enumerate() {
-                    u.gemm(xi, tb, c_in, c_out, v, m_xi);
-                }
-                transform_output(m_t, p, (m, None), ty0, ty1, bias, yt_part);
+                let strides = u.gemms([tb, c_in, c_out], xis, v, m);
+                transform_output(m_t, p, (m, strides), ty0, ty1, bias, yt_part);
             });
         } else {
             // Few tiles: one block, its GEMMs split over threads.
@@ -355,11 +381,12 @@ fn conv2d_with(
             let per = xis.div_ceil(threads.min(xis));
             let parts = m.chunks_mut(per * t * c_out);
             crate::threads::for_each(threads, parts, |b, part| {
+                // LOOP over this thread's tile positions, into M laid out `[α², t, c_out]`
                 for (i, m_xi) in part.chunks_exact_mut(t * c_out).enumerate() {
-                    u.gemm(b * per + i, t, c_in, c_out, v, m_xi);
+                    u.gemm(b * per + i, [t, c_in, c_out], xis, v, (m_xi, c_out));
                 }
             });
-            transform_output(m_t, p, (m, None), 0, th, bias, yt);
+            transform_output(m_t, p, (m, [t * c_out, c_out]), 0, th, bias, yt);
         }
         // LOOP over blocks of output channels: to channels-first, then the epilogue
         let per = c_out.div_ceil(threads);
@@ -418,34 +445,7 @@ fn one_thread(
         let m = &mut m[..xis * tb * c_out];
         u.transform_input(m_t, p, xt, ty0, ty1, v);
         // LOOP over the α² tile positions: V[ξ] (tb × C) · U[ξ] (C × O)
-        let strides = match u {
-            U::F32(_) => {
-                for (xi, m_xi) in m.chunks_exact_mut(tb * c_out).enumerate() {
-                    u.gemm(xi, tb, c_in, c_out, v, m_xi);
-                }
-                None
-            }
-            #[cfg(feature = "std")]
-            U::Bf16(u16) => {
-                use crate::gemm::bf16;
-                let per_v = tb * u.v_row(c_in);
-                let per = bf16::packed_len(c_in, c_out);
-                for xi in 0..xis {
-                    let b = bf16::B::Packed(&u16[xi * per..(xi + 1) * per]);
-                    let a = bf16::f32_as_pairs(&v[xi * per_v..(xi + 1) * per_v]);
-                    bf16::gemm_strided(
-                        tb,
-                        c_in,
-                        c_out,
-                        a,
-                        b,
-                        (&mut m[xi * c_out..], xis * c_out),
-                        false,
-                    );
-                }
-                Some([c_out, xis * c_out])
-            }
-        };
+        let strides = u.gemms([tb, c_in, c_out], xis, v, m);
         let (oy0, oy1) = (m_t * ty0, (m_t * ty1).min(oh));
         let band = (oy1 - oy0) * ow;
         let yt = &mut yt[..band * c_out];

@@ -192,7 +192,7 @@ impl Element for u16 {
     }
 }
 
-/// `V[ξ, t, c] = (Bᵀ d B)[ξ]` for the α×α tile `d` of channel `c` at tile `t` of tile rows
+/// `V[t, ξ, c] = (Bᵀ d B)[ξ]` (tile-major: each tile's α² rows together) for the α×α tile `d` of channel `c` at tile `t` of tile rows
 /// `ty0..ty1` (zero outside the input), from the channel-last input `xt: [H, W, C]`.
 pub(super) fn transform_input(
     m: usize,
@@ -206,7 +206,7 @@ pub(super) fn transform_input(
 }
 
 /// [`transform_input`] rounded to bf16, each row of `C` values padded with a zero to an even
-/// length (`v: [α², tiles, 2·⌈C/2⌉]`): the bf16 GEMM's pairs, written by the transform itself.
+/// length (`v: [tiles, α², 2·⌈C/2⌉]`): the bf16 GEMM's pairs, written by the transform itself.
 #[cfg(feature = "std")]
 pub(super) fn transform_input_bf16(
     m: usize,
@@ -264,7 +264,7 @@ fn input_tiles<S: Simd, const M: usize>(
     let [ph, pw] = p.padding;
     let (m, a) = (M, M + 2);
     let tw = p.out_hw[1].div_ceil(m);
-    let (c_in, t_all) = (p.c_in, (ty1 - ty0) * tw);
+    let c_in = p.c_in;
     let n = S::LANES;
     let zero = s.zero();
     // LOOP over tiles
@@ -297,7 +297,7 @@ fn input_tiles<S: Simd, const M: usize>(
                 for i in 0..a {
                     let r = bt(s, m, six!(j => bd[j][i]));
                     for (j, &val) in r.iter().enumerate().take(a) {
-                        let at = ((i * a + j) * t_all + t) * row + c;
+                        let at = ((t * a + i) * a + j) * row + c;
                         // SAFETY: the slice is bounds-checked to hold the LANES values written.
                         unsafe { Element::put(s, v[at..at + n].as_mut_ptr(), val) };
                     }
@@ -307,13 +307,14 @@ fn input_tiles<S: Simd, const M: usize>(
     }
 }
 
-/// `yt[m·ty + i, m·tx + j, o] = bias[o] + (Aᵀ M A)[i, j]` with `M[ξ] = M[ξ, t, o]` for the
-/// tiles of tile rows `ty0..ty1`, clipped to the output (`yt` is channel-last
+/// `yt[m·ty + i, m·tx + j, o] = bias[o] + (Aᵀ M A)[i, j]` with `M[ξ]` the products of tile `t`,
+/// channel `o` at `prods[ξ·strides[0] + t·strides[1] + o]` (tile-major or position-major), for
+/// the tiles of tile rows `ty0..ty1`, clipped to the output (`yt` is channel-last
 /// `[OH, OW, c_out]` from output row `m·ty0` on).
 pub(super) fn transform_output(
     m: usize,
     p: &Conv2dParams,
-    (prods, strides): (&[f32], Option<[usize; 2]>),
+    (prods, strides): (&[f32], [usize; 2]),
     ty0: usize,
     ty1: usize,
     bias: Option<&[f32]>,
@@ -323,13 +324,13 @@ pub(super) fn transform_output(
         by_vectors!(
             output_tiles::<2>,
             p.c_out,
-            (p: &Conv2dParams, prods: &[f32], strides: Option<[usize; 2]>, ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
+            (p: &Conv2dParams, prods: &[f32], strides: [usize; 2], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
         )
     } else {
         by_vectors!(
             output_tiles::<4>,
             p.c_out,
-            (p: &Conv2dParams, prods: &[f32], strides: Option<[usize; 2]>, ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
+            (p: &Conv2dParams, prods: &[f32], strides: [usize; 2], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
         )
     }
 }
@@ -341,7 +342,7 @@ fn output_tiles<S: Simd, const M: usize>(
     s: S,
     p: &Conv2dParams,
     prods: &[f32],
-    strides: Option<[usize; 2]>,
+    strides: [usize; 2],
     ty0: usize,
     ty1: usize,
     bias: Option<&[f32]>,
@@ -352,8 +353,8 @@ fn output_tiles<S: Simd, const M: usize>(
     let [oh, ow] = p.out_hw;
     let (m, a) = (M, M + 2);
     let tw = ow.div_ceil(m);
-    let (c_out, t_all) = (p.c_out, (ty1 - ty0) * tw);
-    let [xs, ts] = strides.unwrap_or([t_all * c_out, c_out]);
+    let c_out = p.c_out;
+    let [xs, ts] = strides;
     let n = S::LANES;
     let zero = s.zero();
     // LOOP over tiles
