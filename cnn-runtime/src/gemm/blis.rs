@@ -123,9 +123,9 @@ fn pack_b<K: Kernel>(s: K::S, kc: usize, nc: usize, b: &[f32], rsb: usize, dst: 
     }
 }
 
-/// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)` with B's element `(p, j)` at `b[p·rsb + j·csb]`
-/// (`(n, 1)` row-major or `(1, k)` transposed); A and C row-major with their rows `lda ≥ k`
-/// and `ldc ≥ n` apart (`a: (A, lda)`, `c: (C, ldc)`).
+/// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)` with B row-major (`(rsb, csb) = (n, 1)`; a
+/// transposed B goes to [`gemm_dots`]); A and C row-major with their rows `lda ≥ k` and
+/// `ldc ≥ n` apart (`a: (A, lda)`, `c: (C, ldc)`).
 ///
 /// Every element of C is one sequence of FMAs over k in order, restarted at the same `KC`
 /// boundaries whatever `m` and `n` are, so row `i` of C is bit-identical however many rows are
@@ -143,15 +143,8 @@ pub(super) fn gemm<K: Kernel>(
     (c, ldc): (&mut [f32], usize),
     accumulate: bool,
 ) {
-    assert!(
-        (rsb, csb) == (n, 1) || (rsb, csb) == (1, k),
-        "sgemm strides"
-    );
+    assert!((rsb, csb) == (n, 1), "sgemm strides");
     if super::degenerate([m, k, n], (a, lda), b, (c, ldc), accumulate) {
-        return;
-    }
-    if csb != 1 {
-        gemm_dots::<K>(s, [m, k, n], (a, lda), b, (c, ldc), accumulate);
         return;
     }
     // Take full micro-panels straight from a row-major B instead of copying them when few row
@@ -244,18 +237,25 @@ pub(super) fn gemm<K: Kernel>(
 /// `C[m×n] ← A[m×k] · Bᵀ (+ C if accumulate)` for a `[n×k]` B as blocks of dot products, each
 /// row of A against each row of B with no packing. Measured against packing B into micro-panels,
 /// it is about as fast at batch 64 (`64×256×1000`) and 2–8× faster when B has few rows or A few, and
-/// every `C[i, j]` is summed in one order whatever `m` is. The caller has checked the
-/// operands' lengths and that no dimension is zero.
+/// every `C[i, j]` is summed in one order whatever `m` is.
+///
+/// # Panics
+/// If a slice is shorter than its matrix.
 #[inline(always)]
-fn gemm_dots<K: Kernel>(
+#[allow(clippy::too_many_arguments)] // sgemm's own signature plus the token
+pub(super) fn gemm_dots<K: Kernel>(
     s: K::S,
-    [m, k, n]: [usize; 3],
-    (a, lda): (&[f32], usize),
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
     b: &[f32],
-    (c, ldc): (&mut [f32], usize),
+    c: &mut [f32],
     accumulate: bool,
 ) {
-    // `gemm`, the only caller, checked every length (`degenerate`) and that m, k, n > 0.
+    if super::degenerate([m, k, n], (a, k), b, (c, n), accumulate) {
+        return;
+    }
     let c_ptr = c.as_mut_ptr();
     // LOOP over row blocks of A and C
     for i in (0..m).step_by(K::DR) {
@@ -263,21 +263,21 @@ fn gemm_dots<K: Kernel>(
         // LOOP over row blocks of B, column blocks of C
         for j in (0..n).step_by(K::DQ) {
             let q = K::DQ.min(n - j);
-            // SAFETY: A rows `i..i + r ≤ m` (`lda` apart), B rows `j..j + q ≤ n` (each `k`
-            // floats) and C rows `i..i + r` (`ldc` apart), columns `j..j + q` lie inside the
-            // slices (checked by the caller); `c` is a unique borrow.
+            // SAFETY: A rows `i..i + r ≤ m`, B rows `j..j + q ≤ n` (each `k` floats) and C rows
+            // `i..i + r`, columns `j..j + q` lie inside the slices (`degenerate` asserted it);
+            // `c` is a unique borrow.
             unsafe {
                 K::dots(
                     s,
                     r,
                     q,
                     k,
-                    a.as_ptr().add(i * lda),
-                    lda,
+                    a.as_ptr().add(i * k),
+                    k,
                     b.as_ptr().add(j * k),
                     k,
-                    c_ptr.add(i * ldc + j),
-                    ldc,
+                    c_ptr.add(i * n + j),
+                    n,
                     accumulate,
                 );
             }

@@ -156,15 +156,17 @@ fn gemm_strided_on(
             use crate::simd::{Avx512, Simd};
             #[cfg(test)]
             crate::simd::testing::note(Isa::Avx512);
-            x86::gemm_avx512(
-                Avx512::new_unchecked(),
-                [m, k, n],
-                (a, lda),
-                b,
-                strides_b,
-                (c, ldc),
-                accumulate,
-            )
+            let s = Avx512::new_unchecked();
+            if bt {
+                // A `Linear` layer's product: dense (checked by `degenerate` with lda = k).
+                assert!(
+                    lda == k && ldc == n,
+                    "sgemm with B transposed takes dense A and C"
+                );
+                x86::gemm_bt_avx512(s, [m, k, n], a, b, c, accumulate)
+            } else {
+                x86::gemm_avx512(s, [m, k, n], (a, lda), b, (c, ldc), accumulate)
+            }
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available()` asserted AVX2 and FMA above, the token's and `gemm_avx2`'s
@@ -173,15 +175,16 @@ fn gemm_strided_on(
             use crate::simd::{Avx2, Simd};
             #[cfg(test)]
             crate::simd::testing::note(Isa::Avx2);
-            x86::gemm_avx2(
-                Avx2::new_unchecked(),
-                [m, k, n],
-                (a, lda),
-                b,
-                strides_b,
-                (c, ldc),
-                accumulate,
-            )
+            let s = Avx2::new_unchecked();
+            if bt {
+                assert!(
+                    lda == k && ldc == n,
+                    "sgemm with B transposed takes dense A and C"
+                );
+                x86::gemm_bt_avx2(s, [m, k, n], a, b, c, accumulate)
+            } else {
+                x86::gemm_avx2(s, [m, k, n], (a, lda), b, (c, ldc), accumulate)
+            }
         },
         _ => {
             // The tests count the path that ran, not the level asked for.

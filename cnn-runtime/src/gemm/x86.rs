@@ -174,11 +174,11 @@ pub(super) fn gemm_avx512(
     mkn: [usize; 3],
     a: (&[f32], usize),
     b: &[f32],
-    strides_b: (usize, usize),
     c: (&mut [f32], usize),
     accumulate: bool,
 ) {
-    blis::gemm::<Avx512Kernel>(s, mkn, a, b, strides_b, c, accumulate)
+    let n = mkn[2];
+    blis::gemm::<Avx512Kernel>(s, mkn, a, b, (n, 1), c, accumulate)
 }
 
 /// [`blis::gemm`] compiled for AVX2 and FMA; the token proves them.
@@ -188,9 +188,37 @@ pub(super) fn gemm_avx2(
     mkn: [usize; 3],
     a: (&[f32], usize),
     b: &[f32],
-    strides_b: (usize, usize),
     c: (&mut [f32], usize),
     accumulate: bool,
 ) {
-    blis::gemm::<Avx2Kernel>(s, mkn, a, b, strides_b, c, accumulate)
+    let n = mkn[2];
+    blis::gemm::<Avx2Kernel>(s, mkn, a, b, (n, 1), c, accumulate)
+}
+
+/// [`blis::gemm_dots`] (B transposed, a `Linear` weight) compiled for AVX-512F: a function of
+/// its own, so that the register allocation of its 4×4 block of dot products does not depend
+/// on the loop nest of [`gemm_avx512`].
+#[target_feature(enable = "avx512f")]
+pub(super) fn gemm_bt_avx512(
+    s: Avx512,
+    [m, k, n]: [usize; 3],
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    blis::gemm_dots::<Avx512Kernel>(s, m, k, n, a, b, c, accumulate)
+}
+
+/// [`blis::gemm_dots`] compiled for AVX2 and FMA, as [`gemm_bt_avx512`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn gemm_bt_avx2(
+    s: Avx2,
+    [m, k, n]: [usize; 3],
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    blis::gemm_dots::<Avx2Kernel>(s, m, k, n, a, b, c, accumulate)
 }
