@@ -49,7 +49,7 @@ pub(crate) fn pairs_into(src: &[f32], rows: usize, k: usize, dst: &mut [u32]) {
 /// `out[i] = to_bf16(x[i])` for `i < min(x.len(), out.len())`, whole vectors by
 /// [`Simd::store_bf16`](crate::simd::Simd::store_bf16).
 pub(crate) fn convert(x: &[f32], out: &mut [u16]) {
-    crate::simd::with_simd!(
+    crate::simd::with_simd_bf16!(
         |s: S| {
             let n = x.len().min(out.len());
             let whole = n & !(S::LANES - 1); // LANES is a power of two
@@ -125,7 +125,7 @@ pub(crate) fn pack_b(k: usize, n: usize, b: &[f32], (rsb, csb): (usize, usize), 
 /// # Panics
 /// If `even` or `odd` is shorter than `out`.
 pub(crate) fn pair_rows(even: &[f32], odd: Option<&[f32]>, out: &mut [u32]) {
-    crate::simd::with_simd!(
+    crate::simd::with_simd_bf16!(
         |s: S| { pair_rows_with::<S>(s, even, odd, out) },
         (even: &[f32], odd: Option<&[f32]>, out: &mut [u32])
     )

@@ -25,7 +25,7 @@ mod x86;
 
 pub(crate) use scalar::Scalar;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{Avx2, Avx512};
+pub(crate) use x86::{Avx2, Avx512, Avx512Bf16};
 
 /// An instruction-set level, each one including the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,6 +113,10 @@ impl Bf16Path {
 /// `CNN_SIMD=avx512` runs the FMA path at AVX-512), otherwise the FMA path of the level.
 pub(crate) fn bf16_path() -> Bf16Path {
     let level = isa();
+    #[cfg(test)]
+    if testing::dot_refused() {
+        return Bf16Path::Fma(level);
+    }
     if level == Isa::Avx512 && bf16_dot_allowed() {
         Bf16Path::Dot
     } else {
@@ -427,6 +431,36 @@ macro_rules! with_simd {
 }
 pub(crate) use with_simd;
 
+/// [`with_simd!`], and on a CPU where the bf16 GEMM runs `vdpbf16ps` ([`bf16_path`] is
+/// [`Bf16Path::Dot`]) the body with `$S` = [`Avx512Bf16`] instead of `Avx512`, compiled with
+/// AVX512_BF16: for the code that rounds f32 to bf16 (`Simd::store_bf16`,
+/// `Simd::store_bf16_pairs`), which that token does in one instruction. The bits are the same
+/// either way.
+macro_rules! with_simd_bf16 {
+    (|$s:ident: $S:ident| $body:block, ($($arg:ident: $ty:ty),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx512bf16($($arg: $ty),*) {
+                type $S = $crate::simd::Avx512Bf16;
+                // SAFETY: `avx512bf16` is called only where the bf16 path is `vdpbf16ps`, which
+                // needs AVX512_BF16 and the AVX-512 level.
+                let $s = unsafe { <$S as $crate::simd::Simd>::new_unchecked() };
+                $body
+            }
+            if $crate::simd::bf16_path() == $crate::simd::Bf16Path::Dot {
+                let _ = $crate::simd::dispatch();
+                // SAFETY: the `Dot` path exists only where `bf16_dot_available()` detected
+                // AVX512_BF16 on top of every feature of the AVX-512 level.
+                return unsafe { avx512bf16($($arg),*) };
+            }
+        }
+        $crate::simd::with_simd!(|$s: $S| $body, ($($arg: $ty),*))
+    }};
+}
+pub(crate) use with_simd_bf16;
+
 /// Test hooks: force an instruction-set level for one thread, and count which level each
 /// dispatch ran, so that the kernel tests run every path this CPU has in one process and can
 /// check that a forced path is the one that ran.
@@ -440,6 +474,33 @@ pub(crate) mod testing {
         static FORCED: Cell<Option<Isa>> = const { Cell::new(None) };
         static RAN: Cell<[u64; 3]> = const { Cell::new([0; 3]) };
         static RAN_BF16: Cell<Vec<super::Bf16Path>> = const { Cell::new(Vec::new()) };
+        static NO_DOT: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Whether this thread runs under [`each_bf16_path`]'s refusal of `vdpbf16ps`.
+    pub(crate) fn dot_refused() -> bool {
+        NO_DOT.with(Cell::get)
+    }
+
+    /// Runs `f(path)` on every bf16 path this CPU has, fastest first: at each level of
+    /// [`levels`] (forced), and at AVX-512 both `vdpbf16ps` (with the `Avx512Bf16` token's
+    /// conversions) where the CPU has it and the FMA path (with `Avx512`'s), which
+    /// [`super::bf16_path`] then returns on this thread. The refusal stays on this thread: a
+    /// test that splits work over the pool sees the level's own path on the workers.
+    pub(crate) fn each_bf16_path(mut f: impl FnMut(super::Bf16Path)) {
+        use super::Bf16Path;
+        for level in levels() {
+            with_isa(level, || {
+                if level == Isa::Avx512 && super::bf16_path() == Bf16Path::Dot {
+                    f(Bf16Path::Dot);
+                } else if level == Isa::Avx512 {
+                    eprintln!("SKIPPED: the `avx512bf16` bf16 path is not tested: this CPU lacks AVX512_BF16 or CNN_SIMD caps it");
+                }
+                let before = NO_DOT.with(|c| c.replace(true));
+                f(Bf16Path::Fma(level));
+                NO_DOT.with(|c| c.set(before));
+            });
+        }
     }
 
     /// Records that the bf16 GEMM ran on `path` on this thread.

@@ -339,6 +339,112 @@ pub(crate) fn prefetch(p: *const f32) {
     unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
 }
 
+/// Proof that the CPU has AVX512_BF16 on top of [`Avx512`] (what the bf16 GEMM's `vdpbf16ps`
+/// path runs on): the same 16-lane vectors, with the conversions to bf16 done by the
+/// instruction that defines them, `vcvtneps2bf16`, instead of [`Avx512`]'s dozen integer
+/// operations (the same bits: round to nearest even, NaN quieted, subnormals to zero).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx512Bf16 {
+    base: Avx512,
+}
+
+impl Simd for Avx512Bf16 {
+    type V = __m512;
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn new_unchecked() -> Self {
+        // SAFETY: the caller guarantees AVX512_BF16 and with it the AVX-512 level.
+        let base = unsafe { Avx512::new_unchecked() };
+        Avx512Bf16 { base }
+    }
+    #[inline(always)]
+    fn zero(self) -> __m512 {
+        self.base.zero()
+    }
+    #[inline(always)]
+    fn splat(self, x: &f32) -> __m512 {
+        self.base.splat(x)
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        self.base.add(a, b)
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        self.base.sub(a, b)
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        self.base.mul(a, b)
+    }
+    #[inline(always)]
+    fn fmadd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        self.base.fmadd(a, b, c)
+    }
+    #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        self.base.max(a, b)
+    }
+    #[inline(always)]
+    fn max_fold(self, acc: __m512, v: __m512) -> __m512 {
+        self.base.max_fold(acc, v)
+    }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(self, p: *const f32) -> (__m512, __m512) {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.base.load_deinterleaved(p) }
+    }
+    #[inline(always)]
+    fn prefetch(self, p: *const f32) {
+        self.base.prefetch(p)
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> __m512 {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.base.load(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m512) {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.base.store(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, v: __m512, n: usize) {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.base.store_first(p, v, n) }
+    }
+    #[inline(always)]
+    unsafe fn store_bf16(self, p: *mut u16, v: __m512) {
+        // SAFETY: the token proves AVX512_BF16 and AVX-512F; the caller guarantees 16 writable
+        // `u16` at `p`. `__m256bh` and `__m256i` are the same 256 bits.
+        unsafe {
+            let h = core::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+            _mm256_storeu_si256(p.cast(), h)
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_bf16_pairs(self, p: *mut u32, even: __m512, odd: __m512) {
+        // One conversion of both vectors gives `even`'s 16 halves then `odd`'s; a permutation
+        // of the 32 halves interleaves them into pairs.
+        // SAFETY: the token proves AVX512_BF16, F and BW (`vpermw`); the caller guarantees 16
+        // writable `u32` at `p`. `__m512bh` and `__m512i` are the same 512 bits.
+        unsafe {
+            let both = core::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(odd, even));
+            let pairs = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            _mm512_storeu_si512(p.cast(), _mm512_permutexvar_epi16(pairs, both))
+        }
+    }
+    #[inline(always)]
+    unsafe fn transpose_block(self, from: *const f32, fs: usize, to: *mut f32, ts: usize) {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.base.transpose_block(from, fs, to, ts) }
+    }
+}
+
 /// `to_bf16` of each lane, in the low 16 bits of its 32 (the high bits zero): the three cases
 /// (rounded, a quiet NaN, a flushed subnormal) computed and one picked per lane.
 ///

@@ -125,7 +125,7 @@ fn rounds_to_nearest_even_and_keeps_specials() {
 }
 
 /// The vector conversion (`Simd::store_bf16` behind `convert`) gives `to_bf16`'s bits at every
-/// level: every rounding case (below, at and past the halfway point, even and odd), NaNs
+/// bf16 path (so every token's conversion, `vcvtneps2bf16` included): every rounding case (below, at and past the halfway point, even and odd), NaNs
 /// with payloads high and low, infinities, overflow, subnormals and zeros of each sign, and
 /// random bit patterns, at every position of a vector and in the scalar tail.
 #[test]
@@ -169,7 +169,7 @@ fn the_vector_conversion_gives_the_scalar_bits_at_every_level() {
     }));
     let x: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
     let want: Vec<u16> = x.iter().map(|&v| to_bf16(v)).collect();
-    crate::simd::testing::each_level(|level| {
+    crate::simd::testing::each_bf16_path(|level| {
         // Every offset, so that each special value meets every lane and the tail.
         for start in 0..17 {
             let mut got = vec![0xdead_u16; x.len() - start + 1];
@@ -200,7 +200,7 @@ fn packing_gives_the_scalar_pairs_at_every_level() {
             *x = *s;
         }
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-        crate::simd::testing::each_level(|level| {
+        crate::simd::testing::each_bf16_path(|level| {
             for (src, strides) in [(&b, (n, 1)), (&bt, (1, k))] {
                 let mut got = vec![u32::MAX; packed_len(k, n)];
                 pack_b(k, n, src, strides, &mut got);

@@ -244,7 +244,7 @@ fn tap_offsets(p: &Conv2dParams) -> Vec<usize> {
 /// `phases[taps[t] + oy·SH·SW·row + ox]`: along an output row, a contiguous run.
 #[cfg(feature = "std")]
 fn fill_panel(p: &Conv2dParams, phases: &[f32], taps: &[usize], j0: usize, panel: &mut [u32]) {
-    crate::simd::with_simd!(
+    crate::simd::with_simd_bf16!(
         |s: S| {
             use crate::gemm::bf16::{pair_rows_with, NR};
             let (row, ow) = (phase_row(p), p.out_hw[1]);

@@ -1427,7 +1427,8 @@ pub(crate) mod tests {
                 (Algorithm::Winograd, _) => 2f64.powi(-6),
                 _ => 2f64.powi(-7),
             };
-            crate::simd::testing::each_level(|level| {
+            crate::simd::testing::each_bf16_path(|on| {
+                let level = crate::simd::isa();
                 for threads in [1, 2] {
                     let run = |f: &Filters| {
                         let mut got = vec![f32::NAN; n * p.out_len()];
@@ -1453,7 +1454,7 @@ pub(crate) mod tests {
                     take_ran_bf16();
                     let got = run(&filters);
                     let ran = take_ran_bf16();
-                    let what = format!("bf16 {:?} {p:?} at {}", p.algorithm(), level.name());
+                    let what = format!("bf16 {:?} {p:?} on {}", p.algorithm(), on.name());
                     if !bf16 {
                         assert!(ran.is_empty(), "{what}: ran the bf16 GEMM");
                         let exact = run(&f32_filters);
@@ -1465,6 +1466,7 @@ pub(crate) mod tests {
                     }
                     // The calling thread's GEMMs, on the level's path.
                     let path = bf16_path();
+                    assert_eq!(path, on, "{what}");
                     assert!(
                         threads > 1 || ran == [path],
                         "{what}: ran {ran:?}, not {path:?}"

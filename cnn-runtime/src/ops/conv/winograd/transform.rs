@@ -69,9 +69,12 @@ pub(super) fn transform_weights_to(m: usize, p: &Conv2dParams, weight: &[f32], u
 /// instruction set, then the remaining channels one at a time, each inside a function compiled
 /// for that instruction set.
 macro_rules! by_vectors {
-    ($body:ident::<$m:literal>, $c:expr, ($($arg:ident: $ty:ty),*)) => {{
+    ($body:ident::<$m:literal>, $c:expr, ($($arg:ident: $ty:ty),*)) => {
+        by_vectors!(with_simd, $body::<$m>, $c, ($($arg: $ty),*))
+    };
+    ($with:ident, $body:ident::<$m:literal>, $c:expr, ($($arg:ident: $ty:ty),*)) => {{
         let c: usize = $c;
-        crate::simd::with_simd!(|s: S| {
+        crate::simd::$with!(|s: S| {
             // Whole vectors (`S::LANES` is a power of two; 1 for `Scalar`).
             let whole = c & !(S::LANES - 1);
             $body::<S, $m>(s, $($arg,)* 0, whole);
@@ -231,19 +234,20 @@ pub(super) fn transform_input_bf16(
 /// of `row` ≥ C elements of `$t` (a function per element type: the dispatch's inner
 /// functions cannot be generic over it).
 macro_rules! transform_input_to {
-    ($name:ident, $t:ty) => {
+    ($name:ident, $t:ty, $with:ident) => {
         fn $name(m: usize, p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [$t], row: usize) {
             if m == 2 {
-                by_vectors!(input_tiles::<2>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [$t], row: usize))
+                by_vectors!($with, input_tiles::<2>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [$t], row: usize))
             } else {
-                by_vectors!(input_tiles::<4>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [$t], row: usize))
+                by_vectors!($with, input_tiles::<4>, p.c_in, (p: &Conv2dParams, xt: &[f32], ty0: usize, ty1: usize, v: &mut [$t], row: usize))
             }
         }
     };
 }
-transform_input_to!(input_f32, f32);
+transform_input_to!(input_f32, f32, with_simd);
+// Rounding to bf16 with `vcvtneps2bf16` where the bf16 GEMM has `vdpbf16ps`.
 #[cfg(feature = "std")]
-transform_input_to!(input_bf16, u16);
+transform_input_to!(input_bf16, u16, with_simd_bf16);
 
 /// [`transform_input`] for channels `c0..c1`, `S::LANES` at a time (`c1 − c0` a multiple),
 /// into rows of `row` elements.
