@@ -865,7 +865,7 @@ mod tests {
         {
             let cp = Conv2dParams {
                 c_in,
-                c_out: 16,
+                c_out: 32,
                 groups: 1,
                 kernel: [k, k],
                 stride: [stride, stride],

@@ -539,6 +539,9 @@ fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
         // LOOP over column strips of the panel
         for j0 in (jp * NR..(jp * NR + NR).min(n)).step_by(width) {
             let nr = width.min(n - j0);
+            // Only the vectors that hold some of the `nr` columns are computed (a narrow B, as
+            // a classifier's 10 outputs, would otherwise cost a whole strip).
+            let vectors = nr.div_ceil(D::S::LANES);
             let b_ptr = panel[j0 - jp * NR..].as_ptr();
             // LOOP over row tiles of A and C
             for i in (0..m).step_by(MR) {
@@ -559,19 +562,36 @@ fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
                 // from `b_ptr`; C rows `i..i + mr` (`ldc` apart), columns `j0..j0 + nr ≤ n` lie
                 // inside `c` (asserted: `(m − 1)·ldc + n` values), a unique borrow.
                 unsafe {
-                    match mr {
-                        6 => tile::<D, 6, NV>(args),
-                        5 => tile::<D, 5, NV>(args),
-                        4 => tile::<D, 4, NV>(args),
-                        3 => tile::<D, 3, NV>(args),
-                        2 => tile::<D, 2, NV>(args),
-                        _ => tile::<D, 1, NV>(args),
+                    match vectors {
+                        1 => tile_rows::<D, 1>(mr, args),
+                        2 if NV > 2 => tile_rows::<D, 2>(mr, args),
+                        3 if NV > 3 => tile_rows::<D, 3>(mr, args),
+                        _ => tile_rows::<D, NV>(mr, args),
                     }
                 }
             }
         }
     }
     PANEL.set(buf);
+}
+
+/// [`tile`] with `R = mr` rows (1 to 6) and `V` vectors of columns.
+///
+/// # Safety
+/// As [`tile`]'s, with `nr ≤ V·LANES`.
+#[inline(always)]
+unsafe fn tile_rows<D: Dot, const V: usize>(mr: usize, args: TileArgs<D>) {
+    // SAFETY: the caller's guarantee, for each row count.
+    unsafe {
+        match mr {
+            6 => tile::<D, 6, V>(args),
+            5 => tile::<D, 5, V>(args),
+            4 => tile::<D, 4, V>(args),
+            3 => tile::<D, 3, V>(args),
+            2 => tile::<D, 2, V>(args),
+            _ => tile::<D, 1, V>(args),
+        }
+    }
 }
 
 /// A tile's arguments: the token, `k₂`, A's first row and its stride, B's strip, C's tile and

@@ -106,11 +106,15 @@ impl Conv2dParams {
 
     /// Whether the convolution multiplies in bf16 when its layer is set to
     /// [`Precision::Bf16`]: Winograd, im2col, and direct convolutions of at least
-    /// `DIRECT_BF16_MIN_TAPS` taps; depthwise convolutions and shorter direct ones stay f32.
+    /// `DIRECT_BF16_MIN_TAPS` taps and `DIRECT_BF16_MIN_C_OUT` output channels; depthwise
+    /// convolutions and the other direct ones stay f32.
     pub const fn multiplies_in_bf16(&self) -> bool {
+        use crate::tuning::{DIRECT_BF16_MIN_C_OUT, DIRECT_BF16_MIN_TAPS};
         match self.algorithm() {
             Algorithm::Winograd | Algorithm::Im2col => true,
-            Algorithm::Direct => self.fan_in() >= crate::tuning::DIRECT_BF16_MIN_TAPS,
+            Algorithm::Direct => {
+                self.fan_in() >= DIRECT_BF16_MIN_TAPS && self.c_out >= DIRECT_BF16_MIN_C_OUT
+            }
             Algorithm::Depthwise => false,
         }
     }
@@ -1271,12 +1275,14 @@ pub(crate) mod tests {
     }
 
     /// In bf16, a direct convolution multiplies in bf16 from 64 taps on (8×8 at one input
-    /// channel, 4 channels of 4×4), not at 63 (7×9) or 27 (vgg's 3×3 RGB stem).
+    /// channel, 4 channels of 4×4), not at 63 (7×9) or 27 (vgg's 3×3 RGB stem), and from 32
+    /// output channels on, not at 31 (lenet5's second convolution, 150 taps to 16 channels,
+    /// stays f32).
     #[test]
-    fn direct_convolutions_multiply_in_bf16_from_64_taps() {
-        let p = |c_in: usize, kernel: [usize; 2]| Conv2dParams {
+    fn direct_convolutions_multiply_in_bf16_from_64_taps_and_32_channels() {
+        let p = |c_in: usize, kernel: [usize; 2], c_out: usize| Conv2dParams {
             c_in,
-            c_out: 8,
+            c_out,
             groups: 1,
             kernel,
             stride: [1, 1],
@@ -1285,13 +1291,15 @@ pub(crate) mod tests {
             in_hw: [80, 80],
             out_hw: [81 - kernel[0], 81 - kernel[1]],
         };
-        for (c_in, kernel, bf16) in [
-            (1, [8, 8], true),
-            (4, [4, 4], true),
-            (1, [7, 9], false),
-            (3, [3, 3], false),
+        for (c_in, kernel, c_out, bf16) in [
+            (1, [8, 8], 32, true),
+            (4, [4, 4], 40, true),
+            (1, [7, 9], 32, false),
+            (3, [3, 3], 64, false),
+            (1, [8, 8], 31, false),
+            (6, [5, 5], 16, false),
         ] {
-            let p = p(c_in, kernel);
+            let p = p(c_in, kernel, c_out);
             assert_eq!(p.algorithm(), Algorithm::Direct, "{p:?}");
             assert_eq!(p.multiplies_in_bf16(), bf16, "{p:?}");
         }
@@ -1371,10 +1379,10 @@ pub(crate) mod tests {
             (32, 48, 4, 3, 1, 1, [9, 9], 1),
             (33, 65, 1, 1, 1, 0, [5, 7], 3),
             (17, 9, 1, 5, 2, 2, [12, 11], 1),
-            (3, 16, 1, 7, 2, 3, [20, 20], 1),
-            (3, 9, 1, 5, 1, 2, [13, 70], 2),
-            (4, 11, 1, 5, 3, 2, [17, 23], 2),
-            (5, 7, 1, 4, 4, 0, [18, 21], 3),
+            (3, 32, 1, 7, 2, 3, [20, 20], 1),
+            (3, 33, 1, 5, 1, 2, [13, 70], 2),
+            (4, 35, 1, 5, 3, 2, [17, 23], 2),
+            (5, 37, 1, 4, 4, 0, [18, 21], 3),
             (3, 64, 1, 7, 2, 3, [64, 64], 1),
             (3, 8, 1, 3, 2, 1, [9, 9], 1),
             (16, 16, 16, 3, 1, 1, [9, 9], 2),
