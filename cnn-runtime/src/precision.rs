@@ -10,8 +10,9 @@
 /// equivalent elsewhere (same results, f32 speed).
 ///
 /// In bf16, Winograd's α² GEMMs, im2col convolutions, the direct convolutions of a network's
-/// stem (≤ 8 input channels) of at least 64 taps (their taps gathered into the bf16 GEMM) and
-/// linear layers multiply in bf16; shorter stems, depthwise and transposed convolutions, and
+/// stem (≤ 8 input channels) of at least 64 taps and 32 output channels (their taps gathered
+/// into the bf16 GEMM) and linear layers multiply in bf16; other stems, depthwise and
+/// transposed convolutions, and
 /// everything between the layers (transforms, batch norms, activations, pooling) stay f32.
 /// Outputs differ from f32 by about 2⁻⁸ of the size of the terms per layer (`docs/pytorch.md`
 /// gives the tolerance per depth).
