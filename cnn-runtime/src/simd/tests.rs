@@ -250,3 +250,130 @@ fn max_fold_and_deinterleave_agree_at_every_level() {
         }
     });
 }
+
+/// The results of every [`Simd`] operation on the token `with_simd_bf16!` hands out, over the
+/// first `LANES` values of `x` and `y` (a 16×16 block for the transpose): `f[op·16 + lane]`
+/// for the float operations, `h` the bf16 halves, `p` the pairs, `t` the transposed block.
+struct Every {
+    f: Vec<f32>,
+    h: Vec<u16>,
+    p: Vec<u32>,
+    t: Vec<f32>,
+    lanes: usize,
+}
+
+fn every_operation(x: &[f32], y: &[f32], e: &mut Every) {
+    crate::simd::with_simd_bf16!(|s: S| {
+        fn run<S: Simd>(s: S, x: &[f32], y: &[f32], e: &mut Every) {
+            let n = S::LANES;
+            e.lanes = n;
+            // SAFETY: `x` and `y` hold 256 values, `e.f` 16 rows of 16, `e.h` and `e.p` 16
+            // values, `e.t` 256: every access below stays inside them.
+            unsafe {
+                let (a, b, c) = (s.load(x.as_ptr()), s.load(y.as_ptr()), s.load(x[16..].as_ptr()));
+                let (even, odd) = s.load_deinterleaved(y.as_ptr());
+                s.prefetch(x.as_ptr());
+                let rows = [
+                    s.add(a, b),
+                    s.sub(a, b),
+                    s.mul(a, b),
+                    s.fmadd(a, b, c),
+                    s.max(a, b),
+                    s.max_fold(a, b),
+                    even,
+                    odd,
+                    s.splat(&x[5]),
+                    s.zero(),
+                ];
+                for (i, v) in rows.into_iter().enumerate() {
+                    s.store(e.f[i * 16..].as_mut_ptr(), v);
+                }
+                if n > 1 {
+                    s.store_first(e.f[10 * 16..].as_mut_ptr(), a, n - 1);
+                }
+                s.store_bf16(e.h.as_mut_ptr(), a);
+                s.store_bf16_pairs(e.p.as_mut_ptr(), a, b);
+                s.transpose_block(x.as_ptr(), 16, e.t.as_mut_ptr(), 16);
+            }
+        }
+        run::<S>(s, x, y, e);
+    }, (x: &[f32], y: &[f32], e: &mut Every))
+}
+
+/// Every operation of every token, `Avx512Bf16` (whose own are the conversions, the rest
+/// forwarded to `Avx512`) included, against one lane of plain Rust: bit for bit, with NaN,
+/// signed zeros and values that round to bf16 at the halfway point among the inputs.
+#[test]
+fn every_token_operation_agrees_with_plain_rust_on_every_bf16_path() {
+    let mut x: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+    let y: Vec<f32> = (0..256).map(|i| (i as f32 * 0.91).cos() * 2.0).collect();
+    x[2] = f32::NAN;
+    x[3] = -0.0;
+    x[4] = f32::from_bits(0x3f80_8000);
+    let mut y = y;
+    y[6] = f32::NAN;
+    y[7] = 0.0;
+    y[3] = 0.0;
+    crate::simd::testing::each_bf16_path(|path| {
+        let mut e = Every {
+            f: vec![7.0; 11 * 16],
+            h: vec![0xdead; 16],
+            p: vec![0xdead_beef; 16],
+            t: vec![7.0; 256],
+            lanes: 0,
+        };
+        every_operation(&x, &y, &mut e);
+        let n = e.lanes;
+        let at = |op: usize, i: usize| e.f[op * 16 + i].to_bits();
+        for i in 0..n {
+            let (a, b, c) = (x[i], y[i], x[16 + i]);
+            let want = [
+                a + b,
+                a - b,
+                a * b,
+                a.mul_add(b, c),
+                if a > b { a } else { b },
+                if b > a || b.is_nan() { b } else { a },
+                y[2 * i],
+                y[2 * i + 1],
+                x[5],
+                0.0,
+            ];
+            for (op, w) in want.into_iter().enumerate() {
+                let (got, w) = (at(op, i), w.to_bits());
+                let both_nan = f32::from_bits(got).is_nan() && f32::from_bits(w).is_nan();
+                assert!(
+                    got == w || both_nan,
+                    "{}: op {op} lane {i}: {got:#x}, want {w:#x}",
+                    path.name()
+                );
+            }
+            if i + 1 < n {
+                assert_eq!(
+                    at(10, i),
+                    a.to_bits(),
+                    "{}: store_first lane {i}",
+                    path.name()
+                );
+            }
+            assert_eq!(e.h[i], to_bf16(a), "{}: store_bf16 lane {i}", path.name());
+            let pair = to_bf16(a) as u32 | (to_bf16(b) as u32) << 16;
+            assert_eq!(e.p[i], pair, "{}: store_bf16_pairs lane {i}", path.name());
+            for j in 0..n {
+                assert_eq!(
+                    e.t[j * 16 + i].to_bits(),
+                    x[i * 16 + j].to_bits(),
+                    "{}: transpose ({i}, {j})",
+                    path.name()
+                );
+            }
+        }
+        // Past the lanes (and past `n − 1` for store_first) nothing is written.
+        assert!(
+            n == 1 || e.f[10 * 16 + n - 1] == 7.0,
+            "{}: store_first wrote lane n − 1",
+            path.name()
+        );
+        assert!(e.h[n..].iter().all(|&h| h == 0xdead), "{}", path.name());
+    });
+}
