@@ -58,8 +58,8 @@ const fn positions(m: usize) -> usize {
 }
 
 /// Scratch elements for one sample: the transformed input `[T, α², c_in]`, the products
-/// `[T, α², c_out]` (or `[α², T, c_out]`), and channel-last copies of the input `[H, W, c_in]` and output
-/// `[OH, OW, c_out]`.
+/// `[T, α², c_out]` (or `[α², T, c_out]`), and channel-last copies of the input
+/// `[H, W, c_in]` and output `[OH, OW, c_out]`.
 pub const fn scratch_len(p: &Conv2dParams) -> usize {
     scratch_len_for(out_tile(p), p)
 }
@@ -401,11 +401,11 @@ fn conv2d_with(
 }
 
 /// [`conv2d_with`] of one sample on one thread: `x` is sample `sample` of the batch (which
-/// picks its residual planes) and `y` its output `[c_out, OH·OW]`. Each block of tile rows works in the same
-/// (first) part of `v`, `m` and `yt`, so they stay in cache from block to block; the input
-/// rows a block reads go channel-last just before its input transform, and its output goes
-/// channels-first, with the epilogue, right after its output transform, while both are still
-/// in cache (not in passes over the whole sample).
+/// picks its residual planes) and `y` its output `[c_out, OH·OW]`. Each block of tile rows
+/// works in the same (first) part of `v`, `m` and `yt`, so they stay in cache from block to
+/// block; the input rows a block reads go channel-last just before its input transform, and
+/// its output goes channels-first, with the epilogue, right after its output transform, while
+/// both are still in cache (not in passes over the whole sample).
 #[allow(clippy::too_many_arguments)] // conv2d_with's arguments, split into their parts
 fn one_thread(
     m_t: usize,
