@@ -320,7 +320,7 @@ pub(crate) fn with_pairs<R>(src: &[f32], rows: usize, k: usize, f: impl FnOnce(&
 /// time. A made copy lives in a boxed cell that only a `&mut` method creates
 /// ([`Cache::enable`]), so that a layer without one has no interior mutability and can sit in
 /// a constant (an embedded network); such a layer makes its copy on every call, unless the
-/// `cnn!` macro gave it one in static data ([`Cache::fixed`]). A cache: two always compare
+/// `cnn!` macro gave it one in static data ([`Cache::set_fixed`]). A cache: two always compare
 /// equal, and a clone starts empty, with a cell (or shares the static copy).
 #[derive(Debug, Default)]
 pub(crate) struct Cache(Slot);

@@ -47,7 +47,7 @@ pub(crate) fn pairs_into(src: &[f32], rows: usize, k: usize, dst: &mut [u32]) {
 }
 
 /// `out[i] = to_bf16(x[i])` for `i < min(x.len(), out.len())`, whole vectors by
-/// [`Simd::store_bf16`](crate::simd::Simd::store_bf16).
+/// [`crate::simd::Simd::store_bf16`].
 pub(crate) fn convert(x: &[f32], out: &mut [u16]) {
     crate::simd::with_simd_bf16!(
         |s: S| {

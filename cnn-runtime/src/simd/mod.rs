@@ -61,7 +61,7 @@ impl Isa {
 /// The level every kernel runs at: the best this CPU supports ([`detect`]), capped by
 /// `CNN_SIMD=avx512|avx2|baseline` (read once; other values are ignored).
 ///
-/// In the crate's own tests, [`testing::with_isa`] forces a level for one thread (and the
+/// In the crate's own tests, `testing::with_isa` forces a level for one thread (and the
 /// pool work it starts) instead.
 pub(crate) fn isa() -> Isa {
     #[cfg(test)]
@@ -155,7 +155,7 @@ fn bf16_dot_allowed() -> bool {
 }
 
 /// [`isa`], for a dispatch about to run that level's code: the crate's tests count it per
-/// thread ([`testing::ran`]), so that a test can see which path ran.
+/// thread (`testing::ran`), so that a test can see which path ran.
 #[inline]
 pub(crate) fn dispatch() -> Isa {
     let level = isa();

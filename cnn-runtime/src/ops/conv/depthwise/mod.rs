@@ -193,7 +193,7 @@ const MAX_KW: usize = 16;
 
 /// The first three steps of a channel's [`PostOp`] in the branch-free form the blocks apply
 /// before they store: `(sum + bias) · scale + shift`, floored at `floor` (see
-/// [`scalar::finish`]).
+/// `scalar::finish`).
 #[derive(Clone, Copy)]
 struct Post {
     bias: f32,

@@ -6,7 +6,7 @@ use crate::simd::Simd;
 /// Most output columns one SIMD register block covers (two vectors of up to LANES).
 const MAX_COLS: usize = 2 * LANES;
 
-/// [`plane`] on `S` vectors with fused multiply-adds: blocks of [`ROWS`] output rows × one or
+/// [`super::scalar::plane`] on `S` vectors with fused multiply-adds: blocks of [`ROWS`] output rows × one or
 /// two vectors of columns, summed in registers. The 3×3 kernels with stride 1 or 2 (MobileNet's)
 /// get their own blocks, unrolled, with each input vector loaded once for all the block's rows
 /// that use it.
@@ -53,7 +53,7 @@ fn check_columns(g: &Geometry, cols: usize) {
     );
 }
 
-/// `v = max(floor, (v + bias) · scale + shift)`: [`finish`] on vectors, the same roundings.
+/// `v = max(floor, (v + bias) · scale + shift)`: `scalar::finish` on vectors, the same roundings.
 ///
 #[inline(always)]
 fn finish_vector<S: Simd>(s: S, v: S::V, e: &[S::V; 4]) -> S::V {
