@@ -698,7 +698,7 @@ mod tests {
     /// sprinkled through the input and signed zeros, and must match bit for bit.
     #[test]
     fn fast_paths_match_naive_over_widths() {
-        let windows: [(usize, usize, usize); 8] = [
+        let windows: [(usize, usize, usize); 9] = [
             (3, 2, 1),
             (3, 2, 0),
             (2, 2, 0),
@@ -707,6 +707,8 @@ mod tests {
             (2, 1, 0),
             (5, 3, 2),
             (4, 4, 1),
+            // Whole 2×2 windows at another stride: not the pool(2) fast path.
+            (2, 3, 0),
         ];
         for (seed, &(k, s, pad)) in windows.iter().enumerate() {
             for w in 1..=72 {
