@@ -140,6 +140,11 @@ fn gemm_strided_on(
         return;
     }
     assert!(isa.available(), "sgemm level `{}` unavailable", isa.name());
+    // A `Linear` layer's product (B transposed) is dense; the strided rows are Winograd's.
+    assert!(
+        !bt || (lda == k && ldc == n),
+        "sgemm with B transposed takes dense A and C"
+    );
     let strides_b = if bt { (1, k) } else { (n, 1) };
     #[cfg(not(feature = "std"))]
     {
@@ -158,11 +163,6 @@ fn gemm_strided_on(
             crate::simd::testing::note(Isa::Avx512);
             let s = Avx512::new_unchecked();
             if bt {
-                // A `Linear` layer's product: dense (checked by `degenerate` with lda = k).
-                assert!(
-                    lda == k && ldc == n,
-                    "sgemm with B transposed takes dense A and C"
-                );
                 x86::gemm_bt_avx512(s, [m, k, n], a, b, c, accumulate)
             } else {
                 x86::gemm_avx512(s, [m, k, n], (a, lda), b, (c, ldc), accumulate)
@@ -177,10 +177,6 @@ fn gemm_strided_on(
             crate::simd::testing::note(Isa::Avx2);
             let s = Avx2::new_unchecked();
             if bt {
-                assert!(
-                    lda == k && ldc == n,
-                    "sgemm with B transposed takes dense A and C"
-                );
                 x86::gemm_bt_avx2(s, [m, k, n], a, b, c, accumulate)
             } else {
                 x86::gemm_avx2(s, [m, k, n], (a, lda), b, (c, ldc), accumulate)
