@@ -280,6 +280,32 @@ pub(crate) enum B<'a> {
     Fill(&'a (dyn Fn(usize, &mut [u32]) + Sync)),
 }
 
+/// What the GEMM does to each value `v` of C's row `i` in registers, before storing it:
+/// `(v + add)·scale + shift` with `[add, scale, shift] = coef[i]`, each step rounded, then
+/// PyTorch's ReLU (NaN stays NaN) when `relu`. With `−0`, `1` and `−0` for the steps a row does
+/// not have, each value comes out with the bits of the steps it has alone (`v + −0 = v`,
+/// `v·1 = v`): the convolutions' `PostOp` without a separate pass over their output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowPost<'a> {
+    /// `[add, scale, shift]` per row of C.
+    pub(crate) coef: &'a [[f32; 3]],
+    /// PyTorch's ReLU last.
+    pub(crate) relu: bool,
+}
+
+impl RowPost<'_> {
+    /// [`RowPost`]'s steps for one value of row `i`, as the tiles apply them.
+    fn apply(&self, i: usize, v: f32) -> f32 {
+        let [add, scale, shift] = self.coef[i];
+        let y = (v + add) * scale + shift;
+        if self.relu && y < 0.0 {
+            0.0
+        } else {
+            y
+        }
+    }
+}
+
 /// One product `C[m×n] ← (C +) A·B`, C row-major with row stride `n`.
 #[derive(Clone, Copy)]
 pub(crate) struct Gemm<'a> {
@@ -293,6 +319,8 @@ pub(crate) struct Gemm<'a> {
     /// C's row stride (≥ n).
     ldc: usize,
     accumulate: bool,
+    /// Applied to each finished value (never with `accumulate`).
+    post: Option<RowPost<'a>>,
 }
 
 thread_local! {
@@ -417,6 +445,34 @@ pub(crate) fn gemm(
     gemm_strided(m, k, n, (a, pairs(k)), b, (c, n), accumulate)
 }
 
+/// `C[m×n] ← post(A·B)`: [`gemm`] with each value of row `i` passed through `post`'s
+/// `coef[i]` in registers before it is stored ([`RowPost`]).
+///
+/// # Panics
+/// If a slice is shorter than its matrix or `post` has fewer than `m` rows.
+pub(crate) fn gemm_post(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[u32],
+    b: B<'_>,
+    c: &mut [f32],
+    post: RowPost<'_>,
+) {
+    let g = Gemm {
+        m,
+        k,
+        n,
+        a,
+        b,
+        lda: pairs(k),
+        ldc: n,
+        accumulate: false,
+        post: Some(post),
+    };
+    gemm_on(bf16_path(), g, c)
+}
+
 /// [`gemm`] with A's rows `lda ≥ ⌈k/2⌉` pairs apart and C's rows `ldc ≥ n` values apart
 /// (`a: (A, lda)`, `c: (C, ldc)`); the values between rows are neither read nor written.
 ///
@@ -443,6 +499,7 @@ pub(crate) fn gemm_strided(
             lda,
             ldc,
             accumulate,
+            post: None,
         },
         c,
     )
@@ -463,6 +520,12 @@ fn gemm_on(path: Bf16Path, g: Gemm<'_>, c: &mut [f32]) {
         g.a.len() >= rows(g.lda, k2) && c.len() >= rows(g.ldc, n),
         "bf16 gemm operand too short"
     );
+    if let Some(post) = g.post {
+        assert!(
+            post.coef.len() >= g.m && !g.accumulate,
+            "bf16 gemm row epilogue too short, or with accumulation"
+        );
+    }
     match g.b {
         B::Packed(b) => assert!(b.len() >= packed_len(g.k, n), "bf16 packed B too short"),
         B::F32(b, (rsb, csb)) => assert!(
@@ -477,8 +540,9 @@ fn gemm_on(path: Bf16Path, g: Gemm<'_>, c: &mut [f32]) {
     if g.k == 0 {
         if !g.accumulate {
             // LOOP over rows of C
-            for row in c.chunks_mut(g.ldc).take(g.m) {
-                row[..n].fill(0.0);
+            for (i, row) in c.chunks_mut(g.ldc).take(g.m).enumerate() {
+                let v = g.post.map_or(0.0, |p| p.apply(i, 0.0));
+                row[..n].fill(v);
             }
         }
         return;
@@ -556,11 +620,13 @@ fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
                     g.ldc,
                     nr,
                     g.accumulate,
+                    g.post.map(|p| (p.coef[i..].as_ptr(), p.relu)),
                 );
                 // SAFETY: A rows `i..i + mr ≤ m` (`lda` apart) hold `k₂` pairs each (asserted in `gemm_on`);
                 // the strip has `k₂` rows of `NR` pairs with `j0 − jp·NR + width ≤ NR` readable
                 // from `b_ptr`; C rows `i..i + mr` (`ldc` apart), columns `j0..j0 + nr ≤ n` lie
-                // inside `c` (asserted: `(m − 1)·ldc + n` values), a unique borrow.
+                // inside `c` (asserted: `(m − 1)·ldc + n` values), a unique borrow; a row
+                // epilogue has `m` rows (asserted), so `mr` from row `i`.
                 unsafe {
                     match vectors {
                         1 => tile_rows::<D, 1>(mr, args),
@@ -595,7 +661,8 @@ unsafe fn tile_rows<D: Dot, const V: usize>(mr: usize, args: TileArgs<D>) {
 }
 
 /// A tile's arguments: the token, `k₂`, A's first row and its stride, B's strip, C's tile and
-/// its stride, the columns to write, whether to add to C.
+/// its stride, the columns to write, whether to add to C, and the row epilogue's coefficients
+/// from the tile's first row with its ReLU flag ([`RowPost`]).
 type TileArgs<D> = (
     D,
     usize,
@@ -606,6 +673,7 @@ type TileArgs<D> = (
     usize,
     usize,
     bool,
+    Option<(*const [f32; 3], bool)>,
 );
 
 /// `C[R×nr] ← (C +) A[R×k₂] · B[k₂×NV·LANES]` with `R·NV` accumulators in registers over the
@@ -613,10 +681,11 @@ type TileArgs<D> = (
 ///
 /// # Safety
 /// `a` is valid for `R` rows of stride `rsa` with `k₂` pairs; `b` for `k₂` rows of `NV·LANES`
-/// pairs, `NR` apart; `c` for `R` rows of stride `rsc` and `nr ≤ NV·LANES` columns.
+/// pairs, `NR` apart; `c` for `R` rows of stride `rsc` and `nr ≤ NV·LANES` columns; a row
+/// epilogue's pointer for `R` triples.
 #[inline(always)]
 unsafe fn tile<D: Dot, const R: usize, const NV: usize>(
-    (d, k2, a, rsa, b, c, rsc, nr, load_c): TileArgs<D>,
+    (d, k2, a, rsa, b, c, rsc, nr, load_c, post): TileArgs<D>,
 ) {
     let s = d.simd();
     let lanes = D::S::LANES;
@@ -635,6 +704,18 @@ unsafe fn tile<D: Dot, const R: usize, const NV: usize>(
         }
         a = a.wrapping_add(1);
         b = b.wrapping_add(NR);
+    }
+    if let Some((coef, relu)) = post {
+        // LOOP over the tile's rows: `RowPost`'s steps, in its order
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: the epilogue holds a triple for each of the tile's `R` rows.
+            let [add, scale, shift] = unsafe { *coef.add(r) };
+            let (add, scale, shift) = (s.splat(&add), s.splat(&scale), s.splat(&shift));
+            for x in acc.iter_mut() {
+                let y = s.add(s.mul(s.add(*x, add), scale), shift);
+                *x = if relu { s.max(s.zero(), y) } else { y };
+            }
+        }
     }
     if nr == NV * lanes {
         // LOOP over the tile's rows: whole vectors straight to C

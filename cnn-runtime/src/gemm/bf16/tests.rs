@@ -92,6 +92,7 @@ fn run(
             lda: pairs(k),
             ldc: n,
             accumulate: acc,
+            post: None,
         },
         c,
     );
@@ -390,6 +391,7 @@ fn strided_a_and_c_give_the_dense_rows_and_nothing_between() {
                     lda,
                     ldc,
                     accumulate: acc,
+                    post: None,
                 };
                 gemm_on(path, g, &mut c[..(m - 1) * ldc + n]);
                 for i in 0..m {
@@ -443,5 +445,120 @@ fn an_a_stride_shorter_than_a_row_is_refused() {
         B::Packed(&bp),
         (&mut [0.0; 12], 3),
         false,
+    );
+}
+
+/// The row epilogue in registers gives the bits of the GEMM followed by the convolutions'
+/// separate pass (`PostOp::apply`), on every path, for every combination of bias, affine and
+/// ReLU (absent steps as `−0`, `1`, `−0`), with NaN rows, rows summing to zero, partial tiles
+/// and strips, and `k = 0`.
+#[test]
+fn the_row_epilogue_gives_the_bits_of_the_separate_pass() {
+    use crate::ops::conv::PostOp;
+    for &(m, k, n) in &[
+        (13, 33, 70),
+        (7, 0, 5),
+        (1, 4, 64),
+        (6, 9, 17),
+        (8, 147, 130),
+    ] {
+        let k2 = pairs(k);
+        let mut a = rand_vec(m * k, 31);
+        if m > 2 && k > 0 {
+            a[k..2 * k].fill(0.0); // row 1 sums to +0
+            a[2 * k] = f32::NAN; // row 2 is NaN
+        }
+        let b = rand_vec(k * n, 32);
+        let mut ap = vec![0; m * k2];
+        pairs_into(&a, m, k, &mut ap);
+        let bias = rand_vec(m, 33);
+        let (scale, shift) = (rand_vec(m, 34), rand_vec(m, 35));
+        for &path in &paths() {
+            let mut plain = vec![f32::NAN; m * n];
+            run(path, (m, k, n), &ap, B::F32(&b, (n, 1)), &mut plain, false);
+            for form in 0..8 {
+                let (with_bias, affine, relu) = (form & 1 != 0, form & 2 != 0, form & 4 != 0);
+                let posts: Vec<PostOp> = (0..m)
+                    .map(|i| PostOp {
+                        bias: with_bias.then_some(bias[i]),
+                        affine: affine.then_some((scale[i], shift[i])),
+                        relu,
+                        act: None,
+                    })
+                    .collect();
+                let coef: Vec<[f32; 3]> = posts
+                    .iter()
+                    .map(|p| {
+                        let (a, b) = p.affine.unwrap_or((1.0, -0.0));
+                        [p.bias.unwrap_or(-0.0), a, b]
+                    })
+                    .collect();
+                let mut want = plain.clone();
+                for (post, row) in posts.iter().zip(want.chunks_exact_mut(n.max(1))) {
+                    post.apply(row);
+                }
+                let mut got = vec![f32::NAN; m * n];
+                let g = Gemm {
+                    m,
+                    k,
+                    n,
+                    a: &ap,
+                    b: B::F32(&b, (n, 1)),
+                    lda: k2,
+                    ldc: n,
+                    accumulate: false,
+                    post: Some(RowPost { coef: &coef, relu }),
+                };
+                gemm_on(path, g, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{m}x{k}x{n} on {}, form {form}",
+                    path.name()
+                );
+            }
+        }
+    }
+    take_ran_bf16();
+}
+
+#[test]
+#[should_panic(expected = "bf16 gemm row epilogue too short, or with accumulation")]
+fn a_row_epilogue_with_accumulation_is_refused() {
+    let post = RowPost {
+        coef: &[[0.0, 1.0, 0.0]; 4],
+        relu: false,
+    };
+    let g = Gemm {
+        m: 4,
+        k: 2,
+        n: 3,
+        a: &[0; 4],
+        b: B::F32(&[0.0; 6], (3, 1)),
+        lda: 1,
+        ldc: 3,
+        accumulate: true,
+        post: Some(post),
+    };
+    gemm_on(Bf16Path::Fma(Isa::Baseline), g, &mut [0.0; 12]);
+}
+
+#[test]
+#[should_panic(expected = "bf16 gemm row epilogue too short, or with accumulation")]
+fn a_short_row_epilogue_is_refused() {
+    let ap = vec![0; 4];
+    let post = RowPost {
+        coef: &[[0.0, 1.0, 0.0]; 3],
+        relu: false,
+    };
+    gemm_post(
+        4,
+        2,
+        3,
+        &ap,
+        B::F32(&[0.0; 6], (3, 1)),
+        &mut [0.0; 12],
+        post,
     );
 }

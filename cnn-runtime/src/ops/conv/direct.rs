@@ -191,6 +191,7 @@ pub(crate) fn conv2d_bf16(
     let parts = row_parts(threads, p.c_out);
     let split = splits(parts, p.macs());
     let taps = tap_offsets(p);
+    let post = epilogue.gemm_rows(bias, p.c_out);
     // LOOP over samples
     for (sample, (x, y)) in input
         .chunks_exact(p.in_len())
@@ -201,13 +202,25 @@ pub(crate) fn conv2d_bf16(
         split_phases(p, x, phases);
         let phases = &*phases;
         let fill = |j0: usize, panel: &mut [u32]| fill_panel(p, phases, &taps, j0, panel);
-        // Output channels `first..` (as many as `y` holds): GEMM, then bias and epilogue.
+        // Output channels `first..` (as many as `y` holds): GEMM with bias and epilogue in
+        // registers (or after it, with an activation other than ReLU), then the residual.
         let rows = |first: usize, y: &mut [f32]| {
             let m = y.len() / plane;
             let w = &w16[first * k2..(first + m) * k2];
-            bf16::gemm(m, k, plane, w, bf16::B::Fill(&fill), y, false);
+            let b = bf16::B::Fill(&fill);
+            if let Some((coef, relu)) = &post {
+                let post = bf16::RowPost {
+                    coef: &coef[first..first + m],
+                    relu: *relu,
+                };
+                bf16::gemm_post(m, k, plane, w, b, y, post);
+            } else {
+                bf16::gemm(m, k, plane, w, b, y, false);
+                for (o, row) in y.chunks_exact_mut(plane).enumerate() {
+                    epilogue.channel(bias, first + o).apply(row);
+                }
+            }
             for (o, row) in y.chunks_exact_mut(plane).enumerate() {
-                epilogue.channel(bias, first + o).apply(row);
                 epilogue.after(sample * p.c_out + first + o, row);
             }
         };

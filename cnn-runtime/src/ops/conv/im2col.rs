@@ -125,14 +125,38 @@ impl<'a> Rows<'a> {
         }
     }
 
-    /// `y[m × n] = self[m × k] · cols[k × n]`.
-    fn gemm(self, m: usize, k: usize, n: usize, cols: &[f32], y: &mut [f32]) {
+    /// `y[m × n] = self[m × k] · cols[k × n]`, with bf16 rows and `post` (`[add, scale,
+    /// shift]` per row and the ReLU flag) the row epilogue applied in registers; whether it
+    /// was.
+    fn gemm(
+        self,
+        m: usize,
+        k: usize,
+        n: usize,
+        cols: &[f32],
+        y: &mut [f32],
+        post: Option<(&[[f32; 3]], bool)>,
+    ) -> bool {
         match self {
-            Rows::F32(w) => crate::gemm::sgemm(m, k, n, w, cols, y, false),
+            Rows::F32(w) => {
+                let _ = post;
+                crate::gemm::sgemm(m, k, n, w, cols, y, false);
+                false
+            }
             #[cfg(feature = "std")]
             Rows::Bf16(w) => {
                 use crate::gemm::bf16;
-                bf16::gemm(m, k, n, w, bf16::B::F32(cols, (n, 1)), y, false)
+                let b = bf16::B::F32(cols, (n, 1));
+                match post {
+                    Some((coef, relu)) => {
+                        bf16::gemm_post(m, k, n, w, b, y, bf16::RowPost { coef, relu });
+                        true
+                    }
+                    None => {
+                        bf16::gemm(m, k, n, w, b, y, false);
+                        false
+                    }
+                }
             }
         }
     }
@@ -166,6 +190,14 @@ fn conv2d_with(
     }
     let skip = skips(p);
     let scratch = scratch.at_least(scratch_len(p));
+    // The bf16 GEMM's row epilogue, for every output channel.
+    #[cfg(feature = "std")]
+    let post = match weight {
+        Rows::Bf16(_) => epilogue.gemm_rows(bias, p.c_out),
+        Rows::F32(_) => None,
+    };
+    #[cfg(not(feature = "std"))]
+    let post: Option<(&[[f32; 3]], bool)> = None;
 
     // LOOP over samples
     for s in 0..n {
@@ -184,14 +216,18 @@ fn conv2d_with(
                 &*cols
             };
             // Rows `first..` of this group's output: GEMM, then bias and epilogue in one pass
-            // (and the residual and activation while the plane is in cache).
+            // (in registers in the bf16 GEMM), and the residual and activation while the
+            // plane is in cache.
             let rows = |first: usize, y: &mut [f32]| {
                 let m = y.len() / n_cols;
-                // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
-                wg.rows(first, m, k).gemm(m, k, n_cols, cols, y);
                 let c0 = g * c_out_g + first;
+                let post = post.as_ref().map(|(coef, relu)| (&coef[c0..c0 + m], *relu));
+                // weight: (G, O/G, C/G·KH·KW)  cols: (C/G·KH·KW, OH·OW)  out: (G, O/G, OH·OW)
+                let done = wg.rows(first, m, k).gemm(m, k, n_cols, cols, y, post);
                 for (o, row) in y.chunks_exact_mut(n_cols).enumerate() {
-                    epilogue.channel(bias, c0 + o).apply(row);
+                    if !done {
+                        epilogue.channel(bias, c0 + o).apply(row);
+                    }
                     epilogue.after(s * p.c_out + c0 + o, row);
                 }
             };

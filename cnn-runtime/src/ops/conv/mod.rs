@@ -215,6 +215,31 @@ impl Epilogue<'_> {
         }
     }
 
+    /// The bias, folded batch norm and ReLU of output channels `0..c_out` as the bf16 GEMM's
+    /// row epilogue (`[add, scale, shift]` per channel and the ReLU flag, see
+    /// [`RowPost`](crate::gemm::bf16::RowPost)): the same bits as [`PostOp::apply`]. `None`
+    /// when the channels' [`PostOp`] has another activation, which runs on whole rows.
+    #[cfg(feature = "std")]
+    pub(crate) fn gemm_rows(
+        &self,
+        bias: Option<&[f32]>,
+        c_out: usize,
+    ) -> Option<(Vec<[f32; 3]>, bool)> {
+        let posts: Vec<PostOp> = (0..c_out).map(|c| self.channel(bias, c)).collect();
+        let relu = posts.first().is_some_and(|p| p.relu);
+        if posts.iter().any(|p| p.act.is_some()) {
+            return None;
+        }
+        let coef = posts
+            .iter()
+            .map(|p| {
+                let (scale, shift) = p.affine.unwrap_or((1.0, -0.0));
+                [p.bias.unwrap_or(-0.0), scale, shift]
+            })
+            .collect();
+        Some((coef, relu))
+    }
+
     /// The rest of the work on a finished output plane after [`channel`](Self::channel)'s
     /// [`PostOp`]: with a residual, `row += residual[plane]` and then the activation; nothing
     /// otherwise. `plane` is the plane's index in the batch, `sample · c_out + channel`, and
@@ -1342,6 +1367,78 @@ pub(crate) mod tests {
         assert!(f(1.0, Some(2.0)) != f(1.0, Some(3.0)), "bias differs");
         assert!(f(1.0, Some(2.0)) != f(0.5, Some(2.0)), "weight differs");
         assert!(f(1.0, None) != f(1.0, Some(2.0)), "bias absent");
+    }
+
+    /// The bf16 direct and im2col convolutions apply bias, batch norm and ReLU inside their
+    /// GEMM: every epilogue form gives the bits of the convolution with its bias alone
+    /// followed by the separate pass (`PostOp::apply`, then `Epilogue::after`), on every bf16
+    /// path, on one thread and split over two.
+    #[test]
+    fn bf16_epilogues_in_the_gemm_give_the_bits_of_the_separate_pass() {
+        let conv = |c_in, c_out, groups, k: usize, stride: usize, pad, side: usize| {
+            let out = (side + 2 * pad - k) / stride + 1;
+            Conv2dParams {
+                c_in,
+                c_out,
+                groups,
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [pad, pad],
+                dilation: [1, 1],
+                in_hw: [side, side],
+                out_hw: [out, out],
+            }
+        };
+        // A direct stem large enough to split its channels, an odd im2col with groups, a 1×1.
+        for p in [
+            conv(3, 40, 1, 7, 2, 3, 64),
+            conv(9, 14, 2, 3, 2, 1, 13),
+            conv(32, 64, 1, 1, 1, 0, 24),
+        ] {
+            assert!(p.multiplies_in_bf16(), "{p:?}");
+            assert_ne!(p.algorithm(), Algorithm::Winograd, "{p:?}");
+            let n = 2;
+            let x = rand_vec(n * p.in_len(), 61);
+            let wt = rand_vec(p.c_out * p.fan_in(), 62);
+            let b = rand_vec(p.c_out, 63);
+            let (scale, shift) = (rand_vec(p.c_out, 64), rand_vec(p.c_out, 65));
+            let r = rand_vec(n * p.out_len(), 66);
+            let hw = p.out_hw[0] * p.out_hw[1];
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            crate::simd::testing::each_bf16_path(|on| {
+                for (bias, affine, residual, act) in epilogue_forms(false) {
+                    let mut filters = Filters::new(wt.clone(), bias.then(|| b.clone()));
+                    filters.set_precision(Precision::Bf16);
+                    let epilogue = Epilogue {
+                        affine: affine.then_some((&scale[..], &shift[..])),
+                        act,
+                        residual: residual.then_some(&r[..]),
+                    };
+                    let run = |threads: usize, epilogue| {
+                        let mut y = vec![f32::NAN; n * p.out_len()];
+                        crate::threads::install(threads, || {
+                            let mut scratch = Vec::new();
+                            forward(&p, n, &x, &filters, epilogue, threads, &mut y, &mut scratch)
+                        });
+                        y
+                    };
+                    let mut want = run(1, Epilogue::default());
+                    for (plane, row) in want.chunks_exact_mut(hw).enumerate() {
+                        epilogue.channel(None, plane % p.c_out).apply(row);
+                        epilogue.after(plane, row);
+                    }
+                    for threads in [1, 2] {
+                        assert_eq!(
+                            bits(&run(threads, epilogue)),
+                            bits(&want),
+                            "{p:?} on {}, {threads} threads: bias {bias}, affine {affine}, \
+                             residual {residual}, {act:?}",
+                            on.name()
+                        );
+                    }
+                }
+            });
+        }
     }
 
     /// In bf16 each algorithm that multiplies in bf16 (Winograd F(2×2) and F(4×4), im2col with
