@@ -7,7 +7,7 @@ pub use crate::bare::WorkspaceLayout;
 use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, Linear};
 use crate::ops::activation::{self, Activation};
 use crate::ops::batchnorm;
-use crate::ops::conv::{self, Epilogue};
+use crate::ops::conv::{self, Epilogue, Layout};
 use crate::ops::conv_transpose;
 use crate::ops::pool::{self, Pool2dParams};
 use crate::ops::upsample::{self, Upsample2dParams};
@@ -46,6 +46,10 @@ pub struct Exec {
     lens: Vec<usize>,
     /// Threads a single layer may use (when there are fewer chunks than threads).
     threads: usize,
+    /// `Some([C, H·W])` when the current tensor is channel-last, `[n, H·W, C]`: what a
+    /// Winograd convolution writes, kept while the layers that follow take it (Winograd
+    /// convolutions, max and global pools, activations) and changed back by any other.
+    channels_last: Option<[usize; 2]>,
 }
 
 impl Exec {
@@ -67,6 +71,7 @@ impl Exec {
     fn load(&mut self, x: ArrayView4<'_, f32>) {
         self.n = x.shape()[0];
         self.len = x.len();
+        self.channels_last = None;
         // A run that failed inside a block left its entries behind.
         self.lens.clear();
         self.grow_pair(self.len);
@@ -93,12 +98,36 @@ impl Exec {
             stack: Vec::new(),
             lens: Vec::new(),
             threads: 1,
+            channels_last: None,
         }
     }
 
-    /// The current activations, `[n, …]` row-major.
-    pub(crate) fn output(&self) -> &[f32] {
+    /// The current activations, `[n, …]` row-major (channels first).
+    pub(crate) fn output(&mut self) -> &[f32] {
+        self.channels_first();
         &self.cur[..self.len]
+    }
+
+    /// The current tensor's layout.
+    fn layout(&self) -> Layout {
+        match self.channels_last {
+            Some(_) => Layout::ChannelsLast,
+            None => Layout::ChannelsFirst,
+        }
+    }
+
+    /// Lays the current tensor out channels-first (PyTorch's `[n, C, H, W]`) if it is not.
+    fn channels_first(&mut self) {
+        let Some([c, hw]) = self.channels_last.take() else {
+            return;
+        };
+        let per = c * hw;
+        self.step(per, |x, y, _| {
+            // LOOP over samples
+            for (x, y) in x.chunks_exact(per).zip(y.chunks_exact_mut(per)) {
+                crate::transpose::transpose(hw, c, x, c, y, hw);
+            }
+        });
     }
 
     /// Grows both ping-pong buffers to hold `len` values. Both grow together, so that which
@@ -247,6 +276,7 @@ impl Exec {
     /// # Panics
     /// If the stack is empty or its top is not shaped like the current tensor.
     fn add_top(&mut self, act: Option<Activation>) {
+        self.channels_first();
         let d = self
             .lens
             .len()
@@ -273,6 +303,7 @@ impl Exec {
         [offset, channels, hw, total]: [usize; 4],
         mut f: impl FnMut(&mut Self, &[f32], &mut [f32]),
     ) {
+        self.channels_first();
         let d = self.lens.len().checked_sub(1).expect("concat: empty stack");
         let (part, whole) = (channels * hw, total * hw);
         assert!(
@@ -296,6 +327,7 @@ impl Exec {
 
     /// One transposed convolution with `epilogue`.
     fn conv_transpose(&mut self, conv: &ConvTranspose2d, epilogue: Epilogue<'_>) {
+        self.channels_first();
         let (n, threads, p) = (self.n, self.threads, &conv.params);
         self.step(p.out_len(), |x, y, s| {
             conv_transpose::forward(
@@ -312,19 +344,33 @@ impl Exec {
         });
     }
 
-    /// One convolution with `epilogue`.
+    /// One convolution with `epilogue`. Winograd reads a channel-last input as it is and,
+    /// without a residual, leaves its output channel-last; other algorithms read channels
+    /// first.
     fn conv(&mut self, conv: &Conv2d, epilogue: Epilogue<'_>) {
         let (n, threads, p) = (self.n, self.threads, &conv.params);
+        if p.algorithm() != conv::Algorithm::Winograd {
+            self.channels_first();
+        }
+        let layout = self.layout();
+        let mut out = Layout::ChannelsFirst;
         self.step(p.out_len(), |x, y, s| {
-            conv::forward(p, n, x, &conv.filters, epilogue, threads, y, s);
+            let filters = &conv.filters;
+            out = conv::forward_in(p, n, (x, layout), filters, epilogue, threads, y, s);
         });
+        let hw = p.out_hw[0] * p.out_hw[1];
+        self.channels_last = (out == Layout::ChannelsLast).then_some([p.c_out, hw]);
+        #[cfg(test)]
+        if tests::CHANNELS_FIRST_ONLY.get() {
+            self.channels_first();
+        }
     }
 
     /// One sample's flat result by value.
     ///
     /// # Panics
     /// If the current tensor does not hold `K` values (a bug in generated code).
-    pub fn to_array<const K: usize>(&self) -> [f32; K] {
+    pub fn to_array<const K: usize>(&mut self) -> [f32; K] {
         let mut out = [0.0; K];
         out.copy_from_slice(self.output());
         out
@@ -336,7 +382,7 @@ impl Exec {
     /// # Panics
     /// If the current tensor does not hold `C·H·W` values (a bug in generated code).
     pub fn to_boxed_chw<const C: usize, const H: usize, const W: usize>(
-        &self,
+        &mut self,
     ) -> Box<[[[f32; W]; H]; C]> {
         let mut planes = vec![[[0.0f32; W]; H]; C].into_boxed_slice();
         planes
@@ -445,6 +491,7 @@ impl Run for Exec {
     /// onto the stack of saved tensors. The current tensor stays as it is, the input of the
     /// block's first layer (the shortcut's or the body's).
     fn block_enter(&mut self) {
+        self.channels_first();
         let d = self.push_len(self.len);
         self.stack[d][..self.len].copy_from_slice(&self.cur[..self.len]);
     }
@@ -457,6 +504,7 @@ impl Run for Exec {
     /// # Panics
     /// If the stack is empty (a bug in generated code).
     fn swap_top(&mut self) {
+        self.channels_first();
         let d = self
             .lens
             .len()
@@ -483,6 +531,7 @@ impl Run for Exec {
     /// If the stack is empty or its top is not shaped like the current tensor (a bug in
     /// generated code).
     fn residual_add(&mut self, act: Option<Activation>) {
+        self.channels_first();
         self.add_top(act);
         self.pop();
     }
@@ -491,6 +540,7 @@ impl Run for Exec {
     /// of the current tensor (the block input x), then an accumulator of `out_len` values per
     /// sample (the concatenation's output, `total_channels · H · W`) which the branches fill.
     fn concat_enter(&mut self, out_len: usize) {
+        self.channels_first();
         self.block_enter();
         // Unspecified contents: the branches write every channel.
         self.push_len(self.n * out_len);
@@ -510,6 +560,7 @@ impl Run for Exec {
         hw: usize,
         total_channels: usize,
     ) {
+        self.channels_first();
         let d = self
             .lens
             .len()
@@ -547,6 +598,7 @@ impl Run for Exec {
         channel_offset: usize,
         total_channels: usize,
     ) -> Result<(), Error> {
+        self.channels_first();
         let p = &conv.params;
         let hw = p.out_hw[0] * p.out_hw[1];
         if bn.is_some_and(|bn| bn.running.is_none()) {
@@ -581,6 +633,7 @@ impl Run for Exec {
         channel_offset: usize,
         total_channels: usize,
     ) -> Result<(), Error> {
+        self.channels_first();
         let p = &conv.params;
         let hw = p.out_hw[0] * p.out_hw[1];
         if bn.is_some_and(|bn| bn.running.is_none()) {
@@ -612,6 +665,7 @@ impl Run for Exec {
         channel_offset: usize,
         total_channels: usize,
     ) {
+        self.channels_first();
         let hw = params.out_hw[0] * params.out_hw[1];
         let slot = [channel_offset, params.channels, hw, total_channels];
         self.fill_slot(params.in_len(), slot, |_, x, y| {
@@ -625,6 +679,7 @@ impl Run for Exec {
     /// # Panics
     /// If the stack holds fewer than two entries (a bug in generated code).
     fn concat_restore(&mut self) {
+        self.channels_first();
         let len = self.entry(1).len();
         self.grow_pair(len);
         let d = self.lens.len() - 2;
@@ -646,6 +701,7 @@ impl Run for Exec {
         hw: usize,
         total_channels: usize,
     ) {
+        self.channels_first();
         let depth = self.lens.len();
         assert!(depth >= 2, "concat_write_input: no concatenation open");
         let (below, top) = self.stack.split_at_mut(depth - 1);
@@ -665,6 +721,7 @@ impl Run for Exec {
     /// # Panics
     /// If the stack holds fewer than two entries (a bug in generated code).
     fn concat_exit(&mut self) {
+        self.channels_first();
         let len = self.entry(0).len();
         assert!(self.lens.len() >= 2, "concat_exit: no concatenation open");
         self.grow_pair(len);
@@ -678,6 +735,7 @@ impl Run for Exec {
     /// `nn.Upsample` (nearest or bilinear, integer factors). With spare threads and a large
     /// enough output, runs of whole planes go to different threads (the result does not change).
     fn upsample2d(&mut self, params: &Upsample2dParams) {
+        self.channels_first();
         let (n, threads) = (self.n, self.threads);
         let in_plane = params.in_hw[0] * params.in_hw[1];
         let out_plane = params.out_hw[0] * params.out_hw[1];
@@ -705,6 +763,7 @@ impl Run for Exec {
     /// # Errors
     /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
     fn batchnorm(&mut self, layer: &BatchNorm2d) -> Result<(), Error> {
+        self.channels_first();
         layer.forward(self.n, &mut self.cur[..self.len])
     }
 
@@ -715,12 +774,35 @@ impl Run for Exec {
 
     /// `nn.Softmax(dim=1)` over `channels`, each with `spatial` positions (1 when flat).
     fn softmax(&mut self, channels: usize, spatial: usize) {
+        self.channels_first();
         activation::softmax(self.n, channels, spatial, &mut self.cur[..self.len]);
     }
 
-    /// Max, average or global pooling.
+    /// Max, average or global pooling; a max or global pool of a channel-last tensor stays
+    /// channel-last (a global pool's `[C]` per sample is both).
     fn pool2d(&mut self, params: &Pool2dParams) {
         let (n, threads) = (self.n, self.threads);
+        if self.channels_last.is_some() && pool::takes_channels_last(params) {
+            self.step(params.out_len(), |x, y, _| {
+                if threads < 2 || n < 2 {
+                    pool::pool2d_channels_last(params, n, x, y);
+                    return;
+                }
+                // LOOP over runs of whole samples, one per thread
+                let per = n.div_ceil(threads);
+                let parts = x
+                    .chunks(per * params.in_len())
+                    .zip(y.chunks_mut(per * params.out_len()));
+                crate::threads::for_each(threads, parts, |_, (x, y)| {
+                    let n = y.len() / params.out_len();
+                    pool::pool2d_channels_last(params, n, x, y);
+                });
+            });
+            let hw = params.out_hw[0] * params.out_hw[1];
+            self.channels_last = (hw > 1).then_some([params.channels, hw]);
+            return;
+        }
+        self.channels_first();
         let in_plane = params.in_hw[0] * params.in_hw[1];
         let out_plane = params.out_hw[0] * params.out_hw[1];
         let planes = n * params.channels;
@@ -744,6 +826,7 @@ impl Run for Exec {
 
     /// `nn.Linear`.
     fn linear(&mut self, layer: &Linear) {
+        self.channels_first();
         let n = self.n;
         self.step(layer.params.out_features, |x, y, _| layer.forward(n, x, y));
     }
@@ -797,6 +880,7 @@ impl Workspace {
                     .collect(),
                 lens: Vec::with_capacity(layout.stack.len()),
                 threads: 1,
+                channels_last: None,
             },
         }
     }
@@ -1024,6 +1108,12 @@ fn split_planes(threads: usize, planes: usize, plane: usize) -> bool {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// Set: every convolution's output goes channels-first at once, as before channel-last
+        /// activations (the reference of `channel_last_activations_change_no_bit`).
+        pub(super) static CHANNELS_FIRST_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     #[test]
     fn small_batches_stay_on_the_calling_thread() {
         let small = POOL_MIN_MACS - 1;
@@ -1163,8 +1253,12 @@ mod tests {
                     let mut fused = Exec::from_view(x.view(), [4, 7, 6]).unwrap();
                     fused.conv2d_fused(&conv, bn, act).unwrap();
                     let bits =
-                        |e: &Exec| e.output().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&fused), bits(&separate), "affine {affine}, {act:?}");
+                        |e: &mut Exec| e.output().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&mut fused),
+                        bits(&mut separate),
+                        "affine {affine}, {act:?}"
+                    );
                 }
             }
         }
@@ -1307,6 +1401,159 @@ mod tests {
         }
 
         /// `f` on a fresh executor holding `x` (`n` samples): one layer's reference output.
+        /// Every layer the executor runs, from and to channel-last activations (a Winograd
+        /// convolution's output): the layers that take them (Winograd convolutions, max and
+        /// global pools, activations, a residual convolution's input) keep them, every other
+        /// layer and the output lay them out channels-first, with the bits of an executor that
+        /// changes each Winograd output back at once (the layout before channel-last
+        /// activations), in f32 and bf16, on one thread and on two.
+        #[test]
+        fn channel_last_activations_change_no_bit() {
+            use crate::ops::pool::PoolKind;
+            use crate::ops::upsample::UpsampleMode;
+            let hw = [10, 10];
+            let pool = |kind, k: usize, s: usize, pad: usize, c: usize, side: usize| {
+                let out = crate::shape::out_len(side, k, s, pad, 1, false).unwrap();
+                Pool2dParams {
+                    kind,
+                    channels: c,
+                    kernel: [k, k],
+                    stride: [s, s],
+                    padding: [pad, pad],
+                    ceil_mode: false,
+                    in_hw: [side, side],
+                    out_hw: [out, out],
+                }
+            };
+            let max3 = pool(PoolKind::Max, 3, 2, 1, 24, 10);
+            let avg2 = pool(
+                PoolKind::Avg {
+                    count_include_pad: true,
+                },
+                2,
+                2,
+                0,
+                24,
+                10,
+            );
+            let gap = pool(
+                PoolKind::Avg {
+                    count_include_pad: true,
+                },
+                10,
+                10,
+                0,
+                24,
+                10,
+            );
+            let gmax = pool(PoolKind::Max, 5, 5, 0, 32, 5);
+            let up = Upsample2dParams {
+                channels: 24,
+                scale: [2, 2],
+                mode: UpsampleMode::Nearest,
+                in_hw: [5, 5],
+                out_hw: [10, 10],
+            };
+            let fc = |i: usize, o: usize| {
+                let p = crate::ops::linear::LinearParams {
+                    in_features: i,
+                    out_features: o,
+                };
+                Linear::seeded("0", p, true, &mut Rng::new(7))
+            };
+            let bn = batch_norm(24, 100, true, 3);
+            let stats = batch_norm(24, 100, false, 4);
+            let relu = Some(Activation::Relu);
+            for precision in [crate::Precision::F32, crate::Precision::Bf16] {
+                let mut w1 = conv(16, 24, 3, 1, hw);
+                let mut w2 = conv(24, 24, 3, 1, hw);
+                let mut w3 = conv(24, 32, 3, 1, [5, 5]);
+                let mut strided = conv(24, 24, 3, 2, hw);
+                let mut fc1 = fc(24 * 25, 10);
+                for layer in [&mut w1, &mut w2, &mut w3, &mut strided] {
+                    assert!(
+                        layer.params.algorithm() == conv::Algorithm::Winograd
+                            || layer.params.stride == [2, 2]
+                    );
+                    layer.set_precision(precision);
+                }
+                fc1.set_precision(precision);
+                let (w1, w2, w3, strided, fc1) = (&w1, &w2, &w3, &strided, &fc1);
+                // Each a network from `[16, 10, 10]`.
+                type Net<'a> = &'a (dyn Fn(&mut Exec) + Sync);
+                let nets: [(&str, Net<'_>); 6] = [
+                    (
+                        "winograd, max pool, winograd, global pool",
+                        &|e: &mut Exec| {
+                            e.conv2d_fused(w1, Some(&bn), relu).unwrap();
+                            e.conv2d_fused(w2, None, Some(Activation::Gelu)).unwrap();
+                            e.pool2d(&max3);
+                            e.activation(Activation::Relu6);
+                            e.conv2d_fused(w3, None, relu).unwrap();
+                            e.pool2d(&gmax);
+                        },
+                    ),
+                    ("average pool, upsampling, linear", &|e: &mut Exec| {
+                        e.conv2d(w1);
+                        e.pool2d(&avg2);
+                        e.upsample2d(&up);
+                        e.conv2d_fused(w2, None, relu).unwrap();
+                        e.pool2d(&avg2);
+                        e.linear(fc1);
+                    }),
+                    ("residual block", &|e: &mut Exec| {
+                        e.conv2d_fused(w1, None, relu).unwrap();
+                        e.block_enter();
+                        e.conv2d_fused(w2, Some(&bn), relu).unwrap();
+                        e.conv2d_residual(w2, Some(&bn), relu).unwrap();
+                        e.conv2d(w2);
+                        e.pool2d(&gap);
+                    }),
+                    ("strided im2col, softmax", &|e: &mut Exec| {
+                        e.conv2d(w1);
+                        e.conv2d(strided);
+                        e.softmax(24, 25);
+                    }),
+                    ("batch statistics", &|e: &mut Exec| {
+                        e.conv2d_fused(w1, Some(&stats), relu).unwrap();
+                        e.conv2d(w2);
+                        e.batchnorm(&bn).unwrap();
+                    }),
+                    ("concatenation", &|e: &mut Exec| {
+                        e.conv2d(w1);
+                        e.concat_enter(2 * 24 * 100);
+                        e.concat_restore();
+                        e.conv2d(w2);
+                        e.concat_write(0, 24, 100, 48);
+                        e.concat_restore();
+                        e.concat_write_input(24, 24, 100, 48);
+                        e.concat_exit();
+                    }),
+                ];
+                let n = 2;
+                let x = rand_vec(n * 16 * 100, 17);
+                for (what, net) in nets {
+                    for threads in [1, 2] {
+                        let run = |first_only: bool| {
+                            let mut e = Exec::with_data(n, x.clone());
+                            e.threads = threads;
+                            crate::threads::install(threads, || {
+                                tests::CHANNELS_FIRST_ONLY.set(first_only);
+                                net(&mut e);
+                                tests::CHANNELS_FIRST_ONLY.set(false);
+                            });
+                            bits(e.output())
+                        };
+                        assert_eq!(
+                            run(false),
+                            run(true),
+                            "{what}, {precision:?}, {threads} threads"
+                        );
+                    }
+                }
+            }
+        }
+
         fn apply(n: usize, x: &[f32], f: impl FnOnce(&mut Exec)) -> Vec<f32> {
             let mut e = Exec::with_data(n, x.to_vec());
             f(&mut e);
@@ -1679,7 +1926,7 @@ mod tests {
     #[test]
     fn one_sample_comes_out_in_order() {
         let x: Vec<f32> = (0..24).map(|v| v as f32 - 7.5).collect();
-        let e = Exec::from_sample(&x);
+        let mut e = Exec::from_sample(&x);
         let boxed = e.to_boxed_chw::<2, 3, 4>();
         for (c, plane) in boxed.iter().enumerate() {
             for (y, row) in plane.iter().enumerate() {
@@ -1689,7 +1936,7 @@ mod tests {
             }
         }
         assert_eq!(e.to_array::<24>().as_slice(), &x[..]);
-        let wrong = std::panic::catch_unwind(|| e.to_array::<23>());
+        let wrong = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.to_array::<23>()));
         assert!(wrong.is_err(), "a wrong length is a bug, refused");
     }
 

@@ -5,7 +5,7 @@ use std::{cell::Cell, vec::Vec};
 
 use crate::store::Scratch;
 
-use crate::simd::{with_simd, Simd};
+use crate::simd::{with_simd, Scalar, Simd};
 
 /// Which reduction a pooling window applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,8 +126,7 @@ fn pool2d_with<S: Simd>(
     }
     let input = &input[..planes * hw_in];
     let out = &mut out[..planes * hw_out];
-    let global = p.kernel == p.in_hw && p.padding == [0, 0] && p.out_hw == [1, 1];
-    if global && hw_in > 0 {
+    if is_global(p) && hw_in > 0 {
         // LOOP over (sample, channel) planes
         for (x, y) in input.chunks_exact(hw_in).zip(out.iter_mut()) {
             *y = match p.kind {
@@ -152,6 +151,189 @@ fn pool2d_with<S: Simd>(
     match p.kind {
         PoolKind::Max => pool_separable(s, PoolKind::Max, p, input, out, scratch),
         avg @ PoolKind::Avg { .. } => pool_separable(s, avg, p, input, out, scratch),
+    }
+}
+
+/// Whether [`pool2d_channels_last`] takes the pool: a max pool over any window, or a global
+/// pool (average or max).
+pub(crate) fn takes_channels_last(p: &Pool2dParams) -> bool {
+    is_global(p) || p.kind == PoolKind::Max
+}
+
+/// A window over the whole plane: `nn.AdaptiveAvgPool2d(1)`, `nn.AdaptiveMaxPool2d(1)`.
+fn is_global(p: &Pool2dParams) -> bool {
+    p.kernel == p.in_hw && p.padding == [0, 0] && p.out_hw == [1, 1]
+}
+
+/// [`pool2d`] of `n` samples laid out channel-last, `input: [n, H·W, C]` into
+/// `out: [n, OH·OW, C]`, for the pools [`takes_channels_last`] names: each window's taps are
+/// whole vectors of channels, folded in an order that gives the channels-first kernels' bits
+/// (row-major for max, which the separable fold matches; [`sum_all`]'s and [`max_all`]'s
+/// lanes for the global pools).
+///
+/// # Panics
+/// If a slice is shorter than its layout, or the pool is a windowed average.
+pub(crate) fn pool2d_channels_last(p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32]) {
+    with_simd!(
+        |s: S| { channels_last_with::<S>(s, p, n, input, out) },
+        (p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32])
+    )
+}
+
+/// [`pool2d_channels_last`] with the vectors of `S`.
+#[inline(always)]
+fn channels_last_with<S: Simd>(s: S, p: &Pool2dParams, n: usize, input: &[f32], out: &mut [f32]) {
+    assert!(
+        takes_channels_last(p),
+        "pool2d: a channel-last windowed average"
+    );
+    let c = p.channels;
+    let [h, w] = p.in_hw;
+    let (hw_in, hw_out) = (h * w, p.out_hw[0] * p.out_hw[1]);
+    assert!(input.len() >= n * c * hw_in, "pool2d input too short");
+    assert!(out.len() >= n * c * hw_out, "pool2d output too short");
+    if n == 0 || c == 0 || hw_out == 0 {
+        return;
+    }
+    let global = is_global(p);
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let [oh, ow] = p.out_hw;
+    let lanes = S::LANES;
+    // LOOP over samples
+    for (x, y) in input
+        .chunks_exact(hw_in * c)
+        .zip(out.chunks_exact_mut(hw_out * c))
+        .take(n)
+    {
+        if global {
+            let y = &mut y[..c];
+            // LOOP over blocks of channels: two vectors, one, or single channels
+            if c >= 2 * lanes {
+                for ch in vector_starts(c, 2 * lanes) {
+                    global_last::<S, 2>(s, p.kind, x, c, ch, y);
+                }
+            } else if c >= lanes {
+                global_last::<S, 1>(s, p.kind, x, c, 0, y);
+                global_last::<S, 1>(s, p.kind, x, c, c - lanes, y);
+            } else {
+                for ch in 0..c {
+                    global_last::<Scalar, 1>(Scalar, p.kind, x, c, ch, y);
+                }
+            }
+            if let PoolKind::Avg { .. } = p.kind {
+                y.iter_mut().for_each(|v| *v /= hw_in as f32);
+            }
+            continue;
+        }
+        // LOOP over output rows
+        for (oy, y_row) in y.chunks_exact_mut(ow * c).enumerate().take(oh) {
+            let (r0, r1, _) = window(oy, kh, sh, ph, h);
+            // LOOP over output columns
+            for (ox, y) in y_row.chunks_exact_mut(c).enumerate() {
+                let (c0, c1, _) = window(ox, kw, sw, pw, w);
+                let taps = [r0, r1, c0, c1];
+                // LOOP over vectors of channels (single channels when fewer than a vector)
+                if c >= lanes {
+                    for ch in vector_starts(c, lanes) {
+                        max_last(s, x, [w, c], taps, ch, y);
+                    }
+                } else {
+                    for ch in 0..c {
+                        max_last(Scalar, x, [w, c], taps, ch, y);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y[ch..ch + LANES]` = the max of the window rows `r0..r1`, columns `c0..c1`
+/// (`[r0, r1, c0, c1]`) of the channel-last plane `x` (`[w, c]`: its width and channels),
+/// folded row-major; −∞ for an empty window.
+#[inline(always)]
+fn max_last<T: Simd>(
+    t: T,
+    x: &[f32],
+    [w, c]: [usize; 2],
+    [r0, r1, c0, c1]: [usize; 4],
+    ch: usize,
+    y: &mut [f32],
+) {
+    let n = T::LANES;
+    // SAFETY: the slice is bounds-checked to hold the LANES floats read.
+    let tap = |r: usize, col: usize| unsafe { t.load(x[(r * w + col) * c + ch..][..n].as_ptr()) };
+    let acc = if r0 < r1 && c0 < c1 {
+        // The first tap starts the fold (a max of one is the tap itself, NaN included).
+        let mut acc = tap(r0, c0);
+        // LOOP over the window's rows and columns, row-major, after the first
+        for r in r0..r1 {
+            let from = if r == r0 { c0 + 1 } else { c0 };
+            for col in from..c1 {
+                acc = t.max_fold(acc, tap(r, col));
+            }
+        }
+        acc
+    } else {
+        t.splat(&f32::NEG_INFINITY)
+    };
+    // SAFETY: the slice is bounds-checked to hold the LANES floats written.
+    unsafe { t.store(y[ch..ch + n].as_mut_ptr(), acc) };
+}
+
+/// `y[ch..ch + V·LANES]` = the sum (average) or max (max) of channels `ch..` over the `H·W`
+/// positions of the channel-last plane `x` with `c` channels, in [`sum_all`]'s or
+/// [`max_all`]'s order: `LANES` (8) running folds of every eighth position, then the rest.
+/// `V` vectors at a time keep the folds in registers while each position's channels are read
+/// once.
+#[inline(always)]
+fn global_last<T: Simd, const V: usize>(
+    t: T,
+    kind: PoolKind,
+    x: &[f32],
+    c: usize,
+    ch: usize,
+    y: &mut [f32],
+) {
+    let n = T::LANES;
+    let hw = x.len() / c;
+    let whole = hw / LANES * LANES;
+    // SAFETY: the slice is bounds-checked to hold the LANES floats read.
+    let at = |i: usize, v: usize| unsafe { t.load(x[i * c + ch + v * n..][..n].as_ptr()) };
+    let max = kind == PoolKind::Max;
+    let (init, start) = if max {
+        (t.splat(&f32::NEG_INFINITY), t.splat(&f32::NEG_INFINITY))
+    } else {
+        (t.zero(), t.splat(&-0.0))
+    };
+    let fold = |a: T::V, b: T::V| if max { t.max_fold(a, b) } else { t.add(a, b) };
+    let mut lanes = [[init; V]; LANES];
+    // LOOP over groups of eight positions, one into each lane
+    for i in (0..whole).step_by(LANES) {
+        for (j, l) in lanes.iter_mut().enumerate() {
+            for (v, l) in l.iter_mut().enumerate() {
+                *l = fold(*l, at(i + j, v));
+            }
+        }
+    }
+    let mut tail = [start; V];
+    for i in whole..hw {
+        for (v, acc) in tail.iter_mut().enumerate() {
+            *acc = fold(*acc, at(i, v));
+        }
+    }
+    for (v, &tail) in tail.iter().enumerate() {
+        let acc = if max {
+            // `max_all`: the tail's fold, then each lane.
+            lanes.iter().fold(tail, |a, l| fold(a, l[v]))
+        } else {
+            // `sum_all`: the lanes summed from −0, then the tail's sum.
+            let sum = lanes.iter().fold(start, |a, l| fold(a, l[v]));
+            fold(sum, tail)
+        };
+        // SAFETY: the slice is bounds-checked to hold the LANES floats written.
+        unsafe { t.store(y[ch + v * n..][..n].as_mut_ptr(), acc) };
     }
 }
 
@@ -689,6 +871,90 @@ mod tests {
                 });
             }
         }
+    }
+
+    /// The channel-last kernel gives the channels-first kernels' bits for every pool it takes
+    /// (max over the awkward windows, global average and max), at every level, for channel
+    /// counts below, at, between and past whole vectors, with NaNs (payloads differ), signed
+    /// zeros and ties in the input; the windowed average is refused.
+    #[test]
+    fn channel_last_pools_give_the_channels_first_bits() {
+        let to_last = |x: &[f32], n: usize, c: usize| {
+            let hw = x.len() / n / c;
+            let mut y = vec![0.0; x.len()];
+            for s in 0..n {
+                for ch in 0..c {
+                    for i in 0..hw {
+                        y[(s * hw + i) * c + ch] = x[(s * c + ch) * hw + i];
+                    }
+                }
+            }
+            y
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut cases: Vec<Pool2dParams> = Vec::new();
+        for &(_, k, s, pad, ceil, hw, _) in CASES {
+            cases.push(params(MAX, 1, k, s, pad, ceil, hw));
+        }
+        for hw in [[1, 1], [3, 5], [8, 8], [7, 9], [28, 28]] {
+            for kind in [MAX, AVG, AVG_PAD] {
+                cases.push(params(kind, 1, hw, hw, [0, 0], false, hw));
+            }
+        }
+        for (seed, case) in cases.iter().enumerate() {
+            for c in [1, 3, 8, 16, 17, 40] {
+                let p = Pool2dParams {
+                    channels: c,
+                    ..*case
+                };
+                assert!(takes_channels_last(&p), "{p:?}");
+                let n = 2;
+                let mut x = rand_vec(n * p.in_len(), seed as u64 * 7 + c as u64);
+                // Specials: NaNs with two payloads, zeros of both signs, exact ties.
+                for (i, v) in x.iter_mut().enumerate() {
+                    *v = match (i * 7 + seed) % 23 {
+                        0 => f32::from_bits(0x7fc0_0001),
+                        1 => f32::from_bits(0xffc0_0002),
+                        2..=5 => 0.0,
+                        6..=9 => -0.0,
+                        10 => 0.5,
+                        _ => *v,
+                    };
+                }
+                let want = {
+                    let mut y = vec![f32::NAN; n * p.out_len()];
+                    pool2d(&p, n, &x, &mut y);
+                    to_last(&y, n, c)
+                };
+                let x_last = to_last(&x, n, c);
+                // A sum's NaN payload depends on which operand the instruction names first,
+                // which the compiler may swap: averages compare NaN as NaN.
+                let canon = |v: &[f32]| match p.kind {
+                    PoolKind::Max => bits(v),
+                    PoolKind::Avg { .. } => bits(v)
+                        .into_iter()
+                        .map(|b| {
+                            if f32::from_bits(b).is_nan() {
+                                0x7fc0_0000
+                            } else {
+                                b
+                            }
+                        })
+                        .collect(),
+                };
+                crate::simd::testing::each_level(|level| {
+                    let mut got = vec![f32::NAN; n * p.out_len()];
+                    pool2d_channels_last(&p, n, &x_last, &mut got);
+                    assert_eq!(canon(&got), canon(&want), "{p:?} at {}", level.name());
+                });
+            }
+        }
+        let avg = params(AVG, 4, [2, 2], [2, 2], [0, 0], false, [4, 4]);
+        assert!(!takes_channels_last(&avg));
+        let refused = std::panic::catch_unwind(|| {
+            pool2d_channels_last(&avg, 1, &[0.0; 64], &mut [0.0; 16]);
+        });
+        assert!(refused.is_err(), "a channel-last windowed average");
     }
 
     /// Every `(kernel, stride, padding)` a fast path or a specialised row loop takes, and a few

@@ -181,6 +181,18 @@ pub enum Algorithm {
     Im2col,
 }
 
+/// Where a tensor's channels lie in each sample: `[C, H, W]`, PyTorch's and every kernel's, or
+/// `[H, W, C]`, what Winograd's transforms read and write, which the executor keeps between
+/// the layers that take it (see `winograd::conv2d_in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Layout {
+    /// `[C, H, W]`.
+    #[default]
+    ChannelsFirst,
+    /// `[H, W, C]`.
+    ChannelsLast,
+}
+
 /// Work a convolution applies to its output while it is still in cache:
 /// `y = act(y·scale[o] + shift[o] + residual[n, o])`, a batch norm with running statistics,
 /// a residual connection and an activation, each optional. [`Epilogue::default`] does nothing.
@@ -260,6 +272,7 @@ impl Epilogue<'_> {
     /// Applies the epilogue (no bias) to the output planes `rows` of channels `first, first +
     /// 1, …`, which are planes `first_plane, first_plane + 1, …` of the batch (for the
     /// residual).
+    #[cfg(test)]
     pub(crate) fn apply<'a>(
         &self,
         first: usize,
@@ -655,6 +668,46 @@ pub fn forward(
         }
         Algorithm::Im2col => im2col::conv2d(p, n, input, w, b, epilogue, threads, out, scratch),
     }
+}
+
+/// [`forward`] with the input in `layout` (channel-last only for Winograd, see
+/// [`Algorithm`]); returns the output's layout: channel-last from Winograd without a residual
+/// (its output transform writes it so), channels-first otherwise.
+///
+/// # Panics
+/// As [`forward`], and if the input is channel-last for another algorithm.
+#[cfg(feature = "std")]
+#[allow(clippy::too_many_arguments)] // forward's arguments and the layout
+pub(crate) fn forward_in(
+    p: &Conv2dParams,
+    n: usize,
+    (input, layout): (&[f32], Layout),
+    filters: &Filters,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+) -> Layout {
+    if p.algorithm() != Algorithm::Winograd {
+        assert_eq!(
+            layout,
+            Layout::ChannelsFirst,
+            "conv2d: a channel-last input for {:?}",
+            p.algorithm()
+        );
+        forward(p, n, input, filters, epilogue, threads, out, scratch);
+        return Layout::ChannelsFirst;
+    }
+    let out_layout = match epilogue.residual {
+        Some(_) => Layout::ChannelsFirst,
+        None => Layout::ChannelsLast,
+    };
+    let (w, b) = (filters.for_kernel(p), filters.bias());
+    let w16 = filters.for_bf16(p);
+    let layouts = [layout, out_layout];
+    let u = (w, w16.as_deref());
+    winograd::conv2d_in(p, n, input, u, b, epilogue, threads, out, scratch, layouts);
+    out_layout
 }
 
 #[cfg(test)]

@@ -19,10 +19,11 @@
 
 mod transform;
 
-use self::transform::{transform_input, transform_output};
+use self::transform::{transform_input, transform_output, OutPost};
 #[cfg(feature = "std")]
 use self::transform::{transform_weights_for, transform_weights_into};
-use super::{Conv2dParams, Epilogue};
+use super::{Conv2dParams, Epilogue, Layout};
+use crate::ops::activation::{activation, Activation};
 use crate::store::Scratch;
 use crate::tuning::{
     winograd_block_bytes, winograd_out_tile, MIN_MACS_PER_SPLIT, WINOGRAD_MIN_BLOCK_TILES,
@@ -132,17 +133,57 @@ pub fn conv2d(
     out: &mut [f32],
     scratch: &mut (impl Scratch + ?Sized),
 ) {
+    let layouts = [Layout::ChannelsFirst; 2];
     conv2d_with(
         out_tile(p),
         p,
         n,
-        input,
-        U::F32(u),
+        (input, U::F32(u)),
         bias,
         epilogue,
         threads,
         out,
         scratch,
+        layouts,
+    )
+}
+
+/// [`conv2d`] (f32) or [`conv2d_bf16`] (with `u16`) with the input and the output each in
+/// `layouts` (`[input, output]`): a channel-last input (`[n, H·W, C]`) is read as it is, and a
+/// channel-last output written straight from the output transform, with no layout change.
+///
+/// # Panics
+/// If a slice is shorter than its layout, or the output is channel-last with a residual
+/// (laid out channels-first).
+#[allow(clippy::too_many_arguments)] // conv2d's arguments and the layouts
+pub(crate) fn conv2d_in(
+    p: &Conv2dParams,
+    n: usize,
+    input: &[f32],
+    (u, u16): (&[f32], Option<&[u32]>),
+    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+    layouts: [Layout; 2],
+) {
+    let u = match u16 {
+        #[cfg(feature = "std")]
+        Some(u16) => U::Bf16(u16),
+        _ => U::F32(u),
+    };
+    conv2d_with(
+        out_tile(p),
+        p,
+        n,
+        (input, u),
+        bias,
+        epilogue,
+        threads,
+        out,
+        scratch,
+        layouts,
     )
 }
 
@@ -162,18 +203,18 @@ pub(crate) fn conv2d_bf16(
     out: &mut [f32],
     scratch: &mut (impl Scratch + ?Sized),
 ) {
-    let u = U::Bf16(u16);
+    let layouts = [Layout::ChannelsFirst; 2];
     conv2d_with(
         out_tile(p),
         p,
         n,
-        input,
-        u,
+        (input, U::Bf16(u16)),
         bias,
         epilogue,
         threads,
         out,
         scratch,
+        layouts,
     )
 }
 
@@ -302,20 +343,41 @@ fn block_rows(
     }
 }
 
-/// [`conv2d`] with output tiles of side `m` (2 or 4) and `u` transformed for them.
+/// The epilogue's work [`transform_output`] does in registers (the folded batch norm, and
+/// ReLU unless a residual comes first), and the activation left to the finished rows when
+/// there is no residual (any but ReLU; with a residual, `Epilogue::after` does the rest).
+fn split_epilogue(epilogue: Epilogue<'_>) -> (OutPost<'_>, Option<Activation>) {
+    let relu = epilogue.residual.is_none() && epilogue.act == Some(Activation::Relu);
+    let rest = epilogue
+        .act
+        .filter(|&a| a != Activation::Relu && epilogue.residual.is_none());
+    let post = OutPost {
+        affine: epilogue.affine,
+        relu,
+    };
+    (post, rest)
+}
+
+/// [`conv2d_in`] with output tiles of side `m` (2 or 4) and `u` transformed for them.
 #[allow(clippy::too_many_arguments)] // conv2d's arguments and the tile size
 fn conv2d_with(
     m_t: usize,
     p: &Conv2dParams,
     n: usize,
-    input: &[f32],
-    u: U<'_>,
+    (input, u): (&[f32], U<'_>),
     bias: Option<&[f32]>,
     epilogue: Epilogue<'_>,
     threads: usize,
     out: &mut [f32],
     scratch: &mut (impl Scratch + ?Sized),
+    layouts: [Layout; 2],
 ) {
+    let [in_last, out_last] = layouts.map(|l| l == Layout::ChannelsLast);
+    assert!(
+        !out_last || epilogue.residual.is_none(),
+        "winograd: a residual is added to channels-first output only"
+    );
+    let (post, left) = split_epilogue(epilogue);
     let (c_in, c_out, xis) = (p.c_in, p.c_out, positions(m_t));
     let ([h, w], [oh, ow]) = (p.in_hw, p.out_hw);
     let (th, tw) = (oh.div_ceil(m_t), ow.div_ceil(m_t));
@@ -351,15 +413,25 @@ fn conv2d_with(
     {
         if threads == 1 {
             let (v, m) = vm.split_at_mut(xis * t * v_row);
-            one_thread(m_t, p, (x, s), u, rows, bias, epilogue, y, v, m, xt, yt);
+            let bufs = [v, m, xt, yt];
+            one_thread(m_t, p, (x, s), u, rows, bias, epilogue, y, bufs, layouts);
             continue;
         }
-        // LOOP over blocks of input rows: to channel-last
-        let in_rows = h.div_ceil(threads);
-        let xt_rows = xt.chunks_mut(in_rows * w * c_in);
-        crate::threads::for_each(threads, xt_rows, |i, xt_part| {
-            to_channels_last(x, h * w, c_in, i * in_rows * w, xt_part);
-        });
+        if !in_last {
+            // LOOP over blocks of input rows: to channel-last
+            let in_rows = h.div_ceil(threads);
+            let xt_rows = xt.chunks_mut(in_rows * w * c_in);
+            crate::threads::for_each(threads, xt_rows, |i, xt_part| {
+                to_channels_last(x, h * w, c_in, i * in_rows * w, xt_part);
+            });
+        }
+        let xt: &[f32] = if in_last { x } else { xt };
+        // Channel-last output goes straight to `y`; otherwise through `yt`, then to `y`.
+        let (yt, y) = if out_last {
+            (y, None)
+        } else {
+            (&mut *yt, Some(y))
+        };
         if split_tiles {
             // LOOP over blocks of tile rows, shared out over threads
             let (vs, ms) = vm.split_at_mut(xis * t * v_row);
@@ -372,7 +444,10 @@ fn conv2d_with(
                 let tb = (ty1 - ty0) * tw;
                 u.transform_input(m_t, p, xt, ty0, ty1, v);
                 let strides = u.gemms([tb, c_in, c_out], xis, v, m);
-                transform_output(m_t, p, (m, strides), ty0, ty1, bias, yt_part);
+                transform_output(m_t, p, (m, strides), ty0, ty1, bias, post, yt_part);
+                if let (true, Some(act)) = (out_last, left) {
+                    activation(act, yt_part);
+                }
             });
         } else {
             // Few tiles: one block, its GEMMs split over threads.
@@ -386,17 +461,37 @@ fn conv2d_with(
                     u.gemm(b * per + i, [t, c_in, c_out], xis, v, (m_xi, c_out));
                 }
             });
-            transform_output(m_t, p, (m, [t * c_out, c_out]), 0, th, bias, yt);
+            transform_output(m_t, p, (m, [t * c_out, c_out]), 0, th, bias, post, yt);
+            if let (true, Some(act)) = (out_last, left) {
+                activation(act, yt);
+            }
         }
-        // LOOP over blocks of output channels: to channels-first, then the epilogue
+        let Some(y) = y else {
+            continue;
+        };
+        // LOOP over blocks of output channels: to channels-first, then the rest of the
+        // epilogue
         let per = c_out.div_ceil(threads);
         let planes = y.chunks_mut(per * oh * ow);
         let yt = &*yt;
         crate::threads::for_each(threads, planes, |i, y_part| {
             to_channels_first(yt, c_out, i * per, y_part);
             let first = i * per;
-            epilogue.apply(first, s * c_out + first, y_part.chunks_exact_mut(oh * ow));
+            for (o, plane) in y_part.chunks_exact_mut(oh * ow).enumerate() {
+                finish_rows(epilogue, left, s * c_out + first + o, plane);
+            }
         });
+    }
+}
+
+/// The epilogue's work left on a finished output plane `plane` of the batch once
+/// [`transform_output`] did its part ([`split_epilogue`]): the residual and the activation,
+/// or the activation `rest`.
+fn finish_rows(epilogue: Epilogue<'_>, rest: Option<Activation>, plane: usize, row: &mut [f32]) {
+    if epilogue.residual.is_some() {
+        epilogue.after(plane, row);
+    } else if let Some(act) = rest {
+        activation(act, row);
     }
 }
 
@@ -416,16 +511,16 @@ fn one_thread(
     bias: Option<&[f32]>,
     epilogue: Epilogue<'_>,
     y: &mut [f32],
-    v: &mut [f32],
-    m: &mut [f32],
-    xt: &mut [f32],
-    yt: &mut [f32],
+    [v, m, xt, yt]: [&mut [f32]; 4],
+    layouts: [Layout; 2],
 ) {
     let (c_in, c_out, xis) = (p.c_in, p.c_out, positions(m_t));
     let ([h, w], [oh, ow]) = (p.in_hw, p.out_hw);
     let (th, tw, hw) = (oh.div_ceil(m_t), ow.div_ceil(m_t), oh * ow);
+    let [in_last, out_last] = layouts.map(|l| l == Layout::ChannelsLast);
+    let (post, left) = split_epilogue(epilogue);
     // Input rows already channel-last.
-    let mut ready = 0;
+    let mut ready = if in_last { h } else { 0 };
     // LOOP over blocks of tile rows
     for ty0 in (0..th).step_by(rows) {
         let ty1 = (ty0 + rows).min(th);
@@ -443,18 +538,29 @@ fn one_thread(
         }
         let tb = (ty1 - ty0) * tw;
         let m = &mut m[..xis * tb * c_out];
+        let xt: &[f32] = if in_last { x } else { xt };
         u.transform_input(m_t, p, xt, ty0, ty1, v);
         // LOOP over the α² tile positions: V[ξ] (tb × C) · U[ξ] (C × O)
         let strides = u.gemms([tb, c_in, c_out], xis, v, m);
         let (oy0, oy1) = (m_t * ty0, (m_t * ty1).min(oh));
         let band = (oy1 - oy0) * ow;
+        if out_last {
+            let y = &mut y[oy0 * ow * c_out..oy1 * ow * c_out];
+            transform_output(m_t, p, (m, strides), ty0, ty1, bias, post, y);
+            if let Some(act) = left {
+                activation(act, y);
+            }
+            continue;
+        }
         let yt = &mut yt[..band * c_out];
-        transform_output(m_t, p, (m, strides), ty0, ty1, bias, yt);
+        transform_output(m_t, p, (m, strides), ty0, ty1, bias, post, yt);
         crate::transpose::transpose(band, c_out, yt, c_out, &mut y[oy0 * ow..], hw);
-        // LOOP over output channels: the epilogue on the block's rows of each plane
-        for o in 0..c_out {
-            let at = o * hw + oy0 * ow;
-            epilogue.channel(None, o).apply(&mut y[at..at + band]);
+        if let Some(act) = left {
+            // LOOP over output channels: the activation on the block's rows of each plane
+            for o in 0..c_out {
+                let at = o * hw + oy0 * ow;
+                activation(act, &mut y[at..at + band]);
+            }
         }
     }
     if epilogue.residual.is_some() {
@@ -484,6 +590,49 @@ mod tests {
     use crate::ops::conv::tests::{assert_close_mag, naive64, reference_epilogue, ACTS};
     use crate::shape::out_len;
     use crate::test_util::rand_vec;
+
+    /// `[n, C, H·W]` as `[n, H·W, C]`.
+    fn channels_last(x: &[f32], n: usize, c: usize) -> Vec<f32> {
+        let hw = x.len() / n.max(1) / c;
+        let mut y = vec![0.0; x.len()];
+        for s in 0..n {
+            for ch in 0..c {
+                for i in 0..hw {
+                    y[(s * hw + i) * c + ch] = x[(s * c + ch) * hw + i];
+                }
+            }
+        }
+        y
+    }
+
+    /// A channel-last output with a residual is refused: the residual is channels-first.
+    #[test]
+    #[should_panic(expected = "winograd: a residual is added to channels-first output only")]
+    fn a_channel_last_output_with_a_residual_is_refused() {
+        let p = small(16);
+        let r = vec![0.0; p.out_len()];
+        let epilogue = Epilogue {
+            residual: Some(&r),
+            ..Epilogue::default()
+        };
+        let u = transform_weights(&p, &vec![0.0; p.c_out * p.fan_in()]);
+        let x = vec![0.0; p.in_len()];
+        let mut y = vec![0.0; p.out_len()];
+        let layouts = [Layout::ChannelsFirst, Layout::ChannelsLast];
+        let u = (&u[..], None);
+        conv2d_in(
+            &p,
+            1,
+            &x,
+            u,
+            None,
+            epilogue,
+            1,
+            &mut y,
+            &mut Vec::new(),
+            layouts,
+        );
+    }
 
     /// A block's transformed data fits the budget unless the minimum of tiles needs more; it
     /// holds at least that minimum (or the whole layer), and with threads each gets a block.
@@ -657,26 +806,49 @@ mod tests {
                 let tol = if m == 4 { 1e-5 } else { 2e-6 };
                 crate::simd::testing::each_level(|level| {
                     for &threads in threads {
-                        let mut got = vec![f32::NAN; n * p.out_len()];
-                        crate::threads::install(threads, || {
-                            conv2d_with(
-                                m,
-                                &p,
-                                n,
-                                &x,
-                                U::F32(&u),
-                                bias,
-                                epilogue,
-                                threads,
-                                &mut got,
-                                &mut Vec::new(),
-                            )
-                        });
+                        let run = |x: &[f32], layouts| {
+                            let mut got = vec![f32::NAN; n * p.out_len()];
+                            crate::threads::install(threads, || {
+                                conv2d_with(
+                                    m,
+                                    &p,
+                                    n,
+                                    (x, U::F32(&u)),
+                                    bias,
+                                    epilogue,
+                                    threads,
+                                    &mut got,
+                                    &mut Vec::new(),
+                                    layouts,
+                                )
+                            });
+                            got
+                        };
+                        let first = [Layout::ChannelsFirst; 2];
+                        let got = run(&x, first);
                         let what = format!(
                             "F({m}) {p:?} at {}, {threads} threads, {epilogue:?}",
                             level.name()
                         );
                         assert_close_mag(&got, &want, &size, tol, &what);
+                        // Channel-last input, output or both: the same bits, laid out so.
+                        let x_last = channels_last(&x, n, c_in);
+                        let got_last = channels_last(&got, n, c_out);
+                        let (cf, cl) = (Layout::ChannelsFirst, Layout::ChannelsLast);
+                        for layouts in [[cl, cf], [cf, cl], [cl, cl]] {
+                            if layouts[1] == cl && residual.is_some() {
+                                continue;
+                            }
+                            let input = if layouts[0] == cl { &x_last } else { &x };
+                            let want = if layouts[1] == cl { &got_last } else { &got };
+                            let bits =
+                                |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(
+                                bits(&run(input, layouts)),
+                                bits(want),
+                                "{what}: {layouts:?}"
+                            );
+                        }
                     }
                 });
             }

@@ -311,10 +311,22 @@ fn input_tiles<S: Simd, const M: usize>(
     }
 }
 
-/// `yt[m·ty + i, m·tx + j, o] = bias[o] + (Aᵀ M A)[i, j]` with `M[ξ]` the products of tile `t`,
-/// channel `o` at `prods[ξ·strides[0] + t·strides[1] + o]` (tile-major or position-major), for
-/// the tiles of tile rows `ty0..ty1`, clipped to the output (`yt` is channel-last
-/// `[OH, OW, c_out]` from output row `m·ty0` on).
+/// What [`transform_output`] applies to each value after its bias, in registers: the folded
+/// batch norm `v·scale[o] + shift[o]` (two roundings), then PyTorch's ReLU (NaN stays NaN).
+/// The channels' `PostOp` without its bias, with the same bits.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct OutPost<'a> {
+    /// `(scale, shift)` per output channel.
+    pub(super) affine: Option<(&'a [f32], &'a [f32])>,
+    /// ReLU last.
+    pub(super) relu: bool,
+}
+
+/// `yt[m·ty + i, m·tx + j, o] = post(bias[o] + (Aᵀ M A)[i, j])` with `M[ξ]` the products of
+/// tile `t`, channel `o` at `prods[ξ·strides[0] + t·strides[1] + o]` (tile-major or
+/// position-major), for the tiles of tile rows `ty0..ty1`, clipped to the output (`yt` is
+/// channel-last `[OH, OW, c_out]` from output row `m·ty0` on).
+#[allow(clippy::too_many_arguments)] // the transform's operands, the tile rows and the epilogue
 pub(super) fn transform_output(
     m: usize,
     p: &Conv2dParams,
@@ -322,19 +334,26 @@ pub(super) fn transform_output(
     ty0: usize,
     ty1: usize,
     bias: Option<&[f32]>,
+    post: OutPost<'_>,
     yt: &mut [f32],
 ) {
+    if let Some((scale, shift)) = post.affine {
+        assert!(
+            scale.len() >= p.c_out && shift.len() >= p.c_out,
+            "winograd epilogue too short"
+        );
+    }
     if m == 2 {
         by_vectors!(
             output_tiles::<2>,
             p.c_out,
-            (p: &Conv2dParams, prods: &[f32], strides: [usize; 2], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
+            (p: &Conv2dParams, prods: &[f32], strides: [usize; 2], ty0: usize, ty1: usize, bias: Option<&[f32]>, post: OutPost<'_>, yt: &mut [f32])
         )
     } else {
         by_vectors!(
             output_tiles::<4>,
             p.c_out,
-            (p: &Conv2dParams, prods: &[f32], strides: [usize; 2], ty0: usize, ty1: usize, bias: Option<&[f32]>, yt: &mut [f32])
+            (p: &Conv2dParams, prods: &[f32], strides: [usize; 2], ty0: usize, ty1: usize, bias: Option<&[f32]>, post: OutPost<'_>, yt: &mut [f32])
         )
     }
 }
@@ -350,6 +369,7 @@ fn output_tiles<S: Simd, const M: usize>(
     ty0: usize,
     ty1: usize,
     bias: Option<&[f32]>,
+    post: OutPost<'_>,
     yt: &mut [f32],
     o0: usize,
     o1: usize,
@@ -372,6 +392,10 @@ fn output_tiles<S: Simd, const M: usize>(
                     Some(b) => unsafe { s.load(b[o..o + n].as_ptr()) },
                     None => zero,
                 };
+                // SAFETY: the slices are bounds-checked to hold the LANES floats read.
+                let affine = post.affine.map(|(a, b)| unsafe {
+                    (s.load(a[o..o + n].as_ptr()), s.load(b[o..o + n].as_ptr()))
+                });
                 // ae[j] = Aᵀ e_j for column j of the α×α products e (m values; zero past α)
                 let ae: [[S::V; 4]; 6] = six!(j => {
                     if j < a {
@@ -403,8 +427,15 @@ fn output_tiles<S: Simd, const M: usize>(
                             break;
                         }
                         let at = (oy * ow + ox) * c_out + o;
+                        let mut val = s.add(bv, val);
+                        if let Some((scale, shift)) = affine {
+                            val = s.add(s.mul(val, scale), shift);
+                        }
+                        if post.relu {
+                            val = s.max(zero, val);
+                        }
                         // SAFETY: the slice is bounds-checked to hold the LANES floats written.
-                        unsafe { s.store(yt[at..at + n].as_mut_ptr(), s.add(bv, val)) };
+                        unsafe { s.store(yt[at..at + n].as_mut_ptr(), val) };
                     }
                 }
             }
