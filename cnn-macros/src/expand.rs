@@ -268,7 +268,7 @@ fn model_impl(net: &Network, plan: &Plan, all: &[Parts], figures: &Figures) -> T
             }
 
             fn forward_batch(&self, x: __cnn::ndarray::ArrayView4<'_, f32>) -> ::core::result::Result<#batch_ty, __cnn::Error> {
-                let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, <Self as __cnn::Model>::MACS, &|__exec| self.__cnn_run(__exec))?;
+                let __out = __cnn::run_batch(x, [#c, #h, #w], #out_len, #whole_batch, (<Self as __cnn::Model>::MACS, <Self as __cnn::Model>::WORKSPACE.activations), &|__exec| self.__cnn_run(__exec))?;
                 ::core::result::Result::Ok(#into_batch)
             }
 

@@ -859,6 +859,8 @@ impl WorkspaceLayout {
 #[derive(Debug, Default)]
 pub struct Workspace {
     exec: Exec,
+    /// Samples per chunk ([`crate::tuning::chunk_samples`]); 0 for [`CHUNK`].
+    chunk: usize,
 }
 
 impl Workspace {
@@ -882,6 +884,7 @@ impl Workspace {
                 threads: 1,
                 channels_last: None,
             },
+            chunk: chunk_for(layout.activations),
         }
     }
 
@@ -949,7 +952,11 @@ pub fn run_into<D: Dimension>(
             found: out.shape().to_vec(),
         });
     }
-    let chunk = if whole_batch { n.max(1) } else { CHUNK };
+    let chunk = match (whole_batch, workspace.chunk) {
+        (true, _) => n.max(1),
+        (false, 0) => CHUNK,
+        (false, chunk) => chunk,
+    };
     let exec = &mut workspace.exec;
     let mut start = 0;
     while start < n {
@@ -963,6 +970,12 @@ pub fn run_into<D: Dimension>(
         start = end;
     }
     Ok(())
+}
+
+/// Samples per chunk for a network whose largest activation holds `activations` floats per
+/// sample, on this CPU.
+fn chunk_for(activations: usize) -> usize {
+    crate::tuning::chunk_samples(activations, crate::cache::caches().l2)
 }
 
 /// N of a batch `[N, C, H, W]` whose C, H, W are `chw`.
@@ -1015,8 +1028,10 @@ impl BatchOutput {
     }
 }
 
-/// Runs `run` over a batch in chunks of `CHUNK` (8) samples, split over [`crate::num_threads`]
-/// threads of a persistent worker pool, writing each chunk's result into one output buffer.
+/// Runs `run` over a batch in chunks of up to `CHUNK` (8) samples (fewer for a network whose
+/// largest activation, `activations` floats per sample, would not fit L2 eight times:
+/// [`crate::tuning::chunk_samples`]), split over [`crate::num_threads`] threads of a persistent
+/// worker pool, writing each chunk's result into one output buffer.
 /// Peak memory beyond the input and output is one executor per thread, independent of N.
 ///
 /// With fewer chunks than threads, the spare threads split single layers instead; a batch
@@ -1031,7 +1046,7 @@ pub fn run_batch(
     chw: [usize; 3],
     sample_len: usize,
     whole_batch: bool,
-    macs: usize,
+    (macs, activations): (usize, usize),
     run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
 ) -> Result<BatchOutput, Error> {
     let n = batch_size(x, chw)?;
@@ -1039,7 +1054,11 @@ pub fn run_batch(
     if n == 0 {
         return Ok(BatchOutput { n, data });
     }
-    let chunk = if whole_batch { n } else { CHUNK };
+    let chunk = if whole_batch {
+        n
+    } else {
+        chunk_for(activations)
+    };
     let chunks = n.div_ceil(chunk);
     let available = crate::threads::num_threads().max(1);
     let threads = available.min(chunks);
@@ -1175,12 +1194,12 @@ mod tests {
         let _count = crate::threads::count_lock();
         for n in [0, 1, 7, 8, 9, 17, 33, 64] {
             let x = Array4::from_shape_vec((n, 3, 2, 2), rand_vec(n * 12, n as u64)).unwrap();
-            let whole = run_batch(x.view(), [3, 2, 2], 5, true, usize::MAX, &run)
+            let whole = run_batch(x.view(), [3, 2, 2], 5, true, (usize::MAX, 5), &run)
                 .unwrap()
                 .data;
             for threads in [1, 2, 3, 5] {
                 crate::set_num_threads(threads);
-                let split = run_batch(x.view(), [3, 2, 2], 5, false, usize::MAX, &run)
+                let split = run_batch(x.view(), [3, 2, 2], 5, false, (usize::MAX, 5), &run)
                     .unwrap()
                     .data;
                 assert_eq!(split.len(), n * 5);
@@ -1942,6 +1961,35 @@ mod tests {
 
     /// An error in any one chunk of a batch split over threads is the call's error, whichever
     /// chunk it is (the first, a middle one, the last, shorter one); the other chunks run.
+    /// A network whose activations would not fit L2 eight times over runs in smaller chunks:
+    /// one sample at a time for activations of an L2 each, each result in its place.
+    #[test]
+    fn large_activations_run_in_smaller_chunks() {
+        let l2 = crate::cache::caches().l2;
+        let x = Array4::from_shape_fn((5, 1, 1, 1), |(s, ..)| s as f32);
+        for (activations, chunk) in [(1, 5), (l2 / 4, 1), (l2 / 8, 2)] {
+            let sizes = std::sync::Mutex::new(Vec::new());
+            let run = |e: &mut Exec| {
+                sizes.lock().unwrap().push(e.n);
+                e.cur[..e.len].iter_mut().for_each(|v| *v *= 2.0);
+                Ok(())
+            };
+            let got = run_batch(x.view(), [1, 1, 1], 1, false, (1, activations), &run).unwrap();
+            let mut sizes = sizes.into_inner().unwrap();
+            sizes.sort_unstable();
+            let want: Vec<usize> = {
+                let mut w: Vec<usize> = (0..5).step_by(chunk).map(|s| chunk.min(5 - s)).collect();
+                w.sort_unstable();
+                w
+            };
+            assert_eq!(sizes, want, "activations {activations}");
+            assert_eq!(
+                got.into_array2(1).into_raw_vec_and_offset().0,
+                vec![0.0, 2.0, 4.0, 6.0, 8.0]
+            );
+        }
+    }
+
     #[test]
     fn errors_from_any_chunk_are_returned() {
         let _count = crate::threads::count_lock();
@@ -1963,7 +2011,7 @@ mod tests {
                 }
             };
             // `macs` past POOL_MIN_MACS: the chunks go to the pool's two workers.
-            let got = run_batch(x.view(), [1, 1, 1], 1, false, usize::MAX, &run);
+            let got = run_batch(x.view(), [1, 1, 1], 1, false, (usize::MAX, 1), &run);
             assert_eq!(
                 got.err(),
                 Some(Error::InputShape {
@@ -1981,7 +2029,7 @@ mod tests {
             Ok(())
         };
         assert!(matches!(
-            run_batch(x.view(), [2, 1, 1], 1, false, usize::MAX, &run),
+            run_batch(x.view(), [2, 1, 1], 1, false, (usize::MAX, 2), &run),
             Err(Error::InputShape { .. })
         ));
         assert_eq!(ran.into_inner(), 0);
