@@ -1563,11 +1563,18 @@ mod tests {
                             });
                             bits(e.output())
                         };
-                        assert_eq!(
-                            run(false),
-                            run(true),
-                            "{what}, {precision:?}, {threads} threads"
-                        );
+                        let got = run(false);
+                        assert_eq!(got, run(true), "{what}, {precision:?}, {threads} threads");
+                        if what.contains("softmax") {
+                            // The last layer ran: each position's 24 channels sum to 1.
+                            let v: Vec<f32> = got.iter().map(|&b| f32::from_bits(b)).collect();
+                            for sample in v.chunks_exact(24 * 25) {
+                                for i in 0..25 {
+                                    let sum: f32 = (0..24).map(|c| sample[c * 25 + i]).sum();
+                                    assert!((sum - 1.0).abs() < 1e-5, "{what}: {sum}");
+                                }
+                            }
+                        }
                     }
                 }
             }
