@@ -523,6 +523,45 @@ fn the_row_epilogue_gives_the_bits_of_the_separate_pass() {
     take_ran_bf16();
 }
 
+/// With `k = 0` the row epilogue sees sums of `+0`: a negative scale and a `−0` shift give
+/// `−0`, which ReLU keeps (PyTorch's `x < 0 ? 0 : x`, as `PostOp::apply`), and a bias of 1 with
+/// scale −1 gives −1, which ReLU floors; every path.
+#[test]
+fn the_row_epilogue_of_empty_sums_keeps_the_separate_pass_bits() {
+    use crate::ops::conv::PostOp;
+    let coef: [[f32; 3]; 3] = [[-0.0, -1.0, -0.0], [1.0, -1.0, -0.0], [2.0, 3.0, 0.5]];
+    for relu in [false, true] {
+        let mut want = vec![0.0f32; 3 * 4];
+        for (row, c) in want.chunks_exact_mut(4).zip(&coef) {
+            let bias = (c[0].to_bits() != (-0.0f32).to_bits()).then_some(c[0]);
+            PostOp {
+                bias,
+                affine: Some((c[1], c[2])),
+                relu,
+                act: None,
+            }
+            .apply(row);
+        }
+        for &path in &paths() {
+            let mut got = vec![f32::NAN; 3 * 4];
+            let g = Gemm {
+                m: 3,
+                k: 0,
+                n: 4,
+                a: &[],
+                b: B::F32(&[], (4, 1)),
+                lda: 0,
+                ldc: 4,
+                accumulate: false,
+                post: Some(RowPost { coef: &coef, relu }),
+            };
+            gemm_on(path, g, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "relu {relu} on {}", path.name());
+        }
+    }
+}
+
 #[test]
 #[should_panic(expected = "bf16 gemm row epilogue too short, or with accumulation")]
 fn a_row_epilogue_with_accumulation_is_refused() {
