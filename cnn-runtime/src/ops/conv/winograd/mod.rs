@@ -134,17 +134,9 @@ pub fn conv2d(
     scratch: &mut (impl Scratch + ?Sized),
 ) {
     let layouts = [Layout::ChannelsFirst; 2];
-    conv2d_with(
-        out_tile(p),
-        p,
-        n,
-        (input, U::F32(u)),
-        bias,
-        epilogue,
-        threads,
-        out,
-        scratch,
-        layouts,
+    let u = (u, None);
+    conv2d_in(
+        p, n, input, u, bias, epilogue, threads, out, scratch, layouts,
     )
 }
 
@@ -204,17 +196,9 @@ pub(crate) fn conv2d_bf16(
     scratch: &mut (impl Scratch + ?Sized),
 ) {
     let layouts = [Layout::ChannelsFirst; 2];
-    conv2d_with(
-        out_tile(p),
-        p,
-        n,
-        (input, U::Bf16(u16)),
-        bias,
-        epilogue,
-        threads,
-        out,
-        scratch,
-        layouts,
+    let u = (&[][..], Some(u16));
+    conv2d_in(
+        p, n, input, u, bias, epilogue, threads, out, scratch, layouts,
     )
 }
 
