@@ -10,7 +10,7 @@
 /// equivalent elsewhere (same results, f32 speed).
 ///
 /// In bf16, Winograd's α² GEMMs, im2col convolutions, the direct convolutions of a network's
-/// stem (≤ 8 input channels) of at least 64 taps and 32 output channels (their taps gathered
+/// stem (≤ 8 input channels) of at least 27 taps and 32 output channels (their taps gathered
 /// into the bf16 GEMM) and linear layers multiply in bf16; other stems, depthwise and
 /// transposed convolutions, and
 /// everything between the layers (transforms, batch norms, activations, pooling) stay f32.

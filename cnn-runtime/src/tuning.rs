@@ -85,10 +85,13 @@ pub(crate) const DIRECT_MAX_C_IN: usize = 8;
 
 /// Fewest taps (`C·KH·KW`) for which a direct convolution multiplies in bf16 (through the bf16
 /// GEMM, its taps gathered per panel) rather than staying f32: a short `k` leaves the GEMM
-/// little work per store and a separate epilogue pass. Measured on Zen 4 (2026-12-05, batch
-/// 64): stem224's 7×7 stem (147 taps) went from 44% to 34% of the network's bf16 time (GEMM
-/// and gathering), vgg's 3×3 stem (27 taps) from 4.4% to about 7%.
-pub(crate) const DIRECT_BF16_MIN_TAPS: usize = 64;
+/// little work per store. Measured on Zen 4 (2026-12-05, batch 64): stem224's 7×7 stem (147
+/// taps) went from 44% to 34% of the network's bf16 time (GEMM and gathering); a 3×3 RGB stem
+/// (27 taps) was slower in bf16 (vgg's from 4.4% to about 7%) until the epilogue moved into the
+/// GEMM's registers (`bf16::RowPost`) and rounding to `vcvtneps2bf16`: since then mobile's
+/// 3→32 stem in bf16 takes mobile from 6.73–7.04 to 6.50–6.68 ms (batch 64) and 0.102–0.104 to
+/// 0.098–0.101 ms (batch 1), vgg's 3→64 43.7–44.2 to 43.2–44.7 ms.
+pub(crate) const DIRECT_BF16_MIN_TAPS: usize = 27;
 
 /// Fewest output channels (the bf16 GEMM's rows) for which a direct convolution multiplies in
 /// bf16: with fewer, each panel of gathered taps serves too few rows. Measured on Zen 4

@@ -106,7 +106,7 @@ impl Conv2dParams {
 
     /// Whether the convolution multiplies in bf16 when its layer is set to
     /// [`Precision::Bf16`]: Winograd, im2col, and direct convolutions of at least
-    /// `DIRECT_BF16_MIN_TAPS` taps and `DIRECT_BF16_MIN_C_OUT` output channels; depthwise
+    /// `DIRECT_BF16_MIN_TAPS` (27) taps and `DIRECT_BF16_MIN_C_OUT` (32) output channels; depthwise
     /// convolutions and the other direct ones stay f32.
     pub const fn multiplies_in_bf16(&self) -> bool {
         use crate::tuning::{DIRECT_BF16_MIN_C_OUT, DIRECT_BF16_MIN_TAPS};
@@ -1352,12 +1352,12 @@ pub(crate) mod tests {
         );
     }
 
-    /// In bf16, a direct convolution multiplies in bf16 from 64 taps on (8×8 at one input
-    /// channel, 4 channels of 4×4), not at 63 (7×9) or 27 (vgg's 3×3 RGB stem), and from 32
-    /// output channels on, not at 31 (lenet5's second convolution, 150 taps to 16 channels,
-    /// stays f32).
+    /// In bf16, a direct convolution multiplies in bf16 from 27 taps on (a 3×3 RGB stem, 8×8 at
+    /// one input channel, 4 channels of 4×4), not at 26 (2×13) or 25 (lenet5's first, 5×5 at
+    /// one channel), and from 32 output channels on, not at 31 (lenet5's second convolution,
+    /// 150 taps to 16 channels, stays f32).
     #[test]
-    fn direct_convolutions_multiply_in_bf16_from_64_taps_and_32_channels() {
+    fn direct_convolutions_multiply_in_bf16_from_27_taps_and_32_channels() {
         let p = |c_in: usize, kernel: [usize; 2], c_out: usize| Conv2dParams {
             c_in,
             c_out,
@@ -1372,8 +1372,10 @@ pub(crate) mod tests {
         for (c_in, kernel, c_out, bf16) in [
             (1, [8, 8], 32, true),
             (4, [4, 4], 40, true),
-            (1, [7, 9], 32, false),
-            (3, [3, 3], 64, false),
+            (3, [3, 3], 64, true),
+            (3, [3, 3], 32, true),
+            (2, [1, 13], 32, false),
+            (1, [5, 5], 64, false),
             (1, [8, 8], 31, false),
             (6, [5, 5], 16, false),
         ] {
@@ -1548,7 +1550,7 @@ pub(crate) mod tests {
             (4, 35, 1, 5, 3, 2, [17, 23], 2),
             (5, 37, 1, 4, 4, 0, [18, 21], 3),
             (3, 64, 1, 7, 2, 3, [64, 64], 1),
-            (3, 8, 1, 3, 2, 1, [9, 9], 1),
+            (2, 40, 1, 3, 2, 1, [9, 9], 1),
             (16, 16, 16, 3, 1, 1, [9, 9], 2),
         ];
         let algorithms = algorithms.concat();
