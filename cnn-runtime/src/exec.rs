@@ -859,7 +859,7 @@ impl WorkspaceLayout {
 #[derive(Debug, Default)]
 pub struct Workspace {
     exec: Exec,
-    /// Samples per chunk ([`crate::tuning::chunk_samples`]); 0 for [`CHUNK`].
+    /// Samples per chunk (`tuning::chunk_samples`); 0 for [`CHUNK`].
     chunk: usize,
 }
 
@@ -1030,7 +1030,7 @@ impl BatchOutput {
 
 /// Runs `run` over a batch in chunks of up to `CHUNK` (8) samples (fewer for a network whose
 /// largest activation, `activations` floats per sample, would not fit L2 eight times:
-/// [`crate::tuning::chunk_samples`]), split over [`crate::num_threads`] threads of a persistent
+/// `tuning::chunk_samples`), split over [`crate::num_threads`] threads of a persistent
 /// worker pool, writing each chunk's result into one output buffer.
 /// Peak memory beyond the input and output is one executor per thread, independent of N.
 ///
