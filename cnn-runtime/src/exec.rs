@@ -427,7 +427,7 @@ impl Run for Exec {
     /// without running statistics runs the steps one after the other.
     ///
     /// # Errors
-    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    /// [`Error::BatchStatistics`], see `BatchNorm2d::forward`.
     ///
     /// # Panics
     /// If the stack is empty or its top is not shaped like the convolution's output (a bug in
@@ -468,7 +468,7 @@ impl Run for Exec {
     /// as [`conv2d_residual`](Self::conv2d_residual); pops `r`.
     ///
     /// # Errors
-    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    /// [`Error::BatchStatistics`], see `BatchNorm2d::forward`.
     ///
     /// # Panics
     /// If the stack is empty or its top is not shaped like the convolution's output (a bug in
@@ -585,7 +585,7 @@ impl Run for Exec {
     /// [`concat_write`](Self::concat_write).
     ///
     /// # Errors
-    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    /// [`Error::BatchStatistics`], see `BatchNorm2d::forward`.
     ///
     /// # Panics
     /// If the stack is empty or its top is not `[n, total_channels, OH·OW]` (a bug in
@@ -621,7 +621,7 @@ impl Run for Exec {
     /// convolution (then optionally a `bn` with running statistics and `act`).
     ///
     /// # Errors
-    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    /// [`Error::BatchStatistics`], see `BatchNorm2d::forward`.
     ///
     /// # Panics
     /// As [`conv2d_concat`](Self::conv2d_concat).
@@ -761,7 +761,7 @@ impl Run for Exec {
     /// `nn.BatchNorm2d`, in place.
     ///
     /// # Errors
-    /// [`Error::BatchStatistics`], see [`BatchNorm2d::forward`].
+    /// [`Error::BatchStatistics`], see `BatchNorm2d::forward`.
     fn batchnorm(&mut self, layer: &BatchNorm2d) -> Result<(), Error> {
         self.channels_first();
         layer.forward(self.n, &mut self.cur[..self.len])
@@ -833,7 +833,7 @@ impl Run for Exec {
 }
 
 impl Default for Exec {
-    /// An executor with no data yet; [`Exec::load`] fills it.
+    /// An executor with no data yet; `Exec::load` fills it.
     fn default() -> Self {
         Self::with_data(0, Vec::new())
     }

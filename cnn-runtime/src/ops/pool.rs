@@ -56,7 +56,7 @@ impl Pool2dParams {
         self.channels * self.out_hw[0] * self.out_hw[1]
     }
 
-    /// Scratch elements [`pool2d_in`] needs: a ring of `KH` horizontally reduced rows and one
+    /// Scratch elements `pool2d_in` needs: a ring of `KH` horizontally reduced rows and one
     /// divisor per output column.
     pub const fn scratch_len(&self) -> usize {
         let kh = if self.kernel[0] > 1 {
