@@ -237,6 +237,9 @@ fn level_of(has: impl Fn(&str) -> bool) -> Isa {
 pub(crate) trait Simd: Copy {
     /// The register type, `__m512`, `__m256` or `f32`.
     type V: Copy;
+    /// A set of lanes for [`load_masked`](Simd::load_masked): `__mmask16`, a `__m256i` of
+    /// sign bits, or a `bool`.
+    type M: Copy;
     /// `f32` lanes in `V`.
     const LANES: usize;
 
@@ -280,6 +283,14 @@ pub(crate) trait Simd: Copy {
     /// `p` is valid for `2·LANES` reads.
     unsafe fn load_deinterleaved(self, p: *const f32) -> (Self::V, Self::V);
 
+    /// `a` and `b` (the values `0..LANES` and `LANES..2·LANES` of a row) split into their
+    /// even-indexed and odd-indexed values, as [`load_deinterleaved`](Simd::load_deinterleaved).
+    fn deinterleave(self, a: Self::V, b: Self::V) -> (Self::V, Self::V);
+
+    /// `[prev[LANES − 1], cur[0], …, cur[LANES − 2]]`: `cur` moved up one lane, the last lane of
+    /// `prev` shifted in below it.
+    fn shift_in(self, prev: Self::V, cur: Self::V) -> Self::V;
+
     /// Hints the cache line holding `p` into L1; any address, nothing is read.
     fn prefetch(self, p: *const f32);
 
@@ -288,6 +299,19 @@ pub(crate) trait Simd: Copy {
     /// # Safety
     /// `p` is valid for `LANES` reads.
     unsafe fn load(self, p: *const f32) -> Self::V;
+
+    /// The lanes `lo..hi` (clamped to `LANES`) of a masked load: what [`load_masked`]
+    /// reads.
+    ///
+    /// [`load_masked`]: Simd::load_masked
+    fn lanes(self, lo: usize, hi: usize) -> Self::M;
+
+    /// `p[i]` in each lane `i` of `m`, zero in the others; reads nothing else (`p` itself may
+    /// point outside any allocation when only lanes past it are read).
+    ///
+    /// # Safety
+    /// `p.wrapping_add(i)` is valid for a read for every lane `i` of `m`.
+    unsafe fn load_masked(self, p: *const f32, m: Self::M) -> Self::V;
 
     /// Writes `LANES` values to `p`, any alignment.
     ///

@@ -11,6 +11,7 @@ pub(crate) struct Scalar;
 
 impl Simd for Scalar {
     type V = f32;
+    type M = bool;
     const LANES: usize = 1;
 
     #[inline(always)]
@@ -63,11 +64,32 @@ impl Simd for Scalar {
         unsafe { (*p, *p.add(1)) }
     }
     #[inline(always)]
+    fn deinterleave(self, a: f32, b: f32) -> (f32, f32) {
+        (a, b)
+    }
+    #[inline(always)]
+    fn shift_in(self, prev: f32, _: f32) -> f32 {
+        prev
+    }
+    #[inline(always)]
     fn prefetch(self, _: *const f32) {}
     #[inline(always)]
     unsafe fn load(self, p: *const f32) -> f32 {
         // SAFETY: the caller guarantees one readable float at `p`.
         unsafe { *p }
+    }
+    #[inline(always)]
+    fn lanes(self, lo: usize, hi: usize) -> bool {
+        lo == 0 && hi > 0
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, m: bool) -> f32 {
+        if m {
+            // SAFETY: the caller guarantees a readable float at `p` when lane 0 is in `m`.
+            unsafe { *p }
+        } else {
+            0.0
+        }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: f32) {

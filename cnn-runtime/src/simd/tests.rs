@@ -291,6 +291,13 @@ fn every_operation(x: &[f32], y: &[f32], e: &mut Every) {
                 if n > 1 {
                     s.store_first(e.f[10 * 16..].as_mut_ptr(), a, n - 1);
                 }
+                let (even, odd) = s.deinterleave(b, s.load(y[n..].as_ptr()));
+                let inner = s.load_masked(x.as_ptr(), s.lanes(1, n - 1));
+                let all = s.load_masked(x.as_ptr(), s.lanes(0, 99));
+                let rows = [even, odd, s.shift_in(a, b), inner, all];
+                for (i, v) in rows.into_iter().enumerate() {
+                    s.store(e.f[(11 + i) * 16..].as_mut_ptr(), v);
+                }
                 s.store_bf16(e.h.as_mut_ptr(), a);
                 s.store_bf16_pairs(e.p.as_mut_ptr(), a, b);
                 s.transpose_block(x.as_ptr(), 16, e.t.as_mut_ptr(), 16);
@@ -316,7 +323,7 @@ fn every_token_operation_agrees_with_plain_rust_on_every_bf16_path() {
     y[3] = 0.0;
     crate::simd::testing::each_bf16_path(|path| {
         let mut e = Every {
-            f: vec![7.0; 11 * 16],
+            f: vec![7.0; 16 * 16],
             h: vec![0xdead; 16],
             p: vec![0xdead_beef; 16],
             t: vec![7.0; 256],
@@ -347,6 +354,19 @@ fn every_token_operation_agrees_with_plain_rust_on_every_bf16_path() {
                     "{}: op {op} lane {i}: {got:#x}, want {w:#x}",
                     path.name()
                 );
+            }
+            // deinterleave, shift_in, load_masked (lanes 1..n − 1, zero in the others; all).
+            let shifted = if i == 0 { x[n - 1] } else { y[i - 1] };
+            let inner = if i >= 1 && i + 1 < n { a } else { 0.0 };
+            let ops = [
+                (11, y[2 * i]),
+                (12, y[2 * i + 1]),
+                (13, shifted),
+                (14, inner),
+                (15, a),
+            ];
+            for (op, w) in ops {
+                assert_eq!(at(op, i), w.to_bits(), "{}: op {op} lane {i}", path.name());
             }
             if i + 1 < n {
                 assert_eq!(

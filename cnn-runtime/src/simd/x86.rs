@@ -14,6 +14,7 @@ pub(crate) struct Avx512 {
 
 impl Simd for Avx512 {
     type V = __m512;
+    type M = __mmask16;
     const LANES: usize = 16;
 
     #[inline(always)]
@@ -69,14 +70,31 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn load_deinterleaved(self, p: *const f32) -> (__m512, __m512) {
         // SAFETY: the token proves AVX-512F; the caller guarantees 32 readable floats at `p`.
+        let (a, b) = unsafe { (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))) };
+        self.deinterleave(a, b)
+    }
+    #[inline(always)]
+    fn deinterleave(self, a: __m512, b: __m512) -> (__m512, __m512) {
+        // SAFETY: the token proves AVX-512F.
         unsafe {
-            let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
             let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
             let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
             (
                 _mm512_permutex2var_ps(a, even, b),
                 _mm512_permutex2var_ps(a, odd, b),
             )
+        }
+    }
+    #[inline(always)]
+    fn shift_in(self, prev: __m512, cur: __m512) -> __m512 {
+        // `valignd` by 15 of `cur:prev` (`cur` the high half): lane 0 is `prev[15]`, lane `i`
+        // is `cur[i − 1]`.
+        // SAFETY: the token proves AVX-512F.
+        unsafe {
+            _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+                _mm512_castps_si512(cur),
+                _mm512_castps_si512(prev),
+            ))
         }
     }
     #[inline(always)]
@@ -87,6 +105,17 @@ impl Simd for Avx512 {
     unsafe fn load(self, p: *const f32) -> __m512 {
         // SAFETY: the token proves AVX-512F; the caller guarantees 16 readable floats at `p`.
         unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    fn lanes(self, lo: usize, hi: usize) -> __mmask16 {
+        let below = |n: usize| ((1u32 << n.min(16)) - 1) as __mmask16;
+        below(hi) & !below(lo)
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, m: __mmask16) -> __m512 {
+        // SAFETY: the token proves AVX-512F; the caller guarantees that the lanes of `m` are
+        // readable, and the others are zeroed, neither read nor faulted on.
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: __m512) {
@@ -180,6 +209,7 @@ pub(crate) struct Avx2 {
 
 impl Simd for Avx2 {
     type V = __m256;
+    type M = __m256i;
     const LANES: usize = 8;
 
     #[inline(always)]
@@ -233,11 +263,28 @@ impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn load_deinterleaved(self, p: *const f32) -> (__m256, __m256) {
+        // SAFETY: the token proves AVX; the caller guarantees 16 readable floats at `p`.
+        let (a, b) = unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) };
+        self.deinterleave(a, b)
+    }
+    #[inline(always)]
+    fn shift_in(self, prev: __m256, cur: __m256) -> __m256 {
+        // Both rotated up one lane across the 128-bit halves; lane 0 then taken from `prev`.
+        // SAFETY: the token proves AVX2.
+        unsafe {
+            let up = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+            _mm256_blend_ps::<1>(
+                _mm256_permutevar8x32_ps(cur, up),
+                _mm256_permutevar8x32_ps(prev, up),
+            )
+        }
+    }
+    #[inline(always)]
+    fn deinterleave(self, a: __m256, b: __m256) -> (__m256, __m256) {
         // Within each 128-bit lane, `shufps` takes two values of `a` then two of `b`; the
         // 64-bit permutation then puts `a`'s four before `b`'s.
-        // SAFETY: the token proves AVX2; the caller guarantees 16 readable floats at `p`.
+        // SAFETY: the token proves AVX2.
         unsafe {
-            let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
             let order = |v: __m256| {
                 _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
             };
@@ -255,6 +302,24 @@ impl Simd for Avx2 {
     unsafe fn load(self, p: *const f32) -> __m256 {
         // SAFETY: the token proves AVX; the caller guarantees 8 readable floats at `p`.
         unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    fn lanes(self, lo: usize, hi: usize) -> __m256i {
+        // Lane `i` is in the set when `lo ≤ i < hi`: both compares true, sign bits set.
+        let clamp = |n: usize| n.min(8) as i32;
+        // SAFETY: the token proves AVX2.
+        unsafe {
+            let i = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let below_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(clamp(hi)), i);
+            let from_lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(clamp(lo)), i);
+            _mm256_andnot_si256(from_lo, below_hi)
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, m: __m256i) -> __m256 {
+        // SAFETY: AVX; the caller guarantees that the lanes of `m` (sign bits) are readable;
+        // the masked load zeroes the others and does not fault on them.
+        unsafe { _mm256_maskload_ps(p, m) }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: __m256) {
@@ -350,6 +415,7 @@ pub(crate) struct Avx512Bf16 {
 
 impl Simd for Avx512Bf16 {
     type V = __m512;
+    type M = __mmask16;
     const LANES: usize = 16;
 
     #[inline(always)]
@@ -396,6 +462,14 @@ impl Simd for Avx512Bf16 {
         unsafe { self.base.load_deinterleaved(p) }
     }
     #[inline(always)]
+    fn deinterleave(self, a: __m512, b: __m512) -> (__m512, __m512) {
+        self.base.deinterleave(a, b)
+    }
+    #[inline(always)]
+    fn shift_in(self, prev: __m512, cur: __m512) -> __m512 {
+        self.base.shift_in(prev, cur)
+    }
+    #[inline(always)]
     fn prefetch(self, p: *const f32) {
         self.base.prefetch(p)
     }
@@ -403,6 +477,15 @@ impl Simd for Avx512Bf16 {
     unsafe fn load(self, p: *const f32) -> __m512 {
         // SAFETY: the caller's guarantee.
         unsafe { self.base.load(p) }
+    }
+    #[inline(always)]
+    fn lanes(self, lo: usize, hi: usize) -> __mmask16 {
+        self.base.lanes(lo, hi)
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, m: __mmask16) -> __m512 {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.base.load_masked(p, m) }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: __m512) {

@@ -1,6 +1,7 @@
 //! Depthwise convolution (`groups = c_in = c_out`): one filter per `[H, W]` plane, summed in
 //! registers, `ROWS` (4) output rows × `LANES` (16) output columns at a time.
 
+mod inplace;
 mod scalar;
 mod simd;
 #[cfg(test)]
@@ -281,12 +282,23 @@ fn run<S: Simd>(
     for b in 0..kw.min(MAX_KW) {
         g.starts[b] = g.start(b);
     }
+    // MobileNet's 3×3 layers read their planes in place (SIMD levels), the others a padded copy.
+    let in_place = S::LANES > 1 && inplace::fits(p) && !padded_only();
     // The padding is the same for every plane: zero it once, then copy only the inside.
-    phases.fill(0.0);
+    if !in_place {
+        phases.fill(0.0);
+    }
     // LOOP over (sample, channel) planes
     for (i, y) in out.chunks_exact_mut(h_out * w_out).enumerate() {
         let x = &input[i * h_in * w_in..(i + 1) * h_in * w_in];
         let c = (first_plane + i) % p.c_out;
+        let taps = &weight[c * kh * kw..(c + 1) * kh * kw];
+        let op = epilogue.channel(bias, c);
+        if in_place {
+            inplace::plane(s, p, x, taps, Post::new(op), y);
+            finish_plane(op, epilogue, first_plane + i, y);
+            continue;
+        }
         // LOOP over input rows: padded row PH + iy holds input row iy.
         for (iy, src) in x.chunks_exact(w_in.max(1)).enumerate() {
             let dst = &mut phases[(ph + iy) * g.rs..(ph + iy + 1) * g.rs];
@@ -299,8 +311,6 @@ fn run<S: Simd>(
                 _ => copy_row(src, dst, row, sw, pw),
             }
         }
-        let taps = &weight[c * kh * kw..(c + 1) * kh * kw];
-        let op = epilogue.channel(bias, c);
         let post = Post::new(op);
         let phases = &*phases;
         if S::LANES == 1 {
@@ -312,11 +322,26 @@ fn run<S: Simd>(
         } else {
             simd::simd_plane(s, &g, phases, taps, post, y);
         }
-        // The other activations, or the residual and then any activation, while the plane is
-        // in cache.
-        if let Some(act) = op.act {
-            activation(act, y);
-        }
-        epilogue.after(first_plane + i, y);
+        finish_plane(op, epilogue, first_plane + i, y);
     }
+}
+
+/// The rest of plane `plane`'s epilogue after the blocks' `Post`: the other activations, or the
+/// residual and then any activation, while the plane is in cache.
+#[inline(always)]
+fn finish_plane(op: PostOp, epilogue: Epilogue<'_>, plane: usize, y: &mut [f32]) {
+    if let Some(act) = op.act {
+        activation(act, y);
+    }
+    epilogue.after(plane, y);
+}
+
+/// Whether the in-place blocks are turned off (a test's switch, to compare them with the
+/// padded copy bit for bit); always `false` outside the crate's tests.
+#[inline(always)]
+fn padded_only() -> bool {
+    #[cfg(test)]
+    return tests::PADDED_ONLY.get();
+    #[cfg(not(test))]
+    false
 }

@@ -32,7 +32,7 @@ pub(super) fn simd_plane<S: Simd>(
 
 /// [`Post`] in `S` vectors: `[bias, scale, shift, floor]`.
 #[inline(always)]
-fn post_vectors<S: Simd>(s: S, post: &Post) -> [S::V; 4] {
+pub(super) fn post_vectors<S: Simd>(s: S, post: &Post) -> [S::V; 4] {
     [
         s.splat(&post.bias),
         s.splat(&post.scale),
@@ -95,6 +95,21 @@ unsafe fn store_rows<S: Simd, const R: usize, const V: usize>(
             dst.copy_from_slice(&tmp[..len]);
         }
     }
+}
+
+/// [`store_rows`] for blocks of at most [`MAX_COLS`] columns (checked when compiled).
+#[inline(always)]
+pub(super) fn finish_block<S: Simd, const R: usize, const V: usize>(
+    s: S,
+    acc: &[[S::V; V]; R],
+    e: &[S::V; 4],
+    w_out: usize,
+    x0: usize,
+    y: &mut [f32],
+) {
+    const { assert!(V * S::LANES <= MAX_COLS) };
+    // SAFETY: V·LANES ≤ MAX_COLS, asserted above.
+    unsafe { store_rows::<S, R, V>(s, acc, e, w_out, x0, y) }
 }
 
 /// [`simd_plane`] for a `KH×KW` kernel of vertical stride `SH`, no vertical dilation, `V`

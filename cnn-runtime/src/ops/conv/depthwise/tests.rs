@@ -49,7 +49,28 @@ const CASES: &[Case] = &[
     (3, [3, 3], [1, 1], [1, 1], [1, 1], [6, 40], 2, true),
     (2, [5, 5], [1, 1], [2, 2], [1, 1], [5, 41], 1, true),
     (2, [3, 3], [2, 2], [1, 1], [1, 1], [7, 75], 1, false),
+    // The in-place blocks (3×3, padding 1, stride 1 or 2): widths and heights of 1 and 2, and
+    // around one and two vectors of 8 and 16 lanes, and row counts off the 4-row blocks.
+    (2, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], 1, true),
+    (2, [3, 3], [2, 2], [1, 1], [1, 1], [2, 2], 1, true),
+    (2, [3, 3], [1, 1], [1, 1], [1, 1], [2, 16], 2, false),
+    (2, [3, 3], [1, 1], [1, 1], [1, 1], [5, 17], 1, true),
+    (2, [3, 3], [1, 1], [1, 1], [1, 1], [3, 31], 1, true),
+    (2, [3, 3], [1, 1], [1, 1], [1, 1], [9, 33], 1, true),
+    (2, [3, 3], [1, 1], [1, 1], [1, 1], [1, 9], 1, true),
+    (2, [3, 3], [2, 2], [1, 1], [1, 1], [5, 31], 2, true),
+    (2, [3, 3], [2, 2], [1, 1], [1, 1], [10, 32], 1, false),
+    (2, [3, 3], [2, 2], [1, 1], [1, 1], [3, 33], 1, true),
+    (2, [3, 3], [2, 2], [1, 1], [1, 1], [11, 64], 1, true),
+    (2, [3, 3], [2, 2], [1, 1], [1, 1], [4, 17], 1, true),
+    (2, [3, 3], [2, 2], [1, 1], [1, 1], [1, 15], 2, true),
 ];
+
+thread_local! {
+    /// Set: the in-place 3×3 blocks are off and every plane goes through the padded copy
+    /// (`in_place_blocks_give_the_bits_of_the_padded_copy`).
+    pub(super) static PADDED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 fn params(c: &Case) -> Conv2dParams {
     let &(ch, kernel, stride, padding, dilation, in_hw, _, _) = c;
@@ -123,6 +144,52 @@ fn matches_direct_convolution_over_awkward_shapes() {
             assert_close(&got, &want, 1e-5);
         });
     }
+}
+
+/// The in-place blocks multiply the same products in the same order as the padded copy's
+/// blocks, at every SIMD level and with every epilogue step in the blocks' registers; with
+/// infinite and NaN weights, so that a padding tap left out instead of multiplied by zero shows.
+#[test]
+fn in_place_blocks_give_the_bits_of_the_padded_copy() {
+    let mut fitting = 0;
+    for (i, case) in CASES.iter().enumerate() {
+        let p = params(case);
+        if !inplace::fits(&p) {
+            continue;
+        }
+        fitting += 1;
+        let (n, has_bias) = (case.6, case.7);
+        let [x, mut w, b, scale, shift] = data(i, &p, n);
+        if p.c_out > 1 {
+            w[9..18].copy_from_slice(&[
+                f32::INFINITY,
+                1.0,
+                -1.0,
+                0.5,
+                2.0,
+                1.0,
+                1.0,
+                f32::NAN,
+                1.0,
+            ]);
+        }
+        let bias = has_bias.then_some(&b[..]);
+        let e = Epilogue {
+            affine: Some((&scale, &shift)),
+            act: Some(Activation::Relu),
+            residual: None,
+        };
+        crate::simd::testing::each_level(|level| {
+            for e in [Epilogue::default(), e] {
+                let got = run(&p, n, &x, &w, bias, e);
+                PADDED_ONLY.set(true);
+                let want = run(&p, n, &x, &w, bias, e);
+                PADDED_ONLY.set(false);
+                assert_eq!(bits(&got), bits(&want), "{case:?} {level:?}");
+            }
+        });
+    }
+    assert!(fitting >= 15, "{fitting} cases fit the in-place blocks");
 }
 
 #[test]
