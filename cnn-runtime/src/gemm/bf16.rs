@@ -280,31 +280,7 @@ pub(crate) enum B<'a> {
     Fill(&'a (dyn Fn(usize, &mut [u32]) + Sync)),
 }
 
-/// What the GEMM does to each value `v` of C's row `i` in registers, before storing it:
-/// `(v + add)·scale + shift` with `[add, scale, shift] = coef[i]`, each step rounded, then
-/// PyTorch's ReLU (NaN stays NaN) when `relu`. With `−0`, `1` and `−0` for the steps a row does
-/// not have, each value comes out with the bits of the steps it has alone (`v + −0 = v`,
-/// `v·1 = v`): the convolutions' `PostOp` without a separate pass over their output.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RowPost<'a> {
-    /// `[add, scale, shift]` per row of C.
-    pub(crate) coef: &'a [[f32; 3]],
-    /// PyTorch's ReLU last.
-    pub(crate) relu: bool,
-}
-
-impl RowPost<'_> {
-    /// [`RowPost`]'s steps for one value of row `i`, as the tiles apply them.
-    fn apply(&self, i: usize, v: f32) -> f32 {
-        let [add, scale, shift] = self.coef[i];
-        let y = (v + add) * scale + shift;
-        if self.relu && y < 0.0 {
-            0.0
-        } else {
-            y
-        }
-    }
-}
+pub(crate) use super::RowPost;
 
 /// One product `C[m×n] ← (C +) A·B`, C row-major with row stride `n`.
 #[derive(Clone, Copy)]

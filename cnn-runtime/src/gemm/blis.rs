@@ -6,6 +6,8 @@
 
 use std::cell::Cell;
 
+use super::kernel::TilePost;
+use super::RowPost;
 use crate::simd::Simd;
 
 /// A micro-kernel and the block sizes that keep its panels in cache.
@@ -31,6 +33,7 @@ pub(super) trait Kernel {
     /// + `a`: A's top-left element, `mr` rows of stride `rsa`, each with `kc` contiguous floats
     /// + `b`: B micro-panel, `kc` rows of stride `rsb`, each valid for `NR` reads
     /// + `c`: the tile's top-left element, row stride `rsc`, valid for `mr` rows of `nr` columns
+    /// + `post`: a row epilogue applied to the finished values, its pointer valid for `mr` rows
     ///
     /// # Safety
     /// The pointers are valid as listed above.
@@ -47,6 +50,7 @@ pub(super) trait Kernel {
         rsc: usize,
         nr: usize,
         load_c: bool,
+        post: TilePost,
     );
 
     /// `C[r×q] ← (C +) A[r×k] · Bᵀ[k×q]` for `1 ≤ r ≤ DR`, `1 ≤ q ≤ DQ`, B stored `[n×k]`.
@@ -125,7 +129,9 @@ fn pack_b<K: Kernel>(s: K::S, kc: usize, nc: usize, b: &[f32], rsb: usize, dst: 
 
 /// `C[m×n] ← A[m×k] · B[k×n] (+ C if accumulate)` with B row-major (`(rsb, csb) = (n, 1)`; a
 /// transposed B goes to [`gemm_dots`]); A and C row-major with their rows `lda ≥ k` and
-/// `ldc ≥ n` apart (`a: (A, lda)`, `c: (C, ldc)`).
+/// `ldc ≥ n` apart (`a: (A, lda)`, `c: (C, ldc)`); with `(accumulate, post)` a row epilogue
+/// ([`RowPost`], not with `accumulate`, at least `m` rows) applied to each finished value in
+/// the tiles' registers.
 ///
 /// Every element of C is one sequence of FMAs over k in order, restarted at the same `KC`
 /// boundaries whatever `m` and `n` are, so row `i` of C is bit-identical however many rows are
@@ -141,9 +147,15 @@ pub(super) fn gemm<K: Kernel>(
     b: &[f32],
     (rsb, csb): (usize, usize),
     (c, ldc): (&mut [f32], usize),
-    accumulate: bool,
+    (accumulate, post): (bool, Option<RowPost<'_>>),
 ) {
     assert!((rsb, csb) == (n, 1), "sgemm strides");
+    if let Some(post) = post {
+        assert!(
+            post.coef.len() >= m && !accumulate,
+            "sgemm row epilogue too short, or with accumulation"
+        );
+    }
     if super::degenerate([m, k, n], (a, lda), b, (c, ldc), accumulate) {
         return;
     }
@@ -175,6 +187,8 @@ pub(super) fn gemm<K: Kernel>(
         for pc in (0..k).step_by(kc_max) {
             let kc = kc_max.min(k - pc);
             let load_c = accumulate || pc > 0;
+            // The row epilogue on the last k block, once each value is complete.
+            let post = post.filter(|_| pc + kc == k);
             let b_len = if direct_b {
                 K::NR
             } else {
@@ -210,7 +224,8 @@ pub(super) fn gemm<K: Kernel>(
                         // ones by `pack_b`, direct ones because `j + NR ≤ n` and row
                         // `pc + kc − 1 < k` is inside `b` (asserted above). C rows `i..i + mr`
                         // (`ldc` apart) and columns `j..j + nr ≤ n` lie inside `c` (asserted above), a unique
-                        // borrow that aliases neither `a` nor `b`.
+                        // borrow that aliases neither `a` nor `b`. A row epilogue holds `m ≥ i + mr`
+                        // rows (asserted above).
                         unsafe {
                             K::tile(
                                 s,
@@ -224,6 +239,7 @@ pub(super) fn gemm<K: Kernel>(
                                 ldc,
                                 nr,
                                 load_c,
+                                post.map(|p| (p.coef[i..].as_ptr(), p.relu)),
                             );
                         }
                     }

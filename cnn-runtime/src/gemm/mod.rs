@@ -18,6 +18,48 @@ mod x86;
 
 use crate::simd::{isa, Isa};
 
+/// What the GEMM does to each value `v` of C's row `i` in registers, before storing it:
+/// `(v + add)·scale + shift` with `[add, scale, shift] = coef[i]`, each step rounded, then
+/// PyTorch's ReLU (NaN stays NaN) when `relu`. With `−0`, `1` and `−0` for the steps a row does
+/// not have, each value comes out with the bits of the steps it has alone (`v + −0 = v`,
+/// `v·1 = v`): the convolutions' `PostOp` without a separate pass over their output. The f32
+/// ([`sgemm_post`]) and the bf16 GEMMs take it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowPost<'a> {
+    /// `[add, scale, shift]` per row of C.
+    pub(crate) coef: &'a [[f32; 3]],
+    /// PyTorch's ReLU last.
+    pub(crate) relu: bool,
+}
+
+impl RowPost<'_> {
+    /// [`RowPost`]'s steps for one value of row `i`, as the tiles apply them.
+    pub(crate) fn apply(&self, i: usize, v: f32) -> f32 {
+        post_value(v, self.coef[i], self.relu)
+    }
+
+    /// Applies the steps to the first `n` values of each of C's first `m` rows (`ldc` apart):
+    /// the GEMMs whose tiles do not apply them.
+    fn rows(&self, c: &mut [f32], ldc: usize, m: usize, n: usize) {
+        // LOOP over rows of C
+        for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
+            row[..n].iter_mut().for_each(|v| *v = self.apply(i, *v));
+        }
+    }
+}
+
+/// `(v + add)·scale + shift`, then `max(0, ·)` when `relu` (NaN and `−0` kept): one value of
+/// [`RowPost`].
+#[inline(always)]
+pub(crate) fn post_value(v: f32, [add, scale, shift]: [f32; 3], relu: bool) -> f32 {
+    let y = (v + add) * scale + shift;
+    if relu && y < 0.0 {
+        0.0
+    } else {
+        y
+    }
+}
+
 /// The checks and the empty cases every GEMM starts with: panics if an operand is shorter than
 /// its matrix (A's rows `lda ≥ k` apart, C's `ldc ≥ n`); with no row or column there is nothing
 /// to do, and with `k = 0` the product is zero (C's rows are zeroed unless accumulating). `true`
@@ -67,6 +109,48 @@ pub(crate) fn sgemm(
     gemm_on(isa(), m, k, n, a, b, false, c, accumulate);
 }
 
+/// `C[m×n] ← post(A[m×k] · B[k×n])`: [`sgemm`] with each value of row `i` passed through
+/// `post`'s `coef[i]` before it is stored (in the tile's registers on the x86_64 paths), the
+/// bits of [`sgemm`] followed by [`RowPost::apply`].
+///
+/// # Panics
+/// If a slice is shorter than its matrix, or `post` has fewer than `m` rows.
+pub(crate) fn sgemm_post(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    post: RowPost<'_>,
+) {
+    post_on(isa(), [m, k, n], a, b, c, post)
+}
+
+/// [`sgemm_post`] at a given instruction-set level.
+///
+/// # Panics
+/// As [`sgemm_post`], or if the CPU lacks the level's features.
+fn post_on(
+    isa: Isa,
+    [m, k, n]: [usize; 3],
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    post: RowPost<'_>,
+) {
+    assert!(post.coef.len() >= m, "sgemm row epilogue too short");
+    gemm_strided_on(
+        isa,
+        [m, k, n],
+        (a, k),
+        b,
+        false,
+        (c, n),
+        (false, Some(post)),
+    )
+}
+
 /// `C[m×n] ← A[m×k] · Bᵀ (+ C if accumulate)` where `B` is `[n×k]` row-major (a `Linear`
 /// weight); `A` and `C` row-major and contiguous. On the x86_64 paths row `i` of C is
 /// bit-identical whatever `m` is (a sample's result does not depend on its batch).
@@ -100,7 +184,7 @@ pub(crate) fn sgemm_strided(
     c: (&mut [f32], usize),
     accumulate: bool,
 ) {
-    gemm_strided_on(isa(), [m, k, n], a, b, false, c, accumulate);
+    gemm_strided_on(isa(), [m, k, n], a, b, false, c, (accumulate, None));
 }
 
 /// [`sgemm`] (`bt = false`) or [`sgemm_bt`] (`bt = true`) at a given instruction-set level.
@@ -119,10 +203,11 @@ pub(crate) fn gemm_on(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    gemm_strided_on(isa, [m, k, n], (a, k), b, bt, (c, n), accumulate)
+    gemm_strided_on(isa, [m, k, n], (a, k), b, bt, (c, n), (accumulate, None))
 }
 
-/// [`gemm_on`] with A's and C's row strides, as [`sgemm_strided`].
+/// [`gemm_on`] with A's and C's row strides, as [`sgemm_strided`], and a row epilogue
+/// (`(accumulate, post)`: never both; B not transposed with one).
 ///
 /// # Panics
 /// If a slice is shorter than its matrix, a stride shorter than its row, or the CPU lacks the
@@ -134,9 +219,14 @@ fn gemm_strided_on(
     b: &[f32],
     bt: bool,
     (c, ldc): (&mut [f32], usize),
-    accumulate: bool,
+    (accumulate, post): (bool, Option<RowPost<'_>>),
 ) {
+    debug_assert!(post.is_none() || !(accumulate || bt));
     if degenerate([m, k, n], (a, lda), b, (c, ldc), accumulate) {
+        if let Some(post) = post {
+            // Zero rows when `k = 0` (nothing when there is no row or column).
+            post.rows(c, ldc, m, n);
+        }
         return;
     }
     assert!(isa.available(), "sgemm level `{}` unavailable", isa.name());
@@ -151,6 +241,9 @@ fn gemm_strided_on(
         // No packing buffers without `std`: loops vectorised for the target's features.
         let _ = isa;
         bare::gemm_strided([m, k, n], (a, lda), b, strides_b, (c, ldc), accumulate);
+        if let Some(post) = post {
+            post.rows(c, ldc, m, n);
+        }
     }
     #[cfg(feature = "std")]
     match isa {
@@ -165,7 +258,7 @@ fn gemm_strided_on(
             if bt {
                 x86::gemm_bt_avx512(s, [m, k, n], a, b, c, accumulate)
             } else {
-                x86::gemm_avx512(s, [m, k, n], (a, lda), b, (c, ldc), accumulate)
+                x86::gemm_avx512(s, [m, k, n], (a, lda), b, (c, ldc), (accumulate, post))
             }
         },
         #[cfg(target_arch = "x86_64")]
@@ -179,14 +272,17 @@ fn gemm_strided_on(
             if bt {
                 x86::gemm_bt_avx2(s, [m, k, n], a, b, c, accumulate)
             } else {
-                x86::gemm_avx2(s, [m, k, n], (a, lda), b, (c, ldc), accumulate)
+                x86::gemm_avx2(s, [m, k, n], (a, lda), b, (c, ldc), (accumulate, post))
             }
         },
         _ => {
             // The tests count the path that ran, not the level asked for.
             #[cfg(test)]
             crate::simd::testing::note(Isa::Baseline);
-            portable([m, k, n], (a, lda), b, strides_b, (c, ldc), accumulate)
+            portable([m, k, n], (a, lda), b, strides_b, (c, ldc), accumulate);
+            if let Some(post) = post {
+                post.rows(c, ldc, m, n);
+            }
         }
     }
 }
@@ -413,6 +509,108 @@ mod tests {
         });
     }
 
+    /// `sgemm_post` at every level equals `sgemm` followed by the convolutions' separate
+    /// `PostOp` pass, bit for bit, for every form of the row epilogue (bias, folded batch norm,
+    /// ReLU, each present or not): over tile remainders, k across several `KC` blocks (the
+    /// epilogue on the last one only, after C is added), rows of NaN and of zeros, and sums
+    /// that come out as `−0`.
+    #[test]
+    fn the_row_epilogue_gives_the_bits_of_the_separate_pass_at_every_level() {
+        use crate::ops::conv::PostOp;
+        let shapes = [
+            (1, 1, 1),
+            (7, 40, 47),
+            (14, 5, 32),
+            (13, 300, 31),
+            (29, 11, 65),
+            (130, 520, 70),
+            (6, 3, 130),
+            (64, 32, 256),
+        ];
+        for path in Isa::ALL.into_iter().filter(|p| !skipped(*p)) {
+            for (seed, &(m, k, n)) in shapes.iter().enumerate() {
+                let mut a = rand_vec(m * k, seed as u64 + 40);
+                let b = rand_vec(k * n, seed as u64 + 140);
+                if m > 2 {
+                    a[k..2 * k].fill(0.0);
+                    a[2 * k] = f32::NAN;
+                }
+                let [bias, scale, shift] = [0, 1, 2].map(|i| rand_vec(m, seed as u64 * 3 + i));
+                let mut plain = vec![0.0; m * n];
+                gemm_on(path, m, k, n, &a, &b, false, &mut plain, false);
+                for form in 0..8 {
+                    let (with_bias, affine, relu) = (form & 1 != 0, form & 2 != 0, form & 4 != 0);
+                    let posts: Vec<PostOp> = (0..m)
+                        .map(|i| PostOp {
+                            bias: with_bias.then_some(bias[i]),
+                            // Row 1 (zeros) gets a negative scale and a −0 shift: −0 out.
+                            affine: affine.then_some(if i == 1 {
+                                (-2.0, -0.0)
+                            } else {
+                                (scale[i], shift[i])
+                            }),
+                            relu,
+                            act: None,
+                        })
+                        .collect();
+                    let coef: Vec<[f32; 3]> = posts
+                        .iter()
+                        .map(|p| {
+                            let (a, b) = p.affine.unwrap_or((1.0, -0.0));
+                            [p.bias.unwrap_or(-0.0), a, b]
+                        })
+                        .collect();
+                    let mut want = plain.clone();
+                    for (post, row) in posts.iter().zip(want.chunks_exact_mut(n)) {
+                        post.apply(row);
+                    }
+                    let mut got = vec![f32::NAN; m * n];
+                    let post = RowPost { coef: &coef, relu };
+                    post_on(path, [m, k, n], &a, &b, &mut got, post);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let what = format!("{m}x{k}x{n} on {}, form {form}", path.name());
+                    assert_eq!(bits(&got), bits(&want), "{what}");
+                }
+            }
+        }
+    }
+
+    /// With `k = 0` the epilogue sees sums of `+0`: a negative scale and a `−0` shift give `−0`,
+    /// which ReLU keeps, and a bias of 1 with scale −1 gives −1, which ReLU floors; and an
+    /// epilogue shorter than the rows is refused.
+    #[test]
+    fn the_row_epilogue_of_empty_sums_and_a_short_one() {
+        let coef: [[f32; 3]; 3] = [[-0.0, -1.0, -0.0], [1.0, -1.0, -0.0], [2.0, 3.0, 0.5]];
+        for path in Isa::ALL.into_iter().filter(|p| p.available()) {
+            for relu in [false, true] {
+                let mut got = vec![f32::NAN; 3 * 4];
+                post_on(
+                    path,
+                    [3, 0, 4],
+                    &[],
+                    &[],
+                    &mut got,
+                    RowPost { coef: &coef, relu },
+                );
+                let want: Vec<f32> = (0..12)
+                    .map(|i| post_value(0.0, coef[i / 4], relu))
+                    .collect();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "relu {relu} on {}", path.name());
+                assert_eq!(got[0].to_bits(), (-0.0f32).to_bits());
+                assert_eq!(got[4], if relu { 0.0 } else { -1.0 });
+            }
+            let short = std::panic::catch_unwind(|| {
+                let post = RowPost {
+                    coef: &coef[..2],
+                    relu: false,
+                };
+                post_on(path, [3, 2, 4], &[0.0; 6], &[0.0; 8], &mut [0.0; 12], post)
+            });
+            assert!(short.is_err(), "a short epilogue on {}", path.name());
+        }
+    }
+
     #[test]
     fn leaves_c_outside_the_matrix_alone() {
         for path in Isa::ALL.into_iter().filter(|p| p.available()) {
@@ -459,7 +657,7 @@ mod tests {
                         &b,
                         false,
                         (&mut c[..len], ldc),
-                        accumulate,
+                        (accumulate, None),
                     );
                     for i in 0..m {
                         let what = format!(

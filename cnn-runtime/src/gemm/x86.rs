@@ -7,7 +7,8 @@
 //! fits every `N` of the benchmark nets' convolutions (multiples of 64 or ≥ 784).
 
 use super::blis::{self, Kernel};
-use super::kernel::{dots, tile};
+use super::kernel::{dots, tile, TilePost};
+use super::RowPost;
 use crate::simd::{Avx2, Avx512, Simd};
 
 /// Calls `tile::<$simd, MR, $nv>` with `MR = $mr`, one instantiation per row count; `$args` is
@@ -19,8 +20,12 @@ macro_rules! tile_by_mr {
                 // SAFETY: forwarded from `Kernel::tile` with `mr = $m`; the `$nv` vectors read
                 // of each B row lie within its `NR` floats.
                 $m => unsafe {
-                    let (s, kc, a, rsa, b, rsb, c, rsc, nr, load_c) = $args;
-                    tile::<$simd, $m, $nv>(s, kc, a, rsa, b, rsb, c, rsc, nr, load_c)
+                    let (s, kc, a, rsa, b, rsb, c, rsc, nr, load_c, post) = $args;
+                    if post.is_some() {
+                        tile::<$simd, $m, $nv, true>(s, kc, a, rsa, b, rsb, c, rsc, nr, load_c, post)
+                    } else {
+                        tile::<$simd, $m, $nv, false>(s, kc, a, rsa, b, rsb, c, rsc, nr, load_c, None)
+                    }
                 },
             )*
             _ => unreachable!("tile rows out of range"),
@@ -83,8 +88,9 @@ impl Kernel for Avx512Kernel {
         rsc: usize,
         nr: usize,
         load_c: bool,
+        post: TilePost,
     ) {
-        let args = (s, kc, a, rsa, b, rsb, c, rsc, nr, load_c);
+        let args = (s, kc, a, rsa, b, rsb, c, rsc, nr, load_c, post);
         // Only the vectors that hold some of the `nr` columns are computed.
         match nr.div_ceil(Avx512::LANES) {
             4 => tile_by_mr!(Avx512, 4, mr, args, [6 5 4 3 2 1]),
@@ -138,8 +144,9 @@ impl Kernel for Avx2Kernel {
         rsc: usize,
         nr: usize,
         load_c: bool,
+        post: TilePost,
     ) {
-        let args = (s, kc, a, rsa, b, rsb, c, rsc, nr, load_c);
+        let args = (s, kc, a, rsa, b, rsb, c, rsc, nr, load_c, post);
         // Only the vectors that hold some of the `nr` columns are computed.
         match nr.div_ceil(Avx2::LANES) {
             2 => tile_by_mr!(Avx2, 2, mr, args, [6 5 4 3 2 1]),
@@ -175,10 +182,10 @@ pub(super) fn gemm_avx512(
     a: (&[f32], usize),
     b: &[f32],
     c: (&mut [f32], usize),
-    accumulate: bool,
+    post: (bool, Option<RowPost<'_>>),
 ) {
     let n = mkn[2];
-    blis::gemm::<Avx512Kernel>(s, mkn, a, b, (n, 1), c, accumulate)
+    blis::gemm::<Avx512Kernel>(s, mkn, a, b, (n, 1), c, post)
 }
 
 /// [`blis::gemm`] compiled for AVX2 and FMA; the token proves them.
@@ -189,10 +196,10 @@ pub(super) fn gemm_avx2(
     a: (&[f32], usize),
     b: &[f32],
     c: (&mut [f32], usize),
-    accumulate: bool,
+    post: (bool, Option<RowPost<'_>>),
 ) {
     let n = mkn[2];
-    blis::gemm::<Avx2Kernel>(s, mkn, a, b, (n, 1), c, accumulate)
+    blis::gemm::<Avx2Kernel>(s, mkn, a, b, (n, 1), c, post)
 }
 
 /// [`blis::gemm_dots`] (B transposed, a `Linear` weight) compiled for AVX-512F: a function of

@@ -125,9 +125,8 @@ impl<'a> Rows<'a> {
         }
     }
 
-    /// `y[m × n] = self[m × k] · cols[k × n]`, with bf16 rows and `post` (`[add, scale,
-    /// shift]` per row and the ReLU flag) the row epilogue applied in registers; whether it
-    /// was.
+    /// `y[m × n] = self[m × k] · cols[k × n]`, with `post` (`[add, scale, shift]` per row and
+    /// the ReLU flag) the row epilogue applied in the GEMM's registers; whether it was.
     fn gemm(
         self,
         m: usize,
@@ -138,11 +137,17 @@ impl<'a> Rows<'a> {
         post: Option<(&[[f32; 3]], bool)>,
     ) -> bool {
         match self {
-            Rows::F32(w) => {
-                let _ = post;
-                crate::gemm::sgemm(m, k, n, w, cols, y, false);
-                false
-            }
+            Rows::F32(w) => match post {
+                Some((coef, relu)) => {
+                    let post = crate::gemm::RowPost { coef, relu };
+                    crate::gemm::sgemm_post(m, k, n, w, cols, y, post);
+                    true
+                }
+                None => {
+                    crate::gemm::sgemm(m, k, n, w, cols, y, false);
+                    false
+                }
+            },
             #[cfg(feature = "std")]
             Rows::Bf16(w) => {
                 use crate::gemm::bf16;
@@ -190,14 +195,12 @@ fn conv2d_with(
     }
     let skip = skips(p);
     let scratch = scratch.at_least(scratch_len(p));
-    // The bf16 GEMM's row epilogue, for every output channel.
+    // The GEMM's row epilogue, for every output channel (without `std`, whose GEMM has no
+    // such epilogue and which allocates nothing, a separate pass).
     #[cfg(feature = "std")]
-    let post = match weight {
-        Rows::Bf16(_) => epilogue.gemm_rows(bias, p.c_out),
-        Rows::F32(_) => None,
-    };
+    let post = epilogue.gemm_rows(bias, p.c_out);
     #[cfg(not(feature = "std"))]
-    let post: Option<(&[[f32; 3]], bool)> = None;
+    let post: Option<([[f32; 3]; 0], bool)> = None;
 
     // LOOP over samples
     for s in 0..n {

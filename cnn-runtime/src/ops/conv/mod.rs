@@ -227,29 +227,32 @@ impl Epilogue<'_> {
         }
     }
 
-    /// The bias, folded batch norm and ReLU of output channels `0..c_out` as the bf16 GEMM's
-    /// row epilogue (`[add, scale, shift]` per channel and the ReLU flag, see
-    /// [`RowPost`](crate::gemm::bf16::RowPost)): the same bits as [`PostOp::apply`]. `None`
-    /// when the channels' [`PostOp`] has another activation, which runs on whole rows.
+    /// The bias, folded batch norm and ReLU of output channels `0..c_out` as the GEMMs' row
+    /// epilogue (`[add, scale, shift]` per channel and the ReLU flag, see
+    /// [`RowPost`](crate::gemm::RowPost)): the same bits as [`PostOp::apply`]. `None` when the
+    /// channels' [`PostOp`] has another activation, which runs on whole rows, or no step at all.
     #[cfg(feature = "std")]
     pub(crate) fn gemm_rows(
         &self,
         bias: Option<&[f32]>,
         c_out: usize,
     ) -> Option<(Vec<[f32; 3]>, bool)> {
-        let posts: Vec<PostOp> = (0..c_out).map(|c| self.channel(bias, c)).collect();
-        let relu = posts.first().is_some_and(|p| p.relu);
-        if posts.iter().any(|p| p.act.is_some()) {
+        // Which steps there are does not depend on the channel: decided on channel 0, before
+        // anything is allocated (a GEMM of 20 µs lost 4% to building the steps it then
+        // did not use).
+        let first = (c_out > 0).then(|| self.channel(bias, 0))?;
+        let nothing = first.bias.is_none() && first.affine.is_none() && !first.relu;
+        if first.act.is_some() || nothing {
             return None;
         }
-        let coef = posts
-            .iter()
-            .map(|p| {
+        let coef = (0..c_out)
+            .map(|c| {
+                let p = self.channel(bias, c);
                 let (scale, shift) = p.affine.unwrap_or((1.0, -0.0));
                 [p.bias.unwrap_or(-0.0), scale, shift]
             })
             .collect();
-        Some((coef, relu))
+        Some((coef, first.relu))
     }
 
     /// The rest of the work on a finished output plane after [`channel`](Self::channel)'s
