@@ -11,7 +11,7 @@ use crate::ops::conv::{self, Epilogue, Layout};
 use crate::ops::conv_transpose;
 use crate::ops::pool::{self, Pool2dParams};
 use crate::ops::upsample::{self, Upsample2dParams};
-use crate::tuning::{CHUNK, POOL_MIN_MACS, POOL_MIN_SPLIT};
+use crate::tuning::{CHUNK, POOL_MIN_MACS, POOL_MIN_SPLIT, WARM_MIN_MACS};
 use crate::Error;
 
 /// A batch in flight: the current activations `[n, …]`, the buffers the next layer writes,
@@ -1084,8 +1084,10 @@ pub fn run_batch(
     };
     if on_caller(available, threads, n.saturating_mul(macs)) {
         // On the calling thread: handing a small network to a worker (waking it, then waking
-        // the caller) costs more than splitting its layers saves.
-        work(0, &mut data, 1)?;
+        // the caller) costs more than splitting its layers saves. With spare threads and
+        // enough work to split, its layers share out to helpers kept spinning.
+        let warm = n.saturating_mul(macs) >= WARM_MIN_MACS && crate::threads::keep_warm(available);
+        work(0, &mut data, if warm { available } else { 1 })?;
         return Ok(BatchOutput { n, data });
     }
     let failed = std::sync::Mutex::new(None);
@@ -1995,6 +1997,34 @@ mod tests {
                 vec![0.0, 2.0, 4.0, 6.0, 8.0]
             );
         }
+    }
+
+    /// A batch small enough for the calling thread runs there; with spare threads and at
+    /// least `WARM_MIN_MACS`, its layers may use them all (helpers spin), below that one.
+    #[test]
+    fn small_batches_share_their_layers_with_spinning_helpers() {
+        let _count = crate::threads::count_lock();
+        let _helpers = crate::threads::warm_alone(2);
+        let x = Array4::from_shape_fn((1, 1, 1, 1), |_| 1.0);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let run = |e: &mut Exec| {
+            seen.lock()
+                .unwrap()
+                .push((e.threads, rayon::current_thread_index()));
+            Ok(())
+        };
+        for (threads, macs, want) in [
+            (2, WARM_MIN_MACS, 2),
+            (2, WARM_MIN_MACS - 1, 1),
+            (1, WARM_MIN_MACS, 1),
+        ] {
+            crate::set_num_threads(threads);
+            crate::threads::warm(2);
+            run_batch(x.view(), [1, 1, 1], 1, false, (macs, 1), &run).unwrap();
+            let got = seen.lock().unwrap().pop();
+            assert_eq!(got, Some((want, None)), "{threads} threads, {macs} MACs");
+        }
+        crate::set_num_threads(0);
     }
 
     #[test]

@@ -15,6 +15,10 @@ static OVERRIDE: AtomicUsize = AtomicUsize::new(0);
 /// The thread count `forward_batch` splits a batch over: the value of [`set_num_threads`] if
 /// called, else the environment variable `CNN_NUM_THREADS` (read once), else all cores
 /// (`std::thread::available_parallelism`).
+///
+/// A batch too small to hand to the pool runs on the calling thread; from 2 M
+/// multiply-accumulates its layers split among the other threads, which then spin for 2 ms
+/// after the call (using CPU time) so that the next call finds them awake.
 pub fn num_threads() -> usize {
     match OVERRIDE.load(Ordering::Relaxed) {
         0 => default_threads(),
@@ -49,7 +53,26 @@ fn default_threads() -> usize {
 /// so their thread-local buffers stay warm between calls.
 fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
     static POOL: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
-    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    pool_in(&POOL, threads, "cnn-worker")
+}
+
+#[cfg(feature = "std")]
+/// The pool of `threads − 1` helpers that [`keep_warm`] keeps spinning for a caller that
+/// runs outside the pools: the caller is the `threads`-th thread.
+fn helpers(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    static HELPERS: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    pool_in(&HELPERS, threads - 1, "cnn-helper")
+}
+
+#[cfg(feature = "std")]
+/// The pool of `threads` threads kept in `slot`, built on first use and rebuilt when the
+/// thread count changes.
+fn pool_in(
+    slot: &Mutex<Option<(usize, Arc<rayon::ThreadPool>)>>,
+    threads: usize,
+    name: &'static str,
+) -> Option<Arc<rayon::ThreadPool>> {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((n, pool)) = slot.as_ref() {
         if *n == threads {
             return Some(Arc::clone(pool));
@@ -57,7 +80,7 @@ fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .thread_name(|i| format!("cnn-worker-{i}"))
+        .thread_name(move |i| format!("{name}-{i}"))
         .build()
         .ok()
         .map(Arc::new)?;
@@ -83,10 +106,92 @@ pub(crate) fn install<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> 
 }
 
 #[cfg(feature = "std")]
+/// How long the spinning helpers of [`keep_warm`] stay after the last call that asked for
+/// them: ONNX Runtime's helpers spin too, for a similar time.
+const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
+
+#[cfg(feature = "std")]
+/// The spinning helpers' state: until when they spin (nanoseconds after [`epoch`]), and how
+/// many run, of the pool of how many threads.
+static SPIN_UNTIL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+#[cfg(feature = "std")]
+static SPINNING: Mutex<(usize, usize)> = Mutex::new((0, 0));
+
+#[cfg(feature = "std")]
+/// Nanoseconds since the first call.
+fn epoch() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+}
+
+#[cfg(feature = "std")]
+/// Keeps `threads − 1` helpers (a pool of their own) spinning for [`SPIN`] from
+/// now, so that [`for_each`] called outside the pool (a forward pass of one small batch on the
+/// calling thread) can hand them work at once: a sleeping worker takes tens of microseconds to
+/// wake on a virtual machine, as long as a small layer takes. A spinning helper runs the work
+/// the pool is given ([`rayon::yield_now`]) and spins between items; it stops when the time is
+/// up. Returns whether helpers are spinning (not when the pool cannot be started).
+pub(crate) fn keep_warm(threads: usize) -> bool {
+    if threads < 2 {
+        return false;
+    }
+    let Some(pool) = helpers(threads) else {
+        return false;
+    };
+    SPIN_UNTIL.fetch_max(epoch() + SPIN.as_nanos() as u64, Ordering::Relaxed);
+    let mut spinning = SPINNING.lock().unwrap_or_else(|e| e.into_inner());
+    if spinning.0 > 0 && spinning.1 == threads {
+        return true;
+    }
+    if spinning.0 > 0 {
+        // Helpers of a pool of another size are still spinning: they stop by themselves.
+        return false;
+    }
+    *spinning = (threads - 1, threads);
+    for _ in 1..threads {
+        pool.spawn(spin);
+    }
+    true
+}
+
+#[cfg(feature = "std")]
+/// One spinning helper: runs the pool's pending work until [`SPIN_UNTIL`] has passed.
+fn spin() {
+    // LOOP until the time is up, reading the clock every 64 idle turns
+    'spinning: loop {
+        for _ in 0..64 {
+            match rayon::yield_now() {
+                Some(rayon::Yield::Executed) => {}
+                Some(rayon::Yield::Idle) => std::hint::spin_loop(),
+                None => break 'spinning,
+            }
+        }
+        if epoch() > SPIN_UNTIL.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    let mut spinning = SPINNING.lock().unwrap_or_else(|e| e.into_inner());
+    spinning.0 -= 1;
+}
+
+#[cfg(feature = "std")]
+/// The pool whose helpers spin ([`keep_warm`]), if it has `threads` threads.
+fn warm_pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    let spinning = *SPINNING.lock().unwrap_or_else(|e| e.into_inner());
+    (spinning.0 > 0 && spinning.1 == threads)
+        .then(|| helpers(threads))
+        .flatten()
+}
+
+#[cfg(feature = "std")]
 /// Runs `f(i, item)` for every item: spread over the workers of the current pool when
-/// `threads > 1` (the caller's share of the threads) and the caller is one of them, the last
-/// item on the calling worker; otherwise one after the other. Returns when all calls have
-/// finished; a panic in any call is propagated.
+/// `threads > 1` (the caller's share of the threads) and the caller is one of them, or over
+/// the spinning helpers of [`keep_warm`] when the caller is outside the pool; the last item on
+/// the calling thread; otherwise one after the other. Returns when all calls have finished; a
+/// panic in any call is propagated.
 pub(crate) fn for_each<T, I, F>(threads: usize, items: I, f: F)
 where
     T: Send,
@@ -94,29 +199,91 @@ where
     I::IntoIter: Send,
     F: Fn(usize, T) + Sync,
 {
-    let mut items = items.into_iter().enumerate().peekable();
-    if threads <= 1 || rayon::current_thread_index().is_none() {
+    let items = items.into_iter().enumerate().peekable();
+    if threads <= 1 {
         items.for_each(|(i, item)| f(i, item));
         return;
     }
+    let warm = match rayon::current_thread_index() {
+        Some(_) => None,
+        None => match warm_pool(threads) {
+            Some(pool) => Some(pool),
+            None => {
+                items.for_each(|(i, item)| f(i, item));
+                return;
+            }
+        },
+    };
+    #[cfg(test)]
+    SPREAD.set(SPREAD.get() + 1);
+    let f = &f;
+    match warm {
+        Some(pool) => {
+            // The caller, outside the pool, would wait for the helpers on a lock (and be woken
+            // tens of microseconds late): it spins on a count of finished items instead, so
+            // that the scope has nothing left to wait for when it ends.
+            let done = AtomicUsize::new(0);
+            pool.in_place_scope(|scope| {
+                let spawned = share(scope, items, f, Some(&done));
+                while done.load(Ordering::Acquire) < spawned {
+                    std::hint::spin_loop();
+                }
+            })
+        }
+        None => {
+            rayon::scope(|scope| {
+                share(scope, items, f, None);
+            });
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+/// Counts one finished item when dropped: after the item's call returns or unwinds, so that a
+/// caller spinning on the count never waits for an item that panicked.
+struct Finished<'a>(Option<&'a AtomicUsize>);
+
+#[cfg(feature = "std")]
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        if let Some(done) = self.0 {
+            done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+/// [`for_each`]'s items handed to `scope`, the last one run by the caller; each handed-out
+/// item adds one to `done` when it finishes. Returns how many were handed out.
+fn share<'s, T, F>(
+    scope: &rayon::Scope<'s>,
+    mut items: core::iter::Peekable<impl Iterator<Item = (usize, T)>>,
+    f: &'s F,
+    done: Option<&'s AtomicUsize>,
+) -> usize
+where
+    T: Send + 's,
+    F: Fn(usize, T) + Sync,
+{
     // In the crate's tests, a level forced with `simd::testing::with_isa` follows the items.
     #[cfg(test)]
     let forced = crate::simd::testing::forced();
-    #[cfg(test)]
-    SPREAD.set(SPREAD.get() + 1);
-    rayon::scope(|scope| {
-        let f = &f;
-        while let Some((i, item)) = items.next() {
-            if items.peek().is_none() {
-                f(i, item);
-            } else {
+    let mut spawned = 0;
+    while let Some((i, item)) = items.next() {
+        if items.peek().is_none() {
+            f(i, item);
+        } else {
+            spawned += 1;
+            scope.spawn(move |_| {
+                let _finished = Finished(done);
                 #[cfg(test)]
-                scope.spawn(move |_| crate::simd::testing::with_forced(forced, || f(i, item)));
+                crate::simd::testing::with_forced(forced, || f(i, item));
                 #[cfg(not(test))]
-                scope.spawn(move |_| f(i, item));
-            }
+                f(i, item);
+            });
         }
-    });
+    }
+    spawned
 }
 
 #[cfg(test)]
@@ -157,4 +324,115 @@ where
         .into_iter()
         .enumerate()
         .for_each(|(i, item)| f(i, item));
+}
+
+/// Test hook: serialises the tests that need helpers of their own size, and [`warm`]s for
+/// `threads`. (Other tests start helpers for the default thread count too; these wait until
+/// theirs are gone.)
+#[cfg(test)]
+pub(crate) fn warm_alone(threads: usize) -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    warm(threads);
+    guard
+}
+
+/// Test hook: waits (up to 10 s) until helpers for `threads` spin, for [`SPIN`] from now.
+#[cfg(test)]
+pub(crate) fn warm(threads: usize) {
+    let start = std::time::Instant::now();
+    while !keep_warm(threads) {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "other helpers spin for 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The helper count these tests use: the crate's other tests run batches on the default
+    /// thread count (the machine's cores, often 2), whose helpers these must not meet.
+    const THREADS: usize = 3;
+
+    fn warm_alone() -> std::sync::MutexGuard<'static, ()> {
+        super::warm_alone(THREADS)
+    }
+
+    fn warm() {
+        super::warm(THREADS)
+    }
+
+    /// Waits (up to 5 s) until the helpers for [`THREADS`] stop, and says whether they did.
+    fn helpers_stop() -> bool {
+        let start = std::time::Instant::now();
+        while warm_pool(THREADS).is_some() {
+            if start.elapsed().as_secs() >= 5 {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Outside the pool, `for_each` shares its items out only while helpers spin for that
+    /// many threads: every item runs once, on a helper or the caller, and the caller waits
+    /// for all of them; the helpers stop by themselves once `SPIN` has passed.
+    #[test]
+    fn items_go_to_spinning_helpers_only_while_they_spin() {
+        let run = |threads: usize| {
+            let ran: Vec<AtomicUsize> = (0..7).map(|_| AtomicUsize::new(0)).collect();
+            let callers = AtomicUsize::new(0);
+            let me = std::thread::current().id();
+            take_spread();
+            for_each(threads, 0..7, |i, item| {
+                assert_eq!(i, item);
+                // Slow enough that a spinning helper takes some of the items.
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                ran[i].fetch_add(1, Ordering::Relaxed);
+                if std::thread::current().id() == me {
+                    callers.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let counts: Vec<usize> = ran.iter().map(|r| r.load(Ordering::Relaxed)).collect();
+            assert_eq!(counts, vec![1; 7], "{threads} threads");
+            (take_spread(), callers.load(Ordering::Relaxed))
+        };
+        let _lock = warm_alone();
+        assert!(!keep_warm(1), "one thread needs no helper");
+        assert!(warm_pool(THREADS + 1).is_none(), "helpers of another size");
+        assert!(
+            !keep_warm(THREADS + 1),
+            "helpers of another size still spin"
+        );
+        assert_eq!(run(THREADS + 1), (0, 7), "no helper for 4 threads");
+        // Again: SPIN may have passed.
+        warm();
+        let (spread, on_caller) = run(THREADS);
+        assert_eq!(spread, 1, "shared out");
+        assert!(on_caller < 7, "the helpers ran none of the items");
+        assert!(helpers_stop(), "the helpers did not stop");
+        assert_eq!(run(THREADS), (0, 7), "shared out after the helpers stopped");
+    }
+
+    /// A panic in an item a helper runs reaches the caller, which does not wait for it
+    /// forever.
+    #[test]
+    fn a_panic_on_a_helper_reaches_the_caller() {
+        let _lock = warm_alone();
+        let me = std::thread::current().id();
+        warm();
+        let result = std::panic::catch_unwind(|| {
+            for_each(THREADS, 0..THREADS, |_, _| {
+                if std::thread::current().id() != me {
+                    panic!("helper item");
+                }
+            })
+        });
+        assert!(result.is_err(), "the helpers' panic was lost");
+        assert!(helpers_stop(), "the helpers did not stop");
+    }
 }

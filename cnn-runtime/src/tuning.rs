@@ -37,6 +37,10 @@ pub(crate) const fn chunk_samples(activation: usize, l2: usize) -> usize {
 /// took 0.23 ms through the pool against 0.18 ms on the caller; `vgg` (150 M) gains from it.
 pub(crate) const POOL_MIN_MACS: usize = 20_000_000;
 
+/// Multiply-accumulates of a batch on the calling thread (below [`POOL_MIN_MACS`]) from which
+/// spare threads spin as helpers that its layers share out to (`threads::keep_warm`).
+pub(crate) const WARM_MIN_MACS: usize = 2_000_000;
+
 /// Input elements below which a pooling layer stays on one thread (output elements, for an
 /// upsampling).
 pub(crate) const POOL_MIN_SPLIT: usize = 1 << 17;
@@ -44,8 +48,10 @@ pub(crate) const POOL_MIN_SPLIT: usize = 1 << 17;
 // ---- Splitting one convolution over threads ----
 
 /// Multiply-accumulates below which a thread costs more than it saves, for the im2col and
-/// transposed (per group) and Winograd (per sample) convolutions.
-pub(crate) const MIN_MACS_PER_SPLIT: usize = 4 << 20;
+/// transposed (per group) and Winograd (per sample) convolutions. 4 M before the spinning
+/// helpers (`threads::keep_warm`): with them, mobile's 1×1 convolutions at batch 1 (2.1 M,
+/// about 20 µs) gain from two threads.
+pub(crate) const MIN_MACS_PER_SPLIT: usize = 1 << 20;
 
 /// Output channels (per group) below which an im2col or transposed convolution is not split
 /// across threads.
@@ -71,11 +77,11 @@ pub(crate) const fn splits(parts: usize, macs: usize) -> bool {
 }
 
 /// Multiply-accumulates below which a direct convolution stays on one thread: its blocks of 8
-/// channels are cheaper to hand out than the im2col GEMM's rows.
-pub(crate) const DIRECT_MIN_MACS_PER_SPLIT: usize = 1 << 20;
+/// channels are cheaper to hand out than the im2col GEMM's rows (mobile's 0.9 M stem splits).
+pub(crate) const DIRECT_MIN_MACS_PER_SPLIT: usize = 1 << 19;
 /// Multiply-accumulates (of the whole batch) below which a depthwise convolution stays on one
 /// thread. Its planes are independent and cheap to hand out, as the direct kernel's blocks.
-pub(crate) const DEPTHWISE_MIN_MACS_PER_SPLIT: usize = 1 << 18;
+pub(crate) const DEPTHWISE_MIN_MACS_PER_SPLIT: usize = 1 << 17;
 
 // ---- Choice of algorithm (`ops::conv::Conv2dParams::algorithm`) ----
 

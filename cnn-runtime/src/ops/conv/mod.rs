@@ -232,11 +232,7 @@ impl Epilogue<'_> {
     /// [`RowPost`](crate::gemm::RowPost)): the same bits as [`PostOp::apply`]. `None` when the
     /// channels' [`PostOp`] has another activation, which runs on whole rows, or no step at all.
     #[cfg(feature = "std")]
-    pub(crate) fn gemm_rows(
-        &self,
-        bias: Option<&[f32]>,
-        c_out: usize,
-    ) -> Option<(Vec<[f32; 3]>, bool)> {
+    pub(crate) fn gemm_rows(&self, bias: Option<&[f32]>, c_out: usize) -> Option<(RowCoef, bool)> {
         // Which steps there are does not depend on the channel: decided on channel 0, before
         // anything is allocated (a GEMM of 20 µs lost 4% to building the steps it then
         // did not use).
@@ -245,14 +241,14 @@ impl Epilogue<'_> {
         if first.act.is_some() || nothing {
             return None;
         }
-        let coef = (0..c_out)
-            .map(|c| {
-                let p = self.channel(bias, c);
-                let (scale, shift) = p.affine.unwrap_or((1.0, -0.0));
-                [p.bias.unwrap_or(-0.0), scale, shift]
-            })
-            .collect();
-        Some((coef, first.relu))
+        let mut coef = ROW_COEF.with(|c| c.take());
+        coef.clear();
+        coef.extend((0..c_out).map(|c| {
+            let p = self.channel(bias, c);
+            let (scale, shift) = p.affine.unwrap_or((1.0, -0.0));
+            [p.bias.unwrap_or(-0.0), scale, shift]
+        }));
+        Some((RowCoef(coef), first.relu))
     }
 
     /// The rest of the work on a finished output plane after [`channel`](Self::channel)'s
@@ -303,6 +299,34 @@ impl Epilogue<'_> {
         if let Some(r) = self.residual {
             assert!(r.len() >= len, "conv2d residual too short");
         }
+    }
+}
+
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// The buffer of [`RowCoef`], kept per thread so that steady-state calls do not allocate.
+    static ROW_COEF: core::cell::Cell<Vec<[f32; 3]>> = const { core::cell::Cell::new(Vec::new()) };
+}
+
+/// The coefficients [`Epilogue::gemm_rows`] made, `[add, scale, shift]` per output channel, in
+/// a buffer kept per thread: given back when dropped.
+#[cfg(feature = "std")]
+pub(crate) struct RowCoef(Vec<[f32; 3]>);
+
+#[cfg(feature = "std")]
+impl core::ops::Deref for RowCoef {
+    type Target = [[f32; 3]];
+    fn deref(&self) -> &[[f32; 3]] {
+        &self.0
+    }
+}
+
+#[cfg(feature = "std")]
+impl Drop for RowCoef {
+    fn drop(&mut self) {
+        let coef = core::mem::take(&mut self.0);
+        // (Not while the thread's locals are being destroyed: then the buffer is just freed.)
+        let _ = ROW_COEF.try_with(|c| c.set(coef));
     }
 }
 
