@@ -138,18 +138,21 @@ pub(crate) fn keep_warm(threads: usize) -> bool {
     if threads < 2 {
         return false;
     }
+    let mut spinning = SPINNING.lock().unwrap_or_else(|e| e.into_inner());
+    if spinning.0 > 0 && spinning.1 != threads {
+        // Helpers for another thread count still spin: they stop by themselves (checked
+        // before the pool is fetched, which would rebuild it for this count).
+        return false;
+    }
+    // A helper that read the old time just before may still stop: what the pool is then
+    // given waits for its worker to pick it up, as on a pool that sleeps.
+    SPIN_UNTIL.fetch_max(epoch() + SPIN.as_nanos() as u64, Ordering::Relaxed);
+    if spinning.0 > 0 {
+        return true;
+    }
     let Some(pool) = helpers(threads) else {
         return false;
     };
-    SPIN_UNTIL.fetch_max(epoch() + SPIN.as_nanos() as u64, Ordering::Relaxed);
-    let mut spinning = SPINNING.lock().unwrap_or_else(|e| e.into_inner());
-    if spinning.0 > 0 && spinning.1 == threads {
-        return true;
-    }
-    if spinning.0 > 0 {
-        // Helpers of a pool of another size are still spinning: they stop by themselves.
-        return false;
-    }
     *spinning = (threads - 1, threads);
     for _ in 1..threads {
         pool.spawn(spin);
