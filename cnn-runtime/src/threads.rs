@@ -222,71 +222,93 @@ where
     let f = &f;
     match warm {
         Some(pool) => {
-            // The caller, outside the pool, would wait for the helpers on a lock (and be woken
-            // tens of microseconds late): it spins on a count of finished items instead, so
-            // that the scope has nothing left to wait for when it ends.
+            // The caller and `threads − 1` helpers take the items one at a time from a shared
+            // queue (the caller, outside the pool, could not take back items it handed out,
+            // as a worker does: it would wait while one helper ran them all). Then the caller
+            // spins on a count of finished helpers rather than wait for them on a lock (and
+            // be woken tens of microseconds late): the scope has nothing left to wait for.
+            let queue = Mutex::new(items);
+            let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let run = || {
+                while let Some((i, item)) = next() {
+                    f(i, item);
+                }
+            };
             let done = AtomicUsize::new(0);
+            // In the crate's tests, a level forced with `simd::testing::with_isa` follows.
+            #[cfg(test)]
+            let forced = crate::simd::testing::forced();
             pool.in_place_scope(|scope| {
-                let spawned = share(scope, items, f, Some(&done));
-                while done.load(Ordering::Acquire) < spawned {
+                let (run, done, f) = (&run, &done, &f);
+                // Helper `h` starts with item `h` and the caller with item `threads − 1`, the
+                // same share of a layer as of the layer before when the items are the threads'
+                // equal parts (the usual case), so that each thread reads what it wrote.
+                for _ in 1..threads {
+                    let first = next();
+                    let help = move || {
+                        if let Some((i, item)) = first {
+                            f(i, item);
+                            run();
+                        }
+                    };
+                    scope.spawn(move |_| {
+                        let _finished = Finished(done);
+                        #[cfg(test)]
+                        crate::simd::testing::with_forced(forced, help);
+                        #[cfg(not(test))]
+                        help();
+                    });
+                }
+                run();
+                while done.load(Ordering::Acquire) < threads - 1 {
                     std::hint::spin_loop();
                 }
             })
         }
         None => {
             rayon::scope(|scope| {
-                share(scope, items, f, None);
+                share(scope, items, f);
             });
         }
     }
 }
 
 #[cfg(feature = "std")]
-/// Counts one finished item when dropped: after the item's call returns or unwinds, so that a
-/// caller spinning on the count never waits for an item that panicked.
-struct Finished<'a>(Option<&'a AtomicUsize>);
+/// Counts one finished helper when dropped: after its items' calls return or one unwinds, so
+/// that a caller spinning on the count never waits for a helper whose item panicked.
+struct Finished<'a>(&'a AtomicUsize);
 
 #[cfg(feature = "std")]
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        if let Some(done) = self.0 {
-            done.fetch_add(1, Ordering::Release);
-        }
+        self.0.fetch_add(1, Ordering::Release);
     }
 }
 
 #[cfg(feature = "std")]
-/// [`for_each`]'s items handed to `scope`, the last one run by the caller; each handed-out
-/// item adds one to `done` when it finishes. Returns how many were handed out.
+/// [`for_each`]'s items handed to `scope` (on a worker of the pool), the last one run by the
+/// caller.
 fn share<'s, T, F>(
     scope: &rayon::Scope<'s>,
     mut items: core::iter::Peekable<impl Iterator<Item = (usize, T)>>,
     f: &'s F,
-    done: Option<&'s AtomicUsize>,
-) -> usize
-where
+) where
     T: Send + 's,
     F: Fn(usize, T) + Sync,
 {
     // In the crate's tests, a level forced with `simd::testing::with_isa` follows the items.
     #[cfg(test)]
     let forced = crate::simd::testing::forced();
-    let mut spawned = 0;
     while let Some((i, item)) = items.next() {
         if items.peek().is_none() {
             f(i, item);
         } else {
-            spawned += 1;
-            scope.spawn(move |_| {
-                let _finished = Finished(done);
-                #[cfg(test)]
-                crate::simd::testing::with_forced(forced, || f(i, item));
-                #[cfg(not(test))]
-                f(i, item);
-            });
+            #[cfg(test)]
+            scope.spawn(move |_| crate::simd::testing::with_forced(forced, || f(i, item)));
+            #[cfg(not(test))]
+            scope.spawn(move |_| f(i, item));
         }
     }
-    spawned
 }
 
 #[cfg(test)]
@@ -429,7 +451,8 @@ mod tests {
         let me = std::thread::current().id();
         warm();
         let result = std::panic::catch_unwind(|| {
-            for_each(THREADS, 0..THREADS, |_, _| {
+            for_each(THREADS, 0..3 * THREADS, |_, _| {
+                std::thread::sleep(std::time::Duration::from_micros(200));
                 if std::thread::current().id() != me {
                     panic!("helper item");
                 }
