@@ -114,6 +114,8 @@ impl Input<'_> {
 struct Loads<M> {
     at: [usize; 3],
     lanes: [M; 3],
+    /// The row length the lanes were computed for.
+    w: usize,
 }
 
 impl<M: Copy> Loads<M> {
@@ -128,6 +130,7 @@ impl<M: Copy> Loads<M> {
         let mut loads = Loads {
             at: [0; 3],
             lanes: [s.lanes(0, 0); 3],
+            w,
         };
         for (k, &start) in starts.iter().enumerate() {
             // Lanes `i` with `0 ≤ start + i < w`.
@@ -142,12 +145,13 @@ impl<M: Copy> Loads<M> {
     /// The three tap vectors (left, middle, right) from `row`.
     #[inline(always)]
     fn taps<S: Simd<M = M>, const ST: usize>(&self, s: S, row: &[f32]) -> [S::V; 3] {
+        assert!(row.len() >= self.w, "depthwise row shorter than its loads");
         let p = row.as_ptr();
         let mut v = [s.zero(); 3];
         for (k, v) in v.iter_mut().enumerate() {
-            // SAFETY: the lanes of each load are the columns inside `row` (`Loads::new`, with
-            // the row's length); the offset wraps for a start before the row, whose lanes
-            // there are not read.
+            // SAFETY: the lanes of each load are columns `0..w` (`Loads::new`), inside `row`
+            // (asserted above); the offset wraps for a start before the row, whose lanes there
+            // are not read.
             *v = unsafe { s.load_masked(p.wrapping_add(self.at[k]), self.lanes[k]) };
         }
         let [a, b, c] = v;

@@ -295,6 +295,8 @@ fn run<S: Simd>(
         let taps = &weight[c * kh * kw..(c + 1) * kh * kw];
         let op = epilogue.channel(bias, c);
         if in_place {
+            #[cfg(test)]
+            tests::IN_PLACE.set(tests::IN_PLACE.get() + 1);
             inplace::plane(s, p, x, taps, Post::new(op), y);
             finish_plane(op, epilogue, first_plane + i, y);
             continue;

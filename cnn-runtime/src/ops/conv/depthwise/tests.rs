@@ -70,6 +70,8 @@ thread_local! {
     /// Set: the in-place 3×3 blocks are off and every plane goes through the padded copy
     /// (`in_place_blocks_give_the_bits_of_the_padded_copy`).
     pub(super) static PADDED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Planes the in-place blocks computed on this thread.
+    pub(super) static IN_PLACE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn params(c: &Case) -> Conv2dParams {
@@ -181,10 +183,19 @@ fn in_place_blocks_give_the_bits_of_the_padded_copy() {
         };
         crate::simd::testing::each_level(|level| {
             for e in [Epilogue::default(), e] {
+                IN_PLACE.set(0);
                 let got = run(&p, n, &x, &w, bias, e);
+                // Every plane in place on the SIMD levels, none on the baseline.
+                let planes = if level == crate::simd::Isa::Baseline {
+                    0
+                } else {
+                    n * p.c_out
+                };
+                assert_eq!(IN_PLACE.get(), planes, "{case:?} {level:?}");
                 PADDED_ONLY.set(true);
                 let want = run(&p, n, &x, &w, bias, e);
                 PADDED_ONLY.set(false);
+                assert_eq!(IN_PLACE.get(), planes, "{case:?} {level:?}: in place");
                 assert_eq!(bits(&got), bits(&want), "{case:?} {level:?}");
             }
         });
