@@ -443,6 +443,22 @@ mod tests {
         assert_eq!(run(THREADS), (0, 7), "shared out after the helpers stopped");
     }
 
+    /// `install` runs on a worker of the pool of that many threads, and the helpers of
+    /// `keep_warm` are one fewer, the caller being the last.
+    #[test]
+    fn the_pools_have_their_sizes() {
+        for threads in [2, 3] {
+            let (on, size) = install(threads, || {
+                (rayon::current_thread_index(), rayon::current_num_threads())
+            });
+            assert!(on.is_some(), "not on a worker");
+            assert_eq!(size, threads);
+        }
+        let _lock = warm_alone();
+        let helpers = helpers(THREADS).map(|p| p.current_num_threads());
+        assert_eq!(helpers, Some(THREADS - 1));
+    }
+
     /// A panic in an item a helper runs reaches the caller, which does not wait for it
     /// forever.
     #[test]

@@ -485,8 +485,8 @@ mod tests {
         check_path(Isa::Baseline);
     }
 
-    /// `sgemm` and `sgemm_bt` run the level they are asked for (forced per thread), and its
-    /// result.
+    /// `sgemm`, `sgemm_bt` and `sgemm_post` run the level they are asked for (forced per
+    /// thread), and its result.
     #[test]
     fn public_entry_points_match_naive_at_every_level() {
         let (m, k, n) = (17, 33, 9);
@@ -504,8 +504,18 @@ mod tests {
             assert_close(&c, &naive(m, k, n, &a, &b, true), 1e-4);
             gemm_on(level, m, k, n, &a, &b, true, &mut direct, false);
             assert_eq!(c, direct, "sgemm_bt at {}", level.name());
+            // sgemm_post: sgemm's values through the row epilogue.
+            let coef: Vec<[f32; 3]> = (0..m).map(|i| [0.5, -1.5, i as f32]).collect();
+            let post = RowPost {
+                coef: &coef,
+                relu: true,
+            };
+            sgemm_post(m, k, n, &a, &b, &mut c, post);
+            sgemm(m, k, n, &a, &b, &mut direct, false);
+            post.rows(&mut direct, n, m, n);
+            assert_eq!(c, direct, "sgemm_post at {}", level.name());
             let after = crate::simd::testing::ran()[level as usize];
-            assert_eq!(after - before, 4, "{} ran", level.name());
+            assert_eq!(after - before, 6, "{} ran", level.name());
         });
     }
 

@@ -397,3 +397,32 @@ fn every_token_operation_agrees_with_plain_rust_on_every_bf16_path() {
         assert!(e.h[n..].iter().all(|&h| h == 0xdead), "{}", path.name());
     });
 }
+
+/// The one-lane token's masked loads and lane moves, which no kernel reaches through it (the
+/// in-place depthwise blocks run on vectors only): lane 0 is in `lanes(lo, hi)` exactly when
+/// `lo = 0 < hi`, a masked load reads it only then, `shift_in` gives the previous vector's
+/// last (only) lane, and `deinterleave` of one-lane halves is the pair itself.
+#[test]
+fn the_scalar_token_masks_and_moves_its_one_lane() {
+    let s = Scalar;
+    for (lo, hi, lane) in [
+        (0, 1, true),
+        (0, 5, true),
+        (0, 0, false),
+        (1, 1, false),
+        (1, 3, false),
+    ] {
+        assert_eq!(s.lanes(lo, hi), lane, "lanes({lo}, {hi})");
+    }
+    let x = [3.5f32];
+    // SAFETY: `x` holds the one float lane 0 reads.
+    let (on, off) = unsafe {
+        (
+            s.load_masked(x.as_ptr(), true),
+            s.load_masked(x.as_ptr(), false),
+        )
+    };
+    assert_eq!((on, off.to_bits()), (3.5, 0));
+    assert_eq!(s.shift_in(1.5, 2.5), 1.5);
+    assert_eq!(s.deinterleave(1.5, 2.5), (1.5, 2.5));
+}

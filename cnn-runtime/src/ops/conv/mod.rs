@@ -743,6 +743,58 @@ pub(crate) mod tests {
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
 
+    /// The GEMMs' row epilogue for each form of the channels' steps: `−0`, `1`, `−0` for the
+    /// absent ones and the ReLU flag; `None` (a separate pass, or nothing) with no step at all,
+    /// with another activation, and with no channel.
+    #[test]
+    fn the_gemm_row_epilogue_of_each_form() {
+        let (bias, scale, shift) = ([0.5, -2.0], [3.0, 0.25], [1.0, -4.0]);
+        let affine = Some((&scale[..], &shift[..]));
+        let relu = Some(Activation::Relu);
+        let e = |affine, act| Epilogue {
+            affine,
+            act,
+            residual: None,
+        };
+        let rows = |e: Epilogue<'_>, bias: Option<&[f32]>, c_out: usize| {
+            e.gemm_rows(bias, c_out).map(|(coef, relu)| {
+                let bits: Vec<[u32; 3]> = coef.iter().map(|c| c.map(f32::to_bits)).collect();
+                (bits, relu)
+            })
+        };
+        let want = |coef: [[f32; 3]; 2], relu: bool| {
+            Some((coef.iter().map(|c| c.map(f32::to_bits)).collect(), relu))
+        };
+        let z = -0.0;
+        for (e, b, coef) in [
+            (
+                e(None, None),
+                Some(&bias[..]),
+                want([[0.5, 1.0, z], [-2.0, 1.0, z]], false),
+            ),
+            (
+                e(affine, relu),
+                None,
+                want([[z, 3.0, 1.0], [z, 0.25, -4.0]], true),
+            ),
+            (e(None, relu), None, want([[z, 1.0, z], [z, 1.0, z]], true)),
+            (
+                e(affine, None),
+                Some(&bias[..]),
+                want([[0.5, 3.0, 1.0], [-2.0, 0.25, -4.0]], false),
+            ),
+            (e(None, None), None, None),
+            (e(affine, Some(Activation::Gelu)), Some(&bias[..]), None),
+        ] {
+            assert_eq!(rows(e, b, 2), coef, "{e:?}, bias {b:?}");
+        }
+        assert_eq!(
+            rows(e(affine, relu), Some(&bias[..]), 0),
+            None,
+            "no channel"
+        );
+    }
+
     /// The reference epilogue in f64, for the convolution tests: `act((y·scale + shift) + r)` per
     /// element of `y: [n, c_out, hw]` (the convolution with its bias, in f64), with the batch norm
     /// `affine = (scale, shift)` per channel and the residual `r` optional. Returns the expected
