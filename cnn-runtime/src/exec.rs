@@ -1036,7 +1036,8 @@ impl BatchOutput {
 ///
 /// With fewer chunks than threads, the spare threads split single layers instead; a batch
 /// whose work is below `POOL_MIN_MACS` (`macs` per sample) runs on the calling thread, where
-/// waking a worker would cost more than it saves. With `whole_batch` (a network with batch
+/// waking a worker would cost more than it saves; from `WARM_MIN_MACS` its layers split among
+/// helper threads kept spinning (`threads::keep_warm`). With `whole_batch` (a network with batch
 /// statistics, whose result depends on every sample) the batch runs as one piece.
 ///
 /// # Errors
