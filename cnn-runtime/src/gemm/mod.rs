@@ -563,13 +563,7 @@ mod tests {
                             act: None,
                         })
                         .collect();
-                    let coef: Vec<[f32; 3]> = posts
-                        .iter()
-                        .map(|p| {
-                            let (a, b) = p.affine.unwrap_or((1.0, -0.0));
-                            [p.bias.unwrap_or(-0.0), a, b]
-                        })
-                        .collect();
+                    let coef: Vec<[f32; 3]> = posts.iter().map(PostOp::row_coef).collect();
                     let mut want = plain.clone();
                     for (post, row) in posts.iter().zip(want.chunks_exact_mut(n)) {
                         post.apply(row);

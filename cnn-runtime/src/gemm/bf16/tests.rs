@@ -486,13 +486,7 @@ fn the_row_epilogue_gives_the_bits_of_the_separate_pass() {
                         act: None,
                     })
                     .collect();
-                let coef: Vec<[f32; 3]> = posts
-                    .iter()
-                    .map(|p| {
-                        let (a, b) = p.affine.unwrap_or((1.0, -0.0));
-                        [p.bias.unwrap_or(-0.0), a, b]
-                    })
-                    .collect();
+                let coef: Vec<[f32; 3]> = posts.iter().map(PostOp::row_coef).collect();
                 let mut want = plain.clone();
                 for (post, row) in posts.iter().zip(want.chunks_exact_mut(n.max(1))) {
                     post.apply(row);

@@ -243,11 +243,7 @@ impl Epilogue<'_> {
         }
         let mut coef = ROW_COEF.with(|c| c.take());
         coef.clear();
-        coef.extend((0..c_out).map(|c| {
-            let p = self.channel(bias, c);
-            let (scale, shift) = p.affine.unwrap_or((1.0, -0.0));
-            [p.bias.unwrap_or(-0.0), scale, shift]
-        }));
+        coef.extend((0..c_out).map(|c| self.channel(bias, c).row_coef()));
         Some((RowCoef(coef), first.relu))
     }
 
@@ -361,6 +357,14 @@ pub(crate) struct PostOp {
 }
 
 impl PostOp {
+    /// The first three steps as the GEMMs' row epilogue applies them (`RowPost`):
+    /// `[add, scale, shift]`, with `−0`, `1`, `−0` for the absent steps (which then change no
+    /// bit).
+    pub(crate) fn row_coef(&self) -> [f32; 3] {
+        let (scale, shift) = self.affine.unwrap_or((1.0, -0.0));
+        [self.bias.unwrap_or(-0.0), scale, shift]
+    }
+
     /// Applies every step to one row of the channel, the first three in one pass.
     #[inline]
     pub(crate) fn apply(self, row: &mut [f32]) {
