@@ -667,8 +667,9 @@ fn pool(
 }
 
 /// The forward calls of one list: each `conv` or `convtranspose` followed by a `bn` with
-/// running statistics and/or an element-wise activation fused into one call, blocks expanded
-/// (`block`), an activation right after a residual block fused into it.
+/// running statistics and/or an element-wise activation fused into one call (and a `conv`'s
+/// chain followed by a `maxpool` or `avgpool` by the pool too), blocks expanded (`block`), an
+/// activation right after a residual block fused into it.
 fn run_list(layers: &[Planned]) -> Vec<TokenStream> {
     let mut out = Vec::with_capacity(layers.len());
     let mut i = 0;
@@ -695,10 +696,18 @@ fn run_list(layers: &[Planned]) -> Vec<TokenStream> {
             act = quote!(::core::option::Option::Some(__cnn::Activation::#a));
             next += 1;
         }
-        if next == i + 1 {
+        let conv = field_ident(l);
+        let pool = layers.get(next).filter(|p| {
+            matches!(l.layer.kind, LayerKind::Conv(_)) && matches!(p.layer.kind, LayerKind::Pool(_))
+        });
+        if let Some(pool) = pool {
+            // The runtime pools in the convolution's pass where it can, else runs both steps.
+            let desc = desc_ident(pool);
+            out.push(quote!(__exec.conv2d_pool(&self.#conv, #bn, #act, &#desc)?;));
+            next += 1;
+        } else if next == i + 1 {
             out.push(parts(l).run);
         } else {
-            let conv = field_ident(l);
             out.push(quote!(__exec.#fused(&self.#conv, #bn, #act)?;));
         }
         i = next;

@@ -117,6 +117,13 @@ pub trait Run {
         bn: Option<&BatchNorm2d>,
         act: Option<Activation>,
     ) -> Result<(), Self::Error>;
+    fn conv2d_pool(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+        pool: &Pool2dParams,
+    ) -> Result<(), Self::Error>;
     fn conv2d_residual(
         &mut self,
         conv: &Conv2d,
@@ -475,6 +482,24 @@ impl Run for Bare<'_> {
         let p = &conv.params;
         self.conv_step(p.out_len(), p.c_out, bn, act, false, |x, y, s, e| {
             conv::forward(p, 1, x, &conv.filters, e, 1, y, s);
+        })
+    }
+
+    fn conv2d_pool(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+        pool: &Pool2dParams,
+    ) -> Result<(), SliceError> {
+        let p = &conv.params;
+        if !bn.is_none_or(BatchNorm2d::folds) || !conv::fuses_pool(p, &conv.filters, act, pool) {
+            self.conv2d_fused(conv, bn, act)?;
+            self.pool2d(pool);
+            return Ok(());
+        }
+        self.conv_step(pool.out_len(), p.c_out, bn, act, false, |x, y, s, e| {
+            conv::forward_pooled(p, pool, 1, x, &conv.filters, e, 1, y, s);
         })
     }
 

@@ -366,6 +366,16 @@ impl Exec {
         }
     }
 
+    /// [`conv`](Self::conv) followed by `pool` in one pass ([`conv::forward_pooled`]).
+    fn conv_pooled(&mut self, conv: &Conv2d, pool: &Pool2dParams, epilogue: Epilogue<'_>) {
+        let (n, threads, p) = (self.n, self.threads, &conv.params);
+        self.channels_first();
+        self.step(pool.out_len(), |x, y, s| {
+            conv::forward_pooled(p, pool, n, x, &conv.filters, epilogue, threads, y, s);
+        });
+        self.channels_last = None;
+    }
+
     /// One sample's flat result by value.
     ///
     /// # Panics
@@ -417,6 +427,33 @@ impl Run for Exec {
     ) -> Result<(), Error> {
         self.fused(conv.params.c_out, bn, act, false, |exec, epilogue| {
             exec.conv(conv, epilogue);
+        })
+    }
+
+    /// [`conv2d_fused`](Self::conv2d_fused), then `nn.MaxPool2d` or `nn.AvgPool2d` (`pool`).
+    /// A 2×2, stride-2 pool after a direct convolution that multiplies in f32, with a batch
+    /// norm that folds, runs in the convolution's pass (each block's two output rows pooled
+    /// from a buffer on the stack: the full-size output is never written); any other runs as
+    /// the two steps. The same bits either way.
+    ///
+    /// # Errors
+    /// [`Error::BatchStatistics`], see `BatchNorm2d::forward`.
+    fn conv2d_pool(
+        &mut self,
+        conv: &Conv2d,
+        bn: Option<&BatchNorm2d>,
+        act: Option<Activation>,
+        pool: &Pool2dParams,
+    ) -> Result<(), Error> {
+        if !bn.is_none_or(BatchNorm2d::folds)
+            || !conv::fuses_pool(&conv.params, &conv.filters, act, pool)
+        {
+            self.conv2d_fused(conv, bn, act)?;
+            self.pool2d(pool);
+            return Ok(());
+        }
+        self.fused(conv.params.c_out, bn, act, false, |exec, epilogue| {
+            exec.conv_pooled(conv, pool, epilogue);
         })
     }
 
@@ -1283,6 +1320,122 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// `conv2d_pool` gives the bits of `conv2d_fused` then `pool2d`, in the convolution's pass
+    /// where it fuses (a direct f32 convolution, a batch norm that folds, a 2×2 pool), as the
+    /// two steps otherwise.
+    #[test]
+    fn a_pool_after_a_convolution_equals_the_two_steps_bit_for_bit() {
+        use crate::ops::batchnorm::BatchNormParams;
+        use crate::ops::conv::{direct, Conv2dParams};
+        use crate::ops::pool::PoolKind;
+        use crate::Precision;
+        let conv = |c_in: usize, c_out: usize, bf16: bool| {
+            let mut conv = Conv2d::seeded(
+                "0",
+                Conv2dParams {
+                    c_in,
+                    c_out,
+                    groups: 1,
+                    kernel: [3, 3],
+                    stride: [1, 1],
+                    padding: [1, 1],
+                    dilation: [1, 1],
+                    in_hw: [9, 13],
+                    out_hw: [9, 13],
+                },
+                true,
+                &mut Rng::new(c_out as u64),
+            );
+            if bf16 {
+                conv.set_precision(Precision::Bf16);
+            }
+            conv
+        };
+        let pool = |c: usize, k: usize, kind| Pool2dParams {
+            kind,
+            channels: c,
+            kernel: [k, k],
+            stride: [2, 2],
+            padding: [0, 0],
+            ceil_mode: false,
+            in_hw: [9, 13],
+            out_hw: [(9 - k) / 2 + 1, (13 - k) / 2 + 1],
+        };
+        let bn = |c: usize, running: bool| {
+            let mut bn = BatchNorm2d::seeded(
+                "1",
+                BatchNormParams {
+                    channels: c,
+                    hw: 9 * 13,
+                    eps: 1e-3,
+                    momentum: 0.1,
+                    affine: true,
+                    track_running_stats: running,
+                },
+                &mut Rng::new(2),
+            );
+            let r = rand_vec(4 * c, 9);
+            bn.weight = Some(r[..c].to_vec().into());
+            bn.bias = Some(r[c..2 * c].to_vec().into());
+            if running {
+                bn.running = Some((
+                    r[2 * c..3 * c].to_vec().into(),
+                    r[3 * c..].iter().map(|v| v.abs() + 0.5).collect(),
+                ));
+            }
+            bn
+        };
+        let (max, avg) = (
+            PoolKind::Max,
+            PoolKind::Avg {
+                count_include_pad: true,
+            },
+        );
+        let relu = Some(Activation::Relu);
+        // (c_in, c_out, bf16, batch norm with running statistics, activation, pool, fuses)
+        let cases = [
+            (3, 10, false, Some(true), relu, pool(10, 2, max), true),
+            (3, 10, false, None, relu, pool(10, 2, avg), true),
+            (3, 10, false, None, None, pool(10, 2, max), true),
+            (
+                3,
+                10,
+                false,
+                Some(true),
+                Some(Activation::Gelu),
+                pool(10, 2, max),
+                false,
+            ),
+            (3, 10, true, Some(true), relu, pool(10, 2, max), true),
+            (3, 32, true, Some(true), relu, pool(32, 2, max), false),
+            (3, 10, false, Some(false), relu, pool(10, 2, max), false),
+            (12, 10, false, Some(true), relu, pool(10, 2, max), false),
+            (3, 10, false, Some(true), relu, pool(10, 3, max), false),
+        ];
+        for (c_in, c_out, bf16, running, act, pool, fuses) in cases {
+            let conv = conv(c_in, c_out, bf16);
+            let bn = running.map(|running| bn(c_out, running));
+            let x = Array4::from_shape_vec((2, c_in, 9, 13), rand_vec(2 * c_in * 117, 5)).unwrap();
+            let mut separate = Exec::from_view(x.view(), [c_in, 9, 13]).unwrap();
+            separate.conv2d_fused(&conv, bn.as_ref(), act).unwrap();
+            separate.pool2d(&pool);
+            let mut fused = Exec::from_view(x.view(), [c_in, 9, 13]).unwrap();
+            direct::tests::POOLED.set(0);
+            fused.conv2d_pool(&conv, bn.as_ref(), act, &pool).unwrap();
+            assert_eq!(
+                direct::tests::POOLED.get(),
+                usize::from(fuses),
+                "{c_in} {c_out}"
+            );
+            let bits = |e: &mut Exec| e.output().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&mut fused),
+                bits(&mut separate),
+                "{c_in} {c_out} {pool:?}"
+            );
         }
     }
 

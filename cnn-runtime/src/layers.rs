@@ -568,6 +568,12 @@ impl BatchNorm2d {
     pub(crate) fn key(&self) -> &'static str {
         self.key
     }
+
+    /// Whether it folds into a convolution's epilogue: running statistics (or their map made
+    /// at compile time), not the batch's own.
+    pub(crate) fn folds(&self) -> bool {
+        self.folded.is_some() || self.running.is_some()
+    }
 }
 
 /// PyTorch: `nn.Linear`, parameters `weight [out, in]` and `bias [out]`.

@@ -373,7 +373,7 @@ impl PoolKind {
 
     /// [`PoolKind::first`] on every lane of `v`.
     #[inline(always)]
-    fn first_v<S: Simd>(self, s: S, v: S::V) -> S::V {
+    pub(crate) fn first_v<S: Simd>(self, s: S, v: S::V) -> S::V {
         match self {
             PoolKind::Max => v,
             PoolKind::Avg { .. } => s.add(s.zero(), v),
@@ -382,7 +382,7 @@ impl PoolKind {
 
     /// [`PoolKind::accum`] on every lane.
     #[inline(always)]
-    fn accum_v<S: Simd>(self, s: S, acc: S::V, v: S::V) -> S::V {
+    pub(crate) fn accum_v<S: Simd>(self, s: S, acc: S::V, v: S::V) -> S::V {
         match self {
             PoolKind::Max => s.max_fold(acc, v),
             PoolKind::Avg { .. } => s.add(acc, v),

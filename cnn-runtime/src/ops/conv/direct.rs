@@ -12,6 +12,8 @@
 use std::vec::Vec;
 
 use super::{Conv2dParams, Epilogue, PostOp};
+use crate::ops::activation::Activation;
+use crate::ops::pool::{Pool2dParams, PoolKind};
 use crate::simd::Simd;
 use crate::store::Scratch;
 use crate::tuning::{DIRECT_MAX_C_IN, DIRECT_MIN_MACS_PER_SPLIT};
@@ -103,9 +105,85 @@ pub fn conv2d(
     out: &mut [f32],
     scratch: &mut (impl Scratch + ?Sized),
 ) {
-    let phases = checked_phases(p, n, input, bias, epilogue, out, scratch);
+    let w = (packed, bias);
+    conv2d_with(p, None, n, input, w, epilogue, threads, out, scratch);
+}
+
+/// Whether [`conv2d_pooled`] takes `pool` after `p`: a direct convolution followed by a 2×2,
+/// stride-2 max or average pool without padding over its `c_out` planes, every window whole.
+pub const fn pools(p: &Conv2dParams, pool: &Pool2dParams) -> bool {
+    let [oh, ow] = pool.out_hw;
+    applies(p)
+        && pool.kernel[0] == 2
+        && pool.kernel[1] == 2
+        && pool.stride[0] == 2
+        && pool.stride[1] == 2
+        && pool.padding[0] == 0
+        && pool.padding[1] == 0
+        && pool.channels == p.c_out
+        && pool.in_hw[0] == p.out_hw[0]
+        && pool.in_hw[1] == p.out_hw[1]
+        && oh > 0
+        && ow > 0
+        && 2 * oh <= p.out_hw[0]
+        && 2 * ow <= p.out_hw[1]
+}
+
+/// [`conv2d`] followed by `pool` ([`pools`]), in one pass: each window's two rows are folded
+/// in registers as each block's two output rows come out of its sums, and only `out: [n,
+/// c_out, OH / 2, OW / 2]` is written. The same bits as [`conv2d`] then
+/// [`pool2d`](crate::ops::pool::pool2d). The last row and column of an odd count, which the
+/// pool drops, are not computed. The epilogue's activation is ReLU or none (the others are
+/// applied to whole planes).
+///
+/// # Panics
+/// If `pool` is not a pool [`pools`] takes, the epilogue has a residual or an activation other
+/// than ReLU, or a slice is shorter than its layout.
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the pool
+pub fn conv2d_pooled(
+    p: &Conv2dParams,
+    pool: &Pool2dParams,
+    n: usize,
+    input: &[f32],
+    (packed, bias): (&[f32], Option<&[f32]>),
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+) {
+    assert!(
+        pools(p, pool),
+        "the pool does not fuse into the direct convolution"
+    );
+    assert!(
+        epilogue.residual.is_none() && matches!(epilogue.act, None | Some(Activation::Relu)),
+        "a pooled convolution takes no residual and no activation but ReLU"
+    );
+    #[cfg(test)]
+    tests::POOLED.set(tests::POOLED.get() + 1);
+    let w = (packed, bias);
+    conv2d_with(p, Some(pool), n, input, w, epilogue, threads, out, scratch);
+}
+
+/// [`conv2d`], or [`conv2d_pooled`] with `pool`.
+#[allow(clippy::too_many_arguments)] // the convolution's arguments plus the pool
+fn conv2d_with(
+    p: &Conv2dParams,
+    pool: Option<&Pool2dParams>,
+    n: usize,
+    input: &[f32],
+    (packed, bias): (&[f32], Option<&[f32]>),
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+) {
+    let (out_len, plane) = match pool {
+        Some(q) => (q.out_len(), q.out_hw[0] * q.out_hw[1]),
+        None => (p.out_len(), p.out_hw[0] * p.out_hw[1]),
+    };
+    let phases = checked_phases(p, n, input, bias, epilogue, (out, out_len), scratch);
     assert!(packed.len() >= weight_len(p), "packed weights too short");
-    let plane = p.out_hw[0] * p.out_hw[1];
     let blocks = p.c_out.div_ceil(R);
     let parts = if p.macs() >= DIRECT_MIN_MACS_PER_SPLIT {
         threads.clamp(1, blocks)
@@ -113,28 +191,29 @@ pub fn conv2d(
         1
     };
     let (n_parts, per) = (parts, blocks.div_ceil(parts));
+    let kind = pool.map(|q| q.kind);
     // LOOP over samples
     for (sample, (x, y)) in input
         .chunks_exact(p.in_len())
-        .zip(out.chunks_exact_mut(p.out_len()))
+        .zip(out.chunks_exact_mut(out_len))
         .take(n)
         .enumerate()
     {
         split_phases(p, x, phases);
         let phases = &*phases;
         // LOOP over groups of channel blocks, shared out over threads
-        let parts = y[..p.out_len()].chunks_mut(per * R * plane);
+        let parts = y[..out_len].chunks_mut(per * R * plane);
         crate::threads::for_each(n_parts, parts, |i, y| {
             let first = i * per * R;
             let w = &packed[i * per * p.fan_in() * R..];
             let plane0 = sample * p.c_out + first;
-            run(p, phases, w, bias, epilogue, [first, plane0], y);
+            run(p, kind, phases, (w, bias), epilogue, [first, plane0], y);
         });
     }
 }
 
-/// The checks both forms of the direct convolution start with (a convolution it applies to,
-/// input, output, bias and epilogue long enough for `n` samples), and the phase-split input's
+/// The checks every form of the direct convolution starts with (a convolution it applies to,
+/// input, output of `out_len` per sample, bias and epilogue long enough for `n` samples), and the phase-split input's
 /// scratch, zeroed: the padding, and the slack past the last column, stay zero for every sample.
 ///
 /// # Panics
@@ -145,12 +224,12 @@ fn checked_phases<'s>(
     input: &[f32],
     bias: Option<&[f32]>,
     epilogue: Epilogue<'_>,
-    out: &[f32],
+    (out, out_len): (&[f32], usize),
     scratch: &'s mut (impl Scratch + ?Sized),
 ) -> &'s mut [f32] {
     assert!(applies(p), "direct convolution does not apply");
     assert!(input.len() >= n * p.in_len(), "conv2d input too short");
-    assert!(out.len() >= n * p.out_len(), "conv2d output too short");
+    assert!(out.len() >= n * out_len, "conv2d output too short");
     if let Some(b) = bias {
         assert!(b.len() >= p.c_out, "conv2d bias too short");
     }
@@ -186,7 +265,7 @@ pub(crate) fn conv2d_bf16(
     use crate::tuning::{row_parts, splits};
     let (k, plane) = (p.fan_in(), p.out_hw[0] * p.out_hw[1]);
     let k2 = bf16::pairs(k);
-    let phases = checked_phases(p, n, input, bias, epilogue, out, scratch);
+    let phases = checked_phases(p, n, input, bias, epilogue, (out, p.out_len()), scratch);
     assert!(w16.len() >= p.c_out * k2, "conv2d weight too short");
     let parts = row_parts(threads, p.c_out);
     let split = splits(parts, p.macs());
@@ -311,32 +390,33 @@ fn split_phases(p: &Conv2dParams, x: &[f32], phases: &mut [f32]) {
 }
 }
 
-/// The channel blocks from `first` on (as many as `y: [·, OH, OW]` holds) of one sample, on
-/// the best instruction set: 8 channels × 32 columns per block with AVX-512, 8 × 8 with AVX2,
-/// 8 × 16 single lanes on the baseline. `[first, first_plane]`: the first channel, and its
-/// plane's index in the batch (`sample · c_out + first`, for the residual).
+/// The channel blocks from `first` on (as many as `y: [·, OH, OW]` holds; with `pool`, `y:
+/// [·, OH / 2, OW / 2]`) of one sample, on the best instruction set: 8 channels × 32 columns per
+/// block with AVX-512, 8 × 8 with AVX2, 8 × 16 single lanes on the baseline. `[first,
+/// first_plane]`: the first channel, and its plane's index in the batch (`sample · c_out +
+/// first`, for the residual).
 fn run(
     p: &Conv2dParams,
+    pool: Option<PoolKind>,
     phases: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
+    w: (&[f32], Option<&[f32]>),
     epilogue: Epilogue<'_>,
     first: [usize; 2],
     y: &mut [f32],
 ) {
     crate::simd::with_simd!(|s: S| {
         if S::LANES == 1 {
-            blocks::<S, LANES>(s, p, phases, w, bias, epilogue, first, y)
+            blocks::<S, LANES>(s, p, pool, phases, w, epilogue, first, y)
         } else if S::LANES == 16 && p.out_hw[1] > 16 {
-            blocks::<S, 2>(s, p, phases, w, bias, epilogue, first, y)
+            blocks::<S, 2>(s, p, pool, phases, w, epilogue, first, y)
         } else {
-            blocks::<S, 1>(s, p, phases, w, bias, epilogue, first, y)
+            blocks::<S, 1>(s, p, pool, phases, w, epilogue, first, y)
         }
     }, (
         p: &Conv2dParams,
+        pool: Option<PoolKind>,
         phases: &[f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
+        w: (&[f32], Option<&[f32]>),
         epilogue: Epilogue<'_>,
         first: [usize; 2],
         y: &mut [f32],
@@ -344,27 +424,29 @@ fn run(
 }
 
 /// [`run`] with `S` vectors: `V` of them per channel and block (16 single lanes with `Scalar`).
-///
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // `run`'s arguments plus the token
 fn blocks<S: Simd, const V: usize>(
     s: S,
     p: &Conv2dParams,
+    pool: Option<PoolKind>,
     phases: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
+    (w, bias): (&[f32], Option<&[f32]>),
     epilogue: Epilogue<'_>,
     first: [usize; 2],
     y: &mut [f32],
 ) {
-    let [kh, kw] = p.kernel;
-    let [sh, sw] = p.stride;
     let [oh, ow] = p.out_hw;
     let k = p.fan_in();
-    let plane = oh * ow;
+    // With a pool, `y` holds the pooled planes and only the rows and columns it reads are
+    // computed.
+    let [rows, cols] = match pool {
+        Some(_) => [oh / 2, ow / 2],
+        None => [oh, ow],
+    };
+    let plane = rows * cols;
     let channels = y.len() / plane;
-    let (prow, padded_h) = (phase_row(p), p.in_hw[0] + 2 * p.padding[0]);
-    let cols = V * S::LANES;
+    let width = V * S::LANES;
     let [first, first_plane] = first;
     // LOOP over blocks of R output channels
     for (b, w) in w.chunks_exact(k * R).take(channels.div_ceil(R)).enumerate() {
@@ -372,110 +454,195 @@ fn blocks<S: Simd, const V: usize>(
         let y = &mut y[b * R * plane..(b * R + live) * plane];
         // The bias starts the sums. A folded batch norm and ReLU are applied in registers;
         // other activations (and then the batch norm too) after the block's planes are done,
-        // while they are in cache. With a residual, the activation waits for it: the batch
-        // norm stays in registers, then `Epilogue::after` adds the residual and activates
-        // each finished plane.
+        // while they are in cache (never with a pool).
+        // With a residual, the activation waits for it: the batch norm stays in registers,
+        // then `Epilogue::after` adds the residual and activates each finished plane.
         let posts: [PostOp; R] =
             core::array::from_fn(|r| epilogue.channel(bias, (first + b * R + r).min(p.c_out - 1)));
         let in_registers = posts[0].act.is_none();
-        let relu = posts[0].relu;
-        let fold = in_registers && posts[0].affine.is_some();
-        let b0: [f32; R] = core::array::from_fn(|r| match posts[r].bias {
-            Some(v) if r < live => v,
-            _ => 0.0,
-        });
-        let (mut f_scale, mut f_shift) = ([1.0f32; R], [0.0f32; R]);
-        for (r, post) in posts.iter().enumerate().take(live) {
-            if let Some((m, s)) = post.affine {
-                (f_scale[r], f_shift[r]) = (m, s);
-            }
-        }
-        // LOOP over output rows
-        for oy in 0..oh {
-            // LOOP over blocks of `cols` output columns
-            for x0 in (0..ow).step_by(cols) {
-                let mut acc = [[s.zero(); V]; R];
-                for (a, bv) in acc.iter_mut().zip(&b0) {
-                    *a = [s.splat(bv); V];
-                }
-                let mut taps = w.chunks_exact(R);
-                // LOOP over input channels, kernel rows and columns: one tap each
-                for c in 0..p.c_in {
-                    for ki in 0..kh {
-                        let base = (c * padded_h + oy * sh + ki) * sw * prow;
-                        for kj in 0..kw {
-                            let start = base + (kj % sw) * prow + kj / sw + x0;
-                            let src = &phases[start..start + cols];
-                            let wt = taps.next().expect("R weights per tap");
-                            let mut xv = [s.zero(); V];
-                            for (v, x) in xv.iter_mut().enumerate() {
-                                // SAFETY: `src` holds `V·LANES` floats, so LANES from
-                                // `v·LANES` are readable.
-                                *x = unsafe { s.load(src.as_ptr().add(v * S::LANES)) };
-                            }
-                            for (a, wr) in acc.iter_mut().zip(wt) {
-                                let wr = s.splat(wr);
-                                for (a, &x) in a.iter_mut().zip(&xv) {
-                                    *a = s.fmadd(wr, x, *a);
-                                }
-                            }
-                        }
-                    }
-                }
-                if in_registers {
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        let (m, b) = (s.splat(&f_scale[r]), s.splat(&f_shift[r]));
-                        for a in a.iter_mut() {
-                            if fold {
-                                // Two roundings, as `PostOp::apply`.
-                                *a = s.add(s.mul(*a, m), b);
-                            }
-                            if relu {
-                                *a = s.max(s.zero(), *a);
-                            }
-                        }
-                    }
-                }
-                let len = cols.min(ow - x0);
-                for (a, out) in acc.iter().zip(y.chunks_exact_mut(plane)) {
-                    let dst = &mut out[oy * ow + x0..oy * ow + x0 + len];
-                    for (v, &a) in a.iter().enumerate() {
-                        let at = v * S::LANES;
-                        if at + S::LANES <= len {
-                            // SAFETY: `dst` holds `len` floats, LANES of them from `at` on.
-                            unsafe { s.store(dst.as_mut_ptr().add(at), a) };
-                        } else if at < len {
-                            // SAFETY: `len − at < LANES` floats from `at` on are in `dst` (a
-                            // masked store: no `memcpy` call per row).
-                            unsafe { s.store_first(dst.as_mut_ptr().add(at), a, len - at) };
-                        }
-                    }
-                }
+        let mut post = Post {
+            relu: posts[0].relu,
+            fold: in_registers && posts[0].affine.is_some(),
+            bias: [0.0; R],
+            scale: [1.0; R],
+            shift: [0.0; R],
+        };
+        for (r, op) in posts.iter().enumerate().take(live) {
+            post.bias[r] = op.bias.unwrap_or(0.0);
+            if let Some((m, s)) = op.affine {
+                (post.scale[r], post.shift[r]) = (m, s);
             }
         }
         if !in_registers {
-            for (post, row) in posts.iter().zip(y.chunks_exact_mut(plane)) {
-                PostOp {
-                    bias: None,
-                    ..*post
+            (post.relu, post.fold) = (false, false);
+        }
+        let Some(kind) = pool else {
+            // LOOP over output rows
+            for oy in 0..oh {
+                // LOOP over blocks of `width` output columns
+                for x0 in (0..ow).step_by(width) {
+                    let acc = tile::<S, V>(s, p, phases, w, &post, oy, x0);
+                    let len = width.min(ow - x0);
+                    for (a, out) in acc.iter().zip(y.chunks_exact_mut(plane)) {
+                        store(s, a, &mut out[oy * ow + x0..oy * ow + x0 + len]);
+                    }
                 }
-                .apply(row);
+            }
+            if !in_registers {
+                for (op, row) in posts.iter().zip(y.chunks_exact_mut(plane)) {
+                    PostOp { bias: None, ..*op }.apply(row);
+                }
+            }
+            for (r, row) in y.chunks_exact_mut(plane).enumerate() {
+                epilogue.after(first_plane + b * R + r, row);
+            }
+            continue;
+        };
+        let quarter = s.splat(&0.25);
+        // LOOP over pooled rows
+        for py in 0..rows {
+            // LOOP over blocks of `width` of the output columns the pool reads
+            for x0 in (0..2 * cols).step_by(width) {
+                // The window's top row folded across its column pairs, then the bottom row's
+                // pairs folded in: PyTorch's row-major order within each window.
+                let acc = tile::<S, V>(s, p, phases, w, &post, 2 * py, x0);
+                let mut h = [[s.zero(); V]; R];
+                for (h, a) in h.iter_mut().zip(&acc) {
+                    for (j, h) in h.iter_mut().enumerate().take(V.div_ceil(2)) {
+                        let (even, odd) = pairs(s, a, j);
+                        *h = kind.accum_v(s, kind.first_v(s, even), odd);
+                    }
+                }
+                let acc = tile::<S, V>(s, p, phases, w, &post, 2 * py + 1, x0);
+                let len = width.min(2 * cols - x0) / 2;
+                for ((h, a), y) in h.iter_mut().zip(&acc).zip(y.chunks_exact_mut(plane)) {
+                    for (j, h) in h.iter_mut().enumerate().take(V.div_ceil(2)) {
+                        let (even, odd) = pairs(s, a, j);
+                        *h = kind.accum_v(s, kind.accum_v(s, *h, even), odd);
+                        if let PoolKind::Avg { .. } = kind {
+                            *h = s.mul(*h, quarter);
+                        }
+                    }
+                    let at = py * cols + x0 / 2;
+                    store(s, h, &mut y[at..at + len]);
+                }
             }
         }
-        for (r, row) in y.chunks_exact_mut(plane).enumerate() {
-            epilogue.after(first_plane + b * R + r, row);
+    }
+}
+
+/// The even and odd columns of pair `j` of one channel's vectors: vectors `2j` and `2j + 1`
+/// deinterleaved; with one vector (`V = 1`), its pairs in the lower half of each.
+#[inline(always)]
+fn pairs<S: Simd, const V: usize>(s: S, a: &[S::V; V], j: usize) -> (S::V, S::V) {
+    if V == 1 {
+        s.deinterleave(a[0], a[0])
+    } else {
+        s.deinterleave(a[2 * j], a[2 * j + 1])
+    }
+}
+
+/// A block's per-channel start and in-register epilogue: the sums start at `bias`; then, when
+/// `fold`, `·scale + shift` (two roundings, as `PostOp::apply`), and ReLU when `relu`.
+struct Post {
+    relu: bool,
+    fold: bool,
+    bias: [f32; R],
+    scale: [f32; R],
+    shift: [f32; R],
+}
+
+/// The `R × V` vectors of one block: output row `oy`, columns `x0..x0 + V·LANES` (past the
+/// last column, values nobody stores), every tap of the packed weights `w`, then `post`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the block's place and the token
+fn tile<S: Simd, const V: usize>(
+    s: S,
+    p: &Conv2dParams,
+    phases: &[f32],
+    w: &[f32],
+    post: &Post,
+    oy: usize,
+    x0: usize,
+) -> [[S::V; V]; R] {
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let (prow, padded_h) = (phase_row(p), p.in_hw[0] + 2 * p.padding[0]);
+    let width = V * S::LANES;
+    let mut acc = [[s.zero(); V]; R];
+    for (a, bv) in acc.iter_mut().zip(&post.bias) {
+        *a = [s.splat(bv); V];
+    }
+    let mut taps = w.chunks_exact(R);
+    // LOOP over input channels, kernel rows and columns: one tap each
+    for c in 0..p.c_in {
+        for ki in 0..kh {
+            let base = (c * padded_h + oy * sh + ki) * sw * prow;
+            for kj in 0..kw {
+                let start = base + (kj % sw) * prow + kj / sw + x0;
+                let src = &phases[start..start + width];
+                let wt = taps.next().expect("R weights per tap");
+                let mut xv = [s.zero(); V];
+                for (v, x) in xv.iter_mut().enumerate() {
+                    // SAFETY: `src` holds `V·LANES` floats, so LANES from `v·LANES` are
+                    // readable.
+                    *x = unsafe { s.load(src.as_ptr().add(v * S::LANES)) };
+                }
+                for (a, wr) in acc.iter_mut().zip(wt) {
+                    let wr = s.splat(wr);
+                    for (a, &x) in a.iter_mut().zip(&xv) {
+                        *a = s.fmadd(wr, x, *a);
+                    }
+                }
+            }
+        }
+    }
+    if post.fold || post.relu {
+        for (r, a) in acc.iter_mut().enumerate() {
+            let (m, b) = (s.splat(&post.scale[r]), s.splat(&post.shift[r]));
+            for a in a.iter_mut() {
+                if post.fold {
+                    *a = s.add(s.mul(*a, m), b);
+                }
+                if post.relu {
+                    *a = s.max(s.zero(), *a);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Stores the first `dst.len()` (at most `V·LANES`) values of one channel's vectors `a`.
+#[inline(always)]
+fn store<S: Simd, const V: usize>(s: S, a: &[S::V; V], dst: &mut [f32]) {
+    let len = dst.len();
+    for (v, &a) in a.iter().enumerate() {
+        let at = v * S::LANES;
+        if at + S::LANES <= len {
+            // SAFETY: `dst` holds `len` floats, LANES of them from `at` on.
+            unsafe { s.store(dst.as_mut_ptr().add(at), a) };
+        } else if at < len {
+            // SAFETY: `len − at < LANES` floats from `at` on are in `dst` (a masked store: no
+            // `memcpy` call per row).
+            unsafe { s.store_first(dst.as_mut_ptr().add(at), a, len - at) };
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ops::activation::Activation;
     use crate::ops::conv::im2col;
     use crate::ops::conv::tests::naive;
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
+
+    std::thread_local! {
+        /// Calls of [`conv2d_pooled`] on this thread.
+        pub(crate) static POOLED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     /// At every instruction-set level; the epilogue forms are in `conv::tests`.
     #[test]
@@ -604,5 +771,249 @@ mod tests {
             &mut Vec::new(),
         );
         assert_close(&separate, &want, 1e-5);
+    }
+
+    /// Pooling in the convolution's pass gives the bits of the convolution then the pool, at
+    /// every level, thread count, epilogue form and pool kind; with odd rows and columns the
+    /// pool drops, rows wider than a buffer segment (71 columns), a partial channel block, a
+    /// pool narrower than a vector, NaN inputs and infinite weights. And it agrees with a
+    /// naive convolution and pool.
+    #[test]
+    fn pooling_in_the_pass_gives_the_separate_pool_s_bits() {
+        // (c_in, c_out, kernel, stride, padding, [h, w], n)
+        let cases = [
+            (3, 16, [3, 3], [1, 1], [1, 1], [32, 32], 2),
+            (1, 6, [5, 5], [1, 1], [2, 2], [28, 28], 1),
+            (6, 16, [5, 5], [1, 1], [0, 0], [14, 14], 3),
+            (3, 9, [3, 3], [1, 1], [1, 1], [15, 71], 1),
+            (2, 5, [3, 3], [2, 2], [1, 1], [9, 9], 2),
+            (3, 30, [7, 7], [2, 2], [3, 3], [32, 34], 1),
+            (3, 4, [2, 2], [1, 1], [0, 0], [3, 3], 1),
+            (4, 17, [3, 3], [1, 1], [1, 1], [6, 130], 1),
+        ];
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (seed, &(c_in, c_out, kernel, stride, padding, [h, w], n)) in cases.iter().enumerate() {
+            let out_hw = [
+                out_len(h, kernel[0], stride[0], padding[0], 1, false).unwrap(),
+                out_len(w, kernel[1], stride[1], padding[1], 1, false).unwrap(),
+            ];
+            let p = Conv2dParams {
+                c_in,
+                c_out,
+                groups: 1,
+                kernel,
+                stride,
+                padding,
+                dilation: [1, 1],
+                in_hw: [h, w],
+                out_hw,
+            };
+            let s = seed as u64 * 10 + 100;
+            let mut x = rand_vec(n * p.in_len(), s);
+            let mut wt = rand_vec(p.c_out * p.fan_in(), s + 1);
+            if seed == 3 {
+                // A NaN input and an infinite weight (−∞·0 from the padding is NaN too).
+                x[5] = f32::NAN;
+                wt[p.fan_in() + 1] = f32::INFINITY;
+            }
+            let b = rand_vec(c_out, s + 2);
+            let (scale, shift) = (rand_vec(c_out, s + 3), rand_vec(c_out, s + 4));
+            let packed = pack_weights(&p, &wt);
+            let affine = Some((&scale[..], &shift[..]));
+            let e = |affine, act| Epilogue {
+                affine,
+                act,
+                residual: None,
+            };
+            for kind in [
+                PoolKind::Max,
+                PoolKind::Avg {
+                    count_include_pad: false,
+                },
+            ] {
+                let q = Pool2dParams {
+                    kind,
+                    channels: c_out,
+                    kernel: [2, 2],
+                    stride: [2, 2],
+                    padding: [0, 0],
+                    ceil_mode: false,
+                    in_hw: out_hw,
+                    out_hw: [out_hw[0] / 2, out_hw[1] / 2],
+                };
+                assert!(pools(&p, &q), "{p:?}");
+                if seed == 5 {
+                    assert!(
+                        p.macs() >= DIRECT_MIN_MACS_PER_SPLIT,
+                        "the case must be split"
+                    );
+                }
+                for (bias, epilogue) in [
+                    (None, Epilogue::default()),
+                    (Some(&b[..]), Epilogue::default()),
+                    (Some(&b[..]), e(affine, Some(Activation::Relu))),
+                    (None, e(None, Some(Activation::Relu))),
+                    (None, e(affine, None)),
+                    (Some(&b[..]), e(None, Some(Activation::Relu))),
+                ] {
+                    let mut full = vec![f32::NAN; n * p.out_len()];
+                    let mut want = vec![f32::NAN; n * q.out_len()];
+                    conv2d(
+                        &p,
+                        n,
+                        &x,
+                        &packed,
+                        bias,
+                        epilogue,
+                        1,
+                        &mut full,
+                        &mut Vec::new(),
+                    );
+                    crate::ops::pool::pool2d(&q, n, &full, &mut want);
+                    crate::simd::testing::each_level(|level| {
+                        for threads in [1, 2, 3] {
+                            let mut got = vec![f32::NAN; n * q.out_len()];
+                            crate::threads::install(threads, || {
+                                conv2d_pooled(
+                                    &p,
+                                    &q,
+                                    n,
+                                    &x,
+                                    (&packed, bias),
+                                    epilogue,
+                                    threads,
+                                    &mut got,
+                                    &mut Vec::new(),
+                                )
+                            });
+                            assert_eq!(
+                                bits(&got),
+                                bits(&want),
+                                "{p:?} {kind:?} {epilogue:?} {level:?} {threads}"
+                            );
+                        }
+                    });
+                }
+                if seed == 3 {
+                    // The naive convolution skips the padding instead of multiplying by it.
+                    continue;
+                }
+                // Against a naive convolution and pool (no epilogue).
+                let conv = naive(&p, n, &x, &wt, Some(&b));
+                let [oh, ow] = q.out_hw;
+                let mut want = Vec::new();
+                for plane in conv.chunks_exact(out_hw[0] * out_hw[1]) {
+                    for (py, px) in (0..oh).flat_map(|py| (0..ow).map(move |px| (py, px))) {
+                        let at =
+                            |dy: usize, dx: usize| plane[(2 * py + dy) * out_hw[1] + 2 * px + dx];
+                        let v = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                        want.push(match kind {
+                            PoolKind::Max if v.iter().any(|v| v.is_nan()) => f32::NAN,
+                            PoolKind::Max => v.into_iter().fold(f32::NEG_INFINITY, f32::max),
+                            PoolKind::Avg { .. } => v.iter().sum::<f32>() / 4.0,
+                        });
+                    }
+                }
+                let mut got = vec![f32::NAN; n * q.out_len()];
+                let dflt = Epilogue::default();
+                let w = (&packed[..], Some(&b[..]));
+                conv2d_pooled(&p, &q, n, &x, w, dflt, 1, &mut got, &mut Vec::new());
+                assert_close(&got, &want, 1e-5);
+            }
+        }
+    }
+
+    /// A pool the pass does not take: padded, 3×3, stride 1, ceil mode over an odd size, or
+    /// over other channels or another size.
+    #[test]
+    fn pools_takes_only_whole_two_by_two_windows() {
+        let p = Conv2dParams {
+            c_in: 3,
+            c_out: 8,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: [9, 10],
+            out_hw: [9, 10],
+        };
+        let q = Pool2dParams {
+            kind: PoolKind::Max,
+            channels: 8,
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            ceil_mode: false,
+            in_hw: [9, 10],
+            out_hw: [4, 5],
+        };
+        assert!(pools(&p, &q));
+        for bad in [
+            Pool2dParams {
+                padding: [1, 0],
+                out_hw: [5, 5],
+                ..q
+            },
+            Pool2dParams {
+                padding: [0, 1],
+                out_hw: [4, 6],
+                ..q
+            },
+            Pool2dParams {
+                kernel: [3, 2],
+                out_hw: [4, 5],
+                ..q
+            },
+            Pool2dParams {
+                kernel: [2, 3],
+                out_hw: [4, 4],
+                ..q
+            },
+            Pool2dParams {
+                stride: [1, 2],
+                out_hw: [8, 5],
+                ..q
+            },
+            Pool2dParams {
+                stride: [2, 1],
+                out_hw: [4, 9],
+                ..q
+            },
+            Pool2dParams {
+                ceil_mode: true,
+                out_hw: [5, 5],
+                ..q
+            },
+            Pool2dParams { channels: 7, ..q },
+            Pool2dParams { in_hw: [9, 9], ..q },
+            Pool2dParams {
+                in_hw: [8, 10],
+                ..q
+            },
+            Pool2dParams {
+                out_hw: [0, 5],
+                ..q
+            },
+            Pool2dParams {
+                out_hw: [4, 0],
+                ..q
+            },
+        ] {
+            assert!(!pools(&p, &bad), "{bad:?}");
+        }
+        let dilated = Conv2dParams {
+            dilation: [2, 2],
+            out_hw: [7, 8],
+            ..p
+        };
+        assert!(!pools(
+            &dilated,
+            &Pool2dParams {
+                in_hw: [7, 8],
+                out_hw: [3, 4],
+                ..q
+            }
+        ));
     }
 }

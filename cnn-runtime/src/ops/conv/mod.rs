@@ -27,6 +27,7 @@ use crate::Precision;
 use std::vec;
 
 use crate::ops::activation::{activation, Activation};
+use crate::ops::pool::Pool2dParams;
 use crate::simd::multiversion;
 
 /// Shape of a `Conv2d` layer, computed once by the `cnn!` macro and emitted as a `const`.
@@ -699,6 +700,46 @@ pub fn forward(
         }
         Algorithm::Im2col => im2col::conv2d(p, n, input, w, b, epilogue, threads, out, scratch),
     }
+}
+
+/// Whether [`forward_pooled`] takes `pool` after the layer `p` with `filters` and `act`: a
+/// direct convolution that multiplies in f32, followed by ReLU or no activation and a pool
+/// [`direct::pools`] takes.
+pub(crate) fn fuses_pool(
+    p: &Conv2dParams,
+    filters: &Filters,
+    act: Option<Activation>,
+    pool: &Pool2dParams,
+) -> bool {
+    let bf16 = filters.precision() == Precision::Bf16 && p.multiplies_in_bf16();
+    let relu = matches!(act, None | Some(Activation::Relu));
+    p.algorithm() == Algorithm::Direct && !bf16 && relu && direct::pools(p, pool)
+}
+
+/// [`forward`] then [`pool2d`](crate::ops::pool::pool2d) with `pool`, in one pass
+/// ([`direct::conv2d_pooled`]): `out: [n, c_out, OH / 2, OW / 2]`, the same bits.
+///
+/// # Panics
+/// Unless [`fuses_pool`] with the epilogue's activation; if the epilogue has a residual, or a
+/// slice is shorter than its layout.
+#[allow(clippy::too_many_arguments)] // forward's arguments and the pool
+pub(crate) fn forward_pooled(
+    p: &Conv2dParams,
+    pool: &Pool2dParams,
+    n: usize,
+    input: &[f32],
+    filters: &Filters,
+    epilogue: Epilogue<'_>,
+    threads: usize,
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+) {
+    assert!(
+        fuses_pool(p, filters, epilogue.act, pool),
+        "the pool does not fuse"
+    );
+    let w = (filters.for_kernel(p), filters.bias());
+    direct::conv2d_pooled(p, pool, n, input, w, epilogue, threads, out, scratch);
 }
 
 /// [`forward`] with the input in `layout` (channel-last only for Winograd, see
