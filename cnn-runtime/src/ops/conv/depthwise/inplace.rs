@@ -8,7 +8,7 @@
 //! [`merged_block`](super::simd) over the padded copy, so the bits do not change.
 
 use super::simd::{finish_block, post_vectors};
-use super::{Post, ROWS};
+use super::Post;
 use crate::ops::conv::Conv2dParams;
 use crate::simd::Simd;
 
@@ -20,11 +20,9 @@ pub(super) fn fits(p: &Conv2dParams) -> bool {
         && (p.stride == [1, 1] || p.stride == [2, 2])
 }
 
-/// Most vectors one block of a row holds.
-const MAX_V: usize = 2;
-
-/// One plane of a convolution that [`fits`]: `x: [H, W]` into `y: [OH, OW]`, blocks of
-/// [`ROWS`] output rows × `V` vectors of columns, then the epilogue `post` before the store.
+/// One plane of a convolution that [`fits`]: `x: [H, W]` into `y: [OH, OW]`, by blocks of `V`
+/// vectors of columns, each down the whole plane ([`rows`]), then the epilogue `post` before
+/// the store.
 #[inline(always)]
 pub(super) fn plane<S: Simd>(
     s: S,
@@ -42,7 +40,9 @@ pub(super) fn plane<S: Simd>(
     }
 }
 
-/// [`plane`] for stride `ST` and `V` vectors per block.
+/// [`plane`] for stride `ST` and `V` vectors per block: for each block of columns, a window
+/// that slides down the plane, each input row loaded once and multiplied into the (up to three)
+/// output rows that read it, each output row finished and stored as its last input row is in.
 #[inline(always)]
 fn rows<S: Simd, const ST: usize, const V: usize>(
     s: S,
@@ -66,7 +66,7 @@ fn rows<S: Simd, const ST: usize, const V: usize>(
         h: p.in_hw[0],
         w: p.in_hw[1],
     };
-    let done = y.len() / (ROWS * w_out) * ROWS;
+    let h_out = y.len() / w_out;
     // LOOP over blocks of V vectors of output columns: where their loads read, then the rows
     for x0 in (0..w_out).step_by(V * S::LANES) {
         // (Loops, not closures, here and below: a closure is compiled without the SIMD target
@@ -75,14 +75,79 @@ fn rows<S: Simd, const ST: usize, const V: usize>(
         for (v, l) in loads.iter_mut().enumerate().skip(1) {
             *l = Loads::new::<S, ST>(s, input.w, x0 + v * S::LANES);
         }
-        let mut blocks = y.chunks_exact_mut(ROWS * w_out);
-        // LOOP over blocks of ROWS output rows
-        for (b, rows) in blocks.by_ref().enumerate() {
-            block::<S, ROWS, ST, V>(s, &input, &w, &e, &loads, [b * ROWS, x0], rows);
+        // Output row `o` reads padded rows `o·ST .. o·ST + 3` (input rows one less; the
+        // padding's are zero vectors, multiplied all the same, as `merged_block` does): kernel
+        // row 0 starts its sum, rows 1 and 2 follow, each row's three columns in order.
+        // `next` is output row `o + 1`'s sum, started by the row they share at stride 2 or by
+        // the row below at stride 1, where `last` is row `o − 1`'s, finished by it.
+        let zero = [s.zero(); V];
+        let mut next = zero;
+        let mut last = zero;
+        let top = taps_of::<S, ST, V>(s, &input, &loads, usize::MAX);
+        fold::<S, V>(s, &w[0], &top, &mut next);
+        if ST == 1 {
+            // Padded row 1 (input row 0): kernel row 1 of output 0, row 0 of output 1.
+            let t = taps_of::<S, ST, V>(s, &input, &loads, 0);
+            let mut cur = next;
+            fold::<S, V>(s, &w[1], &t, &mut cur);
+            next = zero;
+            fold::<S, V>(s, &w[0], &t, &mut next);
+            last = cur;
         }
-        // LOOP over the remaining output rows
-        for (r, rows) in blocks.into_remainder().chunks_exact_mut(w_out).enumerate() {
-            block::<S, 1, ST, V>(s, &input, &w, &e, &loads, [done + r, x0], rows);
+        // LOOP over output rows
+        for o in 0..h_out {
+            let row = &mut y[o * w_out..(o + 1) * w_out];
+            if ST == 1 {
+                // Input row `o + 1`: kernel row 2 of output `o` (finished), 1 of `o + 1`, 0
+                // of `o + 2`.
+                let t = taps_of::<S, ST, V>(s, &input, &loads, o + 1);
+                let mut done = last;
+                fold::<S, V>(s, &w[2], &t, &mut done);
+                finish_block::<S, 1, V>(s, &[done], &e, w_out, x0, row);
+                let mut cur = next;
+                fold::<S, V>(s, &w[1], &t, &mut cur);
+                next = zero;
+                fold::<S, V>(s, &w[0], &t, &mut next);
+                last = cur;
+            } else {
+                // Input rows `2o` (kernel row 1) and `2o + 1` (row 2 of output `o`, row 0 of
+                // output `o + 1`).
+                let mut cur = next;
+                let t = taps_of::<S, ST, V>(s, &input, &loads, 2 * o);
+                fold::<S, V>(s, &w[1], &t, &mut cur);
+                let t = taps_of::<S, ST, V>(s, &input, &loads, 2 * o + 1);
+                fold::<S, V>(s, &w[2], &t, &mut cur);
+                finish_block::<S, 1, V>(s, &[cur], &e, w_out, x0, row);
+                next = zero;
+                fold::<S, V>(s, &w[0], &t, &mut next);
+            }
+        }
+    }
+}
+
+/// The tap vectors of input row `iy` (zero vectors in the padding) for each of the `V` loads.
+#[inline(always)]
+fn taps_of<S: Simd, const ST: usize, const V: usize>(
+    s: S,
+    input: &Input<'_>,
+    loads: &[Loads<S::M>; V],
+    iy: usize,
+) -> [[S::V; 3]; V] {
+    let mut taps = [[s.zero(); 3]; V];
+    if let Some(row) = input.row(iy) {
+        for (t, l) in taps.iter_mut().zip(loads) {
+            *t = l.taps::<S, ST>(s, row);
+        }
+    }
+    taps
+}
+
+/// `acc += w[b] · taps[b]` for the kernel columns `b` in order, on each of the `V` vectors.
+#[inline(always)]
+fn fold<S: Simd, const V: usize>(s: S, w: &[S::V; 3], taps: &[[S::V; 3]; V], acc: &mut [S::V; V]) {
+    for (a, t) in acc.iter_mut().zip(taps) {
+        for b in 0..3 {
+            *a = s.fmadd(w[b], t[b], *a);
         }
     }
 }
@@ -162,45 +227,4 @@ impl<M: Copy> Loads<M> {
             [s.shift_in(c, odd), even, odd]
         }
     }
-}
-
-/// Output rows `oy..oy + R`, columns `x0..x0 + V·LANES` (those of them inside the row) into
-/// `y: [R, OW]`, with the loads of its `V` vectors. Input row `j` of the window is loaded once
-/// and multiplied into every output row `r` that reads it, with kernel row `j − r·ST`: the
-/// order of `merged_block`.
-#[inline(always)]
-fn block<S: Simd, const R: usize, const ST: usize, const V: usize>(
-    s: S,
-    input: &Input<'_>,
-    w: &[[S::V; 3]; 3],
-    e: &[S::V; 4],
-    loads: &[Loads<S::M>; V],
-    [oy, x0]: [usize; 2],
-    y: &mut [f32],
-) {
-    const { assert!(V <= MAX_V) };
-    let window = (R - 1) * ST + 3;
-    let mut acc = [[s.zero(); V]; R];
-    // LOOP over the window's input rows: padded row `oy·ST + j` is input row `oy·ST + j − 1`
-    for j in 0..window {
-        let mut taps = [[s.zero(); 3]; V];
-        if let Some(row) = input.row((oy * ST + j).wrapping_sub(1)) {
-            for (t, l) in taps.iter_mut().zip(loads) {
-                *t = l.taps::<S, ST>(s, row);
-            }
-        }
-        // LOOP over kernel columns
-        for b in 0..3 {
-            // LOOP over the block's output rows that read input row `j`
-            for (r, acc) in acc.iter_mut().enumerate() {
-                if j >= r * ST && j - r * ST < 3 {
-                    let t = w[j - r * ST][b];
-                    for (a, x) in acc.iter_mut().zip(&taps) {
-                        *a = s.fmadd(t, x[b], *a);
-                    }
-                }
-            }
-        }
-    }
-    finish_block::<S, R, V>(s, &acc, e, y.len() / R, x0, y);
 }
