@@ -447,6 +447,7 @@ fn blocks<S: Simd, const V: usize>(
     let plane = rows * cols;
     let channels = y.len() / plane;
     let width = V * S::LANES;
+    let reach = Reach::new(p);
     let [first, first_plane] = first;
     // LOOP over blocks of R output channels
     for (b, w) in w.chunks_exact(k * R).take(channels.div_ceil(R)).enumerate() {
@@ -481,7 +482,7 @@ fn blocks<S: Simd, const V: usize>(
             for oy in 0..oh {
                 // LOOP over blocks of `width` output columns
                 for x0 in (0..ow).step_by(width) {
-                    let acc = tile::<S, V>(s, p, phases, w, &post, oy, x0);
+                    let acc = tile::<S, V>(s, p, (phases, &reach), w, &post, oy, x0);
                     let len = width.min(ow - x0);
                     for (a, out) in acc.iter().zip(y.chunks_exact_mut(plane)) {
                         store(s, a, &mut out[oy * ow + x0..oy * ow + x0 + len]);
@@ -505,7 +506,7 @@ fn blocks<S: Simd, const V: usize>(
             for x0 in (0..2 * cols).step_by(width) {
                 // The window's top row folded across its column pairs, then the bottom row's
                 // pairs folded in: PyTorch's row-major order within each window.
-                let acc = tile::<S, V>(s, p, phases, w, &post, 2 * py, x0);
+                let acc = tile::<S, V>(s, p, (phases, &reach), w, &post, 2 * py, x0);
                 let mut h = [[s.zero(); V]; R];
                 for (h, a) in h.iter_mut().zip(&acc) {
                     for (j, h) in h.iter_mut().enumerate().take(V.div_ceil(2)) {
@@ -513,7 +514,7 @@ fn blocks<S: Simd, const V: usize>(
                         *h = kind.accum_v(s, kind.first_v(s, even), odd);
                     }
                 }
-                let acc = tile::<S, V>(s, p, phases, w, &post, 2 * py + 1, x0);
+                let acc = tile::<S, V>(s, p, (phases, &reach), w, &post, 2 * py + 1, x0);
                 let len = width.min(2 * cols - x0) / 2;
                 for ((h, a), y) in h.iter_mut().zip(&acc).zip(y.chunks_exact_mut(plane)) {
                     for (j, h) in h.iter_mut().enumerate().take(V.div_ceil(2)) {
@@ -552,14 +553,41 @@ struct Post {
     shift: [f32; R],
 }
 
+/// Where a block's taps read in the phase-split input, the same for every block of a layer:
+/// kernel column `kj` at `cols[kj]` from its row's start (`(kj mod SW)·row + kj / SW`: its
+/// phase, then its place in the phase), computed once per call instead of a division per tap.
+struct Reach {
+    cols: [usize; 16],
+    /// The largest of `cols`.
+    max_col: usize,
+}
+
+impl Reach {
+    fn new(p: &Conv2dParams) -> Self {
+        let (sw, prow) = (p.stride[1], phase_row(p));
+        let mut reach = Reach {
+            cols: [0; 16],
+            max_col: 0,
+        };
+        for (kj, col) in reach.cols.iter_mut().enumerate().take(p.kernel[1]) {
+            *col = (kj % sw) * prow + kj / sw;
+            reach.max_col = reach.max_col.max(*col);
+        }
+        reach
+    }
+}
+
 /// The `R × V` vectors of one block: output row `oy`, columns `x0..x0 + V·LANES` (past the
 /// last column, values nobody stores), every tap of the packed weights `w`, then `post`.
+///
+/// # Panics
+/// If the block's taps reach past `phases` or `w` holds fewer than `R` weights per tap.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the block's place and the token
 fn tile<S: Simd, const V: usize>(
     s: S,
     p: &Conv2dParams,
-    phases: &[f32],
+    (phases, reach): (&[f32], &Reach),
     w: &[f32],
     post: &Post,
     oy: usize,
@@ -569,25 +597,35 @@ fn tile<S: Simd, const V: usize>(
     let [sh, sw] = p.stride;
     let (prow, padded_h) = (phase_row(p), p.in_hw[0] + 2 * p.padding[0]);
     let width = V * S::LANES;
+    // Where the taps of input channel `c`, kernel row `ki` start: `(c·H' + oy·SH + ki)·rs + x0`.
+    let rs = sw * prow;
+    let first_row = oy * sh;
+    // The last tap's row, at the farthest column, ends inside `phases`; every other lies before.
+    let last = ((p.c_in - 1) * padded_h + first_row + kh - 1) * rs + x0 + reach.max_col + width;
+    assert!(
+        last <= phases.len() && w.len() >= p.fan_in() * R && kw <= 16,
+        "direct block outside its input"
+    );
     let mut acc = [[s.zero(); V]; R];
     for (a, bv) in acc.iter_mut().zip(&post.bias) {
         *a = [s.splat(bv); V];
     }
-    let mut taps = w.chunks_exact(R);
+    let mut t = 0;
     // LOOP over input channels, kernel rows and columns: one tap each
     for c in 0..p.c_in {
         for ki in 0..kh {
-            let base = (c * padded_h + oy * sh + ki) * sw * prow;
-            for kj in 0..kw {
-                let start = base + (kj % sw) * prow + kj / sw + x0;
-                let src = &phases[start..start + width];
-                let wt = taps.next().expect("R weights per tap");
+            let base = (c * padded_h + first_row + ki) * rs + x0;
+            for &col in &reach.cols[..kw] {
+                let src = phases.as_ptr().wrapping_add(base + col);
                 let mut xv = [s.zero(); V];
                 for (v, x) in xv.iter_mut().enumerate() {
-                    // SAFETY: `src` holds `V·LANES` floats, so LANES from `v·LANES` are
-                    // readable.
-                    *x = unsafe { s.load(src.as_ptr().add(v * S::LANES)) };
+                    // SAFETY: tap `(c, ki, kj)` reads `V·LANES` floats from `base + col ≤
+                    // last − width` (asserted above), so LANES from `v·LANES` are readable.
+                    *x = unsafe { s.load(src.add(v * S::LANES)) };
                 }
+                // SAFETY: `t < C·KH·KW` and `w` holds `R` weights per tap (asserted above).
+                let wt = unsafe { w.get_unchecked(t * R..(t + 1) * R) };
+                t += 1;
                 for (a, wr) in acc.iter_mut().zip(wt) {
                     let wr = s.splat(wr);
                     for (a, &x) in a.iter_mut().zip(&xv) {
