@@ -332,6 +332,39 @@ fn convtranspose_and_upsample_twins_and_calls() {
     }
 }
 
+/// A `conv` chain (with or without its `bn` and activation) followed by a windowed pool is one
+/// `conv2d_pool` call; a `convtranspose` before a pool, a global pool, and a pool after
+/// another layer stay separate calls.
+#[test]
+fn a_pool_after_a_convolution_is_one_call() {
+    let networks: Networks = syn::parse2(quote! {
+        struct N {
+            input(3, 16, 16)
+            conv(3 -> 8, k3, p1) bn relu maxpool(2)
+            conv(8 -> 8, k3, p1) avgpool(k2, s2)
+            convt(8 -> 4, k1) maxpool(2)
+            relu maxpool(2)
+            conv(4 -> 4, k1) relu gap
+        }
+    })
+    .unwrap();
+    let out = pipeline::expand(&networks).to_string();
+    let none = ":: core :: option :: Option :: None";
+    for want in [
+        "__exec . conv2d_pool (& self . layer_0 , :: core :: option :: Option :: Some (& self . layer_1) , :: core :: option :: Option :: Some (__cnn :: Activation :: Relu) , & __PARAMS_3) ?".to_string(),
+        format!("__exec . conv2d_pool (& self . layer_4 , {none} , {none} , & __PARAMS_5) ?"),
+        "__exec . conv_transpose2d (& self . layer_6) ; __exec . pool2d (& __PARAMS_7) ;".to_string(),
+        "__exec . activation (__cnn :: Activation :: Relu) ; __exec . pool2d (& __PARAMS_9) ;".to_string(),
+        format!("__exec . conv2d_fused (& self . layer_10 , {none} , :: core :: option :: Option :: Some (__cnn :: Activation :: Relu)) ? ; __exec . pool2d (& __PARAMS_12) ;"),
+    ] {
+        assert!(out.contains(&want), "{want} not in {out}");
+    }
+    assert_eq!(out.matches("conv2d_pool").count(), 2, "{out}");
+    for fused in ["__exec . pool2d (& __PARAMS_3)", "__exec . pool2d (& __PARAMS_5)"] {
+        assert!(!out.contains(fused), "{fused} in {out}");
+    }
+}
+
 #[test]
 fn absurd_numbers_are_errors_not_overflows() {
     let max = usize::MAX;
