@@ -360,7 +360,10 @@ fn a_pool_after_a_convolution_is_one_call() {
         assert!(out.contains(&want), "{want} not in {out}");
     }
     assert_eq!(out.matches("conv2d_pool").count(), 2, "{out}");
-    for fused in ["__exec . pool2d (& __PARAMS_3)", "__exec . pool2d (& __PARAMS_5)"] {
+    for fused in [
+        "__exec . pool2d (& __PARAMS_3)",
+        "__exec . pool2d (& __PARAMS_5)",
+    ] {
         assert!(!out.contains(fused), "{fused} in {out}");
     }
 }
