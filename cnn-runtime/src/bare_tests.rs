@@ -300,3 +300,56 @@ fn bare_matches_the_batch_executor_bit_for_bit() {
     );
     assert!(!ran.get());
 }
+
+/// `conv2d_pool` in `Bare` gives the batch executor's bits: a direct convolution with a batch
+/// norm that folds and ReLU pooled in its pass, then an im2col convolution with batch
+/// statistics whose pool runs as its own step.
+#[test]
+fn bare_pools_in_the_convolution_s_pass_as_the_batch_executor() {
+    use crate::ops::conv::direct::tests::POOLED;
+    let pool = |channels: usize, hw: usize| Pool2dParams {
+        channels,
+        in_hw: [hw, hw],
+        out_hw: [hw / 2, hw / 2],
+        ..DOWN
+    };
+    let (a, bn_a) = (conv(3, 12, 3, 8, 1), bn(12, 64, true, 2));
+    let (b, bn_b) = (conv(12, 8, 3, 4, 3), bn(8, 16, false, 4));
+    assert_eq!(a.params.algorithm(), Algorithm::Direct);
+    assert_eq!(b.params.algorithm(), Algorithm::Im2col);
+    let relu = Some(Activation::Relu);
+    let layout = WorkspaceLayout {
+        activations: 12 * 64,
+        scratch: [
+            a.params.forward_scratch_len(),
+            b.params.forward_scratch_len(),
+            pool(8, 4).scratch_len(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap(),
+        channels: 12,
+        stack: &[],
+    };
+    crate::simd::testing::each_level(|level| {
+        let x = rand_vec(3 * 64, 7);
+        let mut exec = Exec::from_sample(&x);
+        POOLED.set(0);
+        exec.conv2d_pool(&a, Some(&bn_a), relu, &pool(12, 8))
+            .unwrap();
+        exec.conv2d_pool(&b, Some(&bn_b), relu, &pool(8, 4))
+            .unwrap();
+        assert_eq!(POOLED.get(), 1, "{}", level.name());
+        let want: Vec<u32> = exec.output().iter().map(|v| v.to_bits()).collect();
+        let mut ws = vec![f32::NAN; layout.sample_len()];
+        let mut out = [f32::NAN; 8 * 4];
+        Bare::forward_in(&layout, &x, &mut out, &mut ws, [192, 32], |e| {
+            e.conv2d_pool(&a, Some(&bn_a), relu, &pool(12, 8))?;
+            e.conv2d_pool(&b, Some(&bn_b), relu, &pool(8, 4))
+        })
+        .unwrap();
+        assert_eq!(POOLED.get(), 2, "{}", level.name());
+        let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want, "{}", level.name());
+    });
+}
