@@ -302,8 +302,8 @@ fn bare_matches_the_batch_executor_bit_for_bit() {
 }
 
 /// `conv2d_pool` in `Bare` gives the batch executor's bits: a direct convolution with a batch
-/// norm that folds and ReLU pooled in its pass, then an im2col convolution with batch
-/// statistics whose pool runs as its own step.
+/// norm that folds and ReLU pooled in its pass, then an im2col convolution and a direct one
+/// with batch statistics whose pools run as their own steps.
 #[test]
 fn bare_pools_in_the_convolution_s_pass_as_the_batch_executor() {
     use crate::ops::conv::direct::tests::POOLED;
@@ -315,14 +315,17 @@ fn bare_pools_in_the_convolution_s_pass_as_the_batch_executor() {
     };
     let (a, bn_a) = (conv(3, 12, 3, 8, 1), bn(12, 64, true, 2));
     let (b, bn_b) = (conv(12, 8, 3, 4, 3), bn(8, 16, false, 4));
+    let (d, bn_d) = (conv(8, 8, 3, 2, 5), bn(8, 4, false, 6));
     assert_eq!(a.params.algorithm(), Algorithm::Direct);
     assert_eq!(b.params.algorithm(), Algorithm::Im2col);
+    assert_eq!(d.params.algorithm(), Algorithm::Direct);
     let relu = Some(Activation::Relu);
     let layout = WorkspaceLayout {
         activations: 12 * 64,
         scratch: [
             a.params.forward_scratch_len(),
             b.params.forward_scratch_len(),
+            d.params.forward_scratch_len(),
             pool(8, 4).scratch_len(),
         ]
         .into_iter()
@@ -339,13 +342,16 @@ fn bare_pools_in_the_convolution_s_pass_as_the_batch_executor() {
             .unwrap();
         exec.conv2d_pool(&b, Some(&bn_b), relu, &pool(8, 4))
             .unwrap();
+        exec.conv2d_pool(&d, Some(&bn_d), relu, &pool(8, 2))
+            .unwrap();
         assert_eq!(POOLED.get(), 1, "{}", level.name());
         let want: Vec<u32> = exec.output().iter().map(|v| v.to_bits()).collect();
         let mut ws = vec![f32::NAN; layout.sample_len()];
-        let mut out = [f32::NAN; 8 * 4];
-        Bare::forward_in(&layout, &x, &mut out, &mut ws, [192, 32], |e| {
+        let mut out = [f32::NAN; 8];
+        Bare::forward_in(&layout, &x, &mut out, &mut ws, [192, 8], |e| {
             e.conv2d_pool(&a, Some(&bn_a), relu, &pool(12, 8))?;
-            e.conv2d_pool(&b, Some(&bn_b), relu, &pool(8, 4))
+            e.conv2d_pool(&b, Some(&bn_b), relu, &pool(8, 4))?;
+            e.conv2d_pool(&d, Some(&bn_d), relu, &pool(8, 2))
         })
         .unwrap();
         assert_eq!(POOLED.get(), 2, "{}", level.name());

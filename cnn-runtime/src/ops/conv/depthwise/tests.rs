@@ -52,6 +52,9 @@ const CASES: &[Case] = &[
     // The in-place blocks (3×3, padding 1, stride 1 or 2): widths and heights of 1 and 2, and
     // around one and two vectors of 8 and 16 lanes, and row counts off the 4-row blocks.
     (2, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], 1, true),
+    // Pairs of planes (rows of one vector) across samples, and a last plane alone.
+    (5, [3, 3], [1, 1], [1, 1], [1, 1], [6, 12], 1, true),
+    (3, [3, 3], [2, 2], [1, 1], [1, 1], [9, 30], 3, false),
     (2, [3, 3], [2, 2], [1, 1], [1, 1], [2, 2], 1, true),
     (2, [3, 3], [1, 1], [1, 1], [1, 1], [2, 16], 2, false),
     (2, [3, 3], [1, 1], [1, 1], [1, 1], [5, 17], 1, true),
