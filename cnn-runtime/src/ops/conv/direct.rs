@@ -461,6 +461,7 @@ fn blocks<S: Simd, const V: usize>(
         let posts: [PostOp; R] =
             core::array::from_fn(|r| epilogue.channel(bias, (first + b * R + r).min(p.c_out - 1)));
         let in_registers = posts[0].act.is_none();
+        // (`relu` is only set with no other activation.)
         let mut post = Post {
             relu: posts[0].relu,
             fold: in_registers && posts[0].affine.is_some(),
@@ -473,9 +474,6 @@ fn blocks<S: Simd, const V: usize>(
             if let Some((m, s)) = op.affine {
                 (post.scale[r], post.shift[r]) = (m, s);
             }
-        }
-        if !in_registers {
-            (post.relu, post.fold) = (false, false);
         }
         let Some(kind) = pool else {
             // LOOP over output rows
@@ -1035,6 +1033,15 @@ pub(crate) mod tests {
             },
             Pool2dParams {
                 out_hw: [4, 0],
+                ..q
+            },
+            // More pooled rows or columns than the convolution's output has pairs.
+            Pool2dParams {
+                out_hw: [5, 5],
+                ..q
+            },
+            Pool2dParams {
+                out_hw: [4, 6],
                 ..q
             },
         ] {
