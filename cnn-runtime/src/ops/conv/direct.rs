@@ -650,19 +650,22 @@ fn tile<S: Simd, const V: usize>(
 }
 
 /// Stores the first `dst.len()` (at most `V·LANES`) values of one channel's vectors `a`.
+///
+/// # Panics
+/// If `dst` holds more than `V·LANES` values.
 #[inline(always)]
 fn store<S: Simd, const V: usize>(s: S, a: &[S::V; V], dst: &mut [f32]) {
     let len = dst.len();
-    for (v, &a) in a.iter().enumerate() {
-        let at = v * S::LANES;
-        if at + S::LANES <= len {
-            // SAFETY: `dst` holds `len` floats, LANES of them from `at` on.
-            unsafe { s.store(dst.as_mut_ptr().add(at), a) };
-        } else if at < len {
-            // SAFETY: `len − at < LANES` floats from `at` on are in `dst` (a masked store: no
-            // `memcpy` call per row).
-            unsafe { s.store_first(dst.as_mut_ptr().add(at), a, len - at) };
-        }
+    let (whole, rest) = (len / S::LANES, len % S::LANES);
+    assert!(whole + usize::from(rest > 0) <= V, "store past the block");
+    for (v, &a) in a.iter().enumerate().take(whole) {
+        // SAFETY: `v < whole`, so `dst` holds LANES floats from `v·LANES` on.
+        unsafe { s.store(dst.as_mut_ptr().add(v * S::LANES), a) };
+    }
+    if rest > 0 {
+        // SAFETY: `rest < LANES` floats from `whole·LANES` on are in `dst`, and vector `whole`
+        // exists (asserted above). A masked store: no `memcpy` call per row.
+        unsafe { s.store_first(dst.as_mut_ptr().add(whole * S::LANES), a[whole], rest) };
     }
 }
 
@@ -934,28 +937,84 @@ pub(crate) mod tests {
                     // The naive convolution skips the padding instead of multiplying by it.
                     continue;
                 }
-                // Against a naive convolution and pool (no epilogue).
+                // Against a naive convolution and pool, without an epilogue and with ReLU.
                 let conv = naive(&p, n, &x, &wt, Some(&b));
                 let [oh, ow] = q.out_hw;
-                let mut want = Vec::new();
-                for plane in conv.chunks_exact(out_hw[0] * out_hw[1]) {
-                    for (py, px) in (0..oh).flat_map(|py| (0..ow).map(move |px| (py, px))) {
-                        let at =
-                            |dy: usize, dx: usize| plane[(2 * py + dy) * out_hw[1] + 2 * px + dx];
-                        let v = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
-                        want.push(match kind {
-                            PoolKind::Max if v.iter().any(|v| v.is_nan()) => f32::NAN,
-                            PoolKind::Max => v.into_iter().fold(f32::NEG_INFINITY, f32::max),
-                            PoolKind::Avg { .. } => v.iter().sum::<f32>() / 4.0,
-                        });
+                for relu in [false, true] {
+                    let mut want = Vec::new();
+                    for plane in conv.chunks_exact(out_hw[0] * out_hw[1]) {
+                        for (py, px) in (0..oh).flat_map(|py| (0..ow).map(move |px| (py, px))) {
+                            let at = |dy: usize, dx: usize| {
+                                let v = plane[(2 * py + dy) * out_hw[1] + 2 * px + dx];
+                                if relu {
+                                    v.max(0.0)
+                                } else {
+                                    v
+                                }
+                            };
+                            let v = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                            want.push(match kind {
+                                PoolKind::Max if v.iter().any(|v| v.is_nan()) => f32::NAN,
+                                PoolKind::Max => v.into_iter().fold(f32::NEG_INFINITY, f32::max),
+                                PoolKind::Avg { .. } => v.iter().sum::<f32>() / 4.0,
+                            });
+                        }
                     }
+                    let mut got = vec![f32::NAN; n * q.out_len()];
+                    let ep = e(None, relu.then_some(Activation::Relu));
+                    let w = (&packed[..], Some(&b[..]));
+                    conv2d_pooled(&p, &q, n, &x, w, ep, 1, &mut got, &mut Vec::new());
+                    assert_close(&got, &want, 1e-5);
                 }
-                let mut got = vec![f32::NAN; n * q.out_len()];
-                let dflt = Epilogue::default();
-                let w = (&packed[..], Some(&b[..]));
-                conv2d_pooled(&p, &q, n, &x, w, dflt, 1, &mut got, &mut Vec::new());
-                assert_close(&got, &want, 1e-5);
             }
+        }
+    }
+
+    /// A block checks that its taps stay inside the phase-split input: with exactly the
+    /// farthest tap's reach it runs, with one value less it panics (at every stride).
+    #[test]
+    fn a_block_checks_the_reach_of_its_taps() {
+        for (stride, kernel) in [([1, 1], [3, 3]), ([2, 2], [3, 3]), ([2, 3], [5, 7])] {
+            let p = Conv2dParams {
+                c_in: 3,
+                c_out: 8,
+                groups: 1,
+                kernel,
+                stride,
+                padding: [1, 1],
+                dilation: [1, 1],
+                in_hw: [9, 40],
+                out_hw: [
+                    out_len(9, kernel[0], stride[0], 1, 1, false).unwrap(),
+                    out_len(40, kernel[1], stride[1], 1, 1, false).unwrap(),
+                ],
+            };
+            let w = vec![0.5; weight_len(&p)];
+            let (reach, post) = (
+                Reach::new(&p),
+                Post {
+                    relu: false,
+                    fold: false,
+                    bias: [0.0; R],
+                    scale: [1.0; R],
+                    shift: [0.0; R],
+                },
+            );
+            let [oy, x0] = [p.out_hw[0] - 1, 16];
+            // The farthest tap: the last channel's last kernel row, its farthest column.
+            let rs = p.stride[1] * phase_row(&p);
+            let padded_h = p.in_hw[0] + 2;
+            let row = ((p.c_in - 1) * padded_h + oy * p.stride[0] + p.kernel[0] - 1) * rs;
+            let last = row + x0 + reach.max_col + 16;
+            let s = crate::simd::Scalar;
+            let phases = vec![1.0; last];
+            let acc = tile::<_, 16>(s, &p, (&phases, &reach), &w, &post, oy, x0);
+            assert_eq!(acc[0][0], 0.5 * p.fan_in() as f32, "{p:?}");
+            let short = &phases[..last - 1];
+            let r = std::panic::catch_unwind(|| {
+                tile::<_, 16>(s, &p, (short, &reach), &w, &post, oy, x0);
+            });
+            assert!(r.is_err(), "{p:?}: a block read past its input");
         }
     }
 
