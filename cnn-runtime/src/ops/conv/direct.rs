@@ -971,9 +971,11 @@ pub(crate) mod tests {
     }
 
     /// A block checks that its taps stay inside the phase-split input: with exactly the
-    /// farthest tap's reach it runs, with one value less it panics (at every stride).
+    /// farthest block's reach the blocks run, with one value less they panic (at every level,
+    /// so every block width, and at strides 1, 2 and 2×3).
     #[test]
     fn a_block_checks_the_reach_of_its_taps() {
+        use crate::simd::Isa;
         for (stride, kernel) in [([1, 1], [3, 3]), ([2, 2], [3, 3]), ([2, 3], [5, 7])] {
             let p = Conv2dParams {
                 c_in: 3,
@@ -989,32 +991,31 @@ pub(crate) mod tests {
                     out_len(40, kernel[1], stride[1], 1, 1, false).unwrap(),
                 ],
             };
-            let w = vec![0.5; weight_len(&p)];
-            let (reach, post) = (
-                Reach::new(&p),
-                Post {
-                    relu: false,
-                    fold: false,
-                    bias: [0.0; R],
-                    scale: [1.0; R],
-                    shift: [0.0; R],
-                },
-            );
-            let [oy, x0] = [p.out_hw[0] - 1, 16];
-            // The farthest tap: the last channel's last kernel row, its farthest column.
-            let rs = p.stride[1] * phase_row(&p);
-            let padded_h = p.in_hw[0] + 2;
-            let row = ((p.c_in - 1) * padded_h + oy * p.stride[0] + p.kernel[0] - 1) * rs;
-            let last = row + x0 + reach.max_col + 16;
-            let s = crate::simd::Scalar;
-            let phases = vec![1.0; last];
-            let acc = tile::<_, 16>(s, &p, (&phases, &reach), &w, &post, oy, x0);
-            assert_eq!(acc[0][0], 0.5 * p.fan_in() as f32, "{p:?}");
-            let short = &phases[..last - 1];
-            let r = std::panic::catch_unwind(|| {
-                tile::<_, 16>(s, &p, (short, &reach), &w, &post, oy, x0);
+            let w = pack_weights(&p, &vec![0.5; p.c_out * p.fan_in()]);
+            crate::simd::testing::each_level(|level| {
+                // The block width of the level, and where the last block's farthest tap ends.
+                let [oh, ow] = p.out_hw;
+                let width = match level {
+                    Isa::Avx512 if ow > 16 => 32,
+                    Isa::Avx512 | Isa::Baseline => 16,
+                    Isa::Avx2 => 8,
+                };
+                let x0 = (ow - 1) / width * width;
+                let rs = p.stride[1] * phase_row(&p);
+                let row = ((p.c_in - 1) * (p.in_hw[0] + 2) + (oh - 1) * p.stride[0]) * rs
+                    + (p.kernel[0] - 1) * rs;
+                let last = row + x0 + Reach::new(&p).max_col + width;
+                let phases = vec![1.0; last];
+                let mut y = vec![0.0; p.out_len()];
+                let e = Epilogue::default();
+                run(&p, None, &phases, (&w, None), e, [0, 0], &mut y);
+                assert!(y.iter().all(|&v| v == 0.5 * p.fan_in() as f32), "{p:?}");
+                let r = std::panic::catch_unwind(|| {
+                    let mut y = vec![0.0; p.out_len()];
+                    run(&p, None, &phases[..last - 1], (&w, None), e, [0, 0], &mut y);
+                });
+                assert!(r.is_err(), "{p:?} {level:?}: a block read past its input");
             });
-            assert!(r.is_err(), "{p:?}: a block read past its input");
         }
     }
 
