@@ -493,7 +493,7 @@ impl Run for Bare<'_> {
         pool: &Pool2dParams,
     ) -> Result<(), SliceError> {
         let p = &conv.params;
-        if !bn.is_none_or(BatchNorm2d::folds) || !conv::fuses_pool(p, &conv.filters, act, pool) {
+        if !conv.fuses_pool(bn, act, pool) {
             self.conv2d_fused(conv, bn, act)?;
             self.pool2d(pool);
             return Ok(());

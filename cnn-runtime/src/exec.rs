@@ -445,9 +445,7 @@ impl Run for Exec {
         act: Option<Activation>,
         pool: &Pool2dParams,
     ) -> Result<(), Error> {
-        if !bn.is_none_or(BatchNorm2d::folds)
-            || !conv::fuses_pool(&conv.params, &conv.filters, act, pool)
-        {
+        if !conv.fuses_pool(bn, act, pool) {
             self.conv2d_fused(conv, bn, act)?;
             self.pool2d(pool);
             return Ok(());

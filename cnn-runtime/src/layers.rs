@@ -194,6 +194,19 @@ impl Conv2d {
         }
     }
 
+    /// Whether this layer, `bn` and `act`, then `pool`, run as one pass
+    /// (`ops::conv::forward_pooled`): a batch norm that folds, and a convolution, activation
+    /// and pool that `ops::conv::fuses_pool` takes.
+    pub(crate) fn fuses_pool(
+        &self,
+        bn: Option<&BatchNorm2d>,
+        act: Option<crate::ops::activation::Activation>,
+        pool: &crate::ops::pool::Pool2dParams,
+    ) -> bool {
+        bn.is_none_or(BatchNorm2d::folds)
+            && crate::ops::conv::fuses_pool(&self.params, &self.filters, act, pool)
+    }
+
     #[cfg(feature = "std")]
     /// Writes the tensors under `{key}.weight` and `{key}.bias`.
     pub fn save(&self, out: &mut TensorWriter) {
