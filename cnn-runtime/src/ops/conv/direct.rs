@@ -213,8 +213,8 @@ fn conv2d_with(
 }
 
 /// The checks every form of the direct convolution starts with (a convolution it applies to,
-/// input, output of `out_len` per sample, bias and epilogue long enough for `n` samples), and the phase-split input's
-/// scratch, zeroed: the padding, and the slack past the last column, stay zero for every sample.
+/// input, output of `out_len` per sample, bias and epilogue long enough for `n` samples), and the
+/// phase-split input's scratch ([`split_phases`] writes all of it for each sample).
 ///
 /// # Panics
 /// If a check fails.
@@ -234,9 +234,7 @@ fn checked_phases<'s>(
         assert!(b.len() >= p.c_out, "conv2d bias too short");
     }
     epilogue.check(p.c_out, n * p.out_len());
-    let phases = &mut scratch.at_least(scratch_len(p))[..scratch_len(p)];
-    phases.fill(0.0);
-    phases
+    &mut scratch.at_least(scratch_len(p))[..scratch_len(p)]
 }
 
 /// [`conv2d`] in bf16 (f32 accumulation): the phase-split input is gathered, one panel of
@@ -372,8 +370,8 @@ fn fill_panel(p: &Conv2dParams, phases: &[f32], taps: &[usize], j0: usize, panel
 }
 
 crate::simd::multiversion! {
-/// Fills `phases` (see [`scratch_len`]) from one sample `x: [C, H, W]`, zero in the padding,
-/// which must hold zeros already (the padding is the same for every sample).
+/// Fills `phases` (see [`scratch_len`]) from one sample `x: [C, H, W]`, zero in the padding
+/// and past the last column (whatever `phases` held: the scratch is shared with other layers).
 fn split_phases(p: &Conv2dParams, x: &[f32], phases: &mut [f32]) {
     let [h, w] = p.in_hw;
     let [ph, pw] = p.padding;
@@ -382,8 +380,20 @@ fn split_phases(p: &Conv2dParams, x: &[f32], phases: &mut [f32]) {
     let padded_h = h + 2 * ph;
     // LOOP over (channel, input row)
     for (c, planes) in phases.chunks_exact_mut(padded_h * sw * row).enumerate() {
-        let rows = planes[ph * sw * row..].chunks_exact_mut(sw * row);
+        let (top, rest) = planes.split_at_mut(ph * sw * row);
+        let (inside, bottom) = rest.split_at_mut(h * sw * row);
+        top.fill(0.0);
+        bottom.fill(0.0);
+        let rows = inside.chunks_exact_mut(sw * row);
         for (src, dst) in x[c * h * w..(c + 1) * h * w].chunks_exact(w).zip(rows) {
+            // Each phase `r` holds padded columns `i·SW + r`: input columns from `i0` to `i1`,
+            // zero around them.
+            for (r, phase) in dst.chunks_exact_mut(row).enumerate() {
+                let i0 = pw.saturating_sub(r).div_ceil(sw).min(row);
+                let i1 = (w + pw).saturating_sub(r).div_ceil(sw).clamp(i0, row);
+                phase[..i0].fill(0.0);
+                phase[i1..].fill(0.0);
+            }
             super::phases::copy_row(src, dst, row, sw, pw);
         }
     }
@@ -678,6 +688,11 @@ pub(crate) mod tests {
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
 
+    /// Scratch as other layers leave it: every value NaN.
+    fn dirty() -> Vec<f32> {
+        vec![f32::NAN; 1 << 16]
+    }
+
     std::thread_local! {
         /// Calls of [`conv2d_pooled`] on this thread.
         pub(crate) static POOLED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -735,7 +750,7 @@ pub(crate) mod tests {
                                 Epilogue::default(),
                                 threads,
                                 &mut got,
-                                &mut Vec::new(),
+                                &mut dirty(),
                             )
                         });
                         assert_close(&got, &want, 1e-5);
@@ -784,7 +799,7 @@ pub(crate) mod tests {
                     epilogue,
                     threads,
                     &mut out,
-                    &mut Vec::new(),
+                    &mut dirty(),
                 )
             });
             out
@@ -807,7 +822,7 @@ pub(crate) mod tests {
             epilogue,
             1,
             &mut want,
-            &mut Vec::new(),
+            &mut dirty(),
         );
         assert_close(&separate, &want, 1e-5);
     }
@@ -906,7 +921,7 @@ pub(crate) mod tests {
                         epilogue,
                         1,
                         &mut full,
-                        &mut Vec::new(),
+                        &mut dirty(),
                     );
                     crate::ops::pool::pool2d(&q, n, &full, &mut want);
                     crate::simd::testing::each_level(|level| {
@@ -922,7 +937,7 @@ pub(crate) mod tests {
                                     epilogue,
                                     threads,
                                     &mut got,
-                                    &mut Vec::new(),
+                                    &mut dirty(),
                                 )
                             });
                             assert_eq!(
@@ -963,7 +978,7 @@ pub(crate) mod tests {
                     let mut got = vec![f32::NAN; n * q.out_len()];
                     let ep = e(None, relu.then_some(Activation::Relu));
                     let w = (&packed[..], Some(&b[..]));
-                    conv2d_pooled(&p, &q, n, &x, w, ep, 1, &mut got, &mut Vec::new());
+                    conv2d_pooled(&p, &q, n, &x, w, ep, 1, &mut got, &mut dirty());
                     assert_close(&got, &want, 1e-5);
                 }
             }

@@ -1178,6 +1178,54 @@ pub(crate) mod tests {
     /// against the f64 definition ([`naive64`], [`reference_epilogue`]) with a tolerance
     /// relative to the size of each value's terms. The large cases (there for their thread
     /// splits) run fewer combinations, at the best level only.
+    /// Every algorithm gives the same bits from a scratch full of NaN (left by other layers,
+    /// which share it) as from a fresh one, at every level and in both precisions, and the
+    /// direct convolution's pooled form too: no kernel reads scratch it did not write.
+    #[test]
+    fn scratch_left_dirty_by_other_layers_changes_no_bit() {
+        use crate::ops::pool::{Pool2dParams, PoolKind};
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (i, (case, algorithm, _)) in RESIDUAL_CASES.iter().enumerate() {
+            let p = params(case);
+            assert_eq!(p.algorithm(), *algorithm, "{case:?}");
+            let n = case.8;
+            let x = rand_vec(n * p.in_len(), 3000 + i as u64);
+            let w = rand_vec(p.c_out * p.fan_in(), 3100 + i as u64);
+            let b = rand_vec(p.c_out, 3200 + i as u64);
+            let pool = Pool2dParams {
+                kind: PoolKind::Max,
+                channels: p.c_out,
+                kernel: [2, 2],
+                stride: [2, 2],
+                padding: [0, 0],
+                ceil_mode: false,
+                in_hw: p.out_hw,
+                out_hw: [p.out_hw[0] / 2, p.out_hw[1] / 2],
+            };
+            crate::simd::testing::each_level(|level| {
+                for precision in [Precision::F32, Precision::Bf16] {
+                    let mut filters = Filters::new(w.clone(), Some(b.clone()));
+                    filters.set_precision(precision);
+                    let run = |scratch: &mut Vec<f32>| {
+                        let mut out = vec![f32::NAN; n * p.out_len()];
+                        let e = Epilogue::default();
+                        forward(&p, n, &x, &filters, e, 1, &mut out, scratch);
+                        if fuses_pool(&p, &filters, None, &pool) {
+                            let mut pooled = vec![f32::NAN; n * pool.out_len()];
+                            forward_pooled(&p, &pool, n, &x, &filters, e, 1, &mut pooled, scratch);
+                            out.extend(pooled);
+                        }
+                        out
+                    };
+                    let want = run(&mut Vec::new());
+                    let mut dirty = vec![f32::NAN; p.forward_scratch_len() + 64];
+                    let got = run(&mut dirty);
+                    assert_eq!(bits(&got), bits(&want), "{case:?} {level:?} {precision:?}");
+                }
+            });
+        }
+    }
+
     #[test]
     fn the_residual_is_added_after_the_batch_norm_and_before_the_activation_by_every_algorithm() {
         let all_levels = crate::simd::testing::levels();
