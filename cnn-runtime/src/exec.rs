@@ -432,9 +432,10 @@ impl Run for Exec {
 
     /// [`conv2d_fused`](Self::conv2d_fused), then `nn.MaxPool2d` or `nn.AvgPool2d` (`pool`).
     /// A 2×2, stride-2 pool after a direct convolution that multiplies in f32, with a batch
-    /// norm that folds, runs in the convolution's pass (each block's two output rows pooled
-    /// from a buffer on the stack: the full-size output is never written); any other runs as
-    /// the two steps. The same bits either way.
+    /// norm that folds and ReLU or no activation (`Conv2d::fuses_pool`), runs in the
+    /// convolution's pass (each window's rows folded in registers as they come out of the sums:
+    /// the full-size output is never written); any other runs as the two steps. The same bits
+    /// either way.
     ///
     /// # Errors
     /// [`Error::BatchStatistics`], see `BatchNorm2d::forward`.
