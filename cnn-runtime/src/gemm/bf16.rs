@@ -27,9 +27,7 @@ const MR: usize = 6;
 
 #[cfg(test)]
 use super::bf16_pack::{convert, pair};
-pub(crate) use super::bf16_pack::{
-    halves_mut, pack_b, packed_len, pair_rows_with, pairs, pairs_into, NR,
-};
+pub(crate) use super::bf16_pack::{halves_mut, pack_b, packed_len, pairs, pairs_into, NR};
 #[cfg(test)]
 use crate::simd::to_bf16;
 

@@ -50,23 +50,35 @@ pub(crate) fn pairs_into(src: &[f32], rows: usize, k: usize, dst: &mut [u32]) {
 /// [`crate::simd::Simd::store_bf16`].
 pub(crate) fn convert(x: &[f32], out: &mut [u16]) {
     crate::simd::with_simd_bf16!(
-        |s: S| {
-            let n = x.len().min(out.len());
-            let whole = n & !(S::LANES - 1); // LANES is a power of two
-            // LOOP over whole vectors
-            for (o, v) in out[..whole]
-                .chunks_exact_mut(S::LANES)
-                .zip(x[..whole].chunks_exact(S::LANES))
-            {
-                // SAFETY: both chunks hold LANES values.
-                unsafe { s.store_bf16(o.as_mut_ptr(), s.load(v.as_ptr())) }
-            }
-            for (o, &v) in out[whole..n].iter_mut().zip(&x[whole..n]) {
-                *o = to_bf16(v);
-            }
-        },
+        |s: S| { convert_with::<S>(s, x, out) },
         (x: &[f32], out: &mut [u16])
     )
+}
+
+/// [`convert`] with `S` vectors, inlined into a caller that dispatched once.
+#[inline(always)]
+pub(crate) fn convert_with<S: Simd>(s: S, x: &[f32], out: &mut [u16]) {
+    let n = x.len().min(out.len());
+    let whole = n & !(S::LANES - 1); // LANES is a power of two
+                                     // LOOP over whole vectors
+    for (o, v) in out[..whole]
+        .chunks_exact_mut(S::LANES)
+        .zip(x[..whole].chunks_exact(S::LANES))
+    {
+        // SAFETY: both chunks hold LANES values.
+        unsafe { s.store_bf16(o.as_mut_ptr(), s.load(v.as_ptr())) }
+    }
+    for (o, &v) in out[whole..n].iter_mut().zip(&x[whole..n]) {
+        *o = to_bf16(v);
+    }
+}
+
+/// The bits of `v`'s floats as words, to be written (a buffer of `f32`s that holds pairs of
+/// bf16 values).
+pub(crate) fn words_mut(v: &mut [f32]) -> &mut [u32] {
+    // SAFETY: `u32` has the size and alignment of `f32` and every bit pattern is valid for
+    // both; the result covers the same bytes and reborrows `v` uniquely.
+    unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u32>(), v.len()) }
 }
 
 /// `v` as its `u16` halves in memory order (on x86, the low half of each `u32` first).

@@ -273,6 +273,8 @@ pub(crate) fn conv2d_bf16(
     let split = splits(parts, p.macs());
     let taps = tap_offsets(p);
     let post = epilogue.gemm_rows(bias, p.c_out);
+    // One input row split into its phases, zero in the padding (the same for every row).
+    let mut row_phases = vec![0.0; p.stride[1] * phase_row(p)];
     // LOOP over samples
     for (sample, (x, y)) in input
         .chunks_exact(p.in_len())
@@ -280,7 +282,7 @@ pub(crate) fn conv2d_bf16(
         .take(n)
         .enumerate()
     {
-        split_phases(p, x, phases);
+        split_pairs(p, x, phases, &mut row_phases);
         let phases = &*phases;
         let fill = |j0: usize, panel: &mut [u32]| fill_panel(p, phases, &taps, j0, panel);
         // Output channels `first..` (as many as `y` holds): GEMM with bias and epilogue in
@@ -334,14 +336,17 @@ fn tap_offsets(p: &Conv2dParams) -> Vec<usize> {
 
 /// One panel of the bf16 GEMM's B for [`conv2d_bf16`]: output positions `j0..j0 + NR` (of
 /// `OH·OW`, row-major) of every tap, as pairs of taps `(2q, 2q + 1)` per row `q` of the panel,
-/// zero past the last tap and the last position. Tap `t` at output `(oy, ox)` reads
-/// `phases[taps[t] + oy·SH·SW·row + ox]`: along an output row, a contiguous run.
+/// zero past the last tap and the last position, from the phases of [`split_pairs`]. Tap `t`
+/// at output `(oy, ox)` is the low half of `phases[taps[t] + oy·SH·SW·row + ox]`, and the high
+/// half is the next tap of the same kernel row: a pair of taps in one kernel row (all but one
+/// pair in two of a `KW`-tap row) is a run of whole words copied, any other pair is put
+/// together from two low halves.
 #[cfg(feature = "std")]
 fn fill_panel(p: &Conv2dParams, phases: &[f32], taps: &[usize], j0: usize, panel: &mut [u32]) {
-    crate::simd::with_simd_bf16!(
+    crate::simd::with_simd!(
         |s: S| {
-            use crate::gemm::bf16::{pair_rows_with, NR};
-            let (row, ow) = (phase_row(p), p.out_hw[1]);
+            use crate::gemm::bf16::NR;
+            let (row, ow, kw) = (phase_row(p), p.out_hw[1], p.kernel[1]);
             let step = p.stride[0] * p.stride[1] * row;
             let cols = NR.min(p.out_hw[0] * ow - j0);
             // The output rows the panel's columns cross: (first column in the panel, offset
@@ -358,18 +363,107 @@ fn fill_panel(p: &Conv2dParams, phases: &[f32], taps: &[usize], j0: usize, panel
             }
             let runs = &runs[..n_runs];
             // LOOP over pairs of taps (the panel's rows)
-            for (dst, pair) in panel.chunks_exact_mut(NR).zip(taps.chunks(2)) {
+            for ((q, dst), pair) in panel.chunks_exact_mut(NR).enumerate().zip(taps.chunks(2)) {
                 let (even, odd) = (pair[0], pair.get(1).copied());
+                // Both taps in one kernel row: the even tap's words hold the pair.
+                let whole = odd.is_some() && (2 * q) % kw != kw - 1;
                 // LOOP over the runs
                 for &(d, at, len) in runs {
                     let e = &phases[even + at..even + at + len];
-                    let o = odd.map(|o| &phases[o + at..o + at + len]);
-                    pair_rows_with::<S>(s, e, o, &mut dst[d..d + len]);
+                    let dst = &mut dst[d..d + len];
+                    match odd {
+                        _ if whole => copy_words::<S>(s, e, dst),
+                        Some(o) => {
+                            let o = &phases[o + at..o + at + len];
+                            for ((d, e), o) in dst.iter_mut().zip(e).zip(o) {
+                                *d = (e.to_bits() & 0xffff) | (o.to_bits() << 16);
+                            }
+                        }
+                        None => {
+                            for (d, e) in dst.iter_mut().zip(e) {
+                                *d = e.to_bits() & 0xffff;
+                            }
+                        }
+                    }
                 }
                 dst[cols..].fill(0);
             }
         },
         (p: &Conv2dParams, phases: &[f32], taps: &[usize], j0: usize, panel: &mut [u32])
+    )
+}
+
+/// `dst[i] = src[i].to_bits()`, `S::LANES` at a time (a plain loop would become a call of
+/// `memcpy`, as long as the run it copies on the short runs of a panel).
+#[cfg(feature = "std")]
+#[inline(always)]
+fn copy_words<S: Simd>(s: S, src: &[f32], dst: &mut [u32]) {
+    let mut src = src.chunks_exact(S::LANES);
+    let mut dst = dst.chunks_exact_mut(S::LANES);
+    for (x, d) in src.by_ref().zip(dst.by_ref()) {
+        // SAFETY: `x` and `d` hold `S::LANES` elements each; a `u32` has the size of an `f32`
+        // and takes any bits, and a vector move keeps every bit (NaNs included).
+        unsafe { s.store(d.as_mut_ptr().cast::<f32>(), s.load(x.as_ptr())) };
+    }
+    for (d, x) in dst.into_remainder().iter_mut().zip(src.remainder()) {
+        *d = x.to_bits();
+    }
+}
+
+/// [`split_phases`] for [`conv2d_bf16`]: each padded column `c` of phase `r` holds the pair
+/// `(x[c], x[c + 1])` in bf16 (its bits as an `f32`, never computed with), the value and its
+/// right neighbour, so that a pair of taps of one kernel row is one word. `row_phases`: one
+/// input row's phases (`SW·row` floats) in f32, zero in the padding, which must hold zeros
+/// already (as must the padding of `phases`). With stride 2 (the usual stem), phase `r`'s
+/// halves are the padded row's values from column `r` on, converted straight from the input.
+#[cfg(feature = "std")]
+fn split_pairs(p: &Conv2dParams, x: &[f32], phases: &mut [f32], row_phases: &mut [f32]) {
+    crate::simd::with_simd_bf16!(
+        |s: S| {
+            use crate::gemm::bf16_pack::{convert_with, halves_mut, pair, pair_rows_with, words_mut};
+            let [h, w] = p.in_hw;
+            let (ph, pw, sw) = (p.padding[0], p.padding[1], p.stride[1]);
+            let row = phase_row(p);
+            let padded_h = h + 2 * ph;
+            // LOOP over (channel, input row)
+            for (c, planes) in phases.chunks_exact_mut(padded_h * sw * row).enumerate() {
+                let rows = planes[ph * sw * row..].chunks_exact_mut(sw * row);
+                for (src, dst) in x[c * h * w..(c + 1) * h * w].chunks_exact(w).zip(rows) {
+                    if sw == 2 {
+                        // Halves `k` of phase `r`: padded column `k + r`, input column
+                        // `k + r − PW`.
+                        let (even, odd) = dst.split_at_mut(row);
+                        let (even, odd) = (halves_mut(words_mut(even)), halves_mut(words_mut(odd)));
+                        let at = pw.min(even.len());
+                        convert_with::<S>(s, src, &mut even[at..]);
+                        match pw.checked_sub(1) {
+                            Some(at) => {
+                                let at = at.min(odd.len());
+                                convert_with::<S>(s, src, &mut odd[at..])
+                            }
+                            None => convert_with::<S>(s, &src[1.min(w)..], odd),
+                        }
+                        continue;
+                    }
+                    super::phases::copy_row(src, row_phases, row, sw, pw);
+                    // LOOP over the phases: the right neighbour of phase `r` is phase `r + 1`
+                    // at the same index, that of the last phase the first one's next index.
+                    for (r, out) in dst.chunks_exact_mut(row).enumerate() {
+                        let out = words_mut(out);
+                        let even = &row_phases[r * row..(r + 1) * row];
+                        if r + 1 < sw {
+                            let odd = &row_phases[(r + 1) * row..(r + 2) * row];
+                            pair_rows_with::<S>(s, even, Some(odd), out);
+                        } else {
+                            let (out, last) = out.split_at_mut(row - 1);
+                            pair_rows_with::<S>(s, even, Some(&row_phases[1..row]), out);
+                            last[0] = pair(even[row - 1], 0.0);
+                        }
+                    }
+                }
+            }
+        },
+        (p: &Conv2dParams, x: &[f32], phases: &mut [f32], row_phases: &mut [f32])
     )
 }
 
@@ -685,6 +779,113 @@ pub(crate) mod tests {
     std::thread_local! {
         /// Calls of [`conv2d_pooled`] on this thread.
         pub(crate) static POOLED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// The bf16 GEMM's panels gathered from [`split_pairs`]'s phases hold, bit for bit, the
+    /// pairs of taps of the definition (`x` at the padded position each tap reads, zero in the
+    /// padding and past the last tap and the last output) on every bf16 path, for strides 1
+    /// to 4 (stride 2 converts straight from the input, the others through `row_phases`),
+    /// kernel rows of 1 to 16 taps (pairs within a row, across rows, and a last tap alone),
+    /// padding wider than the kernel's reach, panels that cross output rows and a short last
+    /// panel, and values that round (ties, NaN, infinities, −0, subnormals); a second sample
+    /// overwrites the first one's phases.
+    #[test]
+    fn bf16_panels_hold_the_definition_s_pairs_of_taps() {
+        use crate::gemm::bf16::NR;
+        use crate::gemm::bf16_pack::pair;
+        // (c_in, kernel, stride, padding, [h, w])
+        let cases = [
+            (3, [7, 7], [2, 2], [3, 3], [23, 21]),
+            (3, [3, 3], [2, 2], [1, 1], [16, 64]),
+            (2, [3, 3], [1, 1], [1, 1], [9, 70]),
+            (1, [5, 4], [3, 2], [2, 0], [13, 11]),
+            (4, [2, 5], [1, 3], [0, 2], [6, 17]),
+            (2, [3, 16], [4, 4], [1, 7], [10, 40]),
+            (3, [1, 3], [2, 1], [0, 0], [7, 67]),
+            (1, [2, 2], [2, 2], [0, 0], [4, 5]),
+        ];
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            f32::from_bits(0x3f80_8000), // a tie, rounds to even (down)
+            f32::from_bits(0x3f81_8000), // a tie, rounds to even (up)
+            f32::from_bits(0x0000_0001), // the smallest subnormal
+            f32::from_bits(0x7f7f_ffff), // rounds up to infinity
+        ];
+        for (c_in, kernel, stride, padding, in_hw) in cases {
+            let out = |i| out_len(in_hw[i], kernel[i], stride[i], padding[i], 1, false).unwrap();
+            let p = Conv2dParams {
+                c_in,
+                c_out: 8,
+                groups: 1,
+                kernel,
+                stride,
+                padding,
+                dilation: [1, 1],
+                in_hw,
+                out_hw: [out(0), out(1)],
+            };
+            assert!(applies(&p), "{p:?}");
+            let taps = tap_offsets(&p);
+            let k2 = p.fan_in().div_ceil(2);
+            let [oh, ow] = p.out_hw;
+            crate::simd::testing::each_bf16_path(|on| {
+                let mut phases = dirty();
+                let phases = &mut phases[..scratch_len(&p)];
+                phases.fill(0.0);
+                let mut row_phases = vec![0.0; p.stride[1] * phase_row(&p)];
+                for sample in 0..2u64 {
+                    let mut x = rand_vec(p.in_len(), 40 + sample);
+                    for (i, v) in x.iter_mut().enumerate().skip(sample as usize).step_by(7) {
+                        *v = specials[i % specials.len()];
+                    }
+                    split_pairs(&p, &x, phases, &mut row_phases);
+                    // The padded input's value that tap `t` reads at output `j`.
+                    let tap = |t: usize, j: usize| {
+                        let (c, ki, kj) = (
+                            t / (kernel[0] * kernel[1]),
+                            t / kernel[1] % kernel[0],
+                            t % kernel[1],
+                        );
+                        let (iy, ix) = (
+                            (j / ow * stride[0] + ki) as isize - padding[0] as isize,
+                            (j % ow * stride[1] + kj) as isize - padding[1] as isize,
+                        );
+                        let inside = (0..in_hw[0] as isize).contains(&iy)
+                            && (0..in_hw[1] as isize).contains(&ix);
+                        if inside {
+                            x[(c * in_hw[0] + iy as usize) * in_hw[1] + ix as usize]
+                        } else {
+                            0.0
+                        }
+                    };
+                    // LOOP over panels
+                    for j0 in (0..oh * ow).step_by(NR) {
+                        let mut panel = vec![0xdead_beef_u32; k2 * NR];
+                        fill_panel(&p, phases, &taps, j0, &mut panel);
+                        for (q, row) in panel.chunks_exact(NR).enumerate() {
+                            for (jj, &got) in row.iter().enumerate() {
+                                let j = j0 + jj;
+                                let want = if j >= oh * ow {
+                                    0
+                                } else {
+                                    let odd = (2 * q + 1 < p.fan_in()).then(|| tap(2 * q + 1, j));
+                                    pair(tap(2 * q, j), odd.unwrap_or(0.0))
+                                };
+                                assert_eq!(
+                                    got,
+                                    want,
+                                    "{p:?} on {}: sample {sample}, pair {q}, output {j}",
+                                    on.name()
+                                );
+                            }
+                        }
+                    }
+                }
+            });
+        }
     }
 
     /// At every instruction-set level; the epilogue forms are in `conv::tests`.
