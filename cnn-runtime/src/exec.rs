@@ -30,8 +30,15 @@ use crate::Error;
 /// [`concat_write`](Self::concat_write) (or [`concat_write_input`](Self::concat_write_input)
 /// for an empty branch), then [`concat_exit`](Self::concat_exit). Blocks nest: the saved
 /// tensors form a stack, and its buffers are kept and reused from one run to the next.
+///
+/// The batch's input is read where the caller holds it (`'x`), not copied in, when it is
+/// contiguous: the first layer that writes a new tensor ([`step`](Self::step)) reads it
+/// there, and any other step copies it in first ([`own`](Self::own)).
 #[derive(Debug)]
-pub struct Exec {
+pub struct Exec<'x> {
+    /// The current tensor when it is still the caller's input (`len` values, channels first);
+    /// `cur` then holds nothing of it.
+    input: Option<&'x [f32]>,
     n: usize,
     len: usize,
     cur: Vec<f32>,
@@ -52,7 +59,7 @@ pub struct Exec {
     channels_last: Option<[usize; 2]>,
 }
 
-impl Exec {
+impl<'x> Exec<'x> {
     /// Copies a whole batch `[N, C, H, W]` in, whatever its strides.
     ///
     /// # Errors
@@ -67,28 +74,64 @@ impl Exec {
         Ok(Self::with_data(n, cur))
     }
 
-    /// Replaces the current batch with a copy of `x` (any strides), keeping the buffers.
-    fn load(&mut self, x: ArrayView4<'_, f32>) {
+    /// Replaces the current batch with `x`, keeping the buffers: read in place when it is
+    /// contiguous and row-major, else copied in (any strides).
+    fn load(&mut self, x: ArrayView4<'x, f32>) {
         self.n = x.shape()[0];
         self.len = x.len();
         self.channels_last = None;
         // A run that failed inside a block left its entries behind.
         self.lens.clear();
+        if let Some(s) = x.to_slice() {
+            self.input = Some(s);
+            return;
+        }
+        self.input = None;
         self.grow_pair(self.len);
         let cur = &mut self.cur[..self.len];
-        match x.as_slice() {
-            Some(s) => cur.copy_from_slice(s),
-            None => cur.iter_mut().zip(x.iter()).for_each(|(d, &v)| *d = v),
+        cur.iter_mut().zip(x.iter()).for_each(|(d, &v)| *d = v);
+    }
+
+    /// A batch of one sample, `[C·H·W]` row-major, read in place.
+    pub fn from_sample(x: &'x [f32]) -> Self {
+        Exec {
+            input: Some(x),
+            len: x.len(),
+            ..Self::with_data(1, Vec::new())
         }
     }
 
-    /// A batch of one sample, `[C·H·W]` row-major.
-    pub fn from_sample(x: &[f32]) -> Self {
-        Self::with_data(1, x.to_vec())
+    /// The executor's buffers without the input it borrows, to be kept for a later batch.
+    fn detach(self) -> Exec<'static> {
+        Exec {
+            input: None,
+            n: self.n,
+            len: 0,
+            cur: self.cur,
+            next: self.next,
+            scratch: self.scratch,
+            affine: self.affine,
+            stack: self.stack,
+            lens: self.lens,
+            threads: self.threads,
+            channels_last: None,
+        }
+    }
+
+    /// Copies the caller's input into `cur` if it is still the current tensor, for a step
+    /// that works on `cur` in place or copies it elsewhere.
+    fn own(&mut self) {
+        if let Some(x) = self.input.take() {
+            #[cfg(test)]
+            tests::OWNED.set(tests::OWNED.get() + 1);
+            self.grow_pair(self.len);
+            self.cur[..self.len].copy_from_slice(x);
+        }
     }
 
     fn with_data(n: usize, cur: Vec<f32>) -> Self {
         Exec {
+            input: None,
             n,
             len: cur.len(),
             cur,
@@ -105,6 +148,7 @@ impl Exec {
     /// The current activations, `[n, …]` row-major (channels first).
     pub(crate) fn output(&mut self) -> &[f32] {
         self.channels_first();
+        self.own();
         &self.cur[..self.len]
     }
 
@@ -142,15 +186,16 @@ impl Exec {
         }
     }
 
-    /// Runs `f(input, output)` with a fresh output of `out_len` elements per sample.
+    /// Runs `f(input, output)` with a fresh output of `out_len` elements per sample; the
+    /// input is the caller's batch if no step has run yet.
     fn step(&mut self, out_len: usize, f: impl FnOnce(&[f32], &mut [f32], &mut Vec<f32>)) {
         let len = self.n * out_len;
         self.grow_pair(len);
-        f(
-            &self.cur[..self.len],
-            &mut self.next[..len],
-            &mut self.scratch,
-        );
+        let x = match self.input.take() {
+            Some(x) => x,
+            None => &self.cur[..self.len],
+        };
+        f(x, &mut self.next[..len], &mut self.scratch);
         std::mem::swap(&mut self.cur, &mut self.next);
         self.len = len;
     }
@@ -277,6 +322,7 @@ impl Exec {
     /// If the stack is empty or its top is not shaped like the current tensor.
     fn add_top(&mut self, act: Option<Activation>) {
         self.channels_first();
+        self.own();
         let d = self
             .lens
             .len()
@@ -304,6 +350,7 @@ impl Exec {
         mut f: impl FnMut(&mut Self, &[f32], &mut [f32]),
     ) {
         self.channels_first();
+        self.own();
         let d = self.lens.len().checked_sub(1).expect("concat: empty stack");
         let (part, whole) = (channels * hw, total * hw);
         assert!(
@@ -408,7 +455,7 @@ impl Exec {
 
 /// The generated forward code drives the batch executor through [`Run`], as it drives the
 /// single-sample [`Bare`](crate::bare::Bare): one method per layer or block step.
-impl Run for Exec {
+impl Run for Exec<'_> {
     type Error = Error;
 
     /// `nn.Conv2d`.
@@ -528,6 +575,7 @@ impl Run for Exec {
     /// block's first layer (the shortcut's or the body's).
     fn block_enter(&mut self) {
         self.channels_first();
+        self.own();
         let d = self.push_len(self.len);
         self.stack[d][..self.len].copy_from_slice(&self.cur[..self.len]);
     }
@@ -541,6 +589,7 @@ impl Run for Exec {
     /// If the stack is empty (a bug in generated code).
     fn swap_top(&mut self) {
         self.channels_first();
+        self.own();
         let d = self
             .lens
             .len()
@@ -597,6 +646,7 @@ impl Run for Exec {
         total_channels: usize,
     ) {
         self.channels_first();
+        self.own();
         let d = self
             .lens
             .len()
@@ -716,6 +766,7 @@ impl Run for Exec {
     /// If the stack holds fewer than two entries (a bug in generated code).
     fn concat_restore(&mut self) {
         self.channels_first();
+        self.own();
         let len = self.entry(1).len();
         self.grow_pair(len);
         let d = self.lens.len() - 2;
@@ -758,6 +809,7 @@ impl Run for Exec {
     /// If the stack holds fewer than two entries (a bug in generated code).
     fn concat_exit(&mut self) {
         self.channels_first();
+        self.own();
         let len = self.entry(0).len();
         assert!(self.lens.len() >= 2, "concat_exit: no concatenation open");
         self.grow_pair(len);
@@ -800,17 +852,20 @@ impl Run for Exec {
     /// [`Error::BatchStatistics`], see `BatchNorm2d::forward`.
     fn batchnorm(&mut self, layer: &BatchNorm2d) -> Result<(), Error> {
         self.channels_first();
+        self.own();
         layer.forward(self.n, &mut self.cur[..self.len])
     }
 
     /// An element-wise activation, in place.
     fn activation(&mut self, act: Activation) {
+        self.own();
         activation::activation(act, &mut self.cur[..self.len]);
     }
 
     /// `nn.Softmax(dim=1)` over `channels`, each with `spatial` positions (1 when flat).
     fn softmax(&mut self, channels: usize, spatial: usize) {
         self.channels_first();
+        self.own();
         activation::softmax(self.n, channels, spatial, &mut self.cur[..self.len]);
     }
 
@@ -868,7 +923,7 @@ impl Run for Exec {
     }
 }
 
-impl Default for Exec {
+impl Default for Exec<'_> {
     /// An executor with no data yet; `Exec::load` fills it.
     fn default() -> Self {
         Self::with_data(0, Vec::new())
@@ -894,7 +949,7 @@ impl WorkspaceLayout {
 /// inference allocates nothing.
 #[derive(Debug, Default)]
 pub struct Workspace {
-    exec: Exec,
+    exec: Exec<'static>,
     /// Samples per chunk (`tuning::chunk_samples`); 0 for [`CHUNK`].
     chunk: usize,
 }
@@ -905,6 +960,7 @@ impl Workspace {
         let act = CHUNK * layout.activations;
         Workspace {
             exec: Exec {
+                input: None,
                 n: 0,
                 len: 0,
                 cur: Vec::with_capacity(act),
@@ -977,7 +1033,7 @@ pub fn run_into<D: Dimension>(
     sample_shape: &[usize],
     whole_batch: bool,
     workspace: &mut Workspace,
-    run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
+    run: &(dyn Fn(&mut Exec<'_>) -> Result<(), Error> + Sync),
 ) -> Result<(), Error> {
     let n = batch_size(x, chw)?;
     if out.shape().first() != Some(&n) || &out.shape()[1..] != sample_shape {
@@ -993,19 +1049,25 @@ pub fn run_into<D: Dimension>(
         (false, 0) => CHUNK,
         (false, chunk) => chunk,
     };
-    let exec = &mut workspace.exec;
+    // The workspace's buffers, lent to an executor that reads `x` in place.
+    let mut exec: Exec<'_> = std::mem::take(&mut workspace.exec);
+    let mut result = Ok(());
     let mut start = 0;
     while start < n {
         let end = (start + chunk).min(n);
-        exec.load(x.slice(s![start..end, .., .., ..]));
-        run(exec)?;
+        exec.load(x.slice_move(s![start..end, .., .., ..]));
+        result = run(&mut exec);
+        if result.is_err() {
+            break;
+        }
         let mut rows = out.slice_axis_mut(Axis(0), Slice::from(start..end));
         rows.iter_mut()
             .zip(exec.output())
             .for_each(|(o, &v)| *o = v);
         start = end;
     }
-    Ok(())
+    workspace.exec = exec.detach();
+    result
 }
 
 /// Samples per chunk for a network whose largest activation holds `activations` floats per
@@ -1034,7 +1096,7 @@ fn batch_size(x: ArrayView4<'_, f32>, chw: [usize; 3]) -> Result<usize, Error> {
 thread_local! {
     /// The executor of this thread's last [`run_batch`] call, kept so that repeated calls reuse
     /// its buffers (at most one chunk's activations) instead of faulting in fresh pages.
-    static CACHED: std::cell::Cell<Option<Exec>> = const { std::cell::Cell::new(None) };
+    static CACHED: std::cell::Cell<Option<Exec<'static>>> = const { std::cell::Cell::new(None) };
 }
 
 /// The result of [`run_batch`]: `n` samples of `sample_len` values each, row-major.
@@ -1084,7 +1146,7 @@ pub fn run_batch(
     sample_len: usize,
     whole_batch: bool,
     (macs, activations): (usize, usize),
-    run: &(dyn Fn(&mut Exec) -> Result<(), Error> + Sync),
+    run: &(dyn Fn(&mut Exec<'_>) -> Result<(), Error> + Sync),
 ) -> Result<BatchOutput, Error> {
     let n = batch_size(x, chw)?;
     let mut data = vec![0.0f32; n * sample_len];
@@ -1103,20 +1165,20 @@ pub fn run_batch(
     let inner = available / threads;
     // The samples from `first` on, whole chunks, into `out`.
     let work = |first: usize, out: &mut [f32], inner: usize| -> Result<(), Error> {
-        let mut exec = CACHED.with(|c| c.take()).unwrap_or_default();
+        let mut exec: Exec<'_> = CACHED.with(|c| c.take()).unwrap_or_default();
         exec.threads = inner;
         let mut result = Ok(());
         for (i, out) in out.chunks_mut(chunk * sample_len).enumerate() {
             let start = first + i * chunk;
             let end = (start + chunk).min(n);
-            exec.load(x.slice(s![start..end, .., .., ..]));
+            exec.load(x.slice_move(s![start..end, .., .., ..]));
             result = run(&mut exec);
             if result.is_err() {
                 break;
             }
             out.copy_from_slice(exec.output());
         }
-        CACHED.with(|c| c.set(Some(exec)));
+        CACHED.with(|c| c.set(Some(exec.detach())));
         result
     };
     if on_caller(available, threads, n.saturating_mul(macs)) {
@@ -1170,6 +1232,8 @@ mod tests {
         /// Set: every convolution's output goes channels-first at once, as before channel-last
         /// activations (the reference of `channel_last_activations_change_no_bit`).
         pub(super) static CHANNELS_FIRST_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Inputs copied into an executor's own buffer ([`Exec::own`]) on this thread.
+        pub(super) static OWNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
     #[test]
@@ -1735,6 +1799,128 @@ mod tests {
             }
         }
 
+        /// A contiguous batch is read where the caller holds it: the first layer that writes a
+        /// new tensor reads it there (the executor's own buffer is never written), and every
+        /// other first step (in place, or saving the input for a block) copies it in first.
+        /// Each gives the bits of a batch copied in from a view with other strides, on one
+        /// thread and on two, and so does a network with no layer at all.
+        #[test]
+        fn the_input_is_read_in_place_or_copied_in_first() {
+            use crate::ops::pool::PoolKind;
+            use crate::ops::upsample::UpsampleMode;
+            let (n, c, hw) = (2, 16, [10, 10]);
+            let max3 = Pool2dParams {
+                kind: PoolKind::Max,
+                channels: c,
+                kernel: [3, 3],
+                stride: [2, 2],
+                padding: [1, 1],
+                ceil_mode: false,
+                in_hw: hw,
+                out_hw: [5, 5],
+            };
+            let up = Upsample2dParams {
+                channels: c,
+                scale: [2, 2],
+                mode: UpsampleMode::Nearest,
+                in_hw: hw,
+                out_hw: [20, 20],
+            };
+            let fc = Linear::seeded(
+                "0",
+                crate::ops::linear::LinearParams {
+                    in_features: c * 100,
+                    out_features: 10,
+                },
+                true,
+                &mut Rng::new(7),
+            );
+            let (w1, stem) = (conv(c, 24, 3, 1, hw), conv(c, 8, 3, 2, hw));
+            let (w16, t) = (conv(c, c, 3, 1, hw), conv_t(c, 8, hw));
+            let bn = batch_norm(c, 100, true, 3);
+            let relu = Some(Activation::Relu);
+            // (what, whether it reads the input in place, the network)
+            type Net<'a> = &'a (dyn Fn(&mut Exec) + Sync);
+            let nets: [(&str, bool, Net<'_>); 13] = [
+                ("nothing", false, &|_: &mut Exec| {}),
+                ("convolution", true, &|e: &mut Exec| e.conv2d(&w1)),
+                ("fused convolution", true, &|e: &mut Exec| {
+                    e.conv2d_fused(&stem, Some(&bn8()), relu).unwrap();
+                }),
+                ("convolution and pool", true, &|e: &mut Exec| {
+                    e.conv2d_pool(&w16, None, relu, &max3).unwrap();
+                }),
+                ("pool", true, &|e: &mut Exec| e.pool2d(&max3)),
+                ("upsampling", true, &|e: &mut Exec| e.upsample2d(&up)),
+                ("linear", true, &|e: &mut Exec| e.linear(&fc)),
+                ("transposed convolution", true, &|e: &mut Exec| {
+                    e.conv_transpose2d(&t)
+                }),
+                ("activation", false, &|e: &mut Exec| {
+                    e.activation(Activation::Gelu);
+                    e.conv2d(&w1);
+                }),
+                ("batch norm", false, &|e: &mut Exec| {
+                    e.batchnorm(&bn).unwrap();
+                    e.conv2d(&w1);
+                }),
+                ("softmax", false, &|e: &mut Exec| e.softmax(c, 100)),
+                ("residual block", false, &|e: &mut Exec| {
+                    e.block_enter();
+                    e.conv2d_fused(&w16, None, relu).unwrap();
+                    e.conv2d_residual(&w16, Some(&bn), relu).unwrap();
+                }),
+                ("concatenation", false, &|e: &mut Exec| {
+                    e.concat_enter(2 * c * 100);
+                    e.concat_restore();
+                    e.conv2d(&w16);
+                    e.concat_write(0, c, 100, 2 * c);
+                    e.concat_restore();
+                    e.concat_write_input(c, c, 100, 2 * c);
+                    e.concat_exit();
+                }),
+            ];
+            let x =
+                Array4::from_shape_vec((n, c, hw[0], hw[1]), rand_vec(n * c * 100, 23)).unwrap();
+            // The same values with other strides: copied in.
+            let mut strided = Array4::zeros(ndarray::ShapeBuilder::f((n, c, hw[0], hw[1])));
+            strided.assign(&x);
+            assert!(strided.view().to_slice().is_none());
+            for (what, in_place, net) in nets {
+                for threads in [1, 2] {
+                    let run = |view: ArrayView4<'_, f32>| {
+                        // The executor's buffers hold NaN: a value of its own it read shows.
+                        let mut e = Exec::with_data(n, vec![f32::NAN; n * c * 100]);
+                        e.threads = threads;
+                        e.load(view);
+                        assert_eq!(e.input.is_some(), view.to_slice().is_some(), "{what}");
+                        // Counted on the thread that runs the network (a worker of the pool).
+                        crate::threads::install(threads, || {
+                            tests::OWNED.set(0);
+                            net(&mut e);
+                            (bits(e.output()), tests::OWNED.replace(0))
+                        })
+                    };
+                    let (got, copies) = run(x.view());
+                    assert_eq!(copies, usize::from(!in_place), "{what}, {threads} threads");
+                    let (want, copies) = run(strided.view());
+                    let differ = got.iter().zip(&want).position(|(a, b)| a != b);
+                    assert!(
+                        got.len() == want.len() && differ.is_none(),
+                        "{what}, {threads} threads: {} values against {}, first difference at {differ:?}",
+                        got.len(),
+                        want.len()
+                    );
+                    assert_eq!(copies, 0, "{what}: a strided batch is copied in by `load`");
+                }
+            }
+        }
+
+        /// A batch norm of 8 channels on 5×5 with running statistics.
+        fn bn8() -> BatchNorm2d {
+            batch_norm(8, 25, true, 5)
+        }
+
         fn apply(n: usize, x: &[f32], f: impl FnOnce(&mut Exec)) -> Vec<f32> {
             let mut e = Exec::with_data(n, x.to_vec());
             f(&mut e);
@@ -2133,6 +2319,7 @@ mod tests {
             let sizes = std::sync::Mutex::new(Vec::new());
             let run = |e: &mut Exec| {
                 sizes.lock().unwrap().push(e.n);
+                e.own();
                 e.cur[..e.len].iter_mut().for_each(|v| *v *= 2.0);
                 Ok(())
             };
