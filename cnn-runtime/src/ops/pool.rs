@@ -147,6 +147,17 @@ fn pool2d_with<S: Simd>(
         }
         return;
     }
+    if p.kind == PoolKind::Max
+        && p.kernel == [3, 3]
+        && p.stride == [2, 2]
+        && p.padding[0] == p.padding[1]
+        && p.padding[0] <= 1
+        && !p.ceil_mode
+    {
+        // ResNet's stem pool.
+        max_3x3_s2(s, p, input, out);
+        return;
+    }
     // Specialise the window loop on the kind, so `accum` is resolved outside it.
     match p.kind {
         PoolKind::Max => pool_separable(s, PoolKind::Max, p, input, out, scratch),
@@ -527,6 +538,139 @@ fn pool_2x2<S: Simd>(s: S, kind: PoolKind, p: &Pool2dParams, input: &[f32], out:
     }
 }
 
+/// Max pool 3×3, stride 2, padding 0 or 1 (ResNet's stem pool), in strips of `LANES` output
+/// columns going down the plane: each output row folds its three input rows' horizontal
+/// windows, top to bottom, and keeps the bottom one for the next row (which starts there), so
+/// that each input row is reduced once per strip with no buffer and no per-row bookkeeping (the
+/// separable kernel spent most of its time in that on stem224's 112×112 planes). Windows are
+/// folded row by row, left to right, as the separable kernel does (the same bits); the columns
+/// whose windows cross the padding, and planes narrower than a vector, go one value at a time.
+#[inline(always)]
+fn max_3x3_s2<S: Simd>(s: S, p: &Pool2dParams, input: &[f32], out: &mut [f32]) {
+    let kind = PoolKind::Max;
+    let [h, w] = p.in_hw;
+    let [oh, ow] = p.out_hw;
+    let pad = p.padding[0];
+    let n = S::LANES;
+    #[cfg(test)]
+    tests::MAX_3X3_S2.set(tests::MAX_3X3_S2.get() + 1);
+    // Output columns `0..hi` have windows that end inside the row (those of the first start in
+    // the padding with `pad = 1`, which `Row` covers), and `hi..ow` (one at most) do not.
+    let hi = match (w + pad).checked_sub(3) {
+        Some(end) => (end / 2 + 1).min(ow),
+        None => 0,
+    };
+    let strips = hi >= n;
+    let columns = if strips { hi..ow } else { 0..ow };
+    // Output rows `1..whole` read three input rows each, the first the last of the row above.
+    let whole = ((h + pad).saturating_sub(3) / 2 + 1).min(oh);
+    // LOOP over (sample, channel) planes
+    for (x, y) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        if strips {
+            // LOOP over strips of output columns
+            for col in vector_starts(hi, n) {
+                let row = Row {
+                    at: 2 * col,
+                    w,
+                    pad,
+                };
+                // Output row 0: input rows 0 to 2 − pad.
+                let mut above = row.across(s, x, 0);
+                let mut acc = above;
+                for r in 1..(3 - pad).min(h) {
+                    above = row.across(s, x, r);
+                    acc = kind.accum_v(s, acc, above);
+                }
+                // SAFETY: `col + n ≤ hi ≤ ow`, inside row 0.
+                unsafe { s.store(y[col..col + n].as_mut_ptr(), acc) };
+                // LOOP over output rows whose three input rows all exist
+                for oy in 1..whole {
+                    let r = 2 * oy - pad;
+                    let mid = row.across(s, x, r + 1);
+                    let below = row.across(s, x, r + 2);
+                    let acc = kind.accum_v(s, kind.accum_v(s, above, mid), below);
+                    above = below;
+                    let o = oy * ow + col;
+                    // SAFETY: `col + n ≤ ow`, inside row `oy`.
+                    unsafe { s.store(y[o..o + n].as_mut_ptr(), acc) };
+                }
+                // LOOP over the last output rows, whose windows the bottom cuts
+                for oy in whole.max(1)..oh {
+                    let r = 2 * oy - pad;
+                    let mut acc = above;
+                    for r in r + 1..(r + 3).min(h) {
+                        above = row.across(s, x, r);
+                        acc = kind.accum_v(s, acc, above);
+                    }
+                    let o = oy * ow + col;
+                    // SAFETY: `col + n ≤ ow`, inside row `oy`.
+                    unsafe { s.store(y[o..o + n].as_mut_ptr(), acc) };
+                }
+            }
+        }
+        // LOOP over output rows: the columns left (every column without strips)
+        for (oy, out) in y.chunks_exact_mut(ow).enumerate() {
+            let (r0, r1, _) = window(oy, 3, 2, pad, h);
+            for ox in columns.clone() {
+                let (c0, c1, _) = window(ox, 3, 2, pad, w);
+                let mut acc = kind.init();
+                for r in r0..r1 {
+                    for &v in &x[r * w + c0..r * w + c1] {
+                        acc = kind.accum(acc, v);
+                    }
+                }
+                out[ox] = acc;
+            }
+        }
+    }
+}
+
+/// One strip of `LANES` output columns of [`max_3x3_s2`], from output column `at / 2`: its
+/// windows' columns in each input row of width `w`.
+#[derive(Clone, Copy)]
+struct Row {
+    at: usize,
+    w: usize,
+    pad: usize,
+}
+
+impl Row {
+    /// The max of each window's three columns in input row `r` of the plane `x`, in order.
+    /// Without padding the left and middle taps are the pairs at `at`, the right taps the odd
+    /// half of the pairs one column on; with padding 1 the middle and right taps are the pairs
+    /// at `at`, and the left taps the right ones moved up a lane, the value before `at` (or the
+    /// padding's −∞, which any value or NaN replaces) shifted in.
+    ///
+    /// # Panics
+    /// If the row does not hold the `2·LANES` values from `at` (and one more without padding).
+    #[inline(always)]
+    fn across<S: Simd>(self, s: S, x: &[f32], r: usize) -> S::V {
+        let kind = PoolKind::Max;
+        let n = S::LANES;
+        let row = &x[r * self.w..(r + 1) * self.w];
+        if self.pad == 0 {
+            let x = &row[self.at..self.at + 2 * n + 1];
+            // SAFETY: `x` holds `2n + 1` values: `2n` from its start and from one on.
+            let ((left, mid), (_, right)) = unsafe {
+                (
+                    s.load_deinterleaved(x.as_ptr()),
+                    s.load_deinterleaved(x[1..].as_ptr()),
+                )
+            };
+            return kind.accum_v(s, kind.accum_v(s, left, mid), right);
+        }
+        let x = &row[self.at..self.at + 2 * n];
+        // SAFETY: `x` holds `2n` values.
+        let (mid, right) = unsafe { s.load_deinterleaved(x.as_ptr()) };
+        let before = match self.at.checked_sub(1) {
+            Some(i) => row[i],
+            None => f32::NEG_INFINITY,
+        };
+        let left = s.shift_in(s.splat(&before), right);
+        kind.accum_v(s, kind.accum_v(s, left, mid), right)
+    }
+}
+
 /// Any window, separably: each input row is reduced horizontally once, into a ring of `KH`
 /// rows of `OW` values, and each output row folds its window's rows of the ring. Both passes
 /// keep the row-major order within a window, so max pooling picks the same element as a
@@ -767,6 +911,11 @@ fn sum_all(x: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    std::thread_local! {
+        /// Calls of [`max_3x3_s2`] on this thread.
+        pub(super) static MAX_3X3_S2: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
     use super::*;
     use crate::shape::out_len;
     use crate::test_util::{assert_close, rand_vec};
@@ -1084,6 +1233,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// ResNet's stem pool (max, 3×3, stride 2, padding 0 or 1) runs its own kernel
+    /// ([`max_3x3_s2`], whose results `fast_paths_match_naive_over_widths` checks); averages,
+    /// `ceil_mode`, other paddings and other windows do not.
+    #[test]
+    fn the_stem_pool_runs_its_own_kernel() {
+        for (kind, k, s, pad, ceil, fast) in [
+            (MAX, 3, 2, 1, false, true),
+            (MAX, 3, 2, 0, false, true),
+            (AVG_PAD, 3, 2, 1, false, false),
+            (AVG, 3, 2, 0, false, false),
+            (MAX, 3, 2, 1, true, false),
+            (MAX, 5, 2, 2, false, false),
+            (MAX, 3, 1, 1, false, false),
+            (MAX, 2, 2, 0, false, false),
+        ] {
+            let p = params(kind, 2, [k, k], [s, s], [pad, pad], ceil, [9, 40]);
+            let x = rand_vec(p.in_len(), 3);
+            let mut out = vec![0.0; p.out_len()];
+            MAX_3X3_S2.set(0);
+            pool2d(&p, 1, &x, &mut out);
+            assert_eq!(MAX_3X3_S2.get() > 0, fast, "{p:?}");
+        }
+        // Rows and columns padded differently take the general kernel.
+        let mut p = params(MAX, 1, [3, 3], [2, 2], [1, 1], false, [9, 40]);
+        p.padding = [1, 0];
+        p.out_hw = [5, 19];
+        let x = rand_vec(p.in_len(), 4);
+        let mut out = vec![0.0; p.out_len()];
+        MAX_3X3_S2.set(0);
+        pool2d(&p, 1, &x, &mut out);
+        assert_eq!(MAX_3X3_S2.get(), 0);
     }
 
     /// Max pooling picks the first maximal element in row-major order, as PyTorch's NCHW
