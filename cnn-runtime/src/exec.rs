@@ -1487,18 +1487,115 @@ mod tests {
             separate.pool2d(&pool);
             let mut fused = Exec::from_view(x.view(), [c_in, 9, 13]).unwrap();
             direct::tests::POOLED.set(0);
+            direct::tests::BANDED.set(0);
             fused.conv2d_pool(&conv, bn.as_ref(), act, &pool).unwrap();
             assert_eq!(
                 direct::tests::POOLED.get(),
                 usize::from(fuses),
                 "{c_in} {c_out}"
             );
+            // Outputs this small stay whole in bf16 too.
+            assert_eq!(direct::tests::BANDED.get(), 0, "{c_in} {c_out}");
             let bits = |e: &mut Exec| e.output().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits(&mut fused),
                 bits(&mut separate),
                 "{c_in} {c_out} {pool:?}"
             );
+        }
+    }
+
+    /// A bf16 direct convolution whose output is larger than half of L2 per sample, then a
+    /// pool, runs band by band (`direct::conv2d_bf16_pooled`, counted) with the two steps'
+    /// bits: with a folded batch norm and ReLU, with another activation, with ResNet's 3×3
+    /// stride-2 max pool and with a 2×2 average, on one thread and on two; in f32 it does not.
+    #[test]
+    fn a_pool_after_a_large_bf16_convolution_runs_in_bands() {
+        use crate::ops::batchnorm::BatchNormParams;
+        use crate::ops::conv::{direct, Conv2dParams};
+        use crate::ops::pool::PoolKind;
+        use crate::Precision;
+        // 32 channels of `side²` values: more than half of L2.
+        let side = ((crate::cache::caches().l2 / 256) as f64).sqrt() as usize + 3;
+        let hw = [side, side + 1];
+        let p = Conv2dParams {
+            c_in: 3,
+            c_out: 32,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: hw,
+            out_hw: hw,
+        };
+        assert!(4 * p.out_len() > crate::cache::caches().l2 / 2);
+        let mut bn = BatchNorm2d::seeded(
+            "1",
+            BatchNormParams {
+                channels: 32,
+                hw: hw[0] * hw[1],
+                eps: 1e-3,
+                momentum: 0.1,
+                affine: true,
+                track_running_stats: true,
+            },
+            &mut Rng::new(2),
+        );
+        let r = rand_vec(64, 9);
+        bn.running = Some((
+            r[..32].to_vec().into(),
+            r[32..].iter().map(|v| v.abs() + 0.5).collect(),
+        ));
+        let pool = |kind, k: usize, pad: usize| {
+            let side = |i: usize| crate::shape::out_len(hw[i], k, 2, pad, 1, false).unwrap();
+            Pool2dParams {
+                kind,
+                channels: 32,
+                kernel: [k, k],
+                stride: [2, 2],
+                padding: [pad, pad],
+                ceil_mode: false,
+                in_hw: hw,
+                out_hw: [side(0), side(1)],
+            }
+        };
+        let avg = PoolKind::Avg {
+            count_include_pad: true,
+        };
+        let x =
+            Array4::from_shape_vec((2, 3, hw[0], hw[1]), rand_vec(6 * hw[0] * hw[1], 5)).unwrap();
+        for precision in [Precision::Bf16, Precision::F32] {
+            let mut conv = Conv2d::seeded("0", p, true, &mut Rng::new(3));
+            conv.set_precision(precision);
+            for (act, pool) in [
+                (Some(Activation::Relu), pool(PoolKind::Max, 3, 1)),
+                (Some(Activation::Gelu), pool(avg, 2, 0)),
+            ] {
+                for threads in [1, 2] {
+                    let run = |banded: bool| {
+                        let mut e = Exec::from_view(x.view(), [3, hw[0], hw[1]]).unwrap();
+                        e.threads = threads;
+                        crate::threads::install(threads, || {
+                            direct::tests::BANDED.set(0);
+                            if banded {
+                                e.conv2d_pool(&conv, Some(&bn), act, &pool).unwrap();
+                            } else {
+                                e.conv2d_fused(&conv, Some(&bn), act).unwrap();
+                                e.pool2d(&pool);
+                            }
+                            let bits: Vec<u32> = e.output().iter().map(|v| v.to_bits()).collect();
+                            (bits, direct::tests::BANDED.get())
+                        })
+                    };
+                    let (got, bands) = run(true);
+                    let (want, none) = run(false);
+                    let what = format!("{precision:?} {act:?} {pool:?}, {threads} threads");
+                    assert_eq!(bands, usize::from(precision == Precision::Bf16), "{what}");
+                    assert_eq!(none, 0, "{what}");
+                    assert!(got == want, "{what}: not the two steps' bits");
+                }
+            }
         }
     }
 

@@ -447,6 +447,34 @@ pub(crate) fn gemm_post(
     gemm_on(bf16_path(), g, c)
 }
 
+/// [`gemm_post`] with C's rows `ldc ≥ n` values apart (`c: (C, ldc)`); the values between
+/// rows are neither read nor written.
+///
+/// # Panics
+/// As [`gemm_post`], and if `ldc < n`.
+pub(crate) fn gemm_post_strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[u32],
+    b: B<'_>,
+    (c, ldc): (&mut [f32], usize),
+    post: RowPost<'_>,
+) {
+    let g = Gemm {
+        m,
+        k,
+        n,
+        a,
+        b,
+        lda: pairs(k),
+        ldc,
+        accumulate: false,
+        post: Some(post),
+    };
+    gemm_on(bf16_path(), g, c)
+}
+
 /// [`gemm`] with A's rows `lda ≥ ⌈k/2⌉` pairs apart and C's rows `ldc ≥ n` values apart
 /// (`a: (A, lda)`, `c: (C, ldc)`); the values between rows are neither read nor written.
 ///

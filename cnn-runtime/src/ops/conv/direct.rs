@@ -319,6 +319,160 @@ pub(crate) fn conv2d_bf16(
     }
 }
 
+/// Whether [`conv2d_bf16_pooled`] takes `pool` after `p`: a pool of the convolution's output
+/// with more than one output row, its rows' padding narrower than their stride (so that a band
+/// of pool rows starts at a whole stride), without `ceil_mode`.
+pub(crate) const fn bands(p: &Conv2dParams, pool: &Pool2dParams) -> bool {
+    pool.channels == p.c_out
+        && pool.in_hw[0] == p.out_hw[0]
+        && pool.in_hw[1] == p.out_hw[1]
+        && pool.out_hw[0] > 1
+        && pool.padding[0] < pool.stride[0]
+        && !pool.ceil_mode
+}
+
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// [`conv2d_bf16_pooled`]'s band of convolution rows and pooled rows, per thread.
+    static BAND: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// [`conv2d_bf16`] then `pool` ([`bands`]), band by band: the convolution's rows that
+/// `rows_per_band` rows of the pool read go to a buffer of the thread's own (rows shared with
+/// the next band are kept, not computed again), and are pooled from there while they are in
+/// cache, so that an output too large for L2 (stem224's 3.2 MB) is never written whole and read
+/// back. `out: [n, c_out, PH, PW]`; the bits of the two steps (each value is computed by the
+/// same GEMM tile code and pooled by the same kernel from the same window). With `threads > 1`
+/// (on a worker of the pool) large layers split their output channels.
+///
+/// # Panics
+/// Unless [`bands`]; if the epilogue has a residual, or a slice is shorter than its layout.
+#[cfg(feature = "std")]
+#[allow(clippy::too_many_arguments)] // the convolution's arguments, the pool and the band
+pub(crate) fn conv2d_bf16_pooled(
+    p: &Conv2dParams,
+    pool: &Pool2dParams,
+    n: usize,
+    input: &[f32],
+    (w16, bias): (&[u32], Option<&[f32]>),
+    epilogue: Epilogue<'_>,
+    (threads, rows_per_band): (usize, usize),
+    out: &mut [f32],
+    scratch: &mut (impl Scratch + ?Sized),
+) {
+    use crate::gemm::bf16;
+    use crate::tuning::{row_parts, splits};
+    assert!(bands(p, pool), "the pool does not take bands");
+    #[cfg(test)]
+    tests::BANDED.set(tests::BANDED.get() + 1);
+    assert!(epilogue.residual.is_none(), "a residual before a pool");
+    let (k, [oh, ow]) = (p.fan_in(), p.out_hw);
+    let k2 = bf16::pairs(k);
+    let ([kh, sh, ph], [pool_h, pool_w]) = (
+        [pool.kernel[0], pool.stride[0], pool.padding[0]],
+        pool.out_hw,
+    );
+    let pooled = pool_h * pool_w;
+    let phases = checked_phases(p, n, input, bias, epilogue, (out, pool.out_len()), scratch);
+    assert!(w16.len() >= p.c_out * k2, "conv2d weight too short");
+    let parts = row_parts(threads, p.c_out);
+    let split = splits(parts, p.macs());
+    let taps = tap_offsets(p);
+    let post = epilogue.gemm_rows(bias, p.c_out);
+    let mut row_phases = vec![0.0; p.stride[1] * phase_row(p)];
+    let per_band = rows_per_band.clamp(1, pool_h);
+    // Pool rows before a band's first that its rows also feed (windows reaching above it, into
+    // the padding of the pool's own call): computed and dropped.
+    let extra = usize::from(ph > 0);
+    // The most convolution rows a band holds.
+    let cap = ((per_band - 1 + extra) * sh + kh).min(oh);
+    // LOOP over samples
+    for (x, y) in input
+        .chunks_exact(p.in_len())
+        .zip(out.chunks_exact_mut(pool.out_len()))
+        .take(n)
+    {
+        split_pairs(p, x, phases, &mut row_phases);
+        let phases = &*phases;
+        let fill = |j0: usize, panel: &mut [u32]| fill_panel(p, phases, &taps, j0, panel);
+        // Output channels `first..` (as many as `y` holds), band by band.
+        let channels = |first: usize, y: &mut [f32]| {
+            let m = y.len() / pooled;
+            let mut buf = BAND.with(std::cell::Cell::take);
+            let pooled_rows = (per_band + extra) * pool_w;
+            let len = m * cap * ow + pooled_rows + pool.scratch_len();
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            let (band, rest) = buf[..len].split_at_mut(m * cap * ow);
+            let (rows, pool_scratch) = rest.split_at_mut(pooled_rows);
+            let w = &w16[first * k2..(first + m) * k2];
+            // Convolution rows `held` are in the band, row `held.start` first.
+            let mut held = 0..0;
+            // LOOP over bands of pool rows
+            for q0 in (0..pool_h).step_by(per_band) {
+                let q1 = (q0 + per_band).min(pool_h);
+                let skip = if q0 == 0 { 0 } else { extra };
+                let start = (q0 - skip) * sh;
+                let end = ((q1 - 1) * sh + kh).saturating_sub(ph).min(oh);
+                // The rows this band shares with the last one move to the top.
+                let kept = start.max(held.start)..held.end.max(start);
+                if !kept.is_empty() {
+                    for plane in band.chunks_exact_mut(cap * ow) {
+                        plane.copy_within(
+                            (kept.start - held.start) * ow..(kept.end - held.start) * ow,
+                            (kept.start - start) * ow,
+                        );
+                    }
+                }
+                let new = kept.end.max(start)..end;
+                held = start..end;
+                let c = &mut band[(new.start - start) * ow..];
+                let cols = new.len() * ow;
+                let b =
+                    bf16::B::Fill(&|j0: usize, panel: &mut [u32]| fill(new.start * ow + j0, panel));
+                if cols > 0 {
+                    if let Some((coef, relu)) = &post {
+                        let post = bf16::RowPost {
+                            coef: &coef[first..first + m],
+                            relu: *relu,
+                        };
+                        bf16::gemm_post_strided(m, k, cols, w, b, (c, cap * ow), post);
+                    } else {
+                        bf16::gemm_strided(m, k, cols, (w, k2), b, (c, cap * ow), false);
+                        for (o, plane) in band.chunks_exact_mut(cap * ow).enumerate() {
+                            let row = &mut plane[(new.start - start) * ow..(new.end - start) * ow];
+                            epilogue.channel(bias, first + o).apply(row);
+                        }
+                    }
+                }
+                // LOOP over channels: the band's pool rows (and the dropped ones before them)
+                let sub = Pool2dParams {
+                    channels: 1,
+                    in_hw: [end - start, ow],
+                    out_hw: [q1 - q0 + skip, pool_w],
+                    ..*pool
+                };
+                for (plane, out) in band.chunks_exact(cap * ow).zip(y.chunks_exact_mut(pooled)) {
+                    let rows = &mut rows[..sub.out_len()];
+                    let x = &plane[..sub.in_len()];
+                    crate::ops::pool::pool2d_in(&sub, 1, x, rows, pool_scratch);
+                    out[q0 * pool_w..q1 * pool_w].copy_from_slice(&rows[skip * pool_w..]);
+                }
+            }
+            BAND.with(|b| b.set(buf));
+        };
+        if split {
+            // LOOP over output-channel blocks, one per thread, each with its own band.
+            let per = p.c_out.div_ceil(parts);
+            let blocks = y.chunks_mut(per * pooled);
+            crate::threads::for_each(parts, blocks, |i, y| channels(i * per, y));
+        } else {
+            channels(0, y);
+        }
+    }
+}
+
 /// Where each tap `t = (c·KH + ki)·KW + kj` reads output `(0, 0)` in the phase-split input:
 /// `phase[c, ki, kj mod SW, kj / SW]` (output row `oy` is `oy·SH·SW·row` further).
 #[cfg(feature = "std")]
@@ -779,6 +933,8 @@ pub(crate) mod tests {
     std::thread_local! {
         /// Calls of [`conv2d_pooled`] on this thread.
         pub(crate) static POOLED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Calls of [`conv2d_bf16_pooled`] on this thread.
+        pub(crate) static BANDED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
     /// The bf16 GEMM's panels gathered from [`split_pairs`]'s phases hold, bit for bit, the
@@ -881,6 +1037,136 @@ pub(crate) mod tests {
                                     on.name()
                                 );
                             }
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// A bf16 direct convolution then a pool, band by band ([`conv2d_bf16_pooled`]), gives
+    /// the bits of [`conv2d_bf16`] then [`pool2d`](crate::ops::pool::pool2d), on every bf16
+    /// path: bands of 1 to 3 pool rows and one band for all, pools with and without padding
+    /// (rows shared between bands kept, the pool row before a band dropped), a stride-1 pool
+    /// whose bands share two rows, a window narrower than its stride (rows no band reads), max
+    /// and both averages, each form of the epilogue (in the GEMM and on the rows after it),
+    /// NaN inputs, and channels split over two threads.
+    #[test]
+    fn bf16_bands_give_the_two_steps_bits() {
+        use crate::ops::conv::Filters;
+        use crate::Precision;
+        // (c_in, c_out, kernel, stride, padding, [h, w], n, pool [kernel, stride, padding])
+        type Case = (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            [usize; 2],
+            usize,
+            [usize; 3],
+        );
+        let cases: [Case; 6] = [
+            (3, 40, 7, 2, 3, [61, 58], 1, [3, 2, 1]),
+            (3, 33, 3, 2, 1, [30, 21], 2, [2, 2, 0]),
+            (4, 35, 5, 1, 2, [13, 23], 1, [3, 1, 0]),
+            (3, 32, 3, 1, 1, [17, 9], 1, [1, 2, 0]),
+            (3, 64, 7, 2, 3, [64, 64], 1, [3, 2, 1]),
+            (2, 40, 5, 2, 2, [23, 17], 1, [3, 3, 1]),
+        ];
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (seed, &(c_in, c_out, k, stride, pad, in_hw, n, [pk, ps, pp])) in
+            cases.iter().enumerate()
+        {
+            let side = |i: usize| out_len(in_hw[i], k, stride, pad, 1, false).unwrap();
+            let p = Conv2dParams {
+                c_in,
+                c_out,
+                groups: 1,
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [pad, pad],
+                dilation: [1, 1],
+                in_hw,
+                out_hw: [side(0), side(1)],
+            };
+            assert!(p.multiplies_in_bf16(), "{p:?}");
+            let s = seed as u64 * 10 + 300;
+            let mut x = rand_vec(n * p.in_len(), s);
+            if seed == 1 {
+                x[7] = f32::NAN;
+            }
+            let wt = rand_vec(p.c_out * p.fan_in(), s + 1);
+            let b = rand_vec(c_out, s + 2);
+            let (scale, shift) = (rand_vec(c_out, s + 3), rand_vec(c_out, s + 4));
+            let mut filters = Filters::new(wt, Some(b.clone()));
+            filters.set_precision(Precision::Bf16);
+            let w16 = filters.for_bf16(&p).unwrap();
+            let affine = Some((&scale[..], &shift[..]));
+            let e = |affine, act| Epilogue {
+                affine,
+                act,
+                residual: None,
+            };
+            let kinds = [
+                PoolKind::Max,
+                PoolKind::Avg {
+                    count_include_pad: true,
+                },
+                PoolKind::Avg {
+                    count_include_pad: false,
+                },
+            ];
+            let epilogues = [
+                (None, Epilogue::default()),
+                (Some(&b[..]), e(affine, Some(Activation::Relu))),
+                (Some(&b[..]), e(None, Some(Activation::Gelu))),
+                (None, e(affine, None)),
+            ];
+            let q = |kind| {
+                let side = |i: usize| out_len(p.out_hw[i], pk, ps, pp, 1, false).unwrap();
+                Pool2dParams {
+                    kind,
+                    channels: c_out,
+                    kernel: [pk, pk],
+                    stride: [ps, ps],
+                    padding: [pp, pp],
+                    ceil_mode: false,
+                    in_hw: p.out_hw,
+                    out_hw: [side(0), side(1)],
+                }
+            };
+            crate::simd::testing::each_bf16_path(|on| {
+                for (i, kind) in kinds.into_iter().enumerate() {
+                    let q = q(kind);
+                    assert!(bands(&p, &q), "{p:?} {q:?}");
+                    let (bias, epilogue) = epilogues[(seed + i) % epilogues.len()];
+                    let mut conv = vec![f32::NAN; n * p.out_len()];
+                    conv2d_bf16(&p, n, &x, &w16, bias, epilogue, 1, &mut conv, &mut dirty());
+                    let mut want = vec![f32::NAN; n * q.out_len()];
+                    crate::ops::pool::pool2d(&q, n, &conv, &mut want);
+                    for rows in [1, 2, 3, q.out_hw[0]] {
+                        for threads in [1, 2] {
+                            let mut got = vec![f32::NAN; n * q.out_len()];
+                            crate::threads::install(threads, || {
+                                conv2d_bf16_pooled(
+                                    &p,
+                                    &q,
+                                    n,
+                                    &x,
+                                    (&w16, bias),
+                                    epilogue,
+                                    (threads, rows),
+                                    &mut got,
+                                    &mut dirty(),
+                                );
+                            });
+                            assert!(
+                                bits(&got) == bits(&want),
+                                "{p:?} {q:?} on {}: {rows} rows a band, {threads} threads, first difference at {:?}",
+                                on.name(),
+                                got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits())
+                            );
                         }
                     }
                 }

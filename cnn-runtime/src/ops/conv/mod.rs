@@ -704,7 +704,8 @@ pub fn forward(
 
 /// Whether [`forward_pooled`] takes `pool` after the layer `p` with `filters` and `act`: a
 /// direct convolution that multiplies in f32, followed by ReLU or no activation and a pool
-/// [`direct::pools`] takes.
+/// [`direct::pools`] takes; or one that multiplies in bf16, with an output larger than half of
+/// L2 per sample, and a pool [`direct::bands`] takes.
 pub(crate) fn fuses_pool(
     p: &Conv2dParams,
     filters: &Filters,
@@ -712,12 +713,27 @@ pub(crate) fn fuses_pool(
     pool: &Pool2dParams,
 ) -> bool {
     let bf16 = filters.precision() == Precision::Bf16 && p.multiplies_in_bf16();
-    let relu = matches!(act, None | Some(Activation::Relu));
-    p.algorithm() == Algorithm::Direct && !bf16 && relu && direct::pools(p, pool)
+    if p.algorithm() != Algorithm::Direct {
+        return false;
+    }
+    if bf16 {
+        return direct::bands(p, pool) && 4 * p.out_len() > crate::cache::caches().l2 / 2;
+    }
+    matches!(act, None | Some(Activation::Relu)) && direct::pools(p, pool)
 }
 
-/// [`forward`] then [`pool2d`](crate::ops::pool::pool2d) with `pool`, in one pass
-/// ([`direct::conv2d_pooled`]): `out: [n, c_out, OH / 2, OW / 2]`, the same bits.
+/// Pool rows per band of [`direct::conv2d_bf16_pooled`]: as many as keep the convolution rows
+/// they read, of every output channel, within a quarter of L2 (at least one).
+#[cfg(feature = "std")]
+fn band_rows(p: &Conv2dParams, pool: &Pool2dParams) -> usize {
+    let row = 4 * p.c_out * p.out_hw[1];
+    let rows = crate::cache::caches().l2 / 4 / row.max(1);
+    (rows + pool.stride[0]).saturating_sub(pool.kernel[0]) / pool.stride[0].max(1)
+}
+
+/// [`forward`] then [`pool2d`](crate::ops::pool::pool2d) with `pool`, in one pass: in f32
+/// in the direct kernel's registers ([`direct::conv2d_pooled`]), in bf16 band by band
+/// ([`direct::conv2d_bf16_pooled`]); `out: [n, c_out, PH, PW]`, the same bits.
 ///
 /// # Panics
 /// Unless [`fuses_pool`] with the epilogue's activation; if the epilogue has a residual, or a
@@ -738,6 +754,13 @@ pub(crate) fn forward_pooled(
         fuses_pool(p, filters, epilogue.act, pool),
         "the pool does not fuse"
     );
+    #[cfg(feature = "std")]
+    if let Some(w16) = filters.for_bf16(p) {
+        let w = (&w16[..], filters.bias());
+        let band = (threads, band_rows(p, pool));
+        direct::conv2d_bf16_pooled(p, pool, n, input, w, epilogue, band, out, scratch);
+        return;
+    }
     let w = (filters.for_kernel(p), filters.bias());
     direct::conv2d_pooled(p, pool, n, input, w, epilogue, threads, out, scratch);
 }
