@@ -415,35 +415,32 @@ pub(crate) fn conv2d_bf16_pooled(
                 let skip = if q0 == 0 { 0 } else { extra };
                 let start = (q0 - skip) * sh;
                 let end = ((q1 - 1) * sh + kh).saturating_sub(ph).min(oh);
-                // The rows this band shares with the last one move to the top.
-                let kept = start.max(held.start)..held.end.max(start);
+                // The rows this band shares with the last one (from `start`, which never
+                // comes before the last band's) move to the top.
+                let kept = start..held.end.max(start);
                 if !kept.is_empty() {
                     for plane in band.chunks_exact_mut(cap * ow) {
-                        plane.copy_within(
-                            (kept.start - held.start) * ow..(kept.end - held.start) * ow,
-                            (kept.start - start) * ow,
-                        );
+                        let from = (kept.start - held.start) * ow..(kept.end - held.start) * ow;
+                        plane.copy_within(from, 0);
                     }
                 }
-                let new = kept.end.max(start)..end;
+                let new = kept.end..end;
                 held = start..end;
                 let c = &mut band[(new.start - start) * ow..];
                 let cols = new.len() * ow;
                 let b =
                     bf16::B::Fill(&|j0: usize, panel: &mut [u32]| fill(new.start * ow + j0, panel));
-                if cols > 0 {
-                    if let Some((coef, relu)) = &post {
-                        let post = bf16::RowPost {
-                            coef: &coef[first..first + m],
-                            relu: *relu,
-                        };
-                        bf16::gemm_post_strided(m, k, cols, w, b, (c, cap * ow), post);
-                    } else {
-                        bf16::gemm_strided(m, k, cols, (w, k2), b, (c, cap * ow), false);
-                        for (o, plane) in band.chunks_exact_mut(cap * ow).enumerate() {
-                            let row = &mut plane[(new.start - start) * ow..(new.end - start) * ow];
-                            epilogue.channel(bias, first + o).apply(row);
-                        }
+                if let Some((coef, relu)) = &post {
+                    let post = bf16::RowPost {
+                        coef: &coef[first..first + m],
+                        relu: *relu,
+                    };
+                    bf16::gemm_post_strided(m, k, cols, w, b, (c, cap * ow), post);
+                } else {
+                    bf16::gemm_strided(m, k, cols, (w, k2), b, (c, cap * ow), false);
+                    for (o, plane) in band.chunks_exact_mut(cap * ow).enumerate() {
+                        let row = &mut plane[(new.start - start) * ow..(new.end - start) * ow];
+                        epilogue.channel(bias, first + o).apply(row);
                     }
                 }
                 // LOOP over channels: the band's pool rows (and the dropped ones before them)

@@ -1547,6 +1547,90 @@ pub(crate) mod tests {
         );
     }
 
+    /// A bf16 direct convolution and a pool run in bands from an output of more than half of
+    /// L2 per sample, not at exactly half; f32 (a 3×3 pool its registers do not take) and
+    /// pools that [`direct::bands`] refuses never do. The bands hold as many pool rows as keep
+    /// their convolution rows within a quarter of L2, one more would not.
+    #[test]
+    fn bf16_bands_from_half_of_l2_sized_to_a_quarter() {
+        use crate::ops::pool::PoolKind;
+        let l2 = crate::cache::caches().l2;
+        // 32 channels of 64 rows: exactly half of L2 with `l2 / 256 / 64` columns.
+        let conv = |w: usize| {
+            let p = Conv2dParams {
+                c_in: 3,
+                c_out: 32,
+                groups: 1,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                dilation: [1, 1],
+                in_hw: [64, w],
+                out_hw: [64, w],
+            };
+            assert!(p.multiplies_in_bf16());
+            p
+        };
+        let pool = |p: &Conv2dParams, k: usize, s: usize, pad: usize, ceil: bool| {
+            let side = |i: usize| out_len(p.out_hw[i], k, s, pad, 1, ceil).unwrap();
+            Pool2dParams {
+                kind: PoolKind::Max,
+                channels: p.c_out,
+                kernel: [k, k],
+                stride: [s, s],
+                padding: [pad, pad],
+                ceil_mode: ceil,
+                in_hw: p.out_hw,
+                out_hw: [side(0), side(1)],
+            }
+        };
+        let half = l2 / 256 / 64;
+        assert_eq!(4 * conv(half).out_len(), l2 / 2, "an L2 of whole kilobytes");
+        let mut f = Filters::new(rand_vec(32 * 27, 1), None);
+        f.set_precision(Precision::Bf16);
+        let relu = Some(Activation::Relu);
+        for (w, k, s, pad, ceil, bands) in [
+            (half, 3, 2, 1, false, false),
+            (half + 1, 3, 2, 1, false, true),
+            (half + 1, 2, 2, 0, false, true),
+            (half + 1, 3, 2, 1, true, false),
+            (half + 1, 3, 1, 1, false, false),
+        ] {
+            let p = conv(w);
+            assert_eq!(
+                fuses_pool(&p, &f, relu, &pool(&p, k, s, pad, ceil)),
+                bands,
+                "{w} k{k} s{s} p{pad}"
+            );
+        }
+        let mut f32 = f.clone();
+        f32.set_precision(Precision::F32);
+        let p = conv(half + 1);
+        assert!(!fuses_pool(&p, &f32, relu, &pool(&p, 3, 2, 1, false)));
+        // Band sizes: convolution rows of `row` bytes, `(rows − 1)·stride + kernel` of them.
+        for (c_out, ow, k, s) in [
+            (64, 112, 3, 2),
+            (32, 300, 2, 2),
+            (16, 50, 3, 2),
+            (200, 700, 3, 2),
+        ] {
+            let p = Conv2dParams {
+                c_out,
+                out_hw: [64, ow],
+                in_hw: [64, ow],
+                ..conv(ow)
+            };
+            let q = pool(&p, k, s, 0, false);
+            let rows = band_rows(&p, &q);
+            let bytes = |r: usize| (r.saturating_sub(1) * s + k) * 4 * c_out * ow;
+            assert!(
+                rows == 0 || bytes(rows) <= l2 / 4,
+                "{c_out} {ow}: {rows} rows"
+            );
+            assert!(bytes(rows + 1) > l2 / 4, "{c_out} {ow}: {rows} rows");
+        }
+    }
+
     /// In bf16, a direct convolution multiplies in bf16 from 27 taps on (a 3×3 RGB stem, 8×8 at
     /// one input channel, 4 channels of 4×4), not at 26 (2×13) or 25 (lenet5's first, 5×5 at
     /// one channel), and from 32 output channels on, not at 31 (lenet5's second convolution,
