@@ -32,8 +32,8 @@ use crate::Error;
 /// tensors form a stack, and its buffers are kept and reused from one run to the next.
 ///
 /// The batch's input is read where the caller holds it (`'x`), not copied in, when it is
-/// contiguous: the first layer that writes a new tensor ([`step`](Self::step)) reads it
-/// there, and any other step copies it in first ([`own`](Self::own)).
+/// contiguous: the first layer that writes a new tensor (`step`) reads it there, and any other
+/// step copies it in first (`own`).
 #[derive(Debug)]
 pub struct Exec<'x> {
     /// The current tensor when it is still the caller's input (`len` values, channels first);
