@@ -264,17 +264,16 @@ pub(crate) fn conv2d_bf16(
     scratch: &mut (impl Scratch + ?Sized),
 ) {
     use crate::gemm::bf16;
-    use crate::tuning::{row_parts, splits};
     let (k, plane) = (p.fan_in(), p.out_hw[0] * p.out_hw[1]);
-    let k2 = bf16::pairs(k);
     let phases = checked_phases(p, n, input, bias, epilogue, (out, p.out_len()), scratch);
-    assert!(w16.len() >= p.c_out * k2, "conv2d weight too short");
-    let parts = row_parts(threads, p.c_out);
-    let split = splits(parts, p.macs());
-    let taps = tap_offsets(p);
-    let post = epilogue.gemm_rows(bias, p.c_out);
-    // One input row split into its phases, zero in the padding (the same for every row).
-    let mut row_phases = vec![0.0; p.stride[1] * phase_row(p)];
+    let Bf16Plan {
+        k2,
+        parts,
+        split,
+        taps,
+        post,
+        mut row_phases,
+    } = Bf16Plan::new(p, w16, bias, epilogue, threads);
     // LOOP over samples
     for (sample, (x, y)) in input
         .chunks_exact(p.in_len())
@@ -315,6 +314,48 @@ pub(crate) fn conv2d_bf16(
             crate::threads::for_each(parts, blocks, |i, y| rows(i * per, y));
         } else {
             rows(0, y);
+        }
+    }
+}
+
+/// What both bf16 forms of the direct convolution ([`conv2d_bf16`], [`conv2d_bf16_pooled`])
+/// set up once per call.
+#[cfg(feature = "std")]
+struct Bf16Plan {
+    /// Pairs of taps per row of the weights.
+    k2: usize,
+    /// Threads the output channels are split over, and whether this layer splits at all.
+    parts: usize,
+    split: bool,
+    /// Where each tap reads output `(0, 0)` in the phases ([`tap_offsets`]).
+    taps: Vec<usize>,
+    /// The GEMM's row epilogue ([`Epilogue::gemm_rows`]).
+    post: Option<(super::RowCoef, bool)>,
+    /// One input row split into its phases, zero in the padding (the same for every row).
+    row_phases: Vec<f32>,
+}
+
+#[cfg(feature = "std")]
+impl Bf16Plan {
+    /// # Panics
+    /// If `w16` is shorter than the weights' pairs.
+    fn new(
+        p: &Conv2dParams,
+        w16: &[u32],
+        bias: Option<&[f32]>,
+        epilogue: Epilogue<'_>,
+        threads: usize,
+    ) -> Self {
+        let k2 = crate::gemm::bf16::pairs(p.fan_in());
+        assert!(w16.len() >= p.c_out * k2, "conv2d weight too short");
+        let parts = crate::tuning::row_parts(threads, p.c_out);
+        Bf16Plan {
+            k2,
+            parts,
+            split: crate::tuning::splits(parts, p.macs()),
+            taps: tap_offsets(p),
+            post: epilogue.gemm_rows(bias, p.c_out),
+            row_phases: vec![0.0; p.stride[1] * phase_row(p)],
         }
     }
 }
@@ -361,25 +402,25 @@ pub(crate) fn conv2d_bf16_pooled(
     scratch: &mut (impl Scratch + ?Sized),
 ) {
     use crate::gemm::bf16;
-    use crate::tuning::{row_parts, splits};
     assert!(bands(p, pool), "the pool does not take bands");
     #[cfg(test)]
     tests::BANDED.set(tests::BANDED.get() + 1);
     assert!(epilogue.residual.is_none(), "a residual before a pool");
     let (k, [oh, ow]) = (p.fan_in(), p.out_hw);
-    let k2 = bf16::pairs(k);
     let ([kh, sh, ph], [pool_h, pool_w]) = (
         [pool.kernel[0], pool.stride[0], pool.padding[0]],
         pool.out_hw,
     );
     let pooled = pool_h * pool_w;
     let phases = checked_phases(p, n, input, bias, epilogue, (out, pool.out_len()), scratch);
-    assert!(w16.len() >= p.c_out * k2, "conv2d weight too short");
-    let parts = row_parts(threads, p.c_out);
-    let split = splits(parts, p.macs());
-    let taps = tap_offsets(p);
-    let post = epilogue.gemm_rows(bias, p.c_out);
-    let mut row_phases = vec![0.0; p.stride[1] * phase_row(p)];
+    let Bf16Plan {
+        k2,
+        parts,
+        split,
+        taps,
+        post,
+        mut row_phases,
+    } = Bf16Plan::new(p, w16, bias, epilogue, threads);
     let per_band = rows_per_band.clamp(1, pool_h);
     // Pool rows before a band's first that its rows also feed (windows reaching above it, into
     // the padding of the pool's own call): computed and dropped.
