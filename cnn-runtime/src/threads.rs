@@ -92,12 +92,13 @@ fn pool_in(
 /// Runs `f` on a worker of the pool of `threads` threads, where [`for_each`] spreads work over
 /// the pool; on the calling thread (where it runs one item after the other) if the pool cannot
 /// be started.
-/// In the crate's tests, a level forced with `simd::testing::with_isa` follows `f`.
+/// In the crate's tests, a level forced with `simd::testing::with_isa` (and a refused bf16
+/// path) follows `f`.
 pub(crate) fn install<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     #[cfg(test)]
     let f = {
-        let forced = crate::simd::testing::forced();
-        move || crate::simd::testing::with_forced(forced, f)
+        let forced = crate::simd::testing::context();
+        move || crate::simd::testing::with_context(forced, f)
     };
     match pool(threads) {
         Some(pool) => pool.install(f),
@@ -235,9 +236,10 @@ where
                 }
             };
             let done = AtomicUsize::new(0);
-            // In the crate's tests, a level forced with `simd::testing::with_isa` follows.
+            // In the crate's tests, a level forced with `simd::testing::with_isa` (and a refused
+            // bf16 path) follows.
             #[cfg(test)]
-            let forced = crate::simd::testing::forced();
+            let forced = crate::simd::testing::context();
             pool.in_place_scope(|scope| {
                 let (run, done, f) = (&run, &done, &f);
                 // Helper `h` starts with item `h` and the caller with item `threads − 1`, the
@@ -254,7 +256,7 @@ where
                     scope.spawn(move |_| {
                         let _finished = Finished(done);
                         #[cfg(test)]
-                        crate::simd::testing::with_forced(forced, help);
+                        crate::simd::testing::with_context(forced, help);
                         #[cfg(not(test))]
                         help();
                     });
@@ -296,15 +298,16 @@ fn share<'s, T, F>(
     T: Send + 's,
     F: Fn(usize, T) + Sync,
 {
-    // In the crate's tests, a level forced with `simd::testing::with_isa` follows the items.
+    // In the crate's tests, a level forced with `simd::testing::with_isa` (and a refused bf16
+    // path) follows the items.
     #[cfg(test)]
-    let forced = crate::simd::testing::forced();
+    let forced = crate::simd::testing::context();
     while let Some((i, item)) = items.next() {
         if items.peek().is_none() {
             f(i, item);
         } else {
             #[cfg(test)]
-            scope.spawn(move |_| crate::simd::testing::with_forced(forced, || f(i, item)));
+            scope.spawn(move |_| crate::simd::testing::with_context(forced, || f(i, item)));
             #[cfg(not(test))]
             scope.spawn(move |_| f(i, item));
         }

@@ -552,6 +552,13 @@ fn gemm_on(path: Bf16Path, g: Gemm<'_>, c: &mut [f32]) {
     #[cfg(test)]
     crate::simd::testing::note_bf16(path);
     match path {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        Bf16Path::Amx => {
+            assert!(crate::simd::amx_available(), "AMX tiles unavailable");
+            // SAFETY: asserted just above: AMX-BF16 with the permission, AVX-512 and
+            // AVX512_BF16; the operands passed the checks above, and `m, n, k > 0`.
+            unsafe { amx::gemm_amx(g, c) }
+        }
         #[cfg(target_arch = "x86_64")]
         Bf16Path::Dot => {
             assert!(crate::simd::bf16_dot_available(), "vdpbf16ps unavailable");
@@ -747,5 +754,7 @@ unsafe fn tile<D: Dot, const R: usize, const NV: usize>(
     }
 }
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx;
 #[cfg(test)]
 mod tests;

@@ -88,40 +88,102 @@ fn cap(value: Option<&str>) -> Isa {
     }
 }
 
-/// How the bf16 GEMM (`gemm::bf16`) computes its dot products of pairs. Every path gives the
-/// same bits; they differ in speed only.
+/// How the bf16 GEMM (`gemm::bf16`) computes its dot products of pairs: on AMX tiles, with
+/// their own order of roundings, or in the order of `vdpbf16ps`, which every other path
+/// follows bit for bit (the two orders: `Chain`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Bf16Path {
+    /// AMX-BF16 tiles (`tdpbf16ps`), at [`Isa::Avx512`] on a CPU that has them, AVX512_BF16 and
+    /// the operating system's permission to use them ([`amx_available`]).
+    Amx,
     /// `vdpbf16ps` (AVX512_BF16), at [`Isa::Avx512`] on a CPU that has it.
     Dot,
     /// Two FMAs per pair at that level, the exact software equivalent of `vdpbf16ps`.
     Fma(Isa),
 }
 
+/// The order of roundings a bf16 path computes a sum of products of pairs in: the bits of C
+/// (the tests compute each by hand).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chain {
+    /// `vdpbf16ps`'s: one chain over the pairs in order, `c ← c + a₂ₚ₊₁·b₂ₚ₊₁`, then
+    /// `c ← c + a₂ₚ·b₂ₚ`, each rounded.
+    Pairs,
+    /// `tdpbf16ps`'s: per block of 16 pairs (a tile row of 64 bytes), the even and the odd
+    /// products summed in two chains from zero, then `c ← c + (even + odd)`; every step rounded
+    /// and a subnormal result flushed to zero.
+    Tiles,
+}
+
 impl Bf16Path {
-    /// The path's name: `avx512bf16`, or the level's.
+    /// The path's name: `amx`, `avx512bf16`, or the level's (the `CNN_SIMD` spellings).
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Bf16Path::Amx => "amx",
             Bf16Path::Dot => "avx512bf16",
             Bf16Path::Fma(level) => level.name(),
         }
     }
+
+    /// The order of roundings of the path's sums.
+    #[cfg(test)]
+    pub(crate) fn chain(self) -> Chain {
+        match self {
+            Bf16Path::Amx => Chain::Tiles,
+            _ => Chain::Pairs,
+        }
+    }
 }
 
-/// The bf16 path at the current level ([`isa`]): `vdpbf16ps` at [`Isa::Avx512`] when the CPU
-/// has AVX512_BF16 and `CNN_SIMD` does not name a level below `avx512bf16` (so
-/// `CNN_SIMD=avx512` runs the FMA path at AVX-512), otherwise the FMA path of the level.
+/// The bf16 path at the current level ([`isa`]): at [`Isa::Avx512`], AMX tiles where
+/// [`amx_available`] and `CNN_SIMD` does not name `avx512bf16` or a lower level, else
+/// `vdpbf16ps` when the CPU has AVX512_BF16 and `CNN_SIMD` does not name `avx512` or a lower
+/// level (so `CNN_SIMD=avx512` runs the FMA path at AVX-512); otherwise the FMA path of the
+/// level.
 pub(crate) fn bf16_path() -> Bf16Path {
     let level = isa();
     #[cfg(test)]
-    if testing::dot_refused() {
-        return Bf16Path::Fma(level);
-    }
-    if level == Isa::Avx512 && bf16_dot_allowed() {
+    let refused = testing::bf16_refused();
+    #[cfg(not(test))]
+    let refused = 0;
+    if level == Isa::Avx512 && refused == 0 && amx_allowed() {
+        Bf16Path::Amx
+    } else if level == Isa::Avx512 && refused <= 1 && bf16_dot_allowed() {
         Bf16Path::Dot
     } else {
         Bf16Path::Fma(level)
     }
+}
+
+/// Whether this CPU has AMX-BF16 tiles, AVX512_BF16 and [`Isa::Avx512`], the operating
+/// system saves the tiles' state, and it let this process use them (on Linux, the
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM)` request, made here once). Asked once.
+pub(crate) fn amx_available() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", feature = "std"))]
+    {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| bf16_dot_available() && x86::amx_tiles() && x86::request_amx())
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", feature = "std")))]
+    false
+}
+
+/// [`amx_available`], unless `CNN_SIMD` names `avx512bf16` or a lower level.
+fn amx_allowed() -> bool {
+    #[cfg(feature = "std")]
+    {
+        static ALLOWED: OnceLock<bool> = OnceLock::new();
+        *ALLOWED.get_or_init(|| {
+            let capped = matches!(
+                std::env::var("CNN_SIMD").ok().as_deref(),
+                Some("avx512bf16" | "avx512" | "avx2" | "baseline")
+            );
+            !capped && amx_available()
+        })
+    }
+    #[cfg(not(feature = "std"))]
+    false
 }
 
 /// Whether this CPU has AVX512_BF16 on top of [`Isa::Avx512`].
@@ -455,8 +517,8 @@ macro_rules! with_simd {
 }
 pub(crate) use with_simd;
 
-/// [`with_simd!`], and on a CPU where the bf16 GEMM runs `vdpbf16ps` ([`bf16_path`] is
-/// [`Bf16Path::Dot`]) the body with `$S` = [`Avx512Bf16`] instead of `Avx512`, compiled with
+/// [`with_simd!`], and on a CPU where the bf16 GEMM runs `vdpbf16ps` or AMX tiles
+/// ([`bf16_path`] is [`Bf16Path::Dot`] or [`Bf16Path::Amx`]) the body with `$S` = [`Avx512Bf16`] instead of `Avx512`, compiled with
 /// AVX512_BF16: for the code that rounds f32 to bf16 (`Simd::store_bf16`,
 /// `Simd::store_bf16_pairs`), which that token does in one instruction. The bits are the same
 /// either way.
@@ -473,10 +535,13 @@ macro_rules! with_simd_bf16 {
                 let $s = unsafe { <$S as $crate::simd::Simd>::new_unchecked() };
                 $body
             }
-            if $crate::simd::bf16_path() == $crate::simd::Bf16Path::Dot {
+            if matches!(
+                $crate::simd::bf16_path(),
+                $crate::simd::Bf16Path::Dot | $crate::simd::Bf16Path::Amx
+            ) {
                 let _ = $crate::simd::dispatch();
-                // SAFETY: the `Dot` path exists only where `bf16_dot_available()` detected
-                // AVX512_BF16 on top of every feature of the AVX-512 level.
+                // SAFETY: the `Dot` and `Amx` paths exist only where `bf16_dot_available()`
+                // detected AVX512_BF16 on top of every feature of the AVX-512 level.
                 return unsafe { avx512bf16($($arg),*) };
             }
         }
@@ -498,31 +563,45 @@ pub(crate) mod testing {
         static FORCED: Cell<Option<Isa>> = const { Cell::new(None) };
         static RAN: Cell<[u64; 3]> = const { Cell::new([0; 3]) };
         static RAN_BF16: Cell<Vec<super::Bf16Path>> = const { Cell::new(Vec::new()) };
-        static NO_DOT: Cell<bool> = const { Cell::new(false) };
+        static REFUSED: Cell<u8> = const { Cell::new(0) };
     }
 
-    /// Whether this thread runs under [`each_bf16_path`]'s refusal of `vdpbf16ps`.
-    pub(crate) fn dot_refused() -> bool {
-        NO_DOT.with(Cell::get)
+    /// What [`each_bf16_path`] refuses on this thread: 0 nothing, 1 AMX tiles, 2 AMX tiles
+    /// and `vdpbf16ps`.
+    pub(crate) fn bf16_refused() -> u8 {
+        REFUSED.with(Cell::get)
+    }
+
+    /// Runs `f` with [`bf16_refused`] at `refused` on this thread, then restores it.
+    pub(crate) fn with_bf16_refused<R>(refused: u8, f: impl FnOnce() -> R) -> R {
+        let before = REFUSED.with(|c| c.replace(refused));
+        let r = f();
+        REFUSED.with(|c| c.set(before));
+        r
     }
 
     /// Runs `f(path)` on every bf16 path this CPU has, fastest first: at each level of
-    /// [`levels`] (forced), and at AVX-512 both `vdpbf16ps` (with the `Avx512Bf16` token's
-    /// conversions) where the CPU has it and the FMA path (with `Avx512`'s), which
+    /// [`levels`] (forced), and at AVX-512 AMX tiles and `vdpbf16ps` (with the `Avx512Bf16`
+    /// token's conversions) where the CPU has them, and the FMA path (with `Avx512`'s), which
     /// [`super::bf16_path`] then returns on this thread. The refusal stays on this thread: a
     /// test that splits work over the pool sees the level's own path on the workers.
     pub(crate) fn each_bf16_path(mut f: impl FnMut(super::Bf16Path)) {
         use super::Bf16Path;
         for level in levels() {
             with_isa(level, || {
-                if level == Isa::Avx512 && super::bf16_path() == Bf16Path::Dot {
-                    f(Bf16Path::Dot);
-                } else if level == Isa::Avx512 {
-                    eprintln!("SKIPPED: the `avx512bf16` bf16 path is not tested: this CPU lacks AVX512_BF16 or CNN_SIMD caps it");
+                if level == Isa::Avx512 {
+                    if super::bf16_path() == Bf16Path::Amx {
+                        f(Bf16Path::Amx);
+                    } else {
+                        eprintln!("SKIPPED: the `amx` bf16 path is not tested: this CPU lacks AMX-BF16 (or the permission to use it) or CNN_SIMD caps it");
+                    }
+                    if with_bf16_refused(1, super::bf16_path) == Bf16Path::Dot {
+                        with_bf16_refused(1, || f(Bf16Path::Dot));
+                    } else {
+                        eprintln!("SKIPPED: the `avx512bf16` bf16 path is not tested: this CPU lacks AVX512_BF16 or CNN_SIMD caps it");
+                    }
                 }
-                let before = NO_DOT.with(|c| c.replace(true));
-                f(Bf16Path::Fma(level));
-                NO_DOT.with(|c| c.set(before));
+                with_bf16_refused(2, || f(Bf16Path::Fma(level)));
             });
         }
     }
@@ -566,6 +645,19 @@ pub(crate) mod testing {
         }
         let _restore = Restore(FORCED.with(|c| c.replace(level)));
         f()
+    }
+
+    /// What this thread forces: the level ([`forced`]) and the bf16 refusal ([`bf16_refused`]),
+    /// for [`with_context`] on another thread.
+    pub(crate) fn context() -> (Option<Isa>, u8) {
+        (forced(), bf16_refused())
+    }
+
+    /// Runs `f` under a [`context`] taken on another thread: [`crate::threads`] wraps the work
+    /// it hands to the pool's workers in this, so a forced level and a refused bf16 path follow
+    /// the work.
+    pub(crate) fn with_context<R>((level, refused): (Option<Isa>, u8), f: impl FnOnce() -> R) -> R {
+        with_forced(level, || with_bf16_refused(refused, f))
     }
 
     /// Runs `f` with every kernel it calls dispatching to `level`.

@@ -145,19 +145,31 @@ fn a_forced_level_is_the_one_that_runs() {
     assert_eq!(testing::forced(), None, "restored");
 }
 
-/// The bf16 GEMM takes `vdpbf16ps` exactly when the CPU has AVX512_BF16 (checked against the
-/// kernel's flags on Linux), the level is AVX-512, and `CNN_SIMD` names no level (which
-/// forces the FMA path of that level).
+/// The bf16 GEMM takes AMX tiles exactly when the CPU has them (checked against the kernel's
+/// flags on Linux), the level is AVX-512 and `CNN_SIMD` names no level (`avx512bf16` refuses
+/// the tiles); otherwise `vdpbf16ps` exactly when the CPU has AVX512_BF16 and `CNN_SIMD` names
+/// no level below `avx512bf16` (which forces the FMA path of that level).
 #[test]
 fn the_bf16_path_is_the_dot_product_where_the_cpu_has_it_and_cnn_simd_allows() {
     let asked = std::env::var("CNN_SIMD").ok();
     let capped = matches!(asked.as_deref(), Some("avx512" | "avx2" | "baseline"));
+    let no_tiles = capped || asked.as_deref() == Some("avx512bf16");
     if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
-        let flag = info.split_whitespace().any(|f| f == "avx512_bf16");
-        assert_eq!(bf16_dot_available(), flag && Isa::Avx512.available());
+        let has = |name: &str| info.split_whitespace().any(|f| f == name);
+        assert_eq!(
+            bf16_dot_available(),
+            has("avx512_bf16") && Isa::Avx512.available()
+        );
+        // Where the CPU has the tiles, Linux grants them (5.16 on; this machine's kernel).
+        assert_eq!(
+            amx_available(),
+            has("amx_bf16") && has("amx_tile") && bf16_dot_available()
+        );
     }
     let level = testing::with_forced(None, isa);
-    let want = if bf16_dot_available() && !capped && level == Isa::Avx512 {
+    let want = if amx_available() && !no_tiles && level == Isa::Avx512 {
+        Bf16Path::Amx
+    } else if bf16_dot_available() && !capped && level == Isa::Avx512 {
         Bf16Path::Dot
     } else {
         Bf16Path::Fma(level)
@@ -167,6 +179,10 @@ fn the_bf16_path_is_the_dot_product_where_the_cpu_has_it_and_cnn_simd_allows() {
         want,
         "CNN_SIMD={asked:?}"
     );
+    assert_eq!(Bf16Path::Amx.name(), "amx");
+    assert_eq!(Bf16Path::Amx.chain(), Chain::Tiles);
+    assert_eq!(Bf16Path::Dot.chain(), Chain::Pairs);
+    assert_eq!(Bf16Path::Fma(Isa::Baseline).chain(), Chain::Pairs);
     assert_eq!(Bf16Path::Dot.name(), "avx512bf16");
     // The benchmarks' report of it.
     assert_eq!(

@@ -576,3 +576,49 @@ unsafe fn bf16_bits_256(v: __m256) -> __m256i {
         _mm256_blendv_epi8(r, quiet, nan)
     }
 }
+
+/// Whether the CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22) and the
+/// operating system enabled the tiles' state in XCR0 (bits 17 and 18), which it saves on a
+/// context switch.
+#[cfg(all(target_os = "linux", feature = "std"))]
+pub(super) fn amx_tiles() -> bool {
+    let leaf7 = __cpuid_count(7, 0);
+    let has = leaf7.edx & (1 << 24) != 0 && leaf7.edx & (1 << 22) != 0;
+    // OSXSAVE (CPUID leaf 1, ECX bit 27): XGETBV may be executed.
+    if !has || __cpuid(1).ecx & (1 << 27) == 0 {
+        return false;
+    }
+    let (lo, _hi): (u32, u32);
+    // SAFETY: OSXSAVE is set, so XGETBV with ECX = 0 (XCR0) is defined; it only reads a
+    // register into EAX:EDX.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _hi, options(nomem, nostack, preserves_flags));
+    }
+    lo & (0b11 << 17) == 0b11 << 17
+}
+
+/// Asks Linux for the permission to use the AMX tile data (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`, Linux 5.16 on): without it the first tile instruction kills the process.
+/// The permission is the whole process's. `true` when granted.
+#[cfg(all(target_os = "linux", feature = "std"))]
+pub(super) fn request_amx() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: the arch_prctl system call with this request only changes which extended states
+    // the process may use; it reads no memory of ours. The kernel's convention: number in RAX,
+    // arguments in RDI and RSI, result in RAX, RCX and R11 clobbered.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}

@@ -3,11 +3,17 @@
 
 use super::*;
 use crate::simd::testing::take_ran_bf16;
+use crate::simd::Chain;
 use crate::test_util::rand_vec;
 
 /// Every bf16 path this CPU runs, loudly naming the ones it cannot.
 fn paths() -> Vec<Bf16Path> {
     let mut run = Vec::new();
+    if crate::simd::amx_available() {
+        run.push(Bf16Path::Amx);
+    } else {
+        eprintln!("SKIPPED: the `amx` bf16 GEMM is not tested: this CPU lacks AMX-BF16 or the permission to use it");
+    }
     if crate::simd::bf16_dot_available() {
         run.push(Bf16Path::Dot);
     } else {
@@ -42,7 +48,60 @@ const MKNS: &[(usize, usize, usize)] = &[
     (40, 128, 100),
     (1, 300, 3),
     (25, 96, 192),
+    (16, 32, 16),
+    (17, 31, 33),
+    (33, 65, 97),
+    (64, 96, 128),
 ];
+
+/// `x`, or a zero of its sign where it is subnormal (AMX's flush of inputs and results).
+fn ftz(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// The sum of products of `k₂` pairs `a(p)·b(p)` in `chain`'s order of roundings, by hand:
+/// what every path of that chain must give bit for bit.
+fn chain_sum(chain: Chain, k2: usize, a: impl Fn(usize) -> u32, b: impl Fn(usize) -> u32) -> f32 {
+    let halves = |p: u32| (from_bf16(p as u16), from_bf16((p >> 16) as u16));
+    match chain {
+        Chain::Pairs => (0..k2).fold(0.0f32, |acc, p| {
+            let ((ae, ao), (be, bo)) = (halves(a(p)), halves(b(p)));
+            let acc = ao.mul_add(bo, acc);
+            ae.mul_add(be, acc)
+        }),
+        Chain::Tiles => {
+            let mut acc = 0.0f32;
+            // LOOP over blocks of 16 pairs: two chains from zero, then into the sum
+            for blk in (0..k2).step_by(16) {
+                let (mut even, mut odd) = (0.0f32, 0.0f32);
+                for p in blk..(blk + 16).min(k2) {
+                    let ((ae, ao), (be, bo)) = (halves(a(p)), halves(b(p)));
+                    even = ftz(ftz(ae).mul_add(ftz(be), even));
+                    odd = ftz(ftz(ao).mul_add(ftz(bo), odd));
+                }
+                acc = ftz(acc + ftz(even + odd));
+            }
+            acc
+        }
+    }
+}
+
+/// C of pairs `ap` (`[m, ⌈k/2⌉]`) by packed `bp` in `chain`'s order, by hand.
+fn chain_gemm(chain: Chain, (m, k, n): (usize, usize, usize), ap: &[u32], bp: &[u32]) -> Vec<f32> {
+    let k2 = pairs(k);
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let b = |p: usize| bp[(j / NR * k2 + p) * NR + j % NR];
+            c[i * n + j] = chain_sum(chain, k2, |p| ap[i * k2 + p], b);
+        }
+    }
+    c
+}
 
 /// `Σ_p a[i, p]·B(p, j)` in f64 over the operands rounded to bf16 (`round`) or as they are, and
 /// the sum of the terms' magnitudes.
@@ -273,7 +332,8 @@ fn matches_the_f64_reference_on_every_path_bit_identically() {
             let k2 = pairs(k);
             panel.copy_from_slice(&bp[j0 / NR * k2 * NR..(j0 / NR + 1) * k2 * NR]);
         };
-        let mut first: Option<Vec<f32>> = None;
+        let by_hand = |chain| chain_gemm(chain, (m, k, n), &ap, &bp);
+        let (pairs_want, tiles_want) = (by_hand(Chain::Pairs), by_hand(Chain::Tiles));
         for &path in &all {
             for (what, src) in [
                 ("packed", B::Packed(&bp)),
@@ -300,13 +360,16 @@ fn matches_the_f64_reference_on_every_path_bit_identically() {
                     // Against the unrounded operands: two roundings of 2⁻⁹ per product.
                     assert!((c[i] as f64 - exact[i]).abs() <= (1.0 + mag[i]) * 2f64.powi(-7));
                 }
-                match &first {
-                    None => first = Some(c.clone()),
-                    Some(f) => assert!(
-                        f.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()),
-                        "{at}: not bit-identical to {}",
-                        all[0].name()
-                    ),
+                let by_hand = match path.chain() {
+                    Chain::Pairs => &pairs_want,
+                    Chain::Tiles => &tiles_want,
+                };
+                for (i, (x, y)) in c.iter().zip(by_hand).enumerate() {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "{at}: c[{i}] = {x}, its chain by hand {y}"
+                    );
                 }
                 let mut acc = c0.clone();
                 run(path, (m, k, n), &ap, src, &mut acc, true);
@@ -594,4 +657,72 @@ fn a_short_row_epilogue_is_refused() {
         &mut [0.0; 12],
         post,
     );
+}
+
+/// The tile chain by hand is `tdpbf16ps`'s on the values where orders of rounding and flushes
+/// show: products and sums below the smallest normal (flushed), cancellations, signed zeros,
+/// infinities and NaN, over 1 to 3 blocks of pairs (the AMX path; skipped loudly without it).
+#[test]
+fn the_tiles_chain_by_hand_is_the_amx_tiles_on_special_values() {
+    if !crate::simd::amx_available() {
+        eprintln!("SKIPPED: the `amx` bf16 GEMM's special values are not tested: this CPU lacks AMX-BF16 or the permission to use it");
+        return;
+    }
+    let specials = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        3.0e-20,
+        -2.0e-20,
+        1.0e-19,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE * 1.5,
+        1.0e30,
+        -3.0e30,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        2.0f32.powi(-8),
+        1.0 + 2.0f32.powi(-7),
+    ];
+    // Near the smallest normal: products below it, and sums that cancel to below it.
+    let tiny = [
+        3.0e-20,
+        -2.0e-20,
+        1.0e-19,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE * 1.5,
+        1.0,
+        -1.0,
+        0.0,
+    ];
+    let mut seed = 7u64;
+    let mut pick = |from: &[f32]| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        from[(seed >> 33) as usize % from.len()]
+    };
+    let finite: Vec<f32> = specials.iter().copied().filter(|x| x.is_finite()).collect();
+    for &(m, k, n) in &[(17, 20, 19), (5, 64, 40), (33, 70, 65), (3, 2, 3)] {
+        for from in [&tiny[..], &finite, &specials] {
+            let a: Vec<f32> = (0..m * k).map(|_| pick(from)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| pick(from)).collect();
+            let mut ap = vec![0; m * pairs(k)];
+            pairs_into(&a, m, k, &mut ap);
+            let mut bp = vec![0; packed_len(k, n)];
+            pack_b(k, n, &b, (n, 1), &mut bp);
+            let want = chain_gemm(Chain::Tiles, (m, k, n), &ap, &bp);
+            let mut c = vec![f32::NAN; m * n];
+            run(Bf16Path::Amx, (m, k, n), &ap, B::Packed(&bp), &mut c, false);
+            assert_eq!(take_ran_bf16(), vec![Bf16Path::Amx]);
+            for (i, (x, y)) in c.iter().zip(&want).enumerate() {
+                assert!(
+                    x.to_bits() == y.to_bits() || x.is_nan() && y.is_nan(),
+                    "{m}x{k}x{n}: c[{i}] = {x:e}, by hand {y:e}"
+                );
+            }
+        }
+    }
 }
