@@ -12,10 +12,11 @@
 //!
 //! C is computed in blocks of 2×2 tiles (32 rows, 32 columns) over the whole `k`: per block of
 //! 16 pairs, two A tiles and two B tiles are loaded and four `tdpbf16ps` run, the tiles' own
-//! configuration (tiles 0–3: C, 4–5: A, 6–7: B) loaded once per panel. A finished block is
-//! stored to a buffer on the stack and goes to C through AVX-512, where the row epilogue
-//! ([`super::RowPost`]) or the accumulation into C is applied, as the other paths do in
-//! registers.
+//! configuration (tiles 0–3: C, 4–5: A, 6–7: B) loaded once per panel. A finished tile of a
+//! plain product that lies whole inside C is stored straight to C; the others go to a buffer on
+//! the stack and to C through AVX-512, where the row epilogue ([`super::RowPost`]) or the
+//! accumulation into C is applied, as the other paths do in registers, and only the columns and
+//! rows inside C are written.
 //!
 //! The sums' bits are `tdpbf16ps`'s ([`crate::simd::Chain::Tiles`]): per block of 16 pairs the
 //! even and the odd products are summed in two chains from zero, then added to the tile. Rust
@@ -93,11 +94,11 @@ macro_rules! tile_dot {
 }
 
 macro_rules! tile_store {
-    ($tmm:literal, $dst:expr) => {
+    ($tmm:literal, $dst:expr, $stride:expr) => {
         asm!(
             concat!("tilestored [{p} + {s}*1], ", $tmm),
             p = in(reg) $dst,
-            s = in(reg) 64usize,
+            s = in(reg) $stride,
             options(nostack, preserves_flags)
         )
     };
@@ -157,6 +158,7 @@ pub(super) unsafe fn gemm_amx(g: Gemm<'_>, c: &mut [f32]) {
     let mut tail = BTail([0; KT * NR]);
     let mut out = CTiles([[0.0; T * T]; 4]);
     let c_ptr = c.as_mut_ptr();
+    let plain = !g.accumulate && g.post.is_none();
     // LOOP over panels of B
     for jp in 0..n.div_ceil(NR) {
         let panel: &[u32] = match g.b {
@@ -198,24 +200,33 @@ pub(super) unsafe fn gemm_amx(g: Gemm<'_>, c: &mut [f32]) {
             // LOOP over blocks of two column tiles
             for q in (0..tiles_n).step_by(2) {
                 let two_cols = q + 1 < tiles_n;
+                // Whole tiles of a plain product go from the tiles straight to C.
+                let to_c = |t: usize| {
+                    let (r, qq) = (ib + t / 2, q + t % 2);
+                    let whole = (r + 1) * T <= m && j_panel + (qq + 1) * T <= n;
+                    let ok = plain && r < mb && qq < tiles_n && whole;
+                    ok.then(|| c_ptr.wrapping_add(r * T * g.ldc + j_panel + qq * T))
+                };
+                let dst = [to_c(0), to_c(1), to_c(2), to_c(3)];
                 // SAFETY: every source is inside its operand: A's direct tiles are whole blocks
                 // of 16 rows `< m` and 16 pairs `≤ k₂ ≤ lda` (`gemm_on` checked A's length), the
                 // edge tiles lie in `edge`; B's are 16 rows `≤ k₂` of the panel (`k₂·NR` pairs)
-                // or of `tail`, columns `q·16 + 16 ≤ NR`; `out` holds four tiles. The tiles
-                // were configured above.
+                // or of `tail`, columns `q·16 + 16 ≤ NR`; `out` holds four tiles; a tile stored
+                // straight to C is 16 rows `≤ m` by 16 columns `≤ n` of it (`ldc` apart), which
+                // `gemm_on` checked and `c` borrows uniquely. The tiles were configured above.
                 unsafe {
                     block(
                         kb,
                         (two_rows, two_cols),
                         |b| [a_src(ib, b), a_src(ib + 1, b)],
                         |b| [b_src(q, b), b_src(q + 1, b)],
-                        &mut out,
+                        (&mut out, dst, g.ldc * 4),
                     );
                 }
-                // LOOP over the block's tiles: to C
+                // LOOP over the block's tiles left in `out`: to C
                 for (t, tile) in out.0.iter().enumerate() {
                     let (r, qq) = (ib + t / 2, q + t % 2);
-                    if r >= mb || qq >= tiles_n {
+                    if r >= mb || qq >= tiles_n || dst[t].is_some() {
                         continue;
                     }
                     let (i0, j0) = (r * T, j_panel + qq * T);
@@ -259,19 +270,21 @@ fn copy_tile(
 
 /// One block of C: tiles 0 (rows 0–15, columns 0–15), 1 (columns 16–31, with `two_cols`),
 /// 2 and 3 (rows 16–31, with `two_rows`) summed over `kb` blocks of 16 pairs from A's tiles
-/// `a(b)` and B's `b(b)`, then stored to `out`.
+/// `a(b)` and B's `b(b)`, then stored: tile `t` to `dst[t]` (16 rows `ldc` bytes apart) where
+/// it is given, else to `out`.
 ///
 /// # Safety
 /// The tiles are configured with [`CONFIG`]; every source `a(b)` and `b(b)` a block uses
 /// (the second ones only with `two_rows` / `two_cols`) is valid for 16 rows of 64 bytes at
-/// its stride.
+/// its stride; every `dst` given for a tile the block computes is valid for 16 rows of 64
+/// bytes, `ldc` apart, and borrowed by no one else.
 #[inline(always)]
 unsafe fn block(
     kb: usize,
     (two_rows, two_cols): (bool, bool),
     a: impl Fn(usize) -> [Src; 2],
     b: impl Fn(usize) -> [Src; 2],
-    out: &mut CTiles,
+    (out, dst, ldc): (&mut CTiles, [Option<*mut f32>; 4], usize),
 ) {
     // SAFETY: the caller configured the tiles and vouches for every source read.
     unsafe {
@@ -302,14 +315,22 @@ unsafe fn block(
             }
         }
         let o = &mut out.0;
-        tile_store!("tmm0", o[0].as_mut_ptr());
+        let at = |t: usize, o: &mut [f32; T * T]| match dst[t] {
+            Some(p) => (p, ldc),
+            None => (o.as_mut_ptr(), 64),
+        };
+        let (p, s) = at(0, &mut o[0]);
+        tile_store!("tmm0", p, s);
         if two_cols {
-            tile_store!("tmm1", o[1].as_mut_ptr());
+            let (p, s) = at(1, &mut o[1]);
+            tile_store!("tmm1", p, s);
         }
         if two_rows {
-            tile_store!("tmm2", o[2].as_mut_ptr());
+            let (p, s) = at(2, &mut o[2]);
+            tile_store!("tmm2", p, s);
             if two_cols {
-                tile_store!("tmm3", o[3].as_mut_ptr());
+                let (p, s) = at(3, &mut o[3]);
+                tile_store!("tmm3", p, s);
             }
         }
     }

@@ -427,7 +427,14 @@ fn a_short_packed_b_is_refused() {
 /// `k = 0` zeroes only the rows.
 #[test]
 fn strided_a_and_c_give_the_dense_rows_and_nothing_between() {
-    for &(m, k, n) in &[(7, 33, 70), (13, 0, 5), (1, 4, 64), (6, 9, 17)] {
+    for &(m, k, n) in &[
+        (7, 33, 70),
+        (13, 0, 5),
+        (1, 4, 64),
+        (6, 9, 17),
+        (37, 40, 70),
+        (33, 64, 33),
+    ] {
         let (k2, ldc) = (pairs(k), n + 5);
         let lda = k2 + 3;
         let a = rand_vec(m * k, 21);
