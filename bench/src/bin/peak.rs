@@ -1,6 +1,7 @@
 //! The arithmetic peak of this CPU, the yardstick of `docs/benchmarks.md`'s GFLOP/s figures
 //! (issue 11): f32 fused multiply-adds (AVX-512 and AVX2+FMA), and bf16 dot products
-//! (`vdpbf16ps`, AVX512_BF16) accumulating into f32, on 1 thread and on every thread.
+//! (`vdpbf16ps`, AVX512_BF16, and AMX tiles' `tdpbf16ps`) accumulating into f32, on 1 thread and
+//! on every thread.
 //!
 //! ```text
 //! cargo run --release --bin peak                # all levels this CPU has, 1 and N threads
@@ -11,9 +12,10 @@
 //! the FMA latency × throughput of current cores), no memory traffic, timed over `--seconds`
 //! (default 0.5) after a warm-up of the same length; one JSON line per level and thread count:
 //! `{"level":"avx512-fma","threads":1,"gflops":…,"flops_per_cycle_at_nominal":…}`. A FMA counts
-//! 2 flops per lane; a `vdpbf16ps` 2 per bf16 pair, 64 per 512-bit instruction. AMX tiles
-//! (`tdpbf16ps`) are reported as present or absent: their peak needs the tile permission and a
-//! tile configuration, which this tool does not do yet.
+//! 2 flops per lane; a `vdpbf16ps` 2 per bf16 pair, 64 per 512-bit instruction; a `tdpbf16ps` on
+//! 16×16 tiles of f32 with 32 bf16 per row, 16 384 (the runtime's tiles: four C tiles, two of
+//! A, two of B, as its GEMM's 2×2 blocks use them). The tiles need Linux's permission
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), asked for here.
 
 use std::time::{Duration, Instant};
 
@@ -89,12 +91,92 @@ mod x86 {
     }
 }
 
+/// AMX-BF16 tiles, run on registers only.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx {
+    use std::arch::asm;
+
+    use super::ITERATIONS;
+
+    /// `ldtilecfg`'s operand: palette 1, eight tiles of 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    /// Whether the CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22) and Linux
+    /// grants this process the tile data.
+    pub fn available() -> bool {
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        if leaf7.edx & (1 << 24) == 0 || leaf7.edx & (1 << 22) == 0 {
+            return false;
+        }
+        let ret: i64;
+        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) only changes which
+        // extended states the process may use; RCX and R11 are clobbered by `syscall`.
+        unsafe {
+            asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") 0x1023i64,
+                in("rsi") 18i64, lateout("rcx") _, lateout("r11") _, options(nostack));
+        }
+        ret == 0
+    }
+
+    /// `ITERATIONS / 4` rounds of four independent `tdpbf16ps` (tiles 0–3 from tiles 4–5 by
+    /// 6–7), on zero tiles; returns 0.
+    ///
+    /// # Safety
+    /// [`available`] returned `true`.
+    pub unsafe fn tdpbf16() -> f32 {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for t in 0..8 {
+            c[16 + 2 * t] = 64;
+            c[48 + t] = 16;
+        }
+        let config = Config(c);
+        // SAFETY: the caller vouches for the tiles; the configuration is valid and each tile
+        // instruction reads and writes tile registers only.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+            asm!(
+                "tilezero tmm4",
+                "tilezero tmm5",
+                "tilezero tmm6",
+                "tilezero tmm7",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nomem, nostack)
+            );
+            for _ in 0..ITERATIONS / 4 {
+                asm!(
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    options(nomem, nostack)
+                );
+            }
+            asm!("tilerelease", options(nomem, nostack));
+        }
+        0.0
+    }
+}
+
 /// The levels this CPU has, best first.
 fn levels() -> Vec<Level> {
     let mut out = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
         let per = (ACCUMULATORS * ITERATIONS) as f64;
+        #[cfg(target_os = "linux")]
+        if amx::available() {
+            out.push(Level {
+                name: "amx-bf16-tiles",
+                flops_per_call: (ITERATIONS / 4 * 4) as f64 * 16384.0,
+                // SAFETY: `available` checked the tiles and got the permission just above.
+                run: || unsafe { amx::tdpbf16() },
+            });
+        }
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
             out.push(Level {
                 name: "avx512-bf16-dot",
@@ -195,19 +277,6 @@ fn main() {
         None => vec![1],
     };
     let ghz = nominal_ghz();
-    {
-        // `is_x86_feature_detected!("amx-bf16")` is unstable; the kernel's flags say it.
-        let amx = std::fs::read_to_string("/proc/cpuinfo")
-            .is_ok_and(|info| info.split_whitespace().any(|f| f == "amx_bf16"));
-        eprintln!(
-            "AMX-BF16 tiles: {}",
-            if amx {
-                "present (peak not measured by this tool yet)"
-            } else {
-                "absent"
-            }
-        );
-    }
     let levels = levels();
     if levels.is_empty() {
         eprintln!("no SIMD level with FMA on this CPU: nothing to measure");

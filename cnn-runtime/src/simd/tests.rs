@@ -160,11 +160,11 @@ fn the_bf16_path_is_the_dot_product_where_the_cpu_has_it_and_cnn_simd_allows() {
             bf16_dot_available(),
             has("avx512_bf16") && Isa::Avx512.available()
         );
-        // Where the CPU has the tiles, Linux grants them (5.16 on; this machine's kernel).
-        assert_eq!(
-            amx_available(),
-            has("amx_bf16") && has("amx_tile") && bf16_dot_available()
-        );
+        let tiles = has("amx_bf16") && has("amx_tile") && bf16_dot_available();
+        assert!(!amx_available() || tiles, "AMX without the CPU's flags");
+        if tiles && !amx_available() {
+            eprintln!("NOTE: this CPU has AMX-BF16 but Linux refused the tile data (a kernel before 5.16?): the `amx` path is not tested");
+        }
     }
     let level = testing::with_forced(None, isa);
     let want = if amx_available() && !no_tiles && level == Isa::Avx512 {
