@@ -126,9 +126,9 @@ pub mod __private {
     };
     pub use crate::{Precision, SliceError, SliceModel};
 
-    /// The bf16 GEMM's path on this CPU and `CNN_SIMD`: `avx512bf16` (`vdpbf16ps`), or the
-    /// level whose FMAs compute the same sums (`avx512`, `avx2`, `baseline`); for the
-    /// benchmarks' reports.
+    /// The bf16 GEMM's path on this CPU and `CNN_SIMD`: `amx` (AMX tiles), `avx512bf16`
+    /// (`vdpbf16ps`), or the level whose FMAs compute `vdpbf16ps`'s sums (`avx512`, `avx2`,
+    /// `baseline`); for the benchmarks' reports.
     pub fn bf16_path() -> &'static str {
         crate::simd::bf16_path().name()
     }

@@ -8,8 +8,8 @@
 //! ```
 //!
 //! `--precision bf16|f32` (default f32) runs the network in that `cnn::Precision`; the line
-//! names it (`precision`) and, in bf16, the GEMM path (`bf16_path`: `avx512bf16` for
-//! `vdpbf16ps`, else the level of the exact FMA equivalent).
+//! names it (`precision`) and, in bf16, the GEMM path (`bf16_path`: `amx` for AMX tiles,
+//! `avx512bf16` for `vdpbf16ps`, else the level of `vdpbf16ps`'s exact FMA equivalent).
 //!
 //! `--batch` and `--threads` take comma lists. Each cell warms up, then calls `forward_batch`
 //! until `--seconds` have passed (at least 3 calls) and reports the median and minimum per call.
