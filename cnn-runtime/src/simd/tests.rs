@@ -160,10 +160,23 @@ fn the_bf16_path_is_the_dot_product_where_the_cpu_has_it_and_cnn_simd_allows() {
             bf16_dot_available(),
             has("avx512_bf16") && Isa::Avx512.available()
         );
+        // CPUID and XCR0 say what the kernel's flags say.
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        assert_eq!(super::x86::amx_tiles(), has("amx_bf16") && has("amx_tile"));
         let tiles = has("amx_bf16") && has("amx_tile") && bf16_dot_available();
         assert!(!amx_available() || tiles, "AMX without the CPU's flags");
-        if tiles && !amx_available() {
-            eprintln!("NOTE: this CPU has AMX-BF16 but Linux refused the tile data (a kernel before 5.16?): the `amx` path is not tested");
+        // Linux grants the tile data from 5.16 on; an older kernel may refuse it.
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let version: Vec<u32> = release
+            .split(|c: char| !c.is_ascii_digit())
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let grants = version >= vec![5, 16];
+        if tiles && grants {
+            assert!(amx_available(), "Linux {release} refused the AMX tile data");
+        } else if tiles && !amx_available() {
+            eprintln!("NOTE: this CPU has AMX-BF16 but Linux {release} refused the tile data: the `amx` path is not tested");
         }
     }
     let level = testing::with_forced(None, isa);
@@ -179,6 +192,16 @@ fn the_bf16_path_is_the_dot_product_where_the_cpu_has_it_and_cnn_simd_allows() {
         want,
         "CNN_SIMD={asked:?}"
     );
+    // Without the tiles (refused on this thread), `vdpbf16ps` where the CPU has it; without
+    // both, the level's FMAs.
+    let dot = if bf16_dot_available() && !capped && level == Isa::Avx512 {
+        Bf16Path::Dot
+    } else {
+        Bf16Path::Fma(level)
+    };
+    let refused = |r| testing::with_forced(None, || testing::with_bf16_refused(r, bf16_path));
+    assert_eq!(refused(1), dot, "CNN_SIMD={asked:?}");
+    assert_eq!(refused(2), Bf16Path::Fma(level), "CNN_SIMD={asked:?}");
     assert_eq!(Bf16Path::Amx.name(), "amx");
     assert_eq!(Bf16Path::Amx.chain(), Chain::Tiles);
     assert_eq!(Bf16Path::Dot.chain(), Chain::Pairs);
