@@ -297,6 +297,31 @@ pub(crate) struct Gemm<'a> {
     post: Option<RowPost<'a>>,
 }
 
+impl<'a> Gemm<'a> {
+    /// Panel `jp` of B ([`NR`] columns, `k₂` rows of pairs): the packed one where it is, or
+    /// packed or filled into `buf` (which holds `k₂·NR` pairs for those).
+    fn panel<'b>(&self, jp: usize, buf: &'b mut [u32]) -> &'b [u32]
+    where
+        'a: 'b,
+    {
+        let k2 = pairs(self.k);
+        match self.b {
+            B::Packed(b) => &b[jp * k2 * NR..(jp + 1) * k2 * NR],
+            B::F32(b, (rsb, csb)) => {
+                let cols = NR.min(self.n - jp * NR);
+                let panel = &mut buf[..k2 * NR];
+                pack_b(self.k, cols, &b[jp * NR * csb..], (rsb, csb), panel);
+                panel
+            }
+            B::Fill(fill) => {
+                let panel = &mut buf[..k2 * NR];
+                fill(jp * NR, panel);
+                panel
+            }
+        }
+    }
+}
+
 thread_local! {
     /// One packed panel of an f32 B, kept per thread so that steady-state calls do not allocate.
     static PANEL: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
@@ -595,20 +620,7 @@ fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
     let c_ptr = c.as_mut_ptr();
     // LOOP over panels of B
     for jp in 0..n.div_ceil(NR) {
-        let panel: &[u32] = match g.b {
-            B::Packed(b) => &b[jp * k2 * NR..(jp + 1) * k2 * NR],
-            B::F32(b, (rsb, csb)) => {
-                let cols = NR.min(n - jp * NR);
-                let panel = &mut buf[..k2 * NR];
-                pack_b(g.k, cols, &b[jp * NR * csb..], (rsb, csb), panel);
-                panel
-            }
-            B::Fill(fill) => {
-                let panel = &mut buf[..k2 * NR];
-                fill(jp * NR, panel);
-                panel
-            }
-        };
+        let panel = g.panel(jp, &mut buf);
         // LOOP over column strips of the panel
         for j0 in (jp * NR..(jp * NR + NR).min(n)).step_by(width) {
             let nr = width.min(n - j0);

@@ -171,19 +171,24 @@ pub(crate) fn amx_available() -> bool {
 
 /// [`amx_available`], unless `CNN_SIMD` names `avx512bf16` or a lower level.
 fn amx_allowed() -> bool {
+    bf16_cap() == 0 && amx_available()
+}
+
+/// What `CNN_SIMD` refuses the bf16 GEMM (read once): 0 nothing, 1 the AMX tiles
+/// (`avx512bf16`), 2 the tiles and `vdpbf16ps` (`avx512`, `avx2`, `baseline`); the numbering of
+/// the tests' refusals (`testing::bf16_refused`).
+fn bf16_cap() -> u8 {
     #[cfg(feature = "std")]
     {
-        static ALLOWED: OnceLock<bool> = OnceLock::new();
-        *ALLOWED.get_or_init(|| {
-            let capped = matches!(
-                std::env::var("CNN_SIMD").ok().as_deref(),
-                Some("avx512bf16" | "avx512" | "avx2" | "baseline")
-            );
-            !capped && amx_available()
+        static CAP: OnceLock<u8> = OnceLock::new();
+        *CAP.get_or_init(|| match std::env::var("CNN_SIMD").ok().as_deref() {
+            Some("avx512bf16") => 1,
+            Some("avx512" | "avx2" | "baseline") => 2,
+            _ => 0,
         })
     }
     #[cfg(not(feature = "std"))]
-    false
+    2
 }
 
 /// Whether this CPU has AVX512_BF16 on top of [`Isa::Avx512`].
@@ -201,19 +206,7 @@ pub(crate) fn bf16_dot_available() -> bool {
 
 /// [`bf16_dot_available`], unless `CNN_SIMD` names `avx512` or a lower level.
 fn bf16_dot_allowed() -> bool {
-    #[cfg(feature = "std")]
-    {
-        static ALLOWED: OnceLock<bool> = OnceLock::new();
-        *ALLOWED.get_or_init(|| {
-            let capped = matches!(
-                std::env::var("CNN_SIMD").ok().as_deref(),
-                Some("avx512" | "avx2" | "baseline")
-            );
-            bf16_dot_available() && !capped
-        })
-    }
-    #[cfg(not(feature = "std"))]
-    false
+    bf16_cap() <= 1 && bf16_dot_available()
 }
 
 /// [`isa`], for a dispatch about to run that level's code: the crate's tests count it per

@@ -27,7 +27,7 @@ use core::arch::asm;
 use std::cell::Cell;
 use std::vec::Vec;
 
-use super::{pack_b, pairs, Gemm, B, NR, PANEL};
+use super::{pairs, Gemm, B, NR, PANEL};
 use crate::simd::{Avx512, Simd};
 
 /// Pairs of `k` in a tile row (64 bytes).
@@ -161,20 +161,7 @@ pub(super) unsafe fn gemm_amx(g: Gemm<'_>, c: &mut [f32]) {
     let plain = !g.accumulate && g.post.is_none();
     // LOOP over panels of B
     for jp in 0..n.div_ceil(NR) {
-        let panel: &[u32] = match g.b {
-            B::Packed(b) => &b[jp * k2 * NR..(jp + 1) * k2 * NR],
-            B::F32(b, (rsb, csb)) => {
-                let cols = NR.min(n - jp * NR);
-                let panel = &mut buf[..k2 * NR];
-                pack_b(g.k, cols, &b[jp * NR * csb..], (rsb, csb), panel);
-                panel
-            }
-            B::Fill(fill) => {
-                let panel = &mut buf[..k2 * NR];
-                fill(jp * NR, panel);
-                panel
-            }
-        };
+        let panel = g.panel(jp, &mut buf);
         if ktail != 0 {
             let last = &panel[(kb - 1) * KT * NR..];
             tail.0[..last.len()].copy_from_slice(last);
