@@ -18,7 +18,7 @@
 //! accumulation into C is applied, as the other paths do in registers, and only the columns and
 //! rows inside C are written.
 //!
-//! The sums' bits are `tdpbf16ps`'s ([`crate::simd::Chain::Tiles`]): per block of 16 pairs the
+//! The sums' bits are `tdpbf16ps`'s (the tests' `Chain::Tiles`): per block of 16 pairs the
 //! even and the odd products are summed in two chains from zero, then added to the tile. Rust
 //! has no stable AMX intrinsics; the instructions are written in `asm!`, which the assembler
 //! takes without the target feature.
