@@ -181,6 +181,47 @@ pub(super) unsafe fn gemm_amx(g: Gemm<'_>, c: &mut [f32]) {
         unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
         let j_panel = jp * NR;
         let tiles_n = (n - j_panel).min(NR).div_ceil(T);
+        if kb == 1 {
+            // One block of pairs: B's two tiles stay loaded while the row tiles go by.
+            // LOOP over pairs of column tiles
+            for q in (0..tiles_n).step_by(2) {
+                let two_cols = q + 1 < tiles_n;
+                // LOOP over row tiles, the two sets of C tiles in turn
+                for ib in 0..mb {
+                    let set = ib % 2;
+                    let to_c = |qq: usize| {
+                        let whole = (ib + 1) * T <= m && j_panel + (qq + 1) * T <= n;
+                        let ok = plain && qq < tiles_n && whole;
+                        ok.then(|| c_ptr.wrapping_add(ib * T * g.ldc + j_panel + qq * T))
+                    };
+                    let dst = [to_c(q), to_c(q + 1)];
+                    let [o0, o1, o2, o3] = &mut out.0;
+                    let bufs = if set == 0 { [o0, o1] } else { [o2, o3] };
+                    // SAFETY: as for the blocks below, with one row tile and `k₂ ≤ 16`; B's
+                    // tiles are loaded by the first row tile (`ib == 0`).
+                    unsafe {
+                        short_row(
+                            (ib == 0, set, two_cols),
+                            a_src(ib, 0),
+                            [b_src(q, 0), b_src(q + 1, 0)],
+                            (bufs, dst, g.ldc * 4),
+                        );
+                    }
+                    // LOOP over the two tiles left in the buffers: to C
+                    for (j, qq) in [q, q + 1].into_iter().enumerate() {
+                        if qq >= tiles_n || dst[j].is_some() {
+                            continue;
+                        }
+                        let tile = &out.0[2 * set + j];
+                        let (i0, j0) = (ib * T, j_panel + qq * T);
+                        let (rows, cols) = (T.min(m - i0), T.min(n - j0));
+                        // SAFETY: as below.
+                        unsafe { finish(s, tile, (i0, rows), (j0, cols), c_ptr, &g) };
+                    }
+                }
+            }
+            continue;
+        }
         // LOOP over blocks of two row tiles
         for ib in (0..mb).step_by(2) {
             let two_rows = ib + 1 < mb;
@@ -317,6 +358,69 @@ unsafe fn block(
             tile_store!("tmm2", p, s);
             if two_cols {
                 let (p, s) = at(3, &mut o[3]);
+                tile_store!("tmm3", p, s);
+            }
+        }
+    }
+}
+
+/// One row tile of C by two column tiles over a single block of pairs (`k₂ ≤ 16`): B's tiles
+/// in registers 6 and 7 (loaded when `load_b`, else kept from the last call), A's in 4 or 5
+/// and C's in 0–1 or 2–3 (`set` 0 or 1, alternating row by row so that a row's products need
+/// not wait for the last row's stores); stored to `dst[j]` where given, else to `bufs[j]`.
+///
+/// # Safety
+/// The tiles are configured; `a`, and `b` (the second only with `two_cols`) when loaded, are
+/// valid for 16 rows of 64 bytes at their stride; every `dst` given is valid for 16 rows of 64
+/// bytes `ldc` apart and borrowed by no one else.
+#[inline(always)]
+unsafe fn short_row(
+    (load_b, set, two_cols): (bool, usize, bool),
+    a: Src,
+    [b0, b1]: [Src; 2],
+    (bufs, dst, ldc): ([&mut [f32; T * T]; 2], [Option<*mut f32>; 2], usize),
+) {
+    let [o0, o1] = bufs;
+    let at = |j: usize, o: &mut [f32; T * T]| match dst[j] {
+        Some(p) => (p, ldc),
+        None => (o.as_mut_ptr(), 64),
+    };
+    // SAFETY: the caller configured the tiles and vouches for every source and destination.
+    unsafe {
+        if load_b {
+            tile_load!("tmm6", b0);
+            if two_cols {
+                tile_load!("tmm7", b1);
+            }
+        }
+        if set == 0 {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                options(nomem, nostack, preserves_flags)
+            );
+            tile_load!("tmm4", a);
+            tile_dot!("tmm0", "tmm4", "tmm6");
+            let (p, s) = at(0, o0);
+            tile_store!("tmm0", p, s);
+            if two_cols {
+                tile_dot!("tmm1", "tmm4", "tmm7");
+                let (p, s) = at(1, o1);
+                tile_store!("tmm1", p, s);
+            }
+        } else {
+            asm!(
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nomem, nostack, preserves_flags)
+            );
+            tile_load!("tmm5", a);
+            tile_dot!("tmm2", "tmm5", "tmm6");
+            let (p, s) = at(0, o0);
+            tile_store!("tmm2", p, s);
+            if two_cols {
+                tile_dot!("tmm3", "tmm5", "tmm7");
+                let (p, s) = at(1, o1);
                 tile_store!("tmm3", p, s);
             }
         }

@@ -52,6 +52,7 @@ const MKNS: &[(usize, usize, usize)] = &[
     (17, 31, 33),
     (33, 65, 97),
     (64, 96, 128),
+    (40, 30, 100),
 ];
 
 /// `x`, or a zero of its sign where it is subnormal (AMX's flush of inputs and results).
@@ -434,6 +435,7 @@ fn strided_a_and_c_give_the_dense_rows_and_nothing_between() {
         (6, 9, 17),
         (37, 40, 70),
         (33, 64, 33),
+        (35, 24, 40),
     ] {
         let (k2, ldc) = (pairs(k), n + 5);
         let lda = k2 + 3;
@@ -531,6 +533,7 @@ fn the_row_epilogue_gives_the_bits_of_the_separate_pass() {
         (1, 4, 64),
         (6, 9, 17),
         (8, 147, 130),
+        (37, 20, 70),
     ] {
         let k2 = pairs(k);
         let mut a = rand_vec(m * k, 31);
