@@ -12,7 +12,10 @@
 //!
 //! C is computed in blocks of 2×2 tiles (32 rows, 32 columns) over the whole `k`: per block of
 //! 16 pairs, two A tiles and two B tiles are loaded and four `tdpbf16ps` run, the tiles' own
-//! configuration (tiles 0–3: C, 4–5: A, 6–7: B) loaded once per panel. A finished tile of a
+//! configuration (tiles 0–3: C, 4–5: A, 6–7: B) loaded once per panel. With a single block of
+//! pairs (`k₂ ≤ 16`: 1×1 convolutions of 32 channels, small stems) each tile gets one product,
+//! so B's two tiles stay loaded while the row tiles go by, and consecutive row tiles alternate
+//! between two sets of C and A tiles. A finished tile of a
 //! plain product that lies whole inside C is stored straight to C; the others go to a buffer on
 //! the stack and to C through AVX-512, where the row epilogue ([`super::RowPost`]) or the
 //! accumulation into C is applied, as the other paths do in registers, and only the columns and
