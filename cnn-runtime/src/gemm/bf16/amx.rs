@@ -396,36 +396,29 @@ unsafe fn short_row(
                 tile_load!("tmm7", b1);
             }
         }
+        // One set's row: C tiles `$c0`, `$c1` from A tile `$a` by B's tiles 6 and 7.
+        macro_rules! row {
+            ($c0:literal, $c1:literal, $a:literal) => {{
+                asm!(
+                    concat!("tilezero ", $c0),
+                    concat!("tilezero ", $c1),
+                    options(nomem, nostack, preserves_flags)
+                );
+                tile_load!($a, a);
+                tile_dot!($c0, $a, "tmm6");
+                let (p, s) = at(0, o0);
+                tile_store!($c0, p, s);
+                if two_cols {
+                    tile_dot!($c1, $a, "tmm7");
+                    let (p, s) = at(1, o1);
+                    tile_store!($c1, p, s);
+                }
+            }};
+        }
         if set == 0 {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                options(nomem, nostack, preserves_flags)
-            );
-            tile_load!("tmm4", a);
-            tile_dot!("tmm0", "tmm4", "tmm6");
-            let (p, s) = at(0, o0);
-            tile_store!("tmm0", p, s);
-            if two_cols {
-                tile_dot!("tmm1", "tmm4", "tmm7");
-                let (p, s) = at(1, o1);
-                tile_store!("tmm1", p, s);
-            }
+            row!("tmm0", "tmm1", "tmm4");
         } else {
-            asm!(
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nomem, nostack, preserves_flags)
-            );
-            tile_load!("tmm5", a);
-            tile_dot!("tmm2", "tmm5", "tmm6");
-            let (p, s) = at(0, o0);
-            tile_store!("tmm2", p, s);
-            if two_cols {
-                tile_dot!("tmm3", "tmm5", "tmm7");
-                let (p, s) = at(1, o1);
-                tile_store!("tmm3", p, s);
-            }
+            row!("tmm2", "tmm3", "tmm5");
         }
     }
 }

@@ -266,57 +266,36 @@ pub(crate) fn conv2d_bf16(
     use crate::gemm::bf16;
     let (k, plane) = (p.fan_in(), p.out_hw[0] * p.out_hw[1]);
     let phases = checked_phases(p, n, input, bias, epilogue, (out, p.out_len()), scratch);
-    let Bf16Plan {
-        k2,
-        parts,
-        split,
-        taps,
-        post,
-        mut row_phases,
-    } = Bf16Plan::new(p, w16, bias, epilogue, threads);
-    // LOOP over samples
-    for (sample, (x, y)) in input
-        .chunks_exact(p.in_len())
-        .zip(out.chunks_exact_mut(p.out_len()))
-        .take(n)
-        .enumerate()
-    {
-        split_pairs(p, x, phases, &mut row_phases);
-        let phases = &*phases;
-        let fill = |j0: usize, panel: &mut [u32]| fill_panel(p, phases, &taps, j0, panel);
-        // Output channels `first..` (as many as `y` holds): GEMM with bias and epilogue in
-        // registers (or after it, with an activation other than ReLU), then the residual.
-        let rows = |first: usize, y: &mut [f32]| {
-            let m = y.len() / plane;
-            let w = &w16[first * k2..(first + m) * k2];
-            let b = bf16::B::Fill(&fill);
-            if let Some((coef, relu)) = &post {
-                let post = bf16::RowPost {
-                    coef: &coef[first..first + m],
-                    relu: *relu,
-                };
-                bf16::gemm_post(m, k, plane, w, b, y, post);
-            } else {
-                bf16::gemm(m, k, plane, w, b, y, false);
-                for (o, row) in y.chunks_exact_mut(plane).enumerate() {
-                    epilogue.channel(bias, first + o).apply(row);
-                }
-            }
-            for (o, row) in y.chunks_exact_mut(plane).enumerate() {
-                epilogue.after(sample * p.c_out + first + o, row);
-            }
-        };
-        let y = &mut y[..p.out_len()];
-        if split {
-            // LOOP over output-channel blocks, one per thread; each gathers its own panels.
-            let per = p.c_out.div_ceil(parts);
-            let blocks = y.chunks_mut(per * plane);
-            crate::threads::for_each(parts, blocks, |i, y| rows(i * per, y));
+    let mut plan = Bf16Plan::new(p, w16, bias, epilogue, threads);
+    let (k2, post) = (plan.k2, plan.post.take());
+    // Output channels `first..` (as many as `y` holds): GEMM with bias and epilogue in
+    // registers (or after it, with an activation other than ReLU), then the residual.
+    let rows = |sample: usize, fill: Fill<'_>, first: usize, y: &mut [f32]| {
+        let m = y.len() / plane;
+        let w = &w16[first * k2..(first + m) * k2];
+        let b = bf16::B::Fill(fill);
+        if let Some((coef, relu)) = &post {
+            let post = bf16::RowPost {
+                coef: &coef[first..first + m],
+                relu: *relu,
+            };
+            bf16::gemm_post(m, k, plane, w, b, y, post);
         } else {
-            rows(0, y);
+            bf16::gemm(m, k, plane, w, b, y, false);
+            for (o, row) in y.chunks_exact_mut(plane).enumerate() {
+                epilogue.channel(bias, first + o).apply(row);
+            }
         }
-    }
+        for (o, row) in y.chunks_exact_mut(plane).enumerate() {
+            epilogue.after(sample * p.c_out + first + o, row);
+        }
+    };
+    plan.each_sample(p, (input, n), (out, p.out_len(), plane), phases, rows);
 }
+
+/// A sample's panels of taps, gathered on demand (`bf16::B::Fill`).
+#[cfg(feature = "std")]
+type Fill<'f> = &'f (dyn Fn(usize, &mut [u32]) + Sync);
 
 /// What both bf16 forms of the direct convolution ([`conv2d_bf16`], [`conv2d_bf16_pooled`])
 /// set up once per call.
@@ -356,6 +335,43 @@ impl Bf16Plan {
             taps: tap_offsets(p),
             post: epilogue.gemm_rows(bias, p.c_out),
             row_phases: vec![0.0; p.stride[1] * phase_row(p)],
+        }
+    }
+
+    /// For each of the `n` samples of `input` and of `out` (`out_len` values per sample,
+    /// `per_channel` per output channel): the sample's phases as pairs ([`split_pairs`]), then
+    /// `body(sample, fill, first, y)` with `fill` gathering its panels ([`fill_panel`]) and `y`
+    /// the output channels `first..` it holds: one block per thread when the layer splits,
+    /// else all at once.
+    fn each_sample(
+        &mut self,
+        p: &Conv2dParams,
+        (input, n): (&[f32], usize),
+        (out, out_len, per_channel): (&mut [f32], usize, usize),
+        phases: &mut [f32],
+        body: impl Fn(usize, Fill<'_>, usize, &mut [f32]) + Sync,
+    ) {
+        // LOOP over samples
+        for (sample, (x, y)) in input
+            .chunks_exact(p.in_len())
+            .zip(out.chunks_exact_mut(out_len))
+            .take(n)
+            .enumerate()
+        {
+            split_pairs(p, x, phases, &mut self.row_phases);
+            let (phases, taps) = (&*phases, &self.taps);
+            let fill = |j0: usize, panel: &mut [u32]| fill_panel(p, phases, taps, j0, panel);
+            let y = &mut y[..p.c_out * per_channel];
+            if self.split {
+                // LOOP over output-channel blocks, one per thread; each gathers its own panels.
+                let per = p.c_out.div_ceil(self.parts);
+                let blocks = y.chunks_mut(per * per_channel);
+                crate::threads::for_each(self.parts, blocks, |i, y| {
+                    body(sample, &fill, i * per, y)
+                });
+            } else {
+                body(sample, &fill, 0, y);
+            }
         }
     }
 }
@@ -413,102 +429,84 @@ pub(crate) fn conv2d_bf16_pooled(
     );
     let pooled = pool_h * pool_w;
     let phases = checked_phases(p, n, input, bias, epilogue, (out, pool.out_len()), scratch);
-    let Bf16Plan {
-        k2,
-        parts,
-        split,
-        taps,
-        post,
-        mut row_phases,
-    } = Bf16Plan::new(p, w16, bias, epilogue, threads);
+    let mut plan = Bf16Plan::new(p, w16, bias, epilogue, threads);
+    let (k2, post) = (plan.k2, plan.post.take());
     let per_band = rows_per_band.clamp(1, pool_h);
     // Pool rows before a band's first that its rows also feed (windows reaching above it, into
     // the padding of the pool's own call): computed and dropped.
     let extra = usize::from(ph > 0);
     // The most convolution rows a band holds.
     let cap = ((per_band - 1 + extra) * sh + kh).min(oh);
-    // LOOP over samples
-    for (x, y) in input
-        .chunks_exact(p.in_len())
-        .zip(out.chunks_exact_mut(pool.out_len()))
-        .take(n)
-    {
-        split_pairs(p, x, phases, &mut row_phases);
-        let phases = &*phases;
-        let fill = |j0: usize, panel: &mut [u32]| fill_panel(p, phases, &taps, j0, panel);
-        // Output channels `first..` (as many as `y` holds), band by band.
-        let channels = |first: usize, y: &mut [f32]| {
-            let m = y.len() / pooled;
-            let mut buf = BAND.with(std::cell::Cell::take);
-            let pooled_rows = (per_band + extra) * pool_w;
-            let len = m * cap * ow + pooled_rows + pool.scratch_len();
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            let (band, rest) = buf[..len].split_at_mut(m * cap * ow);
-            let (rows, pool_scratch) = rest.split_at_mut(pooled_rows);
-            let w = &w16[first * k2..(first + m) * k2];
-            // Convolution rows `held` are in the band, row `held.start` first.
-            let mut held = 0..0;
-            // LOOP over bands of pool rows
-            for q0 in (0..pool_h).step_by(per_band) {
-                let q1 = (q0 + per_band).min(pool_h);
-                let skip = if q0 == 0 { 0 } else { extra };
-                let start = (q0 - skip) * sh;
-                let end = ((q1 - 1) * sh + kh).saturating_sub(ph).min(oh);
-                // The rows this band shares with the last one (from `start`, which never
-                // comes before the last band's) move to the top.
-                let kept = start..held.end.max(start);
-                if !kept.is_empty() {
-                    for plane in band.chunks_exact_mut(cap * ow) {
-                        let from = (kept.start - held.start) * ow..(kept.end - held.start) * ow;
-                        plane.copy_within(from, 0);
-                    }
-                }
-                let new = kept.end..end;
-                held = start..end;
-                let c = &mut band[(new.start - start) * ow..];
-                let cols = new.len() * ow;
-                let b =
-                    bf16::B::Fill(&|j0: usize, panel: &mut [u32]| fill(new.start * ow + j0, panel));
-                if let Some((coef, relu)) = &post {
-                    let post = bf16::RowPost {
-                        coef: &coef[first..first + m],
-                        relu: *relu,
-                    };
-                    bf16::gemm_post_strided(m, k, cols, w, b, (c, cap * ow), post);
-                } else {
-                    bf16::gemm_strided(m, k, cols, (w, k2), b, (c, cap * ow), false);
-                    for (o, plane) in band.chunks_exact_mut(cap * ow).enumerate() {
-                        let row = &mut plane[(new.start - start) * ow..(new.end - start) * ow];
-                        epilogue.channel(bias, first + o).apply(row);
-                    }
-                }
-                // LOOP over channels: the band's pool rows (and the dropped ones before them)
-                let sub = Pool2dParams {
-                    channels: 1,
-                    in_hw: [end - start, ow],
-                    out_hw: [q1 - q0 + skip, pool_w],
-                    ..*pool
-                };
-                for (plane, out) in band.chunks_exact(cap * ow).zip(y.chunks_exact_mut(pooled)) {
-                    let rows = &mut rows[..sub.out_len()];
-                    let x = &plane[..sub.in_len()];
-                    crate::ops::pool::pool2d_in(&sub, 1, x, rows, pool_scratch);
-                    out[q0 * pool_w..q1 * pool_w].copy_from_slice(&rows[skip * pool_w..]);
-                }
-            }
-            BAND.with(|b| b.set(buf));
-        };
-        if split {
-            // LOOP over output-channel blocks, one per thread, each with its own band.
-            let per = p.c_out.div_ceil(parts);
-            let blocks = y.chunks_mut(per * pooled);
-            crate::threads::for_each(parts, blocks, |i, y| channels(i * per, y));
-        } else {
-            channels(0, y);
+    // Output channels `first..` (as many as `y` holds), band by band.
+    let channels = |_: usize, fill: Fill<'_>, first: usize, y: &mut [f32]| {
+        let m = y.len() / pooled;
+        let mut buf = BAND.with(std::cell::Cell::take);
+        let pooled_rows = (per_band + extra) * pool_w;
+        let len = m * cap * ow + pooled_rows + pool.scratch_len();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
         }
-    }
+        let (band, rest) = buf[..len].split_at_mut(m * cap * ow);
+        let (rows, pool_scratch) = rest.split_at_mut(pooled_rows);
+        let w = &w16[first * k2..(first + m) * k2];
+        // Convolution rows `held` are in the band, row `held.start` first.
+        let mut held = 0..0;
+        // LOOP over bands of pool rows
+        for q0 in (0..pool_h).step_by(per_band) {
+            let q1 = (q0 + per_band).min(pool_h);
+            let skip = if q0 == 0 { 0 } else { extra };
+            let start = (q0 - skip) * sh;
+            let end = ((q1 - 1) * sh + kh).saturating_sub(ph).min(oh);
+            // The rows this band shares with the last one (from `start`, which never
+            // comes before the last band's) move to the top.
+            let kept = start..held.end.max(start);
+            if !kept.is_empty() {
+                for plane in band.chunks_exact_mut(cap * ow) {
+                    let from = (kept.start - held.start) * ow..(kept.end - held.start) * ow;
+                    plane.copy_within(from, 0);
+                }
+            }
+            let new = kept.end..end;
+            held = start..end;
+            let c = &mut band[(new.start - start) * ow..];
+            let cols = new.len() * ow;
+            let b = bf16::B::Fill(&|j0: usize, panel: &mut [u32]| fill(new.start * ow + j0, panel));
+            if let Some((coef, relu)) = &post {
+                let post = bf16::RowPost {
+                    coef: &coef[first..first + m],
+                    relu: *relu,
+                };
+                bf16::gemm_post_strided(m, k, cols, w, b, (c, cap * ow), post);
+            } else {
+                bf16::gemm_strided(m, k, cols, (w, k2), b, (c, cap * ow), false);
+                for (o, plane) in band.chunks_exact_mut(cap * ow).enumerate() {
+                    let row = &mut plane[(new.start - start) * ow..(new.end - start) * ow];
+                    epilogue.channel(bias, first + o).apply(row);
+                }
+            }
+            // LOOP over channels: the band's pool rows (and the dropped ones before them)
+            let sub = Pool2dParams {
+                channels: 1,
+                in_hw: [end - start, ow],
+                out_hw: [q1 - q0 + skip, pool_w],
+                ..*pool
+            };
+            for (plane, out) in band.chunks_exact(cap * ow).zip(y.chunks_exact_mut(pooled)) {
+                let rows = &mut rows[..sub.out_len()];
+                let x = &plane[..sub.in_len()];
+                crate::ops::pool::pool2d_in(&sub, 1, x, rows, pool_scratch);
+                out[q0 * pool_w..q1 * pool_w].copy_from_slice(&rows[skip * pool_w..]);
+            }
+        }
+        BAND.with(|b| b.set(buf));
+    };
+    plan.each_sample(
+        p,
+        (input, n),
+        (out, pool.out_len(), pooled),
+        phases,
+        channels,
+    );
 }
 
 /// Where each tap `t = (c·KH + ki)·KW + kj` reads output `(0, 0)` in the phase-split input:
