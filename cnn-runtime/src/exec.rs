@@ -11,6 +11,7 @@ use crate::ops::conv::{self, Epilogue, Layout};
 use crate::ops::conv_transpose;
 use crate::ops::pool::{self, Pool2dParams};
 use crate::ops::upsample::{self, Upsample2dParams};
+use crate::store::LINE;
 use crate::tuning::{CHUNK, POOL_MIN_MACS, POOL_MIN_SPLIT, WARM_MIN_MACS};
 use crate::Error;
 
@@ -941,7 +942,9 @@ impl WorkspaceLayout {
             stack += self.stack[d];
             d += 1;
         }
-        4 * (2 * CHUNK * self.activations + self.scratch + 2 * self.channels + CHUNK * stack)
+        4 * (2 * CHUNK * self.activations + self.scratch + LINE - 1
+            + 2 * self.channels
+            + CHUNK * stack)
     }
 }
 
@@ -965,7 +968,7 @@ impl Workspace {
                 len: 0,
                 cur: Vec::with_capacity(act),
                 next: Vec::with_capacity(act),
-                scratch: Vec::with_capacity(layout.scratch),
+                scratch: Vec::with_capacity(layout.scratch + LINE - 1),
                 affine: Vec::with_capacity(2 * layout.channels),
                 stack: layout
                     .stack
@@ -2331,7 +2334,7 @@ mod tests {
             assert_eq!(ws.capacity_bytes(), NESTED.bytes());
             assert_eq!(
                 NESTED.bytes(),
-                4 * (2 * CHUNK * 200 + 490 + 10 + CHUNK * (40 + 200 + 40 + 80))
+                4 * (2 * CHUNK * 200 + 490 + LINE - 1 + 10 + CHUNK * (40 + 200 + 40 + 80))
             );
             let before = buffers(&ws.exec);
             for n in [CHUNK, 3, 2 * CHUNK + 1] {

@@ -102,20 +102,43 @@ pub trait Scratch {
 
 #[cfg(feature = "std")]
 impl Scratch for Vec<f32> {
+    /// From the first 64-byte boundary of the buffer, which grows by [`LINE`]` − 1` elements
+    /// more than asked for to have one.
     fn at_least(&mut self, len: usize) -> &mut [f32] {
         // Never shrunk: a later layer would pay to zero it again on growth.
-        if self.len() < len {
-            self.resize(len, 0.0);
+        if self.len() < len + LINE - 1 {
+            self.resize(len + LINE - 1, 0.0);
         }
-        self
+        let at = to_line(self);
+        &mut self[at..]
     }
 }
 
 impl Scratch for [f32] {
+    /// From the slice's first 64-byte boundary when what follows it is long enough (a
+    /// workspace sized with [`LINE`]` − 1` elements to spare), else from its start.
     fn at_least(&mut self, len: usize) -> &mut [f32] {
         assert!(self.len() >= len, "scratch too short");
-        self
+        let at = to_line(self);
+        if self.len() >= at + len {
+            &mut self[at..]
+        } else {
+            self
+        }
     }
+}
+
+/// Four-byte elements in a 64-byte cache line.
+///
+/// Kernels take their buffers from a line's start where they can (scratch, the bf16 GEMM's
+/// weights and panels): a vector load then never spans two lines, and an AMX tile load from
+/// an address off a line's start runs several times slower (measured in `docs/benchmarks.md`).
+pub(crate) const LINE: usize = 16;
+
+/// Elements from the start of `s` to its first 64-byte boundary: `0..LINE`.
+pub(crate) fn to_line<T>(s: &[T]) -> usize {
+    debug_assert_eq!(core::mem::size_of::<T>(), 4, "four-byte elements");
+    (64 - s.as_ptr() as usize % 64) % 64 / 4
 }
 
 /// 64-byte aligned storage for embedded bytes (`Aligned(*b"…")`), so that [`f32s`] may view
@@ -276,9 +299,25 @@ mod tests {
         })
         .is_err());
         let mut v = vec![7.0f32; 2];
-        assert_eq!(v.at_least(5).len(), 5);
-        assert_eq!(v.at_least(3).len(), 5, "never shrunk");
+        let got = v.at_least(5);
+        assert!(got.len() >= 5);
+        assert_eq!(to_line(got), 0, "from a line's start");
+        assert_eq!(v.len(), 5 + LINE - 1, "grown with room to reach a line");
+        assert_eq!(
+            v.at_least(3).len(),
+            5 + LINE - 1 - to_line(&v),
+            "never shrunk"
+        );
         assert_eq!(v[..2], [7.0, 7.0]);
+        // A slice five elements short of a line: from the line when 15 fit past it, else
+        // from its start.
+        let mut buf = vec![0.0f32; 64];
+        let off = (0..LINE).find(|&o| to_line(&buf[o..]) == 5).unwrap();
+        let s = &mut buf[off..off + 20];
+        let got = s.at_least(15);
+        assert_eq!((to_line(got), got.len()), (0, 15));
+        let got = s.at_least(16);
+        assert_eq!((to_line(got), got.len()), (5, 20));
     }
 
     #[test]

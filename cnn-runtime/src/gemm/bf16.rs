@@ -21,6 +21,7 @@ use std::cell::Cell;
 use std::vec::Vec;
 
 use crate::simd::{bf16_path, Bf16Path, Isa, Scalar, Simd};
+use crate::store::{to_line, LINE};
 
 /// Rows of a tile of C at every level.
 const MR: usize = 6;
@@ -298,23 +299,34 @@ pub(crate) struct Gemm<'a> {
 }
 
 impl<'a> Gemm<'a> {
+    /// Grows `buf` (kept per thread) to hold a panel that [`panel`](Self::panel) packs or
+    /// fills there.
+    fn panel_room(&self, buf: &mut Vec<u32>) {
+        let len = pairs(self.k) * NR + LINE - 1;
+        if matches!(self.b, B::F32(..) | B::Fill(_)) && buf.len() < len {
+            buf.resize(len, 0);
+        }
+    }
+
     /// Panel `jp` of B ([`NR`] columns, `k₂` rows of pairs): the packed one where it is, or
-    /// packed or filled into `buf` (which holds `k₂·NR` pairs for those).
+    /// packed or filled into `buf` (grown by [`panel_room`](Self::panel_room)) from a cache
+    /// line's start.
     fn panel<'b>(&self, jp: usize, buf: &'b mut [u32]) -> &'b [u32]
     where
         'a: 'b,
     {
         let k2 = pairs(self.k);
+        let at = to_line(buf);
         match self.b {
             B::Packed(b) => &b[jp * k2 * NR..(jp + 1) * k2 * NR],
             B::F32(b, (rsb, csb)) => {
                 let cols = NR.min(self.n - jp * NR);
-                let panel = &mut buf[..k2 * NR];
+                let panel = &mut buf[at..at + k2 * NR];
                 pack_b(self.k, cols, &b[jp * NR * csb..], (rsb, csb), panel);
                 panel
             }
             B::Fill(fill) => {
-                let panel = &mut buf[..k2 * NR];
+                let panel = &mut buf[at..at + k2 * NR];
                 fill(jp * NR, panel);
                 panel
             }
@@ -334,11 +346,12 @@ thread_local! {
 pub(crate) fn with_pairs<R>(src: &[f32], rows: usize, k: usize, f: impl FnOnce(&[u32]) -> R) -> R {
     let len = rows * pairs(k);
     let mut buf = PAIRS.take();
-    if buf.len() < len {
-        buf.resize(len, 0);
+    if buf.len() < len + LINE - 1 {
+        buf.resize(len + LINE - 1, 0);
     }
-    pairs_into(src, rows, k, &mut buf[..len]);
-    let r = f(&buf[..len]);
+    let at = to_line(&buf);
+    pairs_into(src, rows, k, &mut buf[at..at + len]);
+    let r = f(&buf[at..at + len]);
     PAIRS.set(buf);
     r
 }
@@ -359,7 +372,7 @@ enum Slot {
     #[default]
     None,
     /// Made on first use, then kept.
-    Cell(Box<std::sync::OnceLock<Vec<u32>>>),
+    Cell(Box<std::sync::OnceLock<Lines>>),
     /// In static data, made at compile time.
     Static(&'static [u32]),
 }
@@ -410,7 +423,7 @@ impl Cache {
     pub(crate) fn get(&self, make: impl FnOnce() -> Vec<u32>) -> Cow<'_, [u32]> {
         match &self.0 {
             Slot::Static(w) => Cow::Borrowed(w),
-            Slot::Cell(cell) => Cow::Borrowed(cell.get_or_init(make)),
+            Slot::Cell(cell) => Cow::Borrowed(cell.get_or_init(|| Lines::new(make())).get()),
             Slot::None => Cow::Owned(make()),
         }
     }
@@ -422,6 +435,32 @@ impl Cache {
             Slot::Static(_) => self.0 = Slot::Cell(Box::default()),
             Slot::None => {}
         }
+    }
+}
+
+/// A kept copy, from a cache line's start ([`crate::store::LINE`]): the tiles load B from it in
+/// place.
+#[derive(Debug)]
+struct Lines {
+    buf: Vec<u32>,
+    at: usize,
+}
+
+impl Lines {
+    /// `v` as it is if it starts a line, else copied to one that does.
+    fn new(v: Vec<u32>) -> Self {
+        if to_line(&v) == 0 {
+            return Lines { buf: v, at: 0 };
+        }
+        let mut buf = Vec::with_capacity(v.len() + LINE - 1);
+        let at = to_line(buf.spare_capacity_mut());
+        buf.resize(at, 0);
+        buf.extend_from_slice(&v);
+        Lines { buf, at }
+    }
+
+    fn get(&self) -> &[u32] {
+        &self.buf[self.at..]
     }
 }
 
@@ -614,9 +653,7 @@ fn gemm_with<D: Dot, const NV: usize>(d: D, g: Gemm<'_>, c: &mut [f32]) {
     let width = NV * D::S::LANES;
     debug_assert_eq!(NR % width, 0);
     let mut buf = PANEL.take();
-    if matches!(g.b, B::F32(..) | B::Fill(_)) && buf.len() < k2 * NR {
-        buf.resize(k2 * NR, 0);
-    }
+    g.panel_room(&mut buf);
     let c_ptr = c.as_mut_ptr();
     // LOOP over panels of B
     for jp in 0..n.div_ceil(NR) {

@@ -808,7 +808,11 @@ mod tests {
         let mut out = vec![f32::NAN; n * p.out_len()];
         let mut scratch = vec![f32::NAN; 3];
         forward(&p, n, &x, &w, bias, epilogue, 1, &mut out, &mut scratch);
-        assert_eq!(scratch.len(), p.scratch_len(), "{case:?}");
+        assert_eq!(
+            scratch.len(),
+            p.scratch_len() + crate::store::LINE - 1,
+            "{case:?}"
+        );
         let mut want = naive(&p, n, &x, &w, bias);
         let plane = p.out_hw[0] * p.out_hw[1];
         for (s, sample) in want.chunks_exact_mut(p.out_len()).enumerate() {
@@ -865,7 +869,7 @@ mod tests {
         let mut first = vec![0.0; p.out_len()];
         let mut scratch = Vec::new();
         forward(&p, 1, &x, &w, None, e, 1, &mut first, &mut scratch);
-        assert_eq!(scratch.len(), p.scratch_len());
+        assert_eq!(scratch.len(), p.scratch_len() + crate::store::LINE - 1);
         let mut second = vec![f32::NAN; p.out_len()];
         let mut big = vec![f32::NAN; p.scratch_len() + 100];
         forward(&p, 1, &x, &w, None, e, 1, &mut second, &mut big);

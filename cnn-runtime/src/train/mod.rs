@@ -17,6 +17,7 @@ use ndarray::{Array, ArrayView, ArrayView1, ArrayView2, ArrayView4, Dimension, I
 use crate::grads::{Grads, ParamSpec, Parameters};
 use crate::init::Rng;
 use crate::optim::Optimizer;
+use crate::store::LINE;
 use crate::{Error, Model};
 
 /// A loss over class targets, for [`Train::train_step`] and [`Loss::compute`]. Mean reduction,
@@ -220,7 +221,8 @@ impl TrainLayout {
             + per_chunk
             + partials
             + self.forward_scratch
-            + chunks_used * scratch_b
+            + (LINE - 1)
+            + chunks_used * (scratch_b + LINE - 1)
             + self.output * n;
         let slots = if self.slots.is_empty() {
             1

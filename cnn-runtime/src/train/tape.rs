@@ -23,6 +23,7 @@ use crate::ops::conv::{self, Epilogue};
 use crate::ops::pool::{pool2d, Pool2dParams};
 use crate::ops::upsample::{upsample2d, Upsample2dParams};
 use crate::ops::{conv_transpose, linear};
+use crate::store::LINE;
 use crate::threads::{for_each, install, num_threads};
 use crate::Error;
 
@@ -217,7 +218,8 @@ impl TrainCache {
         for (m, &len) in self.masks.iter_mut().zip(layout.dropouts) {
             at_least(m, n * len);
         }
-        at_least(&mut self.scratch, layout.forward_scratch);
+        // Scratch is taken from a cache line's start (`Scratch::at_least`).
+        at_least(&mut self.scratch, layout.forward_scratch + LINE - 1);
     }
 
     /// Bytes of the buffers' contents (what [`TrainLayout::bytes`] counts).
@@ -469,7 +471,7 @@ impl BackWork {
             .backward_scratch
             .max(layout.backward_scratch_per_sample * per);
         for s in &mut p.scratch[..chunks.max(1)] {
-            at_least(s, scratch);
+            at_least(s, scratch + LINE - 1);
         }
         if chunks > 1 {
             p.dw.resize_with(CHUNKS, Vec::new);
@@ -1141,11 +1143,12 @@ mod tests {
             backward_scratch_per_sample: 3,
             output: 3,
         };
-        // By hand, n = 11: chunks of 2 samples, 6 chunks (5 partial sums).
-        let floats = 2 * 419 * 11 + 100 * 11 + 6 + 131 + 51 + 5 * 51 + 450 + 6 * 486 + 3 * 11;
+        // By hand, n = 11: chunks of 2 samples, 6 chunks (5 partial sums); each scratch with
+        // room to start on a cache line (15 more).
+        let floats = 2 * 419 * 11 + 100 * 11 + 6 + 131 + 51 + 5 * 51 + 465 + 6 * 501 + 3 * 11;
         assert_eq!(layout.bytes(11), 4 * floats + 12 * 11 + 9 + 8);
         // n = 1: one chunk, no partial sums.
-        let floats = 2 * 419 + 100 + 6 + 131 + 51 + 450 + 486 + 3;
+        let floats = 2 * 419 + 100 + 6 + 131 + 51 + 465 + 501 + 3;
         assert_eq!(layout.bytes(1), 4 * floats + 12 + 9 + 8);
         // A per-sample scratch larger than the convolutions': 90 samples, chunks of 12.
         let wide = TrainLayout {

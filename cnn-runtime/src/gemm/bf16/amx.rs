@@ -10,6 +10,13 @@
 //! `k₂` must be zero on both sides, so that no NaN or infinity of a neighbouring row enters the
 //! sum). Columns past `n` need nothing: they reach only columns of C that are not stored.
 //!
+//! A tile load whose rows do not start on 64-byte cache lines runs several times slower (on
+//! Sapphire Rapids 6.5×: one tile per ~16 ns instead of ~2.5 ns, which caps a 2×2 block at a
+//! third of the peak; `docs/benchmarks.md`). So the buffers the tiles read start on lines (the
+//! scratch, the cached packed weights, the panels: [`crate::store::LINE`]), and an A whose start
+//! or row stride is off the lines (a direct convolution's weights, `⌈C·KH·KW/2⌉` pairs a row) is
+//! copied whole into tiles, which costs `m·k` against the product's `m·k·n`.
+//!
 //! C is computed in blocks of 2×2 tiles (32 rows, 32 columns) over the whole `k`: per block of
 //! 16 pairs, two A tiles and two B tiles are loaded and four `tdpbf16ps` run, the tiles' own
 //! configuration (tiles 0–3: C, 4–5: A, 6–7: B) loaded once per panel. With a single block of
@@ -30,8 +37,9 @@ use core::arch::asm;
 use std::cell::Cell;
 use std::vec::Vec;
 
-use super::{pairs, Gemm, B, NR, PANEL};
+use super::{pairs, Gemm, NR, PANEL};
 use crate::simd::{Avx512, Simd};
+use crate::store::{to_line, LINE};
 
 /// Pairs of `k` in a tile row (64 bytes).
 pub(crate) const KT: usize = 16;
@@ -120,19 +128,31 @@ pub(super) unsafe fn gemm_amx(g: Gemm<'_>, c: &mut [f32]) {
     let (kb, mb) = (k2.div_ceil(KT), m.div_ceil(T));
     let (ktail, mtail) = (k2 % KT, m % T);
 
-    // A's edge tiles, 64-byte aligned inside the buffer.
+    // A is read in place where its tiles start on cache lines; with its start or its row
+    // stride off the lines it is copied whole, tile by tile (a tile load from an address off a
+    // line's start costs several times what the copy does).
+    let copied = to_line(g.a) != 0 || !g.lda.is_multiple_of(KT);
+    // A's copied tiles, from a line's start in the buffer.
     let mut edge = EDGE.take();
-    edge.resize((mb + kb) * TILE + KT, 0);
-    let skip = edge.as_ptr().align_offset(64).min(KT);
+    edge.resize(if copied { mb * kb } else { mb + kb } * TILE + LINE - 1, 0);
+    let skip = to_line(&edge);
     let (cols_at, rows_at) = (skip, skip + mb * TILE);
-    if ktail != 0 {
+    if copied {
+        // LOOP over row tiles, then blocks of pairs
+        for ib in 0..mb {
+            for b in 0..kb {
+                let tile = &mut edge[skip + (ib * kb + b) * TILE..][..TILE];
+                copy_tile(g.a, g.lda, (ib * T, m), (b * KT, k2), tile);
+            }
+        }
+    } else if ktail != 0 {
         // LOOP over blocks of rows: the last block of pairs
         for ib in 0..mb {
             let tile = &mut edge[cols_at + ib * TILE..][..TILE];
             copy_tile(g.a, g.lda, (ib * T, m), ((kb - 1) * KT, k2), tile);
         }
     }
-    if mtail != 0 {
+    if !copied && mtail != 0 {
         // LOOP over blocks of pairs: the last block of rows
         for b in 0..kb {
             let tile = &mut edge[rows_at + b * TILE..][..TILE];
@@ -142,7 +162,9 @@ pub(super) unsafe fn gemm_amx(g: Gemm<'_>, c: &mut [f32]) {
     let edge_ptr = edge.as_ptr();
     // A's tile `(ib, b)`.
     let a_src = |ib: usize, b: usize| -> Src {
-        if mtail != 0 && ib == mb - 1 {
+        if copied {
+            Src(edge_ptr.wrapping_add(skip + (ib * kb + b) * TILE), 64)
+        } else if mtail != 0 && ib == mb - 1 {
             Src(edge_ptr.wrapping_add(rows_at + b * TILE), 64)
         } else if ktail != 0 && b == kb - 1 {
             Src(edge_ptr.wrapping_add(cols_at + ib * TILE), 64)
@@ -155,9 +177,7 @@ pub(super) unsafe fn gemm_amx(g: Gemm<'_>, c: &mut [f32]) {
     };
 
     let mut buf = PANEL.take();
-    if matches!(g.b, B::F32(..) | B::Fill(_)) && buf.len() < k2 * NR {
-        buf.resize(k2 * NR, 0);
-    }
+    g.panel_room(&mut buf);
     let mut tail = BTail([0; KT * NR]);
     let mut out = CTiles([[0.0; T * T]; 4]);
     let c_ptr = c.as_mut_ptr();

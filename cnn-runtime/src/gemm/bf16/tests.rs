@@ -141,6 +141,18 @@ fn run(
     c: &mut [f32],
     acc: bool,
 ) {
+    run_lda(path, (m, k, n), (a, pairs(k)), b, c, acc);
+}
+
+/// [`run`] with A's rows `lda` pairs apart.
+fn run_lda(
+    path: Bf16Path,
+    (m, k, n): (usize, usize, usize),
+    (a, lda): (&[u32], usize),
+    b: B<'_>,
+    c: &mut [f32],
+    acc: bool,
+) {
     gemm_on(
         path,
         Gemm {
@@ -149,7 +161,7 @@ fn run(
             n,
             a,
             b,
-            lda: pairs(k),
+            lda,
             ldc: n,
             accumulate: acc,
             post: None,
@@ -312,6 +324,24 @@ fn pairs_pad_an_odd_row_with_zero() {
         .all(|&p| p == 0));
 }
 
+/// A's pairs `ap` (`[m, k₂]`) placed as the tiles read them in place, from a cache line's start
+/// with rows a whole number of tiles apart (`lda` a multiple of 16, NaN pairs between `k₂` and
+/// `lda`, which no product may read), or off a line with `lda = k₂` (copied first). Returns the
+/// buffer, A's start in it and `lda`.
+fn placed(ap: &[u32], (m, k): (usize, usize), in_place: bool) -> (Vec<u32>, usize, usize) {
+    use crate::store::{to_line, LINE};
+    let k2 = pairs(k);
+    let lda = if in_place { k2.div_ceil(16) * 16 } else { k2 };
+    let mut buf = vec![0x7fc0_7fc0; m * lda + LINE];
+    let start = (0..LINE)
+        .find(|&o| (to_line(&buf[o..]) == 0) == in_place)
+        .unwrap();
+    for (i, row) in ap.chunks_exact(k2.max(1)).take(m).enumerate() {
+        buf[start + i * lda..][..k2].copy_from_slice(&row[..k2]);
+    }
+    (buf, start, lda)
+}
+
 #[test]
 fn matches_the_f64_reference_on_every_path_bit_identically() {
     let all = paths();
@@ -336,14 +366,23 @@ fn matches_the_f64_reference_on_every_path_bit_identically() {
         let by_hand = |chain| chain_gemm(chain, (m, k, n), &ap, &bp);
         let (pairs_want, tiles_want) = (by_hand(Chain::Pairs), by_hand(Chain::Tiles));
         for &path in &all {
-            for (what, src) in [
+            let sources = [
                 ("packed", B::Packed(&bp)),
                 ("f32", B::F32(&b, (n, 1))),
                 ("f32 transposed", B::F32(&bt, (1, k))),
                 ("filled", B::Fill(&fill)),
-            ] {
+            ];
+            // A on cache lines (read in place by the tiles) and off them (copied).
+            for ((what, src), in_place) in sources.into_iter().flat_map(|s| [(s, true), (s, false)])
+            {
+                let (buf, start, lda) = placed(&ap, (m, k), in_place);
+                let a = (&buf[start..], lda);
+                let what = format!(
+                    "{what}, A {}",
+                    if in_place { "on lines" } else { "off lines" }
+                );
                 let mut c = vec![f32::NAN; m * n];
-                run(path, (m, k, n), &ap, src, &mut c, false);
+                run_lda(path, (m, k, n), a, src, &mut c, false);
                 assert_eq!(
                     take_ran_bf16(),
                     if m * n * k == 0 { vec![] } else { vec![path] }
@@ -373,7 +412,7 @@ fn matches_the_f64_reference_on_every_path_bit_identically() {
                     );
                 }
                 let mut acc = c0.clone();
-                run(path, (m, k, n), &ap, src, &mut acc, true);
+                run_lda(path, (m, k, n), a, src, &mut acc, true);
                 take_ran_bf16();
                 for i in 0..m * n {
                     assert_eq!(acc[i], c0[i] + c[i], "{at}: accumulate at {i}");

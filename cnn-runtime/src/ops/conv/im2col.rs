@@ -380,7 +380,7 @@ mod tests {
         let mut first = vec![0.0; p.out_len()];
         let mut scratch = Vec::new();
         plain(&p, 1, &x, &w, None, &mut first, &mut scratch);
-        assert_eq!(scratch.len(), p.scratch_len());
+        assert_eq!(scratch.len(), p.scratch_len() + crate::store::LINE - 1);
         let mut second = vec![0.0; p.out_len()];
         let mut big = vec![f32::NAN; p.scratch_len() + 100];
         plain(&p, 1, &x, &w, None, &mut second, &mut big);

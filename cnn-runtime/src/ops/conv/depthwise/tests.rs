@@ -128,7 +128,7 @@ fn run(
     let mut out = vec![f32::NAN; n * p.out_len()];
     let mut scratch = vec![f32::NAN; 5];
     depthwise(p, 0, x, w, b, e, &mut out, &mut scratch);
-    assert_eq!(scratch.len(), scratch_len(p));
+    assert_eq!(scratch.len(), scratch_len(p) + crate::store::LINE - 1);
     out
 }
 
@@ -312,7 +312,7 @@ fn an_empty_range_writes_nothing_and_each_short_slice_is_named() {
     let x = rand_vec(2 * p.in_hw[0] * p.in_hw[1], 2);
     let mut scratch = Vec::new();
     depthwise(&p, 3, &[], &w, None, none, &mut [], &mut scratch);
-    assert_eq!(scratch.len(), scratch_len(&p));
+    assert_eq!(scratch.len(), scratch_len(&p) + crate::store::LINE - 1);
     // Two planes from plane 1 on: the right output, and nothing past it.
     let mut out = vec![f32::NAN; 3 * hw];
     depthwise(&p, 1, &x, &w, None, none, &mut out[..2 * hw], &mut scratch);
@@ -392,7 +392,7 @@ fn planes_split_over_threads_give_the_bits_of_one_thread() {
         let (one, used) = run_on(1);
         assert_eq!(
             used,
-            scratch_len(&p),
+            scratch_len(&p) + crate::store::LINE - 1,
             "{case:?}: one thread, one scratch plane"
         );
         let split = n * p.macs() >= DEPTHWISE_MIN_MACS_PER_SPLIT;
@@ -403,7 +403,7 @@ fn planes_split_over_threads_give_the_bits_of_one_thread() {
             if split {
                 assert_eq!(
                     used,
-                    threads * scratch_len(&p),
+                    threads * scratch_len(&p) + crate::store::LINE - 1,
                     "{case:?}: a part per thread"
                 );
             }
