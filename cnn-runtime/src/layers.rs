@@ -917,6 +917,10 @@ mod tests {
             };
             let want = run(&own);
             assert_eq!(run(&constant(made)), want, "{cp:?}");
+            if crate::ops::conv::runs_on_tiles(&cp) {
+                // The tiles read the f32 weights (packed their own way), not Winograd's `U`.
+                continue;
+            }
             let zeros: &'static [u32] = Box::leak(vec![0; made.len()].into_boxed_slice());
             let bias = own.filters.bias().unwrap().to_vec();
             let plane = cp.out_hw[0] * cp.out_hw[1];

@@ -1,5 +1,10 @@
 //! Helpers shared by the kernel tests.
 
+#[cfg(feature = "std")]
+use crate::gemm::bf16::from_bf16;
+#[cfg(feature = "std")]
+use crate::simd::Chain;
+
 /// Asserts `|a − b| ≤ tol · (1 + |b|)` element-wise, naming the first bad index.
 ///
 /// The bound is absolute (`tol`) for values below 1: meant for outputs whose terms are of
@@ -39,6 +44,48 @@ pub(crate) fn assert_close_rel(a: &[f32], b: &[f32], rtol: f64, atol: f64) {
 pub(crate) fn rand_vec(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = crate::init::Rng::new(seed);
     (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
+}
+
+/// `x`, or a zero of its sign where it is subnormal (AMX's flush of inputs and results).
+fn ftz(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// The sum of products of `k₂` pairs `a(p)·b(p)` in `chain`'s order of roundings, by hand:
+/// what every path of that chain must give bit for bit.
+#[cfg(feature = "std")]
+pub(crate) fn chain_sum(
+    chain: Chain,
+    k2: usize,
+    a: impl Fn(usize) -> u32,
+    b: impl Fn(usize) -> u32,
+) -> f32 {
+    let halves = |p: u32| (from_bf16(p as u16), from_bf16((p >> 16) as u16));
+    match chain {
+        Chain::Pairs => (0..k2).fold(0.0f32, |acc, p| {
+            let ((ae, ao), (be, bo)) = (halves(a(p)), halves(b(p)));
+            let acc = ao.mul_add(bo, acc);
+            ae.mul_add(be, acc)
+        }),
+        Chain::Tiles => {
+            let mut acc = 0.0f32;
+            // LOOP over blocks of 16 pairs: two chains from zero, then into the sum
+            for blk in (0..k2).step_by(16) {
+                let (mut even, mut odd) = (0.0f32, 0.0f32);
+                for p in blk..(blk + 16).min(k2) {
+                    let ((ae, ao), (be, bo)) = (halves(a(p)), halves(b(p)));
+                    even = ftz(ftz(ae).mul_add(ftz(be), even));
+                    odd = ftz(ftz(ao).mul_add(ftz(bo), odd));
+                }
+                acc = ftz(acc + ftz(even + odd));
+            }
+            acc
+        }
+    }
 }
 
 #[cfg(test)]

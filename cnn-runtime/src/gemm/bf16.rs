@@ -428,6 +428,11 @@ impl Cache {
         }
     }
 
+    /// Whether the copy is kept (a cell or static data), not made on every call.
+    pub(crate) fn keeps(&self) -> bool {
+        !matches!(self.0, Slot::None)
+    }
+
     /// Drops the copy (the weight changed): a static copy is replaced by a cell.
     pub(crate) fn clear(&mut self) {
         match &mut self.0 {
@@ -441,14 +446,14 @@ impl Cache {
 /// A kept copy, from a cache line's start ([`crate::store::LINE`]): the tiles load B from it in
 /// place.
 #[derive(Debug)]
-struct Lines {
+pub(crate) struct Lines {
     buf: Vec<u32>,
     at: usize,
 }
 
 impl Lines {
     /// `v` as it is if it starts a line, else copied to one that does.
-    fn new(v: Vec<u32>) -> Self {
+    pub(crate) fn new(v: Vec<u32>) -> Self {
         if to_line(&v) == 0 {
             return Lines { buf: v, at: 0 };
         }
@@ -459,7 +464,8 @@ impl Lines {
         Lines { buf, at }
     }
 
-    fn get(&self) -> &[u32] {
+    /// The copy.
+    pub(crate) fn get(&self) -> &[u32] {
         &self.buf[self.at..]
     }
 }
@@ -804,6 +810,6 @@ unsafe fn tile<D: Dot, const R: usize, const NV: usize>(
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-mod amx;
+pub(crate) mod amx;
 #[cfg(test)]
 mod tests;

@@ -44,7 +44,7 @@ use crate::store::{to_line, LINE};
 /// Pairs of `k` in a tile row (64 bytes).
 pub(crate) const KT: usize = 16;
 /// Rows of a tile, and f32 columns of a C tile.
-const T: usize = 16;
+pub(crate) const T: usize = 16;
 /// `u32` elements of a tile.
 const TILE: usize = T * KT;
 
@@ -68,7 +68,7 @@ static CONFIG: Config = {
 
 /// Four C tiles as the block leaves them, 64-byte aligned for `tilestored`.
 #[repr(C, align(64))]
-struct CTiles([[f32; T * T]; 4]);
+pub(crate) struct CTiles(pub(crate) [[f32; T * T]; 4]);
 
 /// The last block of 16 rows of a panel of B, zero past `k₂`.
 #[repr(C, align(64))]
@@ -82,7 +82,7 @@ thread_local! {
 
 /// Where an A or B tile is read: its first element and its row stride in bytes.
 #[derive(Clone, Copy)]
-struct Src(*const u32, usize);
+pub(crate) struct Src(pub(crate) *const u32, pub(crate) usize);
 
 macro_rules! tile_load {
     ($tmm:literal, $src:expr) => {
@@ -199,9 +199,9 @@ pub(super) unsafe fn gemm_amx(g: Gemm<'_>, c: &mut [f32]) {
                 Src(panel_ptr.wrapping_add(b * KT * NR + q * T), NR * 4)
             }
         };
-        // SAFETY: `CONFIG` is a valid palette-1 configuration of 64 aligned bytes; loaded for
-        // each panel because filling or packing it may have run another product.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+        // SAFETY: the caller's guarantee: the tiles may be used. Configured for each panel
+        // because filling or packing it may have run another product.
+        unsafe { configure() };
         let j_panel = jp * NR;
         let tiles_n = (n - j_panel).min(NR).div_ceil(T);
         if kb == 1 {
@@ -290,11 +290,31 @@ pub(super) unsafe fn gemm_amx(g: Gemm<'_>, c: &mut [f32]) {
             }
         }
     }
-    // SAFETY: tile state in use by this function only; releasing it returns the tiles to their
-    // initial state (the operating system then need not save them).
-    unsafe { asm!("tilerelease", options(nomem, nostack, preserves_flags)) };
+    // SAFETY: the tiles were configured above, by this function only.
+    unsafe { release() };
     PANEL.set(buf);
     EDGE.set(edge);
+}
+
+/// Loads [`CONFIG`]: tiles 0–3 C, 4–5 A, 6–7 B, all 16 rows of 64 bytes, zeroed.
+///
+/// # Safety
+/// [`crate::simd::amx_available`].
+#[inline(always)]
+pub(crate) unsafe fn configure() {
+    // SAFETY: `CONFIG` is a valid palette-1 configuration of 64 aligned bytes, and the caller
+    // vouches that this process may use the tiles.
+    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+}
+
+/// Returns the tiles to their initial state (the operating system then need not save them).
+///
+/// # Safety
+/// [`crate::simd::amx_available`]; no tile data still needed.
+#[inline(always)]
+pub(crate) unsafe fn release() {
+    // SAFETY: the caller's guarantee.
+    unsafe { asm!("tilerelease", options(nomem, nostack, preserves_flags)) };
 }
 
 /// Rows `r0..r_end` (at most 16 of them) and pairs `p0..p_end` (at most 16) of A (`lda` pairs
@@ -330,7 +350,7 @@ fn copy_tile(
 /// its stride; every `dst` given for a tile the block computes is valid for 16 rows of 64
 /// bytes, `ldc` apart, and borrowed by no one else.
 #[inline(always)]
-unsafe fn block(
+pub(crate) unsafe fn block(
     kb: usize,
     (two_rows, two_cols): (bool, bool),
     a: impl Fn(usize) -> [Src; 2],

@@ -4,7 +4,7 @@
 use super::*;
 use crate::simd::testing::take_ran_bf16;
 use crate::simd::Chain;
-use crate::test_util::rand_vec;
+use crate::test_util::{chain_sum, rand_vec};
 
 /// Every bf16 path this CPU runs, loudly naming the ones it cannot.
 fn paths() -> Vec<Bf16Path> {
@@ -54,42 +54,6 @@ const MKNS: &[(usize, usize, usize)] = &[
     (64, 96, 128),
     (40, 30, 100),
 ];
-
-/// `x`, or a zero of its sign where it is subnormal (AMX's flush of inputs and results).
-fn ftz(x: f32) -> f32 {
-    if x.is_subnormal() {
-        0.0f32.copysign(x)
-    } else {
-        x
-    }
-}
-
-/// The sum of products of `k₂` pairs `a(p)·b(p)` in `chain`'s order of roundings, by hand:
-/// what every path of that chain must give bit for bit.
-fn chain_sum(chain: Chain, k2: usize, a: impl Fn(usize) -> u32, b: impl Fn(usize) -> u32) -> f32 {
-    let halves = |p: u32| (from_bf16(p as u16), from_bf16((p >> 16) as u16));
-    match chain {
-        Chain::Pairs => (0..k2).fold(0.0f32, |acc, p| {
-            let ((ae, ao), (be, bo)) = (halves(a(p)), halves(b(p)));
-            let acc = ao.mul_add(bo, acc);
-            ae.mul_add(be, acc)
-        }),
-        Chain::Tiles => {
-            let mut acc = 0.0f32;
-            // LOOP over blocks of 16 pairs: two chains from zero, then into the sum
-            for blk in (0..k2).step_by(16) {
-                let (mut even, mut odd) = (0.0f32, 0.0f32);
-                for p in blk..(blk + 16).min(k2) {
-                    let ((ae, ao), (be, bo)) = (halves(a(p)), halves(b(p)));
-                    even = ftz(ftz(ae).mul_add(ftz(be), even));
-                    odd = ftz(ftz(ao).mul_add(ftz(bo), odd));
-                }
-                acc = ftz(acc + ftz(even + odd));
-            }
-            acc
-        }
-    }
-}
 
 /// C of pairs `ap` (`[m, ⌈k/2⌉]`) by packed `bp` in `chain`'s order, by hand.
 fn chain_gemm(chain: Chain, (m, k, n): (usize, usize, usize), ap: &[u32], bp: &[u32]) -> Vec<f32> {

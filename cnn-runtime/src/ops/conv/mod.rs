@@ -16,6 +16,8 @@ pub mod depthwise;
 pub mod direct;
 pub mod im2col;
 mod phases;
+#[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
+mod tiles;
 pub mod winograd;
 
 #[cfg(feature = "std")]
@@ -426,6 +428,10 @@ pub struct Filters {
     /// packed per position, im2col's rows as pairs), made on first use.
     #[cfg(feature = "std")]
     bf16: crate::gemm::bf16::Cache,
+    /// With [`Precision::Bf16`] on AMX tiles, a Winograd-shaped layer's weights as the tiles'
+    /// convolution reads them (one packed B per tap), made on first use.
+    #[cfg(feature = "std")]
+    tiles: crate::gemm::bf16::Cache,
 }
 
 /// The weights in a kernel's layout and the convolution they were made for, made on first use.
@@ -449,6 +455,7 @@ impl Filters {
             prepared: Some(Box::default()),
             precision: Precision::F32,
             bf16: Default::default(),
+            tiles: Default::default(),
         }
     }
 
@@ -468,6 +475,8 @@ impl Filters {
             precision: Precision::F32,
             #[cfg(feature = "std")]
             bf16: crate::gemm::bf16::Cache::EMPTY,
+            #[cfg(feature = "std")]
+            tiles: crate::gemm::bf16::Cache::EMPTY,
         }
     }
 
@@ -499,6 +508,7 @@ impl Filters {
         self.precision = precision;
         if precision == Precision::Bf16 {
             self.bf16.enable();
+            self.tiles.enable();
         }
     }
 
@@ -521,6 +531,20 @@ impl Filters {
             };
             bf16_weights(p, &self.weight, prepared)
         }))
+    }
+
+    /// With [`Precision::Bf16`] on the AMX path and a convolution the tiles run in place of
+    /// Winograd (`tiles::applies`), the weights as they read them; `None` otherwise.
+    #[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
+    fn for_tiles(&self, p: &Conv2dParams) -> Option<std::borrow::Cow<'_, [u32]>> {
+        if self.precision != Precision::Bf16 || !tiles::applies(p) {
+            return None;
+        }
+        if let (Buf::Static(w), false) = (&self.weight, self.tiles.keeps()) {
+            // A constant's layer (an embedded network) has no cell: kept per process.
+            return Some(std::borrow::Cow::Borrowed(tiles::static_weights(p, w)));
+        }
+        Some(self.tiles.get(|| tiles::pack_weights(p, &self.weight)))
     }
 
     /// `[c_out, c_in/groups, KH, KW]` row-major.
@@ -546,6 +570,7 @@ impl Filters {
         }
         // Made again from the new weights on next use.
         self.bf16.clear();
+        self.tiles.clear();
         if let Some((p, mut w)) = lazy.take() {
             match p.algorithm() {
                 Algorithm::Winograd => {
@@ -678,6 +703,23 @@ pub fn forward(
     out: &mut [f32],
     scratch: &mut (impl Scratch + ?Sized),
 ) {
+    #[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
+    if let Some(wt) = filters.for_tiles(p) {
+        let input = (input, Layout::ChannelsFirst);
+        let b = filters.bias();
+        tiles::conv2d(
+            p,
+            n,
+            input,
+            &wt,
+            b,
+            epilogue,
+            threads,
+            (out, false),
+            scratch,
+        );
+        return;
+    }
     let (w, b) = (filters.for_kernel(p), filters.bias());
     #[cfg(feature = "std")]
     if let Some(w16) = filters.for_bf16(p) {
@@ -699,6 +741,22 @@ pub fn forward(
             depthwise::conv2d(p, n, input, w, b, epilogue, threads, out, scratch)
         }
         Algorithm::Im2col => im2col::conv2d(p, n, input, w, b, epilogue, threads, out, scratch),
+    }
+}
+
+/// Whether a layer of shape `p` in bf16 runs on the AMX tiles' own convolution (`tiles`) on
+/// this thread, in place of Winograd: its weights then come from the layer's `f32` ones, not
+/// from a `U` made ahead of time.
+#[cfg(test)]
+pub(crate) fn runs_on_tiles(p: &Conv2dParams) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64", target_os = "linux"))]
+    {
+        tiles::applies(p)
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = p;
+        false
     }
 }
 
@@ -797,6 +855,23 @@ pub(crate) fn forward_in(
         Some(_) => Layout::ChannelsFirst,
         None => Layout::ChannelsLast,
     };
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if let Some(wt) = filters.for_tiles(p) {
+        let out_last = (out, out_layout == Layout::ChannelsLast);
+        let b = filters.bias();
+        tiles::conv2d(
+            p,
+            n,
+            (input, layout),
+            &wt,
+            b,
+            epilogue,
+            threads,
+            out_last,
+            scratch,
+        );
+        return out_layout;
+    }
     let (w, b) = (filters.for_kernel(p), filters.bias());
     let w16 = filters.for_bf16(p);
     let layouts = [layout, out_layout];
