@@ -16,9 +16,9 @@ static OVERRIDE: AtomicUsize = AtomicUsize::new(0);
 /// called, else the environment variable `CNN_NUM_THREADS` (read once), else all cores
 /// (`std::thread::available_parallelism`).
 ///
-/// A batch too small to hand to the pool runs on the calling thread; from 2 M
-/// multiply-accumulates its layers split among the other threads, which then spin for 2 ms
-/// after the call (using CPU time) so that the next call finds them awake.
+/// A batch of one chunk runs on the calling thread; from 2 M multiply-accumulates its layers
+/// split among the other threads, which spin while work comes and for 2 ms after (using CPU
+/// time) so that the next layer and the next call find them awake.
 pub fn num_threads() -> usize {
     match OVERRIDE.load(Ordering::Relaxed) {
         0 => default_threads(),
@@ -108,7 +108,8 @@ pub(crate) fn install<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> 
 
 #[cfg(feature = "std")]
 /// How long the spinning helpers of [`keep_warm`] stay after the last call that asked for
-/// them: ONNX Runtime's helpers spin too, for a similar time.
+/// them or the last work [`for_each`] gave them: ONNX Runtime's helpers spin too, for a
+/// similar time.
 const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[cfg(feature = "std")]
@@ -130,7 +131,7 @@ fn epoch() -> u64 {
 
 #[cfg(feature = "std")]
 /// Keeps `threads − 1` helpers (a pool of their own) spinning for [`SPIN`] from
-/// now, so that [`for_each`] called outside the pool (a forward pass of one small batch on the
+/// now (and from each later [`for_each`] that gives them work), so that [`for_each`] called outside the pool (a forward pass of one small batch on the
 /// calling thread) can hand them work at once: a sleeping worker takes tens of microseconds to
 /// wake on a virtual machine, as long as a small layer takes. A spinning helper runs the work
 /// the pool is given ([`rayon::yield_now`]) and spins between items; it stops when the time is
@@ -223,6 +224,8 @@ where
     let f = &f;
     match warm {
         Some(pool) => {
+            // Work keeps the helpers spinning: a long pass does not outlast them.
+            SPIN_UNTIL.fetch_max(epoch() + SPIN.as_nanos() as u64, Ordering::Relaxed);
             // The caller and `threads − 1` helpers take the items one at a time from a shared
             // queue (the caller, outside the pool, could not take back items it handed out,
             // as a worker does: it would wait while one helper ran them all). Then the caller
@@ -444,6 +447,32 @@ mod tests {
         assert!(on_caller < 7, "the helpers ran none of the items");
         assert!(helpers_stop(), "the helpers did not stop");
         assert_eq!(run(THREADS), (0, 7), "shared out after the helpers stopped");
+    }
+
+    /// Work shared out keeps the helpers spinning for `SPIN` from then, not from the call
+    /// that started them: a pass longer than `SPIN` keeps its helpers to the end.
+    #[test]
+    fn work_keeps_the_helpers_spinning() {
+        let _lock = warm_alone();
+        // Tries until a pass finds the helpers still spinning (a stall of the test machine
+        // longer than `SPIN` between the two steps would have stopped them).
+        let checked = (0..20).any(|_| {
+            warm();
+            let started = SPIN_UNTIL.load(Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            let before = epoch();
+            take_spread();
+            for_each(THREADS, 0..THREADS, |_, _| {});
+            if take_spread() != 1 {
+                return false;
+            }
+            let until = SPIN_UNTIL.load(Ordering::Relaxed);
+            assert!(until > started, "the work did not extend the spin");
+            assert!(until >= before + SPIN.as_nanos() as u64);
+            true
+        });
+        assert!(checked, "the helpers never spun when given work");
+        assert!(helpers_stop(), "the helpers did not stop");
     }
 
     /// `install` runs on a worker of the pool of that many threads, and the helpers of

@@ -32,12 +32,7 @@ pub(crate) const fn chunk_samples(activation: usize, l2: usize) -> usize {
     }
 }
 
-/// Multiply-accumulates of a single-chunk call below which `run_batch` stays on the calling
-/// thread rather than hand the chunk to the worker pool. Measured: `mobile` (5.5 M) at batch 1
-/// took 0.23 ms through the pool against 0.18 ms on the caller; `vgg` (150 M) gains from it.
-pub(crate) const POOL_MIN_MACS: usize = 20_000_000;
-
-/// Multiply-accumulates of a batch on the calling thread (below [`POOL_MIN_MACS`]) from which
+/// Multiply-accumulates of a batch on the calling thread (a single chunk) from which
 /// spare threads spin as helpers that its layers share out to (`threads::keep_warm`).
 pub(crate) const WARM_MIN_MACS: usize = 2_000_000;
 
