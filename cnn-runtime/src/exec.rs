@@ -1398,23 +1398,14 @@ mod tests {
     #[test]
     fn a_pool_after_a_convolution_equals_the_two_steps_bit_for_bit() {
         use crate::ops::batchnorm::BatchNormParams;
-        use crate::ops::conv::{direct, Conv2dParams};
+        use crate::ops::conv::direct;
         use crate::ops::pool::PoolKind;
+        use crate::test_util::conv3x3;
         use crate::Precision;
         let conv = |c_in: usize, c_out: usize, bf16: bool| {
             let mut conv = Conv2d::seeded(
                 "0",
-                Conv2dParams {
-                    c_in,
-                    c_out,
-                    groups: 1,
-                    kernel: [3, 3],
-                    stride: [1, 1],
-                    padding: [1, 1],
-                    dilation: [1, 1],
-                    in_hw: [9, 13],
-                    out_hw: [9, 13],
-                },
+                conv3x3(c_in, c_out, [9, 13]),
                 true,
                 &mut Rng::new(c_out as u64),
             );

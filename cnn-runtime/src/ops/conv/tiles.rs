@@ -61,7 +61,9 @@ pub(crate) fn applies(p: &Conv2dParams) -> bool {
 fn parts(p: &Conv2dParams) -> [usize; 3] {
     let ([h, w], [oh, ow]) = (p.in_hw, p.out_hw);
     let wp = w + 2 * p.padding[1];
-    let virt = (oh * wp).div_ceil(4 * T) * 4 * T;
+    // A thread's rows start a block of 32 virtual pixels anywhere: the last block of any
+    // split ends before `OH·WP + 32`.
+    let virt = oh * wp + 2 * T;
     [
         (virt + 2 * wp + 2) * c2p(p.c_in),
         h * w * p.c_in,
@@ -241,8 +243,9 @@ fn pad_pairs(p: &Conv2dParams, x: &[f32], pp: &mut [u32]) {
 /// Output rows `y0..y1` of one sample on the tiles, channel-last into `part` (those rows).
 ///
 /// # Safety
-/// [`crate::simd::amx_available`]; `pp` holds [`parts`]`(p)[0]` pairs, `w`
-/// [`weights_len`]`(p)`, `part` `(y1 − y0)·OW·C_out` floats.
+/// [`crate::simd::amx_available`]. (The lengths are checked: `pp` must hold what the rows'
+/// blocks read, as [`parts`]`(p)[0]` does for any rows, `w` [`weights_len`]`(p)`, `part`
+/// `(y1 − y0)·OW·C_out` floats; panics otherwise.)
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn rows_on_tiles(
     p: &Conv2dParams,
@@ -258,8 +261,18 @@ unsafe fn rows_on_tiles(
     let (c2, wp) = (c2p(p.c_in), p.in_hw[1] + 2 * p.padding[1]);
     let blocks = c2 / KT;
     let per = packed_len(2 * c2, c_out);
-    let (pp, w) = (pp.as_ptr(), w.as_ptr());
     let (v_start, v_end) = (y0 * wp, y1 * wp);
+    // What the blocks below read and write, checked (the raw accesses rely on it): the A
+    // tiles of the last block of 32 virtual pixels, 16 rows past its start, and the reach of
+    // the last tap (`2·WP + 2`); the output rows `y0..y1`; the nine packed taps.
+    let reach = v_start + (v_end - v_start).div_ceil(2 * T) * 2 * T + 2 * wp + 2;
+    assert!(pp.len() >= reach * c2, "tiles: input copy too short");
+    assert!(
+        part.len() >= (y1 - y0) * ow * c_out,
+        "tiles: output rows too short"
+    );
+    assert!(w.len() >= TAPS * per, "tiles: weights too short");
+    let (pp, w) = (pp.as_ptr(), w.as_ptr());
     let mut out = CTiles([[0.0; T * T]; 4]);
     // SAFETY: the caller's guarantee.
     unsafe { tiles::configure() };
@@ -286,9 +299,9 @@ unsafe fn rows_on_tiles(
                     Src(w.wrapping_add(at(c0 + T)), NR * 4),
                 ]
             };
-            // SAFETY: A tiles: virtual pixel `v ≤ v_end + 31` plus the reach of a tap
-            // (`2·WP + 2`), 16 rows, lie within `P`'s `(virt + 2·WP + 2)·C₂` pairs (`virt`
-            // covers every block of 32); pairs `cb·16 + 16 ≤ C₂`. B tiles: rows `cb·16 + 16 ≤
+            // SAFETY: A tiles: 16 rows from virtual pixel `v0 + 16` at most, plus the reach of
+            // a tap (`2·WP + 2`), lie within `reach·C₂ ≤ pp.len()` pairs (asserted above);
+            // pairs `cb·16 + 16 ≤ C₂`. B tiles: rows `cb·16 + 16 ≤
             // C₂` of tap `t`'s packed matrix, columns `c0 + 32 ≤` the panel's 64 (blocks of
             // 32 start at multiples of 32). The tiles are configured; `out` is not C.
             unsafe {
@@ -355,21 +368,7 @@ mod tests {
     use crate::gemm::bf16_pack::pair;
     use crate::ops::activation::Activation;
     use crate::simd::{bf16_path, Bf16Path, Chain};
-    use crate::test_util::{chain_sum, rand_vec};
-
-    fn conv3(c_in: usize, c_out: usize, [h, w]: [usize; 2]) -> Conv2dParams {
-        Conv2dParams {
-            c_in,
-            c_out,
-            groups: 1,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1, 1],
-            dilation: [1, 1],
-            in_hw: [h, w],
-            out_hw: [h, w],
-        }
-    }
+    use crate::test_util::{chain_sum, conv3x3 as conv3, rand_vec};
 
     /// `(c_in, c_out, [h, w], n)`: channels not a multiple of 32 (a short block of pairs, an
     /// odd last pair), outputs not a multiple of 16 or 32 (a short tile, a single column
@@ -546,6 +545,71 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The buffers' sizes by hand; an exact slice of scratch is enough, and a short operand
+    /// is refused.
+    #[test]
+    fn sizes_by_hand_and_short_operands_refused() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        let p = conv3(16, 24, [7, 9]);
+        // Padded width 11: 77 virtual pixels and a block of 32 past them, and the reach of
+        // the last tap (2·11 + 2); 16 channels are 8 pairs, rounded up to a tile row of 16.
+        assert_eq!(parts(&p), [(77 + 32 + 24) * 16, 7 * 9 * 16, 7 * 9 * 24]);
+        assert_eq!(scratch_len(&p), (77 + 32 + 24) * 16 + 63 * 16 + 63 * 24);
+        // Nine taps of 32 rows (16 pairs) by one packed panel of 64 columns.
+        assert_eq!(weights_len(&p), 9 * 16 * 64);
+        if bf16_path() != Bf16Path::Amx {
+            return;
+        }
+        let w = pack_weights(&p, &rand_vec(24 * 16 * TAPS, 1));
+        assert_eq!(w.len(), weights_len(&p));
+        let x = rand_vec(p.in_len(), 2);
+        let e = Epilogue::default();
+        let run = |w: &[u32], x: &[f32], y_len: usize, scratch: &mut [f32]| {
+            let mut y = vec![0.0; y_len];
+            conv2d(
+                &p,
+                1,
+                (x, Layout::ChannelsFirst),
+                w,
+                None,
+                e,
+                1,
+                (&mut y, true),
+                scratch,
+            );
+        };
+        let len = scratch_len(&p);
+        run(&w, &x, p.out_len(), &mut vec![0.0; len]);
+        for (what, result) in [
+            (
+                "scratch",
+                catch_unwind(AssertUnwindSafe(|| {
+                    run(&w, &x, p.out_len(), &mut vec![0.0; len - 1])
+                })),
+            ),
+            (
+                "weights",
+                catch_unwind(AssertUnwindSafe(|| {
+                    run(&w[1..], &x, p.out_len(), &mut vec![0.0; len])
+                })),
+            ),
+            (
+                "input",
+                catch_unwind(AssertUnwindSafe(|| {
+                    run(&w, &x[1..], p.out_len(), &mut vec![0.0; len])
+                })),
+            ),
+            (
+                "output",
+                catch_unwind(AssertUnwindSafe(|| {
+                    run(&w, &x, p.out_len() - 1, &mut vec![0.0; len])
+                })),
+            ),
+        ] {
+            assert!(result.is_err(), "{what} one short was taken");
         }
     }
 
