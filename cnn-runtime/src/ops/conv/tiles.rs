@@ -374,7 +374,7 @@ mod tests {
     /// odd last pair), outputs not a multiple of 16 or 32 (a short tile, a single column
     /// tile), rows shorter and longer than a tile, more pixels than a block of 32 leaves
     /// whole.
-    const CASES: [(usize, usize, [usize; 2], usize); 7] = [
+    const CASES: [(usize, usize, [usize; 2], usize); 9] = [
         (16, 24, [7, 9], 2),
         (19, 24, [9, 7], 2),
         (17, 20, [13, 12], 1),
@@ -382,22 +382,26 @@ mod tests {
         (64, 64, [16, 16], 1),
         (40, 80, [5, 33], 1),
         (33, 48, [8, 8], 3),
+        // Without padding (the output two smaller than the input each way).
+        (24, 16, [10, 12], 1),
+        (17, 40, [6, 19], 2),
     ];
 
     /// The sums by hand in the tiles' order (tap by tap, 16 pairs of channels at a time, each
-    /// block summed as `tdpbf16ps` does): `[n, c_out, H, W]`.
+    /// block summed as `tdpbf16ps` does): `[n, c_out, OH, OW]`.
     fn by_hand(p: &Conv2dParams, n: usize, x: &[f32], wt: &[f32]) -> Vec<f32> {
-        let (c_in, c_out, [h, w]) = (p.c_in, p.c_out, p.in_hw);
+        let (c_in, c_out, [h, w], [oh, ow]) = (p.c_in, p.c_out, p.in_hw, p.out_hw);
+        let [ph, pw] = p.padding;
         let c2 = c2p(c_in);
         let mut y = vec![0.0; n * p.out_len()];
         for s in 0..n {
             for o in 0..c_out {
-                for yy in 0..h {
-                    for xx in 0..w {
+                for yy in 0..oh {
+                    for xx in 0..ow {
                         let a = |q: usize| {
                             let (t, j) = (q / c2, q % c2);
                             let (iy, ix) =
-                                ((yy + t / 3).wrapping_sub(1), (xx + t % 3).wrapping_sub(1));
+                                ((yy + t / 3).wrapping_sub(ph), (xx + t % 3).wrapping_sub(pw));
                             let v = |c: usize| {
                                 if c < c_in && iy < h && ix < w {
                                     x[((s * c_in + c) * h + iy) * w + ix]
@@ -418,7 +422,7 @@ mod tests {
                             };
                             pair(v(2 * j), v(2 * j + 1))
                         };
-                        y[((s * c_out + o) * h + yy) * w + xx] =
+                        y[((s * c_out + o) * oh + yy) * ow + xx] =
                             chain_sum(Chain::Tiles, TAPS * c2, a, b);
                     }
                 }
@@ -453,7 +457,16 @@ mod tests {
             return;
         }
         for (seed, &(c_in, c_out, hw, n)) in CASES.iter().enumerate() {
-            let p = conv3(c_in, c_out, hw);
+            let p = if seed < 7 {
+                conv3(c_in, c_out, hw)
+            } else {
+                let out_hw = hw.map(|s| s - 2);
+                Conv2dParams {
+                    padding: [0, 0],
+                    out_hw,
+                    ..conv3(c_in, c_out, hw)
+                }
+            };
             assert!(applies(&p), "{p:?}");
             let s = 40 + seed as u64 * 7;
             // Inputs of different sizes, so that the order of the roundings matters.
@@ -469,9 +482,9 @@ mod tests {
             );
             let r = rand_vec(n * p.out_len(), s + 5);
             let w = pack_weights(&p, &wt);
-            let plane = hw[0] * hw[1];
+            let plane = p.out_hw[0] * p.out_hw[1];
             let sums = by_hand(&p, n, &x, &wt);
-            let x_last = channels_last(n, c_in, plane, &x);
+            let x_last = channels_last(n, c_in, hw[0] * hw[1], &x);
             for (what, bias, epilogue) in [
                 ("plain", None, Epilogue::default()),
                 (
@@ -611,6 +624,27 @@ mod tests {
         ] {
             assert!(result.is_err(), "{what} one short was taken");
         }
+        let r = vec![0.0; p.out_len() - 1];
+        let residual = catch_unwind(AssertUnwindSafe(|| {
+            let mut y = vec![0.0; p.out_len()];
+            let e = Epilogue {
+                residual: Some(&r),
+                ..Epilogue::default()
+            };
+            let input = (&x[..], Layout::ChannelsFirst);
+            conv2d(
+                &p,
+                1,
+                input,
+                &w,
+                None,
+                e,
+                1,
+                (&mut y, false),
+                &mut vec![0.0; len],
+            );
+        }));
+        assert!(residual.is_err(), "a residual one short was taken");
     }
 
     /// Weights in static data are packed once per layer and kept, from a cache line's start.
