@@ -647,6 +647,59 @@ mod tests {
         assert!(residual.is_err(), "a residual one short was taken");
     }
 
+    /// A layer in bf16 of Winograd's shape runs on the tiles through `forward` and
+    /// `forward_in` (the tiles' bits, not Winograd's), with its weights packed once; in f32 it
+    /// does not.
+    #[test]
+    fn bf16_layers_of_winograds_shape_take_the_tiles() {
+        use crate::ops::conv::{forward, forward_in, Filters};
+        use crate::Precision;
+        if bf16_path() != Bf16Path::Amx {
+            return;
+        }
+        let (p, n) = (conv3(32, 40, [9, 10]), 2);
+        let x = rand_vec(n * p.in_len(), 3);
+        let wt = rand_vec(40 * 32 * TAPS, 4);
+        let b = rand_vec(40, 5);
+        let mut filters = Filters::new(wt.clone(), Some(b.clone()));
+        let e = Epilogue::default();
+        let mut want = vec![0.0; n * p.out_len()];
+        let input = (&x[..], Layout::ChannelsFirst);
+        let w = pack_weights(&p, &wt);
+        conv2d(
+            &p,
+            n,
+            input,
+            &w,
+            Some(&b),
+            e,
+            1,
+            (&mut want, false),
+            &mut Vec::new(),
+        );
+        let mut got = vec![f32::NAN; n * p.out_len()];
+        forward(&p, n, &x, &filters, e, 1, &mut got, &mut Vec::new());
+        assert_ne!(bits(&got), bits(&want), "f32 ran on the tiles");
+        filters.set_precision(Precision::Bf16);
+        forward(&p, n, &x, &filters, e, 1, &mut got, &mut Vec::new());
+        assert_eq!(bits(&got), bits(&want), "forward");
+        let kept = filters.for_tiles(&p).unwrap();
+        assert!(
+            matches!(kept, std::borrow::Cow::Borrowed(_)),
+            "packed on every call"
+        );
+        assert_eq!(&kept[..], &w[..]);
+        let mut last = vec![f32::NAN; n * p.out_len()];
+        let layout = forward_in(&p, n, input, &filters, e, 1, &mut last, &mut Vec::new());
+        assert_eq!(layout, Layout::ChannelsLast);
+        let plane = p.out_hw[0] * p.out_hw[1];
+        assert_eq!(
+            bits(&last),
+            bits(&channels_last(n, 40, plane, &want)),
+            "forward_in"
+        );
+    }
+
     /// Weights in static data are packed once per layer and kept, from a cache line's start.
     #[test]
     fn static_weights_are_packed_once_per_layer() {
