@@ -644,7 +644,12 @@ mod tests {
                 &mut vec![0.0; len],
             );
         }));
-        assert!(residual.is_err(), "a residual one short was taken");
+        // Refused up front, not by an index out of bounds once the sums are made.
+        let message = residual.expect_err("a residual one short was taken");
+        assert_eq!(
+            message.downcast_ref::<&str>(),
+            Some(&"conv2d residual too short")
+        );
     }
 
     /// A layer in bf16 of Winograd's shape runs on the tiles through `forward` and
