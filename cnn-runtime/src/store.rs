@@ -309,6 +309,12 @@ mod tests {
             "never shrunk"
         );
         assert_eq!(v[..2], [7.0, 7.0]);
+        // Exactly as long as asked with a line's room, or one longer: left as it is.
+        for len in [4 + LINE - 1, 4 + LINE] {
+            let mut v = vec![0.0f32; len];
+            v.at_least(4);
+            assert_eq!(v.len(), len, "resized");
+        }
         // A slice five elements short of a line: from the line when 15 fit past it, else
         // from its start.
         let mut buf = vec![0.0f32; 64];
