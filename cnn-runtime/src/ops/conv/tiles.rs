@@ -703,6 +703,20 @@ mod tests {
             bits(&channels_last(n, 40, plane, &want)),
             "forward_in"
         );
+        // A constant's layer (static weights, no cell) borrows the copy kept for the process;
+        // a layer with a cell keeps its own, even with static weights.
+        let [wt, b]: [&'static [f32]; 2] = [wt, b].map(|v| &*Box::leak(v.into_boxed_slice()));
+        let mut constant = Filters::embedded(wt, Some(b), None);
+        constant.mark_precision(Precision::Bf16);
+        let process = static_weights(&p, wt);
+        let kept = constant.for_tiles(&p).unwrap();
+        assert!(matches!(kept, std::borrow::Cow::Borrowed(w) if core::ptr::eq(w, process)));
+        forward(&p, n, &x, &constant, e, 1, &mut got, &mut Vec::new());
+        assert_eq!(bits(&got), bits(&want), "a constant's layer");
+        let mut cell = Filters::embedded(wt, Some(b), None);
+        cell.set_precision(Precision::Bf16);
+        let own = cell.for_tiles(&p).unwrap();
+        assert!(matches!(own, std::borrow::Cow::Borrowed(w) if !core::ptr::eq(w, process)));
     }
 
     /// Weights in static data are packed once per layer and kept, from a cache line's start.
