@@ -1398,14 +1398,13 @@ mod tests {
     #[test]
     fn a_pool_after_a_convolution_equals_the_two_steps_bit_for_bit() {
         use crate::ops::batchnorm::BatchNormParams;
-        use crate::ops::conv::direct;
+        use crate::ops::conv::{direct, Conv2dParams};
         use crate::ops::pool::PoolKind;
-        use crate::test_util::conv3x3;
         use crate::Precision;
         let conv = |c_in: usize, c_out: usize, bf16: bool| {
             let mut conv = Conv2d::seeded(
                 "0",
-                conv3x3(c_in, c_out, [9, 13]),
+                Conv2dParams::same3x3(c_in, c_out, [9, 13]),
                 true,
                 &mut Rng::new(c_out as u64),
             );

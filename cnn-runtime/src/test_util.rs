@@ -46,21 +46,6 @@ pub(crate) fn rand_vec(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
 }
 
-/// A 3×3 convolution of stride 1 and padding 1 (the output as large as the input), one group.
-pub(crate) fn conv3x3(c_in: usize, c_out: usize, hw: [usize; 2]) -> crate::ops::conv::Conv2dParams {
-    crate::ops::conv::Conv2dParams {
-        c_in,
-        c_out,
-        groups: 1,
-        kernel: [3, 3],
-        stride: [1, 1],
-        padding: [1, 1],
-        dilation: [1, 1],
-        in_hw: hw,
-        out_hw: hw,
-    }
-}
-
 /// `x`, or a zero of its sign where it is subnormal (AMX's flush of inputs and results).
 fn ftz(x: f32) -> f32 {
     if x.is_subnormal() {

@@ -58,6 +58,23 @@ pub struct Conv2dParams {
 }
 
 impl Conv2dParams {
+    /// A 3×3 convolution of stride 1 and padding 1 (the output as large as the input), one
+    /// group: the tests' most common shape.
+    #[cfg(test)]
+    pub(crate) const fn same3x3(c_in: usize, c_out: usize, hw: [usize; 2]) -> Self {
+        Conv2dParams {
+            c_in,
+            c_out,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            in_hw: hw,
+            out_hw: hw,
+        }
+    }
+
     /// `[c_out, c_in / groups, KH, KW]`, the PyTorch weight shape.
     pub const fn weight_shape(&self) -> [usize; 4] {
         [

@@ -11,7 +11,7 @@
 //! output channels) sums `9·C₂/16` blocks of 16 pairs, tap by tap, channel block by channel
 //! block: the GEMM's `block` with other sources.
 //!
-//! The sums round in the tiles' order ([`crate::simd::Chain::Tiles`]) over that order of `k`.
+//! The sums round in the tiles' order (the tests' `Chain::Tiles`) over that order of `k`.
 //! C goes channel-last to the output (or to a buffer transposed to channels-first after),
 //! through the channels' bias, folded batch norm and ReLU in AVX-512 registers (the bits of
 //! `PostOp::apply`); another activation and a residual run on the finished output.
@@ -368,7 +368,7 @@ mod tests {
     use crate::gemm::bf16_pack::pair;
     use crate::ops::activation::Activation;
     use crate::simd::{bf16_path, Bf16Path, Chain};
-    use crate::test_util::{chain_sum, conv3x3 as conv3, rand_vec};
+    use crate::test_util::{chain_sum, rand_vec};
 
     /// `(c_in, c_out, [h, w], n)`: channels not a multiple of 32 (a short block of pairs, an
     /// odd last pair), outputs not a multiple of 16 or 32 (a short tile, a single column
@@ -458,13 +458,13 @@ mod tests {
         }
         for (seed, &(c_in, c_out, hw, n)) in CASES.iter().enumerate() {
             let p = if seed < 7 {
-                conv3(c_in, c_out, hw)
+                Conv2dParams::same3x3(c_in, c_out, hw)
             } else {
                 let out_hw = hw.map(|s| s - 2);
                 Conv2dParams {
                     padding: [0, 0],
                     out_hw,
-                    ..conv3(c_in, c_out, hw)
+                    ..Conv2dParams::same3x3(c_in, c_out, hw)
                 }
             };
             assert!(applies(&p), "{p:?}");
@@ -566,7 +566,7 @@ mod tests {
     #[test]
     fn sizes_by_hand_and_short_operands_refused() {
         use std::panic::{catch_unwind, AssertUnwindSafe};
-        let p = conv3(16, 24, [7, 9]);
+        let p = Conv2dParams::same3x3(16, 24, [7, 9]);
         // Padded width 11: 77 virtual pixels and a block of 32 past them, and the reach of
         // the last tap (2·11 + 2); 16 channels are 8 pairs, rounded up to a tile row of 16.
         assert_eq!(parts(&p), [(77 + 32 + 24) * 16, 7 * 9 * 16, 7 * 9 * 24]);
@@ -662,7 +662,7 @@ mod tests {
         if bf16_path() != Bf16Path::Amx {
             return;
         }
-        let (p, n) = (conv3(32, 40, [9, 10]), 2);
+        let (p, n) = (Conv2dParams::same3x3(32, 40, [9, 10]), 2);
         let x = rand_vec(n * p.in_len(), 3);
         let wt = rand_vec(40 * 32 * TAPS, 4);
         let b = rand_vec(40, 5);
@@ -722,7 +722,7 @@ mod tests {
     /// Weights in static data are packed once per layer and kept, from a cache line's start.
     #[test]
     fn static_weights_are_packed_once_per_layer() {
-        let p = conv3(16, 24, [4, 4]);
+        let p = Conv2dParams::same3x3(16, 24, [4, 4]);
         let [a, b]: [&'static [f32]; 2] =
             [1, 2].map(|s| &*Box::leak(rand_vec(24 * 16 * TAPS, s).into_boxed_slice()));
         let wa = static_weights(&p, a);
@@ -737,7 +737,7 @@ mod tests {
     /// The tiles take Winograd's shapes (3×3, stride 1, one group) on the AMX path only.
     #[test]
     fn the_tiles_take_winograds_shapes_on_the_amx_path_only() {
-        let p = conv3(64, 64, [16, 16]);
+        let p = Conv2dParams::same3x3(64, 64, [16, 16]);
         assert_eq!(applies(&p), bf16_path() == Bf16Path::Amx);
         crate::simd::testing::with_bf16_refused(1, || assert!(!applies(&p)));
         let strided = Conv2dParams {
