@@ -218,22 +218,32 @@ struct Steps<'a> {
     relu: bool,
 }
 
-/// Channel-last `x: [H·W, C]` into `pp`: zero, then each pixel's channels as pairs at its
-/// padded place.
+/// Channel-last `x: [H·W, C]` into `pp`: each pixel's channels as pairs at its padded place,
+/// zero everywhere else (the padding around the image, the channels past `C`, the margin);
+/// whatever `pp` held before does not matter.
 fn pad_pairs(p: &Conv2dParams, x: &[f32], pp: &mut [u32]) {
     crate::simd::with_simd_bf16!(
         |s: S| {
-            let (c_in, [h, w]) = (p.c_in, p.in_hw);
-            let (c2, wp) = (c2p(c_in), w + 2 * p.padding[1]);
-            pp.fill(0);
-            let halves = halves_mut(pp);
-            // LOOP over input rows, then pixels
+            let (c_in, [h, w], [ph, pw]) = (p.c_in, p.in_hw, p.padding);
+            let (c2, wp) = (c2p(c_in), w + 2 * pw);
+            // Padded pixel of the image's pixel `(yy, 0)`.
+            let row = |yy: usize| (yy + ph) * wp + pw;
+            if h == 0 {
+                pp.fill(0);
+                return;
+            }
+            pp[..row(0) * c2].fill(0);
+            // LOOP over input rows: the row's pixels, then the padding up to the next row's
             for yy in 0..h {
+                let halves = halves_mut(pp);
                 for xx in 0..w {
-                    let at = ((yy + p.padding[0]) * wp + xx + p.padding[1]) * c2;
+                    let at = 2 * (row(yy) + xx) * c2;
                     let src = &x[(yy * w + xx) * c_in..][..c_in];
-                    convert_with::<S>(s, src, &mut halves[2 * at..2 * at + c_in]);
+                    convert_with::<S>(s, src, &mut halves[at..at + c_in]);
+                    halves[at + c_in..at + 2 * c2].fill(0);
                 }
+                let next = if yy + 1 < h { row(yy + 1) * c2 } else { pp.len() };
+                pp[(row(yy) + w) * c2..next].fill(0);
             }
         },
         (p: &Conv2dParams, x: &[f32], pp: &mut [u32])
@@ -530,7 +540,10 @@ mod tests {
                         }
                         for threads in [1, 2] {
                             let mut y = vec![f32::NAN; n * p.out_len()];
-                            let mut scratch = Vec::new();
+                            // Scratch left full of NaN by another layer: none of it may
+                            // enter a sum.
+                            let len = scratch_len(&p) + crate::store::LINE;
+                            let mut scratch = vec![f32::NAN; len];
                             crate::threads::install(threads, || {
                                 conv2d(
                                     &p,
