@@ -153,19 +153,27 @@ pub(crate) fn conv2d(
     let (pp, rest) = buf.split_at_mut(lp);
     let (xt, yt) = rest.split_at_mut(lx);
     let pp = crate::gemm::bf16::f32_as_pairs_mut(pp);
-    // The channels' steps as vectors over channels, padded to whole vectors.
+    // The channels' steps as three vectors over channels (`PostOp::row_coef`), padded to
+    // whole vectors with steps that change no bit.
     let first = epilogue.channel(bias, 0);
     let (relu, left) = (first.relu, first.act);
     let cols = c_out.div_ceil(T) * T;
-    let mut coef = vec![[-0.0f32, 1.0, -0.0]; cols];
-    for (c, k) in coef.iter_mut().enumerate().take(c_out) {
-        *k = epilogue.channel(bias, c).row_coef();
+    let mut coef = vec![0.0f32; 3 * cols];
+    let (add, rest) = coef.split_at_mut(cols);
+    let (scale, shift) = rest.split_at_mut(cols);
+    // LOOP over channels, padded
+    for c in 0..cols {
+        let k = if c < c_out {
+            epilogue.channel(bias, c).row_coef()
+        } else {
+            [-0.0, 1.0, -0.0]
+        };
+        (add[c], scale[c], shift[c]) = (k[0], k[1], k[2]);
     }
-    let [add, scale, shift] = [0, 1, 2].map(|i| coef.iter().map(|k| k[i]).collect::<Vec<f32>>());
     let steps = Steps {
-        add: &add,
-        scale: &scale,
-        shift: &shift,
+        add,
+        scale,
+        shift,
         relu,
     };
     // LOOP over samples
