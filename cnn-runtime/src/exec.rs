@@ -933,7 +933,8 @@ impl Default for Exec<'_> {
 
 impl WorkspaceLayout {
     /// Bytes of a [`Workspace`] with this layout: two activation buffers of `CHUNK` (8) samples
-    /// (ping-pong), one scratch buffer, the fused batch-norm coefficients and one buffer of
+    /// (ping-pong), one scratch buffer (with 15 floats of room to start on a cache line), the
+    /// fused batch-norm coefficients and one buffer of
     /// `CHUNK` samples per depth of the block stack.
     pub const fn bytes(&self) -> usize {
         let mut stack = 0;
