@@ -11,7 +11,7 @@ use crate::ops::conv::{self, Epilogue, Layout};
 use crate::ops::conv_transpose;
 use crate::ops::pool::{self, Pool2dParams};
 use crate::ops::upsample::{self, Upsample2dParams};
-use crate::store::LINE;
+use crate::store::{Lined, LINE};
 use crate::tuning::{CHUNK, POOL_MIN_SPLIT, WARM_MIN_MACS};
 use crate::Error;
 
@@ -42,8 +42,9 @@ pub struct Exec<'x> {
     input: Option<&'x [f32]>,
     n: usize,
     len: usize,
-    cur: Vec<f32>,
-    next: Vec<f32>,
+    /// The current tensor and the next one's buffer, from cache lines.
+    cur: Lined,
+    next: Lined,
     scratch: Vec<f32>,
     /// Folded batch-norm `scale ++ shift` of a fused convolution.
     affine: Vec<f32>,
@@ -135,8 +136,8 @@ impl<'x> Exec<'x> {
             input: None,
             n,
             len: cur.len(),
-            cur,
-            next: Vec::new(),
+            cur: Lined::from_vec(&cur),
+            next: Lined::default(),
             scratch: Vec::new(),
             affine: Vec::new(),
             stack: Vec::new(),
@@ -181,9 +182,7 @@ impl<'x> Exec<'x> {
     fn grow_pair(&mut self, len: usize) {
         // Never shorten a buffer: a later layer would pay to zero it again on growth.
         for buf in [&mut self.cur, &mut self.next] {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
+            buf.grow(len);
         }
     }
 
@@ -933,9 +932,9 @@ impl Default for Exec<'_> {
 
 impl WorkspaceLayout {
     /// Bytes of a [`Workspace`] with this layout: two activation buffers of `CHUNK` (8) samples
-    /// (ping-pong), one scratch buffer (with 15 floats of room to start on a cache line), the
-    /// fused batch-norm coefficients and one buffer of
-    /// `CHUNK` samples per depth of the block stack.
+    /// (ping-pong) and one scratch buffer (each with 15 floats of room to start on a cache
+    /// line), the fused batch-norm coefficients and one buffer of `CHUNK` samples per depth of
+    /// the block stack.
     pub const fn bytes(&self) -> usize {
         let mut stack = 0;
         let mut d = 0;
@@ -943,7 +942,7 @@ impl WorkspaceLayout {
             stack += self.stack[d];
             d += 1;
         }
-        4 * (2 * CHUNK * self.activations + self.scratch + LINE - 1
+        4 * (2 * (CHUNK * self.activations + LINE - 1) + self.scratch + LINE - 1
             + 2 * self.channels
             + CHUNK * stack)
     }
@@ -967,8 +966,8 @@ impl Workspace {
                 input: None,
                 n: 0,
                 len: 0,
-                cur: Vec::with_capacity(act),
-                next: Vec::with_capacity(act),
+                cur: Lined::with_capacity(act),
+                next: Lined::with_capacity(act),
                 scratch: Vec::with_capacity(layout.scratch + LINE - 1),
                 affine: Vec::with_capacity(2 * layout.channels),
                 stack: layout
@@ -2305,7 +2304,8 @@ mod tests {
         /// Pointer and capacity of every buffer of `e`, the ping-pong pair in either order.
         fn buffers(e: &Exec) -> Vec<(usize, usize)> {
             let id = |v: &Vec<f32>| (v.as_ptr() as usize, v.capacity());
-            let mut pair = [id(&e.cur), id(&e.next)];
+            let lined = |v: &Lined| (v.allocation() as usize, v.capacity());
+            let mut pair = [lined(&e.cur), lined(&e.next)];
             pair.sort();
             let mut all = pair.to_vec();
             all.extend([id(&e.scratch), id(&e.affine)]);
@@ -2328,7 +2328,9 @@ mod tests {
             assert_eq!(ws.capacity_bytes(), NESTED.bytes());
             assert_eq!(
                 NESTED.bytes(),
-                4 * (2 * CHUNK * 200 + 490 + LINE - 1 + 10 + CHUNK * (40 + 200 + 40 + 80))
+                4 * (2 * (CHUNK * 200 + LINE - 1) + 490 + LINE - 1
+                    + 10
+                    + CHUNK * (40 + 200 + 40 + 80))
             );
             let before = buffers(&ws.exec);
             for n in [CHUNK, 3, 2 * CHUNK + 1] {

@@ -114,6 +114,81 @@ impl Scratch for Vec<f32> {
     }
 }
 
+/// A growable `f32` buffer whose contents start on a cache line (the executor's activations:
+/// the kernels write their outputs there, and an AMX tile stored across lines, or a vector
+/// store split over two, runs slower). It holds [`LINE`]` − 1` elements more than it shows;
+/// growing it keeps its contents, moved to the new allocation's first line.
+#[cfg(feature = "std")]
+#[derive(Debug, Default)]
+pub(crate) struct Lined(Vec<f32>);
+
+#[cfg(feature = "std")]
+impl Lined {
+    /// Room for `len` elements from a line's start, none of them there yet.
+    pub(crate) fn with_capacity(len: usize) -> Self {
+        Lined(Vec::with_capacity(len + LINE - 1))
+    }
+
+    /// `v` copied to a line's start.
+    pub(crate) fn from_vec(v: &[f32]) -> Self {
+        let mut l = Lined::default();
+        l.grow(v.len());
+        l[..v.len()].copy_from_slice(v);
+        l
+    }
+
+    /// Elements from the first line's start.
+    fn start(&self) -> usize {
+        to_line(&self.0).min(self.0.len())
+    }
+
+    /// Grows to at least `len` elements from a line's start (never shrinks), keeping the
+    /// contents: the first `len` of them, or all there were.
+    pub(crate) fn grow(&mut self, len: usize) {
+        if self.len() >= len {
+            return;
+        }
+        let (from, kept) = (self.start(), self.len());
+        self.0.resize(len + LINE - 1, 0.0);
+        let to = to_line(&self.0);
+        if to != from {
+            self.0.copy_within(from..from + kept, to);
+            // What the copy left behind past the contents shows as zero, as new elements do.
+            if from > to {
+                self.0[to + kept..from + kept].fill(0.0);
+            }
+        }
+    }
+
+    /// The allocation's start (not the first line's), to tell whether it changed.
+    #[cfg(test)]
+    pub(crate) fn allocation(&self) -> *const f32 {
+        self.0.as_ptr()
+    }
+
+    /// Elements allocated, the room to reach a line included.
+    pub(crate) fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+#[cfg(feature = "std")]
+impl core::ops::Deref for Lined {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.0[self.start()..]
+    }
+}
+
+#[cfg(feature = "std")]
+impl core::ops::DerefMut for Lined {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        let at = self.start();
+        &mut self.0[at..]
+    }
+}
+
 impl Scratch for [f32] {
     /// From the slice's first 64-byte boundary when what follows it is long enough (a
     /// workspace sized with [`LINE`]` − 1` elements to spare), else from its start.
@@ -241,6 +316,62 @@ mod tests {
         0, 0, 192, 127, // NaN
         0, 0, 0, 0, // 0.0
     ]);
+
+    #[test]
+    fn lined_starts_on_a_line_and_keeps_its_contents_as_it_grows() {
+        let mut l = Lined::with_capacity(3);
+        assert_eq!(l.capacity(), 3 + LINE - 1);
+        assert!(l.is_empty());
+        l.grow(0);
+        assert!(l.is_empty(), "nothing asked, nothing shown");
+        let mut expect: Vec<f32> = Vec::new();
+        // Growing from every length to a larger one, through reallocations: the contents so
+        // far stay (at the new line's start), the rest is zero.
+        for len in [1, 2, 17, 40, 41, 300, 1000, 5000] {
+            l.grow(len);
+            assert_eq!(to_line(&l), 0, "from a line's start at {len}");
+            assert!(
+                l.len() >= len && l.len() < len + LINE,
+                "length {} for {len}",
+                l.len()
+            );
+            assert_eq!(&l[..expect.len()], &expect[..], "contents kept at {len}");
+            assert!(l[expect.len()..len].iter().all(|&v| v == 0.0));
+            // LOOP over the new elements: numbered
+            for i in expect.len()..len {
+                l[i] = i as f32 + 0.5;
+                expect.push(i as f32 + 0.5);
+            }
+        }
+        // Never shrunk; a shorter request changes nothing.
+        let (ptr, len) = (l.as_ptr(), l.len());
+        l.grow(10);
+        assert_eq!((l.as_ptr(), l.len()), (ptr, len));
+        assert_eq!(&l[..expect.len()], &expect[..]);
+        // A copy of a vector, from a line's start, equal to it.
+        let v: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        let c = Lined::from_vec(&v);
+        assert_eq!((to_line(&c), &c[..37]), (0, &v[..]));
+        assert_eq!(Lined::from_vec(&[]).len(), 0);
+        // The contents move when the new allocation's first line is not as far from its start
+        // as the old one's was: seen at least once over growths from small to large.
+        let mut moved = false;
+        for attempt in 0..200 {
+            let mut l = Lined::default();
+            let _spacer = vec![0u8; attempt % 7 * 16 + 1];
+            l.grow(5);
+            l[..5].copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+            let from = to_line(&l.0);
+            l.grow(100_000 + attempt);
+            moved |= to_line(&l.0) != from;
+            assert_eq!(&l[..5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+            assert!(
+                l[5..40].iter().all(|&v| v == 0.0),
+                "left behind past the contents"
+            );
+        }
+        assert!(moved, "never moved: the case is not tested");
+    }
 
     #[test]
     fn u32s_views_the_same_bytes_as_little_endian_words() {
