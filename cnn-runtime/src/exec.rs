@@ -48,8 +48,9 @@ pub struct Exec<'x> {
     scratch: Vec<f32>,
     /// Folded batch-norm `scale ++ shift` of a fused convolution.
     affine: Vec<f32>,
-    /// One buffer per stack depth, kept (never shrunk) when the entry is popped.
-    stack: Vec<Vec<f32>>,
+    /// One buffer per stack depth, kept (never shrunk) when the entry is popped; from cache
+    /// lines, as `cur` and `next`.
+    stack: Vec<Lined>,
     /// The length of each live stack entry (`n ·` its per-sample length); its length is the
     /// stack's depth.
     lens: Vec<usize>,
@@ -286,12 +287,9 @@ impl<'x> Exec<'x> {
     fn push_len(&mut self, len: usize) -> usize {
         let d = self.lens.len();
         if self.stack.len() <= d {
-            self.stack.push(Vec::new());
+            self.stack.push(Lined::default());
         }
-        let buf = &mut self.stack[d];
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
+        self.stack[d].grow(len);
         self.lens.push(len);
         d
     }
@@ -600,9 +598,7 @@ impl Run for Exec<'_> {
         self.grow_pair(top_len);
         self.next[..top_len].copy_from_slice(&self.stack[d][..top_len]);
         let buf = &mut self.stack[d];
-        if buf.len() < cur_len {
-            buf.resize(cur_len, 0.0);
-        }
+        buf.grow(cur_len);
         buf[..cur_len].copy_from_slice(&self.cur[..cur_len]);
         std::mem::swap(&mut self.cur, &mut self.next);
         self.len = top_len;
@@ -932,19 +928,19 @@ impl Default for Exec<'_> {
 
 impl WorkspaceLayout {
     /// Bytes of a [`Workspace`] with this layout: two activation buffers of `CHUNK` (8) samples
-    /// (ping-pong) and one scratch buffer (each with 15 floats of room to start on a cache
-    /// line), the fused batch-norm coefficients and one buffer of `CHUNK` samples per depth of
-    /// the block stack.
+    /// (ping-pong), one scratch buffer, the fused batch-norm coefficients and one buffer of
+    /// `CHUNK` samples per depth of the block stack; all but the coefficients with 15 floats
+    /// of room to start on a cache line.
     pub const fn bytes(&self) -> usize {
         let mut stack = 0;
         let mut d = 0;
         while d < self.stack.len() {
-            stack += self.stack[d];
+            stack += CHUNK * self.stack[d] + LINE - 1;
             d += 1;
         }
         4 * (2 * (CHUNK * self.activations + LINE - 1) + self.scratch + LINE - 1
             + 2 * self.channels
-            + CHUNK * stack)
+            + stack)
     }
 }
 
@@ -973,7 +969,7 @@ impl Workspace {
                 stack: layout
                     .stack
                     .iter()
-                    .map(|&len| Vec::with_capacity(CHUNK * len))
+                    .map(|&len| Lined::with_capacity(CHUNK * len))
                     .collect(),
                 lens: Vec::with_capacity(layout.stack.len()),
                 threads: 1,
@@ -987,7 +983,7 @@ impl Workspace {
     /// coefficients and block stack).
     pub fn capacity_bytes(&self) -> usize {
         let e = &self.exec;
-        let stack: usize = e.stack.iter().map(Vec::capacity).sum();
+        let stack: usize = e.stack.iter().map(Lined::capacity).sum();
         4 * (e.cur.capacity()
             + e.next.capacity()
             + e.scratch.capacity()
@@ -2309,7 +2305,7 @@ mod tests {
             pair.sort();
             let mut all = pair.to_vec();
             all.extend([id(&e.scratch), id(&e.affine)]);
-            all.extend(e.stack.iter().map(id));
+            all.extend(e.stack.iter().map(lined));
             all.push((e.stack.as_ptr() as usize, e.stack.capacity()));
             all.push((e.lens.as_ptr() as usize, e.lens.capacity()));
             all
@@ -2330,7 +2326,8 @@ mod tests {
                 NESTED.bytes(),
                 4 * (2 * (CHUNK * 200 + LINE - 1) + 490 + LINE - 1
                     + 10
-                    + CHUNK * (40 + 200 + 40 + 80))
+                    + CHUNK * (40 + 200 + 40 + 80)
+                    + 4 * (LINE - 1))
             );
             let before = buffers(&ws.exec);
             for n in [CHUNK, 3, 2 * CHUNK + 1] {

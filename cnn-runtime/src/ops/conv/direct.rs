@@ -443,10 +443,8 @@ pub(crate) fn conv2d_bf16_pooled(
         let mut buf = BAND.with(std::cell::Cell::take);
         let pooled_rows = (per_band + extra) * pool_w;
         let len = m * cap * ow + pooled_rows + pool.scratch_len();
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        let (band, rest) = buf[..len].split_at_mut(m * cap * ow);
+        // From a cache line: the GEMM's tiles store rows of the band.
+        let (band, rest) = buf.at_least(len)[..len].split_at_mut(m * cap * ow);
         let (rows, pool_scratch) = rest.split_at_mut(pooled_rows);
         let w = &w16[first * k2..(first + m) * k2];
         // Convolution rows `held` are in the band, row `held.start` first.
