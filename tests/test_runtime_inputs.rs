@@ -280,7 +280,7 @@ fn test_unusual_strides_give_the_contiguous_result() {
 /// Eight threads call `forward_batch` on one shared model for two seconds, on batches from 1
 /// to 33 samples, with the pool at four threads; every result equals, bit for bit, the result
 /// of the same batch on one thread. A batch of one chunk (up to 8 samples of `Shared`) runs on
-/// its calling thread, from 3 samples (`WARM_MIN_MACS`, 2 M at `Shared`'s 0.8 M
+/// its calling thread, from 8 samples (`WARM_MIN_MACS`, 6 M at `Shared`'s 0.8 M
 /// multiply-accumulates per sample) with its layers shared among the spinning helpers, which
 /// the eight callers share; larger batches' chunks (the 33 samples' five) go to the pool's
 /// workers, several callers' chunks at once. The calls must overlap (this is a concurrency test) and every batch size
