@@ -2402,13 +2402,14 @@ mod tests {
 
     /// An error in any one chunk of a batch split over threads is the call's error, whichever
     /// chunk it is (the first, a middle one, the last, shorter one); the other chunks run.
-    /// A network whose activations would not fit L2 eight times over runs in smaller chunks:
-    /// one sample at a time for activations of an L2 each, each result in its place.
+    /// A network whose activations (a layer's input and output) would not fit L2 eight times
+    /// over runs in smaller chunks: one sample at a time for activations of half an L2 each,
+    /// each result in its place.
     #[test]
     fn large_activations_run_in_smaller_chunks() {
         let l2 = crate::cache::caches().l2;
         let x = Array4::from_shape_fn((5, 1, 1, 1), |(s, ..)| s as f32);
-        for (activations, chunk) in [(1, 5), (l2 / 4, 1), (l2 / 8, 2)] {
+        for (activations, chunk) in [(1, 5), (l2 / 8, 1), (l2 / 16, 2)] {
             let sizes = std::sync::Mutex::new(Vec::new());
             let run = |e: &mut Exec| {
                 sizes.lock().unwrap().push(e.n);
