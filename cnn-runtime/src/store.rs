@@ -151,13 +151,7 @@ impl Lined {
         let (from, kept) = (self.start(), self.len());
         self.0.resize(len + LINE - 1, 0.0);
         let to = to_line(&self.0);
-        if to != from {
-            self.0.copy_within(from..from + kept, to);
-            // What the copy left behind past the contents shows as zero, as new elements do.
-            if from > to {
-                self.0[to + kept..from + kept].fill(0.0);
-            }
-        }
+        shift(&mut self.0, (from, to), kept);
     }
 
     /// The allocation's start (not the first line's), to tell whether it changed.
@@ -169,6 +163,18 @@ impl Lined {
     /// Elements allocated, the room to reach a line included.
     pub(crate) fn capacity(&self) -> usize {
         self.0.capacity()
+    }
+}
+
+/// Moves the `kept` values at `from` to `to` in `v`, zero where they were and no longer are.
+#[cfg(feature = "std")]
+fn shift(v: &mut [f32], (from, to): (usize, usize), kept: usize) {
+    if to != from {
+        v.copy_within(from..from + kept, to);
+        // What the copy left behind past the contents shows as zero, as new elements do.
+        if from > to {
+            v[to + kept..from + kept].fill(0.0);
+        }
     }
 }
 
@@ -316,6 +322,35 @@ mod tests {
         0, 0, 192, 127, // NaN
         0, 0, 0, 0, // 0.0
     ]);
+
+    #[test]
+    fn a_shift_moves_the_contents_either_way_and_leaves_zeros() {
+        let v = |x: &[f32]| x.to_vec();
+        let mut a = v(&[0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0]);
+        shift(&mut a, (3, 0), 3);
+        assert_eq!(
+            a,
+            v(&[1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+            "towards the start"
+        );
+        let mut a = v(&[0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0]);
+        shift(&mut a, (1, 0), 3);
+        assert_eq!(
+            a,
+            v(&[1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+            "overlapping"
+        );
+        let mut a = v(&[1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        shift(&mut a, (0, 4), 3);
+        assert_eq!(
+            a,
+            v(&[1.0, 2.0, 3.0, 0.0, 1.0, 2.0, 3.0, 0.0]),
+            "towards the end"
+        );
+        let mut a = v(&[5.0, 1.0, 2.0, 7.0]);
+        shift(&mut a, (1, 1), 2);
+        assert_eq!(a, v(&[5.0, 1.0, 2.0, 7.0]), "in place, untouched");
+    }
 
     #[test]
     fn lined_starts_on_a_line_and_keeps_its_contents_as_it_grows() {
